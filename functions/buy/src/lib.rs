@@ -1,0 +1,310 @@
+//! buy: a fan's writes. Reserve (the Redis gate decides atomically), pay (the provider
+//! charges, then the order goes to Pub/Sub), cancel. A background relay publishes paid
+//! orders whose publish failed, so a Pub/Sub outage never loses an order.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+use shared::ApiError;
+use shared::config::{HttpArgs, PubSubArgs, RedisArgs};
+use shared::domain::{Email, EventId, IdempotencyKey, OrderId, OrderMessage, OrderStatus, PaymentToken, Quantity, TicketTypeId};
+use shared::gate::{Gate, PayBegin, ReserveOutcome};
+use shared::http::{ApiJson, unavailable};
+use shared::payment::{Charge, PaymentProvider, SimulatedPayments};
+use shared::publisher::OrderPublisher;
+
+/// Configuration from the environment.
+#[derive(clap::Parser, Debug)]
+pub struct Config {
+    #[command(flatten)]
+    pub http: HttpArgs,
+    #[command(flatten)]
+    pub redis: RedisArgs,
+    #[command(flatten)]
+    pub pubsub: PubSubArgs,
+    /// How often the outbox relay looks for paid orders not yet published, in milliseconds.
+    #[arg(long, env = "RELAY_INTERVAL_MS", default_value_t = 2000)]
+    pub relay_interval_ms: u64,
+    /// A payment older than this without a published message is the relay's to finish, in ms.
+    #[arg(long, env = "RELAY_GRACE_MS", default_value_t = 10_000)]
+    pub relay_grace_ms: u64,
+}
+
+/// Shared state: the gate, the publisher and the payment provider, as trait objects.
+#[derive(Clone)]
+pub struct AppState {
+    pub gate: Gate,
+    pub publisher: Arc<dyn OrderPublisher>,
+    pub payments: Arc<dyn PaymentProvider>,
+}
+
+/// The routes.
+pub fn app(state: AppState) -> Router {
+    shared::http::finish(
+        Router::new()
+            .route("/v1/events/{event}/orders", post(reserve))
+            .route("/v1/orders/{id}/payment", post(pay))
+            .route("/v1/orders/{id}/cancel", post(cancel))
+            .with_state(state),
+    )
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Body of `POST /v1/events/{event}/orders`.
+#[derive(Deserialize)]
+pub struct ReserveBody {
+    pub ticket_type: String,
+    pub quantity: i64,
+    pub email: String,
+}
+
+#[derive(Serialize)]
+struct Reserved {
+    order_id: String,
+    status: OrderStatus,
+    hold_expires_at: String,
+    server_time: String,
+}
+
+/// `POST /v1/events/{event}/orders` with `Idempotency-Key`.
+pub async fn reserve(
+    State(state): State<AppState>,
+    Path(event): Path<String>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<ReserveBody>,
+) -> Result<Response, ApiError> {
+    let event = EventId::parse(&event).map_err(|_| ApiError::NotFound("event"))?;
+    let key = headers
+        .get("idempotency-key")
+        .ok_or_else(|| ApiError::BadRequest("The Idempotency-Key header is required (a fresh UUID per purchase attempt).".into()))?
+        .to_str()
+        .map_err(|_| shared::domain::Invalid::new("Idempotency-Key", "must be visible ASCII"))
+        .and_then(IdempotencyKey::parse)?;
+    let ticket_type = TicketTypeId::parse(&body.ticket_type)?;
+    let quantity = Quantity::parse(body.quantity)?;
+    let email = Email::parse(&body.email)?;
+    let outcome = state.gate.reserve(&event, &ticket_type, quantity, &email, &key).await?;
+    let (order_id, hold_expires_at, replayed) = match outcome {
+        ReserveOutcome::Reserved { order_id, hold_expires_at } => (order_id, hold_expires_at, false),
+        ReserveOutcome::Replayed { order_id, hold_expires_at } => (order_id, hold_expires_at, true),
+        ReserveOutcome::IdempotencyConflict => return Err(ApiError::IdempotencyKeyReused),
+        ReserveOutcome::TooEarly { opens_in_ms } => {
+            return Err(ApiError::TooEarly { retry_after_secs: opens_in_ms.div_ceil(1000) });
+        }
+        ReserveOutcome::UnknownEvent => return Err(ApiError::NotFound("event")),
+        ReserveOutcome::UnknownTicketType => {
+            return Err(shared::domain::Invalid::new("ticket_type", "no such ticket type in this event").into());
+        }
+        ReserveOutcome::SoldOut => return Err(ApiError::SoldOut),
+        ReserveOutcome::NotEnough { available } => return Err(ApiError::NotEnoughLeft { available }),
+        ReserveOutcome::Limit { limit, remaining } => return Err(ApiError::LimitExceeded { limit, remaining }),
+    };
+    if !replayed {
+        tracing::info!(%order_id, %event, %ticket_type, quantity = quantity.get(), "reserved");
+    }
+    let body = Reserved {
+        order_id: order_id.to_string(),
+        status: OrderStatus::Reserved,
+        hold_expires_at: rfc3339(hold_expires_at),
+        server_time: rfc3339(Utc::now()),
+    };
+    let mut res = (StatusCode::ACCEPTED, Json(body)).into_response();
+    let h = res.headers_mut();
+    h.insert(header::LOCATION, HeaderValue::from_str(&format!("/v1/orders/{order_id}")).expect("ascii"));
+    if replayed {
+        h.insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(res)
+}
+
+/// Body of `POST /v1/orders/{id}/payment`.
+#[derive(Deserialize)]
+pub struct PayBody {
+    pub payment_token: String,
+}
+
+#[derive(Serialize)]
+struct OrderState {
+    order_id: String,
+    status: OrderStatus,
+}
+
+fn order_state(id: OrderId, status: OrderStatus) -> OrderState {
+    OrderState { order_id: id.to_string(), status }
+}
+
+async fn event_of(state: &AppState, id: &str) -> Result<(EventId, OrderId), ApiError> {
+    let id = OrderId::parse(id).map_err(|_| ApiError::NotFound("order"))?;
+    let ev = state.gate.event_of(id).await?.ok_or(ApiError::NotFound("order"))?;
+    Ok((ev, id))
+}
+
+/// Publishes an approved order and records that it is published.
+async fn publish(state: &AppState, event: &EventId, id: OrderId) -> Result<(), ApiError> {
+    let o = state.gate.order(event, id).await?.ok_or(ApiError::NotFound("order"))?;
+    let (Some(payment_ref), Some(paid_at)) = (o.payment_ref, o.paid_at) else {
+        return Err(ApiError::Internal(anyhow::anyhow!("order {id} confirming without a payment record")));
+    };
+    let msg = OrderMessage {
+        order_id: id,
+        event: event.clone(),
+        ticket_type: o.ticket_type,
+        quantity: o.quantity,
+        email: o.email,
+        amount_cents: o.amount_cents,
+        payment_ref,
+        paid_at,
+    };
+    match state.publisher.publish(&msg).await {
+        Ok(message_id) => {
+            tracing::info!(order_id = %id, message_id, "published");
+            state.gate.mark_published(event, id).await?;
+            Ok(())
+        }
+        Err(e) => {
+            tracing::warn!(order_id = %id, error = %e, "publish failed; the order stays in the outbox");
+            Err(ApiError::Unavailable {
+                detail: "Your payment was received and your order is saved, but confirming it is delayed. \
+                         Retry this request, or check the order's status: it will be confirmed."
+                    .into(),
+                retry_after_secs: 3,
+            })
+        }
+    }
+}
+
+/// Takes an order through payment, from wherever it stopped. Shared by the handler and the
+/// relay; every step is idempotent, so a retry or a second caller only finishes the work.
+pub async fn settle(state: &AppState, event: &EventId, id: OrderId, token: &str) -> Result<OrderStatus, ApiError> {
+    match state.gate.pay_begin(event, id, token).await? {
+        PayBegin::NotFound => Err(ApiError::NotFound("order")),
+        PayBegin::State(OrderStatus::Expired) => Err(ApiError::HoldExpired),
+        PayBegin::State(OrderStatus::Cancelled) => Err(ApiError::Conflict("This order was cancelled.".into())),
+        PayBegin::State(OrderStatus::Confirmed) => Err(ApiError::Conflict("This order is already paid and confirmed.".into())),
+        PayBegin::State(OrderStatus::Rejected) => Err(ApiError::Conflict(
+            "This order could not be fulfilled and its payment was refunded.".into(),
+        )),
+        PayBegin::State(s) => Err(ApiError::Internal(anyhow::anyhow!("pay_begin answered state {s:?}"))),
+        PayBegin::AlreadyPaid { published: true } => Ok(OrderStatus::Confirming),
+        PayBegin::AlreadyPaid { published: false } => {
+            publish(state, event, id).await?;
+            Ok(OrderStatus::Confirming)
+        }
+        PayBegin::Charge { amount_cents, token } => {
+            let charge = state
+                .payments
+                .charge(id, amount_cents, &token)
+                .await
+                .map_err(|e| unavailable("payment provider", &e))?;
+            match charge {
+                Charge::Declined { reason } => {
+                    tracing::info!(order_id = %id, reason, "payment declined");
+                    match state.gate.pay_declined(event, id).await? {
+                        OrderStatus::Expired => Err(ApiError::HoldExpired),
+                        _ => Err(ApiError::PaymentDeclined),
+                    }
+                }
+                Charge::Approved { payment_ref } => {
+                    state
+                        .gate
+                        .pay_approved(event, id, &payment_ref, Utc::now())
+                        .await?
+                        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("approved payment for {id} not recorded")))?;
+                    publish(state, event, id).await?;
+                    Ok(OrderStatus::Confirming)
+                }
+            }
+        }
+    }
+}
+
+/// `POST /v1/orders/{id}/payment`
+pub async fn pay(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<PayBody>,
+) -> Result<Response, ApiError> {
+    let token = PaymentToken::parse(&body.payment_token)?;
+    let (event, id) = event_of(&state, &id).await?;
+    let status = settle(&state, &event, id, token.expose()).await?;
+    Ok((StatusCode::ACCEPTED, Json(order_state(id, status))).into_response())
+}
+
+/// `POST /v1/orders/{id}/cancel`: releases the hold; cancelling again answers the same.
+pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let (event, id) = event_of(&state, &id).await?;
+    match state.gate.cancel(&event, id).await? {
+        None => Err(ApiError::NotFound("order")),
+        Some((s @ (OrderStatus::Cancelled | OrderStatus::Expired), released)) => {
+            if released {
+                tracing::info!(order_id = %id, status = s.as_str(), "hold released");
+            }
+            Ok(Json(order_state(id, s)).into_response())
+        }
+        Some((s, _)) => Err(ApiError::Conflict(format!(
+            "This order is {} and can no longer be cancelled.",
+            s.as_str()
+        ))),
+    }
+}
+
+/// One pass of the outbox relay: finishes payments older than `grace` whose message is not
+/// known to be published (publish failed, or the instance died mid-payment).
+pub async fn relay_once(state: &AppState, grace: Duration) -> Result<usize, ApiError> {
+    let cutoff = Utc::now() - chrono::Duration::from_std(grace).unwrap_or_default();
+    let mut done = 0;
+    for event in state.gate.events().await? {
+        for id in state.gate.outbox(&event, cutoff, 100).await? {
+            match settle(state, &event, id, "").await {
+                Ok(_) => done += 1,
+                Err(e) => tracing::warn!(order_id = %id, error = %e, "relay could not finish the order yet"),
+            }
+        }
+    }
+    Ok(done)
+}
+
+/// Runs the relay forever.
+pub fn spawn_relay(state: AppState, every: Duration, grace: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match relay_once(&state, grace).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(orders = n, "relay finished paid orders"),
+                Err(e) => tracing::warn!(error = %e, "relay pass failed"),
+            }
+        }
+    })
+}
+
+/// Builds everything from the config and serves until SIGTERM.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let gate = Gate::connect(&config.redis.redis_url, config.redis.timeout())
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach Redis: {e}"))?;
+    let publisher = config
+        .pubsub
+        .publisher()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot create the Pub/Sub publisher for {}: {e}", config.pubsub.topic_path()))?;
+    let state = AppState { gate, publisher: Arc::new(publisher), payments: Arc::new(SimulatedPayments) };
+    spawn_relay(
+        state.clone(),
+        Duration::from_millis(config.relay_interval_ms),
+        Duration::from_millis(config.relay_grace_ms),
+    );
+    shared::http::serve(app(state), config.http.port).await
+}

@@ -1,0 +1,295 @@
+//! check-availability: the read side. Availability is served from an in-process snapshot
+//! that a background task refreshes from Redis every `REFRESH_MS`, so a spike of readers
+//! costs no Redis round trip per request; order status is read from the gate's read model.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
+use shared::ApiError;
+use shared::config::{HttpArgs, RedisArgs};
+use shared::domain::{EventId, OrderId, OrderStatus};
+use shared::gate::{EventSnapshot, Gate};
+
+/// Configuration from the environment.
+#[derive(clap::Parser, Debug)]
+pub struct Config {
+    #[command(flatten)]
+    pub http: HttpArgs,
+    #[command(flatten)]
+    pub redis: RedisArgs,
+    /// How often the snapshot is refreshed from Redis, in milliseconds.
+    #[arg(long, env = "REFRESH_MS", default_value_t = 250)]
+    pub refresh_ms: u64,
+}
+
+/// A snapshot rendered once per refresh: the JSON after `"server_time"` is ready-made.
+struct Rendered {
+    /// JSON object body without its leading `{`, e.g. `"event":…}`.
+    tail: String,
+    etag: String,
+}
+
+#[derive(Default)]
+struct Cache {
+    events: HashMap<EventId, Arc<Rendered>>,
+    /// Set when the last refresh failed: answers still come from the last good snapshot.
+    stale: bool,
+}
+
+/// Shared state: the gate and the snapshot cache.
+#[derive(Clone)]
+pub struct AppState {
+    gate: Gate,
+    cache: Arc<RwLock<Cache>>,
+}
+
+#[derive(Serialize)]
+struct TicketTypeView<'a> {
+    id: &'a str,
+    name: &'a str,
+    description: &'a str,
+    price_cents: i64,
+    currency: &'static str,
+    capacity: i64,
+    available: i64,
+    per_customer_limit: u32,
+    status: &'static str,
+}
+
+#[derive(Serialize)]
+struct AvailabilityView<'a> {
+    event: &'a str,
+    name: &'a str,
+    venue: &'a str,
+    sale_opens_at: String,
+    sale_open: bool,
+    as_of: String,
+    ticket_types: Vec<TicketTypeView<'a>>,
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn render(snap: &EventSnapshot, stale: bool) -> Rendered {
+    let open = snap.read_at >= snap.catalog.sale_opens_at;
+    let types = snap
+        .catalog
+        .ticket_types
+        .iter()
+        .map(|t| {
+            let s = snap.stock.get(t.id.as_str()).copied().unwrap_or_default();
+            let status = if !open {
+                "not_on_sale_yet"
+            } else if s.available <= 0 {
+                "sold_out"
+            } else if s.available * 10 <= s.capacity {
+                "few_left"
+            } else {
+                "on_sale"
+            };
+            TicketTypeView {
+                id: t.id.as_str(),
+                name: &t.name,
+                description: &t.description,
+                price_cents: t.price_cents,
+                currency: "EUR",
+                capacity: s.capacity,
+                available: s.available.max(0),
+                per_customer_limit: t.per_customer_limit,
+                status,
+            }
+        })
+        .collect();
+    let view = AvailabilityView {
+        event: snap.catalog.id.as_str(),
+        name: &snap.catalog.name,
+        venue: &snap.catalog.venue,
+        sale_opens_at: rfc3339(snap.catalog.sale_opens_at),
+        sale_open: open,
+        as_of: rfc3339(snap.read_at),
+        ticket_types: types,
+    };
+    let json = serde_json::to_string(&view).expect("serialisable");
+    Rendered {
+        tail: format!("\"stale\":{stale},{}", &json[1..]),
+        etag: format!("W/\"{}-{}-{}\"", snap.version, u8::from(open), u8::from(stale)),
+    }
+}
+
+impl AppState {
+    /// State over a connected gate; call [`AppState::refresh`] or spawn the refresher.
+    pub fn new(gate: Gate) -> Self {
+        Self { gate, cache: Arc::default() }
+    }
+
+    /// One refresh of every seeded event. On failure the old snapshots stay, marked stale.
+    pub async fn refresh(&self) -> Result<(), shared::gate::GateError> {
+        let result = async {
+            let mut fresh = HashMap::new();
+            for ev in self.gate.events().await? {
+                if let Some(snap) = self.gate.refresh(&ev).await? {
+                    fresh.insert(ev, Arc::new(render(&snap, false)));
+                }
+            }
+            Ok::<_, shared::gate::GateError>(fresh)
+        }
+        .await;
+        let mut cache = self.cache.write().expect("cache lock");
+        match result {
+            Ok(events) => {
+                *cache = Cache { events, stale: false };
+                Ok(())
+            }
+            Err(e) => {
+                if !cache.stale {
+                    // Re-render once with the stale flag; no Redis needed.
+                    cache.events = cache
+                        .events
+                        .iter()
+                        .map(|(k, r)| {
+                            let tail = r.tail.replacen("\"stale\":false", "\"stale\":true", 1);
+                            let etag = r.etag.replacen("-0\"", "-1\"", 1);
+                            (k.clone(), Arc::new(Rendered { tail, etag }))
+                        })
+                        .collect();
+                    cache.stale = true;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Refreshes forever at `every`; logs a failure once per outage, not per tick.
+    pub fn spawn_refresher(&self, every: Duration) -> tokio::task::JoinHandle<()> {
+        let state = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut failing = false;
+            loop {
+                tick.tick().await;
+                match state.refresh().await {
+                    Ok(()) if failing => {
+                        tracing::info!("snapshot refresh recovered");
+                        failing = false;
+                    }
+                    Err(e) if !failing => {
+                        tracing::warn!(error = %e, "snapshot refresh failed; serving the last snapshot as stale");
+                        failing = true;
+                    }
+                    _ => {}
+                }
+            }
+        })
+    }
+}
+
+/// The routes.
+pub fn app(state: AppState) -> Router {
+    shared::http::finish(
+        Router::new()
+            .route("/v1/events/{event}/availability", get(availability))
+            .route("/v1/orders/{id}", get(order))
+            .with_state(state),
+    )
+}
+
+/// `GET /v1/events/{event}/availability`
+pub async fn availability(
+    State(state): State<AppState>,
+    Path(event): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let event = EventId::parse(&event).map_err(|_| ApiError::NotFound("event"))?;
+    let rendered = state
+        .cache
+        .read()
+        .expect("cache lock")
+        .events
+        .get(&event)
+        .cloned()
+        .ok_or(ApiError::NotFound("event"))?;
+    let etag = HeaderValue::from_str(&rendered.etag).expect("ascii etag");
+    let cache_control = HeaderValue::from_static("public, max-age=1, stale-while-revalidate=2");
+    if headers.get(header::IF_NONE_MATCH).is_some_and(|v| v == etag) {
+        return Ok((
+            StatusCode::NOT_MODIFIED,
+            [(header::ETAG, etag), (header::CACHE_CONTROL, cache_control)],
+        )
+            .into_response());
+    }
+    let body = format!("{{\"server_time\":\"{}\",{}", rfc3339(Utc::now()), rendered.tail);
+    Ok((
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
+            (header::ETAG, etag),
+            (header::CACHE_CONTROL, cache_control),
+        ],
+        Body::from(body),
+    )
+        .into_response())
+}
+
+#[derive(Serialize)]
+struct OrderStatusView {
+    order_id: String,
+    event: String,
+    status: OrderStatus,
+    ticket_type: String,
+    quantity: u32,
+    amount_cents: i64,
+    currency: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hold_expires_at: Option<String>,
+    server_time: String,
+    tickets: Vec<String>,
+}
+
+/// `GET /v1/orders/{id}`
+pub async fn order(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let id = OrderId::parse(&id).map_err(|_| ApiError::NotFound("order"))?;
+    let event = state.gate.event_of(id).await?.ok_or(ApiError::NotFound("order"))?;
+    let o = state.gate.order(&event, id).await?.ok_or(ApiError::NotFound("order"))?;
+    let now = Utc::now();
+    // A hold past its deadline is expired even before a script has returned it to stock.
+    let status = match (o.status, o.hold_expires_at) {
+        (OrderStatus::Reserved, Some(d)) if d <= now => OrderStatus::Expired,
+        (s, _) => s,
+    };
+    let view = OrderStatusView {
+        order_id: id.to_string(),
+        event: event.to_string(),
+        status,
+        ticket_type: o.ticket_type.to_string(),
+        quantity: o.quantity,
+        amount_cents: o.amount_cents,
+        currency: "EUR",
+        hold_expires_at: (status == OrderStatus::Reserved).then(|| o.hold_expires_at.map(rfc3339)).flatten(),
+        server_time: rfc3339(now),
+        tickets: o.tickets,
+    };
+    Ok(([(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))], Json(view)).into_response())
+}
+
+/// Builds everything from the config and serves until SIGTERM.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let gate = Gate::connect(&config.redis.redis_url, config.redis.timeout())
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach Redis: {e}"))?;
+    let state = AppState::new(gate);
+    if let Err(e) = state.refresh().await {
+        tracing::warn!(error = %e, "first snapshot failed; will keep trying");
+    }
+    state.spawn_refresher(Duration::from_millis(config.refresh_ms));
+    shared::http::serve(app(state), config.http.port).await
+}

@@ -1,0 +1,9 @@
+//! check-availability: `REDIS_URL=redis://127.0.0.1:6379 PORT=8081 cargo run -p check-availability`
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    shared::telemetry::init();
+    check_availability::run(check_availability::Config::parse()).await
+}

@@ -1,0 +1,102 @@
+//! Configuration from the environment (flags work too), validated at start: a missing or bad
+//! variable stops the service with clap's one-line error, before anything is served.
+
+use std::time::Duration;
+
+/// Where the function listens (Cloud Run sets `PORT`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct HttpArgs {
+    /// TCP port to listen on, on all interfaces.
+    #[arg(long, env = "PORT", default_value_t = 8080)]
+    pub port: u16,
+}
+
+/// The Redis gate.
+#[derive(clap::Args, Clone)]
+pub struct RedisArgs {
+    /// Redis URL, e.g. `redis://127.0.0.1:6379` or `rediss://:AUTH@10.0.0.3:6378`.
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: String,
+    /// Deadline for one Redis command, in milliseconds (then the answer is 503).
+    #[arg(long, env = "REDIS_TIMEOUT_MS", default_value_t = 500)]
+    pub redis_timeout_ms: u64,
+}
+
+impl RedisArgs {
+    /// The per-command deadline.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.redis_timeout_ms)
+    }
+}
+
+// The URL may carry the AUTH password: never print it.
+impl std::fmt::Debug for RedisArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisArgs").field("redis_timeout_ms", &self.redis_timeout_ms).finish_non_exhaustive()
+    }
+}
+
+/// The Postgres database.
+#[derive(clap::Args, Clone)]
+pub struct DatabaseArgs {
+    /// PostgreSQL URL, e.g. `postgres://tickets@127.0.0.1:5432/tickets`.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: String,
+    /// Connections in the pool.
+    #[arg(long, env = "DATABASE_POOL_SIZE", default_value_t = 16)]
+    pub database_pool_size: usize,
+    /// Deadline to get or open a connection, in milliseconds.
+    #[arg(long, env = "DATABASE_TIMEOUT_MS", default_value_t = 3000)]
+    pub database_timeout_ms: u64,
+}
+
+impl std::fmt::Debug for DatabaseArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseArgs").field("pool", &self.database_pool_size).finish_non_exhaustive()
+    }
+}
+
+impl DatabaseArgs {
+    /// Builds the Postgres repository (lazily connecting).
+    pub fn repository(&self) -> Result<crate::repo::postgres::PgRepository, crate::repo::RepoError> {
+        crate::repo::postgres::PgRepository::connect(
+            &self.database_url,
+            self.database_pool_size,
+            Duration::from_millis(self.database_timeout_ms),
+        )
+    }
+}
+
+/// The orders topic.
+#[derive(clap::Args, Debug, Clone)]
+pub struct PubSubArgs {
+    /// Google Cloud project of the topic.
+    #[arg(long, env = "GOOGLE_CLOUD_PROJECT")]
+    pub project: String,
+    /// Topic id of paid orders.
+    #[arg(long, env = "ORDERS_TOPIC", default_value = "orders")]
+    pub orders_topic: String,
+    /// host:port of the Pub/Sub emulator; unset in the cloud.
+    #[arg(long, env = "PUBSUB_EMULATOR_HOST")]
+    pub pubsub_emulator_host: Option<String>,
+    /// Deadline for one publish, in milliseconds.
+    #[arg(long, env = "PUBLISH_TIMEOUT_MS", default_value_t = 3000)]
+    pub publish_timeout_ms: u64,
+}
+
+impl PubSubArgs {
+    /// `projects/P/topics/T`.
+    pub fn topic_path(&self) -> String {
+        format!("projects/{}/topics/{}", self.project, self.orders_topic)
+    }
+
+    /// Connects the publisher.
+    pub async fn publisher(&self) -> anyhow::Result<crate::publisher::PubSubPublisher> {
+        crate::publisher::PubSubPublisher::connect(
+            &self.topic_path(),
+            self.pubsub_emulator_host.as_deref(),
+            Duration::from_millis(self.publish_timeout_ms),
+        )
+        .await
+    }
+}

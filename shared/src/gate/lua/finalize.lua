@@ -1,0 +1,22 @@
+-- ARGV: order_id, outcome (confirmed | rejected), tickets (JSON), ticket_type, quantity, email.
+-- The database decided; mirror it in the gate once (redeliveries find it done).
+local oid, outcome = ARGV[1], ARGV[2]
+local ok = p .. 'order:' .. oid
+redis.call('ZREM', p .. 'outbox', oid)
+local o = load(oid)
+if not o then
+  -- The gate lost this order (e.g. Redis restarted empty): keep the read model answering.
+  redis.call('HSET', ok, 'status', outcome, 'tt', ARGV[4], 'qty', ARGV[5], 'email', ARGV[6], 'tickets', ARGV[3])
+  return { 'missing' }
+end
+if o.status ~= 'confirming' then return { 'already', o.status } end
+if outcome == 'confirmed' then
+  local tk = p .. 'tt:' .. o.tt
+  redis.call('HINCRBY', tk, 'confirming', -o.qty)
+  redis.call('HINCRBY', tk, 'sold', o.qty)
+  redis.call('HSET', ok, 'status', 'confirmed', 'tickets', ARGV[3])
+  redis.call('INCR', p .. 'version')
+else
+  release(oid, o, 'confirming', 'rejected')
+end
+return { 'applied' }

@@ -1,0 +1,30 @@
+-- ARGV: order_id, payment_token. reserved -> confirming (held -> confirming), before charging,
+-- so the hold cannot expire or be cancelled while the provider is deciding.
+local oid = ARGV[1]
+local now = now_ms()
+local ok = p .. 'order:' .. oid
+local o = load(oid)
+if not o then return { 'not_found' } end
+-- An empty token (the relay) never starts a payment, it only finishes one.
+if o.status == 'reserved' and ARGV[2] ~= '' then
+  if o.deadline <= now then
+    expire_one(oid, now)
+    return { 'expired' }
+  end
+  local tk = p .. 'tt:' .. o.tt
+  redis.call('HINCRBY', tk, 'held', -o.qty)
+  redis.call('HINCRBY', tk, 'confirming', o.qty)
+  redis.call('ZREM', p .. 'holds', oid)
+  redis.call('HSET', ok, 'status', 'confirming', 'pay_state', 'pending', 'pay_token', ARGV[2],
+    'pay_started_at', now)
+  -- The outbox lists paid-or-paying orders not yet known to be published: the relay's work list.
+  redis.call('ZADD', p .. 'outbox', now, oid)
+  redis.call('INCR', p .. 'version')
+  return { 'charge', o.amount, ARGV[2] }
+end
+if o.status == 'confirming' then
+  local s = redis.call('HMGET', ok, 'pay_state', 'pay_token', 'published')
+  if s[1] == 'pending' then return { 'charge', o.amount, s[2] } end
+  return { 'paid', s[3] or '0' }
+end
+return { o.status }

@@ -1,0 +1,48 @@
+-- Shared by every gate script (prepended at load). All keys of one event share the hash tag
+-- in KEYS[1] ("{ev:EVENT}:meta"), so each script touches a single Redis Cluster slot.
+local p = string.sub(KEYS[1], 1, #KEYS[1] - 4)
+
+-- Redis' own clock: one clock for every instance of every function.
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function load(oid)
+  local v = redis.call('HMGET', p .. 'order:' .. oid, 'status', 'tt', 'qty', 'email', 'hold_expires_at', 'amount')
+  if not v[1] then return nil end
+  return { status = v[1], tt = v[2], qty = tonumber(v[3]), email = v[4],
+           deadline = tonumber(v[5] or '0'), amount = v[6] }
+end
+
+-- Return an order's tickets from `from` (held | confirming) to stock, once.
+local function release(oid, o, from, status)
+  local tk = p .. 'tt:' .. o.tt
+  redis.call('HINCRBY', tk, from, -o.qty)
+  redis.call('HINCRBY', tk, 'available', o.qty)
+  local ck = p .. 'cust:' .. o.tt .. ':' .. o.email
+  if redis.call('DECRBY', ck, o.qty) <= 0 then redis.call('DEL', ck) end
+  redis.call('HSET', p .. 'order:' .. oid, 'status', status)
+  redis.call('INCR', p .. 'version')
+end
+
+-- Expire one hold if it is due. Status `reserved` guards against doing it twice.
+local function expire_one(oid, now)
+  redis.call('ZREM', p .. 'holds', oid)
+  local o = load(oid)
+  if o and o.status == 'reserved' and o.deadline <= now then
+    release(oid, o, 'held', 'expired')
+    return true
+  end
+  return false
+end
+
+-- Expire up to `limit` due holds; bounded so no call is slow.
+local function reap(now, limit)
+  local due = redis.call('ZRANGEBYSCORE', p .. 'holds', '-inf', now, 'LIMIT', 0, limit)
+  local n = 0
+  for _, oid in ipairs(due) do
+    if expire_one(oid, now) then n = n + 1 end
+  end
+  return n
+end

@@ -1,0 +1,45 @@
+-- ARGV: order_id, ticket_type, quantity, email, idempotency_key
+local oid, tt, qty, email, ikey = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
+local now = now_ms()
+
+local ik = p .. 'idem:' .. ikey
+local fp = redis.sha1hex(tt .. '\n' .. qty .. '\n' .. email)
+local prev = redis.call('GET', ik)
+if prev then
+  local sep = string.find(prev, '|', 1, true)
+  if string.sub(prev, 1, sep - 1) ~= fp then return { 'idem_conflict' } end
+  local poid = string.sub(prev, sep + 1)
+  local first = redis.call('HGET', p .. 'order:' .. poid, 'hold_expires_at')
+  return { 'replay', poid, first or '0' }
+end
+
+local opens = redis.call('HGET', KEYS[1], 'opens_at')
+if not opens then return { 'unknown_event' } end
+opens = tonumber(opens)
+if now < opens then return { 'too_early', tostring(opens - now) } end
+
+local tk = p .. 'tt:' .. tt
+local t = redis.call('HMGET', tk, 'limit', 'hold_ms', 'price')
+if not t[1] then return { 'unknown_ticket_type' } end
+
+reap(now, 25)
+local avail = tonumber(redis.call('HGET', tk, 'available'))
+if avail <= 0 then return { 'sold_out' } end
+local limit = tonumber(t[1])
+local ck = p .. 'cust:' .. tt .. ':' .. email
+local have = tonumber(redis.call('GET', ck) or '0')
+if have + qty > limit then
+  return { 'limit', tostring(limit), tostring(math.max(limit - have, 0)) }
+end
+if avail < qty then return { 'not_enough', tostring(avail) } end
+
+local deadline = now + tonumber(t[2])
+redis.call('HINCRBY', tk, 'available', -qty)
+redis.call('HINCRBY', tk, 'held', qty)
+redis.call('INCRBY', ck, qty)
+redis.call('HSET', p .. 'order:' .. oid, 'status', 'reserved', 'tt', tt, 'qty', qty, 'email', email,
+  'hold_expires_at', deadline, 'created_at', now, 'amount', qty * tonumber(t[3]))
+redis.call('ZADD', p .. 'holds', deadline, oid)
+redis.call('SET', ik, fp .. '|' .. oid, 'PX', 86400000)
+redis.call('INCR', p .. 'version')
+return { 'reserved', oid, tostring(deadline) }

@@ -1,0 +1,549 @@
+//! The Redis admission gate: one atomic Lua script per transition of an order
+//! (reserve, pay, cancel, expire, finalize), plus the read of an event's stock.
+//!
+//! Keys of one event share the hash tag `{ev:EVENT}` (one Redis Cluster slot), so every script
+//! is atomic over everything it touches. Expired holds go back to stock inside the scripts
+//! themselves (`reap` in reserve and refresh), so no sweeper is needed for correctness.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, Script, Value};
+
+use crate::domain::{Email, Event, EventId, IdempotencyKey, OrderId, OrderStatus, Quantity, TicketTypeId};
+
+const PRELUDE: &str = include_str!("lua/prelude.lua");
+
+/// A gate operation failed for infrastructure reasons (Redis down, slow or answering nonsense).
+#[derive(Debug, thiserror::Error)]
+pub enum GateError {
+    /// Redis did not answer within the deadline, or refused the connection.
+    #[error("redis unavailable: {0}")]
+    Unavailable(String),
+    /// Redis answered something the scripts never return.
+    #[error("unexpected gate reply: {0}")]
+    Protocol(String),
+}
+
+impl From<redis::RedisError> for GateError {
+    fn from(e: redis::RedisError) -> Self {
+        Self::Unavailable(e.to_string())
+    }
+}
+
+/// The answer to a reservation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReserveOutcome {
+    /// Held until the deadline.
+    Reserved { order_id: OrderId, hold_expires_at: DateTime<Utc> },
+    /// The same Idempotency-Key with the same request: the first answer again.
+    Replayed { order_id: OrderId, hold_expires_at: DateTime<Utc> },
+    /// The same Idempotency-Key with a different request.
+    IdempotencyConflict,
+    /// The sale opens in this many milliseconds.
+    TooEarly { opens_in_ms: u64 },
+    /// The event is not on sale here.
+    UnknownEvent,
+    /// The ticket type is not part of the event.
+    UnknownTicketType,
+    /// Nothing left.
+    SoldOut,
+    /// Fewer left than asked for.
+    NotEnough { available: u64 },
+    /// The per-customer limit would be exceeded.
+    Limit { limit: u64, remaining: u64 },
+}
+
+/// The answer to the start of a payment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PayBegin {
+    /// Charge this amount with this token (the hold is now frozen in `confirming`).
+    Charge { amount_cents: i64, token: String },
+    /// Already paid earlier; `published` says whether its message is known to be in Pub/Sub.
+    AlreadyPaid { published: bool },
+    /// No such order.
+    NotFound,
+    /// The order is in another state (expired, cancelled, confirmed, rejected).
+    State(OrderStatus),
+}
+
+/// An approved payment as the gate recorded it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Approved {
+    /// The provider's reference.
+    pub payment_ref: String,
+    /// When it was approved (the first approval, if recorded twice).
+    pub paid_at: DateTime<Utc>,
+}
+
+/// The gate's view of one order (the read model behind `GET /v1/orders/{id}`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderView {
+    pub order_id: OrderId,
+    pub event: EventId,
+    pub status: OrderStatus,
+    pub ticket_type: TicketTypeId,
+    pub quantity: u32,
+    pub email: String,
+    pub amount_cents: i64,
+    pub hold_expires_at: Option<DateTime<Utc>>,
+    pub payment_ref: Option<String>,
+    pub paid_at: Option<DateTime<Utc>>,
+    pub tickets: Vec<String>,
+}
+
+/// Stock of one ticket type. `available + held + confirming + sold == capacity` at all times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct Stock {
+    pub capacity: i64,
+    pub available: i64,
+    pub held: i64,
+    pub confirming: i64,
+    pub sold: i64,
+}
+
+impl Stock {
+    /// `available + held + confirming + sold - capacity`: zero when the books balance.
+    pub fn delta(&self) -> i64 {
+        self.available + self.held + self.confirming + self.sold - self.capacity
+    }
+}
+
+/// One consistent read of an event (after expiring due holds).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventSnapshot {
+    /// The catalog as seeded.
+    pub catalog: Event,
+    /// Changes with every stock movement (the ETag).
+    pub version: u64,
+    /// Redis' clock when read.
+    pub read_at: DateTime<Utc>,
+    /// Stock per ticket type, in catalog order.
+    pub stock: BTreeMap<String, Stock>,
+}
+
+struct Scripts {
+    reserve: Script,
+    pay_begin: Script,
+    pay_declined: Script,
+    pay_approved: Script,
+    published: Script,
+    cancel: Script,
+    finalize: Script,
+    refresh: Script,
+    seed: Script,
+}
+
+fn script(body: &str) -> Script {
+    Script::new(&format!("{PRELUDE}\n{body}"))
+}
+
+/// The gate: a Redis connection (multiplexed, reconnecting) and the scripts.
+#[derive(Clone)]
+pub struct Gate {
+    conn: ConnectionManager,
+    scripts: std::sync::Arc<Scripts>,
+    timeout: Duration,
+}
+
+/// `{ev:EVENT}:meta`: the key every script is routed by.
+fn meta_key(event: &EventId) -> String {
+    format!("{{ev:{event}}}:meta")
+}
+
+fn order_index_key(order: OrderId) -> String {
+    format!("order-event:{order}")
+}
+
+const EVENTS_KEY: &str = "events";
+
+fn ms_to_time(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}
+
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::Int(i) => Some(i.to_string()),
+        _ => None,
+    }
+}
+
+fn words(v: Value) -> Result<Vec<String>, GateError> {
+    match v {
+        Value::Array(items) => Ok(items.iter().map(|i| text(i).unwrap_or_default()).collect()),
+        other => Err(GateError::Protocol(format!("{other:?}"))),
+    }
+}
+
+fn num<T: std::str::FromStr>(w: &[String], i: usize) -> Result<T, GateError> {
+    w.get(i)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| GateError::Protocol(format!("field {i} of {w:?}")))
+}
+
+fn status_of(w: &str) -> Result<OrderStatus, GateError> {
+    OrderStatus::parse(w).ok_or_else(|| GateError::Protocol(format!("status {w}")))
+}
+
+impl Gate {
+    /// Connects (lazily reconnecting later) with a per-command deadline.
+    pub async fn connect(url: &str, timeout: Duration) -> Result<Self, GateError> {
+        let client = redis::Client::open(url).map_err(|e| GateError::Unavailable(e.to_string()))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = tokio::time::timeout(timeout * 4, ConnectionManager::new_with_config(client, config))
+            .await
+            .map_err(|_| GateError::Unavailable("connect timed out".into()))??;
+        Ok(Self {
+            conn,
+            timeout,
+            scripts: std::sync::Arc::new(Scripts {
+                reserve: script(include_str!("lua/reserve.lua")),
+                pay_begin: script(include_str!("lua/pay_begin.lua")),
+                pay_declined: script(include_str!("lua/pay_declined.lua")),
+                pay_approved: script(include_str!("lua/pay_approved.lua")),
+                published: script(include_str!("lua/published.lua")),
+                cancel: script(include_str!("lua/cancel.lua")),
+                finalize: script(include_str!("lua/finalize.lua")),
+                refresh: script(include_str!("lua/refresh.lua")),
+                seed: script(include_str!("lua/seed.lua")),
+            }),
+        })
+    }
+
+    /// A clone of the connection for commands outside the scripts.
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    async fn run(&self, script: &Script, event: &EventId, args: &[&str]) -> Result<Value, GateError> {
+        let mut conn = self.conn.clone();
+        let mut inv = script.key(meta_key(event));
+        for a in args {
+            inv.arg(*a);
+        }
+        tokio::time::timeout(self.timeout, inv.invoke_async::<Value>(&mut conn))
+            .await
+            .map_err(|_| GateError::Unavailable("timed out".into()))?
+            .map_err(GateError::from)
+    }
+
+    /// Is Redis answering?
+    pub async fn ping(&self) -> Result<(), GateError> {
+        let mut conn = self.conn.clone();
+        tokio::time::timeout(self.timeout, redis::cmd("PING").query_async::<String>(&mut conn))
+            .await
+            .map_err(|_| GateError::Unavailable("timed out".into()))??;
+        Ok(())
+    }
+
+    /// Writes the event and its stock once (re-running is a no-op). `Err` when the event is
+    /// already live in Redis with a different catalog.
+    pub async fn seed(&self, event: &Event) -> Result<bool, anyhow::Error> {
+        let catalog = serde_json::to_string(event)?;
+        let ids: Vec<&str> = event.ticket_types.iter().map(|t| t.id.as_str()).collect();
+        let mut args = vec![
+            event.sale_opens_at.timestamp_millis().to_string(),
+            catalog,
+            ids.join(","),
+        ];
+        for t in &event.ticket_types {
+            args.extend([
+                t.id.to_string(),
+                t.capacity.to_string(),
+                t.per_customer_limit.to_string(),
+                (u64::from(t.hold_seconds) * 1000).to_string(),
+                t.price_cents.to_string(),
+            ]);
+        }
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let reply = self.run(&self.scripts.seed, &event.id, &refs).await?;
+        let mut conn = self.conn.clone();
+        let _: () = conn.sadd(EVENTS_KEY, event.id.as_str()).await?;
+        match text(&reply).as_deref() {
+            Some("seeded") => Ok(true),
+            Some("unchanged") => Ok(false),
+            Some("conflict") => anyhow::bail!(
+                "event {} is already seeded in Redis with a different catalog; re-seed with --reset",
+                event.id
+            ),
+            other => anyhow::bail!("unexpected seed reply {other:?}"),
+        }
+    }
+
+    /// Removes every key of the event (tests and `ops seed --reset`; never during a sale).
+    pub async fn reset(&self, event: &EventId) -> Result<(), GateError> {
+        let mut conn = self.conn.clone();
+        let pattern = format!("{{ev:{event}}}:*");
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await?;
+            if !keys.is_empty() {
+                let _: () = conn.del(keys).await?;
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        let _: () = conn.srem(EVENTS_KEY, event.as_str()).await?;
+        Ok(())
+    }
+
+    /// Events seeded in this Redis.
+    pub async fn events(&self) -> Result<Vec<EventId>, GateError> {
+        let mut conn = self.conn.clone();
+        let ids: Vec<String> = tokio::time::timeout(self.timeout, conn.smembers(EVENTS_KEY))
+            .await
+            .map_err(|_| GateError::Unavailable("timed out".into()))??;
+        Ok(ids.iter().filter_map(|s| EventId::parse(s).ok()).collect())
+    }
+
+    /// Reserves `quantity` tickets for `email`, or says why not.
+    pub async fn reserve(
+        &self,
+        event: &EventId,
+        ticket_type: &TicketTypeId,
+        quantity: Quantity,
+        email: &Email,
+        key: &IdempotencyKey,
+    ) -> Result<ReserveOutcome, GateError> {
+        let order_id = OrderId::new();
+        // The index from order id to event lives outside the event's slot, so it is written
+        // first: a refused reservation leaves only a dangling index entry that expires.
+        let mut conn = self.conn.clone();
+        tokio::time::timeout(
+            self.timeout,
+            conn.set_ex::<_, _, ()>(order_index_key(order_id), event.as_str(), 30 * 86_400),
+        )
+        .await
+        .map_err(|_| GateError::Unavailable("timed out".into()))??;
+        let oid = order_id.to_string();
+        let qty = quantity.get().to_string();
+        let w = words(
+            self.run(
+                &self.scripts.reserve,
+                event,
+                &[&oid, ticket_type.as_str(), &qty, email.as_str(), key.as_str()],
+            )
+            .await?,
+        )?;
+        Ok(match w.first().map(String::as_str) {
+            Some("reserved") => ReserveOutcome::Reserved {
+                order_id: OrderId::parse(&w[1]).map_err(|e| GateError::Protocol(e.to_string()))?,
+                hold_expires_at: ms_to_time(num(&w, 2)?),
+            },
+            Some("replay") => ReserveOutcome::Replayed {
+                order_id: OrderId::parse(&w[1]).map_err(|e| GateError::Protocol(e.to_string()))?,
+                hold_expires_at: ms_to_time(num(&w, 2)?),
+            },
+            Some("idem_conflict") => ReserveOutcome::IdempotencyConflict,
+            Some("too_early") => ReserveOutcome::TooEarly { opens_in_ms: num(&w, 1)? },
+            Some("unknown_event") => ReserveOutcome::UnknownEvent,
+            Some("unknown_ticket_type") => ReserveOutcome::UnknownTicketType,
+            Some("sold_out") => ReserveOutcome::SoldOut,
+            Some("not_enough") => ReserveOutcome::NotEnough { available: num(&w, 1)? },
+            Some("limit") => ReserveOutcome::Limit { limit: num(&w, 1)?, remaining: num(&w, 2)? },
+            _ => return Err(GateError::Protocol(format!("reserve: {w:?}"))),
+        })
+    }
+
+    /// Which event an order belongs to (None: unknown order).
+    pub async fn event_of(&self, order: OrderId) -> Result<Option<EventId>, GateError> {
+        let mut conn = self.conn.clone();
+        let ev: Option<String> = tokio::time::timeout(self.timeout, conn.get(order_index_key(order)))
+            .await
+            .map_err(|_| GateError::Unavailable("timed out".into()))??;
+        Ok(ev.and_then(|e| EventId::parse(&e).ok()))
+    }
+
+    /// Starts paying: freezes the hold so it cannot expire while the provider decides.
+    pub async fn pay_begin(&self, event: &EventId, order: OrderId, token: &str) -> Result<PayBegin, GateError> {
+        let w = words(self.run(&self.scripts.pay_begin, event, &[&order.to_string(), token]).await?)?;
+        Ok(match w.first().map(String::as_str) {
+            Some("charge") => PayBegin::Charge { amount_cents: num(&w, 1)?, token: w[2].clone() },
+            Some("paid") => PayBegin::AlreadyPaid { published: w.get(1).is_some_and(|p| p == "1") },
+            Some("not_found") => PayBegin::NotFound,
+            Some(s) => PayBegin::State(status_of(s)?),
+            None => return Err(GateError::Protocol("pay_begin: empty".into())),
+        })
+    }
+
+    /// The charge was declined: the order is `reserved` again (or `expired` if its time ran out).
+    pub async fn pay_declined(&self, event: &EventId, order: OrderId) -> Result<OrderStatus, GateError> {
+        let w = words(self.run(&self.scripts.pay_declined, event, &[&order.to_string()]).await?)?;
+        Ok(match w.first().map(String::as_str) {
+            Some("expired") => OrderStatus::Expired,
+            _ => OrderStatus::Reserved,
+        })
+    }
+
+    /// Records an approved charge (idempotent: a second call returns the first record).
+    pub async fn pay_approved(
+        &self,
+        event: &EventId,
+        order: OrderId,
+        payment_ref: &str,
+        paid_at: DateTime<Utc>,
+    ) -> Result<Option<Approved>, GateError> {
+        let w = words(
+            self.run(
+                &self.scripts.pay_approved,
+                event,
+                &[&order.to_string(), payment_ref, &paid_at.to_rfc3339()],
+            )
+            .await?,
+        )?;
+        if w.first().map(String::as_str) != Some("approved") {
+            return Ok(None);
+        }
+        let paid_at = DateTime::parse_from_rfc3339(&w[2])
+            .map_err(|e| GateError::Protocol(e.to_string()))?
+            .with_timezone(&Utc);
+        Ok(Some(Approved { payment_ref: w[1].clone(), paid_at }))
+    }
+
+    /// The order's message is in Pub/Sub.
+    pub async fn mark_published(&self, event: &EventId, order: OrderId) -> Result<(), GateError> {
+        self.run(&self.scripts.published, event, &[&order.to_string()]).await?;
+        Ok(())
+    }
+
+    /// Releases a hold. Returns the order's status afterwards (None: unknown order).
+    pub async fn cancel(&self, event: &EventId, order: OrderId) -> Result<Option<(OrderStatus, bool)>, GateError> {
+        let w = words(self.run(&self.scripts.cancel, event, &[&order.to_string()]).await?)?;
+        Ok(match w.first().map(String::as_str) {
+            Some("not_found") => None,
+            Some("cancelled") => Some((OrderStatus::Cancelled, true)),
+            Some("expired") => Some((OrderStatus::Expired, true)),
+            Some(s) => Some((status_of(s)?, false)),
+            None => return Err(GateError::Protocol("cancel: empty".into())),
+        })
+    }
+
+    /// Mirrors the database's decision. Returns true the first time it changes the gate.
+    pub async fn finalize(
+        &self,
+        msg: &crate::domain::OrderMessage,
+        outcome: OrderStatus,
+        tickets: &[String],
+    ) -> Result<bool, GateError> {
+        let tickets = serde_json::to_string(tickets).map_err(|e| GateError::Protocol(e.to_string()))?;
+        let w = words(
+            self.run(
+                &self.scripts.finalize,
+                &msg.event,
+                &[
+                    &msg.order_id.to_string(),
+                    outcome.as_str(),
+                    &tickets,
+                    msg.ticket_type.as_str(),
+                    &msg.quantity.to_string(),
+                    &msg.email,
+                ],
+            )
+            .await?,
+        )?;
+        Ok(w.first().map(String::as_str) == Some("applied"))
+    }
+
+    /// Orders whose payment started before `older_than` and whose message is not known to be
+    /// published: the outbox relay's work.
+    pub async fn outbox(&self, event: &EventId, older_than: DateTime<Utc>, limit: usize) -> Result<Vec<OrderId>, GateError> {
+        let mut conn = self.conn.clone();
+        let key = format!("{{ev:{event}}}:outbox");
+        let ids: Vec<String> = tokio::time::timeout(
+            self.timeout,
+            redis::cmd("ZRANGE")
+                .arg(&key)
+                .arg("-inf")
+                .arg(older_than.timestamp_millis())
+                .arg("BYSCORE")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(limit)
+                .query_async(&mut conn),
+        )
+        .await
+        .map_err(|_| GateError::Unavailable("timed out".into()))??;
+        Ok(ids.iter().filter_map(|s| OrderId::parse(s).ok()).collect())
+    }
+
+    /// The read model of one order.
+    pub async fn order(&self, event: &EventId, order: OrderId) -> Result<Option<OrderView>, GateError> {
+        let mut conn = self.conn.clone();
+        let key = format!("{{ev:{event}}}:order:{order}");
+        let h: std::collections::HashMap<String, String> =
+            tokio::time::timeout(self.timeout, conn.hgetall(&key))
+                .await
+                .map_err(|_| GateError::Unavailable("timed out".into()))??;
+        let Some(status) = h.get("status") else { return Ok(None) };
+        let get = |k: &str| h.get(k).cloned().unwrap_or_default();
+        let ms = |k: &str| h.get(k).and_then(|v| v.parse::<i64>().ok()).map(ms_to_time);
+        Ok(Some(OrderView {
+            order_id: order,
+            event: event.clone(),
+            status: status_of(status)?,
+            ticket_type: TicketTypeId::parse(&get("tt")).map_err(|e| GateError::Protocol(e.to_string()))?,
+            quantity: get("qty").parse().unwrap_or(0),
+            email: get("email"),
+            amount_cents: get("amount").parse().unwrap_or(0),
+            hold_expires_at: ms("hold_expires_at"),
+            payment_ref: h.get("payment_ref").cloned(),
+            paid_at: h
+                .get("paid_at")
+                .and_then(|v| DateTime::parse_from_rfc3339(v).ok())
+                .map(|t| t.with_timezone(&Utc)),
+            tickets: h
+                .get("tickets")
+                .and_then(|t| serde_json::from_str(t).ok())
+                .unwrap_or_default(),
+        }))
+    }
+
+    /// Expires due holds, then reads the event's catalog and stock in one atomic step.
+    pub async fn refresh(&self, event: &EventId) -> Result<Option<EventSnapshot>, GateError> {
+        let reply = self.run(&self.scripts.refresh, event, &[]).await?;
+        if matches!(reply, Value::Nil) {
+            return Ok(None);
+        }
+        let w = words(reply)?;
+        let catalog: Event = serde_json::from_str(w.get(1).map(String::as_str).unwrap_or(""))
+            .map_err(|e| GateError::Protocol(format!("catalog: {e}")))?;
+        let mut stock = BTreeMap::new();
+        let mut i = 4;
+        while i + 5 < w.len() {
+            stock.insert(
+                w[i].clone(),
+                Stock {
+                    capacity: num(&w, i + 1)?,
+                    available: num(&w, i + 2)?,
+                    held: num(&w, i + 3)?,
+                    confirming: num(&w, i + 4)?,
+                    sold: num(&w, i + 5)?,
+                },
+            );
+            i += 6;
+        }
+        Ok(Some(EventSnapshot {
+            catalog,
+            version: num(&w, 2)?,
+            read_at: ms_to_time(num(&w, 3)?),
+            stock,
+        }))
+    }
+}

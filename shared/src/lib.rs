@@ -1,0 +1,15 @@
+//! What the three functions share: the domain, configuration, errors as problem+json,
+//! telemetry, the Redis gate, the Pub/Sub publisher, payments and the repository.
+
+pub mod audit;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod gate;
+pub mod http;
+pub mod payment;
+pub mod publisher;
+pub mod repo;
+pub mod telemetry;
+
+pub use error::ApiError;

@@ -1,0 +1,124 @@
+//! The durable store behind the sale, as a trait the functions and `ops` use, so Postgres
+//! (here) and Spanner (later) are interchangeable. Only portable types cross it: UUIDs,
+//! strings, integers and UTC timestamps.
+
+pub mod postgres;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::domain::{Event, EventId, OrderId, OrderMessage, OrderStatus, TicketTypeId};
+
+/// Why the repository could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    /// The database is unreachable or timed out: try again later.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// Lost a race with a concurrent transaction that may still commit or roll back: retry.
+    #[error("contended: {0}")]
+    Contended(String),
+    /// The request can never succeed (e.g. an unknown ticket type).
+    #[error("refused: {0}")]
+    Permanent(String),
+    /// Anything else.
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+impl RepoError {
+    /// Whether trying again later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, Self::Permanent(_))
+    }
+}
+
+/// The outcome of persisting a paid order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Persisted {
+    /// `Confirmed` with tickets, or `Rejected` when no capacity was left.
+    pub status: OrderStatus,
+    /// The ticket codes (empty when rejected).
+    pub tickets: Vec<String>,
+    /// True when the order was already persisted by an earlier delivery.
+    pub duplicate: bool,
+}
+
+/// A persisted order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredOrder {
+    pub order_id: OrderId,
+    pub event: EventId,
+    pub ticket_type: TicketTypeId,
+    pub quantity: u32,
+    pub email: String,
+    pub amount_cents: i64,
+    pub status: OrderStatus,
+    pub payment_ref: String,
+    pub persisted_at: DateTime<Utc>,
+    pub tickets: Vec<String>,
+}
+
+/// The database's books for one ticket type (for the audit).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inventory {
+    pub ticket_type: TicketTypeId,
+    /// Capacity as configured.
+    pub capacity: i64,
+    /// Ticket rows that exist.
+    pub tickets: i64,
+    /// Ticket rows claimed by an order.
+    pub sold: i64,
+    /// Sum of quantities of confirmed orders (must equal `sold`).
+    pub confirmed_quantity: i64,
+    /// Number of confirmed orders.
+    pub confirmed_orders: i64,
+    /// Number of rejected orders.
+    pub rejected_orders: i64,
+}
+
+/// Whether seeding created or found the event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seeded {
+    Created,
+    Unchanged,
+}
+
+/// The durable store.
+#[async_trait]
+pub trait OrderRepository: Send + Sync {
+    /// Is the database answering?
+    async fn ping(&self) -> Result<(), RepoError>;
+    /// Creates the event, its ticket types and one row per ticket; a no-op when identical.
+    async fn seed(&self, event: &Event) -> Result<Seeded, RepoError>;
+    /// Deletes the event and everything under it (tests, `ops seed --reset`).
+    async fn reset(&self, event: &EventId) -> Result<(), RepoError>;
+    /// Persists a paid order and claims its tickets in one transaction. Idempotent on the
+    /// order id; refuses (status `Rejected`) rather than sell beyond capacity.
+    async fn persist(&self, msg: &OrderMessage) -> Result<Persisted, RepoError>;
+    /// Reads one order.
+    async fn order(&self, id: OrderId) -> Result<Option<StoredOrder>, RepoError>;
+    /// The books per ticket type.
+    async fn inventory(&self, event: &EventId) -> Result<Vec<Inventory>, RepoError>;
+}
+
+/// A ticket code fans can read out at the gate: `FRQ-XXXX-XXXX-XXXX` from 60 random bits.
+pub fn ticket_code() -> String {
+    const ALPHABET: &[u8] = b"23456789ABCDEFGHJKLMNPQRSTUVWXYZ"; // no 0/O, 1/I
+    let bits = uuid::Uuid::new_v4().as_u128();
+    let chars: Vec<u8> = (0..12).map(|i| ALPHABET[((bits >> (5 * i)) & 31) as usize]).collect();
+    let s = String::from_utf8(chars).expect("ascii");
+    format!("FRQ-{}-{}-{}", &s[0..4], &s[4..8], &s[8..12])
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ticket_codes_look_right_and_differ() {
+        let a = super::ticket_code();
+        let b = super::ticket_code();
+        assert_eq!(a.len(), 18);
+        assert!(a.starts_with("FRQ-"));
+        assert_ne!(a, b);
+    }
+}
