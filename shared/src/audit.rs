@@ -33,19 +33,44 @@ impl Report {
         let _ = writeln!(
             s,
             "{:<18} {:>9} {:>9} {:>7} {:>10} {:>9} | {:>9} {:>9} {:>9}",
-            "ticket type", "capacity", "available", "held", "confirming", "sold", "db sold", "db orders", "rejected"
+            "ticket type",
+            "capacity",
+            "available",
+            "held",
+            "confirming",
+            "sold",
+            "db sold",
+            "db orders",
+            "rejected"
         );
         for l in &self.lines {
-            let (sold, orders, rejected) =
-                l.db.as_ref().map_or((-1, -1, -1), |d| (d.sold, d.confirmed_orders, d.rejected_orders));
+            let (sold, orders, rejected) = l.db.as_ref().map_or((-1, -1, -1), |d| {
+                (d.sold, d.confirmed_orders, d.rejected_orders)
+            });
             let _ = writeln!(
                 s,
                 "{:<18} {:>9} {:>9} {:>7} {:>10} {:>9} | {:>9} {:>9} {:>9}",
-                l.ticket_type, l.redis.capacity, l.redis.available, l.redis.held, l.redis.confirming, l.redis.sold, sold, orders, rejected
+                l.ticket_type,
+                l.redis.capacity,
+                l.redis.available,
+                l.redis.held,
+                l.redis.confirming,
+                l.redis.sold,
+                sold,
+                orders,
+                rejected
             );
         }
         if self.violations.is_empty() {
-            let _ = writeln!(s, "OK: invariant holds{}", if self.quiet { " (quiet point: Redis and database agree)" } else { " (orders in flight: Redis vs database not compared)" });
+            let _ = writeln!(
+                s,
+                "OK: invariant holds{}",
+                if self.quiet {
+                    " (quiet point: Redis and database agree)"
+                } else {
+                    " (orders in flight: Redis vs database not compared)"
+                }
+            );
         } else {
             for v in &self.violations {
                 let _ = writeln!(s, "VIOLATION: {v}");
@@ -56,7 +81,11 @@ impl Report {
 }
 
 /// Audits one event.
-pub async fn audit(gate: &Gate, repo: &dyn OrderRepository, event: &EventId) -> anyhow::Result<Report> {
+pub async fn audit(
+    gate: &Gate,
+    repo: &dyn OrderRepository,
+    event: &EventId,
+) -> anyhow::Result<Report> {
     let snap = gate
         .refresh(event)
         .await?
@@ -67,33 +96,59 @@ pub async fn audit(gate: &Gate, repo: &dyn OrderRepository, event: &EventId) -> 
     let mut lines = vec![];
     for (tt, stock) in &snap.stock {
         if stock.delta() != 0 {
-            violations.push(format!("{tt}: Redis available+held+confirming+sold-capacity = {}", stock.delta()));
+            violations.push(format!(
+                "{tt}: Redis available+held+confirming+sold-capacity = {}",
+                stock.delta()
+            ));
         }
         if stock.available < 0 || stock.held < 0 || stock.confirming < 0 || stock.sold < 0 {
             violations.push(format!("{tt}: negative Redis counter {stock:?}"));
         }
-        let db = inventory.iter().find(|i| i.ticket_type.as_str() == tt).cloned();
+        let db = inventory
+            .iter()
+            .find(|i| i.ticket_type.as_str() == tt)
+            .cloned();
         match &db {
             None => violations.push(format!("{tt}: missing in the database")),
             Some(d) => {
                 if d.tickets != d.capacity {
-                    violations.push(format!("{tt}: {} ticket rows for capacity {}", d.tickets, d.capacity));
+                    violations.push(format!(
+                        "{tt}: {} ticket rows for capacity {}",
+                        d.tickets, d.capacity
+                    ));
                 }
                 if d.sold > d.capacity {
                     violations.push(format!("{tt}: OVERSOLD {} of {}", d.sold, d.capacity));
                 }
                 if d.sold != d.confirmed_quantity {
-                    violations.push(format!("{tt}: {} tickets claimed but confirmed orders hold {}", d.sold, d.confirmed_quantity));
+                    violations.push(format!(
+                        "{tt}: {} tickets claimed but confirmed orders hold {}",
+                        d.sold, d.confirmed_quantity
+                    ));
                 }
                 if d.capacity != stock.capacity {
-                    violations.push(format!("{tt}: capacity {} in Redis, {} in the database", stock.capacity, d.capacity));
+                    violations.push(format!(
+                        "{tt}: capacity {} in Redis, {} in the database",
+                        stock.capacity, d.capacity
+                    ));
                 }
                 if quiet && d.sold != stock.sold {
-                    violations.push(format!("{tt}: sold {} in Redis, {} in the database", stock.sold, d.sold));
+                    violations.push(format!(
+                        "{tt}: sold {} in Redis, {} in the database",
+                        stock.sold, d.sold
+                    ));
                 }
             }
         }
-        lines.push(Line { ticket_type: tt.clone(), redis: *stock, db });
+        lines.push(Line {
+            ticket_type: tt.clone(),
+            redis: *stock,
+            db,
+        });
     }
-    Ok(Report { lines, violations, quiet })
+    Ok(Report {
+        lines,
+        violations,
+        quiet,
+    })
 }

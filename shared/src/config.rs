@@ -32,7 +32,9 @@ impl RedisArgs {
 // The URL may carry the AUTH password: never print it.
 impl std::fmt::Debug for RedisArgs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisArgs").field("redis_timeout_ms", &self.redis_timeout_ms).finish_non_exhaustive()
+        f.debug_struct("RedisArgs")
+            .field("redis_timeout_ms", &self.redis_timeout_ms)
+            .finish_non_exhaustive()
     }
 }
 
@@ -52,13 +54,17 @@ pub struct DatabaseArgs {
 
 impl std::fmt::Debug for DatabaseArgs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DatabaseArgs").field("pool", &self.database_pool_size).finish_non_exhaustive()
+        f.debug_struct("DatabaseArgs")
+            .field("pool", &self.database_pool_size)
+            .finish_non_exhaustive()
     }
 }
 
 impl DatabaseArgs {
     /// Builds the Postgres repository (lazily connecting).
-    pub fn repository(&self) -> Result<crate::repo::postgres::PgRepository, crate::repo::RepoError> {
+    pub fn repository(
+        &self,
+    ) -> Result<crate::repo::postgres::PgRepository, crate::repo::RepoError> {
         crate::repo::postgres::PgRepository::connect(
             &self.database_url,
             self.database_pool_size,

@@ -18,14 +18,19 @@ pub struct Invalid {
 impl Invalid {
     /// A refusal of `field` with a human message.
     pub fn new(field: &'static str, message: impl Into<String>) -> Self {
-        Self { field, message: message.into() }
+        Self {
+            field,
+            message: message.into(),
+        }
     }
 }
 
 fn slug(field: &'static str, raw: &str, max: usize) -> Result<String, Invalid> {
     let ok = !raw.is_empty()
         && raw.len() <= max
-        && raw.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && raw
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !raw.starts_with('-');
     if ok {
         Ok(raw.to_owned())
@@ -199,7 +204,10 @@ impl PaymentToken {
         if (1..=256).contains(&raw.len()) && raw.bytes().all(|b| b.is_ascii_graphic()) {
             Ok(Self(raw.to_owned()))
         } else {
-            Err(Invalid::new("payment_token", "must be 1-256 visible ASCII characters"))
+            Err(Invalid::new(
+                "payment_token",
+                "must be 1-256 visible ASCII characters",
+            ))
         }
     }
     /// The token.
@@ -295,8 +303,18 @@ pub struct Event {
 impl Event {
     /// Frequency Festival's VIP sale with every capacity multiplied by `scale`
     /// (capacities 1 : 1 : 0.5 × `base_capacity`).
-    pub fn frequency(id: EventId, base_capacity: u32, sale_opens_at: DateTime<Utc>, hold_seconds: u32) -> Self {
-        let tt = |id: &str, name: &str, description: &str, price_cents: i64, capacity: u32, limit: u32| TicketType {
+    pub fn frequency(
+        id: EventId,
+        base_capacity: u32,
+        sale_opens_at: DateTime<Utc>,
+        hold_seconds: u32,
+    ) -> Self {
+        let tt = |id: &str,
+                  name: &str,
+                  description: &str,
+                  price_cents: i64,
+                  capacity: u32,
+                  limit: u32| TicketType {
             id: TicketTypeId::parse(id).expect("static slug"),
             name: name.into(),
             description: description.into(),
@@ -385,8 +403,21 @@ mod tests {
 
     #[test]
     fn emails() {
-        assert_eq!(Email::parse("  Fan@Example.AT ").unwrap().as_str(), "fan@example.at");
-        for bad in ["", "fan", "fan@", "@x.at", "fan@at", "a b@x.at", "fan@x..at", "fan@.x.at", "a@b@c.at"] {
+        assert_eq!(
+            Email::parse("  Fan@Example.AT ").unwrap().as_str(),
+            "fan@example.at"
+        );
+        for bad in [
+            "",
+            "fan",
+            "fan@",
+            "@x.at",
+            "fan@at",
+            "a b@x.at",
+            "fan@x..at",
+            "fan@.x.at",
+            "a@b@c.at",
+        ] {
             assert!(Email::parse(bad).is_err(), "{bad:?}");
         }
     }
@@ -407,7 +438,14 @@ mod tests {
 
     #[test]
     fn status_round_trips() {
-        for s in ["reserved", "confirming", "confirmed", "expired", "cancelled", "rejected"] {
+        for s in [
+            "reserved",
+            "confirming",
+            "confirmed",
+            "expired",
+            "cancelled",
+            "rejected",
+        ] {
             assert_eq!(OrderStatus::parse(s).unwrap().as_str(), s);
         }
         assert!(OrderStatus::parse("paid").is_none());

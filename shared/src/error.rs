@@ -177,9 +177,10 @@ impl ApiError {
 
     fn retry_after(&self) -> Option<u64> {
         match self {
-            Self::TooEarly { retry_after_secs } | Self::Unavailable { retry_after_secs, .. } => {
-                Some((*retry_after_secs).max(1))
-            }
+            Self::TooEarly { retry_after_secs }
+            | Self::Unavailable {
+                retry_after_secs, ..
+            } => Some((*retry_after_secs).max(1)),
             _ => None,
         }
     }
@@ -234,7 +235,8 @@ mod tests {
 
     #[tokio::test]
     async fn internal_errors_do_not_leak() {
-        let res = ApiError::Internal(anyhow::anyhow!("password=hunter2 at db:5432")).into_response();
+        let res =
+            ApiError::Internal(anyhow::anyhow!("password=hunter2 at db:5432")).into_response();
         assert_eq!(res.status(), 500);
         let body = axum::body::to_bytes(res.into_body(), 10_000).await.unwrap();
         let text = String::from_utf8(body.to_vec()).unwrap();
@@ -244,9 +246,15 @@ mod tests {
 
     #[tokio::test]
     async fn too_early_has_retry_after() {
-        let res = ApiError::TooEarly { retry_after_secs: 42 }.into_response();
+        let res = ApiError::TooEarly {
+            retry_after_secs: 42,
+        }
+        .into_response();
         assert_eq!(res.status(), 425);
         assert_eq!(res.headers()[header::RETRY_AFTER], "42");
-        assert_eq!(res.headers()[header::CONTENT_TYPE], "application/problem+json");
+        assert_eq!(
+            res.headers()[header::CONTENT_TYPE],
+            "application/problem+json"
+        );
     }
 }

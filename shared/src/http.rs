@@ -37,8 +37,12 @@ where
         match Json::<T>::from_request(req, state).await {
             Ok(Json(v)) => Ok(Self(v)),
             Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::UnsupportedMediaType),
-            Err(JsonRejection::JsonDataError(e)) => Err(ApiError::Invalid(Invalid::new("body", e.body_text()))),
-            Err(JsonRejection::JsonSyntaxError(_)) => Err(ApiError::BadRequest("The body is not valid JSON.".into())),
+            Err(JsonRejection::JsonDataError(e)) => {
+                Err(ApiError::Invalid(Invalid::new("body", e.body_text())))
+            }
+            Err(JsonRejection::JsonSyntaxError(_)) => {
+                Err(ApiError::BadRequest("The body is not valid JSON.".into()))
+            }
             Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::PayloadTooLarge),
             Err(e) => Err(ApiError::BadRequest(e.body_text())),
         }
@@ -46,7 +50,12 @@ where
 }
 
 async fn not_found() -> Response {
-    problem(StatusCode::NOT_FOUND, "not-found", "Not found", "No such resource.")
+    problem(
+        StatusCode::NOT_FOUND,
+        "not-found",
+        "Not found",
+        "No such resource.",
+    )
 }
 
 async fn method_not_allowed() -> Response {
@@ -60,7 +69,12 @@ async fn method_not_allowed() -> Response {
 
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     tracing::error!("handler panicked");
-    problem(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error", "Something went wrong on our side.")
+    problem(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "Internal error",
+        "Something went wrong on our side.",
+    )
 }
 
 /// Adds `/healthz`, problem+json fallbacks and the middleware stack to a function's routes.
@@ -70,7 +84,10 @@ pub fn finish(router: Router) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, Duration::from_secs(10)))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Duration::from_secs(10),
+        ))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(
@@ -101,7 +118,8 @@ pub async fn shutdown_signal() {
     };
     #[cfg(unix)]
     let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
             s.recv().await;
         }
     };
@@ -117,7 +135,9 @@ pub async fn serve(app: Router, port: u16) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on port {port}: {e}"))?;
     tracing::info!(port, "listening");
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
     Ok(())
 }
 
@@ -141,4 +161,3 @@ impl From<crate::gate::GateError> for ApiError {
 
 /// Lets handlers answer `impl IntoResponse` from either side.
 pub type ApiResult<T> = Result<T, ApiError>;
-

@@ -11,5 +11,6 @@ pub mod payment;
 pub mod publisher;
 pub mod repo;
 pub mod telemetry;
+pub mod testing;
 
 pub use error::ApiError;

@@ -27,9 +27,19 @@ pub struct PaymentUnavailable(pub String);
 #[async_trait]
 pub trait PaymentProvider: Send + Sync {
     /// Charges `amount_cents` for `order` with the fan's `token`.
-    async fn charge(&self, order: OrderId, amount_cents: i64, token: &str) -> Result<Charge, PaymentUnavailable>;
+    async fn charge(
+        &self,
+        order: OrderId,
+        amount_cents: i64,
+        token: &str,
+    ) -> Result<Charge, PaymentUnavailable>;
     /// Refunds a charge (an order the database rejected).
-    async fn refund(&self, order: OrderId, payment_ref: &str, amount_cents: i64) -> Result<(), PaymentUnavailable>;
+    async fn refund(
+        &self,
+        order: OrderId,
+        payment_ref: &str,
+        amount_cents: i64,
+    ) -> Result<(), PaymentUnavailable>;
 }
 
 /// The simulated provider.
@@ -38,9 +48,16 @@ pub struct SimulatedPayments;
 
 #[async_trait]
 impl PaymentProvider for SimulatedPayments {
-    async fn charge(&self, order: OrderId, amount_cents: i64, token: &str) -> Result<Charge, PaymentUnavailable> {
+    async fn charge(
+        &self,
+        order: OrderId,
+        amount_cents: i64,
+        token: &str,
+    ) -> Result<Charge, PaymentUnavailable> {
         if amount_cents <= 0 {
-            return Ok(Charge::Declined { reason: "invalid amount".into() });
+            return Ok(Charge::Declined {
+                reason: "invalid amount".into(),
+            });
         }
         match token {
             t if t.starts_with("tok_approve") => Ok(Charge::Approved {
@@ -48,12 +65,21 @@ impl PaymentProvider for SimulatedPayments {
                 payment_ref: format!("sim_ch_{}", order.0.simple()),
             }),
             "tok_unavailable" => Err(PaymentUnavailable("simulated outage".into())),
-            "tok_decline" => Ok(Charge::Declined { reason: "card declined".into() }),
-            _ => Ok(Charge::Declined { reason: "unknown test card".into() }),
+            "tok_decline" => Ok(Charge::Declined {
+                reason: "card declined".into(),
+            }),
+            _ => Ok(Charge::Declined {
+                reason: "unknown test card".into(),
+            }),
         }
     }
 
-    async fn refund(&self, _order: OrderId, _payment_ref: &str, _amount_cents: i64) -> Result<(), PaymentUnavailable> {
+    async fn refund(
+        &self,
+        _order: OrderId,
+        _payment_ref: &str,
+        _amount_cents: i64,
+    ) -> Result<(), PaymentUnavailable> {
         Ok(())
     }
 }
@@ -68,8 +94,14 @@ mod tests {
         let o = OrderId::new();
         let a = p.charge(o, 100, "tok_approve").await.unwrap();
         assert_eq!(a, p.charge(o, 100, "tok_approve").await.unwrap());
-        assert!(matches!(p.charge(o, 100, "tok_decline").await.unwrap(), Charge::Declined { .. }));
-        assert!(matches!(p.charge(o, 100, "4111111111111111").await.unwrap(), Charge::Declined { .. }));
+        assert!(matches!(
+            p.charge(o, 100, "tok_decline").await.unwrap(),
+            Charge::Declined { .. }
+        ));
+        assert!(matches!(
+            p.charge(o, 100, "4111111111111111").await.unwrap(),
+            Charge::Declined { .. }
+        ));
         assert!(p.charge(o, 100, "tok_unavailable").await.is_err());
     }
 }

@@ -29,7 +29,11 @@ pub struct PubSubPublisher {
 impl PubSubPublisher {
     /// `topic` is `projects/P/topics/T`; `emulator_host` (host:port) switches to the emulator
     /// with anonymous credentials; otherwise Application Default Credentials are used.
-    pub async fn connect(topic: &str, emulator_host: Option<&str>, timeout: Duration) -> anyhow::Result<Self> {
+    pub async fn connect(
+        topic: &str,
+        emulator_host: Option<&str>,
+        timeout: Duration,
+    ) -> anyhow::Result<Self> {
         // Small batches keep the payment answer fast while letting a spike share requests.
         let mut builder = Publisher::builder(topic.to_owned())
             .set_delay_threshold(Duration::from_millis(5))
@@ -37,7 +41,9 @@ impl PubSubPublisher {
         if let Some(host) = emulator_host {
             builder = builder
                 .with_endpoint(format!("http://{host}"))
-                .with_credentials(google_cloud_auth::credentials::anonymous::Builder::new().build());
+                .with_credentials(
+                    google_cloud_auth::credentials::anonymous::Builder::new().build(),
+                );
         }
         let publisher = builder.build().await?;
         Ok(Self { publisher, timeout })

@@ -1,8 +1,8 @@
 //! Logs as Cloud Logging JSON (tracing-stackdriver) on stdout, filtered by `RUST_LOG`.
 
+use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::EnvFilter;
 
 /// Installs the global subscriber once (later calls are no-ops, handy in tests).
 pub fn init() {

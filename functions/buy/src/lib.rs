@@ -14,7 +14,10 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use shared::ApiError;
 use shared::config::{HttpArgs, PubSubArgs, RedisArgs};
-use shared::domain::{Email, EventId, IdempotencyKey, OrderId, OrderMessage, OrderStatus, PaymentToken, Quantity, TicketTypeId};
+use shared::domain::{
+    Email, EventId, IdempotencyKey, OrderId, OrderMessage, OrderStatus, PaymentToken, Quantity,
+    TicketTypeId,
+};
 use shared::gate::{Gate, PayBegin, ReserveOutcome};
 use shared::http::{ApiJson, unavailable};
 use shared::payment::{Charge, PaymentProvider, SimulatedPayments};
@@ -86,28 +89,52 @@ pub async fn reserve(
     let event = EventId::parse(&event).map_err(|_| ApiError::NotFound("event"))?;
     let key = headers
         .get("idempotency-key")
-        .ok_or_else(|| ApiError::BadRequest("The Idempotency-Key header is required (a fresh UUID per purchase attempt).".into()))?
+        .ok_or_else(|| {
+            ApiError::BadRequest(
+                "The Idempotency-Key header is required (a fresh UUID per purchase attempt)."
+                    .into(),
+            )
+        })?
         .to_str()
         .map_err(|_| shared::domain::Invalid::new("Idempotency-Key", "must be visible ASCII"))
         .and_then(IdempotencyKey::parse)?;
     let ticket_type = TicketTypeId::parse(&body.ticket_type)?;
     let quantity = Quantity::parse(body.quantity)?;
     let email = Email::parse(&body.email)?;
-    let outcome = state.gate.reserve(&event, &ticket_type, quantity, &email, &key).await?;
+    let outcome = state
+        .gate
+        .reserve(&event, &ticket_type, quantity, &email, &key)
+        .await?;
     let (order_id, hold_expires_at, replayed) = match outcome {
-        ReserveOutcome::Reserved { order_id, hold_expires_at } => (order_id, hold_expires_at, false),
-        ReserveOutcome::Replayed { order_id, hold_expires_at } => (order_id, hold_expires_at, true),
+        ReserveOutcome::Reserved {
+            order_id,
+            hold_expires_at,
+        } => (order_id, hold_expires_at, false),
+        ReserveOutcome::Replayed {
+            order_id,
+            hold_expires_at,
+        } => (order_id, hold_expires_at, true),
         ReserveOutcome::IdempotencyConflict => return Err(ApiError::IdempotencyKeyReused),
         ReserveOutcome::TooEarly { opens_in_ms } => {
-            return Err(ApiError::TooEarly { retry_after_secs: opens_in_ms.div_ceil(1000) });
+            return Err(ApiError::TooEarly {
+                retry_after_secs: opens_in_ms.div_ceil(1000),
+            });
         }
         ReserveOutcome::UnknownEvent => return Err(ApiError::NotFound("event")),
         ReserveOutcome::UnknownTicketType => {
-            return Err(shared::domain::Invalid::new("ticket_type", "no such ticket type in this event").into());
+            return Err(shared::domain::Invalid::new(
+                "ticket_type",
+                "no such ticket type in this event",
+            )
+            .into());
         }
         ReserveOutcome::SoldOut => return Err(ApiError::SoldOut),
-        ReserveOutcome::NotEnough { available } => return Err(ApiError::NotEnoughLeft { available }),
-        ReserveOutcome::Limit { limit, remaining } => return Err(ApiError::LimitExceeded { limit, remaining }),
+        ReserveOutcome::NotEnough { available } => {
+            return Err(ApiError::NotEnoughLeft { available });
+        }
+        ReserveOutcome::Limit { limit, remaining } => {
+            return Err(ApiError::LimitExceeded { limit, remaining });
+        }
     };
     if !replayed {
         tracing::info!(%order_id, %event, %ticket_type, quantity = quantity.get(), "reserved");
@@ -120,7 +147,10 @@ pub async fn reserve(
     };
     let mut res = (StatusCode::ACCEPTED, Json(body)).into_response();
     let h = res.headers_mut();
-    h.insert(header::LOCATION, HeaderValue::from_str(&format!("/v1/orders/{order_id}")).expect("ascii"));
+    h.insert(
+        header::LOCATION,
+        HeaderValue::from_str(&format!("/v1/orders/{order_id}")).expect("ascii"),
+    );
     if replayed {
         h.insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
@@ -140,20 +170,33 @@ struct OrderState {
 }
 
 fn order_state(id: OrderId, status: OrderStatus) -> OrderState {
-    OrderState { order_id: id.to_string(), status }
+    OrderState {
+        order_id: id.to_string(),
+        status,
+    }
 }
 
 async fn event_of(state: &AppState, id: &str) -> Result<(EventId, OrderId), ApiError> {
     let id = OrderId::parse(id).map_err(|_| ApiError::NotFound("order"))?;
-    let ev = state.gate.event_of(id).await?.ok_or(ApiError::NotFound("order"))?;
+    let ev = state
+        .gate
+        .event_of(id)
+        .await?
+        .ok_or(ApiError::NotFound("order"))?;
     Ok((ev, id))
 }
 
 /// Publishes an approved order and records that it is published.
 async fn publish(state: &AppState, event: &EventId, id: OrderId) -> Result<(), ApiError> {
-    let o = state.gate.order(event, id).await?.ok_or(ApiError::NotFound("order"))?;
+    let o = state
+        .gate
+        .order(event, id)
+        .await?
+        .ok_or(ApiError::NotFound("order"))?;
     let (Some(payment_ref), Some(paid_at)) = (o.payment_ref, o.paid_at) else {
-        return Err(ApiError::Internal(anyhow::anyhow!("order {id} confirming without a payment record")));
+        return Err(ApiError::Internal(anyhow::anyhow!(
+            "order {id} confirming without a payment record"
+        )));
     };
     let msg = OrderMessage {
         order_id: id,
@@ -185,22 +228,36 @@ async fn publish(state: &AppState, event: &EventId, id: OrderId) -> Result<(), A
 
 /// Takes an order through payment, from wherever it stopped. Shared by the handler and the
 /// relay; every step is idempotent, so a retry or a second caller only finishes the work.
-pub async fn settle(state: &AppState, event: &EventId, id: OrderId, token: &str) -> Result<OrderStatus, ApiError> {
+pub async fn settle(
+    state: &AppState,
+    event: &EventId,
+    id: OrderId,
+    token: &str,
+) -> Result<OrderStatus, ApiError> {
     match state.gate.pay_begin(event, id, token).await? {
         PayBegin::NotFound => Err(ApiError::NotFound("order")),
         PayBegin::State(OrderStatus::Expired) => Err(ApiError::HoldExpired),
-        PayBegin::State(OrderStatus::Cancelled) => Err(ApiError::Conflict("This order was cancelled.".into())),
-        PayBegin::State(OrderStatus::Confirmed) => Err(ApiError::Conflict("This order is already paid and confirmed.".into())),
+        PayBegin::State(OrderStatus::Cancelled) => {
+            Err(ApiError::Conflict("This order was cancelled.".into()))
+        }
+        PayBegin::State(OrderStatus::Confirmed) => Err(ApiError::Conflict(
+            "This order is already paid and confirmed.".into(),
+        )),
         PayBegin::State(OrderStatus::Rejected) => Err(ApiError::Conflict(
             "This order could not be fulfilled and its payment was refunded.".into(),
         )),
-        PayBegin::State(s) => Err(ApiError::Internal(anyhow::anyhow!("pay_begin answered state {s:?}"))),
+        PayBegin::State(s) => Err(ApiError::Internal(anyhow::anyhow!(
+            "pay_begin answered state {s:?}"
+        ))),
         PayBegin::AlreadyPaid { published: true } => Ok(OrderStatus::Confirming),
         PayBegin::AlreadyPaid { published: false } => {
             publish(state, event, id).await?;
             Ok(OrderStatus::Confirming)
         }
-        PayBegin::Charge { amount_cents, token } => {
+        PayBegin::Charge {
+            amount_cents,
+            token,
+        } => {
             let charge = state
                 .payments
                 .charge(id, amount_cents, &token)
@@ -219,7 +276,11 @@ pub async fn settle(state: &AppState, event: &EventId, id: OrderId, token: &str)
                         .gate
                         .pay_approved(event, id, &payment_ref, Utc::now())
                         .await?
-                        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("approved payment for {id} not recorded")))?;
+                        .ok_or_else(|| {
+                            ApiError::Internal(anyhow::anyhow!(
+                                "approved payment for {id} not recorded"
+                            ))
+                        })?;
                     publish(state, event, id).await?;
                     Ok(OrderStatus::Confirming)
                 }
@@ -241,7 +302,10 @@ pub async fn pay(
 }
 
 /// `POST /v1/orders/{id}/cancel`: releases the hold; cancelling again answers the same.
-pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub async fn cancel(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let (event, id) = event_of(&state, &id).await?;
     match state.gate.cancel(&event, id).await? {
         None => Err(ApiError::NotFound("order")),
@@ -267,7 +331,9 @@ pub async fn relay_once(state: &AppState, grace: Duration) -> Result<usize, ApiE
         for id in state.gate.outbox(&event, cutoff, 100).await? {
             match settle(state, &event, id, "").await {
                 Ok(_) => done += 1,
-                Err(e) => tracing::warn!(order_id = %id, error = %e, "relay could not finish the order yet"),
+                Err(e) => {
+                    tracing::warn!(order_id = %id, error = %e, "relay could not finish the order yet")
+                }
             }
         }
     }
@@ -275,7 +341,11 @@ pub async fn relay_once(state: &AppState, grace: Duration) -> Result<usize, ApiE
 }
 
 /// Runs the relay forever.
-pub fn spawn_relay(state: AppState, every: Duration, grace: Duration) -> tokio::task::JoinHandle<()> {
+pub fn spawn_relay(
+    state: AppState,
+    every: Duration,
+    grace: Duration,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -295,12 +365,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let gate = Gate::connect(&config.redis.redis_url, config.redis.timeout())
         .await
         .map_err(|e| anyhow::anyhow!("cannot reach Redis: {e}"))?;
-    let publisher = config
-        .pubsub
-        .publisher()
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot create the Pub/Sub publisher for {}: {e}", config.pubsub.topic_path()))?;
-    let state = AppState { gate, publisher: Arc::new(publisher), payments: Arc::new(SimulatedPayments) };
+    let publisher = config.pubsub.publisher().await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot create the Pub/Sub publisher for {}: {e}",
+            config.pubsub.topic_path()
+        )
+    })?;
+    let state = AppState {
+        gate,
+        publisher: Arc::new(publisher),
+        payments: Arc::new(SimulatedPayments),
+    };
     spawn_relay(
         state.clone(),
         Duration::from_millis(config.relay_interval_ms),

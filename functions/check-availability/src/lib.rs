@@ -122,14 +122,22 @@ fn render(snap: &EventSnapshot, stale: bool) -> Rendered {
     let json = serde_json::to_string(&view).expect("serialisable");
     Rendered {
         tail: format!("\"stale\":{stale},{}", &json[1..]),
-        etag: format!("W/\"{}-{}-{}\"", snap.version, u8::from(open), u8::from(stale)),
+        etag: format!(
+            "W/\"{}-{}-{}\"",
+            snap.version,
+            u8::from(open),
+            u8::from(stale)
+        ),
     }
 }
 
 impl AppState {
     /// State over a connected gate; call [`AppState::refresh`] or spawn the refresher.
     pub fn new(gate: Gate) -> Self {
-        Self { gate, cache: Arc::default() }
+        Self {
+            gate,
+            cache: Arc::default(),
+        }
     }
 
     /// One refresh of every seeded event. On failure the old snapshots stay, marked stale.
@@ -147,7 +155,10 @@ impl AppState {
         let mut cache = self.cache.write().expect("cache lock");
         match result {
             Ok(events) => {
-                *cache = Cache { events, stale: false };
+                *cache = Cache {
+                    events,
+                    stale: false,
+                };
                 Ok(())
             }
             Err(e) => {
@@ -221,17 +232,27 @@ pub async fn availability(
         .ok_or(ApiError::NotFound("event"))?;
     let etag = HeaderValue::from_str(&rendered.etag).expect("ascii etag");
     let cache_control = HeaderValue::from_static("public, max-age=1, stale-while-revalidate=2");
-    if headers.get(header::IF_NONE_MATCH).is_some_and(|v| v == etag) {
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .is_some_and(|v| v == etag)
+    {
         return Ok((
             StatusCode::NOT_MODIFIED,
             [(header::ETAG, etag), (header::CACHE_CONTROL, cache_control)],
         )
             .into_response());
     }
-    let body = format!("{{\"server_time\":\"{}\",{}", rfc3339(Utc::now()), rendered.tail);
+    let body = format!(
+        "{{\"server_time\":\"{}\",{}",
+        rfc3339(Utc::now()),
+        rendered.tail
+    );
     Ok((
         [
-            (header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
             (header::ETAG, etag),
             (header::CACHE_CONTROL, cache_control),
         ],
@@ -256,10 +277,21 @@ struct OrderStatusView {
 }
 
 /// `GET /v1/orders/{id}`
-pub async fn order(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub async fn order(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let id = OrderId::parse(&id).map_err(|_| ApiError::NotFound("order"))?;
-    let event = state.gate.event_of(id).await?.ok_or(ApiError::NotFound("order"))?;
-    let o = state.gate.order(&event, id).await?.ok_or(ApiError::NotFound("order"))?;
+    let event = state
+        .gate
+        .event_of(id)
+        .await?
+        .ok_or(ApiError::NotFound("order"))?;
+    let o = state
+        .gate
+        .order(&event, id)
+        .await?
+        .ok_or(ApiError::NotFound("order"))?;
     let now = Utc::now();
     // A hold past its deadline is expired even before a script has returned it to stock.
     let status = match (o.status, o.hold_expires_at) {
@@ -274,11 +306,17 @@ pub async fn order(State(state): State<AppState>, Path(id): Path<String>) -> Res
         quantity: o.quantity,
         amount_cents: o.amount_cents,
         currency: "EUR",
-        hold_expires_at: (status == OrderStatus::Reserved).then(|| o.hold_expires_at.map(rfc3339)).flatten(),
+        hold_expires_at: (status == OrderStatus::Reserved)
+            .then(|| o.hold_expires_at.map(rfc3339))
+            .flatten(),
         server_time: rfc3339(now),
         tickets: o.tickets,
     };
-    Ok(([(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))], Json(view)).into_response())
+    Ok((
+        [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+        Json(view),
+    )
+        .into_response())
 }
 
 /// Builds everything from the config and serves until SIGTERM.

@@ -7,11 +7,11 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::Router;
 use base64::Engine;
 use serde::Deserialize;
 use shared::config::{DatabaseArgs, HttpArgs, RedisArgs};
@@ -70,7 +70,11 @@ pub struct AppState {
 
 /// The routes.
 pub fn app(state: AppState) -> Router {
-    shared::http::finish(Router::new().route("/pubsub/orders", post(push)).with_state(state))
+    shared::http::finish(
+        Router::new()
+            .route("/pubsub/orders", post(push))
+            .with_state(state),
+    )
 }
 
 /// The push envelope. The emulator sends both camelCase and snake_case names and no
@@ -108,14 +112,20 @@ pub enum HandleError {
 
 /// Decodes the message payload.
 pub fn decode(msg: &PushMessage) -> Result<OrderMessage, HandleError> {
-    let data = msg.data.as_deref().ok_or_else(|| HandleError::Permanent("no data".into()))?;
+    let data = msg
+        .data
+        .as_deref()
+        .ok_or_else(|| HandleError::Permanent("no data".into()))?;
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(data)
         .map_err(|e| HandleError::Permanent(format!("data is not base64: {e}")))?;
-    let order: OrderMessage =
-        serde_json::from_slice(&bytes).map_err(|e| HandleError::Permanent(format!("not an order: {e}")))?;
+    let order: OrderMessage = serde_json::from_slice(&bytes)
+        .map_err(|e| HandleError::Permanent(format!("not an order: {e}")))?;
     if order.quantity == 0 || order.quantity > shared::domain::Quantity::MAX {
-        return Err(HandleError::Permanent(format!("quantity {}", order.quantity)));
+        return Err(HandleError::Permanent(format!(
+            "quantity {}",
+            order.quantity
+        )));
     }
     Ok(order)
 }
@@ -128,7 +138,10 @@ pub async fn handle(state: &AppState, msg: &OrderMessage) -> Result<OrderStatus,
     })?;
     if persisted.duplicate {
         state.stats.duplicates.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(status = persisted.status.as_str(), "duplicate delivery absorbed");
+        tracing::info!(
+            status = persisted.status.as_str(),
+            "duplicate delivery absorbed"
+        );
     } else if persisted.status == OrderStatus::Rejected {
         state.stats.rejected.fetch_add(1, Ordering::Relaxed);
         tracing::warn!("database refused the order: no capacity left; refunding");
@@ -164,9 +177,16 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// `POST /pubsub/orders`
-pub async fn push(State(state): State<AppState>, Query(q): Query<AuthQuery>, body: axum::body::Bytes) -> Response {
+pub async fn push(
+    State(state): State<AppState>,
+    Query(q): Query<AuthQuery>,
+    body: axum::body::Bytes,
+) -> Response {
     if let PushAuth::Token(expected) = &state.auth {
-        let ok = q.token.as_deref().is_some_and(|t| constant_time_eq(t.as_bytes(), expected.as_bytes()));
+        let ok = q
+            .token
+            .as_deref()
+            .is_some_and(|t| constant_time_eq(t.as_bytes(), expected.as_bytes()));
         if !ok {
             return shared::ApiError::Unauthorized.into_response();
         }
@@ -188,7 +208,8 @@ pub async fn push(State(state): State<AppState>, Query(q): Query<AuthQuery>, bod
     async move {
         let result = match decode(&envelope.message) {
             Ok(order) => {
-                tracing::Span::current().record("order_id", tracing::field::display(order.order_id));
+                tracing::Span::current()
+                    .record("order_id", tracing::field::display(order.order_id));
                 handle(&state, &order).await
             }
             Err(e) => Err(e),
@@ -216,11 +237,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let auth = match (config.push_auth.as_str(), config.push_token) {
         ("iam", _) => PushAuth::CloudRunIam,
         ("token", Some(t)) if t.len() >= 16 => PushAuth::Token(t),
-        ("token", _) => anyhow::bail!("PUSH_TOKEN must be set (at least 16 characters) when PUSH_AUTH=token"),
+        ("token", _) => {
+            anyhow::bail!("PUSH_TOKEN must be set (at least 16 characters) when PUSH_AUTH=token")
+        }
         (other, _) => anyhow::bail!("PUSH_AUTH must be `token` or `iam`, not {other:?}"),
     };
     let repo = config.db.repository()?;
-    repo.ping().await.map_err(|e| anyhow::anyhow!("cannot reach the database: {e}"))?;
+    repo.ping()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach the database: {e}"))?;
     let gate = Gate::connect(&config.redis.redis_url, config.redis.timeout())
         .await
         .map_err(|e| anyhow::anyhow!("cannot reach Redis: {e}"))?;

@@ -66,9 +66,19 @@ async fn main() -> anyhow::Result<()> {
             db.repository()?.migrate().await?;
             println!("migrations applied");
         }
-        Cmd::Seed { db, redis, event, capacity, opens_in, opens_at, hold_seconds, reset } => {
+        Cmd::Seed {
+            db,
+            redis,
+            event,
+            capacity,
+            opens_in,
+            opens_at,
+            hold_seconds,
+            reset,
+        } => {
             let id = EventId::parse(&event)?;
-            let opens = opens_at.unwrap_or_else(|| Utc::now() + chrono::Duration::seconds(opens_in));
+            let opens =
+                opens_at.unwrap_or_else(|| Utc::now() + chrono::Duration::seconds(opens_in));
             let ev = Event::frequency(id.clone(), capacity, opens, hold_seconds);
             let repo = db.repository()?;
             let gate = Gate::connect(&redis.redis_url, redis.timeout()).await?;

@@ -12,7 +12,9 @@ use chrono::{DateTime, TimeZone, Utc};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script, Value};
 
-use crate::domain::{Email, Event, EventId, IdempotencyKey, OrderId, OrderStatus, Quantity, TicketTypeId};
+use crate::domain::{
+    Email, Event, EventId, IdempotencyKey, OrderId, OrderStatus, Quantity, TicketTypeId,
+};
 
 const PRELUDE: &str = include_str!("lua/prelude.lua");
 
@@ -37,9 +39,15 @@ impl From<redis::RedisError> for GateError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReserveOutcome {
     /// Held until the deadline.
-    Reserved { order_id: OrderId, hold_expires_at: DateTime<Utc> },
+    Reserved {
+        order_id: OrderId,
+        hold_expires_at: DateTime<Utc>,
+    },
     /// The same Idempotency-Key with the same request: the first answer again.
-    Replayed { order_id: OrderId, hold_expires_at: DateTime<Utc> },
+    Replayed {
+        order_id: OrderId,
+        hold_expires_at: DateTime<Utc>,
+    },
     /// The same Idempotency-Key with a different request.
     IdempotencyConflict,
     /// The sale opens in this many milliseconds.
@@ -198,9 +206,12 @@ impl Gate {
             .set_response_timeout(Some(timeout))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
-        let conn = tokio::time::timeout(timeout * 4, ConnectionManager::new_with_config(client, config))
-            .await
-            .map_err(|_| GateError::Unavailable("connect timed out".into()))??;
+        let conn = tokio::time::timeout(
+            timeout * 4,
+            ConnectionManager::new_with_config(client, config),
+        )
+        .await
+        .map_err(|_| GateError::Unavailable("connect timed out".into()))??;
         Ok(Self {
             conn,
             timeout,
@@ -223,7 +234,12 @@ impl Gate {
         self.conn.clone()
     }
 
-    async fn run(&self, script: &Script, event: &EventId, args: &[&str]) -> Result<Value, GateError> {
+    async fn run(
+        &self,
+        script: &Script,
+        event: &EventId,
+        args: &[&str],
+    ) -> Result<Value, GateError> {
         let mut conn = self.conn.clone();
         let mut inv = script.key(meta_key(event));
         for a in args {
@@ -238,9 +254,12 @@ impl Gate {
     /// Is Redis answering?
     pub async fn ping(&self) -> Result<(), GateError> {
         let mut conn = self.conn.clone();
-        tokio::time::timeout(self.timeout, redis::cmd("PING").query_async::<String>(&mut conn))
-            .await
-            .map_err(|_| GateError::Unavailable("timed out".into()))??;
+        tokio::time::timeout(
+            self.timeout,
+            redis::cmd("PING").query_async::<String>(&mut conn),
+        )
+        .await
+        .map_err(|_| GateError::Unavailable("timed out".into()))??;
         Ok(())
     }
 
@@ -338,7 +357,13 @@ impl Gate {
             self.run(
                 &self.scripts.reserve,
                 event,
-                &[&oid, ticket_type.as_str(), &qty, email.as_str(), key.as_str()],
+                &[
+                    &oid,
+                    ticket_type.as_str(),
+                    &qty,
+                    email.as_str(),
+                    key.as_str(),
+                ],
             )
             .await?,
         )?;
@@ -352,12 +377,19 @@ impl Gate {
                 hold_expires_at: ms_to_time(num(&w, 2)?),
             },
             Some("idem_conflict") => ReserveOutcome::IdempotencyConflict,
-            Some("too_early") => ReserveOutcome::TooEarly { opens_in_ms: num(&w, 1)? },
+            Some("too_early") => ReserveOutcome::TooEarly {
+                opens_in_ms: num(&w, 1)?,
+            },
             Some("unknown_event") => ReserveOutcome::UnknownEvent,
             Some("unknown_ticket_type") => ReserveOutcome::UnknownTicketType,
             Some("sold_out") => ReserveOutcome::SoldOut,
-            Some("not_enough") => ReserveOutcome::NotEnough { available: num(&w, 1)? },
-            Some("limit") => ReserveOutcome::Limit { limit: num(&w, 1)?, remaining: num(&w, 2)? },
+            Some("not_enough") => ReserveOutcome::NotEnough {
+                available: num(&w, 1)?,
+            },
+            Some("limit") => ReserveOutcome::Limit {
+                limit: num(&w, 1)?,
+                remaining: num(&w, 2)?,
+            },
             _ => return Err(GateError::Protocol(format!("reserve: {w:?}"))),
         })
     }
@@ -365,18 +397,32 @@ impl Gate {
     /// Which event an order belongs to (None: unknown order).
     pub async fn event_of(&self, order: OrderId) -> Result<Option<EventId>, GateError> {
         let mut conn = self.conn.clone();
-        let ev: Option<String> = tokio::time::timeout(self.timeout, conn.get(order_index_key(order)))
-            .await
-            .map_err(|_| GateError::Unavailable("timed out".into()))??;
+        let ev: Option<String> =
+            tokio::time::timeout(self.timeout, conn.get(order_index_key(order)))
+                .await
+                .map_err(|_| GateError::Unavailable("timed out".into()))??;
         Ok(ev.and_then(|e| EventId::parse(&e).ok()))
     }
 
     /// Starts paying: freezes the hold so it cannot expire while the provider decides.
-    pub async fn pay_begin(&self, event: &EventId, order: OrderId, token: &str) -> Result<PayBegin, GateError> {
-        let w = words(self.run(&self.scripts.pay_begin, event, &[&order.to_string(), token]).await?)?;
+    pub async fn pay_begin(
+        &self,
+        event: &EventId,
+        order: OrderId,
+        token: &str,
+    ) -> Result<PayBegin, GateError> {
+        let w = words(
+            self.run(&self.scripts.pay_begin, event, &[&order.to_string(), token])
+                .await?,
+        )?;
         Ok(match w.first().map(String::as_str) {
-            Some("charge") => PayBegin::Charge { amount_cents: num(&w, 1)?, token: w[2].clone() },
-            Some("paid") => PayBegin::AlreadyPaid { published: w.get(1).is_some_and(|p| p == "1") },
+            Some("charge") => PayBegin::Charge {
+                amount_cents: num(&w, 1)?,
+                token: w[2].clone(),
+            },
+            Some("paid") => PayBegin::AlreadyPaid {
+                published: w.get(1).is_some_and(|p| p == "1"),
+            },
             Some("not_found") => PayBegin::NotFound,
             Some(s) => PayBegin::State(status_of(s)?),
             None => return Err(GateError::Protocol("pay_begin: empty".into())),
@@ -384,8 +430,15 @@ impl Gate {
     }
 
     /// The charge was declined: the order is `reserved` again (or `expired` if its time ran out).
-    pub async fn pay_declined(&self, event: &EventId, order: OrderId) -> Result<OrderStatus, GateError> {
-        let w = words(self.run(&self.scripts.pay_declined, event, &[&order.to_string()]).await?)?;
+    pub async fn pay_declined(
+        &self,
+        event: &EventId,
+        order: OrderId,
+    ) -> Result<OrderStatus, GateError> {
+        let w = words(
+            self.run(&self.scripts.pay_declined, event, &[&order.to_string()])
+                .await?,
+        )?;
         Ok(match w.first().map(String::as_str) {
             Some("expired") => OrderStatus::Expired,
             _ => OrderStatus::Reserved,
@@ -414,24 +467,34 @@ impl Gate {
         let paid_at = DateTime::parse_from_rfc3339(&w[2])
             .map_err(|e| GateError::Protocol(e.to_string()))?
             .with_timezone(&Utc);
-        Ok(Some(Approved { payment_ref: w[1].clone(), paid_at }))
+        Ok(Some(Approved {
+            payment_ref: w[1].clone(),
+            paid_at,
+        }))
     }
 
     /// The order's message is in Pub/Sub.
     pub async fn mark_published(&self, event: &EventId, order: OrderId) -> Result<(), GateError> {
-        self.run(&self.scripts.published, event, &[&order.to_string()]).await?;
+        self.run(&self.scripts.published, event, &[&order.to_string()])
+            .await?;
         Ok(())
     }
 
     /// Releases a hold. Returns the order's status afterwards (None: unknown order).
-    pub async fn cancel(&self, event: &EventId, order: OrderId) -> Result<Option<(OrderStatus, bool)>, GateError> {
-        let w = words(self.run(&self.scripts.cancel, event, &[&order.to_string()]).await?)?;
-        Ok(match w.first().map(String::as_str) {
-            Some("not_found") => None,
-            Some("cancelled") => Some((OrderStatus::Cancelled, true)),
-            Some("expired") => Some((OrderStatus::Expired, true)),
-            Some(s) => Some((status_of(s)?, false)),
-            None => return Err(GateError::Protocol("cancel: empty".into())),
+    pub async fn cancel(
+        &self,
+        event: &EventId,
+        order: OrderId,
+    ) -> Result<Option<(OrderStatus, bool)>, GateError> {
+        let w = words(
+            self.run(&self.scripts.cancel, event, &[&order.to_string()])
+                .await?,
+        )?;
+        Ok(match (w.first().map(String::as_str), w.get(1)) {
+            (Some("not_found"), _) => None,
+            (Some("released"), Some(s)) => Some((status_of(s)?, true)),
+            (Some("unchanged"), Some(s)) => Some((status_of(s)?, false)),
+            _ => return Err(GateError::Protocol(format!("cancel: {w:?}"))),
         })
     }
 
@@ -442,7 +505,8 @@ impl Gate {
         outcome: OrderStatus,
         tickets: &[String],
     ) -> Result<bool, GateError> {
-        let tickets = serde_json::to_string(tickets).map_err(|e| GateError::Protocol(e.to_string()))?;
+        let tickets =
+            serde_json::to_string(tickets).map_err(|e| GateError::Protocol(e.to_string()))?;
         let w = words(
             self.run(
                 &self.scripts.finalize,
@@ -463,7 +527,12 @@ impl Gate {
 
     /// Orders whose payment started before `older_than` and whose message is not known to be
     /// published: the outbox relay's work.
-    pub async fn outbox(&self, event: &EventId, older_than: DateTime<Utc>, limit: usize) -> Result<Vec<OrderId>, GateError> {
+    pub async fn outbox(
+        &self,
+        event: &EventId,
+        older_than: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<OrderId>, GateError> {
         let mut conn = self.conn.clone();
         let key = format!("{{ev:{event}}}:outbox");
         let ids: Vec<String> = tokio::time::timeout(
@@ -484,21 +553,28 @@ impl Gate {
     }
 
     /// The read model of one order.
-    pub async fn order(&self, event: &EventId, order: OrderId) -> Result<Option<OrderView>, GateError> {
+    pub async fn order(
+        &self,
+        event: &EventId,
+        order: OrderId,
+    ) -> Result<Option<OrderView>, GateError> {
         let mut conn = self.conn.clone();
         let key = format!("{{ev:{event}}}:order:{order}");
         let h: std::collections::HashMap<String, String> =
             tokio::time::timeout(self.timeout, conn.hgetall(&key))
                 .await
                 .map_err(|_| GateError::Unavailable("timed out".into()))??;
-        let Some(status) = h.get("status") else { return Ok(None) };
+        let Some(status) = h.get("status") else {
+            return Ok(None);
+        };
         let get = |k: &str| h.get(k).cloned().unwrap_or_default();
         let ms = |k: &str| h.get(k).and_then(|v| v.parse::<i64>().ok()).map(ms_to_time);
         Ok(Some(OrderView {
             order_id: order,
             event: event.clone(),
             status: status_of(status)?,
-            ticket_type: TicketTypeId::parse(&get("tt")).map_err(|e| GateError::Protocol(e.to_string()))?,
+            ticket_type: TicketTypeId::parse(&get("tt"))
+                .map_err(|e| GateError::Protocol(e.to_string()))?,
             quantity: get("qty").parse().unwrap_or(0),
             email: get("email"),
             amount_cents: get("amount").parse().unwrap_or(0),

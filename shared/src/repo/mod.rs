@@ -106,7 +106,9 @@ pub trait OrderRepository: Send + Sync {
 pub fn ticket_code() -> String {
     const ALPHABET: &[u8] = b"23456789ABCDEFGHJKLMNPQRSTUVWXYZ"; // no 0/O, 1/I
     let bits = uuid::Uuid::new_v4().as_u128();
-    let chars: Vec<u8> = (0..12).map(|i| ALPHABET[((bits >> (5 * i)) & 31) as usize]).collect();
+    let chars: Vec<u8> = (0..12)
+        .map(|i| ALPHABET[((bits >> (5 * i)) & 31) as usize])
+        .collect();
     let s = String::from_utf8(chars).expect("ascii");
     format!("FRQ-{}-{}-{}", &s[0..4], &s[4..8], &s[8..12])
 }

@@ -27,7 +27,10 @@ fn classify(e: tokio_postgres::Error) -> RepoError {
         Some(c) if *c == SqlState::FOREIGN_KEY_VIOLATION || *c == SqlState::CHECK_VIOLATION => {
             RepoError::Permanent(e.to_string())
         }
-        Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED => {
+        Some(c)
+            if *c == SqlState::T_R_SERIALIZATION_FAILURE
+                || *c == SqlState::T_R_DEADLOCK_DETECTED =>
+        {
             RepoError::Contended(e.to_string())
         }
         Some(_) => RepoError::Other(anyhow::Error::new(e)),
@@ -45,15 +48,17 @@ fn pool_error(e: deadpool_postgres::PoolError) -> RepoError {
 impl PgRepository {
     /// Builds a pool for `url` (connections are opened lazily, with timeouts).
     pub fn connect(url: &str, max_size: usize, timeout: Duration) -> Result<Self, RepoError> {
-        let mut cfg: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e: tokio_postgres::Error| RepoError::Permanent(format!("DATABASE_URL: {e}")))?;
+        let mut cfg: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| {
+            RepoError::Permanent(format!("DATABASE_URL: {e}"))
+        })?;
         cfg.connect_timeout(timeout);
         cfg.options("-c statement_timeout=10000 -c idle_in_transaction_session_timeout=30000");
         let mgr = Manager::from_config(
             cfg,
             NoTls,
-            ManagerConfig { recycling_method: RecyclingMethod::Fast },
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
         );
         let pool = Pool::builder(mgr)
             .max_size(max_size)
@@ -77,9 +82,15 @@ impl PgRepository {
         Ok(())
     }
 
-    async fn load_tickets(client: &tokio_postgres::Client, order: Uuid) -> Result<Vec<String>, RepoError> {
+    async fn load_tickets(
+        client: &tokio_postgres::Client,
+        order: Uuid,
+    ) -> Result<Vec<String>, RepoError> {
         let rows = client
-            .query("SELECT code FROM tickets WHERE order_id = $1 ORDER BY code", &[&order])
+            .query(
+                "SELECT code FROM tickets WHERE order_id = $1 ORDER BY code",
+                &[&order],
+            )
             .await
             .map_err(classify)?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
@@ -94,7 +105,8 @@ impl PgRepository {
             .await
             .map_err(classify)?;
         let oid = msg.order_id.0;
-        let qty = i32::try_from(msg.quantity).map_err(|_| RepoError::Permanent("quantity".into()))?;
+        let qty =
+            i32::try_from(msg.quantity).map_err(|_| RepoError::Permanent("quantity".into()))?;
         // The order row first: a concurrent delivery of the same message blocks on its
         // primary key here and then sees a conflict, so exactly one of them claims tickets.
         let inserted = tx
@@ -157,11 +169,18 @@ impl PgRepository {
                     free.len()
                 )));
             }
-            tx.execute("UPDATE orders SET status = 'rejected' WHERE id = $1", &[&oid])
-                .await
-                .map_err(classify)?;
+            tx.execute(
+                "UPDATE orders SET status = 'rejected' WHERE id = $1",
+                &[&oid],
+            )
+            .await
+            .map_err(classify)?;
             tx.commit().await.map_err(classify)?;
-            return Ok(Persisted { status: OrderStatus::Rejected, tickets: vec![], duplicate: false });
+            return Ok(Persisted {
+                status: OrderStatus::Rejected,
+                tickets: vec![],
+                duplicate: false,
+            });
         }
         let mut codes: Vec<String> = free.iter().map(|_| ticket_code()).collect();
         tx.execute(
@@ -173,7 +192,11 @@ impl PgRepository {
         .map_err(classify)?;
         tx.commit().await.map_err(classify)?;
         codes.sort();
-        Ok(Persisted { status: OrderStatus::Confirmed, tickets: codes, duplicate: false })
+        Ok(Persisted {
+            status: OrderStatus::Confirmed,
+            tickets: codes,
+            duplicate: false,
+        })
     }
 }
 
@@ -190,7 +213,10 @@ impl OrderRepository for PgRepository {
         let tx = obj.transaction().await.map_err(classify)?;
         let catalog = serde_json::to_string(event).map_err(|e| RepoError::Other(e.into()))?;
         let existing = tx
-            .query_opt("SELECT catalog FROM events WHERE id = $1 FOR UPDATE", &[&event.id.as_str()])
+            .query_opt(
+                "SELECT catalog FROM events WHERE id = $1 FOR UPDATE",
+                &[&event.id.as_str()],
+            )
             .await
             .map_err(classify)?;
         if let Some(row) = existing {
@@ -211,7 +237,8 @@ impl OrderRepository for PgRepository {
         .await
         .map_err(classify)?;
         for t in &event.ticket_types {
-            let capacity = i32::try_from(t.capacity).map_err(|_| RepoError::Permanent("capacity".into()))?;
+            let capacity =
+                i32::try_from(t.capacity).map_err(|_| RepoError::Permanent("capacity".into()))?;
             tx.execute(
                 "INSERT INTO ticket_types (event_id, id, name, price_cents, capacity, per_customer_limit, hold_seconds)
                  VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -242,8 +269,15 @@ impl OrderRepository for PgRepository {
     async fn reset(&self, event: &EventId) -> Result<(), RepoError> {
         let mut obj = self.pool.get().await.map_err(pool_error)?;
         let tx = obj.transaction().await.map_err(classify)?;
-        tx.execute("DELETE FROM tickets WHERE event_id = $1", &[&event.as_str()]).await.map_err(classify)?;
-        tx.execute("DELETE FROM events WHERE id = $1", &[&event.as_str()]).await.map_err(classify)?;
+        tx.execute(
+            "DELETE FROM tickets WHERE event_id = $1",
+            &[&event.as_str()],
+        )
+        .await
+        .map_err(classify)?;
+        tx.execute("DELETE FROM events WHERE id = $1", &[&event.as_str()])
+            .await
+            .map_err(classify)?;
         tx.commit().await.map_err(classify)?;
         Ok(())
     }
@@ -276,7 +310,8 @@ impl OrderRepository for PgRepository {
         Ok(Some(StoredOrder {
             order_id: id,
             event: parse(r.get(0))?,
-            ticket_type: TicketTypeId::parse(r.get::<_, &str>(1)).map_err(|e| RepoError::Other(e.into()))?,
+            ticket_type: TicketTypeId::parse(r.get::<_, &str>(1))
+                .map_err(|e| RepoError::Other(e.into()))?,
             quantity: r.get::<_, i32>(2) as u32,
             email: r.get(3),
             amount_cents: r.get(4),
@@ -305,7 +340,8 @@ impl OrderRepository for PgRepository {
         rows.iter()
             .map(|r| {
                 Ok(Inventory {
-                    ticket_type: TicketTypeId::parse(r.get::<_, &str>(0)).map_err(|e| RepoError::Other(e.into()))?,
+                    ticket_type: TicketTypeId::parse(r.get::<_, &str>(0))
+                        .map_err(|e| RepoError::Other(e.into()))?,
                     capacity: r.get(1),
                     tickets: r.get(2),
                     sold: r.get(3),

@@ -7,9 +7,9 @@ if o.status == 'reserved' then
   redis.call('ZREM', p .. 'holds', oid)
   if o.deadline <= now then
     release(oid, o, 'held', 'expired')
-    return { 'expired' }
+    return { 'released', 'expired' }
   end
   release(oid, o, 'held', 'cancelled')
-  return { 'cancelled' }
+  return { 'released', 'cancelled' }
 end
-return { o.status }
+return { 'unchanged', o.status }

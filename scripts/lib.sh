@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# Shared by scripts/dev and scripts/test: install what is missing, start our own engines on
+# free loopback ports inside a state folder, and stop exactly what we started (by PID).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+PROJECT="${PROJECT:-frequency-local}"
+PG_BIN="${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)}"
+PIDS=()
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# Installs Debian packages whose command is missing: ensure_pkgs cmd:package ...
+ensure_pkgs() {
+  local missing=()
+  for pair in "$@"; do
+    command -v "${pair%%:*}" >/dev/null 2>&1 || [ -x "${pair%%:*}" ] || missing+=("${pair#*:}")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  log "installing ${missing[*]}"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+ensure_tools() {
+  ensure_pkgs curl:curl python3:python3 redis-server:redis-server "${PG_BIN:-/nonexistent}/initdb:postgresql" \
+    java:default-jre-headless
+  PG_BIN="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1)"
+  command -v gcloud >/dev/null || die "gcloud (with the Pub/Sub emulator) is required: apt-get install google-cloud-cli google-cloud-cli-pubsub-emulator"
+  command -v cargo >/dev/null || die "Rust is required: https://rustup.rs"
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+wait_port() { # wait_port PORT SECONDS NAME
+  local i
+  for ((i = 0; i < $2 * 10; i++)); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  die "$3 did not start on port $1 within $2 s"
+}
+
+# Runs a command as the postgres user when we are root (initdb refuses root).
+pg_run() {
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+start_postgres() { # start_postgres DIR PORT
+  local dir=$1 port=$2
+  mkdir -p "$dir"
+  [ "$(id -u)" = 0 ] && chown postgres: "$dir"
+  pg_run test -w "$dir" || die "the postgres user cannot write $dir (move the checkout under a traversable path)"
+  if [ ! -f "$dir/PG_VERSION" ]; then
+    pg_run "$PG_BIN/initdb" -D "$dir" -U tickets -A trust -E UTF8 --locale=C.UTF-8 >/dev/null
+  fi
+  pg_run "$PG_BIN/pg_ctl" -D "$dir" -l "$dir/server.log" -w -t 60 \
+    -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=200 ${PG_EXTRA:-}" start >/dev/null
+  PIDS+=("pg:$dir")
+  pg_run "$PG_BIN/psql" -h 127.0.0.1 -p "$port" -U tickets -d postgres -Atqc \
+    "SELECT 1 FROM pg_database WHERE datname='tickets'" | grep -q 1 ||
+    pg_run "$PG_BIN/createdb" -h 127.0.0.1 -p "$port" -U tickets tickets
+}
+
+start_redis() { # start_redis DIR PORT [extra args]
+  local dir=$1 port=$2; shift 2
+  mkdir -p "$dir"
+  redis-server --port "$port" --bind 127.0.0.1 --dir "$dir" --daemonize yes \
+    --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" "$@"
+  wait_port "$port" 20 redis
+  PIDS+=("pid:$(cat "$dir/redis.pid")")
+}
+
+start_pubsub() { # start_pubsub DIR PORT
+  local dir=$1 port=$2
+  mkdir -p "$dir"
+  # setsid: the emulator is gcloud + java; its own process group lets us stop both.
+  setsid gcloud beta emulators pubsub start --host-port="127.0.0.1:$port" --project="$PROJECT" \
+    --data-dir="$dir" >"$dir/emulator.log" 2>&1 < /dev/null &
+  PIDS+=("pgid:$!")
+  wait_port "$port" 60 "pubsub emulator"
+}
+
+# Topic, dead-letter topic + subscription, push subscription to consume-order (re-run safe).
+pubsub_setup() { # pubsub_setup PORT PUSH_ENDPOINT
+  local base="http://127.0.0.1:$1/v1/projects/$PROJECT" push=$2
+  put() { curl -sS -o /dev/null -w '%{http_code}' -X PUT "$base/$1" -H 'content-type: application/json' -d "${2:-{\}}" | grep -qE '^(200|409)$' || die "pubsub: PUT $1 failed"; }
+  put topics/orders
+  put topics/orders-dead-letter
+  put subscriptions/orders-dead-letter-sub '{"topic":"projects/'"$PROJECT"'/topics/orders-dead-letter","ackDeadlineSeconds":60}'
+  put subscriptions/orders-push '{"topic":"projects/'"$PROJECT"'/topics/orders",
+    "pushConfig":{"pushEndpoint":"'"$push"'"},
+    "ackDeadlineSeconds":30,
+    "retryPolicy":{"minimumBackoff":"1s","maximumBackoff":"30s"},
+    "deadLetterPolicy":{"deadLetterTopic":"projects/'"$PROJECT"'/topics/orders-dead-letter","maxDeliveryAttempts":5}}'
+}
+
+start_bin() { # start_bin NAME LOGFILE  (environment passed by the caller)
+  local name=$1 logfile=$2
+  "$CARGO_TARGET_DIR/${BUILD_PROFILE:-debug}/$name" >"$logfile" 2>&1 &
+  PIDS+=("pid:$!")
+}
+
+stop_all() {
+  local i entry
+  for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
+    entry=${PIDS[$i]}
+    case $entry in
+      pid:*) kill "${entry#pid:}" 2>/dev/null || true ;;
+      pgid:*) kill -- "-${entry#pgid:}" 2>/dev/null || true ;;
+      pg:*) pg_run "$PG_BIN/pg_ctl" -D "${entry#pg:}" -m fast -w stop >/dev/null 2>&1 || true ;;
+    esac
+  done
+  PIDS=()
+}

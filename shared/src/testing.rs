@@ -1,0 +1,67 @@
+//! Helpers for the integration tests: where the engines started by `scripts/test` are, and
+//! a freshly seeded event per test (its own id, so tests never share state).
+
+use chrono::{Duration, Utc};
+
+use crate::domain::{Event, EventId};
+use crate::gate::Gate;
+use crate::repo::OrderRepository;
+use crate::repo::postgres::PgRepository;
+
+/// The engines `scripts/test` started.
+#[derive(Debug, Clone)]
+pub struct TestEnv {
+    pub database_url: String,
+    pub redis_url: String,
+    pub pubsub_host: String,
+    pub project: String,
+}
+
+fn var(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the tests with scripts/test, which starts the engines")
+    })
+}
+
+impl TestEnv {
+    /// Reads `TEST_*` variables; panics with a pointer to `scripts/test` when missing.
+    pub fn get() -> Self {
+        Self {
+            database_url: var("TEST_DATABASE_URL"),
+            redis_url: var("TEST_REDIS_URL"),
+            pubsub_host: var("TEST_PUBSUB_EMULATOR_HOST"),
+            project: var("TEST_PROJECT"),
+        }
+    }
+
+    /// A connected gate.
+    pub async fn gate(&self) -> Gate {
+        Gate::connect(&self.redis_url, std::time::Duration::from_secs(2))
+            .await
+            .expect("redis")
+    }
+
+    /// A Postgres repository (migrated by `scripts/test`).
+    pub fn repo(&self) -> PgRepository {
+        PgRepository::connect(&self.database_url, 32, std::time::Duration::from_secs(5))
+            .expect("pool")
+    }
+
+    /// Seeds a new event with a unique id in both stores.
+    pub async fn seed(&self, capacity: u32, opens_in_secs: i64, hold_seconds: u32) -> Event {
+        let id = EventId::parse(&format!(
+            "t-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        ))
+        .expect("slug");
+        let event = Event::frequency(
+            id,
+            capacity,
+            Utc::now() + Duration::seconds(opens_in_secs),
+            hold_seconds,
+        );
+        self.repo().seed(&event).await.expect("seed db");
+        self.gate().await.seed(&event).await.expect("seed redis");
+        event
+    }
+}

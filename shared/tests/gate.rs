@@ -1,0 +1,458 @@
+//! The gate's Lua scripts against the real Redis started by scripts/test: every transition,
+//! expiry, limits, idempotency and concurrency, with the invariant checked after each.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use shared::domain::{
+    Email, Event, IdempotencyKey, OrderId, OrderMessage, OrderStatus, Quantity, TicketTypeId,
+};
+use shared::gate::{Gate, PayBegin, ReserveOutcome, Stock};
+use shared::testing::TestEnv;
+
+fn tt(s: &str) -> TicketTypeId {
+    TicketTypeId::parse(s).unwrap()
+}
+fn email(s: &str) -> Email {
+    Email::parse(s).unwrap()
+}
+fn key() -> IdempotencyKey {
+    IdempotencyKey::parse(&uuid::Uuid::new_v4().to_string()).unwrap()
+}
+fn q(n: i64) -> Quantity {
+    Quantity::parse(n).unwrap()
+}
+
+async fn stock(gate: &Gate, ev: &Event, t: &str) -> Stock {
+    let snap = gate.refresh(&ev.id).await.unwrap().unwrap();
+    let s = snap.stock[t];
+    assert_eq!(s.delta(), 0, "invariant broken: {s:?}");
+    s
+}
+
+async fn reserve(gate: &Gate, ev: &Event, t: &str, n: i64, who: &str) -> ReserveOutcome {
+    gate.reserve(&ev.id, &tt(t), q(n), &email(who), &key())
+        .await
+        .unwrap()
+}
+
+fn order_id(o: &ReserveOutcome) -> OrderId {
+    match o {
+        ReserveOutcome::Reserved { order_id, .. } => *order_id,
+        other => panic!("expected a reservation, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn reserve_moves_stock_to_held_and_records_the_order() {
+    let env = TestEnv::get();
+    let ev = env.seed(10, -1, 600).await;
+    let gate = env.gate().await;
+    let before = Utc::now();
+    let r = reserve(&gate, &ev, "vip-3-day", 3, "fan@example.at").await;
+    let id = order_id(&r);
+    let ReserveOutcome::Reserved {
+        hold_expires_at, ..
+    } = r
+    else {
+        unreachable!()
+    };
+    assert!(hold_expires_at > before + chrono::Duration::seconds(590));
+    let s = stock(&gate, &ev, "vip-3-day").await;
+    assert_eq!((s.available, s.held, s.confirming, s.sold), (7, 3, 0, 0));
+    let view = gate.order(&ev.id, id).await.unwrap().unwrap();
+    assert_eq!(view.status, OrderStatus::Reserved);
+    assert_eq!(view.quantity, 3);
+    assert_eq!(view.amount_cents, 3 * ev.ticket_types[0].price_cents);
+    assert_eq!(gate.event_of(id).await.unwrap(), Some(ev.id.clone()));
+}
+
+#[tokio::test]
+async fn refuses_before_the_sale_opens_and_unknown_things() {
+    let env = TestEnv::get();
+    let ev = env.seed(10, 60, 600).await;
+    let gate = env.gate().await;
+    match reserve(&gate, &ev, "vip-3-day", 1, "a@b.at").await {
+        ReserveOutcome::TooEarly { opens_in_ms } => {
+            assert!((55_000..=60_000).contains(&opens_in_ms), "{opens_in_ms}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // The sale gate comes first: nothing about the catalog leaks before opening.
+    assert!(matches!(
+        reserve(&gate, &ev, "no-such-type", 1, "a@b.at").await,
+        ReserveOutcome::TooEarly { .. }
+    ));
+    let open = env.seed(10, -1, 600).await;
+    assert_eq!(
+        reserve(&gate, &open, "no-such-type", 1, "a@b.at").await,
+        ReserveOutcome::UnknownTicketType
+    );
+    let ghost = shared::domain::EventId::parse("never-seeded").unwrap();
+    let r = gate
+        .reserve(&ghost, &tt("vip-3-day"), q(1), &email("a@b.at"), &key())
+        .await
+        .unwrap();
+    assert_eq!(r, ReserveOutcome::UnknownEvent);
+    assert_eq!(stock(&gate, &ev, "vip-3-day").await.available, 10);
+}
+
+#[tokio::test]
+async fn idempotency_key_replays_the_first_answer_and_refuses_a_different_body() {
+    let env = TestEnv::get();
+    let ev = env.seed(10, -1, 600).await;
+    let gate = env.gate().await;
+    let k = key();
+    let first = gate
+        .reserve(&ev.id, &tt("vip-3-day"), q(2), &email("fan@x.at"), &k)
+        .await
+        .unwrap();
+    let ReserveOutcome::Reserved {
+        order_id,
+        hold_expires_at,
+    } = first
+    else {
+        panic!("{first:?}")
+    };
+    // Same body (the e-mail normalises to the same address): the first answer again.
+    let again = gate
+        .reserve(&ev.id, &tt("vip-3-day"), q(2), &email(" FAN@x.at"), &k)
+        .await
+        .unwrap();
+    assert_eq!(
+        again,
+        ReserveOutcome::Replayed {
+            order_id,
+            hold_expires_at
+        }
+    );
+    let other = gate
+        .reserve(&ev.id, &tt("vip-3-day"), q(3), &email("fan@x.at"), &k)
+        .await
+        .unwrap();
+    assert_eq!(other, ReserveOutcome::IdempotencyConflict);
+    assert_eq!(
+        stock(&gate, &ev, "vip-3-day").await.held,
+        2,
+        "replays must not hold more"
+    );
+}
+
+#[tokio::test]
+async fn per_customer_limit_counts_held_and_bought_and_frees_on_release() {
+    let env = TestEnv::get();
+    let ev = env.seed(50, -1, 600).await; // vip-3-day limit 4
+    let gate = env.gate().await;
+    let a = order_id(&reserve(&gate, &ev, "vip-3-day", 3, "limit@x.at").await);
+    assert_eq!(
+        reserve(&gate, &ev, "vip-3-day", 2, "LIMIT@x.at").await,
+        ReserveOutcome::Limit {
+            limit: 4,
+            remaining: 1
+        }
+    );
+    order_id(&reserve(&gate, &ev, "vip-3-day", 1, "limit@x.at").await);
+    // Another ticket type has its own limit.
+    order_id(&reserve(&gate, &ev, "vip-camping", 4, "limit@x.at").await);
+    assert_eq!(
+        gate.cancel(&ev.id, a).await.unwrap(),
+        Some((OrderStatus::Cancelled, true))
+    );
+    order_id(&reserve(&gate, &ev, "vip-3-day", 3, "limit@x.at").await);
+    assert_eq!(stock(&gate, &ev, "vip-3-day").await.held, 4);
+}
+
+#[tokio::test]
+async fn sold_out_and_not_enough_left() {
+    let env = TestEnv::get();
+    let ev = env.seed(5, -1, 600).await;
+    let gate = env.gate().await;
+    order_id(&reserve(&gate, &ev, "vip-3-day", 3, "a@x.at").await);
+    assert_eq!(
+        reserve(&gate, &ev, "vip-3-day", 3, "b@x.at").await,
+        ReserveOutcome::NotEnough { available: 2 }
+    );
+    order_id(&reserve(&gate, &ev, "vip-3-day", 2, "b@x.at").await);
+    assert_eq!(
+        reserve(&gate, &ev, "vip-3-day", 1, "c@x.at").await,
+        ReserveOutcome::SoldOut
+    );
+    let s = stock(&gate, &ev, "vip-3-day").await;
+    assert_eq!((s.available, s.held), (0, 5));
+}
+
+#[tokio::test]
+async fn expired_holds_return_to_stock_exactly_once() {
+    let env = TestEnv::get();
+    let ev = env.seed(5, -1, 1).await;
+    let gate = env.gate().await;
+    let id = order_id(&reserve(&gate, &ev, "vip-3-day", 2, "slow@x.at").await);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // Every path that meets the expired hold agrees, and stock comes back once.
+    assert_eq!(stock(&gate, &ev, "vip-3-day").await.available, 5);
+    assert_eq!(stock(&gate, &ev, "vip-3-day").await.available, 5);
+    assert_eq!(
+        gate.pay_begin(&ev.id, id, "tok_approve").await.unwrap(),
+        PayBegin::State(OrderStatus::Expired)
+    );
+    assert_eq!(
+        gate.cancel(&ev.id, id).await.unwrap(),
+        Some((OrderStatus::Expired, false))
+    );
+    let s = stock(&gate, &ev, "vip-3-day").await;
+    assert_eq!((s.available, s.held), (5, 0));
+    // The customer's limit was released too.
+    order_id(&reserve(&gate, &ev, "vip-3-day", 4, "slow@x.at").await);
+}
+
+#[tokio::test]
+async fn expiry_without_a_refresh_happens_inside_the_next_reservation() {
+    let env = TestEnv::get();
+    let ev = env.seed(2, -1, 1).await;
+    let gate = env.gate().await;
+    order_id(&reserve(&gate, &ev, "vip-3-day", 2, "a@x.at").await);
+    assert_eq!(
+        reserve(&gate, &ev, "vip-3-day", 1, "b@x.at").await,
+        ReserveOutcome::SoldOut
+    );
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    order_id(&reserve(&gate, &ev, "vip-3-day", 2, "b@x.at").await);
+    assert_eq!(stock(&gate, &ev, "vip-3-day").await.held, 2);
+}
+
+#[tokio::test]
+async fn cancel_twice_returns_stock_once() {
+    let env = TestEnv::get();
+    let ev = env.seed(5, -1, 600).await;
+    let gate = env.gate().await;
+    let id = order_id(&reserve(&gate, &ev, "vip-3-day", 2, "a@x.at").await);
+    assert_eq!(
+        gate.cancel(&ev.id, id).await.unwrap(),
+        Some((OrderStatus::Cancelled, true))
+    );
+    assert_eq!(
+        gate.cancel(&ev.id, id).await.unwrap(),
+        Some((OrderStatus::Cancelled, false))
+    );
+    let s = stock(&gate, &ev, "vip-3-day").await;
+    assert_eq!((s.available, s.held), (5, 0));
+    assert_eq!(
+        gate.pay_begin(&ev.id, id, "tok_approve").await.unwrap(),
+        PayBegin::State(OrderStatus::Cancelled)
+    );
+    assert_eq!(gate.cancel(&ev.id, OrderId::new()).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn payment_walks_reserved_confirming_confirmed() {
+    let env = TestEnv::get();
+    let ev = env.seed(5, -1, 600).await;
+    let gate = env.gate().await;
+    let id = order_id(&reserve(&gate, &ev, "vip-3-day", 2, "payer@x.at").await);
+    let price = ev.ticket_types[0].price_cents;
+
+    // Declined: back to reserved, still held.
+    assert_eq!(
+        gate.pay_begin(&ev.id, id, "tok_decline").await.unwrap(),
+        PayBegin::Charge {
+            amount_cents: 2 * price,
+            token: "tok_decline".into()
+        }
+    );
+    assert_eq!(stock(&gate, &ev, "vip-3-day").await.confirming, 2);
+    assert_eq!(
+        gate.cancel(&ev.id, id).await.unwrap(),
+        Some((OrderStatus::Confirming, false)),
+        "no cancel mid-charge"
+    );
+    assert_eq!(
+        gate.pay_declined(&ev.id, id).await.unwrap(),
+        OrderStatus::Reserved
+    );
+    let s = stock(&gate, &ev, "vip-3-day").await;
+    assert_eq!((s.held, s.confirming), (2, 0));
+
+    // Approved: confirming until the database decides.
+    assert!(matches!(
+        gate.pay_begin(&ev.id, id, "tok_approve").await.unwrap(),
+        PayBegin::Charge { .. }
+    ));
+    // The relay (empty token) resumes a pending charge with the stored token.
+    assert_eq!(
+        gate.pay_begin(&ev.id, id, "").await.unwrap(),
+        PayBegin::Charge {
+            amount_cents: 2 * price,
+            token: "tok_approve".into()
+        }
+    );
+    let paid_at = Utc::now();
+    let rec = gate
+        .pay_approved(&ev.id, id, "ref-1", paid_at)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rec.payment_ref, "ref-1");
+    let again = gate
+        .pay_approved(&ev.id, id, "ref-2", Utc::now())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.payment_ref, "ref-1", "the first approval stands");
+    assert_eq!(
+        gate.pay_begin(&ev.id, id, "tok_approve").await.unwrap(),
+        PayBegin::AlreadyPaid { published: false }
+    );
+    assert_eq!(
+        gate.outbox(&ev.id, Utc::now() + chrono::Duration::seconds(1), 10)
+            .await
+            .unwrap(),
+        vec![id]
+    );
+    gate.mark_published(&ev.id, id).await.unwrap();
+    assert_eq!(
+        gate.pay_begin(&ev.id, id, "tok_approve").await.unwrap(),
+        PayBegin::AlreadyPaid { published: true }
+    );
+    assert!(
+        gate.outbox(&ev.id, Utc::now() + chrono::Duration::seconds(1), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let msg = OrderMessage {
+        order_id: id,
+        event: ev.id.clone(),
+        ticket_type: tt("vip-3-day"),
+        quantity: 2,
+        email: "payer@x.at".into(),
+        amount_cents: 2 * price,
+        payment_ref: "ref-1".into(),
+        paid_at,
+    };
+    let codes = vec!["FRQ-A".to_string(), "FRQ-B".to_string()];
+    assert!(
+        gate.finalize(&msg, OrderStatus::Confirmed, &codes)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !gate
+            .finalize(&msg, OrderStatus::Confirmed, &codes)
+            .await
+            .unwrap(),
+        "second finalize is a no-op"
+    );
+    let s = stock(&gate, &ev, "vip-3-day").await;
+    assert_eq!((s.available, s.held, s.confirming, s.sold), (3, 0, 0, 2));
+    let view = gate.order(&ev.id, id).await.unwrap().unwrap();
+    assert_eq!(view.status, OrderStatus::Confirmed);
+    assert_eq!(view.tickets, codes);
+    assert_eq!(
+        gate.pay_begin(&ev.id, id, "tok_approve").await.unwrap(),
+        PayBegin::State(OrderStatus::Confirmed)
+    );
+}
+
+#[tokio::test]
+async fn a_rejection_by_the_database_returns_stock_and_the_limit() {
+    let env = TestEnv::get();
+    let ev = env.seed(5, -1, 600).await;
+    let gate = env.gate().await;
+    let id = order_id(&reserve(&gate, &ev, "backstage-lounge", 2, "r@x.at").await);
+    assert!(matches!(
+        gate.pay_begin(&ev.id, id, "tok_approve").await.unwrap(),
+        PayBegin::Charge { .. }
+    ));
+    gate.pay_approved(&ev.id, id, "ref", Utc::now())
+        .await
+        .unwrap()
+        .unwrap();
+    let msg = OrderMessage {
+        order_id: id,
+        event: ev.id.clone(),
+        ticket_type: tt("backstage-lounge"),
+        quantity: 2,
+        email: "r@x.at".into(),
+        amount_cents: 1,
+        payment_ref: "ref".into(),
+        paid_at: Utc::now(),
+    };
+    assert!(
+        gate.finalize(&msg, OrderStatus::Rejected, &[])
+            .await
+            .unwrap()
+    );
+    let s = stock(&gate, &ev, "backstage-lounge").await;
+    assert_eq!((s.available, s.confirming, s.sold), (3, 0, 0));
+    order_id(&reserve(&gate, &ev, "backstage-lounge", 2, "r@x.at").await);
+}
+
+#[tokio::test]
+async fn a_declined_payment_after_the_deadline_expires_the_hold() {
+    let env = TestEnv::get();
+    let ev = env.seed(5, -1, 1).await;
+    let gate = env.gate().await;
+    let id = order_id(&reserve(&gate, &ev, "vip-3-day", 1, "late@x.at").await);
+    assert!(matches!(
+        gate.pay_begin(&ev.id, id, "tok_decline").await.unwrap(),
+        PayBegin::Charge { .. }
+    ));
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // Frozen while charging: the refresh must not expire it.
+    assert_eq!(stock(&gate, &ev, "vip-3-day").await.confirming, 1);
+    assert_eq!(
+        gate.pay_declined(&ev.id, id).await.unwrap(),
+        OrderStatus::Expired
+    );
+    let s = stock(&gate, &ev, "vip-3-day").await;
+    assert_eq!((s.available, s.held, s.confirming), (5, 0, 0));
+}
+
+#[tokio::test]
+async fn concurrent_reservations_never_oversell() {
+    let env = TestEnv::get();
+    let ev = env.seed(50, -1, 600).await;
+    let gate = env.gate().await;
+    let tasks: Vec<_> = (0..300)
+        .map(|i| {
+            let gate = gate.clone();
+            let ev = ev.id.clone();
+            tokio::spawn(async move {
+                gate.reserve(
+                    &ev,
+                    &tt("vip-3-day"),
+                    q(1),
+                    &email(&format!("fan{i}@x.at")),
+                    &key(),
+                )
+                .await
+                .unwrap()
+            })
+        })
+        .collect();
+    let mut reserved = 0;
+    let mut sold_out = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            ReserveOutcome::Reserved { .. } => reserved += 1,
+            ReserveOutcome::SoldOut => sold_out += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!((reserved, sold_out), (50, 250));
+    let s = stock(&gate, &ev, "vip-3-day").await;
+    assert_eq!((s.available, s.held), (0, 50));
+}
+
+#[tokio::test]
+async fn seeding_twice_is_a_no_op_and_a_different_catalog_is_refused() {
+    let env = TestEnv::get();
+    let ev = env.seed(5, -1, 600).await;
+    let gate = env.gate().await;
+    assert!(!gate.seed(&ev).await.unwrap());
+    let mut changed = ev.clone();
+    changed.ticket_types[0].capacity = 6;
+    assert!(gate.seed(&changed).await.is_err());
+    assert_eq!(stock(&gate, &ev, "vip-3-day").await.capacity, 5);
+}
