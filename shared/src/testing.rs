@@ -26,6 +26,7 @@ fn var(name: &str) -> String {
 impl TestEnv {
     /// Reads `TEST_*` variables; panics with a pointer to `scripts/test` when missing.
     pub fn get() -> Self {
+        crate::telemetry::init();
         Self {
             database_url: var("TEST_DATABASE_URL"),
             redis_url: var("TEST_REDIS_URL"),

@@ -266,7 +266,7 @@ async fn payment_walks_reserved_confirming_confirmed() {
         "no cancel mid-charge"
     );
     assert_eq!(
-        gate.pay_declined(&ev.id, id).await.unwrap(),
+        gate.pay_abort(&ev.id, id).await.unwrap(),
         OrderStatus::Reserved
     );
     let s = stock(&gate, &ev, "vip-3-day").await;
@@ -402,7 +402,7 @@ async fn a_declined_payment_after_the_deadline_expires_the_hold() {
     // Frozen while charging: the refresh must not expire it.
     assert_eq!(stock(&gate, &ev, "vip-3-day").await.confirming, 1);
     assert_eq!(
-        gate.pay_declined(&ev.id, id).await.unwrap(),
+        gate.pay_abort(&ev.id, id).await.unwrap(),
         OrderStatus::Expired
     );
     let s = stock(&gate, &ev, "vip-3-day").await;

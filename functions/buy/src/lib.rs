@@ -258,15 +258,19 @@ pub async fn settle(
             amount_cents,
             token,
         } => {
-            let charge = state
-                .payments
-                .charge(id, amount_cents, &token)
-                .await
-                .map_err(|e| unavailable("payment provider", &e))?;
+            let charge = match state.payments.charge(id, amount_cents, &token).await {
+                Ok(c) => c,
+                Err(e) => {
+                    // Not charged (the provider is idempotent per order, so a retry cannot
+                    // charge twice): unfreeze the hold so the fan can try again.
+                    state.gate.pay_abort(event, id).await?;
+                    return Err(unavailable("payment provider", &e));
+                }
+            };
             match charge {
                 Charge::Declined { reason } => {
                     tracing::info!(order_id = %id, reason, "payment declined");
-                    match state.gate.pay_declined(event, id).await? {
+                    match state.gate.pay_abort(event, id).await? {
                         OrderStatus::Expired => Err(ApiError::HoldExpired),
                         _ => Err(ApiError::PaymentDeclined),
                     }

@@ -68,6 +68,19 @@ pub struct AppState {
     pub stats: Arc<Stats>,
 }
 
+impl AppState {
+    /// State with the simulated payment provider (for refunds) and fresh counters.
+    pub fn new(repo: Arc<dyn OrderRepository>, gate: Gate, auth: PushAuth) -> Self {
+        Self {
+            repo,
+            gate,
+            payments: Arc::new(SimulatedPayments),
+            auth,
+            stats: Arc::default(),
+        }
+    }
+}
+
 /// The routes.
 pub fn app(state: AppState) -> Router {
     shared::http::finish(
@@ -77,14 +90,14 @@ pub fn app(state: AppState) -> Router {
     )
 }
 
-/// The push envelope. The emulator sends both camelCase and snake_case names and no
-/// `deliveryAttempt`; production sends camelCase.
+/// The push envelope. Production sends camelCase; the emulator sends every field in both
+/// camelCase and snake_case (so serde aliases would see duplicates) and no `deliveryAttempt`.
 #[derive(Debug, Deserialize)]
 pub struct Envelope {
     pub message: PushMessage,
     #[serde(default)]
     pub subscription: String,
-    #[serde(default, alias = "delivery_attempt", rename = "deliveryAttempt")]
+    #[serde(default, rename = "deliveryAttempt")]
     pub delivery_attempt: Option<u32>,
 }
 
@@ -93,10 +106,22 @@ pub struct Envelope {
 pub struct PushMessage {
     #[serde(default)]
     pub data: Option<String>,
-    #[serde(default, rename = "messageId", alias = "message_id")]
-    pub message_id: String,
+    #[serde(default, rename = "messageId")]
+    message_id_camel: Option<String>,
+    #[serde(default, rename = "message_id")]
+    message_id_snake: Option<String>,
     #[serde(default)]
     pub attributes: std::collections::HashMap<String, String>,
+}
+
+impl PushMessage {
+    /// The Pub/Sub message id, whichever spelling carried it.
+    pub fn message_id(&self) -> &str {
+        self.message_id_camel
+            .as_deref()
+            .or(self.message_id_snake.as_deref())
+            .unwrap_or_default()
+    }
 }
 
 /// Why a message was not handled.
@@ -201,7 +226,7 @@ pub async fn push(
     };
     let span = tracing::info_span!(
         "message",
-        message_id = %envelope.message.message_id,
+        message_id = %envelope.message.message_id(),
         delivery_attempt = envelope.delivery_attempt,
         order_id = tracing::field::Empty,
     );
@@ -249,12 +274,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let gate = Gate::connect(&config.redis.redis_url, config.redis.timeout())
         .await
         .map_err(|e| anyhow::anyhow!("cannot reach Redis: {e}"))?;
-    let state = AppState {
-        repo: Arc::new(repo),
-        gate,
-        payments: Arc::new(SimulatedPayments),
-        auth,
-        stats: Arc::default(),
-    };
+    let state = AppState::new(Arc::new(repo), gate, auth);
     shared::http::serve(app(state), config.http.port).await
 }

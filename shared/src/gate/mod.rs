@@ -135,7 +135,7 @@ pub struct EventSnapshot {
 struct Scripts {
     reserve: Script,
     pay_begin: Script,
-    pay_declined: Script,
+    pay_abort: Script,
     pay_approved: Script,
     published: Script,
     cancel: Script,
@@ -218,7 +218,7 @@ impl Gate {
             scripts: std::sync::Arc::new(Scripts {
                 reserve: script(include_str!("lua/reserve.lua")),
                 pay_begin: script(include_str!("lua/pay_begin.lua")),
-                pay_declined: script(include_str!("lua/pay_declined.lua")),
+                pay_abort: script(include_str!("lua/pay_abort.lua")),
                 pay_approved: script(include_str!("lua/pay_approved.lua")),
                 published: script(include_str!("lua/published.lua")),
                 cancel: script(include_str!("lua/cancel.lua")),
@@ -429,14 +429,14 @@ impl Gate {
         })
     }
 
-    /// The charge was declined: the order is `reserved` again (or `expired` if its time ran out).
-    pub async fn pay_declined(
+    /// The charge was declined or could not be made: the order is `reserved` again (or `expired` if its time ran out).
+    pub async fn pay_abort(
         &self,
         event: &EventId,
         order: OrderId,
     ) -> Result<OrderStatus, GateError> {
         let w = words(
-            self.run(&self.scripts.pay_declined, event, &[&order.to_string()])
+            self.run(&self.scripts.pay_abort, event, &[&order.to_string()])
                 .await?,
         )?;
         Ok(match w.first().map(String::as_str) {

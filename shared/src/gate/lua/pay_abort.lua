@@ -1,4 +1,4 @@
--- ARGV: order_id. The charge was declined: back to reserved with the original deadline
+-- ARGV: order_id. The charge was declined or could not be made: back to reserved with the original deadline
 -- (or straight to expired, and stock, if the deadline passed meanwhile).
 local oid = ARGV[1]
 local now = now_ms()
@@ -8,7 +8,7 @@ if not o or o.status ~= 'confirming' or redis.call('HGET', ok, 'pay_state') ~= '
   return { 'ignored' }
 end
 redis.call('ZREM', p .. 'outbox', oid)
-redis.call('HSET', ok, 'pay_state', 'declined')
+redis.call('HSET', ok, 'pay_state', 'aborted')
 redis.call('HDEL', ok, 'pay_token')
 if o.deadline <= now then
   release(oid, o, 'confirming', 'expired')

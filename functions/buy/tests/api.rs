@@ -1,0 +1,326 @@
+//! buy's router driven with `oneshot` (no socket) over the real Redis and Pub/Sub emulator:
+//! every refusal is a clear problem+json 4xx and changes nothing.
+
+mod common;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use serde_json::{Value, json};
+use shared::domain::Event;
+use shared::testing::TestEnv;
+use tower::ServiceExt;
+
+struct Answer {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    body: Value,
+}
+
+async fn call(app: &axum::Router, req: Request<Body>) -> Answer {
+    let res = app.clone().oneshot(req).await.unwrap();
+    let status = res.status();
+    let headers = res.headers().clone();
+    let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn post(uri: &str, key: Option<&str>, body: impl Into<Body>) -> Request<Body> {
+    let mut b = Request::post(uri).header(header::CONTENT_TYPE, "application/json");
+    if let Some(k) = key {
+        b = b.header("idempotency-key", k);
+    }
+    b.body(body.into()).unwrap()
+}
+
+fn reserve_req(ev: &Event, key: &str, body: Value) -> Request<Body> {
+    post(
+        &format!("/v1/events/{}/orders", ev.id),
+        Some(key),
+        body.to_string(),
+    )
+}
+
+fn fresh_key() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+fn assert_problem(a: &Answer, status: u16, slug: &str) {
+    assert_eq!(a.status.as_u16(), status, "{:?}", a.body);
+    assert_eq!(a.headers[header::CONTENT_TYPE], "application/problem+json");
+    assert_eq!(a.body["type"], format!("/problems/{slug}"), "{:?}", a.body);
+    assert_eq!(a.body["status"], status);
+    assert!(a.body["detail"].as_str().is_some_and(|d| !d.is_empty()));
+}
+
+async fn setup(capacity: u32, opens_in: i64, hold: u32) -> (TestEnv, Event, axum::Router) {
+    let env = TestEnv::get();
+    let ev = env.seed(capacity, opens_in, hold).await;
+    let topic = common::topic(&env).await;
+    let app = buy::app(common::buy_state(&env, &topic).await);
+    (env, ev, app)
+}
+
+async fn untouched(env: &TestEnv, ev: &Event) {
+    let snap = env.gate().await.refresh(&ev.id).await.unwrap().unwrap();
+    for (tt, s) in snap.stock {
+        assert_eq!(
+            (s.available, s.held, s.confirming, s.sold),
+            (s.capacity, 0, 0, 0),
+            "{tt} changed"
+        );
+    }
+}
+
+#[tokio::test]
+async fn bad_input_is_a_clear_4xx_and_changes_nothing() {
+    let (env, ev, app) = setup(10, -1, 600).await;
+    let ok = json!({"ticket_type": "vip-3-day", "quantity": 1, "email": "fan@example.at"});
+    let uri = format!("/v1/events/{}/orders", ev.id);
+
+    assert_problem(
+        &call(&app, post(&uri, Some(&fresh_key()), "{not json")).await,
+        400,
+        "bad-request",
+    );
+    assert_problem(
+        &call(&app, post(&uri, None, ok.to_string())).await,
+        400,
+        "bad-request",
+    );
+    assert_problem(
+        &call(&app, post(&uri, Some("short"), ok.to_string())).await,
+        422,
+        "invalid-input",
+    );
+    let no_type = Request::post(&uri)
+        .header("idempotency-key", fresh_key())
+        .body(Body::from(ok.to_string()))
+        .unwrap();
+    assert_problem(&call(&app, no_type).await, 415, "unsupported-media-type");
+    let huge = json!({"ticket_type": "vip-3-day", "quantity": 1, "email": "a".repeat(40_000)});
+    assert_problem(
+        &call(&app, reserve_req(&ev, &fresh_key(), huge)).await,
+        413,
+        "payload-too-large",
+    );
+
+    let cases = [
+        (
+            json!({"ticket_type": "vip-3-day", "quantity": "two", "email": "fan@example.at"}),
+            "body",
+        ),
+        (
+            json!({"ticket_type": "vip-3-day", "quantity": 1.5, "email": "fan@example.at"}),
+            "body",
+        ),
+        (
+            json!({"ticket_type": "vip-3-day", "email": "fan@example.at"}),
+            "body",
+        ),
+        (json!([1, 2, 3]), "body"),
+        (
+            json!({"ticket_type": "vip-3-day", "quantity": 0, "email": "fan@example.at"}),
+            "quantity",
+        ),
+        (
+            json!({"ticket_type": "vip-3-day", "quantity": -1, "email": "fan@example.at"}),
+            "quantity",
+        ),
+        (
+            json!({"ticket_type": "vip-3-day", "quantity": 21, "email": "fan@example.at"}),
+            "quantity",
+        ),
+        (
+            json!({"ticket_type": "vip-3-day", "quantity": 1, "email": "not-an-email"}),
+            "email",
+        ),
+        (
+            json!({"ticket_type": "VIP 3 Day!", "quantity": 1, "email": "fan@example.at"}),
+            "ticket_type",
+        ),
+        (
+            json!({"ticket_type": "no-such-type", "quantity": 1, "email": "fan@example.at"}),
+            "ticket_type",
+        ),
+    ];
+    for (body, field) in cases {
+        let a = call(&app, reserve_req(&ev, &fresh_key(), body.clone())).await;
+        assert_problem(&a, 422, "invalid-input");
+        assert_eq!(a.body["field"], field, "{body}");
+    }
+    // Over the per-customer limit (4 for VIP 3-Day).
+    let a = call(
+        &app,
+        reserve_req(
+            &ev,
+            &fresh_key(),
+            json!({"ticket_type": "vip-3-day", "quantity": 5, "email": "fan@example.at"}),
+        ),
+    )
+    .await;
+    assert_problem(&a, 422, "limit-exceeded");
+    assert_eq!(a.body["limit"], 4);
+
+    let ghost = post(
+        "/v1/events/no-such-event/orders",
+        Some(&fresh_key()),
+        ok.to_string(),
+    );
+    assert_problem(&call(&app, ghost).await, 404, "not-found");
+    let bad_id = post(
+        "/v1/orders/not-a-uuid/payment",
+        None,
+        json!({"payment_token": "tok_approve"}).to_string(),
+    );
+    assert_problem(&call(&app, bad_id).await, 404, "not-found");
+    let get = Request::get(&uri).body(Body::empty()).unwrap();
+    assert_problem(&call(&app, get).await, 405, "method-not-allowed");
+
+    untouched(&env, &ev).await;
+}
+
+#[tokio::test]
+async fn reserve_replays_with_the_same_key_and_refuses_a_different_body() {
+    let (env, ev, app) = setup(10, -1, 600).await;
+    let key = fresh_key();
+    let body = json!({"ticket_type": "vip-3-day", "quantity": 2, "email": "fan@example.at"});
+    let first = call(&app, reserve_req(&ev, &key, body.clone())).await;
+    assert_eq!(first.status, StatusCode::ACCEPTED, "{:?}", first.body);
+    assert_eq!(first.body["status"], "reserved");
+    let id = first.body["order_id"].as_str().unwrap().to_owned();
+    assert_eq!(first.headers[header::LOCATION], format!("/v1/orders/{id}"));
+    let again = call(&app, reserve_req(&ev, &key, body)).await;
+    assert_eq!(again.status, StatusCode::ACCEPTED);
+    assert_eq!(again.body["order_id"], id.as_str());
+    assert_eq!(again.body["hold_expires_at"], first.body["hold_expires_at"]);
+    assert_eq!(again.headers["idempotent-replayed"], "true");
+    let other = json!({"ticket_type": "vip-3-day", "quantity": 3, "email": "fan@example.at"});
+    assert_problem(
+        &call(&app, reserve_req(&ev, &key, other)).await,
+        422,
+        "idempotency-key-reused",
+    );
+    let snap = env.gate().await.refresh(&ev.id).await.unwrap().unwrap();
+    assert_eq!(snap.stock["vip-3-day"].held, 2);
+}
+
+#[tokio::test]
+async fn too_early_sold_out_and_not_enough() {
+    let (_env, early, app) = setup(10, 120, 600).await;
+    let body = json!({"ticket_type": "vip-3-day", "quantity": 1, "email": "fan@example.at"});
+    let a = call(&app, reserve_req(&early, &fresh_key(), body.clone())).await;
+    assert_problem(&a, 425, "sale-not-open");
+    let retry: u64 = a.headers[header::RETRY_AFTER]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((115..=120).contains(&retry), "{retry}");
+
+    let (_env, ev, app) = setup(3, -1, 600).await;
+    let two = json!({"ticket_type": "vip-3-day", "quantity": 2, "email": "a@example.at"});
+    assert_eq!(
+        call(&app, reserve_req(&ev, &fresh_key(), two.clone()))
+            .await
+            .status,
+        StatusCode::ACCEPTED
+    );
+    let b = json!({"ticket_type": "vip-3-day", "quantity": 2, "email": "b@example.at"});
+    let a = call(&app, reserve_req(&ev, &fresh_key(), b)).await;
+    assert_problem(&a, 409, "not-enough-left");
+    assert_eq!(a.body["available"], 1);
+    let c = json!({"ticket_type": "vip-3-day", "quantity": 1, "email": "c@example.at"});
+    assert_eq!(
+        call(&app, reserve_req(&ev, &fresh_key(), c)).await.status,
+        StatusCode::ACCEPTED
+    );
+    let d = json!({"ticket_type": "vip-3-day", "quantity": 1, "email": "d@example.at"});
+    assert_problem(
+        &call(&app, reserve_req(&ev, &fresh_key(), d)).await,
+        409,
+        "sold-out",
+    );
+}
+
+async fn reserve_one(app: &axum::Router, ev: &Event, email: &str) -> String {
+    let body = json!({"ticket_type": "vip-3-day", "quantity": 1, "email": email});
+    let a = call(app, reserve_req(ev, &fresh_key(), body)).await;
+    assert_eq!(a.status, StatusCode::ACCEPTED, "{:?}", a.body);
+    a.body["order_id"].as_str().unwrap().to_owned()
+}
+
+fn pay(id: &str, token: &str) -> Request<Body> {
+    post(
+        &format!("/v1/orders/{id}/payment"),
+        None,
+        json!({"payment_token": token}).to_string(),
+    )
+}
+
+fn cancel(id: &str) -> Request<Body> {
+    Request::post(format!("/v1/orders/{id}/cancel"))
+        .body(Body::empty())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn payment_declined_then_approved_then_idempotent() {
+    let (_env, ev, app) = setup(10, -1, 600).await;
+    let id = reserve_one(&app, &ev, "payer@example.at").await;
+    assert_problem(
+        &call(&app, pay(&id, "tok_decline")).await,
+        402,
+        "payment-declined",
+    );
+    assert_problem(
+        &call(&app, pay(&id, "tok_unavailable")).await,
+        503,
+        "unavailable",
+    );
+    assert_problem(&call(&app, pay(&id, "")).await, 422, "invalid-input");
+    let a = call(&app, pay(&id, "tok_approve")).await;
+    assert_eq!(a.status, StatusCode::ACCEPTED, "{:?}", a.body);
+    assert_eq!(a.body["status"], "confirming");
+    // A retry of the payment (network glitch) gets the same answer and is not charged twice.
+    let again = call(&app, pay(&id, "tok_approve")).await;
+    assert_eq!(again.status, StatusCode::ACCEPTED);
+    assert_problem(&call(&app, cancel(&id)).await, 409, "conflict");
+}
+
+#[tokio::test]
+async fn cancel_is_idempotent_and_blocks_payment() {
+    let (env, ev, app) = setup(10, -1, 600).await;
+    let id = reserve_one(&app, &ev, "c@example.at").await;
+    for _ in 0..2 {
+        let a = call(&app, cancel(&id)).await;
+        assert_eq!(a.status, StatusCode::OK);
+        assert_eq!(a.body["status"], "cancelled");
+    }
+    assert_problem(&call(&app, pay(&id, "tok_approve")).await, 409, "conflict");
+    untouched(&env, &ev).await;
+    assert_problem(
+        &call(&app, cancel(&uuid::Uuid::new_v4().to_string())).await,
+        404,
+        "not-found",
+    );
+}
+
+#[tokio::test]
+async fn paying_after_the_hold_expired_is_gone() {
+    let (env, ev, app) = setup(10, -1, 1).await;
+    let id = reserve_one(&app, &ev, "late@example.at").await;
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    assert_problem(
+        &call(&app, pay(&id, "tok_approve")).await,
+        410,
+        "hold-expired",
+    );
+    untouched(&env, &ev).await;
+}

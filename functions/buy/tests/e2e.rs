@@ -1,0 +1,295 @@
+//! The sale end to end over real sockets: buy and check-availability serving HTTP, paid
+//! orders through the real Pub/Sub emulator pushing to consume-order, Postgres and Redis.
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use shared::domain::{Event, OrderId, OrderMessage, OrderStatus};
+use shared::publisher::OrderPublisher;
+use shared::repo::OrderRepository;
+use shared::testing::TestEnv;
+
+struct Stack {
+    buy: String,
+    read: String,
+    topic: String,
+}
+
+/// Serves the three functions for `ev`, with a push subscription from a fresh topic to the
+/// consumer (dead-lettering after 5 attempts). Returns the URLs and the dead-letter pull sub.
+async fn stack(env: &TestEnv, ev: &Event) -> (Stack, String) {
+    let consumer = common::serve(consume_order::app(common::consumer_state(env).await)).await;
+    let topic = common::topic(env).await;
+    let push = format!("{consumer}/pubsub/orders?token={}", common::PUSH_TOKEN);
+    let dead = common::push_with_dead_letter(env, &topic, &push, 5).await;
+    let buy = common::serve(buy::app(common::buy_state(env, &topic).await)).await;
+    let read_state = check_availability::AppState::new(env.gate().await);
+    read_state.refresh().await.unwrap();
+    read_state.spawn_refresher(Duration::from_millis(100));
+    let read = common::serve(check_availability::app(read_state)).await;
+    let _ = ev;
+    (Stack { buy, read, topic }, dead)
+}
+
+/// Waits until no order of the event is `confirming` (the queue has drained).
+async fn drain(env: &TestEnv, ev: &Event, within: Duration) {
+    let gate = env.gate().await;
+    let start = Instant::now();
+    loop {
+        let snap = gate.refresh(&ev.id).await.unwrap().unwrap();
+        if snap.stock.values().all(|s| s.confirming == 0) {
+            return;
+        }
+        assert!(
+            start.elapsed() < within,
+            "queue did not drain: {:?}",
+            snap.stock
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[derive(Debug, PartialEq, Eq, Hash, Clone, Copy)]
+enum Fan {
+    Paid,
+    SoldOut,
+    Other(u16),
+}
+
+async fn fan(http: reqwest::Client, buy: String, ev: Event, i: usize) -> (Fan, Option<String>) {
+    let res = http
+        .post(format!("{buy}/v1/events/{}/orders", ev.id))
+        .header("idempotency-key", uuid::Uuid::new_v4().to_string())
+        .json(&json!({"ticket_type": "vip-3-day", "quantity": 1, "email": format!("fan{i}@example.at")}))
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    let body: Value = res.json().await.unwrap();
+    match status {
+        202 => {}
+        409 if body["type"] == "/problems/sold-out" => return (Fan::SoldOut, None),
+        s => return (Fan::Other(s), None),
+    }
+    let id = body["order_id"].as_str().unwrap().to_owned();
+    let res = http
+        .post(format!("{buy}/v1/orders/{id}/payment"))
+        .json(&json!({"payment_token": "tok_approve"}))
+        .send()
+        .await
+        .unwrap();
+    match res.status().as_u16() {
+        202 => (Fan::Paid, Some(id)),
+        s => (Fan::Other(s), Some(id)),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_thousand_fans_two_hundred_tickets_exactly_two_hundred_orders() {
+    let env = TestEnv::get();
+    let ev = env.seed(200, -1, 600).await;
+    let (stack, _dead) = stack(&env, &ev).await;
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(1000)
+        .build()
+        .unwrap();
+
+    let fans: Vec<_> = (0..1000)
+        .map(|i| tokio::spawn(fan(http.clone(), stack.buy.clone(), ev.clone(), i)))
+        .collect();
+    let mut paid = vec![];
+    let mut sold_out = 0;
+    for f in fans {
+        match f.await.unwrap() {
+            (Fan::Paid, Some(id)) => paid.push(id),
+            (Fan::SoldOut, _) => sold_out += 1,
+            other => panic!("a fan got an unclear answer: {other:?}"),
+        }
+    }
+    assert_eq!(paid.len(), 200, "exactly the capacity is sold");
+    assert_eq!(sold_out, 800, "every other fan is told it is sold out");
+
+    drain(&env, &ev, Duration::from_secs(90)).await;
+    let repo = env.repo();
+    let inv = repo.inventory(&ev.id).await.unwrap();
+    let vip = inv
+        .iter()
+        .find(|i| i.ticket_type.as_str() == "vip-3-day")
+        .unwrap();
+    assert_eq!(
+        (vip.sold, vip.confirmed_orders, vip.rejected_orders),
+        (200, 200, 0)
+    );
+
+    // Every fan who was told "confirming" has exactly one persisted order with one ticket,
+    // and the read path says so.
+    let mut codes = HashSet::new();
+    for id in &paid {
+        let stored = repo
+            .order(OrderId::parse(id).unwrap())
+            .await
+            .unwrap()
+            .expect("paid order persisted");
+        assert_eq!(stored.status, OrderStatus::Confirmed);
+        assert_eq!(stored.tickets.len(), 1);
+        assert!(
+            codes.insert(stored.tickets[0].clone()),
+            "duplicate ticket code"
+        );
+    }
+    let some = &paid[0];
+    let view: Value = reqwest::get(format!("{}/v1/orders/{some}", stack.read))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(view["status"], "confirmed");
+    assert_eq!(view["tickets"].as_array().unwrap().len(), 1);
+
+    let report = shared::audit::audit(&env.gate().await, &repo, &ev.id)
+        .await
+        .unwrap();
+    assert!(
+        report.violations.is_empty() && report.quiet,
+        "{}",
+        report.render()
+    );
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let avail: Value = reqwest::get(format!("{}/v1/events/{}/availability", stack.read, ev.id))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let vip = avail["ticket_types"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == "vip-3-day")
+        .unwrap()
+        .clone();
+    assert_eq!(vip["available"], 0);
+    assert_eq!(vip["status"], "sold_out");
+}
+
+#[tokio::test]
+async fn a_message_the_consumer_keeps_failing_ends_in_the_dead_letter_topic() {
+    let env = TestEnv::get();
+    let ev = env.seed(5, -1, 600).await;
+    // A consumer whose database is down answers 503 to every delivery.
+    let dead_db = shared::repo::postgres::PgRepository::connect(
+        "postgres://tickets@127.0.0.1:1/tickets",
+        2,
+        Duration::from_millis(200),
+    )
+    .unwrap();
+    let failing = consume_order::AppState::new(
+        Arc::new(dead_db),
+        env.gate().await,
+        consume_order::PushAuth::Token(common::PUSH_TOKEN.into()),
+    );
+    let stats = failing.stats.clone();
+    let consumer = common::serve(consume_order::app(failing)).await;
+    let topic = common::topic(&env).await;
+    let push = format!("{consumer}/pubsub/orders?token={}", common::PUSH_TOKEN);
+    let dead = common::push_with_dead_letter(&env, &topic, &push, 5).await;
+    let msg = OrderMessage {
+        order_id: OrderId::new(),
+        event: ev.id.clone(),
+        ticket_type: shared::domain::TicketTypeId::parse("vip-3-day").unwrap(),
+        quantity: 1,
+        email: "poison@example.at".into(),
+        amount_cents: 1,
+        payment_ref: "ref".into(),
+        paid_at: chrono::Utc::now(),
+    };
+    common::publisher(&env, &topic)
+        .await
+        .publish(&msg)
+        .await
+        .unwrap();
+    let start = Instant::now();
+    let dead_lettered = loop {
+        let got = common::pull(&env, &dead).await;
+        if !got.is_empty() {
+            break got;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "never dead-lettered"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(dead_lettered.len(), 1);
+    let m = &dead_lettered[0]["message"];
+    assert_eq!(m["attributes"]["order_id"], msg.order_id.to_string());
+    assert_eq!(
+        m["attributes"]["CloudPubSubDeadLetterSourceDeliveryCount"],
+        "5"
+    );
+    assert!(stats.retryable.load(std::sync::atomic::Ordering::Relaxed) >= 5);
+}
+
+#[tokio::test]
+async fn a_failed_publish_after_payment_loses_nothing_and_the_relay_finishes_it() {
+    let env = TestEnv::get();
+    let ev = env.seed(5, -1, 600).await;
+    let (stack, _dead) = stack(&env, &ev).await;
+    // buy with Pub/Sub unreachable.
+    let broken = buy::AppState {
+        gate: env.gate().await,
+        publisher: Arc::new(
+            shared::publisher::PubSubPublisher::connect(
+                &format!("projects/{}/topics/{}", env.project, stack.topic),
+                Some("127.0.0.1:1"),
+                Duration::from_millis(500),
+            )
+            .await
+            .unwrap(),
+        ),
+        payments: Arc::new(shared::payment::SimulatedPayments),
+    };
+    let buy_down = common::serve(buy::app(broken)).await;
+    let http = reqwest::Client::new();
+    let (outcome, id) = fan(http.clone(), buy_down.clone(), ev.clone(), 1).await;
+    assert_eq!(outcome, Fan::Other(503), "the fan is told to retry");
+    let id = id.unwrap();
+    let oid = OrderId::parse(&id).unwrap();
+    let view = env.gate().await.order(&ev.id, oid).await.unwrap().unwrap();
+    assert_eq!(
+        view.status,
+        OrderStatus::Confirming,
+        "payment kept, tickets still frozen for the fan"
+    );
+
+    // Either the fan's retry or the relay finishes it; the relay here, with Pub/Sub back.
+    let healthy = common::buy_state(&env, &stack.topic).await;
+    assert_eq!(buy::relay_once(&healthy, Duration::ZERO).await.unwrap(), 1);
+    drain(&env, &ev, Duration::from_secs(30)).await;
+    // A late retry by the fan is answered, and does not duplicate anything.
+    let res = http
+        .post(format!("{}/v1/orders/{id}/payment", stack.buy))
+        .json(&json!({"payment_token": "tok_approve"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 409, "already paid and confirmed");
+    let stored = env.repo().order(oid).await.unwrap().unwrap();
+    assert_eq!(stored.status, OrderStatus::Confirmed);
+    let report = shared::audit::audit(&env.gate().await, &env.repo(), &ev.id)
+        .await
+        .unwrap();
+    assert!(
+        report.violations.is_empty() && report.quiet,
+        "{}",
+        report.render()
+    );
+    let inv = env.repo().inventory(&ev.id).await.unwrap();
+    assert_eq!(inv.iter().map(|i| i.confirmed_orders).sum::<i64>(), 1);
+}

@@ -1,0 +1,128 @@
+//! check-availability's router with `oneshot` over the real Redis.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use check_availability::{AppState, app};
+use serde_json::Value;
+use shared::domain::{Email, IdempotencyKey, Quantity, TicketTypeId};
+use shared::gate::ReserveOutcome;
+use shared::testing::TestEnv;
+use tower::ServiceExt;
+
+async fn get(
+    app: &axum::Router,
+    uri: &str,
+    etag: Option<&str>,
+) -> (StatusCode, axum::http::HeaderMap, Value) {
+    let mut req = Request::get(uri);
+    if let Some(e) = etag {
+        req = req.header(header::IF_NONE_MATCH, e);
+    }
+    let res = app
+        .clone()
+        .oneshot(req.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let (status, headers) = (res.status(), res.headers().clone());
+    let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    (
+        status,
+        headers,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn availability_comes_from_the_snapshot_with_an_etag() {
+    let env = TestEnv::get();
+    let ev = env.seed(40, -1, 600).await;
+    let state = AppState::new(env.gate().await);
+    state.refresh().await.unwrap();
+    let router = app(state.clone());
+    let uri = format!("/v1/events/{}/availability", ev.id);
+    let (status, headers, body) = get(&router, &uri, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        headers[header::CACHE_CONTROL]
+            .to_str()
+            .unwrap()
+            .contains("max-age=1")
+    );
+    assert_eq!(body["event"], ev.id.as_str());
+    assert_eq!(body["sale_open"], true);
+    assert_eq!(body["stale"], false);
+    assert!(body["server_time"].as_str().unwrap().ends_with('Z'));
+    let types = body["ticket_types"].as_array().unwrap();
+    assert_eq!(types.len(), 3);
+    assert_eq!(types[0]["id"], "vip-3-day");
+    assert_eq!(types[0]["available"], 40);
+    assert_eq!(types[0]["price_cents"], 34_900);
+    assert_eq!(types[0]["status"], "on_sale");
+    assert_eq!(types[2]["capacity"], 20);
+
+    let etag = headers[header::ETAG].to_str().unwrap().to_owned();
+    let (status, _, _) = get(&router, &uri, Some(&etag)).await;
+    assert_eq!(status, StatusCode::NOT_MODIFIED);
+
+    // A reservation is visible after the next refresh, with a new ETag.
+    let gate = env.gate().await;
+    let r = gate
+        .reserve(
+            &ev.id,
+            &TicketTypeId::parse("vip-3-day").unwrap(),
+            Quantity::parse(4).unwrap(),
+            &Email::parse("a@b.at").unwrap(),
+            &IdempotencyKey::parse("key-key-key-1").unwrap(),
+        )
+        .await
+        .unwrap();
+    let ReserveOutcome::Reserved { order_id, .. } = r else {
+        panic!("{r:?}")
+    };
+    let (_, _, stale_read) = get(&router, &uri, None).await;
+    assert_eq!(
+        stale_read["ticket_types"][0]["available"], 40,
+        "served from the snapshot, not Redis"
+    );
+    state.refresh().await.unwrap();
+    let (status, headers, body) = get(&router, &uri, Some(&etag)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_ne!(headers[header::ETAG].to_str().unwrap(), etag);
+    assert_eq!(body["ticket_types"][0]["available"], 36);
+
+    let (status, headers, order) = get(&router, &format!("/v1/orders/{order_id}"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers[header::CACHE_CONTROL], "no-store");
+    assert_eq!(order["status"], "reserved");
+    assert_eq!(order["quantity"], 4);
+    assert!(order["hold_expires_at"].is_string());
+    assert!(
+        order.get("email").is_none(),
+        "no personal data on the read path"
+    );
+}
+
+#[tokio::test]
+async fn before_the_sale_and_unknown_things() {
+    let env = TestEnv::get();
+    let ev = env.seed(10, 3600, 600).await;
+    let state = AppState::new(env.gate().await);
+    state.refresh().await.unwrap();
+    let router = app(state);
+    let (_, _, body) = get(&router, &format!("/v1/events/{}/availability", ev.id), None).await;
+    assert_eq!(body["sale_open"], false);
+    assert_eq!(body["ticket_types"][0]["status"], "not_on_sale_yet");
+    for uri in [
+        "/v1/events/never-seeded/availability".to_owned(),
+        "/v1/events/BAD%20ID/availability".to_owned(),
+        "/v1/orders/not-a-uuid".to_owned(),
+        format!("/v1/orders/{}", uuid::Uuid::new_v4()),
+    ] {
+        let (status, headers, body) = get(&router, &uri, None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{uri}");
+        assert_eq!(headers[header::CONTENT_TYPE], "application/problem+json");
+        assert_eq!(body["status"], 404);
+    }
+}
