@@ -97,7 +97,7 @@ pubsub_setup() { # pubsub_setup PORT PUSH_ENDPOINT
   put subscriptions/orders-push '{"topic":"projects/'"$PROJECT"'/topics/orders",
     "pushConfig":{"pushEndpoint":"'"$push"'"},
     "ackDeadlineSeconds":30,
-    "retryPolicy":{"minimumBackoff":"1s","maximumBackoff":"30s"},
+    "retryPolicy":{"minimumBackoff":"1s","maximumBackoff":"60s"},
     "deadLetterPolicy":{"deadLetterTopic":"projects/'"$PROJECT"'/topics/orders-dead-letter","maxDeliveryAttempts":5}}'
 }
 

@@ -26,7 +26,7 @@ fn var(name: &str) -> String {
 impl TestEnv {
     /// Reads `TEST_*` variables; panics with a pointer to `scripts/test` when missing.
     pub fn get() -> Self {
-        crate::telemetry::init();
+        crate::telemetry::init_for_tests();
         Self {
             database_url: var("TEST_DATABASE_URL"),
             redis_url: var("TEST_REDIS_URL"),

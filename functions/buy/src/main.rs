@@ -4,6 +4,6 @@ use clap::Parser;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    shared::telemetry::init();
+    let _logs = shared::telemetry::init();
     buy::run(buy::Config::parse()).await
 }

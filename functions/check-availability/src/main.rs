@@ -4,6 +4,6 @@ use clap::Parser;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    shared::telemetry::init();
+    let _logs = shared::telemetry::init();
     check_availability::run(check_availability::Config::parse()).await
 }

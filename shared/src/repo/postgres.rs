@@ -211,6 +211,10 @@ impl OrderRepository for PgRepository {
     async fn seed(&self, event: &Event) -> Result<Seeded, RepoError> {
         let mut obj = self.pool.get().await.map_err(pool_error)?;
         let tx = obj.transaction().await.map_err(classify)?;
+        // Generating a million ticket rows takes longer than a request may.
+        tx.batch_execute("SET LOCAL statement_timeout = 0")
+            .await
+            .map_err(classify)?;
         let catalog = serde_json::to_string(event).map_err(|e| RepoError::Other(e.into()))?;
         let existing = tx
             .query_opt(

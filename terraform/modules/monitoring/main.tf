@@ -1,0 +1,144 @@
+# Alerts on the on-sale's SLOs: buy's error ratio, p95 latency of both public services, and
+# Pub/Sub delivery (a growing backlog, or anything at all in the dead-letter queue).
+
+resource "google_monitoring_notification_channel" "email" {
+  count = var.alert_email == "" ? 0 : 1
+
+  project      = var.project_id
+  display_name = "Ticket shop on-call (${var.alert_email})"
+  type         = "email"
+  labels = {
+    email_address = var.alert_email
+  }
+}
+
+locals {
+  channels = concat(var.notification_channels, google_monitoring_notification_channel.email[*].id)
+
+  run_filter = "resource.type = \"cloud_run_revision\" AND resource.labels.service_name = "
+  latency_slos = {
+    check-availability = var.thresholds.check_availability_p95_ms
+    buy                = var.thresholds.buy_p95_ms
+  }
+}
+
+resource "google_monitoring_alert_policy" "buy_5xx" {
+  project               = var.project_id
+  display_name          = "buy: 5xx ratio above ${var.thresholds.buy_5xx_ratio * 100}%"
+  combiner              = "OR"
+  severity              = "CRITICAL"
+  notification_channels = local.channels
+
+  conditions {
+    display_name = "5xx / all requests over 5 minutes"
+    condition_threshold {
+      filter          = "${local.run_filter}\"${var.services["buy"]}\" AND metric.type = \"run.googleapis.com/request_count\" AND metric.labels.response_code_class = \"5xx\""
+      comparison      = "COMPARISON_GT"
+      threshold_value = var.thresholds.buy_5xx_ratio
+      duration        = "300s"
+      aggregations {
+        alignment_period     = "60s"
+        per_series_aligner   = "ALIGN_RATE"
+        cross_series_reducer = "REDUCE_SUM"
+        group_by_fields      = ["resource.label.service_name"]
+      }
+      denominator_filter = "${local.run_filter}\"${var.services["buy"]}\" AND metric.type = \"run.googleapis.com/request_count\""
+      denominator_aggregations {
+        alignment_period     = "60s"
+        per_series_aligner   = "ALIGN_RATE"
+        cross_series_reducer = "REDUCE_SUM"
+        group_by_fields      = ["resource.label.service_name"]
+      }
+    }
+  }
+
+  documentation {
+    mime_type = "text/markdown"
+    content   = "buy answers 5xx: 503 means Redis, the payment provider or Pub/Sub is unavailable (see the `dependency` field in buy's logs). Paid orders stay in the outbox and the relay publishes them. See docs/ARCHITECTURE.md, Failure handling."
+  }
+}
+
+resource "google_monitoring_alert_policy" "latency_p95" {
+  for_each = local.latency_slos
+
+  project               = var.project_id
+  display_name          = "${each.key}: p95 latency above ${each.value} ms"
+  combiner              = "OR"
+  severity              = "WARNING"
+  notification_channels = local.channels
+
+  conditions {
+    display_name = "p95 of request latency over 5 minutes"
+    condition_threshold {
+      filter          = "${local.run_filter}\"${var.services[each.key]}\" AND metric.type = \"run.googleapis.com/request_latencies\""
+      comparison      = "COMPARISON_GT"
+      threshold_value = each.value
+      duration        = "300s"
+      aggregations {
+        alignment_period     = "60s"
+        per_series_aligner   = "ALIGN_DELTA"
+        cross_series_reducer = "REDUCE_PERCENTILE_95"
+        group_by_fields      = ["resource.label.service_name"]
+      }
+    }
+  }
+
+  documentation {
+    mime_type = "text/markdown"
+    content   = "${each.key} is slow. Check instance count against max_instances, Memorystore CPU, and the Redis timeout answers (503) in the logs."
+  }
+}
+
+resource "google_monitoring_alert_policy" "dead_letters" {
+  project               = var.project_id
+  display_name          = "Orders in the dead-letter queue"
+  combiner              = "OR"
+  severity              = "CRITICAL"
+  notification_channels = local.channels
+
+  conditions {
+    display_name = "${var.dead_letter_subscription} has undelivered messages"
+    condition_threshold {
+      filter          = "resource.type = \"pubsub_subscription\" AND resource.labels.subscription_id = \"${var.dead_letter_subscription}\" AND metric.type = \"pubsub.googleapis.com/subscription/num_undelivered_messages\""
+      comparison      = "COMPARISON_GT"
+      threshold_value = 0
+      duration        = "0s"
+      aggregations {
+        alignment_period   = "60s"
+        per_series_aligner = "ALIGN_MAX"
+      }
+    }
+  }
+
+  documentation {
+    mime_type = "text/markdown"
+    content   = "A paid order failed 5 deliveries to consume-order and was dead-lettered: the fan paid but the order is not confirmed. Pull it from `${var.dead_letter_subscription}`, fix the cause (consume-order logs), and republish it to `orders` (the consumer is idempotent)."
+  }
+}
+
+resource "google_monitoring_alert_policy" "push_backlog_age" {
+  project               = var.project_id
+  display_name          = "Paid orders waiting longer than ${var.thresholds.oldest_unacked_age_seconds} s"
+  combiner              = "OR"
+  severity              = "ERROR"
+  notification_channels = local.channels
+
+  conditions {
+    display_name = "Oldest unacked message on ${var.push_subscription}"
+    condition_threshold {
+      filter          = "resource.type = \"pubsub_subscription\" AND resource.labels.subscription_id = \"${var.push_subscription}\" AND metric.type = \"pubsub.googleapis.com/subscription/oldest_unacked_message_age\""
+      comparison      = "COMPARISON_GT"
+      threshold_value = var.thresholds.oldest_unacked_age_seconds
+      duration        = "120s"
+      aggregations {
+        alignment_period   = "60s"
+        per_series_aligner = "ALIGN_MAX"
+      }
+    }
+  }
+
+  documentation {
+    mime_type = "text/markdown"
+    content   = "consume-order is not keeping up or keeps failing (503: database busy or down). Fans see `confirming` until it catches up. Check consume-order's logs, its max_instances, and Cloud SQL."
+  }
+}

@@ -1,0 +1,121 @@
+# Paid orders travel buy → topic `orders` → push → consume-order. After max_delivery_attempts
+# failed deliveries a message moves to `orders-dead-letter`, kept on a pull subscription.
+
+locals {
+  # Pub/Sub's own service agent forwards dead letters and mints the push OIDC tokens.
+  pubsub_agent = "serviceAccount:service-${var.project_number}@gcp-sa-pubsub.iam.gserviceaccount.com"
+}
+
+resource "google_pubsub_topic" "orders" {
+  #checkov:skip=CKV_GCP_83:Google-managed encryption; a CMEK key ring can never be deleted, so terraform destroy could not remove it.
+  project = var.project_id
+  name    = "orders"
+}
+
+resource "google_pubsub_topic" "dead_letter" {
+  #checkov:skip=CKV_GCP_83:Google-managed encryption; a CMEK key ring can never be deleted, so terraform destroy could not remove it.
+  project = var.project_id
+  name    = "orders-dead-letter"
+}
+
+resource "google_pubsub_topic_iam_member" "publishers" {
+  for_each = var.publishers
+
+  project = var.project_id
+  topic   = google_pubsub_topic.orders.name
+  role    = "roles/pubsub.publisher"
+  member  = "serviceAccount:${each.value}"
+}
+
+# Dead letters wait here for an operator: inspect, fix, republish.
+resource "google_pubsub_subscription" "dead_letter" {
+  project                    = var.project_id
+  name                       = "orders-dead-letter-sub"
+  topic                      = google_pubsub_topic.dead_letter.id
+  ack_deadline_seconds       = 60
+  message_retention_duration = "604800s"
+
+  # Never expire for inactivity: quiet is the normal state of a dead-letter queue.
+  expiration_policy {
+    ttl = ""
+  }
+}
+
+# The identity Pub/Sub signs push requests as; the only invoker of the push service.
+resource "google_service_account" "push" {
+  project      = var.project_id
+  account_id   = "pubsub-push"
+  display_name = "Pub/Sub push to ${var.push_service.name}"
+  description  = "Identity in the OIDC token of the orders push subscription."
+}
+
+resource "google_cloud_run_v2_service_iam_member" "push_invoker" {
+  project  = var.project_id
+  location = var.region
+  name     = var.push_service.name
+  role     = "roles/run.invoker"
+  member   = "serviceAccount:${google_service_account.push.email}"
+}
+
+# Lets the service agent mint OIDC tokens for the push account (needed for projects made before
+# April 2021, harmless after).
+resource "google_service_account_iam_member" "agent_token_creator" {
+  service_account_id = google_service_account.push.name
+  role               = "roles/iam.serviceAccountTokenCreator"
+  member             = local.pubsub_agent
+}
+
+resource "google_pubsub_topic_iam_member" "agent_dead_letter_publisher" {
+  project = var.project_id
+  topic   = google_pubsub_topic.dead_letter.name
+  role    = "roles/pubsub.publisher"
+  member  = local.pubsub_agent
+}
+
+resource "google_pubsub_subscription" "push" {
+  project                    = var.project_id
+  name                       = "orders-push"
+  topic                      = google_pubsub_topic.orders.id
+  ack_deadline_seconds       = var.ack_deadline_seconds
+  message_retention_duration = "604800s"
+
+  push_config {
+    push_endpoint = "${var.push_service.uri}/pubsub/orders"
+
+    # Cloud Run checks this token (audience = the service URL) before the request arrives:
+    # consume-order runs with PUSH_AUTH=iam.
+    oidc_token {
+      service_account_email = google_service_account.push.email
+      audience              = var.push_service.uri
+    }
+  }
+
+  # A 503 from consume-order (database busy) is retried with backoff.
+  retry_policy {
+    minimum_backoff = "1s"
+    maximum_backoff = "60s"
+  }
+
+  dead_letter_policy {
+    dead_letter_topic     = google_pubsub_topic.dead_letter.id
+    max_delivery_attempts = var.max_delivery_attempts
+  }
+
+  expiration_policy {
+    ttl = ""
+  }
+
+  depends_on = [
+    google_cloud_run_v2_service_iam_member.push_invoker,
+    google_service_account_iam_member.agent_token_creator,
+    google_pubsub_topic_iam_member.agent_dead_letter_publisher,
+  ]
+}
+
+# The service agent acks a message on the source subscription when it dead-letters it.
+resource "google_pubsub_subscription_iam_member" "agent_push_subscriber" {
+  project      = var.project_id
+  subscription = google_pubsub_subscription.push.name
+  role         = "roles/pubsub.subscriber"
+  member       = local.pubsub_agent
+}

@@ -1,0 +1,106 @@
+# The three functions. Each gets its own service account (modules/cloud_run_service), reads
+# only the secrets it needs, and reaches Memorystore and the database by Direct VPC egress.
+
+locals {
+  redis_secret = { REDIS_URL = module.redis.redis_url_secret_id }
+
+  # DATABASE_URL carries the password: Secret Manager. Spanner needs no secret, only IAM.
+  database_secret = var.database == "postgres" ? { DATABASE_URL = module.database.database_url_secret_id } : {}
+  database_env = var.database == "postgres" ? {
+    DATABASE_POOL_SIZE = tostring(var.database_pool_size)
+    } : {
+    SPANNER_DATABASE = module.database.spanner_database
+  }
+
+  vpc = {
+    network    = module.network.network_id
+    subnetwork = module.network.subnet_id
+  }
+}
+
+module "check_availability" {
+  source = "./modules/cloud_run_service"
+
+  project_id          = var.project_id
+  region              = var.region
+  name                = "check-availability"
+  image               = local.images["check-availability"]
+  scaling             = var.services["check-availability"]
+  vpc                 = local.vpc
+  deletion_protection = var.deletion_protection
+  # Only the load balancer (and so Cloud Armor) reaches it.
+  ingress = "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER"
+  # The snapshot refresher runs between requests: CPU must stay allocated.
+  cpu_idle = false
+  env = {
+    REFRESH_MS = "250"
+  }
+  secret_env = local.redis_secret
+
+  depends_on = [google_project_service.apis]
+}
+
+module "buy" {
+  source = "./modules/cloud_run_service"
+
+  project_id          = var.project_id
+  region              = var.region
+  name                = "buy"
+  image               = local.images["buy"]
+  scaling             = var.services["buy"]
+  vpc                 = local.vpc
+  deletion_protection = var.deletion_protection
+  ingress             = "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER"
+  # The outbox relay publishes paid orders between requests: CPU must stay allocated.
+  cpu_idle = false
+  env = {
+    GOOGLE_CLOUD_PROJECT = var.project_id
+    ORDERS_TOPIC         = module.pubsub.orders_topic_name
+    PUBLISH_TIMEOUT_MS   = "3000"
+    RELAY_INTERVAL_MS    = "2000"
+    RELAY_GRACE_MS       = "10000"
+  }
+  secret_env = local.redis_secret
+
+  depends_on = [google_project_service.apis]
+}
+
+module "consume_order" {
+  source = "./modules/cloud_run_service"
+
+  project_id          = var.project_id
+  region              = var.region
+  name                = "consume-order"
+  image               = local.images["consume-order"]
+  scaling             = var.services["consume-order"]
+  vpc                 = local.vpc
+  deletion_protection = var.deletion_protection
+  # Not public: Pub/Sub push (same project) counts as internal traffic, and only the push
+  # service account holds run.invoker (modules/pubsub). Cloud Run verifies its OIDC token.
+  ingress = "INGRESS_TRAFFIC_INTERNAL_ONLY"
+  # Works only inside requests: no CPU between them, scales to zero.
+  cpu_idle = true
+  env = merge({
+    PUSH_AUTH           = "iam"
+    DATABASE_TIMEOUT_MS = "3000"
+  }, local.database_env)
+  secret_env = merge(local.redis_secret, local.database_secret)
+
+  depends_on = [google_project_service.apis]
+}
+
+# The fans' two services are invokable without a Google identity, as a public API must be; their
+# ingress setting admits only the load balancer, so every request passes Cloud Armor first.
+resource "google_cloud_run_v2_service_iam_member" "public" {
+  #checkov:skip=CKV_GCP_102:Public API by design; ingress INTERNAL_LOAD_BALANCER keeps the run.app URL closed, so all traffic passes the LB and Cloud Armor.
+  for_each = {
+    check-availability = module.check_availability.name
+    buy                = module.buy.name
+  }
+
+  project  = var.project_id
+  location = var.region
+  name     = each.value
+  role     = "roles/run.invoker"
+  member   = "allUsers"
+}
