@@ -27,7 +27,7 @@ ensure_pkgs() {
 }
 
 ensure_tools() {
-  ensure_pkgs curl:curl python3:python3 redis-server:redis-server "${PG_BIN:-/nonexistent}/initdb:postgresql" \
+  ensure_pkgs curl:curl python3:python3 openssl:openssl redis-server:redis-server "${PG_BIN:-/nonexistent}/initdb:postgresql" \
     java:default-jre-headless
   PG_BIN="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1)"
   command -v gcloud >/dev/null || die "gcloud (with the Pub/Sub emulator) is required: apt-get install google-cloud-cli google-cloud-cli-pubsub-emulator"
@@ -75,6 +75,17 @@ start_redis() { # start_redis DIR PORT [extra args]
     --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" "$@"
   wait_port "$port" 20 redis
   PIDS+=("pid:$(cat "$dir/redis.pid")")
+}
+
+make_test_ca() { # make_test_ca DIR: a throw-away CA and a server certificate for 127.0.0.1
+  local d=$1
+  mkdir -p "$d"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=frequency test CA" \
+    -keyout "$d/ca.key" -out "$d/ca.pem" 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout "$d/server.key" -out "$d/server.csr" 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' > "$d/ext"
+  openssl x509 -req -days 2 -in "$d/server.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial \
+    -extfile "$d/ext" -out "$d/server.pem" 2>/dev/null
 }
 
 start_pubsub() { # start_pubsub DIR PORT

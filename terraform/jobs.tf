@@ -60,7 +60,7 @@ resource "google_cloud_run_v2_job" "ops" {
           value = "info"
         }
         dynamic "env" {
-          for_each = local.database_env
+          for_each = merge(local.redis_env, local.database_env)
           content {
             name  = env.key
             value = env.value

@@ -3,6 +3,11 @@
 
 locals {
   redis_secret = { REDIS_URL = module.redis.redis_url_secret_id }
+  # With in-transit encryption the gate must trust Memorystore's own CA (a public certificate,
+  # so a plain variable).
+  redis_env = var.redis.transit_encryption_mode == "SERVER_AUTHENTICATION" ? {
+    REDIS_CA_CERT = join("\n", module.redis.server_ca_certs)
+  } : {}
 
   # DATABASE_URL carries the password: Secret Manager. Spanner needs no secret, only IAM.
   database_secret = var.database == "postgres" ? { DATABASE_URL = module.database.database_url_secret_id } : {}
@@ -32,9 +37,9 @@ module "check_availability" {
   ingress = "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER"
   # The snapshot refresher runs between requests: CPU must stay allocated.
   cpu_idle = false
-  env = {
+  env = merge(local.redis_env, {
     REFRESH_MS = "250"
-  }
+  })
   secret_env = local.redis_secret
 
   depends_on = [google_project_service.apis]
@@ -53,13 +58,13 @@ module "buy" {
   ingress             = "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER"
   # The outbox relay publishes paid orders between requests: CPU must stay allocated.
   cpu_idle = false
-  env = {
+  env = merge(local.redis_env, {
     GOOGLE_CLOUD_PROJECT = var.project_id
     ORDERS_TOPIC         = module.pubsub.orders_topic_name
     PUBLISH_TIMEOUT_MS   = "3000"
     RELAY_INTERVAL_MS    = "2000"
     RELAY_GRACE_MS       = "10000"
-  }
+  })
   secret_env = local.redis_secret
 
   depends_on = [google_project_service.apis]
@@ -80,7 +85,7 @@ module "consume_order" {
   ingress = "INGRESS_TRAFFIC_INTERNAL_ONLY"
   # Works only inside requests: no CPU between them, scales to zero.
   cpu_idle = true
-  env = merge({
+  env = merge(local.redis_env, {
     PUSH_AUTH           = "iam"
     DATABASE_TIMEOUT_MS = "3000"
   }, local.database_env)

@@ -20,12 +20,27 @@ pub struct RedisArgs {
     /// Deadline for one Redis command, in milliseconds (then the answer is 503).
     #[arg(long, env = "REDIS_TIMEOUT_MS", default_value_t = 500)]
     pub redis_timeout_ms: u64,
+    /// PEM of the CA that signed the server's certificate, for `rediss://` (Memorystore's
+    /// in-transit encryption); unset: the system's trust store.
+    #[arg(long, env = "REDIS_CA_CERT")]
+    pub redis_ca_cert: Option<String>,
 }
 
 impl RedisArgs {
     /// The per-command deadline.
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.redis_timeout_ms)
+    }
+
+    /// Connects the gate; the error says Redis is unreachable, without the URL (it may hold AUTH).
+    pub async fn gate(&self) -> anyhow::Result<crate::gate::Gate> {
+        crate::gate::Gate::connect_with_ca(
+            &self.redis_url,
+            self.timeout(),
+            self.redis_ca_cert.as_deref(),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach Redis: {e}"))
     }
 }
 

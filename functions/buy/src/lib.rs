@@ -366,9 +366,7 @@ pub fn spawn_relay(
 
 /// Builds everything from the config and serves until SIGTERM.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let gate = Gate::connect(&config.redis.redis_url, config.redis.timeout())
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot reach Redis: {e}"))?;
+    let gate = config.redis.gate().await?;
     let publisher = config.pubsub.publisher().await.map_err(|e| {
         anyhow::anyhow!(
             "cannot create the Pub/Sub publisher for {}: {e}",

@@ -321,9 +321,7 @@ pub async fn order(
 
 /// Builds everything from the config and serves until SIGTERM.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let gate = Gate::connect(&config.redis.redis_url, config.redis.timeout())
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot reach Redis: {e}"))?;
+    let gate = config.redis.gate().await?;
     let state = AppState::new(gate);
     if let Err(e) = state.refresh().await {
         tracing::warn!(error = %e, "first snapshot failed; will keep trying");

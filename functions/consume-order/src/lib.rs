@@ -271,9 +271,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     repo.ping()
         .await
         .map_err(|e| anyhow::anyhow!("cannot reach the database: {e}"))?;
-    let gate = Gate::connect(&config.redis.redis_url, config.redis.timeout())
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot reach Redis: {e}"))?;
+    let gate = config.redis.gate().await?;
     let state = AppState::new(Arc::new(repo), gate, auth);
     shared::http::serve(app(state), config.http.port).await
 }

@@ -5,7 +5,6 @@ use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
 use shared::config::{DatabaseArgs, RedisArgs};
 use shared::domain::{Event, EventId};
-use shared::gate::Gate;
 use shared::repo::OrderRepository;
 
 #[derive(Parser)]
@@ -81,7 +80,7 @@ async fn main() -> anyhow::Result<()> {
                 opens_at.unwrap_or_else(|| Utc::now() + chrono::Duration::seconds(opens_in));
             let ev = Event::frequency(id.clone(), capacity, opens, hold_seconds);
             let repo = db.repository()?;
-            let gate = Gate::connect(&redis.redis_url, redis.timeout()).await?;
+            let gate = redis.gate().await?;
             if reset {
                 gate.reset(&id).await?;
                 repo.reset(&id).await?;
@@ -97,7 +96,7 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Audit { db, redis, event } => {
             let id = EventId::parse(&event)?;
             let repo = db.repository()?;
-            let gate = Gate::connect(&redis.redis_url, redis.timeout()).await?;
+            let gate = redis.gate().await?;
             let report = shared::audit::audit(&gate, &repo, &id).await?;
             print!("{}", report.render());
             if !report.violations.is_empty() {

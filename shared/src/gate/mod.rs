@@ -200,7 +200,27 @@ fn status_of(w: &str) -> Result<OrderStatus, GateError> {
 impl Gate {
     /// Connects (lazily reconnecting later) with a per-command deadline.
     pub async fn connect(url: &str, timeout: Duration) -> Result<Self, GateError> {
-        let client = redis::Client::open(url).map_err(|e| GateError::Unavailable(e.to_string()))?;
+        Self::connect_with_ca(url, timeout, None).await
+    }
+
+    /// Like [`Gate::connect`]; for a `rediss://` URL, `root_ca_pem` is the CA to trust instead
+    /// of the system's (Memorystore signs its server certificate with its own CA).
+    pub async fn connect_with_ca(
+        url: &str,
+        timeout: Duration,
+        root_ca_pem: Option<&str>,
+    ) -> Result<Self, GateError> {
+        let client = match root_ca_pem {
+            Some(pem) => redis::Client::build_with_tls(
+                url,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.as_bytes().to_vec()),
+                },
+            ),
+            None => redis::Client::open(url),
+        }
+        .map_err(|e| GateError::Unavailable(e.to_string()))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout))
