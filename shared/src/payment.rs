@@ -1,9 +1,10 @@
 //! Payments behind a trait, so a real provider plugs in later. The simulated provider is
-//! deterministic per token, and idempotent per order like a real provider's idempotency key.
+//! deterministic per token, and idempotent per (order, attempt) like a real provider's
+//! idempotency key.
 //!
 //! Test tokens (shown on the demo site): `tok_approve` (and any token starting with
 //! `tok_approve`) is approved; `tok_decline` is declined; `tok_unavailable` answers as if the
-//! provider were down. Anything else is declined as an unknown card.
+//! provider could not be reached. Anything else is declined as an unknown card.
 
 use async_trait::async_trait;
 
@@ -18,22 +19,25 @@ pub enum Charge {
     Declined { reason: String },
 }
 
-/// The provider could not be asked (timeout, outage): the outcome is unknown, try again.
+/// The provider could not be asked (timeout, outage): the outcome is unknown, ask again.
 #[derive(Debug, thiserror::Error)]
 #[error("payment provider unavailable: {0}")]
 pub struct PaymentUnavailable(pub String);
 
-/// A payment provider. Both calls must be idempotent per order.
+/// A payment provider. Charges are idempotent per (order, attempt): asking again about the
+/// same attempt returns its first outcome; a new attempt (another card after a decline) is a
+/// new charge. Refunds are idempotent per payment reference.
 #[async_trait]
 pub trait PaymentProvider: Send + Sync {
-    /// Charges `amount_cents` for `order` with the fan's `token`.
+    /// Charges `amount_cents` for attempt `attempt` of `order` with the fan's `token`.
     async fn charge(
         &self,
         order: OrderId,
+        attempt: u64,
         amount_cents: i64,
         token: &str,
     ) -> Result<Charge, PaymentUnavailable>;
-    /// Refunds a charge (an order the database rejected).
+    /// Refunds a charge (an order the database rejected, or a stale attempt's approval).
     async fn refund(
         &self,
         order: OrderId,
@@ -51,6 +55,7 @@ impl PaymentProvider for SimulatedPayments {
     async fn charge(
         &self,
         order: OrderId,
+        attempt: u64,
         amount_cents: i64,
         token: &str,
     ) -> Result<Charge, PaymentUnavailable> {
@@ -61,8 +66,8 @@ impl PaymentProvider for SimulatedPayments {
         }
         match token {
             t if t.starts_with("tok_approve") => Ok(Charge::Approved {
-                // Derived from the order: charging the same order twice is the same charge.
-                payment_ref: format!("sim_ch_{}", order.0.simple()),
+                // Derived from the attempt: asking twice about one attempt is the same charge.
+                payment_ref: format!("sim_ch_{}_{attempt}", order.0.simple()),
             }),
             "tok_unavailable" => Err(PaymentUnavailable("simulated outage".into())),
             "tok_decline" => Ok(Charge::Declined {
@@ -89,19 +94,20 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn tokens_decide_and_charges_are_idempotent() {
+    async fn tokens_decide_and_charges_are_idempotent_per_attempt() {
         let p = SimulatedPayments;
         let o = OrderId::new();
-        let a = p.charge(o, 100, "tok_approve").await.unwrap();
-        assert_eq!(a, p.charge(o, 100, "tok_approve").await.unwrap());
+        let a = p.charge(o, 1, 100, "tok_approve").await.unwrap();
+        assert_eq!(a, p.charge(o, 1, 100, "tok_approve").await.unwrap());
+        assert_ne!(a, p.charge(o, 2, 100, "tok_approve").await.unwrap());
         assert!(matches!(
-            p.charge(o, 100, "tok_decline").await.unwrap(),
+            p.charge(o, 1, 100, "tok_decline").await.unwrap(),
             Charge::Declined { .. }
         ));
         assert!(matches!(
-            p.charge(o, 100, "4111111111111111").await.unwrap(),
+            p.charge(o, 1, 100, "4111111111111111").await.unwrap(),
             Charge::Declined { .. }
         ));
-        assert!(p.charge(o, 100, "tok_unavailable").await.is_err());
+        assert!(p.charge(o, 1, 100, "tok_unavailable").await.is_err());
     }
 }

@@ -5,8 +5,8 @@ use chrono::{Duration, Utc};
 
 use crate::domain::{Event, EventId};
 use crate::gate::Gate;
-use crate::repo::OrderRepository;
 use crate::repo::postgres::PgRepository;
+use crate::repo::{Inventory, OrderRepository};
 
 /// The engines `scripts/test` started.
 #[derive(Debug, Clone)]
@@ -46,6 +46,27 @@ impl TestEnv {
     pub fn repo(&self) -> PgRepository {
         PgRepository::connect(&self.database_url, 32, std::time::Duration::from_secs(5))
             .expect("pool")
+    }
+
+    /// A repository whose database is down (nothing listens on port 1).
+    pub fn unreachable_repo(&self) -> PgRepository {
+        PgRepository::connect(
+            "postgres://tickets@127.0.0.1:1/tickets",
+            2,
+            std::time::Duration::from_millis(300),
+        )
+        .expect("pool")
+    }
+
+    /// The database's books for one ticket type of an event.
+    pub async fn books(&self, event: &EventId, ticket_type: &str) -> Inventory {
+        self.repo()
+            .inventory(event)
+            .await
+            .expect("inventory")
+            .into_iter()
+            .find(|i| i.ticket_type.as_str() == ticket_type)
+            .expect("ticket type in the database")
     }
 
     /// Seeds a new event with a unique id in both stores.

@@ -7,7 +7,7 @@ use chrono::Utc;
 use shared::domain::{
     Email, Event, IdempotencyKey, OrderId, OrderMessage, OrderStatus, Quantity, TicketTypeId,
 };
-use shared::gate::{Gate, PayBegin, ReserveOutcome, Stock};
+use shared::gate::{Approval, Gate, PayBegin, ReserveOutcome, Stock};
 use shared::testing::TestEnv;
 
 fn tt(s: &str) -> TicketTypeId {
@@ -192,7 +192,9 @@ async fn expired_holds_return_to_stock_exactly_once() {
     assert_eq!(stock(&gate, &ev, "vip-3-day").await.available, 5);
     assert_eq!(stock(&gate, &ev, "vip-3-day").await.available, 5);
     assert_eq!(
-        gate.pay_begin(&ev.id, id, "tok_approve").await.unwrap(),
+        gate.pay_begin(&ev.id, id, "tok_approve", None)
+            .await
+            .unwrap(),
         PayBegin::State(OrderStatus::Expired)
     );
     assert_eq!(
@@ -237,10 +239,19 @@ async fn cancel_twice_returns_stock_once() {
     let s = stock(&gate, &ev, "vip-3-day").await;
     assert_eq!((s.available, s.held), (5, 0));
     assert_eq!(
-        gate.pay_begin(&ev.id, id, "tok_approve").await.unwrap(),
+        gate.pay_begin(&ev.id, id, "tok_approve", None)
+            .await
+            .unwrap(),
         PayBegin::State(OrderStatus::Cancelled)
     );
     assert_eq!(gate.cancel(&ev.id, OrderId::new()).await.unwrap(), None);
+}
+
+fn attempt_of(p: PayBegin) -> u64 {
+    match p {
+        PayBegin::Charge { attempt, .. } => attempt,
+        other => panic!("expected a charge, got {other:?}"),
+    }
 }
 
 #[tokio::test]
@@ -252,11 +263,16 @@ async fn payment_walks_reserved_confirming_confirmed() {
     let price = ev.ticket_types[0].price_cents;
 
     // Declined: back to reserved, still held.
+    let first = gate
+        .pay_begin(&ev.id, id, "tok_decline", None)
+        .await
+        .unwrap();
     assert_eq!(
-        gate.pay_begin(&ev.id, id, "tok_decline").await.unwrap(),
+        first,
         PayBegin::Charge {
             amount_cents: 2 * price,
-            token: "tok_decline".into()
+            token: "tok_decline".into(),
+            attempt: 1
         }
     );
     assert_eq!(stock(&gate, &ev, "vip-3-day").await.confirming, 2);
@@ -266,55 +282,84 @@ async fn payment_walks_reserved_confirming_confirmed() {
         "no cancel mid-charge"
     );
     assert_eq!(
-        gate.pay_abort(&ev.id, id).await.unwrap(),
-        OrderStatus::Reserved
+        gate.pay_abort(&ev.id, id, 1).await.unwrap(),
+        Some(OrderStatus::Reserved)
     );
     let s = stock(&gate, &ev, "vip-3-day").await;
     assert_eq!((s.held, s.confirming), (2, 0));
 
-    // Approved: confirming until the database decides.
-    assert!(matches!(
-        gate.pay_begin(&ev.id, id, "tok_approve").await.unwrap(),
-        PayBegin::Charge { .. }
-    ));
-    // The relay (empty token) resumes a pending charge with the stored token.
+    // A second attempt; a late answer for the first changes nothing.
     assert_eq!(
-        gate.pay_begin(&ev.id, id, "").await.unwrap(),
+        attempt_of(
+            gate.pay_begin(&ev.id, id, "tok_approve", None)
+                .await
+                .unwrap()
+        ),
+        2
+    );
+    assert_eq!(
+        gate.pay_abort(&ev.id, id, 1).await.unwrap(),
+        None,
+        "stale abort ignored"
+    );
+    assert_eq!(
+        gate.pay_approved(&ev.id, id, 1, "ref-old", Utc::now())
+            .await
+            .unwrap(),
+        Approval::Stale(Some(OrderStatus::Confirming)),
+        "a stale approval is refused (the caller refunds it)"
+    );
+    // The relay (empty token) resumes the pending attempt with the stored token.
+    assert_eq!(
+        gate.pay_begin(&ev.id, id, "", None).await.unwrap(),
         PayBegin::Charge {
             amount_cents: 2 * price,
-            token: "tok_approve".into()
+            token: "tok_approve".into(),
+            attempt: 2
         }
     );
-    let paid_at = Utc::now();
-    let rec = gate
-        .pay_approved(&ev.id, id, "ref-1", paid_at)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(rec.payment_ref, "ref-1");
-    let again = gate
-        .pay_approved(&ev.id, id, "ref-2", Utc::now())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(again.payment_ref, "ref-1", "the first approval stands");
+    // ...and, past the give-up age, reports it stuck.
+    tokio::time::sleep(Duration::from_millis(20)).await;
     assert_eq!(
-        gate.pay_begin(&ev.id, id, "tok_approve").await.unwrap(),
+        gate.pay_begin(&ev.id, id, "", Some(Duration::from_millis(10)))
+            .await
+            .unwrap(),
+        PayBegin::Stuck { attempt: 2 }
+    );
+    let paid_at = Utc::now();
+    let Approval::Recorded(rec) = gate
+        .pay_approved(&ev.id, id, 2, "ref-1", paid_at)
+        .await
+        .unwrap()
+    else {
+        panic!("not recorded")
+    };
+    assert_eq!(rec.payment_ref, "ref-1");
+    assert!(matches!(
+        gate.pay_approved(&ev.id, id, 2, "ref-1", Utc::now())
+            .await
+            .unwrap(),
+        Approval::Recorded(_)
+    ));
+    assert_eq!(
+        gate.pay_begin(&ev.id, id, "tok_approve", None)
+            .await
+            .unwrap(),
         PayBegin::AlreadyPaid { published: false }
     );
     assert_eq!(
-        gate.outbox(&ev.id, Utc::now() + chrono::Duration::seconds(1), 10)
-            .await
-            .unwrap(),
+        gate.outbox(&ev.id, Duration::ZERO, 10).await.unwrap(),
         vec![id]
     );
     gate.mark_published(&ev.id, id).await.unwrap();
     assert_eq!(
-        gate.pay_begin(&ev.id, id, "tok_approve").await.unwrap(),
+        gate.pay_begin(&ev.id, id, "tok_approve", None)
+            .await
+            .unwrap(),
         PayBegin::AlreadyPaid { published: true }
     );
     assert!(
-        gate.outbox(&ev.id, Utc::now() + chrono::Duration::seconds(1), 10)
+        gate.outbox(&ev.id, Duration::ZERO, 10)
             .await
             .unwrap()
             .is_empty()
@@ -349,7 +394,9 @@ async fn payment_walks_reserved_confirming_confirmed() {
     assert_eq!(view.status, OrderStatus::Confirmed);
     assert_eq!(view.tickets, codes);
     assert_eq!(
-        gate.pay_begin(&ev.id, id, "tok_approve").await.unwrap(),
+        gate.pay_begin(&ev.id, id, "tok_approve", None)
+            .await
+            .unwrap(),
         PayBegin::State(OrderStatus::Confirmed)
     );
 }
@@ -360,14 +407,17 @@ async fn a_rejection_by_the_database_returns_stock_and_the_limit() {
     let ev = env.seed(5, -1, 600).await;
     let gate = env.gate().await;
     let id = order_id(&reserve(&gate, &ev, "backstage-lounge", 2, "r@x.at").await);
+    let attempt = attempt_of(
+        gate.pay_begin(&ev.id, id, "tok_approve", None)
+            .await
+            .unwrap(),
+    );
     assert!(matches!(
-        gate.pay_begin(&ev.id, id, "tok_approve").await.unwrap(),
-        PayBegin::Charge { .. }
+        gate.pay_approved(&ev.id, id, attempt, "ref", Utc::now())
+            .await
+            .unwrap(),
+        Approval::Recorded(_)
     ));
-    gate.pay_approved(&ev.id, id, "ref", Utc::now())
-        .await
-        .unwrap()
-        .unwrap();
     let msg = OrderMessage {
         order_id: id,
         event: ev.id.clone(),
@@ -394,16 +444,17 @@ async fn a_declined_payment_after_the_deadline_expires_the_hold() {
     let ev = env.seed(5, -1, 1).await;
     let gate = env.gate().await;
     let id = order_id(&reserve(&gate, &ev, "vip-3-day", 1, "late@x.at").await);
-    assert!(matches!(
-        gate.pay_begin(&ev.id, id, "tok_decline").await.unwrap(),
-        PayBegin::Charge { .. }
-    ));
+    let attempt = attempt_of(
+        gate.pay_begin(&ev.id, id, "tok_decline", None)
+            .await
+            .unwrap(),
+    );
     tokio::time::sleep(Duration::from_millis(1200)).await;
     // Frozen while charging: the refresh must not expire it.
     assert_eq!(stock(&gate, &ev, "vip-3-day").await.confirming, 1);
     assert_eq!(
-        gate.pay_abort(&ev.id, id).await.unwrap(),
-        OrderStatus::Expired
+        gate.pay_abort(&ev.id, id, attempt).await.unwrap(),
+        Some(OrderStatus::Expired)
     );
     let s = stock(&gate, &ev, "vip-3-day").await;
     assert_eq!((s.available, s.held, s.confirming), (5, 0, 0));

@@ -41,11 +41,7 @@ async fn persists_an_order_with_its_tickets_once() {
     assert_eq!(stored.status, OrderStatus::Confirmed);
     assert_eq!(stored.tickets, first.tickets);
     assert_eq!(stored.quantity, 3);
-    let inv = repo.inventory(&ev.id).await.unwrap();
-    let vip = inv
-        .iter()
-        .find(|i| i.ticket_type.as_str() == "vip-3-day")
-        .unwrap();
+    let vip = env.books(&ev.id, "vip-3-day").await;
     assert_eq!(
         (
             vip.capacity,
@@ -78,11 +74,7 @@ async fn concurrent_duplicate_deliveries_make_one_order() {
         fresh += usize::from(!p.duplicate);
     }
     assert_eq!(fresh, 1);
-    let inv = repo.inventory(&ev.id).await.unwrap();
-    let vip = inv
-        .iter()
-        .find(|i| i.ticket_type.as_str() == "vip-3-day")
-        .unwrap();
+    let vip = env.books(&ev.id, "vip-3-day").await;
     assert_eq!((vip.sold, vip.confirmed_orders), (2, 1));
 }
 
@@ -118,11 +110,7 @@ async fn the_database_refuses_to_sell_beyond_capacity_under_concurrency() {
         }
     }
     assert_eq!(confirmed, 20);
-    let inv = repo.inventory(&ev.id).await.unwrap();
-    let vip = inv
-        .iter()
-        .find(|i| i.ticket_type.as_str() == "vip-3-day")
-        .unwrap();
+    let vip = env.books(&ev.id, "vip-3-day").await;
     assert_eq!(
         (vip.sold, vip.confirmed_orders, vip.rejected_orders),
         (20, 20, 40)
@@ -148,12 +136,7 @@ async fn seeding_is_idempotent_and_an_unreachable_database_is_retryable() {
     let ev = env.seed(5, -1, 600).await;
     let repo = env.repo();
     assert_eq!(repo.seed(&ev).await.unwrap(), Seeded::Unchanged);
-    let dead = shared::repo::postgres::PgRepository::connect(
-        "postgres://tickets@127.0.0.1:1/tickets",
-        2,
-        std::time::Duration::from_millis(500),
-    )
-    .unwrap();
+    let dead = env.unreachable_repo();
     let err = dead.persist(&paid(&ev, "vip-3-day", 1)).await.unwrap_err();
     assert!(err.is_retryable(), "{err:?}");
 }

@@ -18,7 +18,7 @@ use shared::domain::{
     Email, EventId, IdempotencyKey, OrderId, OrderMessage, OrderStatus, PaymentToken, Quantity,
     TicketTypeId,
 };
-use shared::gate::{Gate, PayBegin, ReserveOutcome};
+use shared::gate::{Approval, Gate, PayBegin, ReserveOutcome};
 use shared::http::{ApiJson, unavailable};
 use shared::payment::{Charge, PaymentProvider, SimulatedPayments};
 use shared::publisher::OrderPublisher;
@@ -226,67 +226,107 @@ async fn publish(state: &AppState, event: &EventId, id: OrderId) -> Result<(), A
     }
 }
 
+/// How long a charge may stay unresolved (provider unreachable) before the relay releases it.
+pub const PAYMENT_GIVE_UP: Duration = Duration::from_secs(300);
+
+fn state_answer(status: OrderStatus) -> Result<OrderStatus, ApiError> {
+    match status {
+        OrderStatus::Confirming => Ok(OrderStatus::Confirming),
+        OrderStatus::Expired => Err(ApiError::HoldExpired),
+        OrderStatus::Cancelled => Err(ApiError::Conflict("This order was cancelled.".into())),
+        OrderStatus::Confirmed => Err(ApiError::Conflict(
+            "This order is already paid and confirmed.".into(),
+        )),
+        OrderStatus::Rejected => Err(ApiError::Conflict(
+            "This order could not be fulfilled and its payment was refunded.".into(),
+        )),
+        OrderStatus::Reserved => Err(ApiError::Conflict(
+            "Another payment attempt for this order is under way or was declined; try again."
+                .into(),
+        )),
+    }
+}
+
 /// Takes an order through payment, from wherever it stopped. Shared by the handler and the
-/// relay; every step is idempotent, so a retry or a second caller only finishes the work.
+/// relay (empty token, `give_up` set); every step is idempotent and bound to one payment
+/// attempt, so a retry or a second caller only finishes the work and never charges twice.
 pub async fn settle(
     state: &AppState,
     event: &EventId,
     id: OrderId,
     token: &str,
+    give_up: Option<Duration>,
 ) -> Result<OrderStatus, ApiError> {
-    match state.gate.pay_begin(event, id, token).await? {
-        PayBegin::NotFound => Err(ApiError::NotFound("order")),
-        PayBegin::State(OrderStatus::Expired) => Err(ApiError::HoldExpired),
-        PayBegin::State(OrderStatus::Cancelled) => {
-            Err(ApiError::Conflict("This order was cancelled.".into()))
-        }
-        PayBegin::State(OrderStatus::Confirmed) => Err(ApiError::Conflict(
-            "This order is already paid and confirmed.".into(),
-        )),
-        PayBegin::State(OrderStatus::Rejected) => Err(ApiError::Conflict(
-            "This order could not be fulfilled and its payment was refunded.".into(),
-        )),
-        PayBegin::State(s) => Err(ApiError::Internal(anyhow::anyhow!(
-            "pay_begin answered state {s:?}"
-        ))),
-        PayBegin::AlreadyPaid { published: true } => Ok(OrderStatus::Confirming),
+    let (amount_cents, token, attempt) = match state
+        .gate
+        .pay_begin(event, id, token, give_up)
+        .await?
+    {
+        PayBegin::NotFound => return Err(ApiError::NotFound("order")),
+        PayBegin::State(s) => return state_answer(s),
+        PayBegin::AlreadyPaid { published: true } => return Ok(OrderStatus::Confirming),
         PayBegin::AlreadyPaid { published: false } => {
             publish(state, event, id).await?;
-            Ok(OrderStatus::Confirming)
+            return Ok(OrderStatus::Confirming);
+        }
+        PayBegin::Stuck { attempt } => {
+            tracing::error!(order_id = %id, attempt, "payment outcome unknown for too long; releasing the hold (reconcile with the provider)");
+            return match state.gate.pay_abort(event, id, attempt).await? {
+                Some(s) => state_answer(s),
+                None => Ok(OrderStatus::Confirming),
+            };
         }
         PayBegin::Charge {
             amount_cents,
             token,
-        } => {
-            let charge = match state.payments.charge(id, amount_cents, &token).await {
-                Ok(c) => c,
-                Err(e) => {
-                    // Not charged (the provider is idempotent per order, so a retry cannot
-                    // charge twice): unfreeze the hold so the fan can try again.
-                    state.gate.pay_abort(event, id).await?;
-                    return Err(unavailable("payment provider", &e));
-                }
-            };
-            match charge {
-                Charge::Declined { reason } => {
-                    tracing::info!(order_id = %id, reason, "payment declined");
-                    match state.gate.pay_abort(event, id).await? {
-                        OrderStatus::Expired => Err(ApiError::HoldExpired),
-                        _ => Err(ApiError::PaymentDeclined),
-                    }
-                }
-                Charge::Approved { payment_ref } => {
-                    state
-                        .gate
-                        .pay_approved(event, id, &payment_ref, Utc::now())
-                        .await?
-                        .ok_or_else(|| {
-                            ApiError::Internal(anyhow::anyhow!(
-                                "approved payment for {id} not recorded"
-                            ))
-                        })?;
+            attempt,
+        } => (amount_cents, token, attempt),
+    };
+    let charge = match state
+        .payments
+        .charge(id, attempt, amount_cents, &token)
+        .await
+    {
+        Ok(c) => c,
+        Err(e) => {
+            // The outcome is unknown (the money may be taken): keep the hold frozen and the
+            // order in the outbox; a retry or the relay asks the provider again.
+            tracing::warn!(order_id = %id, attempt, error = %e, "payment outcome unknown");
+            return Err(ApiError::Unavailable {
+                detail: "We could not confirm your payment yet. Your tickets stay held while we \
+                         check; look at the order's status in a moment."
+                    .into(),
+                retry_after_secs: 5,
+            });
+        }
+    };
+    match charge {
+        Charge::Declined { reason } => {
+            tracing::info!(order_id = %id, attempt, reason, "payment declined");
+            match state.gate.pay_abort(event, id, attempt).await? {
+                Some(OrderStatus::Expired) => Err(ApiError::HoldExpired),
+                _ => Err(ApiError::PaymentDeclined),
+            }
+        }
+        Charge::Approved { payment_ref } => {
+            match state
+                .gate
+                .pay_approved(event, id, attempt, &payment_ref, Utc::now())
+                .await?
+            {
+                Approval::Recorded(_) => {
                     publish(state, event, id).await?;
                     Ok(OrderStatus::Confirming)
+                }
+                Approval::Stale(status) => {
+                    // Money taken for an attempt that no longer counts: give it back.
+                    tracing::warn!(order_id = %id, attempt, payment_ref, "stale approval; refunding");
+                    state
+                        .payments
+                        .refund(id, &payment_ref, amount_cents)
+                        .await
+                        .map_err(|e| unavailable("payment provider", &e))?;
+                    state_answer(status.ok_or(ApiError::NotFound("order"))?)
                 }
             }
         }
@@ -301,7 +341,7 @@ pub async fn pay(
 ) -> Result<Response, ApiError> {
     let token = PaymentToken::parse(&body.payment_token)?;
     let (event, id) = event_of(&state, &id).await?;
-    let status = settle(&state, &event, id, token.expose()).await?;
+    let status = settle(&state, &event, id, token.expose(), None).await?;
     Ok((StatusCode::ACCEPTED, Json(order_state(id, status))).into_response())
 }
 
@@ -329,11 +369,10 @@ pub async fn cancel(
 /// One pass of the outbox relay: finishes payments older than `grace` whose message is not
 /// known to be published (publish failed, or the instance died mid-payment).
 pub async fn relay_once(state: &AppState, grace: Duration) -> Result<usize, ApiError> {
-    let cutoff = Utc::now() - chrono::Duration::from_std(grace).unwrap_or_default();
     let mut done = 0;
     for event in state.gate.events().await? {
-        for id in state.gate.outbox(&event, cutoff, 100).await? {
-            match settle(state, &event, id, "").await {
+        for id in state.gate.outbox(&event, grace, 100).await? {
+            match settle(state, &event, id, "", Some(PAYMENT_GIVE_UP)).await {
                 Ok(_) => done += 1,
                 Err(e) => {
                     tracing::warn!(order_id = %id, error = %e, "relay could not finish the order yet")

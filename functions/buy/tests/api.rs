@@ -279,11 +279,6 @@ async fn payment_declined_then_approved_then_idempotent() {
         402,
         "payment-declined",
     );
-    assert_problem(
-        &call(&app, pay(&id, "tok_unavailable")).await,
-        503,
-        "unavailable",
-    );
     assert_problem(&call(&app, pay(&id, "")).await, 422, "invalid-input");
     let a = call(&app, pay(&id, "tok_approve")).await;
     assert_eq!(a.status, StatusCode::ACCEPTED, "{:?}", a.body);
@@ -291,6 +286,26 @@ async fn payment_declined_then_approved_then_idempotent() {
     // A retry of the payment (network glitch) gets the same answer and is not charged twice.
     let again = call(&app, pay(&id, "tok_approve")).await;
     assert_eq!(again.status, StatusCode::ACCEPTED);
+    assert_problem(&call(&app, cancel(&id)).await, 409, "conflict");
+}
+
+#[tokio::test]
+async fn an_unknown_payment_outcome_keeps_the_hold_frozen() {
+    let (env, ev, app) = setup(10, -1, 600).await;
+    let id = reserve_one(&app, &ev, "unsure@example.at").await;
+    // The provider cannot be reached: the money may or may not be taken, so nothing is
+    // released and a retry (even with another card) asks about the same attempt again.
+    for token in ["tok_unavailable", "tok_approve"] {
+        assert_problem(&call(&app, pay(&id, token)).await, 503, "unavailable");
+    }
+    let snap = env.gate().await.refresh(&ev.id).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            snap.stock["vip-3-day"].confirming,
+            snap.stock["vip-3-day"].held
+        ),
+        (1, 0)
+    );
     assert_problem(&call(&app, cancel(&id)).await, 409, "conflict");
 }
 

@@ -115,11 +115,7 @@ async fn a_thousand_fans_two_hundred_tickets_exactly_two_hundred_orders() {
 
     drain(&env, &ev, Duration::from_secs(90)).await;
     let repo = env.repo();
-    let inv = repo.inventory(&ev.id).await.unwrap();
-    let vip = inv
-        .iter()
-        .find(|i| i.ticket_type.as_str() == "vip-3-day")
-        .unwrap();
+    let vip = env.books(&ev.id, "vip-3-day").await;
     assert_eq!(
         (vip.sold, vip.confirmed_orders, vip.rejected_orders),
         (200, 200, 0)
@@ -183,12 +179,7 @@ async fn a_message_the_consumer_keeps_failing_ends_in_the_dead_letter_topic() {
     let env = TestEnv::get();
     let ev = env.seed(5, -1, 600).await;
     // A consumer whose database is down answers 503 to every delivery.
-    let dead_db = shared::repo::postgres::PgRepository::connect(
-        "postgres://tickets@127.0.0.1:1/tickets",
-        2,
-        Duration::from_millis(200),
-    )
-    .unwrap();
+    let dead_db = env.unreachable_repo();
     let failing = consume_order::AppState::new(
         Arc::new(dead_db),
         env.gate().await,

@@ -18,7 +18,7 @@ use shared::config::{DatabaseArgs, HttpArgs, RedisArgs};
 use shared::domain::{OrderMessage, OrderStatus};
 use shared::gate::Gate;
 use shared::payment::{PaymentProvider, SimulatedPayments};
-use shared::repo::{OrderRepository, RepoError};
+use shared::repo::OrderRepository;
 use tracing::Instrument;
 
 /// Configuration from the environment.
@@ -157,10 +157,14 @@ pub fn decode(msg: &PushMessage) -> Result<OrderMessage, HandleError> {
 
 /// Persists one paid order and mirrors the outcome in the gate. Idempotent.
 pub async fn handle(state: &AppState, msg: &OrderMessage) -> Result<OrderStatus, HandleError> {
-    let persisted = state.repo.persist(msg).await.map_err(|e| match e {
-        RepoError::Permanent(m) => HandleError::Permanent(m),
-        other => HandleError::Retryable(other.to_string()),
-    })?;
+    // A decoded order is a paid order: never drop it. Even a refusal that looks permanent
+    // (e.g. its ticket type missing from the database after a partial seed) is answered
+    // non-2xx, so after the retries it waits in the dead-letter topic for an operator.
+    let persisted = state
+        .repo
+        .persist(msg)
+        .await
+        .map_err(|e| HandleError::Retryable(e.to_string()))?;
     if persisted.duplicate {
         state.stats.duplicates.fetch_add(1, Ordering::Relaxed);
         tracing::info!(

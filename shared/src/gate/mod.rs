@@ -67,14 +67,31 @@ pub enum ReserveOutcome {
 /// The answer to the start of a payment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PayBegin {
-    /// Charge this amount with this token (the hold is now frozen in `confirming`).
-    Charge { amount_cents: i64, token: String },
+    /// Charge this amount with this token as payment attempt `attempt` (the hold is now
+    /// frozen in `confirming`; a pending attempt is resumed with its stored token).
+    Charge {
+        amount_cents: i64,
+        token: String,
+        attempt: u64,
+    },
+    /// A pending attempt older than the give-up age: its outcome is unknown, release it.
+    Stuck { attempt: u64 },
     /// Already paid earlier; `published` says whether its message is known to be in Pub/Sub.
     AlreadyPaid { published: bool },
     /// No such order.
     NotFound,
     /// The order is in another state (expired, cancelled, confirmed, rejected).
     State(OrderStatus),
+}
+
+/// What the gate made of an approval.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Approval {
+    /// Recorded for the current attempt (or recorded before with the same reference).
+    Recorded(Approved),
+    /// Not the current attempt, or the order moved on: this charge must be refunded. Carries
+    /// the order's status (None: the gate does not know the order).
+    Stale(Option<OrderStatus>),
 }
 
 /// An approved payment as the gate recorded it.
@@ -425,20 +442,31 @@ impl Gate {
     }
 
     /// Starts paying: freezes the hold so it cannot expire while the provider decides.
+    /// `give_up` (the relay's) reports a pending attempt older than that as `Stuck`.
     pub async fn pay_begin(
         &self,
         event: &EventId,
         order: OrderId,
         token: &str,
+        give_up: Option<Duration>,
     ) -> Result<PayBegin, GateError> {
+        let give_up_ms = give_up.map_or(0, |d| d.as_millis()).to_string();
         let w = words(
-            self.run(&self.scripts.pay_begin, event, &[&order.to_string(), token])
-                .await?,
+            self.run(
+                &self.scripts.pay_begin,
+                event,
+                &[&order.to_string(), token, &give_up_ms],
+            )
+            .await?,
         )?;
         Ok(match w.first().map(String::as_str) {
             Some("charge") => PayBegin::Charge {
                 amount_cents: num(&w, 1)?,
                 token: w[2].clone(),
+                attempt: num(&w, 3)?,
+            },
+            Some("stuck") => PayBegin::Stuck {
+                attempt: num(&w, 1)?,
             },
             Some("paid") => PayBegin::AlreadyPaid {
                 published: w.get(1).is_some_and(|p| p == "1"),
@@ -449,45 +477,60 @@ impl Gate {
         })
     }
 
-    /// The charge was declined or could not be made: the order is `reserved` again (or `expired` if its time ran out).
+    /// Attempt `attempt` was declined (or never resolved): the order is `reserved` again, or
+    /// `expired` if its time ran out. None: a later attempt is under way, nothing changed.
     pub async fn pay_abort(
         &self,
         event: &EventId,
         order: OrderId,
-    ) -> Result<OrderStatus, GateError> {
+        attempt: u64,
+    ) -> Result<Option<OrderStatus>, GateError> {
         let w = words(
-            self.run(&self.scripts.pay_abort, event, &[&order.to_string()])
-                .await?,
+            self.run(
+                &self.scripts.pay_abort,
+                event,
+                &[&order.to_string(), &attempt.to_string()],
+            )
+            .await?,
         )?;
         Ok(match w.first().map(String::as_str) {
-            Some("expired") => OrderStatus::Expired,
-            _ => OrderStatus::Reserved,
+            Some("expired") => Some(OrderStatus::Expired),
+            Some("reserved") => Some(OrderStatus::Reserved),
+            _ => None,
         })
     }
 
-    /// Records an approved charge (idempotent: a second call returns the first record).
+    /// Records attempt `attempt`'s approved charge (idempotent for the same reference).
     pub async fn pay_approved(
         &self,
         event: &EventId,
         order: OrderId,
+        attempt: u64,
         payment_ref: &str,
         paid_at: DateTime<Utc>,
-    ) -> Result<Option<Approved>, GateError> {
+    ) -> Result<Approval, GateError> {
         let w = words(
             self.run(
                 &self.scripts.pay_approved,
                 event,
-                &[&order.to_string(), payment_ref, &paid_at.to_rfc3339()],
+                &[
+                    &order.to_string(),
+                    &attempt.to_string(),
+                    payment_ref,
+                    &paid_at.to_rfc3339(),
+                ],
             )
             .await?,
         )?;
         if w.first().map(String::as_str) != Some("approved") {
-            return Ok(None);
+            return Ok(Approval::Stale(
+                w.get(1).and_then(|s| OrderStatus::parse(s)),
+            ));
         }
         let paid_at = DateTime::parse_from_rfc3339(&w[2])
             .map_err(|e| GateError::Protocol(e.to_string()))?
             .with_timezone(&Utc);
-        Ok(Some(Approved {
+        Ok(Approval::Recorded(Approved {
             payment_ref: w[1].clone(),
             paid_at,
         }))
@@ -545,22 +588,28 @@ impl Gate {
         Ok(w.first().map(String::as_str) == Some("applied"))
     }
 
-    /// Orders whose payment started before `older_than` and whose message is not known to be
-    /// published: the outbox relay's work.
+    /// Orders whose payment started more than `older_than` ago by Redis' clock (the clock the
+    /// outbox scores are written with) and whose message is not known to be published: the
+    /// outbox relay's work.
     pub async fn outbox(
         &self,
         event: &EventId,
-        older_than: DateTime<Utc>,
+        older_than: Duration,
         limit: usize,
     ) -> Result<Vec<OrderId>, GateError> {
         let mut conn = self.conn.clone();
         let key = format!("{{ev:{event}}}:outbox");
+        let (secs, micros): (i64, i64) =
+            tokio::time::timeout(self.timeout, redis::cmd("TIME").query_async(&mut conn))
+                .await
+                .map_err(|_| GateError::Unavailable("timed out".into()))??;
+        let cutoff = secs * 1000 + micros / 1000 - older_than.as_millis() as i64;
         let ids: Vec<String> = tokio::time::timeout(
             self.timeout,
             redis::cmd("ZRANGE")
                 .arg(&key)
                 .arg("-inf")
-                .arg(older_than.timestamp_millis())
+                .arg(cutoff)
                 .arg("BYSCORE")
                 .arg("LIMIT")
                 .arg(0)

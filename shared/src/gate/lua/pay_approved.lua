@@ -1,12 +1,15 @@
--- ARGV: order_id, payment_ref, paid_at (RFC 3339). Records the approved charge; the order
--- stays in the outbox until its message is published.
+-- ARGV: order_id, attempt, payment_ref, paid_at (RFC 3339). Records the approved charge of the
+-- current attempt (again: the same answer); the order stays in the outbox until published.
+-- Anything else is a stale approval: the caller refunds it.
 local oid = ARGV[1]
 local ok = p .. 'order:' .. oid
 local o = load(oid)
-if not o or o.status ~= 'confirming' then return { 'ignored' } end
-if redis.call('HGET', ok, 'pay_state') == 'pending' then
-  redis.call('HSET', ok, 'pay_state', 'approved', 'payment_ref', ARGV[2], 'paid_at', ARGV[3])
+if not o then return { 'stale', 'missing' } end
+local s = redis.call('HMGET', ok, 'pay_state', 'pay_attempt', 'payment_ref', 'paid_at')
+if o.status == 'confirming' and s[1] == 'pending' and s[2] == ARGV[2] then
+  redis.call('HSET', ok, 'pay_state', 'approved', 'payment_ref', ARGV[3], 'paid_at', ARGV[4])
   redis.call('HDEL', ok, 'pay_token')
+  return { 'approved', ARGV[3], ARGV[4] }
 end
-local v = redis.call('HMGET', ok, 'payment_ref', 'paid_at')
-return { 'approved', v[1], v[2] }
+if s[1] == 'approved' and s[3] == ARGV[3] then return { 'approved', s[3], s[4] } end
+return { 'stale', o.status }

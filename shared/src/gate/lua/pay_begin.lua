@@ -1,6 +1,8 @@
--- ARGV: order_id, payment_token. reserved -> confirming (held -> confirming), before charging,
--- so the hold cannot expire or be cancelled while the provider is deciding.
+-- ARGV: order_id, payment_token, give_up_ms (0: never). reserved -> confirming (held ->
+-- confirming) before charging, so the hold cannot expire or be cancelled while the provider
+-- decides. Each start is a new attempt; only that attempt may later approve or abort it.
 local oid = ARGV[1]
+local give_up = tonumber(ARGV[3] or '0')
 local now = now_ms()
 local ok = p .. 'order:' .. oid
 local o = load(oid)
@@ -15,16 +17,20 @@ if o.status == 'reserved' and ARGV[2] ~= '' then
   redis.call('HINCRBY', tk, 'held', -o.qty)
   redis.call('HINCRBY', tk, 'confirming', o.qty)
   redis.call('ZREM', p .. 'holds', oid)
+  local attempt = redis.call('HINCRBY', ok, 'pay_attempt', 1)
   redis.call('HSET', ok, 'status', 'confirming', 'pay_state', 'pending', 'pay_token', ARGV[2],
     'pay_started_at', now)
   -- The outbox lists paid-or-paying orders not yet known to be published: the relay's work list.
   redis.call('ZADD', p .. 'outbox', now, oid)
   redis.call('INCR', p .. 'version')
-  return { 'charge', o.amount, ARGV[2] }
+  return { 'charge', o.amount, ARGV[2], tostring(attempt) }
 end
 if o.status == 'confirming' then
-  local s = redis.call('HMGET', ok, 'pay_state', 'pay_token', 'published')
-  if s[1] == 'pending' then return { 'charge', o.amount, s[2] } end
+  local s = redis.call('HMGET', ok, 'pay_state', 'pay_token', 'published', 'pay_attempt', 'pay_started_at')
+  if s[1] == 'pending' then
+    if give_up > 0 and now - tonumber(s[5]) > give_up then return { 'stuck', s[4] } end
+    return { 'charge', o.amount, s[2], s[4] }
+  end
   return { 'paid', s[3] or '0' }
 end
 return { o.status }
