@@ -36,13 +36,31 @@ struct Rendered {
     /// JSON object body without its leading `{`, e.g. `"event":…}`.
     tail: String,
     etag: String,
+    /// The last refresh of this event failed: this is the last good snapshot.
+    stale: bool,
+}
+
+impl Rendered {
+    /// The same snapshot marked stale (no Redis needed).
+    fn staled(&self) -> Self {
+        if self.stale {
+            return Self {
+                tail: self.tail.clone(),
+                etag: self.etag.clone(),
+                stale: true,
+            };
+        }
+        Self {
+            tail: self.tail.replacen("\"stale\":false", "\"stale\":true", 1),
+            etag: self.etag.replacen("-0\"", "-1\"", 1),
+            stale: true,
+        }
+    }
 }
 
 #[derive(Default)]
 struct Cache {
     events: HashMap<EventId, Arc<Rendered>>,
-    /// Set when the last refresh failed: answers still come from the last good snapshot.
-    stale: bool,
 }
 
 /// Shared state: the gate and the snapshot cache.
@@ -121,6 +139,7 @@ fn render(snap: &EventSnapshot, stale: bool) -> Rendered {
     };
     let json = serde_json::to_string(&view).expect("serialisable");
     Rendered {
+        stale,
         tail: format!("\"stale\":{stale},{}", &json[1..]),
         etag: format!(
             "W/\"{}-{}-{}\"",
@@ -142,42 +161,43 @@ impl AppState {
 
     /// One refresh of every seeded event. On failure the old snapshots stay, marked stale.
     pub async fn refresh(&self) -> Result<(), shared::gate::GateError> {
-        let result = async {
-            let mut fresh = HashMap::new();
-            for ev in self.gate.events().await? {
-                if let Some(snap) = self.gate.refresh(&ev).await? {
-                    fresh.insert(ev, Arc::new(render(&snap, false)));
-                }
-            }
-            Ok::<_, shared::gate::GateError>(fresh)
-        }
-        .await;
-        let mut cache = self.cache.write().expect("cache lock");
-        match result {
-            Ok(events) => {
-                *cache = Cache {
-                    events,
-                    stale: false,
-                };
-                Ok(())
-            }
+        let events = match self.gate.events().await {
+            Ok(events) => events,
             Err(e) => {
-                if !cache.stale {
-                    // Re-render once with the stale flag; no Redis needed.
-                    cache.events = cache
-                        .events
-                        .iter()
-                        .map(|(k, r)| {
-                            let tail = r.tail.replacen("\"stale\":false", "\"stale\":true", 1);
-                            let etag = r.etag.replacen("-0\"", "-1\"", 1);
-                            (k.clone(), Arc::new(Rendered { tail, etag }))
-                        })
-                        .collect();
-                    cache.stale = true;
+                let mut cache = self.cache.write().expect("cache lock");
+                for r in cache.events.values_mut() {
+                    *r = Arc::new(r.staled());
                 }
-                Err(e)
+                return Err(e);
+            }
+        };
+        // Each event on its own: one failing event keeps its last snapshot (stale) and does
+        // not hold back the others.
+        let mut next = HashMap::new();
+        let mut failure = None;
+        for ev in events {
+            match self.gate.refresh(&ev).await {
+                Ok(Some(snap)) => {
+                    next.insert(ev, Arc::new(render(&snap, false)));
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    let old = self
+                        .cache
+                        .read()
+                        .expect("cache lock")
+                        .events
+                        .get(&ev)
+                        .cloned();
+                    if let Some(old) = old {
+                        next.insert(ev, Arc::new(old.staled()));
+                    }
+                    failure = Some(e);
+                }
             }
         }
+        self.cache.write().expect("cache lock").events = next;
+        failure.map_or(Ok(()), Err)
     }
 
     /// Refreshes forever at `every`; logs a failure once per outage, not per tick.

@@ -126,3 +126,104 @@ async fn before_the_sale_and_unknown_things() {
         assert_eq!(body["status"], 404);
     }
 }
+
+/// A Redis of this test's own (the real server binary), so it can be stopped mid-test.
+struct OwnRedis {
+    child: std::process::Child,
+    url: String,
+}
+
+impl OwnRedis {
+    async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server (installed by scripts/test)");
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        Self {
+            child,
+            url: format!("redis://127.0.0.1:{port}"),
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn redis_down_serves_the_last_snapshot_marked_stale() {
+    let mut redis = OwnRedis::start().await;
+    let gate = shared::gate::Gate::connect(&redis.url, std::time::Duration::from_millis(300))
+        .await
+        .unwrap();
+    let ev = shared::domain::Event::frequency(
+        shared::domain::EventId::parse("stale-check").unwrap(),
+        10,
+        chrono::Utc::now(),
+        600,
+    );
+    gate.seed(&ev).await.unwrap();
+    let state = AppState::new(gate);
+    state.refresh().await.unwrap();
+    let router = app(state.clone());
+    let uri = format!("/v1/events/{}/availability", ev.id);
+    let (_, fresh_headers, body) = get(&router, &uri, None).await;
+    assert_eq!(body["stale"], false);
+
+    redis.child.kill().unwrap();
+    redis.child.wait().unwrap();
+    assert!(
+        state.refresh().await.is_err(),
+        "refresh must fail with Redis down"
+    );
+    let (status, headers, body) = get(&router, &uri, None).await;
+    assert_eq!(status, StatusCode::OK, "readers keep being served");
+    assert_eq!(body["stale"], true);
+    assert_eq!(body["ticket_types"][0]["available"], 10);
+    assert_ne!(
+        headers[header::ETAG],
+        fresh_headers[header::ETAG],
+        "a stale answer is a different representation"
+    );
+    // The order read path cannot answer without Redis: a clear, quick 503.
+    let started = std::time::Instant::now();
+    let (status, headers, _) = get(
+        &router,
+        &format!("/v1/orders/{}", uuid::Uuid::new_v4()),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(headers.contains_key(header::RETRY_AFTER));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(3),
+        "no hanging request"
+    );
+}
