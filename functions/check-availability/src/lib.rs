@@ -74,7 +74,6 @@ pub struct AppState {
 struct TicketTypeView<'a> {
     id: &'a str,
     name: &'a str,
-    description: &'a str,
     price_cents: i64,
     currency: &'static str,
     capacity: i64,
@@ -118,7 +117,6 @@ fn render(snap: &EventSnapshot, stale: bool) -> Rendered {
             TicketTypeView {
                 id: t.id.as_str(),
                 name: &t.name,
-                description: &t.description,
                 price_cents: t.price_cents,
                 currency: "EUR",
                 capacity: s.capacity,
