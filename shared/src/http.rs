@@ -79,11 +79,14 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
 
 /// Adds `/healthz`, problem+json fallbacks and the middleware stack to a function's routes.
 pub fn finish(router: Router) -> Router {
+    crate::metrics::handle();
     router
         .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(crate::metrics::render))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn(crate::metrics::track))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             Duration::from_secs(10),

@@ -7,6 +7,7 @@ pub mod domain;
 pub mod error;
 pub mod gate;
 pub mod http;
+pub mod metrics;
 pub mod payment;
 pub mod publisher;
 pub mod repo;

@@ -105,6 +105,7 @@ pub async fn reserve(
         .gate
         .reserve(&event, &ticket_type, quantity, &email, &key)
         .await?;
+    metrics::counter!("reservations_total", "outcome" => outcome_label(&outcome)).increment(1);
     let (order_id, hold_expires_at, replayed) = match outcome {
         ReserveOutcome::Reserved {
             order_id,
@@ -155,6 +156,23 @@ pub async fn reserve(
         h.insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     Ok(res)
+}
+
+fn outcome_label(o: &ReserveOutcome) -> &'static str {
+    match o {
+        ReserveOutcome::Reserved { .. } => "reserved",
+        ReserveOutcome::Replayed { .. } => "replayed",
+        ReserveOutcome::IdempotencyConflict => "idempotency_conflict",
+        ReserveOutcome::TooEarly { .. } => "too_early",
+        ReserveOutcome::UnknownEvent | ReserveOutcome::UnknownTicketType => "unknown",
+        ReserveOutcome::SoldOut => "sold_out",
+        ReserveOutcome::NotEnough { .. } => "not_enough",
+        ReserveOutcome::Limit { .. } => "limit",
+    }
+}
+
+fn payment(outcome: &'static str) {
+    metrics::counter!("payments_total", "outcome" => outcome).increment(1);
 }
 
 /// Body of `POST /v1/orders/{id}/payment`.
@@ -208,13 +226,18 @@ async fn publish(state: &AppState, event: &EventId, id: OrderId) -> Result<(), A
         payment_ref,
         paid_at,
     };
-    match state.publisher.publish(&msg).await {
+    let start = std::time::Instant::now();
+    let published = state.publisher.publish(&msg).await;
+    metrics::histogram!("publish_duration_seconds").record(start.elapsed().as_secs_f64());
+    match published {
         Ok(message_id) => {
+            metrics::counter!("orders_published_total").increment(1);
             tracing::info!(order_id = %id, message_id, "published");
             state.gate.mark_published(event, id).await?;
             Ok(())
         }
         Err(e) => {
+            metrics::counter!("publish_failures_total").increment(1);
             tracing::warn!(order_id = %id, error = %e, "publish failed; the order stays in the outbox");
             Err(ApiError::Unavailable {
                 detail: "Your payment was received and your order is saved, but confirming it is delayed. \
@@ -270,6 +293,7 @@ pub async fn settle(
             return Ok(OrderStatus::Confirming);
         }
         PayBegin::Stuck { attempt } => {
+            payment("given_up");
             tracing::error!(order_id = %id, attempt, "payment outcome unknown for too long; releasing the hold (reconcile with the provider)");
             return match state.gate.pay_abort(event, id, attempt).await? {
                 Some(s) => state_answer(s),
@@ -289,6 +313,7 @@ pub async fn settle(
     {
         Ok(c) => c,
         Err(e) => {
+            payment("unknown");
             // The outcome is unknown (the money may be taken): keep the hold frozen and the
             // order in the outbox; a retry or the relay asks the provider again.
             tracing::warn!(order_id = %id, attempt, error = %e, "payment outcome unknown");
@@ -302,6 +327,7 @@ pub async fn settle(
     };
     match charge {
         Charge::Declined { reason } => {
+            payment("declined");
             tracing::info!(order_id = %id, attempt, reason, "payment declined");
             match state.gate.pay_abort(event, id, attempt).await? {
                 Some(OrderStatus::Expired) => Err(ApiError::HoldExpired),
@@ -315,10 +341,12 @@ pub async fn settle(
                 .await?
             {
                 Approval::Recorded(_) => {
+                    payment("approved");
                     publish(state, event, id).await?;
                     Ok(OrderStatus::Confirming)
                 }
                 Approval::Stale(status) => {
+                    payment("stale_refunded");
                     // Money taken for an attempt that no longer counts: give it back.
                     tracing::warn!(order_id = %id, attempt, payment_ref, "stale approval; refunding");
                     state
@@ -373,7 +401,10 @@ pub async fn relay_once(state: &AppState, grace: Duration) -> Result<usize, ApiE
     for event in state.gate.events().await? {
         for id in state.gate.outbox(&event, grace, 100).await? {
             match settle(state, &event, id, "", Some(PAYMENT_GIVE_UP)).await {
-                Ok(_) => done += 1,
+                Ok(_) => {
+                    metrics::counter!("relay_orders_total").increment(1);
+                    done += 1;
+                }
                 Err(e) => {
                     tracing::warn!(order_id = %id, error = %e, "relay could not finish the order yet")
                 }

@@ -284,3 +284,107 @@ async fn a_failed_publish_after_payment_loses_nothing_and_the_relay_finishes_it(
     let inv = env.repo().inventory(&ev.id).await.unwrap();
     assert_eq!(inv.iter().map(|i| i.confirmed_orders).sum::<i64>(), 1);
 }
+
+/// Sums the samples of `name` whose labels include every pair in `labels`.
+fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (n, rest) = series.split_once('{').unwrap_or((series, ""));
+            (n == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\""))))
+            .then(|| value.parse::<f64>().ok())
+            .flatten()
+        })
+        .sum()
+}
+
+#[tokio::test]
+async fn metrics_tell_the_story_of_a_sale() {
+    let env = TestEnv::get();
+    let ev = env.seed(3, -1, 600).await;
+    let (stack, _dead) = stack(&env, &ev).await;
+    let http = reqwest::Client::new();
+    let mut outcomes = vec![];
+    for i in 0..5 {
+        outcomes.push(fan(http.clone(), stack.buy.clone(), ev.clone(), i).await.0);
+    }
+    assert_eq!(outcomes.iter().filter(|o| **o == Fan::Paid).count(), 3);
+    drain(&env, &ev, Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await; // a snapshot refresh after the drain
+
+    // One process serves all three functions here, so one scrape sees the whole sale.
+    let text = reqwest::get(format!("{}/metrics", stack.buy))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let m = |name: &str, labels: &[(&str, &str)]| metric(&text, name, labels);
+    assert_eq!(
+        m("reservations_total", &[("outcome", "reserved")]),
+        3.0,
+        "{text}"
+    );
+    assert_eq!(m("reservations_total", &[("outcome", "sold_out")]), 2.0);
+    assert_eq!(m("payments_total", &[("outcome", "approved")]), 3.0);
+    assert_eq!(m("orders_published_total", &[]), 3.0);
+    assert_eq!(m("publish_duration_seconds_count", &[]), 3.0);
+    assert_eq!(
+        m("consumer_messages_total", &[("outcome", "persisted")]),
+        3.0
+    );
+    assert_eq!(m("order_end_to_end_seconds_count", &[]), 3.0);
+    assert_eq!(
+        m(
+            "http_requests_total",
+            &[
+                ("route", "/v1/events/{event}/orders"),
+                ("method", "POST"),
+                ("status", "202")
+            ]
+        ),
+        3.0
+    );
+    assert_eq!(
+        m(
+            "http_requests_total",
+            &[("route", "/v1/events/{event}/orders"), ("status", "409")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        m(
+            "http_requests_total",
+            &[("route", "/pubsub/orders"), ("status", "204")]
+        ),
+        3.0
+    );
+    assert_eq!(
+        m("gate_command_duration_seconds_count", &[("op", "reserve")]),
+        5.0
+    );
+    let event = ev.id.as_str();
+    assert_eq!(
+        m(
+            "inventory_tickets",
+            &[
+                ("event", event),
+                ("ticket_type", "vip-3-day"),
+                ("state", "sold")
+            ]
+        ),
+        3.0
+    );
+    assert_eq!(
+        m(
+            "inventory_invariant_delta",
+            &[("event", event), ("ticket_type", "vip-3-day")]
+        ),
+        0.0
+    );
+    assert!(m("snapshot_last_success_timestamp_seconds", &[]) > 1.7e9);
+}

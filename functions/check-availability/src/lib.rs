@@ -162,6 +162,7 @@ impl AppState {
         let events = match self.gate.events().await {
             Ok(events) => events,
             Err(e) => {
+                metrics::counter!("snapshot_refresh_failures_total").increment(1);
                 let mut cache = self.cache.write().expect("cache lock");
                 for r in cache.events.values_mut() {
                     *r = Arc::new(r.staled());
@@ -176,6 +177,7 @@ impl AppState {
         for ev in events {
             match self.gate.refresh(&ev).await {
                 Ok(Some(snap)) => {
+                    record_inventory(&snap);
                     next.insert(ev, Arc::new(render(&snap, false)));
                 }
                 Ok(None) => {}
@@ -195,7 +197,17 @@ impl AppState {
             }
         }
         self.cache.write().expect("cache lock").events = next;
-        failure.map_or(Ok(()), Err)
+        match failure {
+            None => {
+                metrics::gauge!("snapshot_last_success_timestamp_seconds")
+                    .set(Utc::now().timestamp_millis() as f64 / 1000.0);
+                Ok(())
+            }
+            Some(e) => {
+                metrics::counter!("snapshot_refresh_failures_total").increment(1);
+                Err(e)
+            }
+        }
     }
 
     /// Refreshes forever at `every`; logs a failure once per outage, not per tick.
@@ -223,6 +235,25 @@ impl AppState {
     }
 }
 
+/// Inventory gauges per ticket type, and the invariant's delta (0 when the books balance).
+fn record_inventory(snap: &EventSnapshot) {
+    let event = snap.catalog.id.to_string();
+    for (tt, s) in &snap.stock {
+        for (state, n) in [
+            ("available", s.available),
+            ("held", s.held),
+            ("confirming", s.confirming),
+            ("sold", s.sold),
+        ] {
+            metrics::gauge!("inventory_tickets", "event" => event.clone(), "ticket_type" => tt.clone(), "state" => state)
+                .set(n as f64);
+        }
+        metrics::gauge!("inventory_capacity", "event" => event.clone(), "ticket_type" => tt.clone()).set(s.capacity as f64);
+        metrics::gauge!("inventory_invariant_delta", "event" => event.clone(), "ticket_type" => tt.clone())
+            .set(s.delta() as f64);
+    }
+}
+
 /// The routes.
 pub fn app(state: AppState) -> Router {
     shared::http::finish(
@@ -246,8 +277,10 @@ pub async fn availability(
         .expect("cache lock")
         .events
         .get(&event)
-        .cloned()
-        .ok_or(ApiError::NotFound("event"))?;
+        .cloned();
+    metrics::counter!("snapshot_requests_total", "result" => if rendered.is_some() { "hit" } else { "miss" })
+        .increment(1);
+    let rendered = rendered.ok_or(ApiError::NotFound("event"))?;
     let etag = HeaderValue::from_str(&rendered.etag).expect("ascii etag");
     let cache_control = HeaderValue::from_static("public, max-age=1, stale-while-revalidate=2");
     if headers

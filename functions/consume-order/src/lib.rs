@@ -135,6 +135,10 @@ pub enum HandleError {
     Permanent(String),
 }
 
+fn counted(outcome: &'static str) {
+    metrics::counter!("consumer_messages_total", "outcome" => outcome).increment(1);
+}
+
 /// Decodes the message payload.
 pub fn decode(msg: &PushMessage) -> Result<OrderMessage, HandleError> {
     let data = msg
@@ -167,15 +171,23 @@ pub async fn handle(state: &AppState, msg: &OrderMessage) -> Result<OrderStatus,
         .map_err(|e| HandleError::Retryable(e.to_string()))?;
     if persisted.duplicate {
         state.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+        counted("duplicate");
         tracing::info!(
             status = persisted.status.as_str(),
             "duplicate delivery absorbed"
         );
     } else if persisted.status == OrderStatus::Rejected {
         state.stats.rejected.fetch_add(1, Ordering::Relaxed);
+        counted("rejected");
         tracing::warn!("database refused the order: no capacity left; refunding");
     } else {
         state.stats.persisted.fetch_add(1, Ordering::Relaxed);
+        counted("persisted");
+        // Payment approved -> order persisted: what a fan waits for after paying.
+        let waited = (chrono::Utc::now() - msg.paid_at)
+            .to_std()
+            .unwrap_or_default();
+        metrics::histogram!("order_end_to_end_seconds").record(waited.as_secs_f64());
         tracing::info!(tickets = persisted.tickets.len(), "order persisted");
     }
     if persisted.status == OrderStatus::Rejected {
@@ -224,6 +236,7 @@ pub async fn push(
         Ok(e) => e,
         Err(e) => {
             state.stats.permanent.fetch_add(1, Ordering::Relaxed);
+            counted("permanent");
             tracing::error!(error = %e, "push body is not a Pub/Sub envelope; acked and dropped");
             return StatusCode::NO_CONTENT.into_response();
         }
@@ -247,11 +260,14 @@ pub async fn push(
             Ok(_) => StatusCode::NO_CONTENT.into_response(),
             Err(HandleError::Permanent(reason)) => {
                 state.stats.permanent.fetch_add(1, Ordering::Relaxed);
+                counted("permanent");
+                counted("permanent");
                 tracing::error!(reason, "permanently bad message; acked and dropped");
                 StatusCode::NO_CONTENT.into_response()
             }
             Err(HandleError::Retryable(reason)) => {
                 state.stats.retryable.fetch_add(1, Ordering::Relaxed);
+                counted("retryable");
                 tracing::warn!(reason, "will be redelivered");
                 shared::http::unavailable("order store", &reason).into_response()
             }

@@ -273,6 +273,7 @@ impl Gate {
 
     async fn run(
         &self,
+        op: &'static str,
         script: &Script,
         event: &EventId,
         args: &[&str],
@@ -282,10 +283,17 @@ impl Gate {
         for a in args {
             inv.arg(*a);
         }
-        tokio::time::timeout(self.timeout, inv.invoke_async::<Value>(&mut conn))
+        let start = std::time::Instant::now();
+        let result = tokio::time::timeout(self.timeout, inv.invoke_async::<Value>(&mut conn))
             .await
-            .map_err(|_| GateError::Unavailable("timed out".into()))?
-            .map_err(GateError::from)
+            .map_err(|_| GateError::Unavailable("timed out".into()))
+            .and_then(|r| r.map_err(GateError::from));
+        metrics::histogram!("gate_command_duration_seconds", "op" => op)
+            .record(start.elapsed().as_secs_f64());
+        if result.is_err() {
+            metrics::counter!("gate_errors_total", "op" => op).increment(1);
+        }
+        result
     }
 
     /// Is Redis answering?
@@ -320,7 +328,9 @@ impl Gate {
             ]);
         }
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        let reply = self.run(&self.scripts.seed, &event.id, &refs).await?;
+        let reply = self
+            .run("seed", &self.scripts.seed, &event.id, &refs)
+            .await?;
         let mut conn = self.conn.clone();
         let _: () = conn.sadd(EVENTS_KEY, event.id.as_str()).await?;
         match text(&reply).as_deref() {
@@ -392,6 +402,7 @@ impl Gate {
         let qty = quantity.get().to_string();
         let w = words(
             self.run(
+                "reserve",
                 &self.scripts.reserve,
                 event,
                 &[
@@ -453,6 +464,7 @@ impl Gate {
         let give_up_ms = give_up.map_or(0, |d| d.as_millis()).to_string();
         let w = words(
             self.run(
+                "pay_begin",
                 &self.scripts.pay_begin,
                 event,
                 &[&order.to_string(), token, &give_up_ms],
@@ -487,6 +499,7 @@ impl Gate {
     ) -> Result<Option<OrderStatus>, GateError> {
         let w = words(
             self.run(
+                "pay_abort",
                 &self.scripts.pay_abort,
                 event,
                 &[&order.to_string(), &attempt.to_string()],
@@ -511,6 +524,7 @@ impl Gate {
     ) -> Result<Approval, GateError> {
         let w = words(
             self.run(
+                "pay_approved",
                 &self.scripts.pay_approved,
                 event,
                 &[
@@ -538,8 +552,13 @@ impl Gate {
 
     /// The order's message is in Pub/Sub.
     pub async fn mark_published(&self, event: &EventId, order: OrderId) -> Result<(), GateError> {
-        self.run(&self.scripts.published, event, &[&order.to_string()])
-            .await?;
+        self.run(
+            "published",
+            &self.scripts.published,
+            event,
+            &[&order.to_string()],
+        )
+        .await?;
         Ok(())
     }
 
@@ -550,7 +569,7 @@ impl Gate {
         order: OrderId,
     ) -> Result<Option<(OrderStatus, bool)>, GateError> {
         let w = words(
-            self.run(&self.scripts.cancel, event, &[&order.to_string()])
+            self.run("cancel", &self.scripts.cancel, event, &[&order.to_string()])
                 .await?,
         )?;
         Ok(match (w.first().map(String::as_str), w.get(1)) {
@@ -572,6 +591,7 @@ impl Gate {
             serde_json::to_string(tickets).map_err(|e| GateError::Protocol(e.to_string()))?;
         let w = words(
             self.run(
+                "finalize",
                 &self.scripts.finalize,
                 &msg.event,
                 &[
@@ -662,7 +682,9 @@ impl Gate {
 
     /// Expires due holds, then reads the event's catalog and stock in one atomic step.
     pub async fn refresh(&self, event: &EventId) -> Result<Option<EventSnapshot>, GateError> {
-        let reply = self.run(&self.scripts.refresh, event, &[]).await?;
+        let reply = self
+            .run("refresh", &self.scripts.refresh, event, &[])
+            .await?;
         if matches!(reply, Value::Nil) {
             return Ok(None);
         }
