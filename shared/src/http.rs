@@ -106,7 +106,18 @@ pub fn finish(router: Router) -> Router {
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or_default()
                         .to_owned();
-                    tracing::info_span!("request", method = %req.method(), path, request_id)
+                    let span = tracing::info_span!(
+                        "request",
+                        method = %req.method(),
+                        path,
+                        request_id,
+                        trace_id = tracing::field::Empty,
+                        span_id = tracing::field::Empty,
+                    );
+                    if let Some((trace, parent)) = crate::telemetry::trace_context(req.headers()) {
+                        span.record("trace_id", trace).record("span_id", parent);
+                    }
+                    span
                 })
                 // Refusals are normal during an on-sale: responses are logged at debug only.
                 .on_response(DefaultOnResponse::new().level(Level::DEBUG)),

@@ -17,9 +17,16 @@ pub fn init() -> WorkerGuard {
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
         .finish(std::io::stdout());
+    // Cloud Logging needs the project in the trace field; Cloud Run deployments set it.
+    let project: std::sync::Arc<str> = std::env::var("GOOGLE_CLOUD_PROJECT")
+        .unwrap_or_else(|_| "local".into())
+        .into();
     let _ = tracing_subscriber::registry()
         .with(filter())
-        .with(tracing_stackdriver::layer().with_writer(writer))
+        .with(tracing_stackdriver::layer().with_writer(CloudTrace {
+            inner: writer,
+            project,
+        }))
         .try_init();
     guard
 }
@@ -30,4 +37,139 @@ pub fn init_for_tests() {
         .with(filter())
         .with(tracing_stackdriver::layer())
         .try_init();
+}
+
+/// The trace a request belongs to, from `traceparent` (W3C) or `X-Cloud-Trace-Context`
+/// (`TRACE_ID/SPAN_ID;o=1`, which Google's load balancer and Cloud Run set).
+pub fn trace_context(headers: &axum::http::HeaderMap) -> Option<(String, String)> {
+    if let Some(tp) = headers.get("traceparent").and_then(|v| v.to_str().ok()) {
+        let parts: Vec<&str> = tp.split('-').collect();
+        if parts.len() == 4 && parts[1].len() == 32 && parts[2].len() == 16 {
+            return Some((parts[1].to_owned(), parts[2].to_owned()));
+        }
+    }
+    let cloud = headers.get("x-cloud-trace-context")?.to_str().ok()?;
+    let (trace, rest) = cloud.split_once('/').unwrap_or((cloud, ""));
+    let span = rest.split(';').next().unwrap_or_default();
+    let ok = trace.len() == 32 && trace.bytes().all(|b| b.is_ascii_hexdigit());
+    ok.then(|| (trace.to_owned(), span.to_owned()))
+}
+
+/// Moves a request span's `trace_id` / `span_id` into the fields Cloud Logging correlates
+/// on (`logging.googleapis.com/trace` = `projects/P/traces/T`, `…/spanId`), so one order can be
+/// followed across the three functions. Lines without a trace pass through untouched.
+pub fn lift_trace(line: &[u8], project: &str) -> Option<Vec<u8>> {
+    if !line.windows(8).any(|w| w == b"trace_id") {
+        return None;
+    }
+    let mut entry: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(line).ok()?;
+    let spans = entry.get("spans")?.as_array()?;
+    let with_trace = spans.iter().find(|s| s.get("trace_id").is_some())?;
+    let trace = with_trace
+        .get("trace_id")?
+        .as_str()
+        .filter(|t| !t.is_empty())?
+        .to_owned();
+    let span = with_trace
+        .get("span_id")
+        .and_then(|s| s.as_str())
+        .map(str::to_owned);
+    entry.insert(
+        "logging.googleapis.com/trace".into(),
+        serde_json::Value::String(format!("projects/{project}/traces/{trace}")),
+    );
+    if let Some(span) = span.filter(|s| !s.is_empty()) {
+        entry.insert(
+            "logging.googleapis.com/spanId".into(),
+            serde_json::Value::String(span),
+        );
+    }
+    let mut out = serde_json::to_vec(&entry).ok()?;
+    out.push(b'\n');
+    Some(out)
+}
+
+/// A writer that applies [`lift_trace`] to each line it is given.
+pub struct CloudTraceWriter<W> {
+    inner: W,
+    project: std::sync::Arc<str>,
+}
+
+impl<W: std::io::Write> std::io::Write for CloudTraceWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match lift_trace(buf, &self.project) {
+            Some(fixed) => self.inner.write_all(&fixed)?,
+            None => self.inner.write_all(buf)?,
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Makes [`CloudTraceWriter`]s over another writer maker.
+#[derive(Clone)]
+pub struct CloudTrace<M> {
+    inner: M,
+    project: std::sync::Arc<str>,
+}
+
+impl<'a, M: tracing_subscriber::fmt::MakeWriter<'a>> tracing_subscriber::fmt::MakeWriter<'a>
+    for CloudTrace<M>
+{
+    type Writer = CloudTraceWriter<M::Writer>;
+    fn make_writer(&'a self) -> Self::Writer {
+        CloudTraceWriter {
+            inner: self.inner.make_writer(),
+            project: self.project.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_both_trace_headers() {
+        let mut h = axum::http::HeaderMap::new();
+        h.insert(
+            "x-cloud-trace-context",
+            "105445aa7843bc8bf206b12000100000/1;o=1".parse().unwrap(),
+        );
+        assert_eq!(
+            trace_context(&h),
+            Some(("105445aa7843bc8bf206b12000100000".into(), "1".into()))
+        );
+        h.insert(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(
+            trace_context(&h),
+            Some((
+                "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+                "00f067aa0ba902b7".into()
+            ))
+        );
+        assert_eq!(trace_context(&axum::http::HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn lifts_the_trace_to_the_fields_cloud_logging_reads() {
+        let line = br#"{"severity":"INFO","message":"reserved","spans":[{"name":"request","trace_id":"abc","span_id":"7"}]}"#;
+        let out: serde_json::Value =
+            serde_json::from_slice(&lift_trace(line, "proj").unwrap()).unwrap();
+        assert_eq!(
+            out["logging.googleapis.com/trace"],
+            "projects/proj/traces/abc"
+        );
+        assert_eq!(out["logging.googleapis.com/spanId"], "7");
+        assert_eq!(out["message"], "reserved");
+        assert!(lift_trace(br#"{"message":"no trace here"}"#, "proj").is_none());
+    }
 }
