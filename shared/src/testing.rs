@@ -69,6 +69,18 @@ impl TestEnv {
             .expect("ticket type in the database")
     }
 
+    /// Runs the audit and fails the test unless the books balance at a quiet point.
+    pub async fn assert_audit_clean(&self, event: &EventId) {
+        let report = crate::audit::audit(&self.gate().await, &self.repo(), event)
+            .await
+            .expect("audit");
+        assert!(
+            report.violations.is_empty() && report.quiet,
+            "{}",
+            report.render()
+        );
+    }
+
     /// Seeds a new event with a unique id in both stores.
     pub async fn seed(&self, capacity: u32, opens_in_secs: i64, hold_seconds: u32) -> Event {
         let id = EventId::parse(&format!(

@@ -147,14 +147,7 @@ async fn a_thousand_fans_two_hundred_tickets_exactly_two_hundred_orders() {
     assert_eq!(view["status"], "confirmed");
     assert_eq!(view["tickets"].as_array().unwrap().len(), 1);
 
-    let report = shared::audit::audit(&env.gate().await, &repo, &ev.id)
-        .await
-        .unwrap();
-    assert!(
-        report.violations.is_empty() && report.quiet,
-        "{}",
-        report.render()
-    );
+    env.assert_audit_clean(&ev.id).await;
 
     tokio::time::sleep(Duration::from_millis(300)).await;
     let avail: Value = reqwest::get(format!("{}/v1/events/{}/availability", stack.read, ev.id))
@@ -273,14 +266,7 @@ async fn a_failed_publish_after_payment_loses_nothing_and_the_relay_finishes_it(
     assert_eq!(res.status().as_u16(), 409, "already paid and confirmed");
     let stored = env.repo().order(oid).await.unwrap().unwrap();
     assert_eq!(stored.status, OrderStatus::Confirmed);
-    let report = shared::audit::audit(&env.gate().await, &env.repo(), &ev.id)
-        .await
-        .unwrap();
-    assert!(
-        report.violations.is_empty() && report.quiet,
-        "{}",
-        report.render()
-    );
+    env.assert_audit_clean(&ev.id).await;
     let inv = env.repo().inventory(&ev.id).await.unwrap();
     assert_eq!(inv.iter().map(|i| i.confirmed_orders).sum::<i64>(), 1);
 }

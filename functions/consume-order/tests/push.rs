@@ -144,14 +144,7 @@ async fn a_duplicate_delivery_makes_one_order_in_either_envelope_dialect() {
         .unwrap();
     assert_eq!(view.status, OrderStatus::Confirmed);
     assert_eq!(view.tickets, stored.tickets);
-    let report = shared::audit::audit(&env.gate().await, &env.repo(), &ev.id)
-        .await
-        .unwrap();
-    assert!(
-        report.violations.is_empty() && report.quiet,
-        "{}",
-        report.render()
-    );
+    env.assert_audit_clean(&ev.id).await;
 }
 
 #[tokio::test]
