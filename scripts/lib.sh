@@ -136,6 +136,22 @@ start_prometheus() { # start_prometheus DIR PORT CONFIG
   wait_port "$2" 30 prometheus
 }
 
+# The local dashboard: the renderer page, the dashboard JSON and chart.js (npm, cached outside the
+# repository), served as static files on PORT.
+serve_dashboard() { # serve_dashboard DIR PORT
+  local cache="${XDG_CACHE_HOME:-$HOME/.cache}/frequency-tickets/chartjs"
+  if [ ! -f "$cache/node_modules/chart.js/dist/chart.umd.js" ]; then
+    mkdir -p "$cache"
+    (cd "$cache" && { [ -f package.json ] || npm init -y >/dev/null; } && npm install --silent --no-audit --no-fund chart.js@4.5.1 </dev/null)
+  fi
+  mkdir -p "$1"
+  cp "$ROOT"/emulators/grafana/render/* "$ROOT"/emulators/grafana/dashboards/*.json "$1/"
+  cp "$cache/node_modules/chart.js/dist/chart.umd.js" "$1/"
+  python3 -m http.server --bind 127.0.0.1 --directory "$1" "$2" >"$1.log" 2>&1 &
+  PIDS+=("pid:$!")
+  wait_port "$2" 20 "dashboard server"
+}
+
 start_bin() { # start_bin NAME LOGFILE  (environment passed by the caller)
   local name=$1 logfile=$2
   "$CARGO_TARGET_DIR/${BUILD_PROFILE:-debug}/$name" >"$logfile" 2>&1 &
