@@ -373,4 +373,5 @@ async fn metrics_tell_the_story_of_a_sale() {
         0.0
     );
     assert!(m("snapshot_last_success_timestamp_seconds", &[]) > 1.7e9);
+    assert!(m("db_pool_connections", &[("state", "open")]) >= 1.0);
 }

@@ -96,8 +96,18 @@ impl PgRepository {
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
+    /// Pool gauges: connections open, in use, and requests waiting for one.
+    fn record_pool(&self) {
+        let s = self.pool.status();
+        metrics::gauge!("db_pool_connections", "state" => "open").set(s.size as f64);
+        metrics::gauge!("db_pool_connections", "state" => "in_use")
+            .set(s.size.saturating_sub(s.available) as f64);
+        metrics::gauge!("db_pool_connections", "state" => "waiting").set(s.waiting as f64);
+    }
+
     async fn persist_once(&self, msg: &OrderMessage) -> Result<Persisted, RepoError> {
         let mut obj = self.pool.get().await.map_err(pool_error)?;
+        self.record_pool();
         let tx = obj
             .build_transaction()
             .isolation_level(IsolationLevel::ReadCommitted)
