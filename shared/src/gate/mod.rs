@@ -266,6 +266,17 @@ impl Gate {
         })
     }
 
+    /// Awaits one Redis call within the per-command deadline.
+    async fn bounded<T>(
+        &self,
+        call: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, GateError> {
+        tokio::time::timeout(self.timeout, call)
+            .await
+            .map_err(|_| GateError::Unavailable("timed out".into()))?
+            .map_err(GateError::from)
+    }
+
     /// A clone of the connection for commands outside the scripts.
     pub fn connection(&self) -> ConnectionManager {
         self.conn.clone()
@@ -284,10 +295,7 @@ impl Gate {
             inv.arg(*a);
         }
         let start = std::time::Instant::now();
-        let result = tokio::time::timeout(self.timeout, inv.invoke_async::<Value>(&mut conn))
-            .await
-            .map_err(|_| GateError::Unavailable("timed out".into()))
-            .and_then(|r| r.map_err(GateError::from));
+        let result = self.bounded(inv.invoke_async::<Value>(&mut conn)).await;
         metrics::histogram!("gate_command_duration_seconds", "op" => op)
             .record(start.elapsed().as_secs_f64());
         if result.is_err() {
@@ -299,12 +307,8 @@ impl Gate {
     /// Is Redis answering?
     pub async fn ping(&self) -> Result<(), GateError> {
         let mut conn = self.conn.clone();
-        tokio::time::timeout(
-            self.timeout,
-            redis::cmd("PING").query_async::<String>(&mut conn),
-        )
-        .await
-        .map_err(|_| GateError::Unavailable("timed out".into()))??;
+        self.bounded(redis::cmd("PING").query_async::<String>(&mut conn))
+            .await?;
         Ok(())
     }
 
@@ -373,9 +377,7 @@ impl Gate {
     /// Events seeded in this Redis.
     pub async fn events(&self) -> Result<Vec<EventId>, GateError> {
         let mut conn = self.conn.clone();
-        let ids: Vec<String> = tokio::time::timeout(self.timeout, conn.smembers(EVENTS_KEY))
-            .await
-            .map_err(|_| GateError::Unavailable("timed out".into()))??;
+        let ids: Vec<String> = self.bounded(conn.smembers(EVENTS_KEY)).await?;
         Ok(ids.iter().filter_map(|s| EventId::parse(s).ok()).collect())
     }
 
@@ -392,12 +394,12 @@ impl Gate {
         // The index from order id to event lives outside the event's slot, so it is written
         // first: a refused reservation leaves only a dangling index entry that expires.
         let mut conn = self.conn.clone();
-        tokio::time::timeout(
-            self.timeout,
-            conn.set_ex::<_, _, ()>(order_index_key(order_id), event.as_str(), 30 * 86_400),
-        )
-        .await
-        .map_err(|_| GateError::Unavailable("timed out".into()))??;
+        self.bounded(conn.set_ex::<_, _, ()>(
+            order_index_key(order_id),
+            event.as_str(),
+            30 * 86_400,
+        ))
+        .await?;
         let oid = order_id.to_string();
         let qty = quantity.get().to_string();
         let w = words(
@@ -445,10 +447,7 @@ impl Gate {
     /// Which event an order belongs to (None: unknown order).
     pub async fn event_of(&self, order: OrderId) -> Result<Option<EventId>, GateError> {
         let mut conn = self.conn.clone();
-        let ev: Option<String> =
-            tokio::time::timeout(self.timeout, conn.get(order_index_key(order)))
-                .await
-                .map_err(|_| GateError::Unavailable("timed out".into()))??;
+        let ev: Option<String> = self.bounded(conn.get(order_index_key(order))).await?;
         Ok(ev.and_then(|e| EventId::parse(&e).ok()))
     }
 
@@ -619,25 +618,23 @@ impl Gate {
     ) -> Result<Vec<OrderId>, GateError> {
         let mut conn = self.conn.clone();
         let key = format!("{{ev:{event}}}:outbox");
-        let (secs, micros): (i64, i64) =
-            tokio::time::timeout(self.timeout, redis::cmd("TIME").query_async(&mut conn))
-                .await
-                .map_err(|_| GateError::Unavailable("timed out".into()))??;
+        let (secs, micros): (i64, i64) = self
+            .bounded(redis::cmd("TIME").query_async(&mut conn))
+            .await?;
         let cutoff = secs * 1000 + micros / 1000 - older_than.as_millis() as i64;
-        let ids: Vec<String> = tokio::time::timeout(
-            self.timeout,
-            redis::cmd("ZRANGE")
-                .arg(&key)
-                .arg("-inf")
-                .arg(cutoff)
-                .arg("BYSCORE")
-                .arg("LIMIT")
-                .arg(0)
-                .arg(limit)
-                .query_async(&mut conn),
-        )
-        .await
-        .map_err(|_| GateError::Unavailable("timed out".into()))??;
+        let ids: Vec<String> = self
+            .bounded(
+                redis::cmd("ZRANGE")
+                    .arg(&key)
+                    .arg("-inf")
+                    .arg(cutoff)
+                    .arg("BYSCORE")
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(limit)
+                    .query_async(&mut conn),
+            )
+            .await?;
         Ok(ids.iter().filter_map(|s| OrderId::parse(s).ok()).collect())
     }
 
@@ -649,10 +646,7 @@ impl Gate {
     ) -> Result<Option<OrderView>, GateError> {
         let mut conn = self.conn.clone();
         let key = format!("{{ev:{event}}}:order:{order}");
-        let h: std::collections::HashMap<String, String> =
-            tokio::time::timeout(self.timeout, conn.hgetall(&key))
-                .await
-                .map_err(|_| GateError::Unavailable("timed out".into()))??;
+        let h: std::collections::HashMap<String, String> = self.bounded(conn.hgetall(&key)).await?;
         let Some(status) = h.get("status") else {
             return Ok(None);
         };
