@@ -70,6 +70,12 @@ macro_rules! slug_newtype {
                 v.0
             }
         }
+        // Lets maps keyed by the newtype be probed with a raw `&str` (same hash and equality).
+        impl std::borrow::Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str(&self.0)

@@ -2,12 +2,14 @@
 //! Names follow Prometheus conventions (`_total` counters, `_seconds` histograms); labels are
 //! bounded sets (matched route templates, outcomes), never raw paths or ids.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::OnceLock;
-use std::time::Instant;
+use std::time::Duration;
 
-use axum::extract::{MatchedPath, Request};
-use axum::middleware::Next;
+use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
+use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -46,18 +48,55 @@ pub async fn render() -> Response {
 }
 
 /// Counts every request and times it, labelled by matched route, method and status.
-pub async fn track(req: Request, next: Next) -> Response {
-    let start = Instant::now();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", |p| p.as_str())
-        .to_owned();
-    let method = req.method().as_str().to_owned();
-    let res = next.run(req).await;
-    let status = res.status().as_u16().to_string();
-    metrics::histogram!("http_request_duration_seconds", "route" => route.clone(), "method" => method.clone())
-        .record(start.elapsed().as_secs_f64());
-    metrics::counter!("http_requests_total", "route" => route, "method" => method, "status" => status).increment(1);
-    res
+/// Handles are cached per worker thread: resolving a labelled metric in the registry costs
+/// allocations and a hash per call, which showed up as a tenth of the availability CPU.
+pub fn observe_request(route: &str, method: &Method, status: StatusCode, elapsed: Duration) {
+    type Handles = Vec<(Method, StatusCode, Histogram, Counter)>;
+    thread_local! {
+        static CACHE: RefCell<HashMap<String, Handles>> = RefCell::new(HashMap::new());
+    }
+    CACHE.with_borrow_mut(|cache| {
+        let per_route = match cache.get_mut(route) {
+            Some(v) => v,
+            None => cache.entry(route.to_owned()).or_default(),
+        };
+        let i = match per_route
+            .iter()
+            .position(|(m, s, _, _)| m == method && *s == status)
+        {
+            Some(i) => i,
+            None => {
+                let labels = [("route", route.to_owned()), ("method", method.to_string())];
+                let hist = metrics::histogram!("http_request_duration_seconds", &labels);
+                let count = metrics::counter!("http_requests_total", "route" => route.to_owned(),
+                    "method" => method.to_string(), "status" => status.as_u16().to_string());
+                per_route.push((method.clone(), status, hist, count));
+                per_route.len() - 1
+            }
+        };
+        let (_, _, hist, count) = &per_route[i];
+        hist.record(elapsed.as_secs_f64());
+        count.increment(1);
+    });
+}
+
+/// Drains recorded histogram samples into their buckets every few seconds. Without it the
+/// exporter keeps every sample until the next scrape, and an unscraped instance (Cloud Run
+/// without a collector) would grow without bound.
+pub fn spawn_upkeep() {
+    static STARTED: std::sync::Once = std::sync::Once::new();
+    STARTED.call_once(|| {
+        // A plain thread: independent of whichever runtime happens to call this first.
+        let spawned = std::thread::Builder::new()
+            .name("metrics-upkeep".into())
+            .spawn(|| {
+                loop {
+                    std::thread::sleep(Duration::from_secs(5));
+                    handle().run_upkeep();
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot start the metrics upkeep thread");
+        }
+    });
 }

@@ -138,7 +138,8 @@ pub async fn reserve(
         }
     };
     if !replayed {
-        tracing::info!(%order_id, %event, %ticket_type, quantity = quantity.get(), "reserved");
+        // Debug: holds are many and most expire; payments and persistence are logged at info.
+        tracing::debug!(%order_id, %event, %ticket_type, quantity = quantity.get(), "reserved");
     }
     let body = Reserved {
         order_id: order_id.to_string(),

@@ -339,3 +339,44 @@ async fn paying_after_the_hold_expired_is_gone() {
     );
     untouched(&env, &ev).await;
 }
+
+#[tokio::test]
+async fn every_answer_carries_a_request_id_and_a_sane_caller_id_is_kept() {
+    let (_env, ev, app) = setup(10, -1, 600).await;
+    // Refusals, unknown routes and successes alike carry an id, and ids differ.
+    let a = call(&app, post("/v1/events/x/orders", None, "{")).await;
+    let b = call(&app, Request::get("/nope").body(Body::empty()).unwrap()).await;
+    let c = call(
+        &app,
+        reserve_req(
+            &ev,
+            &fresh_key(),
+            json!({"ticket_type": "vip-3-day", "quantity": 1, "email": "rid@example.com"}),
+        ),
+    )
+    .await;
+    assert_eq!(c.status, StatusCode::ACCEPTED);
+    let ids: Vec<String> = [&a, &b, &c]
+        .iter()
+        .map(|x| x.headers["x-request-id"].to_str().unwrap().to_owned())
+        .collect();
+    assert!(ids.iter().all(|i| !i.is_empty()), "{ids:?}");
+    assert!(ids[0] != ids[1] && ids[1] != ids[2], "{ids:?}");
+
+    let mut req = Request::get("/healthz").body(Body::empty()).unwrap();
+    req.headers_mut()
+        .insert("x-request-id", "lb-1234-abcd".parse().unwrap());
+    assert_eq!(
+        call(&app, req).await.headers["x-request-id"],
+        "lb-1234-abcd"
+    );
+    // An id with spaces or over 128 characters is replaced, not echoed.
+    for bad in ["has space", &"x".repeat(129)] {
+        let mut req = Request::get("/healthz").body(Body::empty()).unwrap();
+        req.headers_mut()
+            .insert("x-request-id", bad.parse().unwrap());
+        let got = call(&app, req).await.headers["x-request-id"].clone();
+        assert_ne!(got, bad);
+        assert!(!got.is_empty());
+    }
+}
