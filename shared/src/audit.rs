@@ -27,6 +27,38 @@ pub struct Report {
 }
 
 impl Report {
+    /// The same figures for machines (scripts/loadtest reads them).
+    pub fn to_json(&self) -> serde_json::Value {
+        let lines: Vec<_> = self
+            .lines
+            .iter()
+            .map(|l| {
+                serde_json::json!({
+                    "ticket_type": l.ticket_type,
+                    "capacity": l.redis.capacity,
+                    "available": l.redis.available,
+                    "held": l.redis.held,
+                    "confirming": l.redis.confirming,
+                    "sold": l.redis.sold,
+                    "db": l.db.as_ref().map(|d| serde_json::json!({
+                        "capacity": d.capacity,
+                        "tickets": d.tickets,
+                        "sold": d.sold,
+                        "confirmed_quantity": d.confirmed_quantity,
+                        "confirmed_orders": d.confirmed_orders,
+                        "rejected_orders": d.rejected_orders,
+                    })),
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "ok": self.violations.is_empty(),
+            "quiet": self.quiet,
+            "violations": self.violations,
+            "ticket_types": lines,
+        })
+    }
+
     /// A table for humans.
     pub fn render(&self) -> String {
         let mut s = String::new();

@@ -55,6 +55,9 @@ enum Cmd {
         /// Event slug.
         #[arg(long, env = "EVENT_ID", default_value = "frequency-2027")]
         event: String,
+        /// Print JSON instead of the table.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -93,12 +96,21 @@ async fn main() -> anyhow::Result<()> {
                 ev.sale_opens_at.to_rfc3339()
             );
         }
-        Cmd::Audit { db, redis, event } => {
+        Cmd::Audit {
+            db,
+            redis,
+            event,
+            json,
+        } => {
             let id = EventId::parse(&event)?;
             let repo = db.repository()?;
             let gate = redis.gate().await?;
             let report = shared::audit::audit(&gate, &repo, &id).await?;
-            print!("{}", report.render());
+            if json {
+                println!("{}", report.to_json());
+            } else {
+                print!("{}", report.render());
+            }
             if !report.violations.is_empty() {
                 std::process::exit(1);
             }

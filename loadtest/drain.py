@@ -1,0 +1,33 @@
+#!/usr/bin/env python3
+"""Waits until an event's books are quiet: nothing `confirming` (every paid order persisted and
+its status written back), no hold left (unless --holds-may-remain), and Redis and the database
+agree (`ops audit` clean). Writes how long that took. Bounded by --timeout."""
+import argparse, json, subprocess, sys, time
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--ops", required=True)
+ap.add_argument("--event", default="frequency-2027")
+ap.add_argument("--out", required=True)
+ap.add_argument("--timeout", type=float, default=180)
+ap.add_argument("--holds-may-remain", action="store_true")
+a = ap.parse_args()
+
+start = time.time()
+last = None
+while time.time() - start < a.timeout:
+    p = subprocess.run([a.ops, "audit", "--event", a.event, "--json"], capture_output=True, text=True)
+    try:
+        last = json.loads(p.stdout)
+    except ValueError:
+        last = {"error": p.stderr.strip()[-300:]}
+    tts = last.get("ticket_types", [])
+    if tts and last.get("ok") and last.get("quiet") and all(
+        (a.holds_may_remain or t["held"] == 0) and t["db"] and t["db"]["sold"] == t["sold"] for t in tts
+    ):
+        json.dump({"drained": True, "seconds": round(time.time() - start, 2), "audit": last}, open(a.out, "w"))
+        print(f"drained in {time.time() - start:.1f} s")
+        sys.exit(0)
+    time.sleep(0.5)
+json.dump({"drained": False, "seconds": round(time.time() - start, 2), "audit": last}, open(a.out, "w"))
+print(f"NOT drained within {a.timeout:.0f} s: {json.dumps(last)[:400]}")
+sys.exit(1)

@@ -1,0 +1,224 @@
+#!/usr/bin/env python3
+"""Turns one scripts/loadtest run (k6 summary, Rust driver summary, CPU/availability samples,
+drain and audit results) into a markdown report with verdicts. Exit status 1 when a verdict
+or a k6 threshold failed: that is what makes the `ci` profile a quality gate."""
+import argparse, datetime as dt, json, os, sys
+
+ap = argparse.ArgumentParser()
+for name in ["out-dir", "report", "profile", "driver", "build", "stages"]:
+    ap.add_argument(f"--{name}", required=True)
+for name in ["capacity", "opens-at-ms", "start-ms", "cooldown-at-ms", "k6-end-ms", "run-end-ms",
+             "k6-rc", "driver-rc", "hold", "cores", "rust-fans"]:
+    ap.add_argument(f"--{name}", type=int, required=True)
+a = ap.parse_args()
+D = a.out_dir
+
+
+def load(name):
+    try:
+        return json.load(open(os.path.join(D, name)))
+    except (OSError, ValueError):
+        return None
+
+
+k6 = load("k6-summary.json")
+watch = load("watch.json") or {"samples": []}
+drain, audit = load("drain.json"), load("audit.json")
+driver, audit_driver, drain_driver = load("driver.json"), load("audit-driver.json"), load("drain-driver.json")
+ran_k6 = a.driver in ("k6", "both")
+ran_rust = a.driver in ("rust", "both")
+M = (k6 or {}).get("metrics", {})
+
+
+def metric(name):
+    return M.get(name) or {}
+
+
+def count(name):
+    return int(metric(name).get("count", 0))
+
+
+def f(x, digits=0):
+    return "—" if x is None else f"{x:,.{digits}f}"
+
+
+lines = []
+out = lines.append
+verdicts = []  # (name, ok, detail)
+
+# ---- verdicts from the books ------------------------------------------------------------------
+if ran_k6:
+    tts = (audit or {}).get("ticket_types", [])
+    capacity = sum(t["capacity"] for t in tts)
+    redis_sold = sum(t["sold"] for t in tts)
+    db = [t["db"] or {} for t in tts]
+    db_sold = sum(d.get("sold", 0) for d in db)
+    db_orders = sum(d.get("confirmed_orders", 0) + d.get("rejected_orders", 0) for d in db)
+    db_rejected = sum(d.get("rejected_orders", 0) for d in db)
+    oversold = [t["ticket_type"] for t in tts if (t["db"] or {}).get("sold", 0) > t["capacity"]]
+    verdicts.append(("No oversell", bool(tts) and not oversold and all(
+        t["available"] + t["held"] + t["confirming"] + t["sold"] == t["capacity"] for t in tts),
+        f"database sold {db_sold:,} of {capacity:,}; Redis books balance per ticket type"))
+    verdicts.append(("Sold out: sold == capacity", bool(tts) and db_sold == capacity == redis_sold,
+        f"Redis sold {redis_sold:,}, database sold {db_sold:,}, capacity {capacity:,}"))
+    paid = count("orders_paid")
+    verdicts.append(("Every paid order persisted exactly once", db_orders == paid and redis_sold == db_sold,
+        f"fans were told 'paid' {paid:,} times; the database holds {db_orders:,} orders "
+        f"({db_rejected:,} rejected); Redis sold == database sold: {redis_sold == db_sold}"))
+    verdicts.append(("No duplicates", bool(audit) and audit.get("ok", False) and count("orders_confirmed") <= paid,
+        "ticket rows claimed == quantities of confirmed orders (audit); confirmations seen "
+        f"{count('orders_confirmed'):,} ≤ paid {paid:,}"))
+    verdicts.append(("Invariant exact after drain", bool(drain and drain.get("drained")),
+        f"drained in {drain['seconds']} s" if drain and drain.get("drained") else f"not drained: {json.dumps(drain)[:300]}"))
+    verdicts.append(("k6 thresholds (error rate, p95 per step)", a.k6_rc == 0,
+        "all held" if a.k6_rc == 0 else f"k6 exited {a.k6_rc} (99 = a threshold failed)"))
+if ran_rust:
+    ok = bool(audit_driver and audit_driver.get("ok")) and a.driver_rc == 0
+    verdicts.append(("Rust driver run: invariant exact, no oversell", ok,
+        f"audit {'clean' if audit_driver and audit_driver.get('ok') else json.dumps(audit_driver)[:300]}; "
+        f"drained {bool(drain_driver and drain_driver.get('drained'))}"))
+
+# ---- phases and CPU ---------------------------------------------------------------------------
+samples = watch["samples"]
+phases = [("before_open", a.start_ms, a.opens_at_ms), ("spike", a.opens_at_ms, a.cooldown_at_ms),
+          ("cooldown", a.cooldown_at_ms, a.k6_end_ms)] if ran_k6 else []
+if ran_rust:
+    phases.append(("driver + drain", a.k6_end_ms, a.run_end_ms))
+
+
+def at(t_ms):
+    best = None
+    for s in samples:
+        if best is None or abs(s["t_ms"] - t_ms) < abs(best["t_ms"] - t_ms):
+            best = s
+    return best
+
+
+def cpu_between(t0, t1):
+    """CPU seconds each process used between t0 and t1 (ms), and the wall seconds."""
+    inside = [x for x in samples if t0 - 600 <= x["t_ms"] <= t1 + 600]
+    if len(inside) < 2:
+        return {}, 0
+    wall = (inside[-1]["t_ms"] - inside[0]["t_ms"]) / 1000
+    used = {}
+    for n in {n for x in inside for n in x["cpu"]}:
+        seen = [x["cpu"][n] for x in inside if n in x["cpu"]]
+        # A process that started inside the window started from zero.
+        first = seen[0] if n in inside[0]["cpu"] else 0
+        used[n] = max(seen[-1] - first, 0)
+    return used, wall
+
+
+sold_out_at = None
+for s in samples:
+    av = s.get("available")
+    if av and s.get("sale_open") and s["t_ms"] >= a.opens_at_ms and all(v == 0 for v in av.values()):
+        sold_out_at = s["t_ms"]
+        break
+
+# ---- the report ---------------------------------------------------------------------------
+stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+all_ok = all(ok for _, ok, _ in verdicts)
+out(f"# Load test — {a.profile} — {stamp}\n")
+out(f"**Result: {'PASS' if all_ok else 'FAIL'}**\n")
+out("## Configuration\n")
+out(f"- Profile `{a.profile}`, driver `{a.driver}`, {a.build} build, {a.cores} cores shared by the generator, the three functions, Redis, PostgreSQL and the Pub/Sub emulator.")
+if ran_k6:
+    out(f"- k6 stages (total req/s, ramped linearly): `{a.stages}`; sale opens {(a.opens_at_ms - a.start_ms) / 1000:.0f} s into the run; cool-down is the last stage.")
+out(f"- {a.capacity:,} tickets (VIP 3-Day, VIP Camping, Backstage Lounge); checkout hold {a.hold} s.")
+if ran_rust:
+    out(f"- Rust fan driver: {a.rust_fans} concurrent fans, closed loop, on a separate sale with stock it cannot exhaust.")
+out("")
+out("## Verdicts\n")
+out("| check | verdict | detail |\n|---|---|---|")
+for name, ok, detail in verdicts:
+    out(f"| {name} | {'PASS' if ok else '**FAIL**'} | {detail} |")
+out("")
+
+if ran_k6 and k6:
+    out("## Per phase (k6)\n")
+    out("| phase | requests | req/s | p50 ms | p95 ms | p99 ms |\n|---|---:|---:|---:|---:|---:|")
+    for name, t0, t1 in phases[:3]:
+        reqs = metric(f"http_reqs{{phase:{name}}}")
+        dur = metric(f"http_req_duration{{phase:{name}}}")
+        secs = max((t1 - t0) / 1000, 0.001)
+        out(f"| {name} | {f(reqs.get('count'))} | {f((reqs.get('count') or 0) / secs)} | {f(dur.get('med'), 1)} | {f(dur.get('p(95)'), 1)} | {f(dur.get('p(99)'), 1)} |")
+    out("")
+    out("## Per step (k6, whole run)\n")
+    out("| step | p50 ms | p95 ms | p99 ms | max ms |\n|---|---:|---:|---:|---:|")
+    for step in ["availability", "reserve", "pay", "status"]:
+        d = metric(f"http_req_duration{{step:{step}}}")
+        out(f"| {step} | {f(d.get('med'), 1)} | {f(d.get('p(95)'), 1)} | {f(d.get('p(99)'), 1)} | {f(d.get('max'), 1)} |")
+    for step in ["availability", "reserve"]:
+        d = metric(f"http_req_duration{{step:{step},phase:spike}}")
+        if d:
+            out(f"| {step}, spike phase only | {f(d.get('med'), 1)} | {f(d.get('p(95)'), 1)} | {f(d.get('p(99)'), 1)} | {f(d.get('max'), 1)} |")
+    out("")
+    reqs = metric("http_reqs")
+    dropped = count("dropped_iterations")
+    out("## Outcomes (k6)\n")
+    out(f"- Requests: {f(reqs.get('count'))} ({f(reqs.get('rate'))} req/s over the run); unexpected answers: {f(100 * metric('unexpected_errors').get('rate', 0), 2)} %.")
+    out(f"- Buyers: reserved {count('fans_reserved'):,}, paid {count('orders_paid'):,}, confirmed {count('orders_confirmed'):,}, rejected {count('orders_rejected'):,}, "
+        f"not confirmed within the poll window {count('orders_not_confirmed_in_time'):,}.")
+    out(f"- Expected refusals: sold out / not enough {count('answers_sold_out'):,}, too early {count('answers_too_early'):,}, busy (429/503, retried) {count('answers_busy'):,}, "
+        f"declined once {count('payments_declined'):,}, abandoned holds {count('holds_abandoned'):,}, hold expired before paying {count('holds_expired_before_pay'):,}.")
+    ptc = metric("pay_to_confirmed")
+    if ptc:
+        out(f"- Paid → confirmed as the fan saw it (polling with backoff): p50 {f(ptc.get('med'))} ms, p95 {f(ptc.get('p(95)'))} ms.")
+    out(f"- Dropped iterations (arrivals k6 could not start for lack of VUs or CPU): {dropped:,}.")
+    if sold_out_at:
+        out(f"- Sold out {(sold_out_at - a.opens_at_ms) / 1000:.1f} s after the sale opened (availability sampled once a second).")
+    else:
+        out("- Not sold out during the run.")
+    if drain and drain.get("drained"):
+        db_orders = sum((t["db"] or {}).get("confirmed_orders", 0) + (t["db"] or {}).get("rejected_orders", 0) for t in audit["ticket_types"])
+        end = a.k6_end_ms + drain["seconds"] * 1000
+        out(f"- Queue drained {drain['seconds']} s after k6 finished; {db_orders:,} orders persisted, "
+            f"{db_orders / max((end - a.opens_at_ms) / 1000, 0.001):,.0f} orders/s on average from opening to drained.")
+    out("")
+
+if ran_rust and driver:
+    out("## System capacity (Rust fan driver, closed loop)\n")
+    out(f"{driver['journeys']:,} journeys in {driver['seconds']:.1f} s: **{driver['journeys_per_s']:,.0f} journeys/s, {driver['rps']:,.0f} req/s** with {driver['fans']} fans.\n")
+    out("| step | requests | req/s | p50 ms | p95 ms | p99 ms | answers |\n|---|---:|---:|---:|---:|---:|---|")
+    for step, s in driver["steps"].items():
+        out(f"| {step} | {s['requests']:,} | {s['rps']:,.0f} | {s['p50_ms']:.1f} | {s['p95_ms']:.1f} | {s['p99_ms']:.1f} | {s['statuses']} |")
+    out("")
+
+out("## CPU per process (seconds of CPU per second of wall clock; 1.0 = one core)\n")
+names = sorted({n for s in samples for n in s["cpu"]})
+if phases and names:
+    out("| process | " + " | ".join(p[0] for p in phases) + " |\n|---|" + "---:|" * len(phases))
+    splits = [cpu_between(t0, t1) for _, t0, t1 in phases]
+    for n in names:
+        out(f"| {n} | " + " | ".join(f"{(c.get(n, 0) / w) if w else 0:.2f}" for c, w in splits) + " |")
+    out("| **total** | " + " | ".join(f"{(sum(c.values()) / w) if w else 0:.2f}" for c, w in splits) + f" |\n")
+    out(f"The machine has {a.cores} cores: a total near {a.cores}.0 means it was saturated.\n")
+
+out("## What limited the run\n")
+if ran_k6 and k6:
+    spike = cpu_between(a.opens_at_ms, a.cooldown_at_ms)
+    gen = spike[0].get("k6", 0) / spike[1] if spike[1] else 0
+    tot = sum(spike[0].values()) / spike[1] if spike[1] else 0
+    asked = max(int(s.split(":")[1]) for s in a.stages.split(","))
+    got = (metric("http_reqs{phase:spike}").get("count") or 0) / max((a.cooldown_at_ms - a.opens_at_ms) / 1000, 0.001)
+    iterations = count("iterations") + dropped
+    if dropped > 0.01 * max(iterations, 1):
+        who = "the generator" if gen >= 0.7 else "the machine (generator and system together)"
+        out(f"- k6 was asked for up to {asked:,} req/s and delivered {got:,.0f} req/s on average during the spike "
+            f"(the ramp included); it dropped {dropped:,} arrivals and used {gen:.2f} cores of {a.cores} "
+            f"(everything together {tot:.2f}). The limit was **{who}**, not a refusal by the system: see the "
+            "Rust driver's figures for the system's own capacity.")
+    else:
+        out(f"- k6 kept the requested rate (up to {asked:,} req/s) without dropping arrivals, using {gen:.2f} cores; "
+            f"everything together used {tot:.2f} of {a.cores} cores.")
+if ran_rust and driver:
+    c, w = cpu_between(a.k6_end_ms, a.run_end_ms)
+    if w:
+        top = sorted(((v / w, n) for n, v in c.items()), reverse=True)[:3]
+        out("- During the driver's run the busiest processes were " + ", ".join(f"{n} {v:.2f} cores" for v, n in top) + ".")
+out("")
+open(a.report, "w").write("\n".join(lines) + "\n")
+print("\n".join(lines[:4 + len(verdicts) + 6]))
+print(f"report: {a.report}")
+sys.exit(0 if all_ok else 1)
