@@ -64,6 +64,8 @@ module "buy" {
     PUBLISH_TIMEOUT_MS   = "3000"
     RELAY_INTERVAL_MS    = "2000"
     RELAY_GRACE_MS       = "10000"
+    # Behind the HTTPS load balancer X-Forwarded-For ends "<client>, <load balancer>".
+    TRUSTED_PROXY_HOPS = "2"
   })
   secret_env = local.redis_secret
 

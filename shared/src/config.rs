@@ -53,6 +53,45 @@ impl std::fmt::Debug for RedisArgs {
     }
 }
 
+/// Bot protection on buy: GCRA limits per client IP and per e-mail address (0 disables one).
+#[derive(clap::Args, Clone, Debug)]
+pub struct RateLimitArgs {
+    /// Sustained buy requests per minute from one client IP (an IPv6 /64 counts as one).
+    /// Generous: festival crowds share addresses behind carrier NAT.
+    #[arg(long, env = "RATE_LIMIT_IP_PER_MINUTE", default_value_t = 300)]
+    pub ip_per_minute: u32,
+    /// Requests one client IP may send at once.
+    #[arg(long, env = "RATE_LIMIT_IP_BURST", default_value_t = 60)]
+    pub ip_burst: u32,
+    /// Sustained reservation attempts per minute for one e-mail address.
+    #[arg(long, env = "RATE_LIMIT_EMAIL_PER_MINUTE", default_value_t = 10)]
+    pub email_per_minute: u32,
+    /// Reservation attempts one e-mail address may make at once.
+    #[arg(long, env = "RATE_LIMIT_EMAIL_BURST", default_value_t = 5)]
+    pub email_burst: u32,
+    /// Proxies in front that append to `X-Forwarded-For` (Google's HTTPS load balancer appends
+    /// the client and itself: 2). 0: the TCP peer is the client.
+    #[arg(long, env = "TRUSTED_PROXY_HOPS", default_value_t = 0)]
+    pub trusted_proxy_hops: usize,
+}
+
+impl RateLimitArgs {
+    /// The per-IP policy.
+    pub fn per_ip(&self) -> crate::ratelimit::Policy {
+        crate::ratelimit::Policy {
+            per_minute: self.ip_per_minute,
+            burst: self.ip_burst,
+        }
+    }
+    /// The per-e-mail policy.
+    pub fn per_email(&self) -> crate::ratelimit::Policy {
+        crate::ratelimit::Policy {
+            per_minute: self.email_per_minute,
+            burst: self.email_burst,
+        }
+    }
+}
+
 /// The Postgres database.
 #[derive(clap::Args, Clone)]
 pub struct DatabaseArgs {

@@ -65,6 +65,18 @@ pub enum ApiError {
         /// Seconds until the sale opens.
         retry_after_secs: u64,
     },
+    /// 429: a rate limit (per client IP or per e-mail) refused the request.
+    #[error("rate limited")]
+    RateLimited {
+        /// Which limit: `per-ip` or `per-email`.
+        policy: &'static str,
+        /// Requests allowed at once.
+        burst: u32,
+        /// Seconds to refill a whole burst.
+        window_secs: u64,
+        /// Seconds to wait before retrying.
+        retry_after_secs: u64,
+    },
     /// 503: a dependency is unavailable; the answer says when to retry.
     #[error("{detail}")]
     Unavailable {
@@ -94,6 +106,7 @@ impl ApiError {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             Self::TooEarly { .. } => StatusCode::TOO_EARLY,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -116,6 +129,7 @@ impl ApiError {
             Self::LimitExceeded { .. } => "limit-exceeded",
             Self::IdempotencyKeyReused => "idempotency-key-reused",
             Self::TooEarly { .. } => "sale-not-open",
+            Self::RateLimited { .. } => "rate-limited",
             Self::Unavailable { .. } => "unavailable",
             Self::Internal(_) => "internal",
         }
@@ -166,6 +180,15 @@ impl ApiError {
                 ext.insert("retry_after".into(), json!(retry_after_secs));
                 ("Sale not open yet", format!("The sale opens in {retry_after_secs} s."))
             }
+            Self::RateLimited {
+                retry_after_secs, ..
+            } => {
+                ext.insert("retry_after".into(), json!(retry_after_secs));
+                (
+                    "Too many requests",
+                    format!("Too many requests; please retry in {retry_after_secs} s."),
+                )
+            }
             Self::Unavailable { detail, retry_after_secs } => {
                 ext.insert("retry_after".into(), json!(retry_after_secs));
                 ("Service unavailable", detail.clone())
@@ -178,6 +201,9 @@ impl ApiError {
     fn retry_after(&self) -> Option<u64> {
         match self {
             Self::TooEarly { retry_after_secs }
+            | Self::RateLimited {
+                retry_after_secs, ..
+            }
             | Self::Unavailable {
                 retry_after_secs, ..
             } => Some((*retry_after_secs).max(1)),
@@ -224,6 +250,30 @@ impl IntoResponse for ApiError {
         );
         if let Some(secs) = self.retry_after() {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if let Self::RateLimited {
+            policy,
+            burst,
+            window_secs,
+            retry_after_secs,
+        } = &self
+        {
+            // draft-ietf-httpapi-ratelimit-headers: the policy, and what is left of it.
+            let fields = [
+                (
+                    "ratelimit-policy",
+                    format!("\"{policy}\";q={burst};w={window_secs}"),
+                ),
+                (
+                    "ratelimit",
+                    format!("\"{policy}\";r=0;t={retry_after_secs}"),
+                ),
+            ];
+            for (name, value) in fields {
+                if let Ok(v) = HeaderValue::try_from(value) {
+                    headers.insert(name, v);
+                }
+            }
         }
         res
     }

@@ -183,9 +183,13 @@ pub async fn serve(app: Router, port: u16) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot listen on port {port}: {e}"))?;
     tracing::info!(port, "listening");
     crate::metrics::spawn_upkeep();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    // The peer address is what the rate limiter keys on when no trusted proxy is in front.
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await?;
     Ok(())
 }
 

@@ -10,6 +10,7 @@ pub mod http;
 pub mod metrics;
 pub mod payment;
 pub mod publisher;
+pub mod ratelimit;
 pub mod repo;
 pub mod telemetry;
 pub mod testing;

@@ -507,3 +507,51 @@ async fn seeding_twice_is_a_no_op_and_a_different_catalog_is_refused() {
     assert!(gate.seed(&changed).await.is_err());
     assert_eq!(stock(&gate, &ev, "vip-3-day").await.capacity, 5);
 }
+
+#[tokio::test]
+async fn gcra_allows_a_burst_refuses_the_next_and_refills_at_the_sustained_rate() {
+    use shared::ratelimit::{Decision, Policy, RateLimiter};
+    let env = TestEnv::get();
+    let limiter = RateLimiter::new(
+        env.gate().await.connection(),
+        std::time::Duration::from_millis(500),
+    );
+    // 600 per minute = one every 100 ms, 2 at once.
+    let p = Policy {
+        per_minute: 600,
+        burst: 2,
+    };
+    let subject = format!("test:{}", uuid::Uuid::new_v4());
+    let mut remaining = vec![];
+    for _ in 0..2 {
+        match limiter.check(&subject, p).await.unwrap() {
+            Decision::Allowed { remaining: r, .. } => remaining.push(r),
+            d => panic!("refused within the burst: {d:?}"),
+        }
+    }
+    assert_eq!(remaining, vec![1, 0]);
+    let retry = match limiter.check(&subject, p).await.unwrap() {
+        Decision::Limited { retry_after } => retry_after,
+        d => panic!("allowed beyond the burst: {d:?}"),
+    };
+    assert!(retry.as_millis() <= 100, "{retry:?}");
+    // Refusals consume nothing: after one interval exactly one more gets through.
+    tokio::time::sleep(std::time::Duration::from_millis(120)).await;
+    assert!(matches!(
+        limiter.check(&subject, p).await.unwrap(),
+        Decision::Allowed { .. }
+    ));
+    assert!(matches!(
+        limiter.check(&subject, p).await.unwrap(),
+        Decision::Limited { .. }
+    ));
+    // A disabled policy never refuses and never touches Redis.
+    let off = Policy {
+        per_minute: 0,
+        burst: 0,
+    };
+    assert!(matches!(
+        limiter.check(&subject, off).await.unwrap(),
+        Decision::Allowed { .. }
+    ));
+}

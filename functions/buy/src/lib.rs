@@ -2,18 +2,20 @@
 //! charges, then the order goes to Pub/Sub), cancel. A background relay publishes paid
 //! orders whose publish failed, so a Pub/Sub outage never loses an order.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use shared::ApiError;
-use shared::config::{HttpArgs, PubSubArgs, RedisArgs};
+use shared::config::{HttpArgs, PubSubArgs, RateLimitArgs, RedisArgs};
 use shared::domain::{
     Email, EventId, IdempotencyKey, OrderId, OrderMessage, OrderStatus, PaymentToken, Quantity,
     TicketTypeId,
@@ -22,6 +24,7 @@ use shared::gate::{Approval, Gate, PayBegin, ReserveOutcome};
 use shared::http::{ApiJson, unavailable};
 use shared::payment::{Charge, PaymentProvider, SimulatedPayments};
 use shared::publisher::OrderPublisher;
+use shared::ratelimit::{Decision, Policy, RateLimiter};
 
 /// Configuration from the environment.
 #[derive(clap::Parser, Debug)]
@@ -38,6 +41,18 @@ pub struct Config {
     /// A payment older than this without a published message is the relay's to finish, in ms.
     #[arg(long, env = "RELAY_GRACE_MS", default_value_t = 10_000)]
     pub relay_grace_ms: u64,
+    #[command(flatten)]
+    pub limits: RateLimitArgs,
+}
+
+/// Rate limits (bot protection) and where they come from.
+#[derive(Clone)]
+pub struct Limits {
+    pub limiter: RateLimiter,
+    pub per_ip: Policy,
+    pub per_email: Policy,
+    /// See [`RateLimitArgs::trusted_proxy_hops`].
+    pub trusted_proxy_hops: usize,
 }
 
 /// Shared state: the gate, the publisher and the payment provider, as trait objects.
@@ -46,6 +61,8 @@ pub struct AppState {
     pub gate: Gate,
     pub publisher: Arc<dyn OrderPublisher>,
     pub payments: Arc<dyn PaymentProvider>,
+    /// `None`: no rate limits (tests of other things).
+    pub limits: Option<Limits>,
 }
 
 /// The routes.
@@ -55,8 +72,65 @@ pub fn app(state: AppState) -> Router {
             .route("/v1/events/{event}/orders", post(reserve))
             .route("/v1/orders/{id}/payment", post(pay))
             .route("/v1/orders/{id}/cancel", post(cancel))
+            .route_layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                per_ip_limit,
+            ))
             .with_state(state),
     )
+}
+
+/// The client's address: the TCP peer, or with `hops` trusted proxies in front, the entry they
+/// appended to `X-Forwarded-For` (entries before it are the client's own say and are ignored).
+/// IPv6 clients count per /64, the block one subscriber gets.
+pub fn client_ip(req: &Request, hops: usize) -> String {
+    let forwarded = (hops > 0)
+        .then(|| req.headers().get("x-forwarded-for")?.to_str().ok())
+        .flatten()
+        .and_then(|xff| {
+            let parts: Vec<&str> = xff.split(',').map(str::trim).collect();
+            parts.len().checked_sub(hops)?;
+            parts[parts.len() - hops].parse::<IpAddr>().ok()
+        });
+    let ip = forwarded.or_else(|| {
+        req.extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip())
+    });
+    match ip {
+        Some(IpAddr::V6(v6)) if v6.to_ipv4_mapped().is_none() => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        Some(IpAddr::V6(v6)) => v6
+            .to_ipv4_mapped()
+            .map_or_else(String::new, |v4| v4.to_string()),
+        Some(ip) => ip.to_string(),
+        None => "unknown".into(),
+    }
+}
+
+fn limited(policy: &'static str, p: Policy, retry_after: Duration) -> ApiError {
+    metrics::counter!("rate_limited_total", "policy" => policy).increment(1);
+    ApiError::RateLimited {
+        policy,
+        burst: p.burst,
+        window_secs: (u64::from(p.burst) * 60).div_ceil(u64::from(p.per_minute.max(1))),
+        retry_after_secs: retry_after.as_millis().div_ceil(1000).max(1) as u64,
+    }
+}
+
+/// Refuses a client IP over its budget before any work is done.
+async fn per_ip_limit(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if let Some(l) = state.limits.as_ref().filter(|l| l.per_ip.enabled()) {
+        let ip = client_ip(&req, l.trusted_proxy_hops);
+        if let Some(Decision::Limited { retry_after }) =
+            l.limiter.check(&format!("ip:{ip}"), l.per_ip).await
+        {
+            return limited("per-ip", l.per_ip, retry_after).into_response();
+        }
+    }
+    next.run(req).await
 }
 
 fn rfc3339(t: DateTime<Utc>) -> String {
@@ -101,6 +175,14 @@ pub async fn reserve(
     let ticket_type = TicketTypeId::parse(&body.ticket_type)?;
     let quantity = Quantity::parse(body.quantity)?;
     let email = Email::parse(&body.email)?;
+    if let Some(l) = state.limits.as_ref().filter(|l| l.per_email.enabled())
+        && let Some(Decision::Limited { retry_after }) = l
+            .limiter
+            .check(&format!("email:{}", email.as_str()), l.per_email)
+            .await
+    {
+        return Err(limited("per-email", l.per_email, retry_after));
+    }
     let outcome = state
         .gate
         .reserve(&event, &ticket_type, quantity, &email, &key)
@@ -444,10 +526,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             config.pubsub.topic_path()
         )
     })?;
+    let limits = Limits {
+        limiter: RateLimiter::new(gate.connection(), config.redis.timeout()),
+        per_ip: config.limits.per_ip(),
+        per_email: config.limits.per_email(),
+        trusted_proxy_hops: config.limits.trusted_proxy_hops,
+    };
     let state = AppState {
         gate,
         publisher: Arc::new(publisher),
         payments: Arc::new(SimulatedPayments),
+        limits: Some(limits),
     };
     spawn_relay(
         state.clone(),
@@ -455,4 +544,44 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Duration::from_millis(config.relay_grace_ms),
     );
     shared::http::serve(app(state), config.http.port).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(peer: &str, xff: Option<&str>) -> Request {
+        let mut r = Request::new(axum::body::Body::empty());
+        r.extensions_mut()
+            .insert(ConnectInfo(peer.parse::<SocketAddr>().unwrap()));
+        if let Some(x) = xff {
+            r.headers_mut()
+                .insert("x-forwarded-for", x.parse().unwrap());
+        }
+        r
+    }
+
+    #[test]
+    fn the_client_is_the_peer_or_the_entry_the_trusted_proxies_appended() {
+        assert_eq!(client_ip(&req("203.0.113.7:5000", None), 0), "203.0.113.7");
+        // Without trusted proxies, a client's own X-Forwarded-For is ignored.
+        assert_eq!(
+            client_ip(&req("203.0.113.7:5000", Some("1.2.3.4")), 0),
+            "203.0.113.7"
+        );
+        // Google's load balancer appends "<client>, <itself>"; earlier entries are spoofable.
+        let lb = req("10.0.0.1:5000", Some("6.6.6.6, 198.51.100.9, 34.1.2.3"));
+        assert_eq!(client_ip(&lb, 2), "198.51.100.9");
+        // Too few entries or garbage: fall back to the peer.
+        assert_eq!(client_ip(&req("10.0.0.1:1", Some("x")), 2), "10.0.0.1");
+        // One IPv6 subscriber (a /64) is one client, and IPv4-mapped addresses are IPv4.
+        assert_eq!(
+            client_ip(&req("[2001:db8:1:2:aaaa::1]:443", None), 0),
+            "2001:db8:1:2::/64"
+        );
+        assert_eq!(
+            client_ip(&req("[::ffff:192.0.2.1]:443", None), 0),
+            "192.0.2.1"
+        );
+    }
 }

@@ -380,3 +380,131 @@ async fn every_answer_carries_a_request_id_and_a_sane_caller_id_is_kept() {
         assert!(!got.is_empty());
     }
 }
+
+async fn limited_app(
+    per_ip: shared::ratelimit::Policy,
+    per_email: shared::ratelimit::Policy,
+) -> (TestEnv, Event, axum::Router) {
+    let env = TestEnv::get();
+    let ev = env.seed(50, -1, 600).await;
+    let topic = common::topic(&env).await;
+    let mut state = common::buy_state(&env, &topic).await;
+    state.limits = Some(buy::Limits {
+        limiter: shared::ratelimit::RateLimiter::new(
+            state.gate.connection(),
+            std::time::Duration::from_millis(500),
+        ),
+        per_ip,
+        per_email,
+        trusted_proxy_hops: 1,
+    });
+    (env, ev, buy::app(state))
+}
+
+/// A documentation-range address of its own per test run, so runs never share a budget.
+fn fresh_ip() -> String {
+    let b = uuid::Uuid::new_v4().into_bytes();
+    format!("198.51.{}.{}", b[0], b[1])
+}
+
+fn from_ip(mut req: Request<Body>, xff: &str) -> Request<Body> {
+    req.headers_mut()
+        .insert("x-forwarded-for", xff.parse().unwrap());
+    req
+}
+
+fn fan_body(email: &str) -> Value {
+    json!({"ticket_type": "vip-3-day", "quantity": 1, "email": email})
+}
+
+#[tokio::test]
+async fn a_client_ip_over_its_budget_gets_429_with_retry_after_and_nothing_changes() {
+    use shared::ratelimit::Policy;
+    let per_ip = Policy {
+        per_minute: 6,
+        burst: 3,
+    };
+    let off = Policy {
+        per_minute: 0,
+        burst: 0,
+    };
+    let (env, ev, app) = limited_app(per_ip, off).await;
+    let ip = fresh_ip();
+    for i in 0..3 {
+        let req = reserve_req(&ev, &fresh_key(), fan_body(&format!("ip{i}@example.com")));
+        let a = call(&app, from_ip(req, &ip)).await;
+        assert_eq!(a.status, StatusCode::ACCEPTED, "{:?}", a.body);
+    }
+    let req = reserve_req(&ev, &fresh_key(), fan_body("ip3@example.com"));
+    let a = call(&app, from_ip(req, &ip)).await;
+    assert_problem(&a, 429, "rate-limited");
+    let retry: u64 = a.headers[header::RETRY_AFTER]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=10).contains(&retry), "retry after {retry}");
+    assert_eq!(a.headers["ratelimit-policy"], "\"per-ip\";q=3;w=30");
+    assert!(
+        a.headers["ratelimit"]
+            .to_str()
+            .unwrap()
+            .starts_with("\"per-ip\";r=0;t=")
+    );
+    // The refused request changed nothing: three held, the rest available.
+    let snap = env.gate().await.refresh(&ev.id).await.unwrap().unwrap();
+    let s = snap.stock["vip-3-day"];
+    assert_eq!((s.held, s.available), (3, s.capacity - 3));
+    // Another address has its own budget; a spoofed entry before the trusted hop is ignored.
+    let req = reserve_req(&ev, &fresh_key(), fan_body("other@example.com"));
+    let a = call(&app, from_ip(req, &format!("{ip}, {}", fresh_ip()))).await;
+    assert_eq!(a.status, StatusCode::ACCEPTED, "{:?}", a.body);
+    // Payment and cancel count against the same budget.
+    let a = call(
+        &app,
+        from_ip(cancel(&uuid::Uuid::new_v4().to_string()), &ip),
+    )
+    .await;
+    assert_problem(&a, 429, "rate-limited");
+}
+
+#[tokio::test]
+async fn one_email_reserving_too_often_is_limited_but_others_are_not() {
+    use shared::ratelimit::Policy;
+    let off = Policy {
+        per_minute: 0,
+        burst: 0,
+    };
+    let per_email = Policy {
+        per_minute: 2,
+        burst: 2,
+    };
+    let (_env, ev, app) = limited_app(off, per_email).await;
+    let bot = format!("bot-{}@example.com", fresh_key());
+    for _ in 0..2 {
+        let a = call(&app, reserve_req(&ev, &fresh_key(), fan_body(&bot))).await;
+        // The second is refused by the per-customer limit logic only if over the ticket limit;
+        // here each attempt is a new key for one ticket, within the limit of 4.
+        assert_eq!(a.status, StatusCode::ACCEPTED, "{:?}", a.body);
+    }
+    let a = call(&app, reserve_req(&ev, &fresh_key(), fan_body(&bot))).await;
+    assert_problem(&a, 429, "rate-limited");
+    assert_eq!(a.headers["ratelimit-policy"], "\"per-email\";q=2;w=60");
+    let a = call(
+        &app,
+        reserve_req(&ev, &fresh_key(), fan_body("someone-else@example.com")),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::ACCEPTED, "{:?}", a.body);
+    // Bad input is refused before the limiter: it spends no budget and changes nothing.
+    let a = call(
+        &app,
+        reserve_req(
+            &ev,
+            &fresh_key(),
+            json!({"ticket_type": "vip-3-day", "quantity": 0, "email": "x@example.com"}),
+        ),
+    )
+    .await;
+    assert_problem(&a, 422, "invalid-input");
+}

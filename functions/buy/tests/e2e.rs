@@ -238,6 +238,7 @@ async fn a_failed_publish_after_payment_loses_nothing_and_the_relay_finishes_it(
             .unwrap(),
         ),
         payments: Arc::new(shared::payment::SimulatedPayments),
+        limits: None,
     };
     let buy_down = common::serve(buy::app(broken)).await;
     let http = reqwest::Client::new();

@@ -127,6 +127,7 @@ pub async fn buy_state(env: &TestEnv, topic: &str) -> buy::AppState {
         gate: env.gate().await,
         publisher: Arc::new(publisher(env, topic).await),
         payments: Arc::new(SimulatedPayments),
+        limits: None,
     }
 }
 

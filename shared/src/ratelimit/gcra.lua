@@ -1,0 +1,18 @@
+-- GCRA (generic cell rate algorithm), atomic: one key per limited subject (client IP, e-mail).
+-- KEYS[1]: the subject's key. ARGV: interval_ms (the sustained rate's spacing), burst (how many
+-- requests may arrive at once). State is one number: the theoretical arrival time (TAT).
+-- Returns { allowed (1|0), remaining, retry_after_ms, reset_ms }.
+local interval = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+local tau = interval * burst
+local new_tat = tat + interval
+if new_tat - now > tau then
+  -- Refused: nothing is consumed, so a client that waits Retry-After gets through.
+  return { 0, 0, new_tat - now - tau, tat - now }
+end
+redis.call('SET', KEYS[1], new_tat, 'PX', new_tat - now)
+return { 1, math.floor((tau - (new_tat - now)) / interval), 0, new_tat - now }
