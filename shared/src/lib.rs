@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod config;
+pub mod deadletters;
 pub mod domain;
 pub mod error;
 pub mod gate;

@@ -376,3 +376,104 @@ async fn metrics_tell_the_story_of_a_sale() {
     assert!(m("snapshot_last_success_timestamp_seconds", &[]) > 1.7e9);
     assert!(m("db_pool_connections", &[("state", "open")]) >= 1.0);
 }
+
+#[tokio::test]
+async fn a_dead_letter_replayed_after_the_fix_is_persisted_exactly_once() {
+    use shared::deadletters::{Action, Choice};
+    let env = TestEnv::get();
+    let ev = env.seed(5, -1, 600).await;
+    // The consumer's database is down: every delivery fails and the order is dead-lettered.
+    let failing = consume_order::AppState::new(
+        Arc::new(env.unreachable_repo()),
+        env.gate().await,
+        consume_order::PushAuth::Token(common::PUSH_TOKEN.into()),
+    );
+    let broken = common::serve(consume_order::app(failing)).await;
+    let topic = common::topic(&env).await;
+    let dead_topic = common::topic(&env).await;
+    let dead = common::subscription(&env, &dead_topic, json!({"ackDeadlineSeconds": 10})).await;
+    let push = common::subscription(
+        &env,
+        &topic,
+        json!({
+            "pushConfig": {"pushEndpoint": format!("{broken}/pubsub/orders?token={}", common::PUSH_TOKEN)},
+            "ackDeadlineSeconds": 10,
+            "retryPolicy": {"minimumBackoff": "1s", "maximumBackoff": "2s"},
+            "deadLetterPolicy": {
+                "deadLetterTopic": format!("projects/{}/topics/{dead_topic}", env.project),
+                "maxDeliveryAttempts": 5
+            }
+        }),
+    )
+    .await;
+    let buy = common::serve(buy::app(common::buy_state(&env, &topic).await)).await;
+    let (outcome, id) = fan(reqwest::Client::new(), buy, ev.clone(), 1).await;
+    assert_eq!(outcome, Fan::Paid);
+    let id = shared::domain::OrderId::parse(&id.unwrap()).unwrap();
+
+    let dead_path = format!("projects/{}/subscriptions/{dead}", env.project);
+    let publisher = common::publisher(&env, &topic).await;
+    let host = env.pubsub_host.clone();
+    let run = |choice: Choice| {
+        let (dead_path, host, publisher) = (&dead_path, &host, &publisher);
+        async move {
+            shared::deadletters::run(
+                dead_path,
+                Some(host),
+                publisher,
+                &choice,
+                100,
+                Duration::from_secs(2),
+                Duration::from_secs(20),
+            )
+            .await
+            .unwrap()
+        }
+    };
+    // Listing shows it and leaves it there.
+    let start = Instant::now();
+    let listed = loop {
+        let seen = run(Choice::None).await;
+        if !seen.is_empty() {
+            break seen;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "never dead-lettered"
+        );
+    };
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].action, Action::Kept);
+    assert_eq!(listed[0].order.as_ref().unwrap().order_id, id);
+    assert_eq!(
+        run(Choice::None).await.len(),
+        1,
+        "listing must not remove it"
+    );
+
+    // The fix: the push subscription now reaches a healthy consumer.
+    let healthy = common::serve(consume_order::app(common::consumer_state(&env).await)).await;
+    let res = reqwest::Client::new()
+        .post(common::admin(&env, &format!("subscriptions/{push}:modifyPushConfig")))
+        .json(&json!({"pushConfig": {"pushEndpoint": format!("{healthy}/pubsub/orders?token={}", common::PUSH_TOKEN)}}))
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success(), "{}", res.text().await.unwrap());
+
+    let replayed = run(Choice::Orders([id].into())).await;
+    assert_eq!(replayed.len(), 1);
+    assert_eq!(replayed[0].action, Action::Replayed);
+    drain(&env, &ev, Duration::from_secs(30)).await;
+    let stored = env.repo().order(id).await.unwrap().expect("persisted");
+    assert_eq!(stored.status, shared::domain::OrderStatus::Confirmed);
+    assert!(run(Choice::All).await.is_empty(), "the dead letter is gone");
+
+    // Replaying it again (an operator's double run) changes nothing: still one order.
+    let msg: OrderMessage = listed[0].order.clone().unwrap();
+    publisher.publish(&msg).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let books = env.books(&ev.id, "vip-3-day").await;
+    assert_eq!((books.confirmed_orders, books.sold), (1, 1));
+    env.assert_audit_clean(&ev.id).await;
+}

@@ -1,14 +1,15 @@
-//! Operator commands: `ops migrate`, `ops seed`, `ops audit`.
+//! Operator commands: `ops migrate`, `ops seed`, `ops audit`, `ops dead-letters`.
 //! Run: `cargo run -p shared --bin ops -- seed --capacity 200 --opens-in 0`.
 
 use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
-use shared::config::{DatabaseArgs, RedisArgs};
+use shared::config::{DatabaseArgs, PubSubArgs, RedisArgs};
+use shared::deadletters::{Action, Choice};
 use shared::domain::{Event, EventId};
 use shared::repo::OrderRepository;
 
 #[derive(Parser)]
-#[command(about = "Operate the ticket sale: migrate, seed, audit")]
+#[command(about = "Operate the ticket sale: migrate, seed, audit, dead letters")]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -58,6 +59,28 @@ enum Cmd {
         /// Print JSON instead of the table.
         #[arg(long)]
         json: bool,
+    },
+    /// List dead-lettered orders; with --replay, republish them to the orders topic (safe: the
+    /// consumer is idempotent). Fix the cause first.
+    DeadLetters {
+        #[command(flatten)]
+        pubsub: PubSubArgs,
+        /// The dead-letter subscription (id within the project).
+        #[arg(
+            long,
+            env = "DEAD_LETTER_SUBSCRIPTION",
+            default_value = "orders-dead-letter-sub"
+        )]
+        subscription: String,
+        /// `all`, or comma-separated order ids to republish; without it, only list.
+        #[arg(long)]
+        replay: Option<String>,
+        /// At most this many messages in one run.
+        #[arg(long, default_value_t = 1000)]
+        max: usize,
+        /// Stop after this many seconds without a new message.
+        #[arg(long, default_value_t = 5)]
+        idle_secs: u64,
     },
 }
 
@@ -112,6 +135,63 @@ async fn main() -> anyhow::Result<()> {
                 print!("{}", report.render());
             }
             if !report.violations.is_empty() {
+                std::process::exit(1);
+            }
+        }
+        Cmd::DeadLetters {
+            pubsub,
+            subscription,
+            replay,
+            max,
+            idle_secs,
+        } => {
+            let choice = match replay.as_deref() {
+                None => Choice::None,
+                Some("all") => Choice::All,
+                Some(list) => Choice::Orders(
+                    list.split(',')
+                        .map(|s| shared::domain::OrderId::parse(s.trim()))
+                        .collect::<Result<_, _>>()?,
+                ),
+            };
+            let publisher = pubsub.publisher().await?;
+            let sub = format!("projects/{}/subscriptions/{subscription}", pubsub.project);
+            let seen = shared::deadletters::run(
+                &sub,
+                pubsub.pubsub_emulator_host.as_deref(),
+                &publisher,
+                &choice,
+                max,
+                std::time::Duration::from_secs(idle_secs),
+                std::time::Duration::from_secs(600),
+            )
+            .await?;
+            println!(
+                "{:<38} {:<38} {:<18} {:>3}  action",
+                "message", "order", "ticket type", "qty"
+            );
+            for d in &seen {
+                let (order, tt, qty) = match &d.order {
+                    Ok(o) => (
+                        o.order_id.to_string(),
+                        o.ticket_type.to_string(),
+                        o.quantity.to_string(),
+                    ),
+                    Err(e) => (format!("(undecodable: {e})"), String::new(), String::new()),
+                };
+                let action = match d.action {
+                    Action::Kept => "kept",
+                    Action::Replayed => "REPLAYED",
+                    Action::ReplayFailed => "replay FAILED (kept)",
+                };
+                println!(
+                    "{:<38} {order:<38} {tt:<18} {qty:>3}  {action}",
+                    d.message_id
+                );
+            }
+            let replayed = seen.iter().filter(|d| d.action == Action::Replayed).count();
+            println!("{} dead letters seen, {replayed} replayed", seen.len());
+            if seen.iter().any(|d| d.action == Action::ReplayFailed) {
                 std::process::exit(1);
             }
         }

@@ -17,7 +17,7 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
-fn admin(env: &TestEnv, path: &str) -> String {
+pub fn admin(env: &TestEnv, path: &str) -> String {
     format!(
         "http://{}/v1/projects/{}/{path}",
         env.pubsub_host, env.project
