@@ -3,7 +3,7 @@
 between generator and system, per phase) and the availability the fans see (when it sold out).
 Processes come from --procs lines `name=pid:N`, `name=pgid:N` (whole group) or `name=pgtree:N`
 (a PostgreSQL postmaster and its children); the file may grow during the run."""
-import argparse, json, os, time, urllib.request
+import argparse, json, os, subprocess, time, urllib.request
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--url", required=True)
@@ -11,6 +11,8 @@ ap.add_argument("--procs", required=True)
 ap.add_argument("--out", required=True)
 ap.add_argument("--stop", required=True)
 ap.add_argument("--max-seconds", type=float, default=3600)
+ap.add_argument("--ops", help="ops binary: also sample the books (confirming, sold) each second")
+ap.add_argument("--event", default="frequency-2027")
 a = ap.parse_args()
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -68,8 +70,17 @@ while not os.path.exists(a.stop) and time.time() - start < a.max_seconds:
             view = json.load(r)
         sample["available"] = {tt["id"]: tt["available"] for tt in view["ticket_types"]}
         sample["sale_open"] = view["sale_open"]
+        sample["stale"] = view.get("stale", False)
     except Exception as e:  # the run goes on; a missed sample is recorded as such
         sample["error"] = str(e)[:120]
+    if a.ops:
+        try:
+            p = subprocess.run([a.ops, "audit", "--event", a.event, "--json"], capture_output=True, text=True, timeout=3)
+            books = json.loads(p.stdout)
+            sample["confirming"] = sum(t["confirming"] for t in books["ticket_types"])
+            sample["sold_db"] = sum((t["db"] or {}).get("sold", 0) for t in books["ticket_types"])
+        except Exception as e:
+            sample["books_error"] = str(e)[:120]
     samples.append(sample)
     time.sleep(max(0, 1 - (time.time() - t)))
 samples.append({"t_ms": int(time.time() * 1000), "cpu": cpu_by_name()})

@@ -192,6 +192,7 @@ stop_all() {
     entry=${PIDS[$i]}
     case $entry in
       pid:*) kill "${entry#pid:}" 2>/dev/null || true ;;
+      pidfile:*) [ -f "${entry#pidfile:}" ] && kill "$(cat "${entry#pidfile:}")" 2>/dev/null || true ;;
       pgid:*) kill -- "-${entry#pgid:}" 2>/dev/null || true ;;
       pg:*) pg_run "$PG_BIN/pg_ctl" -D "${entry#pg:}" -m fast -w stop >/dev/null 2>&1 || true ;;
     esac

@@ -99,3 +99,79 @@ impl TestEnv {
         event
     }
 }
+
+/// A Redis of a test's own (the real server binary), so the test can crash and restart it.
+/// Append-only persistence in a temporary folder: a restart comes back with the data, as a
+/// crashed process does (acknowledged writes are in the AOF before the reply).
+pub struct OwnRedis {
+    child: Option<std::process::Child>,
+    port: u16,
+    dir: std::path::PathBuf,
+    /// `redis://127.0.0.1:PORT`
+    pub url: String,
+}
+
+impl OwnRedis {
+    /// Starts one on a free port.
+    pub async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let dir = std::env::temp_dir().join(format!("own-redis-{port}-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let mut me = Self {
+            child: None,
+            port,
+            dir,
+            url: format!("redis://127.0.0.1:{port}"),
+        };
+        me.restart().await;
+        me
+    }
+
+    /// Kills the server (SIGKILL, like a crash).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// (Re)starts the server on the same port and folder, and waits until it answers.
+    pub async fn restart(&mut self) {
+        self.kill();
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args(["--appendonly", "yes", "--dir"])
+            .arg(&self.dir)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server (installed by scripts/test)");
+        self.child = Some(child);
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("redis-server did not start on port {}", self.port);
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

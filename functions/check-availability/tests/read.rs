@@ -127,59 +127,9 @@ async fn before_the_sale_and_unknown_things() {
     }
 }
 
-/// A Redis of this test's own (the real server binary), so it can be stopped mid-test.
-struct OwnRedis {
-    child: std::process::Child,
-    url: String,
-}
-
-impl OwnRedis {
-    async fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = std::process::Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server (installed by scripts/test)");
-        for _ in 0..100 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        Self {
-            child,
-            url: format!("redis://127.0.0.1:{port}"),
-        }
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test]
 async fn redis_down_serves_the_last_snapshot_marked_stale() {
-    let mut redis = OwnRedis::start().await;
+    let mut redis = shared::testing::OwnRedis::start().await;
     let gate = shared::gate::Gate::connect(&redis.url, std::time::Duration::from_millis(300))
         .await
         .unwrap();
@@ -197,8 +147,7 @@ async fn redis_down_serves_the_last_snapshot_marked_stale() {
     let (_, fresh_headers, body) = get(&router, &uri, None).await;
     assert_eq!(body["stale"], false);
 
-    redis.child.kill().unwrap();
-    redis.child.wait().unwrap();
+    redis.kill();
     assert!(
         state.refresh().await.is_err(),
         "refresh must fail with Redis down"
