@@ -77,6 +77,12 @@ if ran_k6:
     verdicts.append(("No duplicates", bool(audit) and audit.get("ok", False) and count("orders_confirmed") <= paid,
         "ticket rows claimed == quantities of confirmed orders (audit); confirmations seen "
         f"{count('orders_confirmed'):,} ≤ paid {paid:,}"))
+    try:
+        replayed_line = open(os.path.join(D, "dead-letters-replayed.txt")).read().strip().splitlines()[-1]
+    except (OSError, IndexError):
+        replayed_line = None
+    verdicts.append(("No paid order needed a dead-letter replay", replayed_line is None,
+        "none dead-lettered" if replayed_line is None else f"the queue did not drain on its own; `ops dead-letters --replay all`: {replayed_line}"))
     verdicts.append(("Invariant exact after drain", bool(drain and drain.get("drained")),
         f"drained in {drain['seconds']} s" if drain and drain.get("drained") else f"not drained: {json.dumps(drain)[:300]}"))
     # In the summary export a threshold maps to true when it failed.

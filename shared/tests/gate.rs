@@ -351,7 +351,9 @@ async fn payment_walks_reserved_confirming_confirmed() {
         gate.outbox(&ev.id, Duration::ZERO, 10).await.unwrap(),
         vec![id]
     );
-    gate.mark_published(&ev.id, id).await.unwrap();
+    gate.mark_published(&ev.id, id, Duration::from_millis(300))
+        .await
+        .unwrap();
     assert_eq!(
         gate.pay_begin(&ev.id, id, "tok_approve", None)
             .await
@@ -362,7 +364,14 @@ async fn payment_walks_reserved_confirming_confirmed() {
         gate.outbox(&ev.id, Duration::ZERO, 10)
             .await
             .unwrap()
-            .is_empty()
+            .is_empty(),
+        "published: not due until the redelivery time"
+    );
+    // Not persisted in time (a message the broker lost): due again for the relay.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        gate.outbox(&ev.id, Duration::ZERO, 10).await.unwrap(),
+        vec![id]
     );
 
     let msg = OrderMessage {

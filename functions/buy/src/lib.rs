@@ -41,6 +41,11 @@ pub struct Config {
     /// A payment older than this without a published message is the relay's to finish, in ms.
     #[arg(long, env = "RELAY_GRACE_MS", default_value_t = 10_000)]
     pub relay_grace_ms: u64,
+    /// A published order not persisted after this long is published again (the consumer is
+    /// idempotent), so a message the broker lost cannot lose a paid order. In ms; longer than
+    /// the worst backlog the queue is expected to drain.
+    #[arg(long, env = "REDELIVER_AFTER_MS", default_value_t = 300_000)]
+    pub redeliver_after_ms: u64,
     #[command(flatten)]
     pub limits: RateLimitArgs,
 }
@@ -63,6 +68,8 @@ pub struct AppState {
     pub payments: Arc<dyn PaymentProvider>,
     /// `None`: no rate limits (tests of other things).
     pub limits: Option<Limits>,
+    /// See [`Config::redeliver_after_ms`].
+    pub redeliver_after: Duration,
 }
 
 /// The routes.
@@ -316,7 +323,10 @@ async fn publish(state: &AppState, event: &EventId, id: OrderId) -> Result<(), A
         Ok(message_id) => {
             metrics::counter!("orders_published_total").increment(1);
             tracing::info!(order_id = %id, message_id, "published");
-            state.gate.mark_published(event, id).await?;
+            state
+                .gate
+                .mark_published(event, id, state.redeliver_after)
+                .await?;
             Ok(())
         }
         Err(e) => {
@@ -362,6 +372,7 @@ pub async fn settle(
     id: OrderId,
     token: &str,
     give_up: Option<Duration>,
+    republish: bool,
 ) -> Result<OrderStatus, ApiError> {
     let (amount_cents, token, attempt) = match state
         .gate
@@ -370,7 +381,16 @@ pub async fn settle(
     {
         PayBegin::NotFound => return Err(ApiError::NotFound("order")),
         PayBegin::State(s) => return state_answer(s),
-        PayBegin::AlreadyPaid { published: true } => return Ok(OrderStatus::Confirming),
+        PayBegin::AlreadyPaid { published: true } if !republish => {
+            return Ok(OrderStatus::Confirming);
+        }
+        PayBegin::AlreadyPaid { published: true } => {
+            // The relay found it published long ago and still not persisted.
+            metrics::counter!("orders_redelivered_total").increment(1);
+            tracing::warn!(order_id = %id, "published but not persisted in time; publishing again");
+            publish(state, event, id).await?;
+            return Ok(OrderStatus::Confirming);
+        }
         PayBegin::AlreadyPaid { published: false } => {
             publish(state, event, id).await?;
             return Ok(OrderStatus::Confirming);
@@ -452,7 +472,7 @@ pub async fn pay(
 ) -> Result<Response, ApiError> {
     let token = PaymentToken::parse(&body.payment_token)?;
     let (event, id) = event_of(&state, &id).await?;
-    let status = settle(&state, &event, id, token.expose(), None).await?;
+    let status = settle(&state, &event, id, token.expose(), None, false).await?;
     Ok((StatusCode::ACCEPTED, Json(order_state(id, status))).into_response())
 }
 
@@ -483,7 +503,7 @@ pub async fn relay_once(state: &AppState, grace: Duration) -> Result<usize, ApiE
     let mut done = 0;
     for event in state.gate.events().await? {
         for id in state.gate.outbox(&event, grace, 100).await? {
-            match settle(state, &event, id, "", Some(PAYMENT_GIVE_UP)).await {
+            match settle(state, &event, id, "", Some(PAYMENT_GIVE_UP), true).await {
                 Ok(_) => {
                     metrics::counter!("relay_orders_total").increment(1);
                     done += 1;
@@ -537,6 +557,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         publisher: Arc::new(publisher),
         payments: Arc::new(SimulatedPayments),
         limits: Some(limits),
+        redeliver_after: Duration::from_millis(config.redeliver_after_ms),
     };
     spawn_relay(
         state.clone(),

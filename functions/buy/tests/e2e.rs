@@ -239,6 +239,7 @@ async fn a_failed_publish_after_payment_loses_nothing_and_the_relay_finishes_it(
         ),
         payments: Arc::new(shared::payment::SimulatedPayments),
         limits: None,
+        redeliver_after: std::time::Duration::from_secs(300),
     };
     let buy_down = common::serve(buy::app(broken)).await;
     let http = reqwest::Client::new();
@@ -473,6 +474,47 @@ async fn a_dead_letter_replayed_after_the_fix_is_persisted_exactly_once() {
     let msg: OrderMessage = listed[0].order.clone().unwrap();
     publisher.publish(&msg).await.unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let books = env.books(&ev.id, "vip-3-day").await;
+    assert_eq!((books.confirmed_orders, books.sold), (1, 1));
+    env.assert_audit_clean(&ev.id).await;
+}
+
+#[tokio::test]
+async fn a_published_order_the_broker_lost_is_published_again_and_persisted_once() {
+    let env = TestEnv::get();
+    let ev = env.seed(5, -1, 600).await;
+    let (stack, _dead) = stack(&env, &ev).await;
+    // buy publishes to a topic nobody subscribes to: the message is lost, though "published".
+    let lost_topic = common::topic(&env).await;
+    let lossy = buy::AppState {
+        redeliver_after: Duration::from_millis(200),
+        ..common::buy_state(&env, &lost_topic).await
+    };
+    let buy_lossy = common::serve(buy::app(lossy)).await;
+    let (outcome, id) = fan(reqwest::Client::new(), buy_lossy, ev.clone(), 1).await;
+    assert_eq!(outcome, Fan::Paid);
+    let id = OrderId::parse(&id.unwrap()).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let gate = env.gate().await;
+    assert_eq!(
+        gate.order(&ev.id, id).await.unwrap().unwrap().status,
+        OrderStatus::Confirming,
+        "nothing persisted it"
+    );
+    // The relay (here over the topic the consumer listens to) publishes it once more.
+    let relay = buy::AppState {
+        redeliver_after: Duration::from_millis(200),
+        ..common::buy_state(&env, &stack.topic).await
+    };
+    assert_eq!(buy::relay_once(&relay, Duration::ZERO).await.unwrap(), 1);
+    drain(&env, &ev, Duration::from_secs(20)).await;
+    assert_eq!(
+        gate.order(&ev.id, id).await.unwrap().unwrap().status,
+        OrderStatus::Confirmed
+    );
+    // Persisted: out of the outbox for good.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(buy::relay_once(&relay, Duration::ZERO).await.unwrap(), 0);
     let books = env.books(&ev.id, "vip-3-day").await;
     assert_eq!((books.confirmed_orders, books.sold), (1, 1));
     env.assert_audit_clean(&ev.id).await;

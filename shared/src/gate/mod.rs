@@ -549,13 +549,20 @@ impl Gate {
         }))
     }
 
-    /// The order's message is in Pub/Sub.
-    pub async fn mark_published(&self, event: &EventId, order: OrderId) -> Result<(), GateError> {
+    /// The order's message is in Pub/Sub. It stays in the outbox, due again after
+    /// `redeliver_after` (relay grace included): unless the consumer has persisted it by then,
+    /// the relay publishes it once more.
+    pub async fn mark_published(
+        &self,
+        event: &EventId,
+        order: OrderId,
+        redeliver_after: Duration,
+    ) -> Result<(), GateError> {
         self.run(
             "published",
             &self.scripts.published,
             event,
-            &[&order.to_string()],
+            &[&order.to_string(), &redeliver_after.as_millis().to_string()],
         )
         .await?;
         Ok(())
@@ -607,9 +614,9 @@ impl Gate {
         Ok(w.first().map(String::as_str) == Some("applied"))
     }
 
-    /// Orders whose payment started more than `older_than` ago by Redis' clock (the clock the
-    /// outbox scores are written with) and whose message is not known to be published: the
-    /// outbox relay's work.
+    /// Orders due in the outbox more than `older_than` ago by Redis' clock (the clock the
+    /// outbox scores are written with): paid but not known to be published, or published long
+    /// enough ago and still not persisted. The outbox relay's work.
     pub async fn outbox(
         &self,
         event: &EventId,

@@ -128,6 +128,7 @@ pub async fn buy_state(env: &TestEnv, topic: &str) -> buy::AppState {
         publisher: Arc::new(publisher(env, topic).await),
         payments: Arc::new(SimulatedPayments),
         limits: None,
+        redeliver_after: std::time::Duration::from_secs(300),
     }
 }
 
