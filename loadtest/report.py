@@ -175,7 +175,7 @@ if ran_k6 and k6:
     reqs = metric("http_reqs")
     dropped = count("dropped_iterations")
     out("## Outcomes (k6)\n")
-    out(f"- Requests: {f(reqs.get('count'))} ({f(reqs.get('rate'))} req/s over the run); unexpected answers: {f(100 * metric('unexpected_errors').get('rate', 0), 2)} %.")
+    out(f"- Requests: {f(reqs.get('count'))} ({f(reqs.get('rate'))} req/s over the run); unexpected answers: {f(100 * metric('unexpected_errors').get('value', metric('unexpected_errors').get('rate', 0)), 2)} %.")
     out(f"- Buyers: reserved {count('fans_reserved'):,}, paid {count('orders_paid'):,}, confirmed {count('orders_confirmed'):,}, rejected {count('orders_rejected'):,}, "
         f"not confirmed within the poll window {count('orders_not_confirmed_in_time'):,}.")
     out(f"- Expected refusals: sold out / not enough {count('answers_sold_out'):,}, too early {count('answers_too_early'):,}, busy (429/503, retried) {count('answers_busy'):,}, "
@@ -205,7 +205,7 @@ if a.chaos != "none" and chaos_times:
     out(f"## Chaos: {a.chaos} killed mid-sale\n")
     out(f"- Killed {(down - a.opens_at_ms) / 1000:.1f} s after the opening, back {(up - down) / 1000:.1f} s later.")
     out(f"- What fans saw over the whole run: {count('answers_busy'):,} busy answers (503/429, retried after Retry-After), "
-        f"{f(100 * metric('unexpected_errors').get('rate', 0), 2)} % unexpected answers "
+        f"{f(100 * metric('unexpected_errors').get('value', metric('unexpected_errors').get('rate', 0)), 2)} % unexpected answers "
         f"({int(metric('unexpected_errors').get('passes', 0)):,} of {int(metric('unexpected_errors').get('passes', 0) + metric('unexpected_errors').get('fails', 0)):,}).")
     before = [x for x in samples if x["t_ms"] < down and "confirming" in x][-5:]
     after = [x for x in samples if x["t_ms"] >= up]
