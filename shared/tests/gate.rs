@@ -564,3 +564,39 @@ async fn gcra_allows_a_burst_refuses_the_next_and_refills_at_the_sustained_rate(
         Decision::Allowed { .. }
     ));
 }
+
+#[tokio::test]
+async fn a_lost_order_index_is_written_again_by_the_replay_of_the_same_key() {
+    let env = TestEnv::get();
+    let ev = env.seed(10, -1, 600).await;
+    let gate = env.gate().await;
+    let k = key();
+    let first = gate
+        .reserve(&ev.id, &tt("vip-3-day"), q(1), &email("idx@x.at"), &k)
+        .await
+        .unwrap();
+    let id = order_id(&first);
+    assert_eq!(gate.event_of(id).await.unwrap(), Some(ev.id.clone()));
+    // As if the index write (sent alongside the script) had failed.
+    let mut conn = gate.connection();
+    let _: () = redis::AsyncCommands::del(&mut conn, format!("order-event:{id}"))
+        .await
+        .unwrap();
+    assert_eq!(gate.event_of(id).await.unwrap(), None);
+    // The fan retries with the same key: the replay answers the same order and indexes it.
+    match gate
+        .reserve(&ev.id, &tt("vip-3-day"), q(1), &email("idx@x.at"), &k)
+        .await
+        .unwrap()
+    {
+        ReserveOutcome::Replayed { order_id, .. } => assert_eq!(order_id, id),
+        other => panic!("expected a replay, got {other:?}"),
+    }
+    assert_eq!(gate.event_of(id).await.unwrap(), Some(ev.id.clone()));
+    let s = stock(&gate, &ev, "vip-3-day").await;
+    assert_eq!(
+        (s.available, s.held),
+        (9, 1),
+        "the replay reserved nothing more"
+    );
+}

@@ -304,6 +304,13 @@ impl Gate {
         result
     }
 
+    /// Where `order` lives: `order-event:{id}` → event, kept 30 days.
+    async fn index_order(&self, order: OrderId, event: &EventId) -> Result<(), GateError> {
+        let mut conn = self.conn.clone();
+        self.bounded(conn.set_ex::<_, _, ()>(order_index_key(order), event.as_str(), 30 * 86_400))
+            .await
+    }
+
     /// Is Redis answering?
     pub async fn ping(&self) -> Result<(), GateError> {
         let mut conn = self.conn.clone();
@@ -391,32 +398,31 @@ impl Gate {
         key: &IdempotencyKey,
     ) -> Result<ReserveOutcome, GateError> {
         let order_id = OrderId::new();
-        // The index from order id to event lives outside the event's slot, so it is written
-        // first: a refused reservation leaves only a dangling index entry that expires.
-        let mut conn = self.conn.clone();
-        self.bounded(conn.set_ex::<_, _, ()>(
-            order_index_key(order_id),
-            event.as_str(),
-            30 * 86_400,
-        ))
-        .await?;
+        // The index from order id to event lives outside the event's slot (another Cluster
+        // slot), so it cannot be part of the script. It is sent in the same write as the
+        // script (one round trip): a refused reservation leaves only a dangling index entry
+        // that expires, and if the index write fails the fan is told to retry, and the retry
+        // (a replay of the same key) writes the index of the order it replays.
         let oid = order_id.to_string();
         let qty = quantity.get().to_string();
-        let w = words(
-            self.run(
-                "reserve",
-                &self.scripts.reserve,
-                event,
-                &[
-                    &oid,
-                    ticket_type.as_str(),
-                    &qty,
-                    email.as_str(),
-                    key.as_str(),
-                ],
-            )
-            .await?,
-        )?;
+        let args = [
+            oid.as_str(),
+            ticket_type.as_str(),
+            &qty,
+            email.as_str(),
+            key.as_str(),
+        ];
+        let (indexed, reserved) = tokio::join!(
+            self.index_order(order_id, event),
+            self.run("reserve", &self.scripts.reserve, event, &args)
+        );
+        let w = words(reserved?)?;
+        indexed?;
+        if w.first().map(String::as_str) == Some("replay") {
+            let first = OrderId::parse(w.get(1).map_or("", String::as_str))
+                .map_err(|e| GateError::Protocol(e.to_string()))?;
+            self.index_order(first, event).await?;
+        }
         Ok(match w.first().map(String::as_str) {
             Some("reserved") => ReserveOutcome::Reserved {
                 order_id: OrderId::parse(&w[1]).map_err(|e| GateError::Protocol(e.to_string()))?,
