@@ -45,7 +45,7 @@ ensure_venv() { # ensure_venv DIR REQ...
   mkdir -p "$(dirname "$dir")"
   if ! python3 -m venv --clear "$dir" >/dev/null 2>&1; then
     # Debian splits venv support into its own package.
-    ensure_pkgs apt-get:apt-get
+    command -v apt-get >/dev/null || die "python3 -m venv failed: install Python's venv module"
     as_root apt-get update -qq
     DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq python3-venv >/dev/null
     python3 -m venv --clear "$dir" >/dev/null

@@ -27,31 +27,8 @@ export BC_SKIP_MAPPING=TRUE
 export CHECKOV_RUN_SCA_PACKAGE_SCAN_V2=false
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
-log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
-die() { printf 'error: %s\n' "$*" >&2; exit 1; }
-
-as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo -n "$@"; fi; }
-
-# Creates DIR as a virtualenv holding exactly REQS, unless it already does (a stamp file
-# records what was installed).
-ensure_venv() { # ensure_venv DIR REQ...
-  local dir=$1; shift
-  local want="$*"
-  if [ -x "$dir/bin/python" ] && [ "$(cat "$dir/.installed" 2>/dev/null)" = "$want" ]; then
-    return 0
-  fi
-  log "installing $want into $dir"
-  mkdir -p "$(dirname "$dir")"
-  if ! python3 -m venv --clear "$dir" >/dev/null 2>&1; then
-    # Debian splits venv support into its own package.
-    command -v apt-get >/dev/null || die "python3 -m venv failed: install Python's venv module"
-    as_root apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq python3-venv >/dev/null
-    python3 -m venv --clear "$dir" >/dev/null
-  fi
-  "$dir/bin/pip" install --quiet "$@" </dev/null
-  printf '%s' "$want" >"$dir/.installed"
-}
+# log, die, as_root and ensure_venv (a pinned virtualenv, created once) come from scripts/lib.sh.
+source "$ROOT/scripts/lib.sh"
 
 command -v python3 >/dev/null || die "python3 is required"
 ensure_venv "$TOOLS_VENV" "${TOOLS_REQS[@]}"

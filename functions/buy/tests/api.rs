@@ -3,33 +3,13 @@
 
 mod common;
 
+use common::{Answer, call};
+
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use serde_json::{Value, json};
 use shared::domain::Event;
 use shared::testing::TestEnv;
-use tower::ServiceExt;
-
-struct Answer {
-    status: StatusCode,
-    headers: axum::http::HeaderMap,
-    body: Value,
-}
-
-async fn call(app: &axum::Router, req: Request<Body>) -> Answer {
-    let res = app.clone().oneshot(req).await.unwrap();
-    let status = res.status();
-    let headers = res.headers().clone();
-    let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
-        .await
-        .unwrap();
-    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    Answer {
-        status,
-        headers,
-        body,
-    }
-}
 
 fn post(uri: &str, key: Option<&str>, body: impl Into<Body>) -> Request<Body> {
     let mut b = Request::post(uri).header(header::CONTENT_TYPE, "application/json");

@@ -2,30 +2,18 @@
 
 mod common;
 
+use common::call;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::http::{HeaderMap, Request, StatusCode, header};
+use axum::http::{Request, StatusCode, header};
 use base64::Engine as _;
-use serde_json::{Value, json};
+use serde_json::json;
 use shared::domain::{Event, EventId, OrderId, OrderMessage, OrderStatus};
 use shared::repo::OrderRepository;
 use shared::testing::{OwnRedis, TestEnv};
-use tower::ServiceExt;
-
-async fn send(app: &axum::Router, req: Request<Body>) -> (StatusCode, HeaderMap, Value) {
-    let res = app.clone().oneshot(req).await.unwrap();
-    let (status, headers) = (res.status(), res.headers().clone());
-    let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
-        .await
-        .unwrap();
-    (
-        status,
-        headers,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
-}
 
 fn reserve(ev: &Event, email: &str) -> Request<Body> {
     Request::post(format!("/v1/events/{}/orders", ev.id))
@@ -63,14 +51,14 @@ async fn redis_down_buy_refuses_fast_the_consumer_still_persists_and_the_gate_ca
     });
 
     // A fan reserves and pays while everything is up.
-    let (status, _, body) = send(&buy, reserve(&ev, "early@example.at")).await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
-    let id = OrderId::parse(body["order_id"].as_str().unwrap()).unwrap();
+    let a = call(&buy, reserve(&ev, "early@example.at")).await;
+    assert_eq!(a.status, StatusCode::ACCEPTED, "{}", a.body);
+    let id = OrderId::parse(a.body["order_id"].as_str().unwrap()).unwrap();
     let pay = Request::post(format!("/v1/orders/{id}/payment"))
         .header(header::CONTENT_TYPE, "application/json")
         .body(Body::from(r#"{"payment_token":"tok_approve"}"#))
         .unwrap();
-    assert_eq!(send(&buy, pay).await.0, StatusCode::ACCEPTED);
+    assert_eq!(call(&buy, pay).await.status, StatusCode::ACCEPTED);
     let published = {
         let start = Instant::now();
         loop {
@@ -90,10 +78,10 @@ async fn redis_down_buy_refuses_fast_the_consumer_still_persists_and_the_gate_ca
     // Redis crashes. buy answers a clear 503 with Retry-After, quickly: no hanging request.
     redis.kill();
     let started = Instant::now();
-    let (status, headers, body) = send(&buy, reserve(&ev, "during@example.at")).await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
-    assert_eq!(body["type"], "/problems/unavailable");
-    assert!(headers.contains_key(header::RETRY_AFTER));
+    let a = call(&buy, reserve(&ev, "during@example.at")).await;
+    assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE, "{}", a.body);
+    assert_eq!(a.body["type"], "/problems/unavailable");
+    assert!(a.headers.contains_key(header::RETRY_AFTER));
     assert!(
         started.elapsed() < Duration::from_secs(3),
         "{:?}",
@@ -146,7 +134,7 @@ async fn redis_down_buy_refuses_fast_the_consumer_still_persists_and_the_gate_ca
 
     // And the sale goes on.
     assert_eq!(
-        send(&buy, reserve(&ev, "after@example.at")).await.0,
+        call(&buy, reserve(&ev, "after@example.at")).await.status,
         StatusCode::ACCEPTED
     );
 }
