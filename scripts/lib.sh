@@ -126,6 +126,28 @@ start_pubsub() { # start_pubsub DIR PORT
   wait_port "$port" 60 "pubsub emulator"
 }
 
+# Google's Cloud Spanner emulator (the gcloud component, Debian: google-cloud-cli-spanner-emulator).
+SPANNER_EMULATOR_DIR="${SPANNER_EMULATOR_DIR:-/usr/lib/google-cloud-sdk/bin/cloud_spanner_emulator}"
+ensure_spanner_emulator() {
+  [ -x "$SPANNER_EMULATOR_DIR/gateway_main" ] && return 0
+  if command -v apt-get >/dev/null && apt-cache show google-cloud-cli-spanner-emulator >/dev/null 2>&1; then
+    log "installing google-cloud-cli-spanner-emulator"
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq google-cloud-cli-spanner-emulator >/dev/null
+  fi
+  [ -x "$SPANNER_EMULATOR_DIR/gateway_main" ] ||
+    die "the Cloud Spanner emulator is required ($SPANNER_EMULATOR_DIR/gateway_main): apt-get install google-cloud-cli-spanner-emulator (from Google's Cloud SDK apt repository)"
+}
+
+start_spanner() { # start_spanner DIR GRPC_PORT HTTP_PORT (in memory: nothing survives a restart)
+  local dir=$1 grpc=$2 http=$3
+  mkdir -p "$dir"
+  # setsid: the gateway starts the emulator proper as its child; its own group stops both.
+  setsid "$SPANNER_EMULATOR_DIR/gateway_main" --hostname 127.0.0.1 --grpc_port "$grpc" --http_port "$http" \
+    >"$dir/emulator.log" 2>&1 </dev/null &
+  PIDS+=("pgid:$!")
+  wait_port "$grpc" 30 "spanner emulator"
+}
+
 # Topic, dead-letter topic + subscription, push subscription to consume-order (re-run safe).
 pubsub_setup() { # pubsub_setup PORT PUSH_ENDPOINT
   local base="http://127.0.0.1:$1/v1/projects/$PROJECT" push=$2

@@ -118,6 +118,7 @@ module "database" {
     consume-order = module.consume_order.service_account_email
     ops           = google_service_account.ops.email
   }
+  schema_admins = { ops = google_service_account.ops.email }
 
   depends_on = [module.network]
 }

@@ -92,13 +92,25 @@ impl RateLimitArgs {
     }
 }
 
-/// The Postgres database.
+/// The order store: PostgreSQL (`DATABASE_URL`) or Cloud Spanner (`SPANNER_DATABASE`),
+/// exactly one of them.
 #[derive(clap::Args, Clone)]
 pub struct DatabaseArgs {
     /// PostgreSQL URL, e.g. `postgres://tickets@127.0.0.1:5432/tickets`.
-    #[arg(long, env = "DATABASE_URL")]
-    pub database_url: String,
-    /// Connections in the pool.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        required_unless_present = "spanner_database",
+        conflicts_with = "spanner_database"
+    )]
+    pub database_url: Option<String>,
+    /// Cloud Spanner database, `projects/P/instances/I/databases/D` (instead of DATABASE_URL).
+    #[arg(long, env = "SPANNER_DATABASE")]
+    pub spanner_database: Option<String>,
+    /// host:port of the Spanner emulator; unset in the cloud (Application Default Credentials).
+    #[arg(long, env = "SPANNER_EMULATOR_HOST")]
+    pub spanner_emulator_host: Option<String>,
+    /// Connections in the pool (Spanner: sessions).
     #[arg(long, env = "DATABASE_POOL_SIZE", default_value_t = 16)]
     pub database_pool_size: usize,
     /// Deadline to get or open a connection, in milliseconds.
@@ -109,21 +121,76 @@ pub struct DatabaseArgs {
 impl std::fmt::Debug for DatabaseArgs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DatabaseArgs")
+            .field("spanner_database", &self.spanner_database)
             .field("pool", &self.database_pool_size)
             .finish_non_exhaustive()
     }
 }
 
+/// Which engine holds the books.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Spanner,
+}
+
 impl DatabaseArgs {
-    /// Builds the Postgres repository (lazily connecting).
+    /// The engine configured.
+    pub fn backend(&self) -> Backend {
+        if self.spanner_database.is_some() {
+            Backend::Spanner
+        } else {
+            Backend::Postgres
+        }
+    }
+
+    fn timeout(&self) -> Duration {
+        Duration::from_millis(self.database_timeout_ms)
+    }
+
+    fn spanner_path(
+        &self,
+    ) -> Result<Option<crate::repo::spanner::DatabasePath>, crate::repo::RepoError> {
+        self.spanner_database
+            .as_deref()
+            .map(crate::repo::spanner::DatabasePath::parse)
+            .transpose()
+    }
+
+    /// The configured repository, connecting lazily (call `ping` at start): an error only
+    /// when the configuration itself is bad (a malformed URL or database path).
     pub fn repository(
         &self,
-    ) -> Result<crate::repo::postgres::PgRepository, crate::repo::RepoError> {
-        crate::repo::postgres::PgRepository::connect(
-            &self.database_url,
-            self.database_pool_size,
-            Duration::from_millis(self.database_timeout_ms),
-        )
+    ) -> Result<std::sync::Arc<dyn crate::repo::OrderRepository>, crate::repo::RepoError> {
+        Ok(match self.spanner_path()? {
+            Some(path) => std::sync::Arc::new(crate::repo::spanner::SpannerRepository::new(
+                &path,
+                self.spanner_emulator_host.as_deref(),
+                self.database_pool_size,
+                self.timeout(),
+            )),
+            None => std::sync::Arc::new(self.postgres()?),
+        })
+    }
+
+    /// The Postgres repository (lazily connecting); an error when Spanner is configured.
+    pub fn postgres(&self) -> Result<crate::repo::postgres::PgRepository, crate::repo::RepoError> {
+        let url = self
+            .database_url
+            .as_deref()
+            .ok_or_else(|| crate::repo::RepoError::Permanent("DATABASE_URL is not set".into()))?;
+        crate::repo::postgres::PgRepository::connect(url, self.database_pool_size, self.timeout())
+    }
+
+    /// Applies the schema (idempotent): refinery migrations on Postgres, the DDL statements
+    /// missing on Spanner (creating the emulator's instance and database when needed).
+    pub async fn migrate(&self) -> Result<(), crate::repo::RepoError> {
+        match self.spanner_path()? {
+            Some(path) => {
+                crate::repo::spanner::migrate(&path, self.spanner_emulator_host.as_deref()).await
+            }
+            None => self.postgres()?.migrate().await,
+        }
     }
 }
 

@@ -6,6 +6,7 @@ use chrono::{Duration, Utc};
 use crate::domain::{Event, EventId};
 use crate::gate::Gate;
 use crate::repo::postgres::PgRepository;
+use crate::repo::spanner::{DatabasePath, SpannerRepository};
 use crate::repo::{Inventory, OrderRepository};
 
 /// The engines `scripts/test` started.
@@ -60,18 +61,17 @@ impl TestEnv {
 
     /// The database's books for one ticket type of an event.
     pub async fn books(&self, event: &EventId, ticket_type: &str) -> Inventory {
-        self.repo()
-            .inventory(event)
-            .await
-            .expect("inventory")
-            .into_iter()
-            .find(|i| i.ticket_type.as_str() == ticket_type)
-            .expect("ticket type in the database")
+        books_in(&self.repo(), event, ticket_type).await
     }
 
     /// Runs the audit and fails the test unless the books balance at a quiet point.
     pub async fn assert_audit_clean(&self, event: &EventId) {
-        let report = crate::audit::audit(&self.gate().await, &self.repo(), event)
+        self.assert_audit_clean_in(&self.repo(), event).await
+    }
+
+    /// The audit against `repo` (e.g. a Spanner repository) and this Redis.
+    pub async fn assert_audit_clean_in(&self, repo: &dyn OrderRepository, event: &EventId) {
+        let report = crate::audit::audit(&self.gate().await, repo, event)
             .await
             .expect("audit");
         assert!(
@@ -83,21 +83,76 @@ impl TestEnv {
 
     /// Seeds a new event with a unique id in both stores.
     pub async fn seed(&self, capacity: u32, opens_in_secs: i64, hold_seconds: u32) -> Event {
-        let id = EventId::parse(&format!(
-            "t-{}",
-            &uuid::Uuid::new_v4().simple().to_string()[..12]
-        ))
-        .expect("slug");
-        let event = Event::frequency(
-            id,
-            capacity,
-            Utc::now() + Duration::seconds(opens_in_secs),
-            hold_seconds,
-        );
-        self.repo().seed(&event).await.expect("seed db");
+        self.seed_in(&self.repo(), capacity, opens_in_secs, hold_seconds)
+            .await
+    }
+
+    /// Seeds a new event with a unique id in `repo` and Redis.
+    pub async fn seed_in(
+        &self,
+        repo: &dyn OrderRepository,
+        capacity: u32,
+        opens_in_secs: i64,
+        hold_seconds: u32,
+    ) -> Event {
+        let event = new_event(capacity, opens_in_secs, hold_seconds);
+        repo.seed(&event).await.expect("seed db");
         self.gate().await.seed(&event).await.expect("seed redis");
         event
     }
+}
+
+/// An event with a unique id (seeded nowhere yet).
+pub fn new_event(capacity: u32, opens_in_secs: i64, hold_seconds: u32) -> Event {
+    let id = EventId::parse(&format!(
+        "t-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    ))
+    .expect("slug");
+    Event::frequency(
+        id,
+        capacity,
+        Utc::now() + Duration::seconds(opens_in_secs),
+        hold_seconds,
+    )
+}
+
+/// The books of one ticket type of an event in `repo`.
+pub async fn books_in(repo: &dyn OrderRepository, event: &EventId, ticket_type: &str) -> Inventory {
+    repo.inventory(event)
+        .await
+        .expect("inventory")
+        .into_iter()
+        .find(|i| i.ticket_type.as_str() == ticket_type)
+        .expect("ticket type in the database")
+}
+
+/// A Spanner repository on a fresh database of its own, created and migrated here on the
+/// emulator `scripts/test` started (`TEST_SPANNER_EMULATOR_HOST`).
+pub async fn spanner_repo() -> SpannerRepository {
+    crate::telemetry::init_for_tests();
+    let host = var("TEST_SPANNER_EMULATOR_HOST");
+    let path = DatabasePath::parse(&format!(
+        "projects/{}/instances/tests/databases/t-{}",
+        std::env::var("TEST_PROJECT").unwrap_or_else(|_| "frequency-local".into()),
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    ))
+    .expect("database path");
+    crate::repo::spanner::migrate(&path, Some(&host))
+        .await
+        .expect("create and migrate the Spanner test database");
+    SpannerRepository::new(&path, Some(&host), 64, std::time::Duration::from_secs(10))
+}
+
+/// A Spanner repository whose emulator is down (nothing listens on port 1).
+pub fn spanner_unreachable_repo() -> SpannerRepository {
+    let path = DatabasePath::parse("projects/p/instances/i/databases/d").expect("path");
+    SpannerRepository::new(
+        &path,
+        Some("127.0.0.1:1"),
+        2,
+        std::time::Duration::from_millis(500),
+    )
 }
 
 /// A Redis of a test's own (the real server binary), so the test can crash and restart it.

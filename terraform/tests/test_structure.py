@@ -180,8 +180,7 @@ def test_secrets_are_granted_one_by_one(root, modules):
 
 def test_environment_matches_the_code(root, modules):
     known = rust_env_vars()
-    # The Spanner repository is not written yet: SPANNER_DATABASE is the agreed name (docs/DEPLOY.md).
-    allowed = known | {"RUST_LOG", "SPANNER_DATABASE"}
+    allowed = known | {"RUST_LOG"}
     calls = service_calls(root)
     env = {name: resolve_keys(root, c["env"]) | resolve_keys(root, c["secret_env"]) for name, c in calls.items()}
     for name, names in env.items():
@@ -371,6 +370,9 @@ def test_database_is_chosen_by_a_variable(root, modules):
     assert db.resource("google_spanner_database_iam_member", "users")["role"] == "roles/spanner.databaseUser"
     assert "SPANNER_DATABASE" in str(root.locals["database_env"])
     assert set(root.calls["database"]["database_users"]) == {"consume-order", "ops"}
+    # Only the ops job changes the Spanner schema (ops migrate).
+    assert db.resource("google_spanner_database_iam_member", "schema_admins")["role"] == "roles/spanner.databaseAdmin"
+    assert set(root.calls["database"]["schema_admins"]) == {"ops"}
 
 
 def test_everything_can_be_destroyed(root, modules):

@@ -1,5 +1,6 @@
 //! The sale end to end over real sockets: buy and check-availability serving HTTP, paid
-//! orders through the real Pub/Sub emulator pushing to consume-order, Postgres and Redis.
+//! orders through the real Pub/Sub emulator pushing to consume-order, Postgres and Redis (the
+//! thousand fans also with the Spanner emulator as the order store).
 
 mod common;
 
@@ -11,7 +12,7 @@ use serde_json::{Value, json};
 use shared::domain::{Event, OrderId, OrderMessage, OrderStatus};
 use shared::publisher::OrderPublisher;
 use shared::repo::OrderRepository;
-use shared::testing::TestEnv;
+use shared::testing::{TestEnv, books_in};
 
 struct Stack {
     buy: String,
@@ -22,7 +23,17 @@ struct Stack {
 /// Serves the three functions for `ev`, with a push subscription from a fresh topic to the
 /// consumer (dead-lettering after 5 attempts). Returns the URLs and the dead-letter pull sub.
 async fn stack(env: &TestEnv, ev: &Event) -> (Stack, String) {
-    let consumer = common::serve(consume_order::app(common::consumer_state(env).await)).await;
+    stack_with(env, ev, Arc::new(env.repo())).await
+}
+
+/// `stack` with `repo` as the consumer's order store.
+async fn stack_with(env: &TestEnv, ev: &Event, repo: Arc<dyn OrderRepository>) -> (Stack, String) {
+    let consumer = common::serve(consume_order::app(consume_order::AppState::new(
+        repo,
+        env.gate().await,
+        consume_order::PushAuth::Token(common::PUSH_TOKEN.into()),
+    )))
+    .await;
     let topic = common::topic(env).await;
     let push = format!("{consumer}/pubsub/orders?token={}", common::PUSH_TOKEN);
     let dead = common::push_with_dead_letter(env, &topic, &push, 5).await;
@@ -91,8 +102,19 @@ async fn fan(http: reqwest::Client, buy: String, ev: Event, i: usize) -> (Fan, O
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_thousand_fans_two_hundred_tickets_exactly_two_hundred_orders() {
     let env = TestEnv::get();
-    let ev = env.seed(200, -1, 600).await;
-    let (stack, _dead) = stack(&env, &ev).await;
+    a_thousand_fans(&env, Arc::new(env.repo())).await;
+}
+
+/// The same sale with Cloud Spanner (the emulator) as the order store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_thousand_fans_two_hundred_tickets_on_spanner() {
+    let env = TestEnv::get();
+    a_thousand_fans(&env, Arc::new(shared::testing::spanner_repo().await)).await;
+}
+
+async fn a_thousand_fans(env: &TestEnv, repo: Arc<dyn OrderRepository>) {
+    let ev = env.seed_in(&*repo, 200, -1, 600).await;
+    let (stack, _dead) = stack_with(env, &ev, repo.clone()).await;
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(1000)
         .build()
@@ -113,9 +135,8 @@ async fn a_thousand_fans_two_hundred_tickets_exactly_two_hundred_orders() {
     assert_eq!(paid.len(), 200, "exactly the capacity is sold");
     assert_eq!(sold_out, 800, "every other fan is told it is sold out");
 
-    drain(&env, &ev, Duration::from_secs(90)).await;
-    let repo = env.repo();
-    let vip = env.books(&ev.id, "vip-3-day").await;
+    drain(env, &ev, Duration::from_secs(90)).await;
+    let vip = books_in(&*repo, &ev.id, "vip-3-day").await;
     assert_eq!(
         (vip.sold, vip.confirmed_orders, vip.rejected_orders),
         (200, 200, 0)
@@ -147,7 +168,7 @@ async fn a_thousand_fans_two_hundred_tickets_exactly_two_hundred_orders() {
     assert_eq!(view["status"], "confirmed");
     assert_eq!(view["tickets"].as_array().unwrap().len(), 1);
 
-    env.assert_audit_clean(&ev.id).await;
+    env.assert_audit_clean_in(&*repo, &ev.id).await;
 
     tokio::time::sleep(Duration::from_millis(300)).await;
     let avail: Value = reqwest::get(format!("{}/v1/events/{}/availability", stack.read, ev.id))

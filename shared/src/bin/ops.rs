@@ -88,7 +88,7 @@ enum Cmd {
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
         Cmd::Migrate { db } => {
-            db.repository()?.migrate().await?;
+            db.migrate().await?;
             println!("migrations applied");
         }
         Cmd::Seed {

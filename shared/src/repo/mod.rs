@@ -1,8 +1,9 @@
 //! The durable store behind the sale, as a trait the functions and `ops` use, so Postgres
-//! (here) and Spanner (later) are interchangeable. Only portable types cross it: UUIDs,
-//! strings, integers and UTC timestamps.
+//! and Spanner are interchangeable (one conformance suite runs against both). Only portable
+//! types cross it: UUIDs, strings, integers and UTC timestamps.
 
 pub mod postgres;
+pub mod spanner;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -100,6 +101,29 @@ pub trait OrderRepository: Send + Sync {
     async fn order(&self, id: OrderId) -> Result<Option<StoredOrder>, RepoError>;
     /// The books per ticket type.
     async fn inventory(&self, event: &EventId) -> Result<Vec<Inventory>, RepoError>;
+}
+
+/// A shared repository is a repository (`DatabaseArgs::repository` hands out an `Arc`).
+#[async_trait]
+impl<T: OrderRepository + ?Sized> OrderRepository for std::sync::Arc<T> {
+    async fn ping(&self) -> Result<(), RepoError> {
+        (**self).ping().await
+    }
+    async fn seed(&self, event: &Event) -> Result<Seeded, RepoError> {
+        (**self).seed(event).await
+    }
+    async fn reset(&self, event: &EventId) -> Result<(), RepoError> {
+        (**self).reset(event).await
+    }
+    async fn persist(&self, msg: &OrderMessage) -> Result<Persisted, RepoError> {
+        (**self).persist(msg).await
+    }
+    async fn order(&self, id: OrderId) -> Result<Option<StoredOrder>, RepoError> {
+        (**self).order(id).await
+    }
+    async fn inventory(&self, event: &EventId) -> Result<Vec<Inventory>, RepoError> {
+        (**self).inventory(event).await
+    }
 }
 
 /// A ticket code fans can read out at the gate: `FRQ-XXXX-XXXX-XXXX` from 60 random bits.

@@ -195,3 +195,15 @@ resource "google_spanner_database_iam_member" "users" {
   role     = "roles/spanner.databaseUser"
   member   = "serviceAccount:${each.value}"
 }
+
+# `ops migrate` applies the Spanner DDL (shared/migrations/spanner): only the job may change the
+# schema.
+resource "google_spanner_database_iam_member" "schema_admins" {
+  for_each = local.spanner ? var.schema_admins : {}
+
+  project  = var.project_id
+  instance = google_spanner_instance.this[0].name
+  database = google_spanner_database.tickets[0].name
+  role     = "roles/spanner.databaseAdmin"
+  member   = "serviceAccount:${each.value}"
+}

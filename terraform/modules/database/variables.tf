@@ -53,3 +53,9 @@ variable "database_users" {
   description = "Service accounts (name => email) that read and write orders."
   type        = map(string)
 }
+
+variable "schema_admins" {
+  description = "Service accounts (name => email) that apply the Spanner DDL (ops migrate)."
+  type        = map(string)
+  default     = {}
+}

@@ -1,0 +1,888 @@
+//! `OrderRepository` on Cloud Spanner (GoogleSQL) with `gcloud-spanner`, and on Google's
+//! Spanner emulator when an emulator host is given. Schema: `migrations/spanner` (ADR 24).
+//!
+//! Capacity is a sharded counter: a ticket type's capacity is spread over `TicketShards` rows
+//! and a read-write transaction takes its tickets from one random shard, so concurrent orders
+//! lock different rows. Only when that shard cannot cover the order does the transaction read
+//! every shard of the type, and then its verdict (enough or sold out) is exact: Spanner's reads
+//! in a read-write transaction are locked and current, so no in-flight order can fool it.
+//! Aborted transactions (lock conflicts, wound-wait) are retried here, bounded in count and time.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use gcloud_gax::conn::Environment;
+use gcloud_gax::grpc::{Code, Status};
+use gcloud_googleapis::spanner::admin::database::v1::{
+    CreateDatabaseRequest, GetDatabaseDdlRequest, UpdateDatabaseDdlRequest,
+};
+use gcloud_googleapis::spanner::admin::instance::v1::{CreateInstanceRequest, Instance};
+use gcloud_spanner::admin::AdminClientConfig;
+use gcloud_spanner::admin::client::Client as AdminClient;
+use gcloud_spanner::client::{Client, ClientConfig, Error as SpannerError};
+use gcloud_spanner::key::Key;
+use gcloud_spanner::mutation::{insert, update};
+use gcloud_spanner::row::Row;
+use gcloud_spanner::statement::Statement;
+use gcloud_spanner::transaction::Transaction;
+use gcloud_spanner::transaction_rw::ReadWriteTransaction;
+use gcloud_spanner::value::CommitTimestamp;
+
+use super::{Inventory, OrderRepository, Persisted, RepoError, Seeded, StoredOrder, ticket_code};
+use crate::domain::{Event, EventId, OrderId, OrderMessage, OrderStatus, TicketTypeId};
+
+/// The schema, in order; each statement creates one table or index.
+const MIGRATIONS: &[(&str, &str)] = &[(
+    "V1__sale",
+    include_str!("../../migrations/spanner/V1__sale.sql"),
+)];
+
+/// At most this many counter rows per ticket type: concurrent orders of one type spread over
+/// them (more shards, less contention; the sold-out check reads them all).
+pub const MAX_SHARDS: u32 = 32;
+
+/// Retries of one aborted transaction, bounded in count and time (then `Contended`, and
+/// Pub/Sub redelivers).
+const MAX_ATTEMPTS: u32 = 60;
+const TX_DEADLINE: Duration = Duration::from_secs(20);
+
+/// A Spanner database path, validated: `projects/P/instances/I/databases/D`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatabasePath {
+    pub project: String,
+    pub instance: String,
+    pub database: String,
+}
+
+impl DatabasePath {
+    /// Parses `projects/P/instances/I/databases/D`.
+    pub fn parse(s: &str) -> Result<Self, RepoError> {
+        let bad = || {
+            RepoError::Permanent(format!(
+                "SPANNER_DATABASE must look like projects/P/instances/I/databases/D, not {s:?}"
+            ))
+        };
+        let parts: Vec<&str> = s.split('/').collect();
+        match parts.as_slice() {
+            ["projects", p, "instances", i, "databases", d]
+                if [p, i, d].iter().all(|x| {
+                    !x.is_empty()
+                        && x.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                }) =>
+            {
+                Ok(Self {
+                    project: (*p).into(),
+                    instance: (*i).into(),
+                    database: (*d).into(),
+                })
+            }
+            _ => Err(bad()),
+        }
+    }
+
+    /// `projects/P/instances/I`.
+    pub fn instance_path(&self) -> String {
+        format!("projects/{}/instances/{}", self.project, self.instance)
+    }
+}
+
+impl std::fmt::Display for DatabasePath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/databases/{}", self.instance_path(), self.database)
+    }
+}
+
+/// The Spanner repository: a client with its session pool, opened on first use (like the
+/// Postgres pool), so building one never blocks; `ping` at start surfaces a bad setup.
+#[derive(Clone)]
+pub struct SpannerRepository {
+    client: std::sync::Arc<tokio::sync::OnceCell<Client>>,
+    path: DatabasePath,
+    emulator_host: Option<String>,
+    sessions: usize,
+    timeout: Duration,
+}
+
+fn status_error(s: &Status) -> RepoError {
+    match s.code() {
+        Code::Aborted => RepoError::Contended(s.message().to_owned()),
+        Code::Unavailable
+        | Code::DeadlineExceeded
+        | Code::Cancelled
+        | Code::ResourceExhausted
+        | Code::Unknown => RepoError::Unavailable(format!("{:?}: {}", s.code(), s.message())),
+        c => RepoError::Other(anyhow::anyhow!("spanner {c:?}: {}", s.message())),
+    }
+}
+
+fn classify(e: SpannerError) -> RepoError {
+    match e {
+        SpannerError::GRPC(s) => status_error(&s),
+        SpannerError::InvalidSession(s) => RepoError::Unavailable(format!("session: {s}")),
+        SpannerError::Connection(c) => RepoError::Unavailable(format!("connection: {c}")),
+        other => RepoError::Other(anyhow::Error::new(other)),
+    }
+}
+
+fn grpc(s: Status) -> SpannerError {
+    SpannerError::GRPC(s)
+}
+
+fn is_aborted(e: &SpannerError) -> bool {
+    matches!(e, SpannerError::GRPC(s) if s.code() == Code::Aborted)
+}
+
+/// A code collision on the unique index: draw new codes.
+fn is_already_exists(e: &SpannerError) -> bool {
+    matches!(e, SpannerError::GRPC(s) if s.code() == Code::AlreadyExists)
+}
+
+fn column<T: gcloud_spanner::row::TryFromValue>(row: &Row, i: usize) -> Result<T, SpannerError> {
+    row.column::<T>(i).map_err(SpannerError::ParseError)
+}
+
+fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: t.timestamp_subsec_nanos() as i32,
+    }
+}
+
+fn from_timestamp(t: prost_types::Timestamp) -> DateTime<Utc> {
+    DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32).unwrap_or_default()
+}
+
+/// A uniform draw from `0..n` (n > 0), from the v4 UUID generator the crate already uses.
+fn random_below(n: u64) -> u64 {
+    (uuid::Uuid::new_v4().as_u128() % u128::from(n.max(1))) as u64
+}
+
+/// Splits the DDL into statements (`;`-terminated, `--` comments dropped).
+fn statements(ddl: &str) -> Vec<String> {
+    let without_comments: String = ddl
+        .lines()
+        .map(|l| l.split("--").next().unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("\n");
+    without_comments
+        .split(';')
+        .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// The table or index a `CREATE …` statement creates.
+fn created_object(stmt: &str) -> Option<String> {
+    let words: Vec<&str> = stmt.split_whitespace().collect();
+    let pos = words
+        .iter()
+        .position(|w| w.eq_ignore_ascii_case("TABLE") || w.eq_ignore_ascii_case("INDEX"))?;
+    words
+        .get(pos + 1)
+        .map(|n| n.trim_end_matches('(').to_owned())
+}
+
+async fn admin_client(emulator_host: Option<&str>) -> Result<AdminClient, RepoError> {
+    let mut config = AdminClientConfig::default();
+    config.connect_timeout = Duration::from_secs(5);
+    config.environment = match emulator_host {
+        Some(h) => Environment::Emulator(h.to_owned()),
+        None => {
+            config = config
+                .with_auth()
+                .await
+                .map_err(|e| RepoError::Unavailable(format!("Google credentials: {e}")))?;
+            config.environment
+        }
+    };
+    AdminClient::new(config)
+        .await
+        .map_err(|e| RepoError::Unavailable(format!("cannot reach Spanner: {e}")))
+}
+
+/// Applies the schema to `path`, statement by statement, skipping tables and indexes that
+/// exist (safe to re-run). On the emulator it first creates the instance and the database when
+/// they are missing; in the cloud Terraform creates both.
+pub async fn migrate(path: &DatabasePath, emulator_host: Option<&str>) -> Result<(), RepoError> {
+    let admin = admin_client(emulator_host).await?;
+    let wanted: Vec<String> = MIGRATIONS.iter().flat_map(|(_, d)| statements(d)).collect();
+    if emulator_host.is_some() {
+        let created = admin
+            .instance()
+            .create_instance(
+                CreateInstanceRequest {
+                    parent: format!("projects/{}", path.project),
+                    instance_id: path.instance.clone(),
+                    instance: Some(Instance {
+                        name: path.instance_path(),
+                        config: format!(
+                            "projects/{}/instanceConfigs/emulator-config",
+                            path.project
+                        ),
+                        display_name: path.instance.clone(),
+                        node_count: 1,
+                        ..Default::default()
+                    }),
+                },
+                None,
+            )
+            .await;
+        match created {
+            Ok(mut op) => {
+                op.wait(None).await.map_err(|s| status_error(&s))?;
+            }
+            Err(s) if s.code() == Code::AlreadyExists => {}
+            Err(s) => return Err(status_error(&s)),
+        }
+        let created = admin
+            .database()
+            .create_database(
+                CreateDatabaseRequest {
+                    parent: path.instance_path(),
+                    create_statement: format!("CREATE DATABASE `{}`", path.database),
+                    extra_statements: wanted.clone(),
+                    ..Default::default()
+                },
+                None,
+            )
+            .await;
+        match created {
+            Ok(mut op) => {
+                op.wait(None).await.map_err(|s| status_error(&s))?;
+                return Ok(());
+            }
+            Err(s) if s.code() == Code::AlreadyExists => {}
+            Err(s) => return Err(status_error(&s)),
+        }
+    }
+    let existing = admin
+        .database()
+        .get_database_ddl(
+            GetDatabaseDdlRequest {
+                database: path.to_string(),
+            },
+            None,
+        )
+        .await
+        .map_err(|s| match s.code() {
+            Code::NotFound => RepoError::Permanent(format!("Spanner database {path} not found")),
+            _ => status_error(&s),
+        })?
+        .into_inner()
+        .statements;
+    let have: HashSet<String> = existing.iter().filter_map(|s| created_object(s)).collect();
+    let missing: Vec<String> = wanted
+        .into_iter()
+        .filter(|s| created_object(s).is_none_or(|o| !have.contains(&o)))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let mut op = admin
+        .database()
+        .update_database_ddl(
+            UpdateDatabaseDdlRequest {
+                database: path.to_string(),
+                statements: missing,
+                ..Default::default()
+            },
+            None,
+        )
+        .await
+        .map_err(|s| status_error(&s))?;
+    op.wait(None).await.map_err(|s| status_error(&s))?;
+    Ok(())
+}
+
+/// What the read-write transaction of `persist` found.
+enum Step {
+    Done(Persisted),
+    UnknownTicketType,
+}
+
+impl SpannerRepository {
+    /// A repository for `path`: the emulator at `emulator_host` when given, else Google Cloud
+    /// with Application Default Credentials. Nothing is opened yet.
+    pub fn new(
+        path: &DatabasePath,
+        emulator_host: Option<&str>,
+        sessions: usize,
+        timeout: Duration,
+    ) -> Self {
+        Self {
+            client: Default::default(),
+            path: path.clone(),
+            emulator_host: emulator_host.map(str::to_owned),
+            sessions,
+            timeout,
+        }
+    }
+
+    /// The client, connecting on first use: opens the first sessions, so an unreachable
+    /// emulator or a missing database fails here, within the timeout (and is tried again on
+    /// the next call).
+    async fn client(&self) -> Result<&Client, RepoError> {
+        self.client.get_or_try_init(|| self.open()).await
+    }
+
+    async fn open(&self) -> Result<Client, RepoError> {
+        let timeout = self.timeout;
+        let mut config = ClientConfig::default();
+        config.channel_config.num_channels = 2;
+        config.channel_config.connect_timeout = timeout;
+        config.channel_config.timeout = Duration::from_secs(30);
+        let max = self
+            .sessions
+            .clamp(1, config.channel_config.num_channels * 100);
+        let sc = &mut config.session_config;
+        sc.max_opened = max;
+        sc.min_opened = max.min(4);
+        sc.max_idle = max;
+        sc.session_get_timeout = timeout;
+        match &self.emulator_host {
+            Some(h) => config.environment = Environment::Emulator(h.clone()),
+            None => {
+                config = config
+                    .with_auth()
+                    .await
+                    .map_err(|e| RepoError::Unavailable(format!("Google credentials: {e}")))?;
+            }
+        }
+        let path = &self.path;
+        tokio::time::timeout(timeout, Client::new(path.to_string(), config))
+            .await
+            .map_err(|_| {
+                RepoError::Unavailable(format!(
+                    "Spanner ({}) did not answer within {timeout:?}",
+                    self.emulator_host.as_deref().unwrap_or("Google Cloud")
+                ))
+            })?
+            .map_err(|e| match e {
+                SpannerError::GRPC(s) if s.code() == Code::NotFound => RepoError::Permanent(
+                    format!("Spanner database {path} not found (run ops migrate)"),
+                ),
+                SpannerError::Connection(e) => RepoError::Unavailable(format!(
+                    "cannot connect to Spanner ({}): {e}",
+                    self.emulator_host.as_deref().unwrap_or("Google Cloud")
+                )),
+                other => classify(other),
+            })
+    }
+
+    /// The database this repository works on.
+    pub fn path(&self) -> &DatabasePath {
+        &self.path
+    }
+
+    /// Runs `body` in a read-write transaction and commits, retrying aborts (and a ticket
+    /// code collision) with jittered backoff, bounded by `MAX_ATTEMPTS` and `TX_DEADLINE`.
+    /// `body` gets the transaction and hands it back with its result (so it may borrow what
+    /// the caller holds).
+    async fn in_transaction<T, F, Fut>(&self, body: F) -> Result<T, RepoError>
+    where
+        F: Fn(ReadWriteTransaction) -> Fut,
+        Fut: std::future::Future<Output = (ReadWriteTransaction, Result<T, SpannerError>)>,
+    {
+        let start = Instant::now();
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let tx = self
+                .client()
+                .await?
+                .begin_read_write_transaction()
+                .await
+                .map_err(classify)?;
+            let (mut tx, result) = body(tx).await;
+            match tx.end(result, None).await {
+                Ok((_, value)) => {
+                    if attempt > 1 {
+                        metrics::counter!("spanner_transaction_retries_total")
+                            .increment(u64::from(attempt - 1));
+                    }
+                    return Ok(value);
+                }
+                Err(e)
+                    if (is_aborted(&e) || is_already_exists(&e))
+                        && attempt < MAX_ATTEMPTS
+                        && start.elapsed() < TX_DEADLINE =>
+                {
+                    // Jitter spreads the retries of transactions that aborted each other.
+                    let cap = 2u64.saturating_pow(attempt.min(7)).min(200);
+                    let ms = 1 + random_below(cap);
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                }
+                Err(e) => return Err(classify(e)),
+            }
+        }
+    }
+
+    async fn tickets_of(tx: &mut Transaction, order: &str) -> Result<Vec<String>, SpannerError> {
+        let mut stmt =
+            Statement::new("SELECT Code FROM Tickets WHERE OrderId = @order ORDER BY Code");
+        stmt.add_param("order", &order);
+        let mut rows = tx.query(stmt).await.map_err(grpc)?;
+        let mut codes = vec![];
+        while let Some(row) = rows.next().await.map_err(grpc)? {
+            codes.push(column::<String>(&row, 0)?);
+        }
+        Ok(codes)
+    }
+
+    /// The body of `persist`'s transaction (called again on every retry).
+    async fn persist_tx(
+        tx: &mut ReadWriteTransaction,
+        msg: &OrderMessage,
+    ) -> Result<Step, SpannerError> {
+        let oid = msg.order_id.to_string();
+        let (ev, tt) = (msg.event.as_str(), msg.ticket_type.as_str());
+        // The order row decides idempotency: a concurrent delivery of the same message locks
+        // the same (absent) key, so one of them aborts, retries and finds the other's order.
+        let key = Key::new(&oid);
+        if let Some(row) = tx
+            .read_row("Orders", &["Status"], key)
+            .await
+            .map_err(grpc)?
+        {
+            let status: String = column(&row, 0)?;
+            let tickets = Self::tickets_of(tx, &oid).await?;
+            return Ok(Step::Done(Persisted {
+                status: OrderStatus::parse(&status).unwrap_or(OrderStatus::Rejected),
+                tickets,
+                duplicate: true,
+            }));
+        }
+        let key = Key::composite(&[&ev, &tt]);
+        let Some(row) = tx
+            .read_row("TicketTypes", &["Shards"], key)
+            .await
+            .map_err(grpc)?
+        else {
+            return Ok(Step::UnknownTicketType);
+        };
+        let shards: i64 = column(&row, 0)?;
+        let need = i64::from(msg.quantity);
+        // One random shard first: the common case locks one counter row.
+        let first = random_below(shards.max(1) as u64) as i64;
+        let key = Key::composite(&[&ev, &tt, &first]);
+        let remaining: i64 = match tx
+            .read_row("TicketShards", &["Remaining"], key)
+            .await
+            .map_err(grpc)?
+        {
+            Some(r) => column(&r, 0)?,
+            None => 0,
+        };
+        let mut take: Vec<(i64, i64, i64)> = vec![]; // (shard, remaining before, taken)
+        if remaining >= need {
+            take.push((first, remaining, need));
+        } else {
+            // Not enough in that shard: read every shard with tickets left and take from them
+            // in random order. Reading them all locks them, so this verdict is exact.
+            let mut stmt = Statement::new(
+                "SELECT Shard, Remaining FROM TicketShards
+                 WHERE EventId = @ev AND TicketTypeId = @tt AND Remaining > 0",
+            );
+            stmt.add_param("ev", &ev);
+            stmt.add_param("tt", &tt);
+            let mut rows = tx.query(stmt).await.map_err(grpc)?;
+            let mut free: Vec<(i64, i64)> = vec![];
+            while let Some(r) = rows.next().await.map_err(grpc)? {
+                free.push((column(&r, 0)?, column(&r, 1)?));
+            }
+            drop(rows);
+            let total: i64 = free.iter().map(|(_, r)| r).sum();
+            if total >= need {
+                let mut left = need;
+                while left > 0 && !free.is_empty() {
+                    let (shard, rem) = free.swap_remove(random_below(free.len() as u64) as usize);
+                    let n = rem.min(left);
+                    take.push((shard, rem, n));
+                    left -= n;
+                }
+            }
+        }
+        let paid_at = timestamp(msg.paid_at);
+        let qty = need;
+        if take.is_empty() {
+            tx.buffer_write(vec![insert(
+                "Orders",
+                &[
+                    "OrderId",
+                    "EventId",
+                    "TicketTypeId",
+                    "Quantity",
+                    "Email",
+                    "AmountCents",
+                    "PaymentRef",
+                    "PaidAt",
+                    "Status",
+                    "PersistedAt",
+                ],
+                &[
+                    &oid,
+                    &ev,
+                    &tt,
+                    &qty,
+                    &msg.email,
+                    &msg.amount_cents,
+                    &msg.payment_ref,
+                    &paid_at,
+                    &"rejected",
+                    &CommitTimestamp::new(),
+                ],
+            )]);
+            return Ok(Step::Done(Persisted {
+                status: OrderStatus::Rejected,
+                tickets: vec![],
+                duplicate: false,
+            }));
+        }
+        let mut mutations = vec![insert(
+            "Orders",
+            &[
+                "OrderId",
+                "EventId",
+                "TicketTypeId",
+                "Quantity",
+                "Email",
+                "AmountCents",
+                "PaymentRef",
+                "PaidAt",
+                "Status",
+                "PersistedAt",
+            ],
+            &[
+                &oid,
+                &ev,
+                &tt,
+                &qty,
+                &msg.email,
+                &msg.amount_cents,
+                &msg.payment_ref,
+                &paid_at,
+                &"confirmed",
+                &CommitTimestamp::new(),
+            ],
+        )];
+        let mut codes = vec![];
+        for (shard, before, n) in take {
+            mutations.push(update(
+                "TicketShards",
+                &["EventId", "TicketTypeId", "Shard", "Remaining"],
+                &[&ev, &tt, &shard, &(before - n)],
+            ));
+            for _ in 0..n {
+                let code = ticket_code();
+                mutations.push(insert(
+                    "Tickets",
+                    &[
+                        "OrderId",
+                        "Code",
+                        "EventId",
+                        "TicketTypeId",
+                        "Shard",
+                        "ClaimedAt",
+                    ],
+                    &[&oid, &code, &ev, &tt, &shard, &CommitTimestamp::new()],
+                ));
+                codes.push(code);
+            }
+        }
+        tx.buffer_write(mutations);
+        codes.sort();
+        Ok(Step::Done(Persisted {
+            status: OrderStatus::Confirmed,
+            tickets: codes,
+            duplicate: false,
+        }))
+    }
+
+    async fn seed_tx(
+        tx: &mut ReadWriteTransaction,
+        event: &Event,
+        catalog: &str,
+    ) -> Result<Result<Seeded, String>, SpannerError> {
+        let id = event.id.as_str().to_owned();
+        let key = Key::new(&id);
+        if let Some(row) = tx
+            .read_row("Events", &["Catalog"], key)
+            .await
+            .map_err(grpc)?
+        {
+            let stored: String = column(&row, 0)?;
+            return Ok(if stored == catalog {
+                Ok(Seeded::Unchanged)
+            } else {
+                Err(format!(
+                    "event {} is already seeded with a different catalog; re-seed with --reset",
+                    event.id
+                ))
+            });
+        }
+        let mut ms = vec![insert(
+            "Events",
+            &["EventId", "Name", "Venue", "SaleOpensAt", "Catalog"],
+            &[
+                &id,
+                &event.name,
+                &event.venue,
+                &timestamp(event.sale_opens_at),
+                &catalog,
+            ],
+        )];
+        for t in &event.ticket_types {
+            let capacity = i64::from(t.capacity);
+            let shards = i64::from(t.capacity.clamp(1, MAX_SHARDS));
+            ms.push(insert(
+                "TicketTypes",
+                &[
+                    "EventId",
+                    "TicketTypeId",
+                    "Name",
+                    "PriceCents",
+                    "Capacity",
+                    "PerCustomerLimit",
+                    "HoldSeconds",
+                    "Shards",
+                ],
+                &[
+                    &id,
+                    &t.id.as_str(),
+                    &t.name,
+                    &t.price_cents,
+                    &capacity,
+                    &i64::from(t.per_customer_limit),
+                    &i64::from(t.hold_seconds),
+                    &shards,
+                ],
+            ));
+            // Capacity spread evenly; the first `capacity % shards` shards hold one more.
+            for s in 0..shards {
+                let share = capacity / shards + i64::from(s < capacity % shards);
+                ms.push(insert(
+                    "TicketShards",
+                    &["EventId", "TicketTypeId", "Shard", "Remaining"],
+                    &[&id, &t.id.as_str(), &s, &share],
+                ));
+            }
+        }
+        tx.buffer_write(ms);
+        Ok(Ok(Seeded::Created))
+    }
+}
+
+#[async_trait]
+impl OrderRepository for SpannerRepository {
+    async fn ping(&self) -> Result<(), RepoError> {
+        let mut tx = self.client().await?.single().await.map_err(classify)?;
+        let mut rows = tx
+            .query(Statement::new("SELECT 1"))
+            .await
+            .map_err(|s| status_error(&s))?;
+        while rows.next().await.map_err(|s| status_error(&s))?.is_some() {}
+        Ok(())
+    }
+
+    async fn seed(&self, event: &Event) -> Result<Seeded, RepoError> {
+        if event.ticket_types.iter().any(|t| t.capacity == 0) {
+            return Err(RepoError::Permanent("capacity must be positive".into()));
+        }
+        let catalog = serde_json::to_string(event).map_err(|e| RepoError::Other(e.into()))?;
+        let catalog = &catalog;
+        self.in_transaction(|mut tx| async move {
+            let r = Self::seed_tx(&mut tx, event, catalog).await;
+            (tx, r)
+        })
+        .await?
+        .map_err(RepoError::Permanent)
+    }
+
+    async fn reset(&self, event: &EventId) -> Result<(), RepoError> {
+        let id = event.as_str().to_owned();
+        let id = &id;
+        self.in_transaction(|mut tx| async move {
+            // Tickets go with their orders, ticket types and shards with their event
+            // (interleaved, ON DELETE CASCADE).
+            let mut orders = Statement::new("DELETE FROM Orders WHERE EventId = @ev");
+            orders.add_param("ev", id);
+            let mut events = Statement::new("DELETE FROM Events WHERE EventId = @ev");
+            events.add_param("ev", id);
+            let r = tx
+                .batch_update(vec![orders, events])
+                .await
+                .map(|_| ())
+                .map_err(grpc);
+            (tx, r)
+        })
+        .await
+    }
+
+    async fn persist(&self, msg: &OrderMessage) -> Result<Persisted, RepoError> {
+        let step = self
+            .in_transaction(|mut tx| async move {
+                let r = Self::persist_tx(&mut tx, msg).await;
+                (tx, r)
+            })
+            .await?;
+        match step {
+            Step::Done(p) => Ok(p),
+            Step::UnknownTicketType => Err(RepoError::Permanent(format!(
+                "ticket type {} of event {} is not in the database",
+                msg.ticket_type, msg.event
+            ))),
+        }
+    }
+
+    async fn order(&self, id: OrderId) -> Result<Option<StoredOrder>, RepoError> {
+        let oid = id.to_string();
+        // One snapshot for the order and its tickets.
+        let mut tx = self
+            .client()
+            .await?
+            .read_only_transaction()
+            .await
+            .map_err(classify)?;
+        let key = Key::new(&oid);
+        let row = tx
+            .read_row(
+                "Orders",
+                &[
+                    "EventId",
+                    "TicketTypeId",
+                    "Quantity",
+                    "Email",
+                    "AmountCents",
+                    "Status",
+                    "PaymentRef",
+                    "PersistedAt",
+                ],
+                key,
+            )
+            .await
+            .map_err(|s| status_error(&s))?;
+        let Some(r) = row else {
+            return Ok(None);
+        };
+        let parse_err = |e: SpannerError| classify(e);
+        let event: String = column(&r, 0).map_err(parse_err)?;
+        let tt: String = column(&r, 1).map_err(parse_err)?;
+        let quantity: i64 = column(&r, 2).map_err(parse_err)?;
+        let status: String = column(&r, 5).map_err(parse_err)?;
+        let persisted_at: prost_types::Timestamp = column(&r, 7).map_err(parse_err)?;
+        let tickets = Self::tickets_of(&mut tx, &oid).await.map_err(classify)?;
+        Ok(Some(StoredOrder {
+            order_id: id,
+            event: EventId::parse(&event).map_err(|e| RepoError::Other(e.into()))?,
+            ticket_type: TicketTypeId::parse(&tt).map_err(|e| RepoError::Other(e.into()))?,
+            quantity: u32::try_from(quantity).unwrap_or_default(),
+            email: column(&r, 3).map_err(parse_err)?,
+            amount_cents: column(&r, 4).map_err(parse_err)?,
+            status: OrderStatus::parse(&status).unwrap_or(OrderStatus::Rejected),
+            payment_ref: column(&r, 6).map_err(parse_err)?,
+            persisted_at: from_timestamp(persisted_at),
+            tickets,
+        }))
+    }
+
+    async fn inventory(&self, event: &EventId) -> Result<Vec<Inventory>, RepoError> {
+        let mut tx = self
+            .client()
+            .await?
+            .read_only_transaction()
+            .await
+            .map_err(classify)?;
+        let mut stmt = Statement::new(
+            "SELECT tt.TicketTypeId, tt.Capacity,
+               (SELECT IFNULL(SUM(s.Remaining), 0) FROM TicketShards s
+                 WHERE s.EventId = tt.EventId AND s.TicketTypeId = tt.TicketTypeId),
+               (SELECT COUNT(*) FROM Tickets t
+                 WHERE t.EventId = tt.EventId AND t.TicketTypeId = tt.TicketTypeId),
+               (SELECT IFNULL(SUM(o.Quantity), 0) FROM Orders o
+                 WHERE o.EventId = tt.EventId AND o.TicketTypeId = tt.TicketTypeId AND o.Status = 'confirmed'),
+               (SELECT COUNT(*) FROM Orders o
+                 WHERE o.EventId = tt.EventId AND o.TicketTypeId = tt.TicketTypeId AND o.Status = 'confirmed'),
+               (SELECT COUNT(*) FROM Orders o
+                 WHERE o.EventId = tt.EventId AND o.TicketTypeId = tt.TicketTypeId AND o.Status = 'rejected')
+             FROM TicketTypes tt WHERE tt.EventId = @ev ORDER BY tt.TicketTypeId",
+        );
+        stmt.add_param("ev", &event.as_str());
+        let mut rows = tx.query(stmt).await.map_err(|s| status_error(&s))?;
+        let mut out = vec![];
+        while let Some(r) = rows.next().await.map_err(|s| status_error(&s))? {
+            let get = |i: usize| column::<i64>(&r, i).map_err(classify);
+            let tt: String = column(&r, 0).map_err(classify)?;
+            let sold = get(3)?;
+            out.push(Inventory {
+                ticket_type: TicketTypeId::parse(&tt).map_err(|e| RepoError::Other(e.into()))?,
+                capacity: get(1)?,
+                // Tickets that exist: sold ones plus what the shards still hold. The audit's
+                // `tickets == capacity` then checks that no counter lost or made a ticket.
+                tickets: sold + get(2)?,
+                sold,
+                confirmed_quantity: get(4)?,
+                confirmed_orders: get(5)?,
+                rejected_orders: get(6)?,
+            });
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_paths_are_validated() {
+        let p = DatabasePath::parse("projects/p-1/instances/i/databases/tickets").unwrap();
+        assert_eq!(p.instance_path(), "projects/p-1/instances/i");
+        assert_eq!(p.to_string(), "projects/p-1/instances/i/databases/tickets");
+        for bad in [
+            "",
+            "tickets",
+            "projects/p/instances/i",
+            "projects/p/instances//databases/d",
+            "projects/p/instances/i/databases/d/extra",
+            "projects/p q/instances/i/databases/d",
+        ] {
+            assert!(DatabasePath::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_ddl_splits_into_named_statements() {
+        let all: Vec<String> = MIGRATIONS.iter().flat_map(|(_, d)| statements(d)).collect();
+        let names: Vec<String> = all.iter().filter_map(|s| created_object(s)).collect();
+        assert_eq!(
+            names,
+            [
+                "Events",
+                "TicketTypes",
+                "TicketShards",
+                "Orders",
+                "Tickets",
+                "TicketsByCode"
+            ]
+        );
+        assert!(all.iter().all(|s| !s.contains("--")));
+        // What GetDatabaseDdl answers names the same objects.
+        assert_eq!(
+            created_object("CREATE UNIQUE INDEX TicketsByCode ON Tickets(Code)").as_deref(),
+            Some("TicketsByCode")
+        );
+        assert_eq!(
+            created_object("CREATE TABLE Events (\n  EventId STRING(64)").as_deref(),
+            Some("Events")
+        );
+    }
+
+    #[test]
+    fn timestamps_round_trip() {
+        let t = DateTime::from_timestamp(1_800_000_000, 123_456_000).unwrap();
+        assert_eq!(from_timestamp(timestamp(t)), t);
+    }
+}

@@ -1,0 +1,348 @@
+//! One conformance suite for `OrderRepository`, written once against the trait and run on both
+//! backends on real engines started by `scripts/test`: PostgreSQL, and Google's Spanner
+//! emulator (each Spanner test creates and migrates a database of its own).
+//! `cargo nextest run -p shared --test repo_conformance` (filter `postgres::` or `spanner::`).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use shared::domain::{Event, OrderId, OrderMessage, OrderStatus, TicketTypeId};
+use shared::repo::{OrderRepository, Persisted, RepoError, Seeded};
+use shared::testing::{TestEnv, books_in, new_event};
+
+type Repo = Arc<dyn OrderRepository>;
+
+/// The repository under test and one whose database is down.
+struct Backend {
+    repo: Repo,
+    dead: Repo,
+}
+
+async fn postgres() -> Backend {
+    let env = TestEnv::get();
+    Backend {
+        repo: Arc::new(env.repo()),
+        dead: Arc::new(env.unreachable_repo()),
+    }
+}
+
+async fn spanner() -> Backend {
+    Backend {
+        repo: Arc::new(shared::testing::spanner_repo().await),
+        dead: Arc::new(shared::testing::spanner_unreachable_repo()),
+    }
+}
+
+/// Each case as a test per backend: `postgres::case` and `spanner::case`.
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::cases::$case(super::postgres().await).await
+                }
+            )*
+        }
+        mod spanner {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::cases::$case(super::spanner().await).await
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    persists_an_order_with_its_tickets_once,
+    concurrent_duplicate_deliveries_make_one_order,
+    never_sells_beyond_capacity_under_many_concurrent_consumers,
+    mixed_quantities_are_refused_only_when_they_no_longer_fit,
+    a_rejected_order_stays_rejected_on_redelivery,
+    an_order_for_an_unknown_ticket_type_is_a_permanent_failure,
+    seeding_is_idempotent_and_refuses_another_catalog,
+    reset_removes_the_event_and_its_orders,
+    an_unreachable_database_is_retryable,
+);
+
+fn paid(ev: &Event, tt: &str, quantity: u32) -> OrderMessage {
+    OrderMessage {
+        order_id: OrderId::new(),
+        event: ev.id.clone(),
+        ticket_type: TicketTypeId::parse(tt).unwrap(),
+        quantity,
+        email: "fan@example.at".into(),
+        amount_cents: 34_900 * i64::from(quantity),
+        payment_ref: "sim_ch_test".into(),
+        paid_at: Utc::now(),
+    }
+}
+
+async fn seeded(repo: &Repo, capacity: u32) -> Event {
+    let ev = new_event(capacity, -1, 600);
+    assert_eq!(repo.seed(&ev).await.unwrap(), Seeded::Created);
+    ev
+}
+
+/// Persists, retrying `Contended` as Pub/Sub would redeliver (bounded in count and time).
+async fn persist_until_decided(repo: &Repo, msg: &OrderMessage) -> Persisted {
+    let start = Instant::now();
+    for _ in 0..500 {
+        match repo.persist(msg).await {
+            Err(RepoError::Contended(_)) if start.elapsed() < Duration::from_secs(60) => {
+                tokio::time::sleep(Duration::from_millis(5)).await
+            }
+            other => return other.unwrap(),
+        }
+    }
+    panic!("order {} still contended after 500 tries", msg.order_id);
+}
+
+/// Runs `msgs` concurrently, each as its own consumer.
+async fn persist_all(repo: &Repo, msgs: &[OrderMessage]) -> Vec<Persisted> {
+    let tasks: Vec<_> = msgs
+        .iter()
+        .cloned()
+        .map(|msg| {
+            let repo = repo.clone();
+            tokio::spawn(async move { persist_until_decided(&repo, &msg).await })
+        })
+        .collect();
+    let mut out = vec![];
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
+mod cases {
+    use super::*;
+
+    pub async fn persists_an_order_with_its_tickets_once(b: Backend) {
+        let ev = seeded(&b.repo, 10).await;
+        let msg = paid(&ev, "vip-3-day", 3);
+        let first = b.repo.persist(&msg).await.unwrap();
+        assert_eq!(first.status, OrderStatus::Confirmed);
+        assert_eq!(first.tickets.len(), 3);
+        assert!(!first.duplicate);
+        assert_eq!(
+            first.tickets.iter().collect::<HashSet<_>>().len(),
+            3,
+            "three different codes"
+        );
+        assert!(first.tickets.iter().all(|c| c.starts_with("FRQ-")));
+        let again = b.repo.persist(&msg).await.unwrap();
+        assert!(again.duplicate);
+        assert_eq!(again.status, OrderStatus::Confirmed);
+        assert_eq!(
+            again.tickets, first.tickets,
+            "a redelivery returns the same tickets"
+        );
+
+        // The status read.
+        let stored = b.repo.order(msg.order_id).await.unwrap().unwrap();
+        assert_eq!(stored.order_id, msg.order_id);
+        assert_eq!(stored.event, ev.id);
+        assert_eq!(stored.ticket_type.as_str(), "vip-3-day");
+        assert_eq!(stored.status, OrderStatus::Confirmed);
+        assert_eq!(stored.tickets, first.tickets);
+        assert_eq!(stored.quantity, 3);
+        assert_eq!(stored.email, msg.email);
+        assert_eq!(stored.amount_cents, msg.amount_cents);
+        assert_eq!(stored.payment_ref, msg.payment_ref);
+        let age = Utc::now() - stored.persisted_at;
+        assert!(
+            age < chrono::Duration::minutes(5) && age > chrono::Duration::minutes(-5),
+            "persisted_at {}",
+            stored.persisted_at
+        );
+        assert!(b.repo.order(OrderId::new()).await.unwrap().is_none());
+
+        // The audit's books: every type, the untouched ones too.
+        let vip = books_in(&*b.repo, &ev.id, "vip-3-day").await;
+        assert_eq!(
+            (
+                vip.capacity,
+                vip.tickets,
+                vip.sold,
+                vip.confirmed_quantity,
+                vip.confirmed_orders,
+                vip.rejected_orders
+            ),
+            (10, 10, 3, 3, 1, 0)
+        );
+        let inventory = b.repo.inventory(&ev.id).await.unwrap();
+        assert_eq!(inventory.len(), ev.ticket_types.len());
+        for i in inventory
+            .iter()
+            .filter(|i| i.ticket_type.as_str() != "vip-3-day")
+        {
+            assert_eq!((i.tickets, i.sold, i.confirmed_orders), (i.capacity, 0, 0));
+        }
+    }
+
+    pub async fn concurrent_duplicate_deliveries_make_one_order(b: Backend) {
+        let ev = seeded(&b.repo, 10).await;
+        let msg = paid(&ev, "vip-3-day", 2);
+        let results = persist_all(&b.repo, &vec![msg.clone(); 8]).await;
+        assert!(results.iter().all(|p| p.status == OrderStatus::Confirmed));
+        assert_eq!(results.iter().filter(|p| !p.duplicate).count(), 1);
+        assert!(
+            results.iter().all(|p| p.tickets == results[0].tickets),
+            "every delivery sees the same tickets"
+        );
+        let vip = books_in(&*b.repo, &ev.id, "vip-3-day").await;
+        assert_eq!((vip.sold, vip.confirmed_orders), (2, 1));
+    }
+
+    pub async fn never_sells_beyond_capacity_under_many_concurrent_consumers(b: Backend) {
+        let ev = seeded(&b.repo, 20).await;
+        // 60 paid orders for 20 tickets, as if the gate had been wrong: never oversell.
+        let msgs: Vec<_> = (0..60).map(|_| paid(&ev, "vip-3-day", 1)).collect();
+        let results = persist_all(&b.repo, &msgs).await;
+        let mut codes = HashSet::new();
+        for p in results
+            .iter()
+            .filter(|p| p.status == OrderStatus::Confirmed)
+        {
+            for c in &p.tickets {
+                assert!(
+                    codes.insert(c.clone()),
+                    "a ticket code was handed out twice"
+                );
+            }
+        }
+        let confirmed = results
+            .iter()
+            .filter(|p| p.status == OrderStatus::Confirmed)
+            .count();
+        assert_eq!(confirmed, 20, "exactly the capacity is sold");
+        let vip = books_in(&*b.repo, &ev.id, "vip-3-day").await;
+        assert_eq!(
+            (
+                vip.tickets,
+                vip.sold,
+                vip.confirmed_orders,
+                vip.rejected_orders
+            ),
+            (20, 20, 20, 40)
+        );
+    }
+
+    pub async fn mixed_quantities_are_refused_only_when_they_no_longer_fit(b: Backend) {
+        let ev = seeded(&b.repo, 25).await;
+        let msgs: Vec<_> = (0..30)
+            .map(|i| paid(&ev, "vip-3-day", 1 + (i % 3)))
+            .collect();
+        let results = persist_all(&b.repo, &msgs).await;
+        let sold: u32 = msgs
+            .iter()
+            .zip(&results)
+            .filter(|(_, p)| p.status == OrderStatus::Confirmed)
+            .map(|(m, p)| {
+                assert_eq!(p.tickets.len(), m.quantity as usize);
+                m.quantity
+            })
+            .sum();
+        assert!(sold <= 25, "oversold: {sold}");
+        // A refusal means the order did not fit when it was decided, and stock only shrinks.
+        let left = 25 - sold;
+        for (m, p) in msgs.iter().zip(&results) {
+            if p.status == OrderStatus::Rejected {
+                assert!(m.quantity > left, "{} refused with {left} left", m.quantity);
+                assert!(p.tickets.is_empty());
+            }
+        }
+        let vip = books_in(&*b.repo, &ev.id, "vip-3-day").await;
+        assert_eq!((vip.tickets, vip.sold), (25, i64::from(sold)));
+        assert_eq!(vip.confirmed_quantity, vip.sold);
+    }
+
+    pub async fn a_rejected_order_stays_rejected_on_redelivery(b: Backend) {
+        let ev = seeded(&b.repo, 2).await;
+        let big = paid(&ev, "vip-3-day", 3);
+        let first = b.repo.persist(&big).await.unwrap();
+        assert_eq!(
+            (first.status, first.duplicate),
+            (OrderStatus::Rejected, false)
+        );
+        assert!(first.tickets.is_empty());
+        let again = b.repo.persist(&big).await.unwrap();
+        assert_eq!(
+            (again.status, again.duplicate),
+            (OrderStatus::Rejected, true)
+        );
+        let stored = b.repo.order(big.order_id).await.unwrap().unwrap();
+        assert_eq!(stored.status, OrderStatus::Rejected);
+        assert!(stored.tickets.is_empty());
+        // What was refused does not use up stock: two single orders still fit.
+        for _ in 0..2 {
+            let p = b.repo.persist(&paid(&ev, "vip-3-day", 1)).await.unwrap();
+            assert_eq!(p.status, OrderStatus::Confirmed);
+        }
+        let vip = books_in(&*b.repo, &ev.id, "vip-3-day").await;
+        assert_eq!(
+            (vip.sold, vip.confirmed_orders, vip.rejected_orders),
+            (2, 2, 1)
+        );
+    }
+
+    pub async fn an_order_for_an_unknown_ticket_type_is_a_permanent_failure(b: Backend) {
+        let ev = seeded(&b.repo, 5).await;
+        let err = b
+            .repo
+            .persist(&paid(&ev, "no-such-type", 1))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, RepoError::Permanent(_)), "{err:?}");
+        assert!(!err.is_retryable());
+        let mut unseeded = paid(&ev, "vip-3-day", 1);
+        unseeded.event = new_event(5, -1, 600).id;
+        let err = b.repo.persist(&unseeded).await.unwrap_err();
+        assert!(matches!(err, RepoError::Permanent(_)), "{err:?}");
+    }
+
+    pub async fn seeding_is_idempotent_and_refuses_another_catalog(b: Backend) {
+        let ev = seeded(&b.repo, 5).await;
+        assert_eq!(b.repo.seed(&ev).await.unwrap(), Seeded::Unchanged);
+        let mut other = ev.clone();
+        other.ticket_types[0].capacity = 6;
+        let err = b.repo.seed(&other).await.unwrap_err();
+        assert!(matches!(err, RepoError::Permanent(_)), "{err:?}");
+        let vip = books_in(&*b.repo, &ev.id, "vip-3-day").await;
+        assert_eq!((vip.capacity, vip.tickets), (5, 5));
+    }
+
+    pub async fn reset_removes_the_event_and_its_orders(b: Backend) {
+        let ev = seeded(&b.repo, 5).await;
+        let msg = paid(&ev, "vip-3-day", 2);
+        b.repo.persist(&msg).await.unwrap();
+        b.repo.reset(&ev.id).await.unwrap();
+        assert!(b.repo.inventory(&ev.id).await.unwrap().is_empty());
+        assert!(b.repo.order(msg.order_id).await.unwrap().is_none());
+        // And it can be seeded afresh, with the whole capacity back.
+        assert_eq!(b.repo.seed(&ev).await.unwrap(), Seeded::Created);
+        let vip = books_in(&*b.repo, &ev.id, "vip-3-day").await;
+        assert_eq!((vip.tickets, vip.sold), (5, 0));
+    }
+
+    pub async fn an_unreachable_database_is_retryable(b: Backend) {
+        let ev = new_event(5, -1, 600);
+        let started = Instant::now();
+        let err = b
+            .dead
+            .persist(&paid(&ev, "vip-3-day", 1))
+            .await
+            .unwrap_err();
+        assert!(err.is_retryable(), "{err:?}");
+        assert!(b.dead.ping().await.is_err());
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "fails within its timeout"
+        );
+    }
+}
