@@ -35,6 +35,8 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // The process-wide recorder: the Spanner repository counts its retried aborts there.
+    let prom = shared::metrics::handle();
     let repo = args.db.repository()?;
     repo.ping()
         .await
@@ -118,6 +120,13 @@ async fn main() -> anyhow::Result<()> {
         vip.sold == args.orders as i64 && vip.confirmed_orders == args.orders as i64,
         "books do not match: {vip:?}"
     );
+    // Aborted Spanner transactions retried inside the repository (not redeliveries).
+    let tx_retries: u64 = prom
+        .render()
+        .lines()
+        .find_map(|l| l.strip_prefix("spanner_transaction_retries_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
     let backend = match args.db.backend() {
         Backend::Postgres => "postgres",
         Backend::Spanner => "spanner",
@@ -133,6 +142,7 @@ async fn main() -> anyhow::Result<()> {
             "p50_ms": (pct(0.50) * 10.0).round() / 10.0,
             "p99_ms": (pct(0.99) * 10.0).round() / 10.0,
             "redeliveries": redeliveries,
+            "aborts_retried": tx_retries,
         })
     );
     repo.reset(&event.id).await?;
