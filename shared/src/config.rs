@@ -148,6 +148,13 @@ impl DatabaseArgs {
         Duration::from_millis(self.database_timeout_ms)
     }
 
+    /// The emulator's host:port; an empty variable counts as unset (the cloud).
+    fn emulator_host(&self) -> Option<&str> {
+        self.spanner_emulator_host
+            .as_deref()
+            .filter(|h| !h.trim().is_empty())
+    }
+
     fn spanner_path(
         &self,
     ) -> Result<Option<crate::repo::spanner::DatabasePath>, crate::repo::RepoError> {
@@ -165,7 +172,7 @@ impl DatabaseArgs {
         Ok(match self.spanner_path()? {
             Some(path) => std::sync::Arc::new(crate::repo::spanner::SpannerRepository::new(
                 &path,
-                self.spanner_emulator_host.as_deref(),
+                self.emulator_host(),
                 self.database_pool_size,
                 self.timeout(),
             )),
@@ -186,9 +193,7 @@ impl DatabaseArgs {
     /// missing on Spanner (creating the emulator's instance and database when needed).
     pub async fn migrate(&self) -> Result<(), crate::repo::RepoError> {
         match self.spanner_path()? {
-            Some(path) => {
-                crate::repo::spanner::migrate(&path, self.spanner_emulator_host.as_deref()).await
-            }
+            Some(path) => crate::repo::spanner::migrate(&path, self.emulator_host()).await,
             None => self.postgres()?.migrate().await,
         }
     }

@@ -23,6 +23,10 @@ use crate::error::{ApiError, problem};
 /// Largest request body any function accepts.
 pub const BODY_LIMIT: usize = 16 * 1024;
 
+/// Largest request header section (names and values) any function accepts: far above what a
+/// browser, the load balancer and Pub/Sub send, far below what would cost us memory.
+pub const HEADER_LIMIT: usize = 16 * 1024;
+
 /// `Json<T>` whose rejections are problem+json: 400 malformed, 413 too large, 415 not JSON,
 /// 422 wrong shape or types.
 pub struct ApiJson<T>(pub T);
@@ -118,7 +122,8 @@ fn request_id(req: &Request) -> HeaderValue {
 const REQUEST_ID: &str = "x-request-id";
 
 /// Per request: the request id (set on the request for handlers and on every answer), a span
-/// carrying method, route, request id and the Cloud Trace context, and the HTTP metrics.
+/// carrying method, route, request id and the Cloud Trace context, the header size limit
+/// (431), and the HTTP metrics.
 async fn observe(mut req: Request, next: Next) -> Response {
     let start = Instant::now();
     let id = request_id(&req);
@@ -144,7 +149,21 @@ async fn observe(mut req: Request, next: Next) -> Response {
             request_id = rid
         ),
     };
-    let mut res = next.run(req).instrument(span.clone()).await;
+    let header_bytes: usize = req
+        .headers()
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum();
+    let mut res = if header_bytes > HEADER_LIMIT {
+        problem(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers-too-large",
+            "Request headers too large",
+            "The request's headers are larger than 16 KiB.",
+        )
+    } else {
+        next.run(req).instrument(span.clone()).await
+    };
     let status = res.status();
     crate::metrics::observe_request(route, &method, status, start.elapsed());
     span.in_scope(|| {
@@ -195,7 +214,11 @@ pub async fn serve(app: Router, port: u16) -> anyhow::Result<()> {
 
 /// Turns any error into a 503 with Retry-After (dependency down) after logging it once.
 pub fn unavailable(what: &str, err: &dyn std::fmt::Display) -> ApiError {
-    tracing::warn!(error = %err, dependency = what, "dependency unavailable");
+    // Once per second at most: during an outage every request lands here.
+    static THROTTLE: crate::telemetry::LogThrottle = crate::telemetry::LogThrottle::new(1000);
+    if let Some(occurrences) = THROTTLE.throttled() {
+        tracing::warn!(error = %err, dependency = what, occurrences, "dependency unavailable");
+    }
     ApiError::Unavailable {
         detail: format!("The {what} is busy or unavailable; please retry shortly."),
         retry_after_secs: 2,

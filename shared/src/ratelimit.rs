@@ -47,6 +47,9 @@ pub struct RateLimiter {
     timeout: Duration,
 }
 
+/// Failing open is logged once per second at most (every request fails open during an outage).
+static FAIL_OPEN_LOG: crate::telemetry::LogThrottle = crate::telemetry::LogThrottle::new(1000);
+
 impl RateLimiter {
     /// A limiter over the gate's Redis connection.
     pub fn new(conn: ConnectionManager, timeout: Duration) -> Self {
@@ -84,11 +87,18 @@ impl RateLimiter {
                 }
             }),
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, "rate limiter unavailable; letting the request through");
+                if let Some(occurrences) = FAIL_OPEN_LOG.throttled() {
+                    tracing::warn!(error = %e, occurrences, "rate limiter unavailable; letting the request through");
+                }
                 None
             }
             Err(_) => {
-                tracing::warn!("rate limiter timed out; letting the request through");
+                if let Some(occurrences) = FAIL_OPEN_LOG.throttled() {
+                    tracing::warn!(
+                        occurrences,
+                        "rate limiter timed out; letting the request through"
+                    );
+                }
                 None
             }
         }

@@ -173,3 +173,56 @@ mod tests {
         assert!(lift_trace(br#"{"message":"no trace here"}"#, "proj").is_none());
     }
 }
+
+/// At most one log line per `every` for a repeated condition (a dependency down answers every
+/// request with the same warning: at on-sale rates that would flood the logs). `throttled`
+/// returns how many occurrences the line stands for (itself plus the ones skipped since the
+/// last), or `None` when this one is skipped.
+pub struct LogThrottle {
+    last_ms: std::sync::atomic::AtomicI64,
+    skipped: std::sync::atomic::AtomicU64,
+    every_ms: i64,
+}
+
+impl LogThrottle {
+    /// One line per `every_ms` milliseconds.
+    pub const fn new(every_ms: i64) -> Self {
+        Self {
+            last_ms: std::sync::atomic::AtomicI64::new(i64::MIN),
+            skipped: std::sync::atomic::AtomicU64::new(0),
+            every_ms,
+        }
+    }
+
+    /// Whether to log now; `Some(n)`: this line stands for `n` occurrences.
+    pub fn throttled(&self) -> Option<u64> {
+        use std::sync::atomic::Ordering;
+        let now = chrono::Utc::now().timestamp_millis();
+        let last = self.last_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= self.every_ms
+            && self
+                .last_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            Some(self.skipped.swap(0, Ordering::Relaxed) + 1)
+        } else {
+            self.skipped.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod throttle_tests {
+    #[test]
+    fn one_line_per_window_counting_the_skipped() {
+        let t = super::LogThrottle::new(60_000);
+        assert_eq!(t.throttled(), Some(1));
+        assert_eq!(t.throttled(), None);
+        assert_eq!(t.throttled(), None);
+        let t0 = super::LogThrottle::new(0);
+        assert_eq!(t0.throttled(), Some(1));
+        assert_eq!(t0.throttled(), Some(1));
+    }
+}

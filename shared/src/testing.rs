@@ -193,6 +193,15 @@ impl OwnRedis {
         }
     }
 
+    /// Kills the server, deletes its data and starts it again: Redis coming back empty, as
+    /// after a failover or restart without persistence.
+    pub async fn wipe_and_restart(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+        std::fs::create_dir_all(&self.dir).expect("temp dir");
+        self.restart().await;
+    }
+
     /// (Re)starts the server on the same port and folder, and waits until it answers.
     pub async fn restart(&mut self) {
         self.kill();

@@ -66,6 +66,7 @@ conformance!(
     an_order_for_an_unknown_ticket_type_is_a_permanent_failure,
     seeding_is_idempotent_and_refuses_another_catalog,
     reset_removes_the_event_and_its_orders,
+    events_and_customer_totals_read_back,
     an_unreachable_database_is_retryable,
 );
 
@@ -328,6 +329,27 @@ mod cases {
         assert_eq!(b.repo.seed(&ev).await.unwrap(), Seeded::Created);
         let vip = books_in(&*b.repo, &ev.id, "vip-3-day").await;
         assert_eq!((vip.tickets, vip.sold), (5, 0));
+    }
+
+    pub async fn events_and_customer_totals_read_back(b: Backend) {
+        let ev = seeded(&b.repo, 10).await;
+        let events = b.repo.events().await.unwrap();
+        assert_eq!(events.iter().find(|e| e.id == ev.id), Some(&ev));
+        let mut a = paid(&ev, "vip-3-day", 2);
+        a.email = "a@example.at".into();
+        let mut a2 = paid(&ev, "vip-3-day", 1);
+        a2.email = "a@example.at".into();
+        let mut refused = paid(&ev, "vip-3-day", 9);
+        refused.email = "b@example.at".into();
+        for m in [&a, &a2, &refused] {
+            b.repo.persist(m).await.unwrap();
+        }
+        let totals = b.repo.customer_totals(&ev.id).await.unwrap();
+        assert_eq!(totals.len(), 1, "{totals:?}");
+        assert_eq!(
+            (totals[0].email.as_str(), totals[0].quantity),
+            ("a@example.at", 3)
+        );
     }
 
     pub async fn an_unreachable_database_is_retryable(b: Backend) {

@@ -22,9 +22,11 @@ use shared::domain::{
 };
 use shared::gate::{Approval, Gate, PayBegin, ReserveOutcome};
 use shared::http::{ApiJson, unavailable};
+use shared::openapi::{BodyRefusals, Busy, Problem};
 use shared::payment::{Charge, PaymentProvider, SimulatedPayments};
 use shared::publisher::OrderPublisher;
 use shared::ratelimit::{Decision, Policy, RateLimiter};
+use utoipa::{OpenApi, ToSchema};
 
 /// Configuration from the environment.
 #[derive(clap::Parser, Debug)]
@@ -72,6 +74,19 @@ pub struct AppState {
     pub redeliver_after: Duration,
 }
 
+/// buy's OpenAPI document (served at `/openapi.json`, committed as docs/openapi/buy.json).
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Frequency Festival VIP tickets: buy",
+        version = "1",
+        description = "A fan's writes: reserve (a hold of a few minutes), pay, cancel. Every refusal is RFC 9457 problem+json. Payment tokens of the simulated provider: `tok_approve` approves, `tok_decline` declines, `tok_unavailable` acts as a provider outage."
+    ),
+    paths(reserve, pay, cancel),
+    components(schemas(ReserveBody, Reserved, PayBody, OrderState, OrderStatus, Problem))
+)]
+pub struct ApiDoc;
+
 /// The routes.
 pub fn app(state: AppState) -> Router {
     shared::http::finish(
@@ -83,6 +98,7 @@ pub fn app(state: AppState) -> Router {
                 state.clone(),
                 per_ip_limit,
             ))
+            .route("/openapi.json", shared::openapi::route(&ApiDoc::openapi()))
             .with_state(state),
     )
 }
@@ -145,14 +161,21 @@ fn rfc3339(t: DateTime<Utc>) -> String {
 }
 
 /// Body of `POST /v1/events/{event}/orders`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct ReserveBody {
+    /// A ticket type of the event, e.g. `vip-3-day`.
+    #[schema(example = "vip-3-day", pattern = "^[a-z0-9-]{1,64}$")]
     pub ticket_type: String,
+    /// How many tickets, 1 to 20 (and at most the ticket type's per-customer limit).
+    #[schema(minimum = 1, maximum = 20, example = 2)]
     pub quantity: i64,
+    /// Where the tickets go; the per-customer limit counts per address.
+    #[schema(example = "fan@example.at", min_length = 3, max_length = 254)]
     pub email: String,
 }
 
-#[derive(Serialize)]
+/// A hold: pay before `hold_expires_at`.
+#[derive(Serialize, ToSchema)]
 struct Reserved {
     order_id: String,
     status: OrderStatus,
@@ -161,6 +184,27 @@ struct Reserved {
 }
 
 /// `POST /v1/events/{event}/orders` with `Idempotency-Key`.
+#[utoipa::path(
+    post,
+    path = "/v1/events/{event}/orders",
+    summary = "Reserve tickets (a hold until hold_expires_at)",
+    params(
+        ("event" = String, Path, description = "Event slug, e.g. `frequency-2027`"),
+        ("Idempotency-Key" = String, Header, pattern = "^[!-~]{8,128}$", description = "A fresh UUID per purchase attempt, sent again unchanged on every retry of that attempt: the same key with the same body answers the first answer again"),
+    ),
+    request_body = ReserveBody,
+    responses(
+        (status = 202, description = "Held", body = Reserved,
+            headers(("Location" = String, description = "The order's status URL"))),
+        (status = 404, description = "No such event", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Sold out, or fewer left than asked for (`available`)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "An invalid field or ticket type, the per-customer limit (`limit`, `remaining`), or the Idempotency-Key reused with another body", body = Problem, content_type = "application/problem+json"),
+        (status = 425, description = "The sale has not opened yet; `Retry-After` says when it does", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds until the sale opens"))),
+        BodyRefusals,
+        Busy,
+    )
+)]
 pub async fn reserve(
     State(state): State<AppState>,
     Path(event): Path<String>,
@@ -225,6 +269,12 @@ pub async fn reserve(
         ReserveOutcome::Limit { limit, remaining } => {
             return Err(ApiError::LimitExceeded { limit, remaining });
         }
+        ReserveOutcome::Paused => {
+            return Err(ApiError::Unavailable {
+                detail: "The sale is paused for a moment while the ticket gate recovers; please retry shortly.".into(),
+                retry_after_secs: 5,
+            });
+        }
     };
     if !replayed {
         // Debug: holds are many and most expire; payments and persistence are logged at info.
@@ -258,6 +308,7 @@ fn outcome_label(o: &ReserveOutcome) -> &'static str {
         ReserveOutcome::SoldOut => "sold_out",
         ReserveOutcome::NotEnough { .. } => "not_enough",
         ReserveOutcome::Limit { .. } => "limit",
+        ReserveOutcome::Paused => "paused",
     }
 }
 
@@ -266,12 +317,16 @@ fn payment(outcome: &'static str) {
 }
 
 /// Body of `POST /v1/orders/{id}/payment`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct PayBody {
+    /// The payment provider's one-time token (simulated: `tok_approve` approves, `tok_decline`
+    /// declines).
+    #[schema(example = "tok_approve", pattern = "^[!-~]{1,256}$")]
     pub payment_token: String,
 }
 
-#[derive(Serialize)]
+/// An order's state after a write.
+#[derive(Serialize, ToSchema)]
 struct OrderState {
     order_id: String,
     status: OrderStatus,
@@ -465,6 +520,23 @@ pub async fn settle(
 }
 
 /// `POST /v1/orders/{id}/payment`
+#[utoipa::path(
+    post,
+    path = "/v1/orders/{id}/payment",
+    summary = "Pay for a held order",
+    params(("id" = String, Path, description = "The order id from the reservation")),
+    request_body = PayBody,
+    responses(
+        (status = 202, description = "Paid: the order is `confirming`; poll `GET /v1/orders/{id}` for the tickets", body = OrderState),
+        (status = 402, description = "Declined: the tickets stay held until the hold expires; try another card", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Cancelled, already paid, or another attempt under way", body = Problem, content_type = "application/problem+json"),
+        (status = 410, description = "The hold expired; the tickets went back on sale", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "An invalid payment token", body = Problem, content_type = "application/problem+json"),
+        BodyRefusals,
+        Busy,
+    )
+)]
 pub async fn pay(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -477,6 +549,18 @@ pub async fn pay(
 }
 
 /// `POST /v1/orders/{id}/cancel`: releases the hold; cancelling again answers the same.
+#[utoipa::path(
+    post,
+    path = "/v1/orders/{id}/cancel",
+    summary = "Release a hold (idempotent)",
+    params(("id" = String, Path, description = "The order id from the reservation")),
+    responses(
+        (status = 200, description = "Released (or had already expired or been cancelled)", body = OrderState),
+        (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Paid or being paid: it can no longer be cancelled", body = Problem, content_type = "application/problem+json"),
+        Busy,
+    )
+)]
 pub async fn cancel(
     State(state): State<AppState>,
     Path(id): Path<String>,

@@ -488,3 +488,42 @@ async fn one_email_reserving_too_often_is_limited_but_others_are_not() {
     .await;
     assert_problem(&a, 422, "invalid-input");
 }
+
+#[tokio::test]
+async fn headers_over_the_limit_are_refused_with_431_and_a_request_id() {
+    let (env, ev, app) = setup(10, -1, 600).await;
+    let ok = json!({"ticket_type": "vip-3-day", "quantity": 1, "email": "fan@example.at"});
+    let mut req = reserve_req(&ev, &fresh_key(), ok);
+    req.headers_mut()
+        .insert("x-padding", "p".repeat(17 * 1024).parse().unwrap());
+    let a = call(&app, req).await;
+    assert_problem(&a, 431, "headers-too-large");
+    assert!(a.headers.contains_key("x-request-id"));
+    untouched(&env, &ev).await;
+}
+
+#[tokio::test]
+async fn the_openapi_document_is_served_and_committed() {
+    use utoipa::OpenApi;
+    let (_env, _ev, app) = setup(10, -1, 600).await;
+    let a = call(
+        &app,
+        Request::get("/openapi.json").body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK);
+    let paths = a.body["paths"].as_object().expect("paths");
+    for p in [
+        "/v1/events/{event}/orders",
+        "/v1/orders/{id}/payment",
+        "/v1/orders/{id}/cancel",
+    ] {
+        assert!(paths.contains_key(p), "{p} missing");
+    }
+    assert_eq!(
+        a.body["paths"]["/v1/events/{event}/orders"]["post"]["responses"]["409"]["content"]["application/problem+json"]
+            ["schema"]["$ref"],
+        "#/components/schemas/Problem"
+    );
+    shared::openapi::assert_committed(&buy::ApiDoc::openapi(), "docs/openapi/buy.json");
+}

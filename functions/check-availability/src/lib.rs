@@ -18,6 +18,8 @@ use shared::ApiError;
 use shared::config::{HttpArgs, RedisArgs};
 use shared::domain::{EventId, OrderId, OrderStatus};
 use shared::gate::{EventSnapshot, Gate};
+use shared::openapi::Problem;
+use utoipa::{OpenApi, ToSchema};
 
 /// Configuration from the environment.
 #[derive(clap::Parser, Debug)]
@@ -75,27 +77,51 @@ pub struct AppState {
     cache: Arc<RwLock<Cache>>,
 }
 
-#[derive(Serialize)]
+/// One ticket type's live numbers.
+#[derive(Serialize, ToSchema)]
 struct TicketTypeView<'a> {
+    /// Slug to reserve with, e.g. `vip-3-day`.
     id: &'a str,
     name: &'a str,
+    /// Price per ticket in cents of `currency`.
     price_cents: i64,
+    #[schema(example = "EUR")]
     currency: &'static str,
     capacity: i64,
+    /// Tickets neither held, being paid nor sold.
     available: i64,
+    /// At most this many per e-mail address.
     per_customer_limit: u32,
+    #[schema(pattern = "^(not_on_sale_yet|on_sale|few_left|sold_out)$")]
     status: &'static str,
 }
 
-#[derive(Serialize)]
+/// The availability answer as the snapshot renders it.
+#[derive(Serialize, ToSchema)]
 struct AvailabilityView<'a> {
     event: &'a str,
     name: &'a str,
     venue: &'a str,
+    /// When reservations open (RFC 3339, UTC).
     sale_opens_at: String,
     sale_open: bool,
+    /// When the numbers were read from the gate (Redis' clock).
     as_of: String,
     ticket_types: Vec<TicketTypeView<'a>>,
+}
+
+/// `GET /v1/events/{event}/availability`: the rendered snapshot with the two fields spliced
+/// in per request (see [`availability`]).
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)] // the schema of a body written by hand for speed
+struct Availability<'a> {
+    /// The server's clock: count down to `sale_opens_at` with it, not the fan's.
+    server_time: String,
+    /// True when the gate could not be read lately: the numbers are the last known ones.
+    stale: bool,
+    #[schema(inline)]
+    #[serde(flatten)]
+    view: AvailabilityView<'a>,
 }
 
 fn rfc3339(t: DateTime<Utc>) -> String {
@@ -202,7 +228,15 @@ impl AppState {
                 }
             }
         }
-        self.cache.write().expect("cache lock").events = next;
+        // An event that vanished from Redis (it restarted empty; consume-order rebuilds it
+        // within seconds) keeps its last snapshot, marked stale, rather than turning 404.
+        let mut cache = self.cache.write().expect("cache lock");
+        for (ev, old) in &cache.events {
+            next.entry(ev.clone())
+                .or_insert_with(|| Arc::new(old.staled()));
+        }
+        cache.events = next;
+        drop(cache);
         match failure {
             None => {
                 metrics::gauge!("snapshot_last_success_timestamp_seconds")
@@ -260,17 +294,50 @@ fn record_inventory(snap: &EventSnapshot) {
     }
 }
 
+/// check-availability's OpenAPI document (served at `/openapi.json`, committed as
+/// docs/openapi/check-availability.json).
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Frequency Festival VIP tickets: check-availability",
+        version = "1",
+        description = "The read side: live availability per VIP tier (from a snapshot refreshed every 250 ms, cache-friendly) and the status of an order. Every refusal is RFC 9457 problem+json."
+    ),
+    paths(availability, order),
+    components(schemas(Availability, OrderStatusView, OrderStatus, Problem))
+)]
+pub struct ApiDoc;
+
 /// The routes.
 pub fn app(state: AppState) -> Router {
     shared::http::finish(
         Router::new()
             .route("/v1/events/{event}/availability", get(availability))
             .route("/v1/orders/{id}", get(order))
+            .route("/openapi.json", shared::openapi::route(&ApiDoc::openapi()))
             .with_state(state),
     )
 }
 
 /// `GET /v1/events/{event}/availability`
+#[utoipa::path(
+    get,
+    path = "/v1/events/{event}/availability",
+    summary = "Live availability per ticket type",
+    params(
+        ("event" = String, Path, description = "Event slug, e.g. `frequency-2027`"),
+        ("If-None-Match" = Option<String>, Header, description = "The ETag of an earlier answer: 304 while nothing moved"),
+    ),
+    responses(
+        (status = 200, description = "The numbers; `stale: true` when the gate could not be read lately", body = Availability,
+            headers(
+                ("ETag" = String, description = "Changes with every stock movement"),
+                ("Cache-Control" = String, description = "Short: public, max-age=1, stale-while-revalidate=2"),
+            )),
+        (status = 304, description = "Not modified since the ETag sent"),
+        (status = 404, description = "No such event", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 pub async fn availability(
     State(state): State<AppState>,
     Path(event): Path<String>,
@@ -324,7 +391,8 @@ pub async fn availability(
         .into_response())
 }
 
-#[derive(Serialize)]
+/// An order as the fan sees it.
+#[derive(Serialize, ToSchema)]
 struct OrderStatusView {
     order_id: String,
     event: String,
@@ -333,13 +401,27 @@ struct OrderStatusView {
     quantity: u32,
     amount_cents: i64,
     currency: &'static str,
+    /// While `reserved`: when the hold runs out (compare with `server_time`).
     #[serde(skip_serializing_if = "Option::is_none")]
     hold_expires_at: Option<String>,
     server_time: String,
+    /// Ticket codes, once `confirmed`.
     tickets: Vec<String>,
 }
 
 /// `GET /v1/orders/{id}`
+#[utoipa::path(
+    get,
+    path = "/v1/orders/{id}",
+    summary = "An order's status (poll after paying until confirmed)",
+    params(("id" = String, Path, description = "The order id from the reservation")),
+    responses(
+        (status = 200, description = "The order", body = OrderStatusView),
+        (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The order store is unavailable; retry after `Retry-After` seconds", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    )
+)]
 pub async fn order(
     State(state): State<AppState>,
     Path(id): Path<String>,

@@ -176,3 +176,59 @@ async fn redis_down_serves_the_last_snapshot_marked_stale() {
         "no hanging request"
     );
 }
+
+#[tokio::test]
+async fn redis_restarting_empty_keeps_the_last_snapshot_marked_stale() {
+    let mut redis = shared::testing::OwnRedis::start().await;
+    let gate = shared::gate::Gate::connect(&redis.url, std::time::Duration::from_millis(500))
+        .await
+        .unwrap();
+    let ev = shared::domain::Event::frequency(
+        shared::domain::EventId::parse("empty-restart").unwrap(),
+        10,
+        chrono::Utc::now(),
+        600,
+    );
+    gate.seed(&ev).await.unwrap();
+    let state = AppState::new(gate.clone());
+    state.refresh().await.unwrap();
+    let router = app(state.clone());
+    let uri = format!("/v1/events/{}/availability", ev.id);
+
+    // Redis comes back without the event: no 404 while consume-order rebuilds it.
+    redis.wipe_and_restart().await;
+    let mut refreshed = false;
+    for _ in 0..40 {
+        if state.refresh().await.is_ok() {
+            refreshed = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(refreshed, "the gate reconnects to the restarted Redis");
+    let (status, _, body) = get(&router, &uri, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["stale"], true);
+
+    // Once the event is back, the snapshot is live again.
+    gate.seed(&ev).await.unwrap();
+    state.refresh().await.unwrap();
+    let (_, _, body) = get(&router, &uri, None).await;
+    assert_eq!(body["stale"], false);
+}
+
+#[tokio::test]
+async fn the_openapi_document_is_served_and_committed() {
+    use utoipa::OpenApi;
+    let env = TestEnv::get();
+    let router = app(AppState::new(env.gate().await));
+    let (status, _, body) = get(&router, "/openapi.json", None).await;
+    assert_eq!(status, StatusCode::OK);
+    for p in ["/v1/events/{event}/availability", "/v1/orders/{id}"] {
+        assert!(body["paths"].get(p).is_some(), "{p} missing");
+    }
+    shared::openapi::assert_committed(
+        &check_availability::ApiDoc::openapi(),
+        "docs/openapi/check-availability.json",
+    );
+}

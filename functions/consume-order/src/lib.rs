@@ -37,6 +37,13 @@ pub struct Config {
     /// `token` (check `PUSH_TOKEN`) or `iam` (Cloud Run has authenticated the caller).
     #[arg(long, env = "PUSH_AUTH", default_value = "token")]
     pub push_auth: String,
+    /// How often to check that Redis still holds every event in the database (it rebuilds
+    /// an event Redis lost, see `shared::recovery`), in seconds; 0 turns the check off.
+    #[arg(long, env = "GATE_WATCH_SECS", default_value_t = 5)]
+    pub gate_watch_secs: u64,
+    /// A rebuilt event reopens once the books have not changed for this many seconds.
+    #[arg(long, env = "GATE_RESTORE_QUIET_SECS", default_value_t = 30)]
+    pub gate_restore_quiet_secs: u64,
 }
 
 /// Outcome counters (exported as metrics later; logged now).
@@ -261,7 +268,6 @@ pub async fn push(
             Err(HandleError::Permanent(reason)) => {
                 state.stats.permanent.fetch_add(1, Ordering::Relaxed);
                 counted("permanent");
-                counted("permanent");
                 tracing::error!(reason, "permanently bad message; acked and dropped");
                 StatusCode::NO_CONTENT.into_response()
             }
@@ -292,6 +298,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot reach the database: {e}"))?;
     let gate = config.redis.gate().await?;
-    let state = AppState::new(Arc::new(repo), gate, auth);
+    let repo: Arc<dyn OrderRepository> = Arc::new(repo);
+    if config.gate_watch_secs > 0 {
+        let opts = shared::recovery::RestoreOptions {
+            quiet: std::time::Duration::from_secs(config.gate_restore_quiet_secs),
+            ..Default::default()
+        };
+        tokio::spawn(shared::recovery::watch(
+            gate.clone(),
+            repo.clone(),
+            std::time::Duration::from_secs(config.gate_watch_secs),
+            opts,
+        ));
+    }
+    let state = AppState::new(repo, gate, auth);
     shared::http::serve(app(state), config.http.port).await
 }

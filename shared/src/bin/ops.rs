@@ -1,4 +1,5 @@
-//! Operator commands: `ops migrate`, `ops seed`, `ops audit`, `ops dead-letters`.
+//! Operator commands: `ops migrate`, `ops seed`, `ops audit`, `ops dead-letters`,
+//! `ops gate-restore`.
 //! Run: `cargo run -p shared --bin ops -- seed --capacity 200 --opens-in 0`.
 
 use chrono::{DateTime, Utc};
@@ -81,6 +82,24 @@ enum Cmd {
         /// Stop after this many seconds without a new message.
         #[arg(long, default_value_t = 5)]
         idle_secs: u64,
+    },
+    /// Rebuild events that Redis lost (it restarted empty) from the database: paused until
+    /// in-flight orders settle, then reopened. A live event is never touched. consume-order
+    /// does this by itself; this is the manual lever (docs/ARCHITECTURE.md).
+    GateRestore {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        #[command(flatten)]
+        redis: RedisArgs,
+        /// Event slug; without it, every event in the database.
+        #[arg(long)]
+        event: Option<String>,
+        /// Reopen once the books have not changed for this many seconds.
+        #[arg(long, default_value_t = 30)]
+        quiet_secs: u64,
+        /// Reopen after this many seconds even if orders keep arriving.
+        #[arg(long, default_value_t = 600)]
+        max_wait_secs: u64,
     },
 }
 
@@ -193,6 +212,39 @@ async fn main() -> anyhow::Result<()> {
             println!("{} dead letters seen, {replayed} replayed", seen.len());
             if seen.iter().any(|d| d.action == Action::ReplayFailed) {
                 std::process::exit(1);
+            }
+        }
+        Cmd::GateRestore {
+            db,
+            redis,
+            event,
+            quiet_secs,
+            max_wait_secs,
+        } => {
+            let repo = db.repository()?;
+            let gate = redis.gate().await?;
+            let wanted = event.as_deref().map(EventId::parse).transpose()?;
+            let opts = shared::recovery::RestoreOptions {
+                quiet: std::time::Duration::from_secs(quiet_secs),
+                max_wait: std::time::Duration::from_secs(max_wait_secs),
+                ..Default::default()
+            };
+            let events = repo.events().await?;
+            if let Some(w) = &wanted
+                && !events.iter().any(|e| &e.id == w)
+            {
+                anyhow::bail!("event {w} is not in the database");
+            }
+            for ev in events
+                .iter()
+                .filter(|e| wanted.as_ref().is_none_or(|w| &e.id == w))
+            {
+                println!(
+                    "event {}: restoring (paused until the books are quiet for {quiet_secs} s)",
+                    ev.id
+                );
+                let report = shared::recovery::restore_event(&gate, &repo, ev, opts).await?;
+                println!("event {}: {report:?}", ev.id);
             }
         }
     }

@@ -62,6 +62,30 @@ pub enum ReserveOutcome {
     NotEnough { available: u64 },
     /// The per-customer limit would be exceeded.
     Limit { limit: u64, remaining: u64 },
+    /// The gate is being rebuilt after Redis lost its state: try again shortly.
+    Paused,
+}
+
+/// Whether the gate holds an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presence {
+    /// Seeded or restored, on sale.
+    Live,
+    /// Being rebuilt from the database (paused).
+    Restoring,
+    /// Not in Redis.
+    Absent,
+}
+
+/// What one restore pass found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restore {
+    /// The event is live in the gate: nothing was written.
+    Live,
+    /// Rewritten from the books; still paused.
+    Restoring,
+    /// Rewritten from the books and reopened.
+    Resumed,
 }
 
 /// The answer to the start of a payment.
@@ -159,6 +183,7 @@ struct Scripts {
     finalize: Script,
     refresh: Script,
     seed: Script,
+    restore: Script,
 }
 
 fn script(body: &str) -> Script {
@@ -262,6 +287,7 @@ impl Gate {
                 finalize: script(include_str!("lua/finalize.lua")),
                 refresh: script(include_str!("lua/refresh.lua")),
                 seed: script(include_str!("lua/seed.lua")),
+                restore: script(include_str!("lua/restore.lua")),
             }),
         })
     }
@@ -355,6 +381,79 @@ impl Gate {
         }
     }
 
+    /// One pass of rebuilding an event the gate lost, from the database's books: `sold` per
+    /// ticket type and the confirmed quantity per customer. Writes only an absent event or
+    /// one still being restored (paused); `resume` reopens it. See `crate::recovery`.
+    pub async fn restore(
+        &self,
+        event: &Event,
+        sold: &BTreeMap<String, i64>,
+        customers: &[crate::repo::CustomerTotal],
+        resume: bool,
+    ) -> Result<Restore, GateError> {
+        let catalog =
+            serde_json::to_string(event).map_err(|e| GateError::Protocol(e.to_string()))?;
+        let ids: Vec<&str> = event.ticket_types.iter().map(|t| t.id.as_str()).collect();
+        let mut args = vec![
+            event.sale_opens_at.timestamp_millis().to_string(),
+            catalog,
+            ids.join(","),
+            if resume { "1" } else { "0" }.to_owned(),
+            event.ticket_types.len().to_string(),
+        ];
+        for t in &event.ticket_types {
+            args.extend([
+                t.id.to_string(),
+                t.capacity.to_string(),
+                t.per_customer_limit.to_string(),
+                (u64::from(t.hold_seconds) * 1000).to_string(),
+                t.price_cents.to_string(),
+                sold.get(t.id.as_str()).copied().unwrap_or(0).to_string(),
+            ]);
+        }
+        for c in customers {
+            args.extend([
+                c.ticket_type.to_string(),
+                c.email.clone(),
+                c.quantity.to_string(),
+            ]);
+        }
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let reply = self
+            .run("restore", &self.scripts.restore, &event.id, &refs)
+            .await?;
+        let outcome = match text(&reply).as_deref() {
+            Some("live") => return Ok(Restore::Live),
+            Some("restoring") => Restore::Restoring,
+            Some("resumed") => Restore::Resumed,
+            other => return Err(GateError::Protocol(format!("restore: {other:?}"))),
+        };
+        let mut conn = self.conn.clone();
+        self.bounded(conn.sadd::<_, _, ()>(EVENTS_KEY, event.id.as_str()))
+            .await?;
+        Ok(outcome)
+    }
+
+    /// Whether the gate holds the event: absent after Redis restarted empty, restoring while
+    /// [`Gate::restore`] rebuilds it.
+    pub async fn presence(&self, event: &EventId) -> Result<Presence, GateError> {
+        let mut conn = self.conn.clone();
+        let (catalog, restoring): (Option<String>, Option<String>) = self
+            .bounded(
+                redis::cmd("HMGET")
+                    .arg(meta_key(event))
+                    .arg("tt_ids")
+                    .arg("restoring")
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok(match (catalog, restoring) {
+            (None, _) => Presence::Absent,
+            (Some(_), Some(_)) => Presence::Restoring,
+            (Some(_), None) => Presence::Live,
+        })
+    }
+
     /// Removes every key of the event (tests and `ops seed --reset`; never during a sale).
     pub async fn reset(&self, event: &EventId) -> Result<(), GateError> {
         let mut conn = self.conn.clone();
@@ -446,6 +545,7 @@ impl Gate {
                 limit: num(&w, 1)?,
                 remaining: num(&w, 2)?,
             },
+            Some("paused") => ReserveOutcome::Paused,
             _ => return Err(GateError::Protocol(format!("reserve: {w:?}"))),
         })
     }

@@ -78,6 +78,16 @@ pub struct Inventory {
     pub rejected_orders: i64,
 }
 
+/// Confirmed tickets of one customer for one ticket type: what the gate's per-customer
+/// counter is rebuilt from after Redis lost its state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CustomerTotal {
+    pub ticket_type: TicketTypeId,
+    pub email: String,
+    /// Sum of quantities of the customer's confirmed orders.
+    pub quantity: i64,
+}
+
 /// Whether seeding created or found the event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Seeded {
@@ -101,6 +111,12 @@ pub trait OrderRepository: Send + Sync {
     async fn order(&self, id: OrderId) -> Result<Option<StoredOrder>, RepoError>;
     /// The books per ticket type.
     async fn inventory(&self, event: &EventId) -> Result<Vec<Inventory>, RepoError>;
+    /// Every event in the books, exactly as seeded (the catalog `seed` was given): what a
+    /// gate that lost its state is rebuilt from (`shared::recovery`).
+    async fn events(&self) -> Result<Vec<Event>, RepoError>;
+    /// Confirmed quantity per (ticket type, e-mail) of one event, for the per-customer limit
+    /// after a gate rebuild. Rejected orders do not count.
+    async fn customer_totals(&self, event: &EventId) -> Result<Vec<CustomerTotal>, RepoError>;
 }
 
 /// A shared repository is a repository (`DatabaseArgs::repository` hands out an `Arc`).
@@ -123,6 +139,12 @@ impl<T: OrderRepository + ?Sized> OrderRepository for std::sync::Arc<T> {
     }
     async fn inventory(&self, event: &EventId) -> Result<Vec<Inventory>, RepoError> {
         (**self).inventory(event).await
+    }
+    async fn events(&self) -> Result<Vec<Event>, RepoError> {
+        (**self).events().await
+    }
+    async fn customer_totals(&self, event: &EventId) -> Result<Vec<CustomerTotal>, RepoError> {
+        (**self).customer_totals(event).await
     }
 }
 

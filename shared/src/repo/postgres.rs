@@ -9,7 +9,10 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{IsolationLevel, NoTls};
 use uuid::Uuid;
 
-use super::{Inventory, OrderRepository, Persisted, RepoError, Seeded, StoredOrder, ticket_code};
+use super::{
+    CustomerTotal, Inventory, OrderRepository, Persisted, RepoError, Seeded, StoredOrder,
+    ticket_code,
+};
 use crate::domain::{Event, EventId, OrderId, OrderMessage, OrderStatus, TicketTypeId};
 
 mod embedded {
@@ -362,6 +365,43 @@ impl OrderRepository for PgRepository {
                     confirmed_quantity: r.get(4),
                     confirmed_orders: r.get(5),
                     rejected_orders: r.get(6),
+                })
+            })
+            .collect()
+    }
+
+    async fn events(&self) -> Result<Vec<Event>, RepoError> {
+        let obj = self.pool.get().await.map_err(pool_error)?;
+        let rows = obj
+            .query("SELECT catalog FROM events ORDER BY id", &[])
+            .await
+            .map_err(classify)?;
+        rows.iter()
+            .map(|r| {
+                serde_json::from_str(r.get::<_, &str>(0))
+                    .map_err(|e| RepoError::Other(anyhow::anyhow!("stored catalog: {e}")))
+            })
+            .collect()
+    }
+
+    async fn customer_totals(&self, event: &EventId) -> Result<Vec<CustomerTotal>, RepoError> {
+        let obj = self.pool.get().await.map_err(pool_error)?;
+        let rows = obj
+            .query(
+                "SELECT ticket_type_id, email, sum(quantity)::bigint FROM orders
+                 WHERE event_id = $1 AND status = 'confirmed'
+                 GROUP BY ticket_type_id, email ORDER BY ticket_type_id, email",
+                &[&event.as_str()],
+            )
+            .await
+            .map_err(classify)?;
+        rows.iter()
+            .map(|r| {
+                Ok(CustomerTotal {
+                    ticket_type: TicketTypeId::parse(r.get::<_, &str>(0))
+                        .map_err(|e| RepoError::Other(e.into()))?,
+                    email: r.get(1),
+                    quantity: r.get(2),
                 })
             })
             .collect()

@@ -30,7 +30,10 @@ use gcloud_spanner::transaction::Transaction;
 use gcloud_spanner::transaction_rw::ReadWriteTransaction;
 use gcloud_spanner::value::CommitTimestamp;
 
-use super::{Inventory, OrderRepository, Persisted, RepoError, Seeded, StoredOrder, ticket_code};
+use super::{
+    CustomerTotal, Inventory, OrderRepository, Persisted, RepoError, Seeded, StoredOrder,
+    ticket_code,
+};
 use crate::domain::{Event, EventId, OrderId, OrderMessage, OrderStatus, TicketTypeId};
 
 /// The schema, in order; each statement creates one table or index.
@@ -185,12 +188,24 @@ fn created_object(stmt: &str) -> Option<String> {
         .map(|n| n.trim_end_matches('(').to_owned())
 }
 
+/// The client libraries read `SPANNER_EMULATOR_HOST` themselves: set but empty, they would
+/// aim at an emulator named "" instead of Google Cloud.
+fn reject_empty_emulator_env(env: &Environment) -> Result<(), RepoError> {
+    match env {
+        Environment::Emulator(_) => Err(RepoError::Permanent(
+            "SPANNER_EMULATOR_HOST is set but empty: unset it to use Google Cloud".into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
 async fn admin_client(emulator_host: Option<&str>) -> Result<AdminClient, RepoError> {
     let mut config = AdminClientConfig::default();
     config.connect_timeout = Duration::from_secs(5);
     config.environment = match emulator_host {
         Some(h) => Environment::Emulator(h.to_owned()),
         None => {
+            reject_empty_emulator_env(&config.environment)?;
             config = config
                 .with_auth()
                 .await
@@ -345,6 +360,7 @@ impl SpannerRepository {
         match &self.emulator_host {
             Some(h) => config.environment = Environment::Emulator(h.clone()),
             None => {
+                reject_empty_emulator_env(&config.environment)?;
                 config = config
                     .with_auth()
                     .await
@@ -826,6 +842,46 @@ impl OrderRepository for SpannerRepository {
                 confirmed_quantity: get(4)?,
                 confirmed_orders: get(5)?,
                 rejected_orders: get(6)?,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn events(&self) -> Result<Vec<Event>, RepoError> {
+        let mut tx = self.client().await?.single().await.map_err(classify)?;
+        let mut rows = tx
+            .query(Statement::new(
+                "SELECT Catalog FROM Events ORDER BY EventId",
+            ))
+            .await
+            .map_err(|s| status_error(&s))?;
+        let mut out = vec![];
+        while let Some(r) = rows.next().await.map_err(|s| status_error(&s))? {
+            let catalog: String = column(&r, 0).map_err(classify)?;
+            out.push(
+                serde_json::from_str(&catalog)
+                    .map_err(|e| RepoError::Other(anyhow::anyhow!("stored catalog: {e}")))?,
+            );
+        }
+        Ok(out)
+    }
+
+    async fn customer_totals(&self, event: &EventId) -> Result<Vec<CustomerTotal>, RepoError> {
+        let mut tx = self.client().await?.single().await.map_err(classify)?;
+        let mut stmt = Statement::new(
+            "SELECT TicketTypeId, Email, SUM(Quantity) FROM Orders
+             WHERE EventId = @ev AND Status = 'confirmed'
+             GROUP BY TicketTypeId, Email ORDER BY TicketTypeId, Email",
+        );
+        stmt.add_param("ev", &event.as_str());
+        let mut rows = tx.query(stmt).await.map_err(|s| status_error(&s))?;
+        let mut out = vec![];
+        while let Some(r) = rows.next().await.map_err(|s| status_error(&s))? {
+            let tt: String = column(&r, 0).map_err(classify)?;
+            out.push(CustomerTotal {
+                ticket_type: TicketTypeId::parse(&tt).map_err(|e| RepoError::Other(e.into()))?,
+                email: column(&r, 1).map_err(classify)?,
+                quantity: column(&r, 2).map_err(classify)?,
             });
         }
         Ok(out)

@@ -5,8 +5,18 @@ local ok = p .. 'order:' .. oid
 redis.call('ZREM', p .. 'outbox', oid)
 local o = load(oid)
 if not o then
-  -- The gate lost this order (e.g. Redis restarted empty): keep the read model answering.
+  -- The gate lost this order (Redis restarted empty): keep the read model answering, and if
+  -- the event is back (restore.lua) count the database's sale in its stock, once: the order
+  -- hash written here makes a redelivery find it 'already'.
   redis.call('HSET', ok, 'status', outcome, 'tt', ARGV[4], 'qty', ARGV[5], 'email', ARGV[6], 'tickets', ARGV[3])
+  local tk = p .. 'tt:' .. ARGV[4]
+  if outcome == 'confirmed' and redis.call('EXISTS', tk) == 1 then
+    local qty = tonumber(ARGV[5])
+    redis.call('HINCRBY', tk, 'available', -qty)
+    redis.call('HINCRBY', tk, 'sold', qty)
+    redis.call('INCRBY', p .. 'cust:' .. ARGV[4] .. ':' .. ARGV[6], qty)
+    redis.call('INCR', p .. 'version')
+  end
   return { 'missing' }
 end
 if o.status ~= 'confirming' then return { 'already', o.status } end

@@ -13,9 +13,11 @@ if prev then
   return { 'replay', poid, first or '0' }
 end
 
-local opens = redis.call('HGET', KEYS[1], 'opens_at')
-if not opens then return { 'unknown_event' } end
-opens = tonumber(opens)
+local m = redis.call('HMGET', KEYS[1], 'opens_at', 'paused')
+if not m[1] then return { 'unknown_event' } end
+-- Being rebuilt after Redis lost its state (restore.lua): no holds until the books settle.
+if m[2] then return { 'paused' } end
+local opens = tonumber(m[1])
 if now < opens then return { 'too_early', tostring(opens - now) } end
 
 local tk = p .. 'tt:' .. tt

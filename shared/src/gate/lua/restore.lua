@@ -1,0 +1,33 @@
+-- ARGV: opens_at_ms, catalog_json, tt_ids, resume (0 | 1), n_types, then per ticket type:
+-- id, capacity, limit, hold_ms, price, sold (the database's); then customer triples:
+-- ticket type, email, confirmed quantity.
+-- Rebuilds an event the gate lost (Redis restarted empty) from the database's books. Only an
+-- absent event or one still being restored is written: a live gate is never overwritten.
+-- While restoring, the event is paused (reserve refuses), so no hold is taken against books
+-- that in-flight orders may still change; each pass rewrites the stock from the database,
+-- and the pass with resume = 1 reopens the sale.
+local existing = redis.call('HGET', KEYS[1], 'catalog')
+if existing and redis.call('HEXISTS', KEYS[1], 'restoring') == 0 then return 'live' end
+redis.call('HSET', KEYS[1], 'opens_at', ARGV[1], 'catalog', ARGV[2], 'tt_ids', ARGV[3],
+  'paused', 1, 'restoring', 1)
+local n = tonumber(ARGV[5])
+local i = 6
+for _ = 1, n do
+  local cap, sold = tonumber(ARGV[i + 1]), tonumber(ARGV[i + 5])
+  -- Holds and payments in progress were lost with Redis: the database's sold is all there is.
+  redis.call('HSET', p .. 'tt:' .. ARGV[i], 'capacity', cap, 'available', math.max(cap - sold, 0),
+    'held', 0, 'confirming', 0, 'sold', sold, 'limit', ARGV[i + 2], 'hold_ms', ARGV[i + 3],
+    'price', ARGV[i + 4])
+  i = i + 6
+end
+while ARGV[i] do
+  redis.call('SET', p .. 'cust:' .. ARGV[i] .. ':' .. ARGV[i + 1], ARGV[i + 2])
+  i = i + 3
+end
+redis.call('INCR', p .. 'version')
+if ARGV[4] == '1' then
+  redis.call('HDEL', KEYS[1], 'paused', 'restoring')
+  redis.call('HSET', KEYS[1], 'restored_at', now_ms())
+  return 'resumed'
+end
+return 'restoring'

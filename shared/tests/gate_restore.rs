@@ -1,0 +1,253 @@
+//! Redis restarting empty, on the real Redis and PostgreSQL started by scripts/test: the gate
+//! is rebuilt from the database plus the paid orders still in flight, without overselling,
+//! with the per-customer limit intact, and by itself (the watcher consume-order runs).
+
+use std::time::Duration;
+
+use chrono::Utc;
+use shared::domain::TicketTypeId;
+use shared::domain::{Email, Event, IdempotencyKey, OrderId, OrderMessage, OrderStatus, Quantity};
+use shared::gate::{Approval, Gate, PayBegin, Presence, ReserveOutcome, Stock};
+use shared::recovery::{RestoreOptions, RestoreReport, restore_event};
+use shared::repo::OrderRepository;
+use shared::testing::{OwnRedis, TestEnv};
+
+const TT: &str = "vip-3-day";
+
+async fn reserve(gate: &Gate, ev: &Event, n: i64, who: &str) -> ReserveOutcome {
+    gate.reserve(
+        &ev.id,
+        &TicketTypeId::parse(TT).unwrap(),
+        Quantity::parse(n).unwrap(),
+        &Email::parse(who).unwrap(),
+        &IdempotencyKey::parse(&uuid::Uuid::new_v4().to_string()).unwrap(),
+    )
+    .await
+    .unwrap()
+}
+
+fn order_id(o: &ReserveOutcome) -> OrderId {
+    match o {
+        ReserveOutcome::Reserved { order_id, .. } => *order_id,
+        other => panic!("expected a reservation, got {other:?}"),
+    }
+}
+
+/// Reserves and pays through the gate: the message buy would publish.
+async fn paid(gate: &Gate, ev: &Event, n: i64, who: &str) -> OrderMessage {
+    let id = order_id(&reserve(gate, ev, n, who).await);
+    let PayBegin::Charge {
+        amount_cents,
+        attempt,
+        ..
+    } = gate
+        .pay_begin(&ev.id, id, "tok_approve", None)
+        .await
+        .unwrap()
+    else {
+        panic!("pay_begin")
+    };
+    let paid_at = Utc::now();
+    let reference = format!("ref-{id}");
+    let Approval::Recorded(_) = gate
+        .pay_approved(&ev.id, id, attempt, &reference, paid_at)
+        .await
+        .unwrap()
+    else {
+        panic!("approval")
+    };
+    OrderMessage {
+        order_id: id,
+        event: ev.id.clone(),
+        ticket_type: TicketTypeId::parse(TT).unwrap(),
+        quantity: n as u32,
+        email: who.into(),
+        amount_cents,
+        payment_ref: reference,
+        paid_at,
+    }
+}
+
+/// What consume-order does with a delivery: persist, then mirror in the gate.
+async fn deliver(repo: &dyn OrderRepository, gate: &Gate, msg: &OrderMessage) -> OrderStatus {
+    let p = repo.persist(msg).await.unwrap();
+    gate.finalize(msg, p.status, &p.tickets).await.unwrap();
+    p.status
+}
+
+async fn stock(gate: &Gate, ev: &Event) -> Stock {
+    let s = gate.refresh(&ev.id).await.unwrap().unwrap().stock[TT];
+    assert_eq!(s.delta(), 0, "invariant broken: {s:?}");
+    s
+}
+
+async fn wait_for(gate: &Gate, ev: &Event, want: Presence, within: Duration) {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if gate.presence(&ev.id).await.unwrap() == want {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} never became {want:?}",
+            ev.id
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn quick(quiet_ms: u64) -> RestoreOptions {
+    RestoreOptions {
+        quiet: Duration::from_millis(quiet_ms),
+        poll: Duration::from_millis(100),
+        max_wait: Duration::from_secs(60),
+    }
+}
+
+#[tokio::test]
+async fn an_event_redis_lost_is_rebuilt_from_the_books_and_in_flight_orders() {
+    let env = TestEnv::get();
+    let ev = env.seed(10, -1, 600).await;
+    let (gate, repo) = (env.gate().await, env.repo());
+    let limit = i64::from(ev.ticket_types[0].per_customer_limit);
+
+    // Before the loss: one order persisted, one paid and still in Pub/Sub, one only held.
+    let done = paid(&gate, &ev, 2, "alice@x.at").await;
+    assert_eq!(deliver(&repo, &gate, &done).await, OrderStatus::Confirmed);
+    let in_flight = paid(&gate, &ev, 3, "bob@x.at").await;
+    let held = order_id(&reserve(&gate, &ev, 2, "carol@x.at").await);
+
+    // Redis restarts empty: every key of the event is gone.
+    gate.reset(&ev.id).await.unwrap();
+    assert_eq!(gate.presence(&ev.id).await.unwrap(), Presence::Absent);
+    assert_eq!(
+        reserve(&gate, &ev, 1, "dave@x.at").await,
+        ReserveOutcome::UnknownEvent
+    );
+
+    let restore = {
+        let (gate, repo, ev) = (gate.clone(), env.repo(), ev.clone());
+        tokio::spawn(async move { restore_event(&gate, &repo, &ev, quick(3000)).await })
+    };
+    wait_for(&gate, &ev, Presence::Restoring, Duration::from_secs(10)).await;
+    // Paused while the books may still move: no hold against them.
+    assert_eq!(
+        reserve(&gate, &ev, 1, "dave@x.at").await,
+        ReserveOutcome::Paused
+    );
+    let s = stock(&gate, &ev).await;
+    assert_eq!((s.available, s.held, s.confirming, s.sold), (8, 0, 0, 2));
+
+    // The in-flight order arrives while paused; the next pass counts it.
+    assert_eq!(
+        deliver(&repo, &gate, &in_flight).await,
+        OrderStatus::Confirmed
+    );
+    let report = tokio::time::timeout(Duration::from_secs(30), restore)
+        .await
+        .expect("restore finishes once the books are quiet")
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(
+            report,
+            RestoreReport::Resumed {
+                sold: 5,
+                forced: false,
+                ..
+            }
+        ),
+        "{report:?}"
+    );
+    assert_eq!(gate.presence(&ev.id).await.unwrap(), Presence::Live);
+    let s = stock(&gate, &ev).await;
+    assert_eq!((s.available, s.held, s.confirming, s.sold), (5, 0, 0, 5));
+
+    // The lost hold is gone (its fan reserves again); the limit still counts alice's tickets.
+    assert!(gate.order(&ev.id, held).await.unwrap().is_none());
+    assert!(matches!(
+        reserve(&gate, &ev, limit - 1, "alice@x.at").await,
+        ReserveOutcome::Limit { remaining, .. } if remaining == (limit - 2) as u64
+    ));
+
+    // Sell out the rest: the database sells exactly the capacity, rejects nothing.
+    for (n, who) in [(2, "alice@x.at"), (3, "erin@x.at")] {
+        let msg = paid(&gate, &ev, n, who).await;
+        assert_eq!(deliver(&repo, &gate, &msg).await, OrderStatus::Confirmed);
+    }
+    assert_eq!(
+        reserve(&gate, &ev, 1, "frank@x.at").await,
+        ReserveOutcome::SoldOut
+    );
+    let books = env.books(&ev.id, TT).await;
+    assert_eq!((books.sold, books.rejected_orders), (10, 0));
+    env.assert_audit_clean(&ev.id).await;
+}
+
+#[tokio::test]
+async fn a_late_delivery_after_reopening_is_counted_once_and_a_live_gate_is_never_overwritten() {
+    let env = TestEnv::get();
+    let ev = env.seed(10, -1, 600).await;
+    let (gate, repo) = (env.gate().await, env.repo());
+    let late = paid(&gate, &ev, 2, "late@x.at").await;
+    gate.reset(&ev.id).await.unwrap();
+
+    let report = restore_event(&gate, &repo, &ev, quick(200)).await.unwrap();
+    assert!(
+        matches!(report, RestoreReport::Resumed { sold: 0, .. }),
+        "{report:?}"
+    );
+    let held = order_id(&reserve(&gate, &ev, 1, "new@x.at").await);
+
+    // The order paid before the loss arrives after reopening (a slow redelivery).
+    for _ in 0..2 {
+        assert_eq!(deliver(&repo, &gate, &late).await, OrderStatus::Confirmed);
+        let s = stock(&gate, &ev).await;
+        assert_eq!((s.available, s.held, s.sold), (7, 1, 2), "counted once");
+    }
+    let view = gate.order(&ev.id, late.order_id).await.unwrap().unwrap();
+    assert_eq!(view.status, OrderStatus::Confirmed);
+    assert_eq!(view.tickets.len(), 2);
+
+    // Restoring a live event is refused: the hold taken after reopening stays.
+    let again = restore_event(&gate, &repo, &ev, quick(0)).await.unwrap();
+    assert_eq!(again, RestoreReport::AlreadyLive);
+    assert_eq!(
+        gate.order(&ev.id, held).await.unwrap().unwrap().status,
+        OrderStatus::Reserved
+    );
+    assert_eq!(stock(&gate, &ev).await.held, 1);
+}
+
+#[tokio::test]
+async fn the_watcher_rebuilds_an_event_when_redis_restarts_empty() {
+    let env = TestEnv::get();
+    // A Redis of the test's own, restarted without its data (a failover without persistence).
+    let mut redis = OwnRedis::start().await;
+    let gate = Gate::connect(&redis.url, Duration::from_secs(2))
+        .await
+        .unwrap();
+    let repo = env.repo();
+    let ev = env.seed(10, -1, 600).await;
+    gate.seed(&ev).await.unwrap();
+    let msg = paid(&gate, &ev, 3, "w@x.at").await;
+    assert_eq!(deliver(&repo, &gate, &msg).await, OrderStatus::Confirmed);
+
+    let watcher = tokio::spawn(shared::recovery::watch(
+        gate.clone(),
+        std::sync::Arc::new(env.repo()),
+        Duration::from_millis(200),
+        quick(300),
+    ));
+    redis.wipe_and_restart().await;
+    // Caught on two checks in a row, rebuilt paused, reopened once quiet.
+    wait_for(&gate, &ev, Presence::Live, Duration::from_secs(20)).await;
+    let s = stock(&gate, &ev).await;
+    assert_eq!((s.available, s.held, s.confirming, s.sold), (7, 0, 0, 3));
+    assert!(matches!(
+        reserve(&gate, &ev, 2, "w@x.at").await,
+        ReserveOutcome::Limit { remaining: 1, .. }
+    ));
+    order_id(&reserve(&gate, &ev, 1, "w@x.at").await);
+    watcher.abort();
+}
