@@ -36,6 +36,15 @@ async fn reserve(gate: &Gate, ev: &Event, t: &str, n: i64, who: &str) -> Reserve
         .unwrap()
 }
 
+/// The database's answer to a first delivery.
+fn persisted(status: OrderStatus, tickets: &[String]) -> shared::repo::Persisted {
+    shared::repo::Persisted {
+        status,
+        tickets: tickets.to_vec(),
+        duplicate: false,
+    }
+}
+
 fn order_id(o: &ReserveOutcome) -> OrderId {
     match o {
         ReserveOutcome::Reserved { order_id, .. } => *order_id,
@@ -386,13 +395,13 @@ async fn payment_walks_reserved_confirming_confirmed() {
     };
     let codes = vec!["FRQ-A".to_string(), "FRQ-B".to_string()];
     assert!(
-        gate.finalize(&msg, OrderStatus::Confirmed, &codes)
+        gate.finalize(&msg, &persisted(OrderStatus::Confirmed, &codes))
             .await
             .unwrap()
     );
     assert!(
         !gate
-            .finalize(&msg, OrderStatus::Confirmed, &codes)
+            .finalize(&msg, &persisted(OrderStatus::Confirmed, &codes))
             .await
             .unwrap(),
         "second finalize is a no-op"
@@ -438,7 +447,7 @@ async fn a_rejection_by_the_database_returns_stock_and_the_limit() {
         paid_at: Utc::now(),
     };
     assert!(
-        gate.finalize(&msg, OrderStatus::Rejected, &[])
+        gate.finalize(&msg, &persisted(OrderStatus::Rejected, &[]))
             .await
             .unwrap()
     );

@@ -71,7 +71,7 @@ async fn paid(gate: &Gate, ev: &Event, n: i64, who: &str) -> OrderMessage {
 /// What consume-order does with a delivery: persist, then mirror in the gate.
 async fn deliver(repo: &dyn OrderRepository, gate: &Gate, msg: &OrderMessage) -> OrderStatus {
     let p = repo.persist(msg).await.unwrap();
-    gate.finalize(msg, p.status, &p.tickets).await.unwrap();
+    gate.finalize(msg, &p).await.unwrap();
     p.status
 }
 
@@ -217,6 +217,38 @@ async fn a_late_delivery_after_reopening_is_counted_once_and_a_live_gate_is_neve
         OrderStatus::Reserved
     );
     assert_eq!(stock(&gate, &ev).await.held, 1);
+}
+
+#[tokio::test]
+async fn a_redelivery_of_an_order_the_books_held_is_not_counted_twice() {
+    let env = TestEnv::get();
+    let ev = env.seed(10, -1, 600).await;
+    let (gate, repo) = (env.gate().await, env.repo());
+    // Persisted, but Redis died before finalize: Pub/Sub will deliver it again.
+    let msg = paid(&gate, &ev, 3, "twice@x.at").await;
+    assert!(!repo.persist(&msg).await.unwrap().duplicate);
+    gate.reset(&ev.id).await.unwrap();
+    let report = restore_event(&gate, &repo, &ev, quick(200)).await.unwrap();
+    assert!(
+        matches!(report, RestoreReport::Resumed { sold: 3, .. }),
+        "{report:?}"
+    );
+
+    // The redelivery after reopening: the restore counted it already.
+    assert_eq!(deliver(&repo, &gate, &msg).await, OrderStatus::Confirmed);
+    let s = stock(&gate, &ev).await;
+    assert_eq!((s.available, s.sold), (7, 3), "counted once");
+    // And the fan's status read finds the order again (its index was lost with Redis).
+    assert_eq!(
+        gate.event_of(msg.order_id).await.unwrap(),
+        Some(ev.id.clone())
+    );
+    let view = gate.order(&ev.id, msg.order_id).await.unwrap().unwrap();
+    assert_eq!(
+        (view.status, view.tickets.len()),
+        (OrderStatus::Confirmed, 3)
+    );
+    env.assert_audit_clean(&ev.id).await;
 }
 
 #[tokio::test]

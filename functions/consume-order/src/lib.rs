@@ -209,7 +209,7 @@ pub async fn handle(state: &AppState, msg: &OrderMessage) -> Result<OrderStatus,
     // duplicate and finishes this step.
     state
         .gate
-        .finalize(msg, persisted.status, &persisted.tickets)
+        .finalize(msg, &persisted)
         .await
         .map_err(|e| HandleError::Retryable(format!("gate: {e}")))?;
     Ok(persisted.status)

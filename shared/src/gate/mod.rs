@@ -693,14 +693,17 @@ impl Gate {
     }
 
     /// Mirrors the database's decision. Returns true the first time it changes the gate.
+    ///
+    /// An order the gate lost (Redis restarted empty) gets its read model and order index
+    /// back; if the event has been restored, a first persist (not a redelivery of an order the
+    /// database already held, which the restore counted) is added to the stock, once.
     pub async fn finalize(
         &self,
         msg: &crate::domain::OrderMessage,
-        outcome: OrderStatus,
-        tickets: &[String],
+        persisted: &crate::repo::Persisted,
     ) -> Result<bool, GateError> {
-        let tickets =
-            serde_json::to_string(tickets).map_err(|e| GateError::Protocol(e.to_string()))?;
+        let tickets = serde_json::to_string(&persisted.tickets)
+            .map_err(|e| GateError::Protocol(e.to_string()))?;
         let w = words(
             self.run(
                 "finalize",
@@ -708,16 +711,24 @@ impl Gate {
                 &msg.event,
                 &[
                     &msg.order_id.to_string(),
-                    outcome.as_str(),
+                    persisted.status.as_str(),
                     &tickets,
                     msg.ticket_type.as_str(),
                     &msg.quantity.to_string(),
                     &msg.email,
+                    if persisted.duplicate { "0" } else { "1" },
                 ],
             )
             .await?,
         )?;
-        Ok(w.first().map(String::as_str) == Some("applied"))
+        match w.first().map(String::as_str) {
+            Some("applied") => Ok(true),
+            Some("missing") => {
+                self.index_order(msg.order_id, &msg.event).await?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 
     /// Orders due in the outbox more than `older_than` ago by Redis' clock (the clock the
