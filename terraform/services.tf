@@ -85,8 +85,9 @@ module "consume_order" {
   # Not public: Pub/Sub push (same project) counts as internal traffic, and only the push
   # service account holds run.invoker (modules/pubsub). Cloud Run verifies its OIDC token.
   ingress = "INGRESS_TRAFFIC_INTERNAL_ONLY"
-  # Works only inside requests: no CPU between them, scales to zero.
-  cpu_idle = true
+  # The gate watcher runs between pushes: it rebuilds an event Redis lost (shared::recovery),
+  # and must not stall when the queue is quiet (which it is, right after Redis lost the sale).
+  cpu_idle = false
   env = merge(local.redis_env, {
     PUSH_AUTH           = "iam"
     DATABASE_TIMEOUT_MS = "3000"

@@ -159,7 +159,8 @@ variable "services" {
     check-availability = { min_instances = 1, max_instances = 50, concurrency = 250 }
     buy                = { min_instances = 1, max_instances = 50, concurrency = 80 }
     # Concurrency = pool size: each push holds one connection for its transaction.
-    consume-order = { min_instances = 0, max_instances = 10, concurrency = 16, timeout_seconds = 30 }
+    # One always warm: the gate watcher, and no cold start for the first paid orders.
+    consume-order = { min_instances = 1, max_instances = 10, concurrency = 16, timeout_seconds = 30 }
   }
 
   validation {
