@@ -25,7 +25,8 @@ impl Policy {
     pub fn enabled(self) -> bool {
         self.per_minute > 0
     }
-    fn interval_ms(self) -> u64 {
+    /// The spacing of the sustained rate, in milliseconds.
+    pub fn interval_ms(self) -> u64 {
         (60_000 / u64::from(self.per_minute.max(1))).max(1)
     }
 }

@@ -609,3 +609,47 @@ async fn a_lost_order_index_is_written_again_by_the_replay_of_the_same_key() {
         "the replay reserved nothing more"
     );
 }
+
+#[tokio::test]
+async fn the_per_email_limit_is_part_of_the_reservation_and_never_counts_a_replay() {
+    let env = TestEnv::get();
+    let ev = env.seed(50, -1, 600).await;
+    let gate = env.gate().await;
+    let policy = shared::ratelimit::Policy {
+        per_minute: 6,
+        burst: 2,
+    };
+    let limited = |k: &IdempotencyKey, who: &'static str| {
+        let (gate, ev, k) = (gate.clone(), ev.clone(), k.clone());
+        async move {
+            gate.reserve_limited(
+                &ev.id,
+                &tt("vip-3-day"),
+                q(1),
+                &email(who),
+                &k,
+                Some(policy),
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let first = key();
+    order_id(&limited(&first, "bot@x.at").await);
+    order_id(&limited(&key(), "bot@x.at").await);
+    match limited(&key(), "bot@x.at").await {
+        ReserveOutcome::RateLimited { retry_after } => {
+            assert!(retry_after > Duration::ZERO && retry_after <= Duration::from_secs(10))
+        }
+        other => panic!("expected the limit, got {other:?}"),
+    }
+    // A retry of an attempt already made is answered as before, not refused.
+    assert!(matches!(
+        limited(&first, "bot@x.at").await,
+        ReserveOutcome::Replayed { .. }
+    ));
+    // Other fans are not affected, and the refusal took no stock.
+    order_id(&limited(&key(), "fan@x.at").await);
+    let s = stock(&gate, &ev, "vip-3-day").await;
+    assert_eq!((s.available, s.held), (47, 3));
+}

@@ -226,17 +226,11 @@ pub async fn reserve(
     let ticket_type = TicketTypeId::parse(&body.ticket_type)?;
     let quantity = Quantity::parse(body.quantity)?;
     let email = Email::parse(&body.email)?;
-    if let Some(l) = state.limits.as_ref().filter(|l| l.per_email.enabled())
-        && let Some(Decision::Limited { retry_after }) = l
-            .limiter
-            .check(&format!("email:{}", email.as_str()), l.per_email)
-            .await
-    {
-        return Err(limited("per-email", l.per_email, retry_after));
-    }
+    // The per-e-mail limit is checked inside the reservation script (one Redis call).
+    let per_email = state.limits.as_ref().map(|l| l.per_email);
     let outcome = state
         .gate
-        .reserve(&event, &ticket_type, quantity, &email, &key)
+        .reserve_limited(&event, &ticket_type, quantity, &email, &key, per_email)
         .await?;
     metrics::counter!("reservations_total", "outcome" => outcome_label(&outcome)).increment(1);
     let (order_id, hold_expires_at, replayed) = match outcome {
@@ -268,6 +262,14 @@ pub async fn reserve(
         }
         ReserveOutcome::Limit { limit, remaining } => {
             return Err(ApiError::LimitExceeded { limit, remaining });
+        }
+        ReserveOutcome::RateLimited { retry_after } => {
+            // Only ever answered under a limit; the fallback just keeps the headers sane.
+            let policy = per_email.unwrap_or(Policy {
+                per_minute: 1,
+                burst: 1,
+            });
+            return Err(limited("per-email", policy, retry_after));
         }
         ReserveOutcome::Paused => {
             return Err(ApiError::Unavailable {
@@ -309,6 +311,7 @@ fn outcome_label(o: &ReserveOutcome) -> &'static str {
         ReserveOutcome::NotEnough { .. } => "not_enough",
         ReserveOutcome::Limit { .. } => "limit",
         ReserveOutcome::Paused => "paused",
+        ReserveOutcome::RateLimited { .. } => "rate_limited",
     }
 }
 

@@ -277,7 +277,9 @@ async fn a_failed_publish_after_payment_loses_nothing_and_the_relay_finishes_it(
 
     // Either the fan's retry or the relay finishes it; the relay here, with Pub/Sub back.
     let healthy = common::buy_state(&env, &stack.topic).await;
-    assert_eq!(buy::relay_once(&healthy, Duration::ZERO).await.unwrap(), 1);
+    // (The relay serves every event in this Redis: tests running beside this one may have paid
+    // orders of their own in flight, so it finishes at least ours.)
+    assert!(buy::relay_once(&healthy, Duration::ZERO).await.unwrap() >= 1);
     drain(&env, &ev, Duration::from_secs(30)).await;
     // A late retry by the fan is answered, and does not duplicate anything.
     let res = http

@@ -64,6 +64,8 @@ pub enum ReserveOutcome {
     Limit { limit: u64, remaining: u64 },
     /// The gate is being rebuilt after Redis lost its state: try again shortly.
     Paused,
+    /// The per-e-mail rate limit refused it; nothing was consumed.
+    RateLimited { retry_after: Duration },
 }
 
 /// Whether the gate holds an event.
@@ -496,6 +498,21 @@ impl Gate {
         email: &Email,
         key: &IdempotencyKey,
     ) -> Result<ReserveOutcome, GateError> {
+        self.reserve_limited(event, ticket_type, quantity, email, key, None)
+            .await
+    }
+
+    /// [`Gate::reserve`] under a per-e-mail rate limit, checked inside the same script (one
+    /// Redis call per reservation; a replay of the same key is never counted).
+    pub async fn reserve_limited(
+        &self,
+        event: &EventId,
+        ticket_type: &TicketTypeId,
+        quantity: Quantity,
+        email: &Email,
+        key: &IdempotencyKey,
+        per_email: Option<crate::ratelimit::Policy>,
+    ) -> Result<ReserveOutcome, GateError> {
         let order_id = OrderId::new();
         // The index from order id to event lives outside the event's slot (another Cluster
         // slot), so it cannot be part of the script. It is sent in the same write as the
@@ -504,12 +521,18 @@ impl Gate {
         // (a replay of the same key) writes the index of the order it replays.
         let oid = order_id.to_string();
         let qty = quantity.get().to_string();
+        let (interval, burst) = per_email
+            .filter(|p| p.enabled())
+            .map_or((0, 1), |p| (p.interval_ms(), p.burst.max(1)));
+        let (interval, burst) = (interval.to_string(), burst.to_string());
         let args = [
             oid.as_str(),
             ticket_type.as_str(),
             &qty,
             email.as_str(),
             key.as_str(),
+            &interval,
+            &burst,
         ];
         let (indexed, reserved) = tokio::join!(
             self.index_order(order_id, event),
@@ -546,6 +569,9 @@ impl Gate {
                 remaining: num(&w, 2)?,
             },
             Some("paused") => ReserveOutcome::Paused,
+            Some("rate_limited") => ReserveOutcome::RateLimited {
+                retry_after: Duration::from_millis(num(&w, 1)?),
+            },
             _ => return Err(GateError::Protocol(format!("reserve: {w:?}"))),
         })
     }

@@ -1,4 +1,5 @@
--- ARGV: order_id, ticket_type, quantity, email, idempotency_key
+-- ARGV: order_id, ticket_type, quantity, email, idempotency_key, then the per-e-mail rate
+-- limit: interval_ms, burst (interval 0: no limit).
 local oid, tt, qty, email, ikey = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
 local now = now_ms()
 
@@ -11,6 +12,17 @@ if prev then
   local poid = string.sub(prev, sep + 1)
   local first = redis.call('HGET', p .. 'order:' .. poid, 'hold_expires_at')
   return { 'replay', poid, first or '0' }
+end
+
+-- The per-e-mail limit (GCRA, as ratelimit/gcra.lua) in the event's slot, so a reservation is
+-- one script: a replay above never counts, a refusal consumes nothing.
+local interval, burst = tonumber(ARGV[6] or '0'), tonumber(ARGV[7] or '1')
+if interval > 0 then
+  local rk = p .. 'rl:' .. email
+  local tat = math.max(tonumber(redis.call('GET', rk) or '0'), now)
+  local new_tat, tau = tat + interval, interval * burst
+  if new_tat - now > tau then return { 'rate_limited', tostring(new_tat - now - tau) } end
+  redis.call('SET', rk, new_tat, 'PX', new_tat - now)
 end
 
 local m = redis.call('HMGET', KEYS[1], 'opens_at', 'paused')
