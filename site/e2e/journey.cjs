@@ -1,0 +1,115 @@
+// The fan's journey in headless Chromium (npm playwright-core, Debian's /usr/bin/chromium)
+// against the real local stack that scripts/site starts: the prerendered page, hydration, live
+// availability, reserve, a declined card, an approved one, the confirmation with ticket codes,
+// and the sold-out state. SITE_URL is the one origin; SCREENSHOTS (a folder) saves screenshots.
+// Every wait is bounded; the whole run is bounded by scripts/site's `timeout`.
+"use strict";
+const { chromium } = require("playwright-core");
+const assert = require("node:assert/strict");
+const path = require("node:path");
+const crypto = require("node:crypto");
+
+const SITE = process.env.SITE_URL;
+const SHOTS = process.env.SCREENSHOTS || "";
+const WAIT = { timeout: 20_000 };
+
+async function shot(page, name) {
+  if (SHOTS) await page.screenshot({ path: path.join(SHOTS, `site-${name}.png`), fullPage: true });
+}
+
+// Buys every ticket left of a tier through the API (as other fans would), so the page sells out.
+async function buyOut(tier, quantity) {
+  const r = await fetch(new URL("/v1/events/frequency-2027/orders", SITE), {
+    method: "POST",
+    headers: { "content-type": "application/json", "idempotency-key": crypto.randomUUID() },
+    body: JSON.stringify({ ticket_type: tier, quantity, email: `other-${tier}@example.at` }),
+  });
+  const text = await r.text();
+  assert.equal(r.status, 202, `reserve ${tier}: ${r.status} ${text}`);
+  const { order_id } = JSON.parse(text);
+  const p = await fetch(new URL(`/v1/orders/${order_id}/payment`, SITE), {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ payment_token: "tok_approve" }),
+  });
+  assert.equal(p.status, 202, `pay ${tier}: ${p.status}`);
+}
+
+(async () => {
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROME_PATH || "/usr/bin/chromium",
+    headless: true,
+    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+      "--disable-component-update", "--disable-sync"],
+  });
+  try {
+    // 1. Before the wasm: the prerendered HTML already shows every tier and its price.
+    const html = await (await fetch(SITE)).text();
+    for (const t of ["VIP 3-Day", "VIP Camping", "Backstage Lounge", "€349", "€449", "€899"]) {
+      assert.ok(html.includes(t), `prerendered page shows ${t}`);
+    }
+
+    const desktop = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+    const page = await desktop.newPage();
+    const errors = [];
+    page.on("pageerror", (e) => errors.push(String(e)));
+    // The browser logs refused requests (the declined card's 402): expected answers, not errors.
+    page.on("console", (m) => m.type() === "error" && !/status of 4\d\d/.test(m.text()) && errors.push(m.text()));
+    const requests = [];
+    page.on("request", (r) => r.method() === "POST" && requests.push(r));
+    await page.goto(SITE);
+    // 2. Hydrated, live availability: the badge shows what is left, the button is enabled.
+    await page.getByText("2 left").first().waitFor(WAIT);
+    const buy = page.getByRole("button", { name: /Reserve 1 × VIP 3-Day/ });
+    await buy.waitFor(WAIT);
+    assert.equal(await page.getByText("On sale now").count(), 1);
+    await shot(page, "desktop");
+
+    // 3. Choose and reserve: a bad address is caught first.
+    await page.getByLabel("Passes").selectOption("2");
+    await page.getByLabel("E-mail for your tickets").fill("fan@");
+    await page.getByRole("button", { name: /Reserve 2 × VIP 3-Day · €698/ }).click();
+    await page.getByText("Enter a valid e-mail address").waitFor(WAIT);
+    await page.getByLabel("E-mail for your tickets").fill("fan@example.at");
+    // A double click sends one reservation.
+    await page.getByRole("button", { name: /Reserve 2 × VIP 3-Day/ }).dblclick();
+    await page.getByRole("heading", { name: "Your passes are held" }).waitFor(WAIT);
+    const reserves = requests.filter((r) => r.url().endsWith("/orders"));
+    assert.equal(reserves.length, 1, "one reservation request for a double click");
+    assert.match(reserves[0].headers()["idempotency-key"], /^[0-9a-f-]{36}$/);
+    await page.getByRole("timer", { name: /Hold time left (01:5\d|02:00)/ }).waitFor(WAIT);
+    assert.equal(await page.evaluate(() => document.activeElement && document.activeElement.id), "step-h", "focus moves to the new step");
+
+    // 4. A declined card keeps the hold; the approved one confirms.
+    await page.getByRole("button", { name: /Test card: declined/ }).click();
+    await page.getByRole("alert").getByText("Payment declined").waitFor(WAIT);
+    await shot(page, "held");
+    await page.getByRole("button", { name: /Test card: approved/ }).click();
+    await page.getByRole("heading", { name: "You're going to Frequency!" }).waitFor({ timeout: 30_000 });
+    const codes = await page.getByRole("list", { name: "Ticket codes" }).locator("code").allTextContents();
+    assert.equal(codes.length, 2, `two ticket codes: ${codes}`);
+    assert.equal(new Set(codes).size, 2);
+    await shot(page, "confirmed");
+
+    // 5. Everyone else buys the rest: the page shows the sold-out state.
+    await buyOut("vip-camping", 2);
+    await buyOut("backstage-lounge", 1);
+    const mobile = await browser.newContext({ viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true });
+    const phone = await mobile.newPage();
+    phone.on("pageerror", (e) => errors.push(String(e)));
+    await phone.goto(SITE);
+    await phone.getByText("every VIP pass is taken").waitFor(WAIT);
+    assert.equal(await phone.locator(".badge", { hasText: "Sold out" }).count(), 3, "three sold-out badges");
+    const soldOut = phone.getByRole("button", { name: "Sold out" });
+    assert.ok(await soldOut.isDisabled(), "the buy button is disabled when sold out");
+    await shot(phone, "mobile-sold-out");
+
+    assert.deepEqual(errors, [], "no errors in the page");
+    console.log(`e2e: prerendered, hydrated, reserved (one request for a double click), declined, paid, confirmed ${codes.join(" ")}, sold out`);
+  } finally {
+    await browser.close();
+  }
+})().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});
