@@ -8,6 +8,7 @@ const { chromium } = require("playwright-core");
 const assert = require("node:assert/strict");
 const path = require("node:path");
 const crypto = require("node:crypto");
+const { execFileSync } = require("node:child_process");
 
 const SITE = process.env.SITE_URL;
 const SHOTS = process.env.SCREENSHOTS || "";
@@ -47,6 +48,13 @@ async function buyOut(tier, quantity) {
     const html = await (await fetch(SITE)).text();
     for (const t of ["VIP 3-Day", "VIP Camping", "Backstage Lounge", "€349", "€449", "€899"]) {
       assert.ok(html.includes(t), `prerendered page shows ${t}`);
+    }
+
+    // The prerendered catalog (site/catalog.json) is the one the API sells.
+    const live = await (await fetch(new URL("/v1/events/frequency-2027/availability", SITE))).json();
+    for (const t of live.ticket_types) {
+      const euros = `€${t.price_cents / 100}`;
+      assert.ok(html.includes(t.name) && html.includes(euros), `prerendered ${t.name} at ${euros} as the API sells it`);
     }
 
     const desktop = await browser.newContext({ viewport: { width: 1280, height: 900 } });
@@ -104,8 +112,17 @@ async function buyOut(tier, quantity) {
     assert.ok(await soldOut.isDisabled(), "the buy button is disabled when sold out");
     await shot(phone, "mobile-sold-out");
 
+    // 6. Before the opening: a new sale an hour away counts down by the shop's clock.
+    execFileSync(process.env.OPS, ["seed", "--reset", "--capacity", "2", "--opens-in", "3600", "--hold-seconds", "120"], { stdio: "ignore" });
+    await new Promise((r) => setTimeout(r, 1_000)); // the availability snapshot refreshes every 250 ms
+    await phone.goto(SITE);
+    await phone.getByRole("timer").getByText(/^(1:00:00|59:\d\d)$/).waitFor(WAIT);
+    assert.ok(await phone.getByRole("button", { name: /^Sale opens in/ }).isDisabled(), "no buying before the opening");
+    assert.equal(await phone.locator(".badge", { hasText: "Opens soon" }).count(), 3);
+    await shot(phone, "mobile-countdown");
+
     assert.deepEqual(errors, [], "no errors in the page");
-    console.log(`e2e: prerendered, hydrated, reserved (one request for a double click), declined, paid, confirmed ${codes.join(" ")}, sold out`);
+    console.log(`e2e: prerendered, hydrated, reserved (one request for a double click), declined, paid, confirmed ${codes.join(" ")}, sold out, countdown`);
   } finally {
     await browser.close();
   }
