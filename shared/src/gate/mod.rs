@@ -241,6 +241,34 @@ fn status_of(w: &str) -> Result<OrderStatus, GateError> {
     OrderStatus::parse(w).ok_or_else(|| GateError::Protocol(format!("status {w}")))
 }
 
+/// The catalog as `seed.lua` and `restore.lua` read it: opens_at, the catalog JSON, the ticket
+/// type ids, then `header`, then per ticket type its id, capacity, limit, hold (ms), price and
+/// `extra` (restore: the database's sold).
+fn catalog_args(
+    event: &Event,
+    header: &[String],
+    extra: impl Fn(&crate::domain::TicketType) -> Option<String>,
+) -> Result<Vec<String>, serde_json::Error> {
+    let ids: Vec<&str> = event.ticket_types.iter().map(|t| t.id.as_str()).collect();
+    let mut args = vec![
+        event.sale_opens_at.timestamp_millis().to_string(),
+        serde_json::to_string(event)?,
+        ids.join(","),
+    ];
+    args.extend_from_slice(header);
+    for t in &event.ticket_types {
+        args.extend([
+            t.id.to_string(),
+            t.capacity.to_string(),
+            t.per_customer_limit.to_string(),
+            (u64::from(t.hold_seconds) * 1000).to_string(),
+            t.price_cents.to_string(),
+        ]);
+        args.extend(extra(t));
+    }
+    Ok(args)
+}
+
 impl Gate {
     /// Connects (lazily reconnecting later) with a per-command deadline.
     pub async fn connect(url: &str, timeout: Duration) -> Result<Self, GateError> {
@@ -350,22 +378,7 @@ impl Gate {
     /// Writes the event and its stock once (re-running is a no-op). `Err` when the event is
     /// already live in Redis with a different catalog.
     pub async fn seed(&self, event: &Event) -> Result<bool, anyhow::Error> {
-        let catalog = serde_json::to_string(event)?;
-        let ids: Vec<&str> = event.ticket_types.iter().map(|t| t.id.as_str()).collect();
-        let mut args = vec![
-            event.sale_opens_at.timestamp_millis().to_string(),
-            catalog,
-            ids.join(","),
-        ];
-        for t in &event.ticket_types {
-            args.extend([
-                t.id.to_string(),
-                t.capacity.to_string(),
-                t.per_customer_limit.to_string(),
-                (u64::from(t.hold_seconds) * 1000).to_string(),
-                t.price_cents.to_string(),
-            ]);
-        }
+        let args = catalog_args(event, &[], |_| None)?;
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         let reply = self
             .run("seed", &self.scripts.seed, &event.id, &refs)
@@ -393,26 +406,14 @@ impl Gate {
         customers: &[crate::repo::CustomerTotal],
         resume: bool,
     ) -> Result<Restore, GateError> {
-        let catalog =
-            serde_json::to_string(event).map_err(|e| GateError::Protocol(e.to_string()))?;
-        let ids: Vec<&str> = event.ticket_types.iter().map(|t| t.id.as_str()).collect();
-        let mut args = vec![
-            event.sale_opens_at.timestamp_millis().to_string(),
-            catalog,
-            ids.join(","),
+        let header = [
             if resume { "1" } else { "0" }.to_owned(),
             event.ticket_types.len().to_string(),
         ];
-        for t in &event.ticket_types {
-            args.extend([
-                t.id.to_string(),
-                t.capacity.to_string(),
-                t.per_customer_limit.to_string(),
-                (u64::from(t.hold_seconds) * 1000).to_string(),
-                t.price_cents.to_string(),
-                sold.get(t.id.as_str()).copied().unwrap_or(0).to_string(),
-            ]);
-        }
+        let mut args = catalog_args(event, &header, |t| {
+            Some(sold.get(t.id.as_str()).copied().unwrap_or(0).to_string())
+        })
+        .map_err(|e| GateError::Protocol(e.to_string()))?;
         for c in customers {
             args.extend([
                 c.ticket_type.to_string(),
