@@ -228,7 +228,8 @@ stop_all() {
 SITE_TOOLS="${XDG_CACHE_HOME:-$HOME/.cache}/frequency-tickets/site-tools"
 SITE_NPM="tailwindcss@3.4.19 binaryen@132.0.0 playwright-core@1.57.0 lighthouse@12.8.2"
 ensure_site_tools() {
-  ensure_pkgs npm:npm chromium:chromium nginx:nginx
+  # CHROME_PATH may name another Chromium (e.g. on a CI image whose apt package is a snap stub).
+  ensure_pkgs npm:npm "${CHROME_PATH:-chromium}:chromium" nginx:nginx
   rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown ||
     { log "adding the wasm32 target"; rustup target add wasm32-unknown-unknown; }
   local wbg
@@ -251,7 +252,7 @@ ensure_site_tools() {
     printf '%s' "$SITE_NPM" >"$SITE_TOOLS/.installed"
   fi
   export PATH="$SITE_TOOLS/node_modules/.bin:$HOME/.cargo/bin:$PATH"
-  export CHROME_PATH=/usr/bin/chromium
+  export CHROME_PATH="${CHROME_PATH:-/usr/bin/chromium}"
 }
 
 # Serves the built site on PORT and routes /v1/* to the functions as the load balancer does
