@@ -2,8 +2,8 @@
 //! the middleware stack (request id, a span per request, timeout, body limit, panics),
 //! `/healthz`, and serving with graceful shutdown on SIGTERM.
 
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::extract::rejection::JsonRejection;
@@ -19,6 +19,7 @@ use tracing::Instrument;
 
 use crate::domain::Invalid;
 use crate::error::{ApiError, problem};
+use crate::telemetry::LogThrottle;
 
 /// Largest request body any function accepts.
 pub const BODY_LIMIT: usize = 16 * 1024;
@@ -214,9 +215,19 @@ pub async fn serve(app: Router, port: u16) -> anyhow::Result<()> {
 
 /// Turns any error into a 503 with Retry-After (dependency down) after logging it once.
 pub fn unavailable(what: &str, err: &dyn std::fmt::Display) -> ApiError {
-    // Once per second at most: during an outage every request lands here.
-    static THROTTLE: crate::telemetry::LogThrottle = crate::telemetry::LogThrottle::new(1000);
-    if let Some(occurrences) = THROTTLE.throttled() {
+    // Once per second per dependency at most: during an outage every request lands here, and
+    // one dependency's outage must not hide another's.
+    static THROTTLES: OnceLock<
+        std::sync::Mutex<std::collections::HashMap<String, Arc<LogThrottle>>>,
+    > = OnceLock::new();
+    let throttle = THROTTLES
+        .get_or_init(Default::default)
+        .lock()
+        .expect("throttle lock")
+        .entry(what.to_owned())
+        .or_insert_with(|| Arc::new(LogThrottle::new(1000)))
+        .clone();
+    if let Some(occurrences) = throttle.throttled() {
         tracing::warn!(error = %err, dependency = what, occurrences, "dependency unavailable");
     }
     ApiError::Unavailable {

@@ -111,3 +111,12 @@ pub enum Busy {
     )]
     Unavailable(Problem),
 }
+
+/// What any route can answer before its handler runs.
+#[derive(utoipa::IntoResponses)]
+pub enum Always {
+    /// The request's headers are larger than 16 KiB (over 100 headers, the HTTP server itself
+    /// refuses with a bare 431).
+    #[response(status = 431, content_type = "application/problem+json")]
+    HeadersTooLarge(Problem),
+}

@@ -22,7 +22,7 @@ use shared::domain::{
 };
 use shared::gate::{Approval, Gate, PayBegin, ReserveOutcome};
 use shared::http::{ApiJson, unavailable};
-use shared::openapi::{BodyRefusals, Busy, Problem};
+use shared::openapi::{Always, BodyRefusals, Busy, Problem};
 use shared::payment::{Charge, PaymentProvider, SimulatedPayments};
 use shared::publisher::OrderPublisher;
 use shared::ratelimit::{Decision, Policy, RateLimiter};
@@ -72,6 +72,24 @@ pub struct AppState {
     pub limits: Option<Limits>,
     /// See [`Config::redeliver_after_ms`].
     pub redeliver_after: Duration,
+    /// Events this instance has seen in the gate: one that goes missing from it later is being
+    /// rebuilt after Redis lost its data (503, retry), not unknown (404).
+    pub seen_events: SeenEvents,
+}
+
+/// See [`AppState::seen_events`].
+#[derive(Clone, Default)]
+pub struct SeenEvents(Arc<std::sync::RwLock<std::collections::HashSet<EventId>>>);
+
+impl SeenEvents {
+    fn saw(&self, event: &EventId) {
+        if !self.knows(event) {
+            self.0.write().expect("lock").insert(event.clone());
+        }
+    }
+    fn knows(&self, event: &EventId) -> bool {
+        self.0.read().expect("lock").contains(event)
+    }
 }
 
 /// buy's OpenAPI document (served at `/openapi.json`, committed as docs/openapi/buy.json).
@@ -203,6 +221,7 @@ struct Reserved {
             headers(("Retry-After" = u64, description = "Seconds until the sale opens"))),
         BodyRefusals,
         Busy,
+        Always,
     )
 )]
 pub async fn reserve(
@@ -233,6 +252,9 @@ pub async fn reserve(
         .reserve_limited(&event, &ticket_type, quantity, &email, &key, per_email)
         .await?;
     metrics::counter!("reservations_total", "outcome" => outcome_label(&outcome)).increment(1);
+    if outcome != ReserveOutcome::UnknownEvent {
+        state.seen_events.saw(&event);
+    }
     let (order_id, hold_expires_at, replayed) = match outcome {
         ReserveOutcome::Reserved {
             order_id,
@@ -247,6 +269,9 @@ pub async fn reserve(
             return Err(ApiError::TooEarly {
                 retry_after_secs: opens_in_ms.div_ceil(1000),
             });
+        }
+        ReserveOutcome::UnknownEvent if state.seen_events.knows(&event) => {
+            return Err(paused());
         }
         ReserveOutcome::UnknownEvent => return Err(ApiError::NotFound("event")),
         ReserveOutcome::UnknownTicketType => {
@@ -271,12 +296,7 @@ pub async fn reserve(
             });
             return Err(limited("per-email", policy, retry_after));
         }
-        ReserveOutcome::Paused => {
-            return Err(ApiError::Unavailable {
-                detail: "The sale is paused for a moment while the ticket gate recovers; please retry shortly.".into(),
-                retry_after_secs: 5,
-            });
-        }
+        ReserveOutcome::Paused => return Err(paused()),
     };
     if !replayed {
         // Debug: holds are many and most expire; payments and persistence are logged at info.
@@ -298,6 +318,16 @@ pub async fn reserve(
         h.insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     Ok(res)
+}
+
+/// The gate is being rebuilt from the database after Redis lost its data.
+fn paused() -> ApiError {
+    ApiError::Unavailable {
+        detail:
+            "The sale is paused for a moment while the ticket gate recovers; please retry shortly."
+                .into(),
+        retry_after_secs: 5,
+    }
 }
 
 fn outcome_label(o: &ReserveOutcome) -> &'static str {
@@ -538,6 +568,7 @@ pub async fn settle(
         (status = 422, description = "An invalid payment token", body = Problem, content_type = "application/problem+json"),
         BodyRefusals,
         Busy,
+        Always,
     )
 )]
 pub async fn pay(
@@ -562,6 +593,7 @@ pub async fn pay(
         (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Paid or being paid: it can no longer be cancelled", body = Problem, content_type = "application/problem+json"),
         Busy,
+        Always,
     )
 )]
 pub async fn cancel(
@@ -645,6 +677,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         payments: Arc::new(SimulatedPayments),
         limits: Some(limits),
         redeliver_after: Duration::from_millis(config.redeliver_after_ms),
+        seen_events: SeenEvents::default(),
     };
     spawn_relay(
         state.clone(),

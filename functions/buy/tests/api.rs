@@ -527,3 +527,16 @@ async fn the_openapi_document_is_served_and_committed() {
     );
     shared::openapi::assert_committed(&buy::ApiDoc::openapi(), "docs/openapi/buy.json");
 }
+
+#[tokio::test]
+async fn an_event_seen_then_lost_by_redis_is_busy_not_unknown() {
+    let (env, ev, app) = setup(10, -1, 600).await;
+    let ok = json!({"ticket_type": "vip-3-day", "quantity": 1, "email": "fan@example.at"});
+    let a = call(&app, reserve_req(&ev, &fresh_key(), ok.clone())).await;
+    assert_eq!(a.status, StatusCode::ACCEPTED);
+    // Redis restarts empty: until consume-order has rebuilt the event, fans are told to retry.
+    env.gate().await.reset(&ev.id).await.unwrap();
+    let a = call(&app, reserve_req(&ev, &fresh_key(), ok)).await;
+    assert_problem(&a, 503, "unavailable");
+    assert!(a.headers.contains_key(header::RETRY_AFTER));
+}

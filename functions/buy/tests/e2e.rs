@@ -261,6 +261,7 @@ async fn a_failed_publish_after_payment_loses_nothing_and_the_relay_finishes_it(
         payments: Arc::new(shared::payment::SimulatedPayments),
         limits: None,
         redeliver_after: std::time::Duration::from_secs(300),
+        seen_events: Default::default(),
     };
     let buy_down = common::serve(buy::app(broken)).await;
     let http = reqwest::Client::new();
@@ -511,6 +512,7 @@ async fn a_published_order_the_broker_lost_is_published_again_and_persisted_once
     let lost_topic = common::topic(&env).await;
     let lossy = buy::AppState {
         redeliver_after: Duration::from_millis(200),
+        seen_events: Default::default(),
         ..common::buy_state(&env, &lost_topic).await
     };
     let buy_lossy = common::serve(buy::app(lossy)).await;
@@ -527,6 +529,7 @@ async fn a_published_order_the_broker_lost_is_published_again_and_persisted_once
     // The relay (here over the topic the consumer listens to) publishes it once more.
     let relay = buy::AppState {
         redeliver_after: Duration::from_millis(200),
+        seen_events: Default::default(),
         ..common::buy_state(&env, &stack.topic).await
     };
     assert_eq!(buy::relay_once(&relay, Duration::ZERO).await.unwrap(), 1);

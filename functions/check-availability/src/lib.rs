@@ -18,7 +18,7 @@ use shared::ApiError;
 use shared::config::{HttpArgs, RedisArgs};
 use shared::domain::{EventId, OrderId, OrderStatus};
 use shared::gate::{EventSnapshot, Gate};
-use shared::openapi::Problem;
+use shared::openapi::{Always, Problem};
 use utoipa::{OpenApi, ToSchema};
 
 /// Configuration from the environment.
@@ -336,6 +336,8 @@ pub fn app(state: AppState) -> Router {
             )),
         (status = 304, description = "Not modified since the ETag sent"),
         (status = 404, description = "No such event", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The answer took longer than 10 s (an overloaded instance); retry", body = Problem, content_type = "application/problem+json"),
+        Always,
     )
 )]
 pub async fn availability(
@@ -420,6 +422,7 @@ struct OrderStatusView {
         (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The order store is unavailable; retry after `Retry-After` seconds", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        Always,
     )
 )]
 pub async fn order(

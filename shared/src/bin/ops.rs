@@ -131,6 +131,24 @@ async fn main() -> anyhow::Result<()> {
                 repo.reset(&id).await?;
             }
             let in_db = repo.seed(&ev).await?;
+            // The books already hold this event but Redis does not (it lost its data): seeding
+            // Redis now would put every ticket back on sale. Rebuild it from the books instead.
+            if in_db == shared::repo::Seeded::Unchanged
+                && gate.presence(&id).await? != shared::gate::Presence::Live
+            {
+                println!(
+                    "event {id}: in the database but not live in Redis; restoring it from the database (ops gate-restore)"
+                );
+                let report = shared::recovery::restore_event(
+                    &gate,
+                    repo.as_ref(),
+                    &ev,
+                    shared::recovery::RestoreOptions::default(),
+                )
+                .await?;
+                println!("event {id}: {report:?}");
+                return Ok(());
+            }
             let in_redis = gate.seed(&ev).await?;
             println!(
                 "event {id}: database {in_db:?}, redis {}; sale opens {}",

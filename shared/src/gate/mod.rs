@@ -744,6 +744,7 @@ impl Gate {
                     &msg.quantity.to_string(),
                     &msg.email,
                     if persisted.duplicate { "0" } else { "1" },
+                    &msg.amount_cents.to_string(),
                 ],
             )
             .await?,

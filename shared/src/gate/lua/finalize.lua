@@ -1,5 +1,6 @@
 -- ARGV: order_id, outcome (confirmed | rejected), tickets (JSON), ticket_type, quantity, email,
--- first (1: the database persisted it just now; 0: a redelivery of an order it already held).
+-- first (1: the database persisted it just now; 0: a redelivery of an order it already held),
+-- amount_cents.
 -- The database decided; mirror it in the gate once (redeliveries find it done).
 local oid, outcome = ARGV[1], ARGV[2]
 local ok = p .. 'order:' .. oid
@@ -10,7 +11,8 @@ if not o then
   -- the event is back (restore.lua) count the database's sale in its stock, once: the order
   -- hash written here makes a redelivery find it 'already'. An order the database already
   -- held is in the books the restore counted: only a first persist adds to the stock.
-  redis.call('HSET', ok, 'status', outcome, 'tt', ARGV[4], 'qty', ARGV[5], 'email', ARGV[6], 'tickets', ARGV[3])
+  redis.call('HSET', ok, 'status', outcome, 'tt', ARGV[4], 'qty', ARGV[5], 'email', ARGV[6], 'tickets', ARGV[3],
+    'amount', ARGV[8])
   local tk = p .. 'tt:' .. ARGV[4]
   if outcome == 'confirmed' and ARGV[7] == '1' and redis.call('EXISTS', tk) == 1 then
     local qty = tonumber(ARGV[5])

@@ -14,17 +14,6 @@ if prev then
   return { 'replay', poid, first or '0' }
 end
 
--- The per-e-mail limit (GCRA, as ratelimit/gcra.lua) in the event's slot, so a reservation is
--- one script: a replay above never counts, a refusal consumes nothing.
-local interval, burst = tonumber(ARGV[6] or '0'), tonumber(ARGV[7] or '1')
-if interval > 0 then
-  local rk = p .. 'rl:' .. email
-  local tat = math.max(tonumber(redis.call('GET', rk) or '0'), now)
-  local new_tat, tau = tat + interval, interval * burst
-  if new_tat - now > tau then return { 'rate_limited', tostring(new_tat - now - tau) } end
-  redis.call('SET', rk, new_tat, 'PX', new_tat - now)
-end
-
 local m = redis.call('HMGET', KEYS[1], 'opens_at', 'paused')
 if not m[1] then return { 'unknown_event' } end
 -- Being rebuilt after Redis lost its state (restore.lua): no holds until the books settle.
@@ -35,6 +24,18 @@ if now < opens then return { 'too_early', tostring(opens - now) } end
 local tk = p .. 'tt:' .. tt
 local t = redis.call('HMGET', tk, 'limit', 'hold_ms', 'price')
 if not t[1] then return { 'unknown_ticket_type' } end
+
+-- The per-e-mail limit (GCRA, as ratelimit/gcra.lua) in the event's slot, so a reservation is
+-- one script. Only attempts that could take tickets count: a replay, an unknown event or
+-- ticket type, a paused or not yet open sale spend nothing, and a refusal consumes nothing.
+local interval, burst = tonumber(ARGV[6] or '0'), tonumber(ARGV[7] or '1')
+if interval > 0 then
+  local rk = p .. 'rl:' .. email
+  local tat = math.max(tonumber(redis.call('GET', rk) or '0'), now)
+  local new_tat, tau = tat + interval, interval * burst
+  if new_tat - now > tau then return { 'rate_limited', tostring(new_tat - now - tau) } end
+  redis.call('SET', rk, new_tat, 'PX', new_tat - now)
+end
 
 reap(now, 25)
 local avail = tonumber(redis.call('HGET', tk, 'available'))
