@@ -71,7 +71,8 @@ def test_dry_run_prints_every_step_and_runs_nothing(fake_tools, tmp_path):
         f"{tf} apply -input=false -var=project_id=demo-tickets-1 -var=region=europe-west3 -var=name_prefix=tickets -var=image_tag=abc123 -var=domain=vip.example.at",
         "gcloud run jobs execute ops --project=demo-tickets-1 --region=europe-west3 --wait --args=migrate",
         "gcloud run jobs execute ops --project=demo-tickets-1 --region=europe-west3 --wait --args=seed,--capacity,2000,--opens-at,2027-03-01T10:00:00Z",
-        f"gcloud storage rsync {site} gs://demo-tickets-1-tickets-site --project=demo-tickets-1 --recursive --delete-unmatched-destination-objects",
+        f"gcloud storage rsync {site} gs://demo-tickets-1-tickets-site --project=demo-tickets-1 --recursive --delete-unmatched-destination-objects '--cache-control=public, max-age=31536000, immutable'",
+        "gcloud storage objects update gs://demo-tickets-1-tickets-site/index.html --project=demo-tickets-1 --cache-control=no-cache",
         "gcloud compute url-maps invalidate-cdn-cache tickets-https --project=demo-tickets-1 --global '--path=/*' --async",
         f"{tf} output -raw site_url",
     ]
