@@ -523,8 +523,9 @@ impl SpannerRepository {
         }
         let paid_at = timestamp(msg.paid_at);
         let qty = need;
-        if take.is_empty() {
-            tx.buffer_write(vec![insert(
+        // The order row, confirmed or rejected.
+        let order_row = |status: &'static str| {
+            insert(
                 "Orders",
                 &[
                     "OrderId",
@@ -547,43 +548,20 @@ impl SpannerRepository {
                     &msg.amount_cents,
                     &msg.payment_ref,
                     &paid_at,
-                    &"rejected",
+                    &status,
                     &CommitTimestamp::new(),
                 ],
-            )]);
+            )
+        };
+        if take.is_empty() {
+            tx.buffer_write(vec![order_row("rejected")]);
             return Ok(Step::Done(Persisted {
                 status: OrderStatus::Rejected,
                 tickets: vec![],
                 duplicate: false,
             }));
         }
-        let mut mutations = vec![insert(
-            "Orders",
-            &[
-                "OrderId",
-                "EventId",
-                "TicketTypeId",
-                "Quantity",
-                "Email",
-                "AmountCents",
-                "PaymentRef",
-                "PaidAt",
-                "Status",
-                "PersistedAt",
-            ],
-            &[
-                &oid,
-                &ev,
-                &tt,
-                &qty,
-                &msg.email,
-                &msg.amount_cents,
-                &msg.payment_ref,
-                &paid_at,
-                &"confirmed",
-                &CommitTimestamp::new(),
-            ],
-        )];
+        let mut mutations = vec![order_row("confirmed")];
         let mut codes = vec![];
         for (shard, before, n) in take {
             mutations.push(update(
