@@ -2,8 +2,9 @@
 //! the middleware stack (request id, a span per request, timeout, body limit, panics),
 //! `/healthz`, and serving with graceful shutdown on SIGTERM.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::extract::rejection::JsonRejection;
@@ -214,20 +215,18 @@ pub async fn serve(app: Router, port: u16) -> anyhow::Result<()> {
 }
 
 /// Turns any error into a 503 with Retry-After (dependency down) after logging it once.
-pub fn unavailable(what: &str, err: &dyn std::fmt::Display) -> ApiError {
+pub fn unavailable(what: &'static str, err: &dyn std::fmt::Display) -> ApiError {
     // Once per second per dependency at most: during an outage every request lands here, and
     // one dependency's outage must not hide another's.
-    static THROTTLES: OnceLock<
-        std::sync::Mutex<std::collections::HashMap<String, Arc<LogThrottle>>>,
-    > = OnceLock::new();
-    let throttle = THROTTLES
+    static THROTTLES: OnceLock<Mutex<HashMap<&'static str, LogThrottle>>> = OnceLock::new();
+    let occurrences = THROTTLES
         .get_or_init(Default::default)
         .lock()
         .expect("throttle lock")
-        .entry(what.to_owned())
-        .or_insert_with(|| Arc::new(LogThrottle::new(1000)))
-        .clone();
-    if let Some(occurrences) = throttle.throttled() {
+        .entry(what)
+        .or_insert_with(|| LogThrottle::new(1000))
+        .throttled();
+    if let Some(occurrences) = occurrences {
         tracing::warn!(error = %err, dependency = what, occurrences, "dependency unavailable");
     }
     ApiError::Unavailable {

@@ -120,3 +120,11 @@ pub enum Always {
     #[response(status = 431, content_type = "application/problem+json")]
     HeadersTooLarge(Problem),
 }
+
+/// The order id names no order (also a malformed id).
+#[derive(utoipa::IntoResponses)]
+pub enum OrderNotFound {
+    /// No such order
+    #[response(status = 404, content_type = "application/problem+json")]
+    NotFound(Problem),
+}

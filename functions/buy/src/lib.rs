@@ -22,7 +22,7 @@ use shared::domain::{
 };
 use shared::gate::{Approval, Gate, PayBegin, ReserveOutcome};
 use shared::http::{ApiJson, unavailable};
-use shared::openapi::{Always, BodyRefusals, Busy, Problem};
+use shared::openapi::{Always, BodyRefusals, Busy, OrderNotFound, Problem};
 use shared::payment::{Charge, PaymentProvider, SimulatedPayments};
 use shared::publisher::OrderPublisher;
 use shared::ratelimit::{Decision, Policy, RateLimiter};
@@ -289,12 +289,11 @@ pub async fn reserve(
             return Err(ApiError::LimitExceeded { limit, remaining });
         }
         ReserveOutcome::RateLimited { retry_after } => {
-            // Only ever answered under a limit; the fallback just keeps the headers sane.
-            let policy = per_email.unwrap_or(Policy {
-                per_minute: 1,
-                burst: 1,
-            });
-            return Err(limited("per-email", policy, retry_after));
+            // The script answers this only under the limit it was given.
+            return Err(per_email.map_or_else(
+                || ApiError::Internal(anyhow::anyhow!("rate limited without a per-e-mail limit")),
+                |policy| limited("per-email", policy, retry_after),
+            ));
         }
         ReserveOutcome::Paused => return Err(paused()),
     };
@@ -562,7 +561,7 @@ pub async fn settle(
     responses(
         (status = 202, description = "Paid: the order is `confirming`; poll `GET /v1/orders/{id}` for the tickets", body = OrderState),
         (status = 402, description = "Declined: the tickets stay held until the hold expires; try another card", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
+        OrderNotFound,
         (status = 409, description = "Cancelled, already paid, or another attempt under way", body = Problem, content_type = "application/problem+json"),
         (status = 410, description = "The hold expired; the tickets went back on sale", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "An invalid payment token", body = Problem, content_type = "application/problem+json"),
@@ -590,7 +589,7 @@ pub async fn pay(
     params(("id" = String, Path, description = "The order id from the reservation")),
     responses(
         (status = 200, description = "Released (or had already expired or been cancelled)", body = OrderState),
-        (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
+        OrderNotFound,
         (status = 409, description = "Paid or being paid: it can no longer be cancelled", body = Problem, content_type = "application/problem+json"),
         Busy,
         Always,

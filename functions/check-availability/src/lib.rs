@@ -18,7 +18,7 @@ use shared::ApiError;
 use shared::config::{HttpArgs, RedisArgs};
 use shared::domain::{EventId, OrderId, OrderStatus};
 use shared::gate::{EventSnapshot, Gate};
-use shared::openapi::{Always, Problem};
+use shared::openapi::{Always, OrderNotFound, Problem};
 use utoipa::{OpenApi, ToSchema};
 
 /// Configuration from the environment.
@@ -419,7 +419,7 @@ struct OrderStatusView {
     params(("id" = String, Path, description = "The order id from the reservation")),
     responses(
         (status = 200, description = "The order", body = OrderStatusView),
-        (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
+        OrderNotFound,
         (status = 503, description = "The order store is unavailable; retry after `Retry-After` seconds", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
         Always,
