@@ -127,23 +127,53 @@ async fn before_the_sale_and_unknown_things() {
     }
 }
 
-#[tokio::test]
-async fn redis_down_serves_the_last_snapshot_marked_stale() {
-    let mut redis = shared::testing::OwnRedis::start().await;
-    let gate = shared::gate::Gate::connect(&redis.url, std::time::Duration::from_millis(300))
-        .await
-        .unwrap();
+/// A Redis of the test's own with one event seeded and a first snapshot taken: the test can
+/// crash or wipe it.
+struct OwnStack {
+    redis: shared::testing::OwnRedis,
+    gate: shared::gate::Gate,
+    ev: shared::domain::Event,
+    state: AppState,
+    router: axum::Router,
+    uri: String,
+}
+
+async fn own_stack(event: &str, timeout_ms: u64) -> OwnStack {
+    let redis = shared::testing::OwnRedis::start().await;
+    let gate =
+        shared::gate::Gate::connect(&redis.url, std::time::Duration::from_millis(timeout_ms))
+            .await
+            .unwrap();
     let ev = shared::domain::Event::frequency(
-        shared::domain::EventId::parse("stale-check").unwrap(),
+        shared::domain::EventId::parse(event).unwrap(),
         10,
         chrono::Utc::now(),
         600,
     );
     gate.seed(&ev).await.unwrap();
-    let state = AppState::new(gate);
+    let state = AppState::new(gate.clone());
     state.refresh().await.unwrap();
     let router = app(state.clone());
     let uri = format!("/v1/events/{}/availability", ev.id);
+    OwnStack {
+        redis,
+        gate,
+        ev,
+        state,
+        router,
+        uri,
+    }
+}
+
+#[tokio::test]
+async fn redis_down_serves_the_last_snapshot_marked_stale() {
+    let OwnStack {
+        mut redis,
+        state,
+        router,
+        uri,
+        ..
+    } = own_stack("stale-check", 300).await;
     let (_, fresh_headers, body) = get(&router, &uri, None).await;
     assert_eq!(body["stale"], false);
 
@@ -179,21 +209,14 @@ async fn redis_down_serves_the_last_snapshot_marked_stale() {
 
 #[tokio::test]
 async fn redis_restarting_empty_keeps_the_last_snapshot_marked_stale() {
-    let mut redis = shared::testing::OwnRedis::start().await;
-    let gate = shared::gate::Gate::connect(&redis.url, std::time::Duration::from_millis(500))
-        .await
-        .unwrap();
-    let ev = shared::domain::Event::frequency(
-        shared::domain::EventId::parse("empty-restart").unwrap(),
-        10,
-        chrono::Utc::now(),
-        600,
-    );
-    gate.seed(&ev).await.unwrap();
-    let state = AppState::new(gate.clone());
-    state.refresh().await.unwrap();
-    let router = app(state.clone());
-    let uri = format!("/v1/events/{}/availability", ev.id);
+    let OwnStack {
+        mut redis,
+        gate,
+        ev,
+        state,
+        router,
+        uri,
+    } = own_stack("empty-restart", 500).await;
 
     // Redis comes back without the event: no 404 while consume-order rebuilds it.
     redis.wipe_and_restart().await;
