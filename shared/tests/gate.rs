@@ -575,39 +575,103 @@ async fn gcra_allows_a_burst_refuses_the_next_and_refills_at_the_sustained_rate(
 }
 
 #[tokio::test]
-async fn a_lost_order_index_is_written_again_by_the_replay_of_the_same_key() {
+async fn an_order_is_found_in_its_event_even_one_seeded_after_the_list_was_read() {
     let env = TestEnv::get();
-    let ev = env.seed(10, -1, 600).await;
     let gate = env.gate().await;
-    let k = key();
-    let first = gate
-        .reserve(&ev.id, &tt("vip-3-day"), q(1), &email("idx@x.at"), &k)
-        .await
-        .unwrap();
-    let id = order_id(&first);
-    assert_eq!(gate.event_of(id).await.unwrap(), Some(ev.id.clone()));
-    // As if the index write (sent alongside the script) had failed.
-    let mut conn = gate.connection();
-    let _: () = redis::AsyncCommands::del(&mut conn, format!("order-event:{id}"))
-        .await
-        .unwrap();
-    assert_eq!(gate.event_of(id).await.unwrap(), None);
-    // The fan retries with the same key: the replay answers the same order and indexes it.
-    match gate
-        .reserve(&ev.id, &tt("vip-3-day"), q(1), &email("idx@x.at"), &k)
-        .await
-        .unwrap()
-    {
-        ReserveOutcome::Replayed { order_id, .. } => assert_eq!(order_id, id),
-        other => panic!("expected a replay, got {other:?}"),
+    let first = env.seed(10, -1, 600).await;
+    let a = order_id(&reserve(&gate, &first, "vip-3-day", 1, "a@x.at").await);
+    assert_eq!(gate.event_of(a).await.unwrap(), Some(first.id.clone()));
+    // Seeded after `event_of` read the events: found all the same, not after a delay.
+    let second = env.seed(10, -1, 600).await;
+    let b = order_id(&reserve(&gate, &second, "vip-3-day", 1, "b@x.at").await);
+    assert_eq!(gate.event_of(b).await.unwrap(), Some(second.id.clone()));
+    assert_eq!(gate.event_of(a).await.unwrap(), Some(first.id.clone()));
+    assert_eq!(gate.event_of(OrderId::new()).await.unwrap(), None);
+}
+
+/// Reservations arriving together are decided in batches (one script call each); every one of
+/// them must come out as if it had been alone: keys, limits and stock across the batch.
+#[tokio::test]
+async fn reservations_decided_together_each_get_their_own_answer() {
+    let env = TestEnv::get();
+    let ev = env.seed(200, -1, 600).await;
+    let other = env.seed(5, -1, 600).await;
+    let gate = env.gate().await;
+    let shared_key = key();
+    let mut calls = Vec::new();
+    for i in 0..300 {
+        let (gate, ev, other, shared_key) =
+            (gate.clone(), ev.clone(), other.clone(), shared_key.clone());
+        calls.push(tokio::spawn(async move {
+            let (event, who, k) = match i % 5 {
+                // The same attempt sent 60 times: one order, 59 replays of it.
+                0 => (&ev, "same@x.at".to_owned(), shared_key),
+                // One customer, 60 attempts: the limit of 4 per customer holds.
+                1 => (&ev, "greedy@x.at".to_owned(), key()),
+                // 60 fans for 5 tickets of another event.
+                2 => (&other, format!("o{i}@x.at"), key()),
+                _ => (&ev, format!("f{i}@x.at"), key()),
+            };
+            let out = gate
+                .reserve(&event.id, &tt("vip-3-day"), q(1), &email(&who), &k)
+                .await
+                .unwrap();
+            (i % 5, out)
+        }));
     }
-    assert_eq!(gate.event_of(id).await.unwrap(), Some(ev.id.clone()));
-    let s = stock(&gate, &ev, "vip-3-day").await;
+    let mut results = Vec::new();
+    for c in calls {
+        results.push(c.await.unwrap());
+    }
+    let of = |class: i32| {
+        results
+            .iter()
+            .filter(move |(c, _)| *c == class)
+            .map(|(_, o)| o)
+    };
+    let same: std::collections::HashSet<OrderId> = of(0)
+        .map(|o| match o {
+            ReserveOutcome::Reserved { order_id, .. }
+            | ReserveOutcome::Replayed { order_id, .. } => *order_id,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(same.len(), 1, "one order for one key");
     assert_eq!(
-        (s.available, s.held),
-        (9, 1),
-        "the replay reserved nothing more"
+        of(0)
+            .filter(|o| matches!(o, ReserveOutcome::Reserved { .. }))
+            .count(),
+        1
     );
+    assert_eq!(
+        of(1)
+            .filter(|o| matches!(o, ReserveOutcome::Reserved { .. }))
+            .count(),
+        4,
+        "the per-customer limit"
+    );
+    for o in of(1) {
+        assert!(
+            matches!(o, ReserveOutcome::Reserved { .. } | ReserveOutcome::Limit { .. }),
+            "{o:?}"
+        );
+    }
+    assert_eq!(
+        of(2)
+            .filter(|o| matches!(o, ReserveOutcome::Reserved { .. }))
+            .count(),
+        5
+    );
+    assert!(of(2).all(|o| matches!(o, ReserveOutcome::Reserved { .. } | ReserveOutcome::SoldOut)));
+    let fans = of(3)
+        .chain(of(4))
+        .filter(|o| matches!(o, ReserveOutcome::Reserved { .. }))
+        .count();
+    assert_eq!(fans, 120);
+    let s = stock(&gate, &ev, "vip-3-day").await;
+    assert_eq!((s.available, s.held), (200 - 1 - 4 - 120, 1 + 4 + 120));
+    let s = stock(&gate, &other, "vip-3-day").await;
+    assert_eq!((s.available, s.held), (0, 5));
 }
 
 #[tokio::test]

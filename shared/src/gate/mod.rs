@@ -12,6 +12,8 @@ use chrono::{DateTime, TimeZone, Utc};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script, Value};
 
+mod batch;
+
 use crate::domain::{
     Email, Event, EventId, IdempotencyKey, OrderId, OrderStatus, Quantity, TicketTypeId,
 };
@@ -19,7 +21,7 @@ use crate::domain::{
 const PRELUDE: &str = include_str!("lua/prelude.lua");
 
 /// A gate operation failed for infrastructure reasons (Redis down, slow or answering nonsense).
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum GateError {
     /// Redis did not answer within the deadline, or refused the connection.
     #[error("redis unavailable: {0}")]
@@ -176,7 +178,6 @@ pub struct EventSnapshot {
 }
 
 struct Scripts {
-    reserve: Script,
     pay_begin: Script,
     pay_abort: Script,
     pay_approved: Script,
@@ -192,21 +193,28 @@ fn script(body: &str) -> Script {
     Script::new(&format!("{PRELUDE}\n{body}"))
 }
 
-/// The gate: a Redis connection (multiplexed, reconnecting) and the scripts.
+/// The gate: a Redis connection (multiplexed, reconnecting), the scripts, and the queue of
+/// reservations waiting for their batch (see `batch`).
 #[derive(Clone)]
 pub struct Gate {
     conn: ConnectionManager,
     scripts: std::sync::Arc<Scripts>,
     timeout: Duration,
+    reservations: tokio::sync::mpsc::Sender<batch::Pending>,
+    events: std::sync::Arc<std::sync::Mutex<Option<(std::time::Instant, Vec<EventId>)>>>,
 }
+
+/// How long `event_of` trusts its copy of the seeded events before reading them again.
+const EVENTS_TTL: Duration = Duration::from_secs(1);
 
 /// `{ev:EVENT}:meta`: the key every script is routed by.
 fn meta_key(event: &EventId) -> String {
     format!("{{ev:{event}}}:meta")
 }
 
-fn order_index_key(order: OrderId) -> String {
-    format!("order-event:{order}")
+/// `{ev:EVENT}:order:ID`: an order's hash (the read model).
+fn order_key(event: &EventId, order: OrderId) -> String {
+    format!("{{ev:{event}}}:order:{order}")
 }
 
 const EVENTS_KEY: &str = "events";
@@ -305,10 +313,15 @@ impl Gate {
         .await
         .map_err(|_| GateError::Unavailable("connect timed out".into()))??;
         Ok(Self {
+            reservations: batch::spawn(
+                conn.clone(),
+                script(include_str!("lua/reserve.lua")),
+                timeout,
+            ),
+            events: std::sync::Arc::default(),
             conn,
             timeout,
             scripts: std::sync::Arc::new(Scripts {
-                reserve: script(include_str!("lua/reserve.lua")),
                 pay_begin: script(include_str!("lua/pay_begin.lua")),
                 pay_abort: script(include_str!("lua/pay_abort.lua")),
                 pay_approved: script(include_str!("lua/pay_approved.lua")),
@@ -358,13 +371,6 @@ impl Gate {
             metrics::counter!("gate_errors_total", "op" => op).increment(1);
         }
         result
-    }
-
-    /// Where `order` lives: `order-event:{id}` → event, kept 30 days.
-    async fn index_order(&self, order: OrderId, event: &EventId) -> Result<(), GateError> {
-        let mut conn = self.conn.clone();
-        self.bounded(conn.set_ex::<_, _, ()>(order_index_key(order), event.as_str(), 30 * 86_400))
-            .await
     }
 
     /// Is Redis answering?
@@ -503,8 +509,9 @@ impl Gate {
             .await
     }
 
-    /// [`Gate::reserve`] under a per-e-mail rate limit, checked inside the same script (one
-    /// Redis call per reservation; a replay of the same key is never counted).
+    /// [`Gate::reserve`] under a per-e-mail rate limit, checked inside the same script (a
+    /// replay of the same key is never counted). Decided in a batch with the reservations
+    /// that arrive at the same time (`batch`).
     pub async fn reserve_limited(
         &self,
         event: &EventId,
@@ -515,37 +522,25 @@ impl Gate {
         per_email: Option<crate::ratelimit::Policy>,
     ) -> Result<ReserveOutcome, GateError> {
         let order_id = OrderId::new();
-        // The index from order id to event lives outside the event's slot (another Cluster
-        // slot), so it cannot be part of the script. It is sent in the same write as the
-        // script (one round trip): a refused reservation leaves only a dangling index entry
-        // that expires, and if the index write fails the fan is told to retry, and the retry
-        // (a replay of the same key) writes the index of the order it replays.
-        let oid = order_id.to_string();
-        let qty = quantity.get().to_string();
-        let (interval, burst) = per_email
+        let limit = per_email
             .filter(|p| p.enabled())
             .map_or((0, 1), |p| (p.interval_ms(), p.burst.max(1)));
-        let (interval, burst) = (interval.to_string(), burst.to_string());
-        let args = [
-            oid.as_str(),
-            ticket_type.as_str(),
-            &qty,
-            email.as_str(),
-            key.as_str(),
-            &interval,
-            &burst,
-        ];
-        let (indexed, reserved) = tokio::join!(
-            self.index_order(order_id, event),
-            self.run("reserve", &self.scripts.reserve, event, &args)
-        );
-        let w = words(reserved?)?;
-        indexed?;
-        if w.first().map(String::as_str) == Some("replay") {
-            let first = OrderId::parse(w.get(1).map_or("", String::as_str))
-                .map_err(|e| GateError::Protocol(e.to_string()))?;
-            self.index_order(first, event).await?;
-        }
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let pending = batch::Pending {
+            event: event.clone(),
+            limit,
+            args: [
+                order_id.to_string(),
+                ticket_type.as_str().to_owned(),
+                quantity.get().to_string(),
+                email.as_str().to_owned(),
+                key.as_str().to_owned(),
+            ],
+            reply,
+        };
+        let gone = || GateError::Unavailable("the reservation queue stopped".into());
+        self.reservations.send(pending).await.map_err(|_| gone())?;
+        let w = answer.await.map_err(|_| gone())??;
         Ok(match w.first().map(String::as_str) {
             Some("reserved") => ReserveOutcome::Reserved {
                 order_id: OrderId::parse(&w[1]).map_err(|e| GateError::Protocol(e.to_string()))?,
@@ -577,11 +572,52 @@ impl Gate {
         })
     }
 
-    /// Which event an order belongs to (None: unknown order).
+    /// Which event an order belongs to (None: unknown order). An order lives in its event's
+    /// slot, so each seeded event is asked (one pipelined call: a shop sells a handful of
+    /// events at a time), from a copy of the list at most [`EVENTS_TTL`] old; an order not
+    /// found there is looked for again in events seeded since.
     pub async fn event_of(&self, order: OrderId) -> Result<Option<EventId>, GateError> {
+        let cached = self
+            .events
+            .lock()
+            .expect("events lock")
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < EVENTS_TTL)
+            .map(|(_, evs)| evs.clone());
+        if let Some(evs) = &cached
+            && let Some(found) = self.probe(order, evs).await?
+        {
+            return Ok(Some(found));
+        }
+        let fresh = self.events().await?;
+        *self.events.lock().expect("events lock") =
+            Some((std::time::Instant::now(), fresh.clone()));
+        let unseen: Vec<EventId> = match &cached {
+            Some(c) => fresh.into_iter().filter(|e| !c.contains(e)).collect(),
+            None => fresh,
+        };
+        self.probe(order, &unseen).await
+    }
+
+    /// The first of `events` that holds `order`.
+    async fn probe(
+        &self,
+        order: OrderId,
+        events: &[EventId],
+    ) -> Result<Option<EventId>, GateError> {
+        if events.is_empty() {
+            return Ok(None);
+        }
+        let mut pipe = redis::pipe();
+        for e in events {
+            pipe.exists(order_key(e, order));
+        }
         let mut conn = self.conn.clone();
-        let ev: Option<String> = self.bounded(conn.get(order_index_key(order))).await?;
-        Ok(ev.and_then(|e| EventId::parse(&e).ok()))
+        let found: Vec<bool> = self.bounded(pipe.query_async(&mut conn)).await?;
+        Ok(events
+            .iter()
+            .zip(found)
+            .find_map(|(e, f)| f.then(|| e.clone())))
     }
 
     /// Starts paying: freezes the hold so it cannot expire while the provider decides.
@@ -721,8 +757,7 @@ impl Gate {
 
     /// Mirrors the database's decision. Returns true the first time it changes the gate.
     ///
-    /// An order the gate lost (Redis restarted empty) gets its read model and order index
-    /// back; if the event has been restored, a first persist (not a redelivery of an order the
+    /// An order the gate lost (Redis restarted empty) gets its read model back; if the event has been restored, a first persist (not a redelivery of an order the
     /// database already held, which the restore counted) is added to the stock, once.
     pub async fn finalize(
         &self,
@@ -750,11 +785,7 @@ impl Gate {
             .await?,
         )?;
         match w.first().map(String::as_str) {
-            Some("applied") => Ok(true),
-            Some("missing") => {
-                self.index_order(msg.order_id, &msg.event).await?;
-                Ok(true)
-            }
+            Some("applied" | "missing") => Ok(true),
             _ => Ok(false),
         }
     }

@@ -18,7 +18,7 @@ if not o then
     local qty = tonumber(ARGV[5])
     redis.call('HINCRBY', tk, 'available', -qty)
     redis.call('HINCRBY', tk, 'sold', qty)
-    redis.call('INCRBY', p .. 'cust:' .. ARGV[4] .. ':' .. ARGV[6], qty)
+    redis.call('HINCRBY', p .. 'cust:' .. ARGV[6], ARGV[4], qty)
     redis.call('INCR', p .. 'version')
   end
   return { 'missing' }

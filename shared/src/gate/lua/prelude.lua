@@ -20,8 +20,8 @@ local function release(oid, o, from, status)
   local tk = p .. 'tt:' .. o.tt
   redis.call('HINCRBY', tk, from, -o.qty)
   redis.call('HINCRBY', tk, 'available', o.qty)
-  local ck = p .. 'cust:' .. o.tt .. ':' .. o.email
-  if redis.call('DECRBY', ck, o.qty) <= 0 then redis.call('DEL', ck) end
+  local ck = p .. 'cust:' .. o.email
+  if redis.call('HINCRBY', ck, o.tt, -o.qty) <= 0 then redis.call('HDEL', ck, o.tt) end
   redis.call('HSET', p .. 'order:' .. oid, 'status', status)
   redis.call('INCR', p .. 'version')
 end

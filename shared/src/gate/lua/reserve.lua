@@ -1,60 +1,122 @@
--- ARGV: order_id, ticket_type, quantity, email, idempotency_key, then the per-e-mail rate
--- limit: interval_ms, burst (interval 0: no limit).
-local oid, tt, qty, email, ikey = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
+-- ARGV: the per-e-mail rate limit (interval_ms, burst; interval 0: no limit), then per
+-- reservation: order_id, ticket_type, quantity, email, idempotency_key. Answers one reply per
+-- reservation, in order.
+-- The hot path of the on-sale spike. buy sends the reservations that arrive together as one
+-- call (one event each), and they are decided here one after the other, exactly as if each
+-- were its own call: the batch only shares the reads of the event and its ticket types and
+-- writes their counters once. A refusal writes nothing.
+local interval, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
 local now = now_ms()
-
-local ik = p .. 'idem:' .. ikey
-local fp = redis.sha1hex(tt .. '\n' .. qty .. '\n' .. email)
-local prev = redis.call('GET', ik)
-if prev then
-  local sep = string.find(prev, '|', 1, true)
-  if string.sub(prev, 1, sep - 1) ~= fp then return { 'idem_conflict' } end
-  local poid = string.sub(prev, sep + 1)
-  local first = redis.call('HGET', p .. 'order:' .. poid, 'hold_expires_at')
-  return { 'replay', poid, first or '0' }
-end
-
 local m = redis.call('HMGET', KEYS[1], 'opens_at', 'paused')
-if not m[1] then return { 'unknown_event' } end
--- Being rebuilt after Redis lost its state (restore.lua): no holds until the books settle.
-if m[2] then return { 'paused' } end
-local opens = tonumber(m[1])
-if now < opens then return { 'too_early', tostring(opens - now) } end
 
-local tk = p .. 'tt:' .. tt
-local t = redis.call('HMGET', tk, 'limit', 'hold_ms', 'price')
-if not t[1] then return { 'unknown_ticket_type' } end
-
--- The per-e-mail limit (GCRA, as ratelimit/gcra.lua) in the event's slot, so a reservation is
--- one script. Only attempts that could take tickets count: a replay, an unknown event or
--- ticket type, a paused or not yet open sale spend nothing, and a refusal consumes nothing.
-local interval, burst = tonumber(ARGV[6] or '0'), tonumber(ARGV[7] or '1')
-if interval > 0 then
-  local rk = p .. 'rl:' .. email
-  local tat = math.max(tonumber(redis.call('GET', rk) or '0'), now)
-  local new_tat, tau = tat + interval, interval * burst
-  if new_tat - now > tau then return { 'rate_limited', tostring(new_tat - now - tau) } end
-  redis.call('SET', rk, new_tat, 'PX', new_tat - now)
+-- Ticket types read once per batch; `dirty` ones are written back before anything else
+-- touches them (reap) and at the end.
+local types = {}
+local function type_of(tt)
+  local t = types[tt]
+  if t == nil then
+    local v = redis.call('HMGET', p .. 'tt:' .. tt, 'limit', 'hold_ms', 'price', 'available', 'held')
+    t = v[1] and { limit = tonumber(v[1]), hold = tonumber(v[2]), price = tonumber(v[3]),
+                   avail = tonumber(v[4]), held = tonumber(v[5]) } or false
+    types[tt] = t
+  end
+  return t
+end
+local function flush()
+  for tt, t in pairs(types) do
+    if t and t.dirty then
+      redis.call('HSET', p .. 'tt:' .. tt, 'available', t.avail, 'held', t.held)
+      t.dirty = false
+    end
+  end
 end
 
-reap(now, 25)
-local avail = tonumber(redis.call('HGET', tk, 'available'))
-if avail <= 0 then return { 'sold_out' } end
-local limit = tonumber(t[1])
-local ck = p .. 'cust:' .. tt .. ':' .. email
-local have = tonumber(redis.call('GET', ck) or '0')
-if have + qty > limit then
-  return { 'limit', tostring(limit), tostring(math.max(limit - have, 0)) }
-end
-if avail < qty then return { 'not_enough', tostring(avail) } end
+local reaped, moved = false, false
+local function reserve(oid, tt, qty, email, ikey)
+  local ik = p .. 'idem:' .. ikey
+  -- What the key was first used for (ticket type, quantity and e-mail are all bounded).
+  local fp = tt .. '\n' .. qty .. '\n' .. email
 
-local deadline = now + tonumber(t[2])
-redis.call('HINCRBY', tk, 'available', -qty)
-redis.call('HINCRBY', tk, 'held', qty)
-redis.call('INCRBY', ck, qty)
-redis.call('HSET', p .. 'order:' .. oid, 'status', 'reserved', 'tt', tt, 'qty', qty, 'email', email,
-  'hold_expires_at', deadline, 'created_at', now, 'amount', qty * tonumber(t[3]))
-redis.call('ZADD', p .. 'holds', deadline, oid)
-redis.call('SET', ik, fp .. '|' .. oid, 'PX', 86400000)
-redis.call('INCR', p .. 'version')
-return { 'reserved', oid, tostring(deadline) }
+  -- The same key with the same request answers the first answer again, whatever happened
+  -- since; the same key with another request is refused.
+  local function answered(prev)
+    local sep = string.find(prev, '|', 1, true)
+    if string.sub(prev, 1, sep - 1) ~= fp then return { 'idem_conflict' } end
+    local poid = string.sub(prev, sep + 1)
+    local first = redis.call('HGET', p .. 'order:' .. poid, 'hold_expires_at')
+    return { 'replay', poid, first or '0' }
+  end
+  -- Every refusal first looks for an earlier answer under the key (a retry of a reservation
+  -- that succeeded gets its order back even when the sale has sold out since).
+  local function refuse(...)
+    local prev = redis.call('GET', ik)
+    if prev then return answered(prev) end
+    return { ... }
+  end
+
+  if not m[1] then return refuse('unknown_event') end
+  -- Being rebuilt after Redis lost its state (restore.lua): no holds until the books settle.
+  if m[2] then return refuse('paused') end
+  local opens = tonumber(m[1])
+  if now < opens then return refuse('too_early', tostring(opens - now)) end
+  local t = type_of(tt)
+  if not t then return refuse('unknown_ticket_type') end
+
+  -- One hash per customer and event: tickets held or bought per ticket type, and the
+  -- per-e-mail rate limit's theoretical arrival time ('~tat': no ticket type id has a '~').
+  local ck = p .. 'cust:' .. email
+  local c = redis.call('HMGET', ck, tt, '~tat')
+  local have = tonumber(c[1] or '0')
+
+  -- Expired holds go back to stock here rather than on a timer. Only a reservation they
+  -- stand in the way of needs them, so the common path skips it (the availability refresh
+  -- reaps too). Reaping can free this customer's own expired hold: read both again. Once
+  -- a reap finds fewer due than it may take, nothing else in the batch is due.
+  if (t.avail < qty or have + qty > t.limit) and not reaped then
+    flush()
+    reaped = reap(now, 25) < 25
+    types = {}
+    t = type_of(tt)
+    have = tonumber(redis.call('HGET', ck, tt) or '0')
+  end
+
+  -- The per-e-mail limit (GCRA, as ratelimit/gcra.lua): only a hold taken spends budget, so
+  -- neither a replay nor any refusal consumes it.
+  local new_tat
+  if interval > 0 then
+    new_tat = math.max(tonumber(c[2] or '0'), now) + interval
+    if new_tat - now > interval * burst then
+      return refuse('rate_limited', tostring(new_tat - now - interval * burst))
+    end
+  end
+
+  if t.avail <= 0 then return refuse('sold_out') end
+  if have + qty > t.limit then
+    return refuse('limit', tostring(t.limit), tostring(math.max(t.limit - have, 0)))
+  end
+  if t.avail < qty then return refuse('not_enough', tostring(t.avail)) end
+
+  -- Claims the key, or finds the earlier answer under it: one call either way.
+  local prev = redis.call('SET', ik, fp .. '|' .. oid, 'NX', 'GET', 'PX', 86400000)
+  if prev then return answered(prev) end
+
+  local deadline = now + t.hold
+  t.avail, t.held, t.dirty, moved = t.avail - qty, t.held + qty, true, true
+  if new_tat then
+    redis.call('HSET', ck, tt, have + qty, '~tat', new_tat)
+  else
+    redis.call('HSET', ck, tt, have + qty)
+  end
+  redis.call('HSET', p .. 'order:' .. oid, 'status', 'reserved', 'tt', tt, 'qty', qty,
+    'email', email, 'hold_expires_at', deadline, 'created_at', now, 'amount', qty * t.price)
+  redis.call('ZADD', p .. 'holds', deadline, oid)
+  return { 'reserved', oid, tostring(deadline) }
+end
+
+local out = {}
+for i = 3, #ARGV, 5 do
+  out[#out + 1] = reserve(ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3], ARGV[i + 4])
+end
+flush()
+if moved then redis.call('INCR', p .. 'version') end
+return out

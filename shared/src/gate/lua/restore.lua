@@ -21,7 +21,7 @@ for _ = 1, n do
   i = i + 6
 end
 while ARGV[i] do
-  redis.call('SET', p .. 'cust:' .. ARGV[i] .. ':' .. ARGV[i + 1], ARGV[i + 2])
+  redis.call('HSET', p .. 'cust:' .. ARGV[i + 1], ARGV[i], ARGV[i + 2])
   i = i + 3
 end
 redis.call('INCR', p .. 'version')
