@@ -107,6 +107,8 @@ pub struct ApiDoc;
 
 /// The routes.
 pub fn app(state: AppState) -> Router {
+    // One Arc for the state: the handlers and the middleware each take a clone per request.
+    let state = Arc::new(state);
     shared::http::finish(
         Router::new()
             .route("/v1/events/{event}/orders", post(reserve))
@@ -162,7 +164,7 @@ fn limited(policy: &'static str, p: Policy, retry_after: Duration) -> ApiError {
 }
 
 /// Refuses a client IP over its budget before any work is done.
-async fn per_ip_limit(State(state): State<AppState>, req: Request, next: Next) -> Response {
+async fn per_ip_limit(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     if let Some(l) = state.limits.as_ref().filter(|l| l.per_ip.enabled()) {
         let ip = client_ip(&req, l.trusted_proxy_hops);
         if let Some(Decision::Limited { retry_after }) =
@@ -225,7 +227,7 @@ struct Reserved {
     )
 )]
 pub async fn reserve(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Path(event): Path<String>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<ReserveBody>,
@@ -571,7 +573,7 @@ pub async fn settle(
     )
 )]
 pub async fn pay(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<PayBody>,
 ) -> Result<Response, ApiError> {
@@ -596,7 +598,7 @@ pub async fn pay(
     )
 )]
 pub async fn cancel(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let (event, id) = event_of(&state, &id).await?;

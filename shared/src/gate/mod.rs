@@ -196,12 +196,16 @@ fn script(body: &str) -> Script {
 /// The gate: a Redis connection (multiplexed, reconnecting), the scripts, and the queue of
 /// reservations waiting for their batch (see `batch`).
 #[derive(Clone)]
-pub struct Gate {
+pub struct Gate(std::sync::Arc<Inner>);
+
+/// One Arc behind the gate: every request clones it.
+struct Inner {
     conn: ConnectionManager,
-    scripts: std::sync::Arc<Scripts>,
+    scripts: Scripts,
     timeout: Duration,
     reservations: tokio::sync::mpsc::Sender<batch::Pending>,
-    events: std::sync::Arc<std::sync::Mutex<Option<(std::time::Instant, Vec<EventId>)>>>,
+    /// The seeded events as `event_of` last read them.
+    events: std::sync::Mutex<Option<(std::time::Instant, Vec<EventId>)>>,
 }
 
 /// How long `event_of` trusts its copy of the seeded events before reading them again.
@@ -312,16 +316,16 @@ impl Gate {
         )
         .await
         .map_err(|_| GateError::Unavailable("connect timed out".into()))??;
-        Ok(Self {
+        Ok(Self(std::sync::Arc::new(Inner {
             reservations: batch::spawn(
                 conn.clone(),
                 script(include_str!("lua/reserve.lua")),
                 timeout,
             ),
-            events: std::sync::Arc::default(),
+            events: std::sync::Mutex::default(),
             conn,
             timeout,
-            scripts: std::sync::Arc::new(Scripts {
+            scripts: Scripts {
                 pay_begin: script(include_str!("lua/pay_begin.lua")),
                 pay_abort: script(include_str!("lua/pay_abort.lua")),
                 pay_approved: script(include_str!("lua/pay_approved.lua")),
@@ -331,8 +335,8 @@ impl Gate {
                 refresh: script(include_str!("lua/refresh.lua")),
                 seed: script(include_str!("lua/seed.lua")),
                 restore: script(include_str!("lua/restore.lua")),
-            }),
-        })
+            },
+        })))
     }
 
     /// Awaits one Redis call within the per-command deadline.
@@ -340,7 +344,7 @@ impl Gate {
         &self,
         call: impl std::future::Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, GateError> {
-        tokio::time::timeout(self.timeout, call)
+        tokio::time::timeout(self.0.timeout, call)
             .await
             .map_err(|_| GateError::Unavailable("timed out".into()))?
             .map_err(GateError::from)
@@ -348,7 +352,7 @@ impl Gate {
 
     /// A clone of the connection for commands outside the scripts.
     pub fn connection(&self) -> ConnectionManager {
-        self.conn.clone()
+        self.0.conn.clone()
     }
 
     async fn run(
@@ -358,7 +362,7 @@ impl Gate {
         event: &EventId,
         args: &[&str],
     ) -> Result<Value, GateError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.0.conn.clone();
         let mut inv = script.key(meta_key(event));
         for a in args {
             inv.arg(*a);
@@ -375,7 +379,7 @@ impl Gate {
 
     /// Is Redis answering?
     pub async fn ping(&self) -> Result<(), GateError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.0.conn.clone();
         self.bounded(redis::cmd("PING").query_async::<String>(&mut conn))
             .await?;
         Ok(())
@@ -387,9 +391,9 @@ impl Gate {
         let args = catalog_args(event, &[], |_| None)?;
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         let reply = self
-            .run("seed", &self.scripts.seed, &event.id, &refs)
+            .run("seed", &self.0.scripts.seed, &event.id, &refs)
             .await?;
-        let mut conn = self.conn.clone();
+        let mut conn = self.0.conn.clone();
         let _: () = conn.sadd(EVENTS_KEY, event.id.as_str()).await?;
         match text(&reply).as_deref() {
             Some("seeded") => Ok(true),
@@ -429,7 +433,7 @@ impl Gate {
         }
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         let reply = self
-            .run("restore", &self.scripts.restore, &event.id, &refs)
+            .run("restore", &self.0.scripts.restore, &event.id, &refs)
             .await?;
         let outcome = match text(&reply).as_deref() {
             Some("live") => return Ok(Restore::Live),
@@ -437,7 +441,7 @@ impl Gate {
             Some("resumed") => Restore::Resumed,
             other => return Err(GateError::Protocol(format!("restore: {other:?}"))),
         };
-        let mut conn = self.conn.clone();
+        let mut conn = self.0.conn.clone();
         self.bounded(conn.sadd::<_, _, ()>(EVENTS_KEY, event.id.as_str()))
             .await?;
         Ok(outcome)
@@ -446,7 +450,7 @@ impl Gate {
     /// Whether the gate holds the event: absent after Redis restarted empty, restoring while
     /// [`Gate::restore`] rebuilds it.
     pub async fn presence(&self, event: &EventId) -> Result<Presence, GateError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.0.conn.clone();
         let (catalog, restoring): (Option<String>, Option<String>) = self
             .bounded(
                 redis::cmd("HMGET")
@@ -465,7 +469,7 @@ impl Gate {
 
     /// Removes every key of the event (tests and `ops seed --reset`; never during a sale).
     pub async fn reset(&self, event: &EventId) -> Result<(), GateError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.0.conn.clone();
         let pattern = format!("{{ev:{event}}}:*");
         let mut cursor: u64 = 0;
         loop {
@@ -491,7 +495,7 @@ impl Gate {
 
     /// Events seeded in this Redis.
     pub async fn events(&self) -> Result<Vec<EventId>, GateError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.0.conn.clone();
         let ids: Vec<String> = self.bounded(conn.smembers(EVENTS_KEY)).await?;
         Ok(ids.iter().filter_map(|s| EventId::parse(s).ok()).collect())
     }
@@ -539,7 +543,11 @@ impl Gate {
             reply,
         };
         let gone = || GateError::Unavailable("the reservation queue stopped".into());
-        self.reservations.send(pending).await.map_err(|_| gone())?;
+        self.0
+            .reservations
+            .send(pending)
+            .await
+            .map_err(|_| gone())?;
         let w = answer.await.map_err(|_| gone())??;
         Ok(match w.first().map(String::as_str) {
             Some("reserved") => ReserveOutcome::Reserved {
@@ -578,6 +586,7 @@ impl Gate {
     /// found there is looked for again in events seeded since.
     pub async fn event_of(&self, order: OrderId) -> Result<Option<EventId>, GateError> {
         let cached = self
+            .0
             .events
             .lock()
             .expect("events lock")
@@ -590,7 +599,7 @@ impl Gate {
             return Ok(Some(found));
         }
         let fresh = self.events().await?;
-        *self.events.lock().expect("events lock") =
+        *self.0.events.lock().expect("events lock") =
             Some((std::time::Instant::now(), fresh.clone()));
         let unseen: Vec<EventId> = match &cached {
             Some(c) => fresh.into_iter().filter(|e| !c.contains(e)).collect(),
@@ -612,7 +621,7 @@ impl Gate {
         for e in events {
             pipe.exists(order_key(e, order));
         }
-        let mut conn = self.conn.clone();
+        let mut conn = self.0.conn.clone();
         let found: Vec<bool> = self.bounded(pipe.query_async(&mut conn)).await?;
         Ok(events
             .iter()
@@ -633,7 +642,7 @@ impl Gate {
         let w = words(
             self.run(
                 "pay_begin",
-                &self.scripts.pay_begin,
+                &self.0.scripts.pay_begin,
                 event,
                 &[&order.to_string(), token, &give_up_ms],
             )
@@ -668,7 +677,7 @@ impl Gate {
         let w = words(
             self.run(
                 "pay_abort",
-                &self.scripts.pay_abort,
+                &self.0.scripts.pay_abort,
                 event,
                 &[&order.to_string(), &attempt.to_string()],
             )
@@ -693,7 +702,7 @@ impl Gate {
         let w = words(
             self.run(
                 "pay_approved",
-                &self.scripts.pay_approved,
+                &self.0.scripts.pay_approved,
                 event,
                 &[
                     &order.to_string(),
@@ -729,7 +738,7 @@ impl Gate {
     ) -> Result<(), GateError> {
         self.run(
             "published",
-            &self.scripts.published,
+            &self.0.scripts.published,
             event,
             &[&order.to_string(), &redeliver_after.as_millis().to_string()],
         )
@@ -744,8 +753,13 @@ impl Gate {
         order: OrderId,
     ) -> Result<Option<(OrderStatus, bool)>, GateError> {
         let w = words(
-            self.run("cancel", &self.scripts.cancel, event, &[&order.to_string()])
-                .await?,
+            self.run(
+                "cancel",
+                &self.0.scripts.cancel,
+                event,
+                &[&order.to_string()],
+            )
+            .await?,
         )?;
         Ok(match (w.first().map(String::as_str), w.get(1)) {
             (Some("not_found"), _) => None,
@@ -769,7 +783,7 @@ impl Gate {
         let w = words(
             self.run(
                 "finalize",
-                &self.scripts.finalize,
+                &self.0.scripts.finalize,
                 &msg.event,
                 &[
                     &msg.order_id.to_string(),
@@ -799,7 +813,7 @@ impl Gate {
         older_than: Duration,
         limit: usize,
     ) -> Result<Vec<OrderId>, GateError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.0.conn.clone();
         let key = format!("{{ev:{event}}}:outbox");
         let (secs, micros): (i64, i64) = self
             .bounded(redis::cmd("TIME").query_async(&mut conn))
@@ -827,7 +841,7 @@ impl Gate {
         event: &EventId,
         order: OrderId,
     ) -> Result<Option<OrderView>, GateError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.0.conn.clone();
         let key = format!("{{ev:{event}}}:order:{order}");
         let h: std::collections::HashMap<String, String> = self.bounded(conn.hgetall(&key)).await?;
         let Some(status) = h.get("status") else {
@@ -860,7 +874,7 @@ impl Gate {
     /// Expires due holds, then reads the event's catalog and stock in one atomic step.
     pub async fn refresh(&self, event: &EventId) -> Result<Option<EventSnapshot>, GateError> {
         let reply = self
-            .run("refresh", &self.scripts.refresh, event, &[])
+            .run("refresh", &self.0.scripts.refresh, event, &[])
             .await?;
         if matches!(reply, Value::Nil) {
             return Ok(None);
