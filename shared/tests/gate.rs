@@ -652,7 +652,10 @@ async fn reservations_decided_together_each_get_their_own_answer() {
     );
     for o in of(1) {
         assert!(
-            matches!(o, ReserveOutcome::Reserved { .. } | ReserveOutcome::Limit { .. }),
+            matches!(
+                o,
+                ReserveOutcome::Reserved { .. } | ReserveOutcome::Limit { .. }
+            ),
             "{o:?}"
         );
     }
@@ -716,4 +719,32 @@ async fn the_per_email_limit_is_part_of_the_reservation_and_never_counts_a_repla
     order_id(&limited(&key(), "fan@x.at").await);
     let s = stock(&gate, &ev, "vip-3-day").await;
     assert_eq!((s.available, s.held), (47, 3));
+}
+
+/// Order ids come from the Idempotency-Key and the event's own secret salt: a key is one
+/// order per event, and the id says nothing about the key.
+#[tokio::test]
+async fn an_idempotency_key_is_one_order_per_event() {
+    let env = TestEnv::get();
+    let gate = env.gate().await;
+    let (a, b) = (env.seed(10, -1, 600).await, env.seed(10, -1, 600).await);
+    let k = key();
+    let reserve_with = |ev: &Event| {
+        let (gate, ev, k) = (gate.clone(), ev.clone(), k.clone());
+        async move {
+            gate.reserve(&ev.id, &tt("vip-3-day"), q(1), &email("k@x.at"), &k)
+                .await
+                .unwrap()
+        }
+    };
+    let in_a = order_id(&reserve_with(&a).await);
+    let in_b = order_id(&reserve_with(&b).await);
+    assert_ne!(in_a, in_b);
+    assert!(!in_a.to_string().contains(k.as_str()));
+    assert_eq!(gate.event_of(in_a).await.unwrap(), Some(a.id.clone()));
+    assert_eq!(gate.event_of(in_b).await.unwrap(), Some(b.id.clone()));
+    match reserve_with(&a).await {
+        ReserveOutcome::Replayed { order_id, .. } => assert_eq!(order_id, in_a),
+        other => panic!("expected a replay, got {other:?}"),
+    }
 }

@@ -31,8 +31,8 @@ pub(super) struct Pending {
     pub event: EventId,
     /// The per-e-mail limit as the script reads it: interval in ms (0: none) and burst.
     pub limit: (u64, u32),
-    /// order_id, ticket_type, quantity, email, idempotency_key.
-    pub args: [String; 5],
+    /// ticket_type, quantity, email, idempotency_key.
+    pub args: [String; 4],
     pub reply: oneshot::Sender<Result<Vec<String>, GateError>>,
 }
 
@@ -94,7 +94,9 @@ async fn send(
     _slot: tokio::sync::OwnedSemaphorePermit,
 ) {
     let mut inv = script.key(meta_key(&batch[0].event));
-    inv.arg(batch[0].limit.0).arg(batch[0].limit.1);
+    // The salt is kept only by an event's first reservation (see reserve.lua).
+    let salt = uuid::Uuid::new_v4().simple().to_string();
+    inv.arg(batch[0].limit.0).arg(batch[0].limit.1).arg(salt);
     for p in &batch {
         for a in &p.args {
             inv.arg(a.as_str());
@@ -134,13 +136,7 @@ mod tests {
         Pending {
             event: EventId::parse(event).unwrap(),
             limit: (limit, 1),
-            args: [
-                n.into(),
-                String::new(),
-                String::new(),
-                String::new(),
-                String::new(),
-            ],
+            args: [n.into(), String::new(), String::new(), String::new()],
             reply: oneshot::channel().0,
         }
     }

@@ -525,7 +525,6 @@ impl Gate {
         key: &IdempotencyKey,
         per_email: Option<crate::ratelimit::Policy>,
     ) -> Result<ReserveOutcome, GateError> {
-        let order_id = OrderId::new();
         let limit = per_email
             .filter(|p| p.enabled())
             .map_or((0, 1), |p| (p.interval_ms(), p.burst.max(1)));
@@ -534,7 +533,6 @@ impl Gate {
             event: event.clone(),
             limit,
             args: [
-                order_id.to_string(),
                 ticket_type.as_str().to_owned(),
                 quantity.get().to_string(),
                 email.as_str().to_owned(),

@@ -1,13 +1,30 @@
--- ARGV: the per-e-mail rate limit (interval_ms, burst; interval 0: no limit), then per
--- reservation: order_id, ticket_type, quantity, email, idempotency_key. Answers one reply per
--- reservation, in order.
+-- ARGV: the per-e-mail rate limit (interval_ms, burst; interval 0: no limit), a random salt
+-- (used only if the event has none yet), then per reservation: ticket_type, quantity, email,
+-- idempotency_key. Answers one reply per reservation, in order.
 -- The hot path of the on-sale spike. buy sends the reservations that arrive together as one
 -- call (one event each), and they are decided here one after the other, exactly as if each
 -- were its own call: the batch only shares the reads of the event and its ticket types and
 -- writes their counters once. A refusal writes nothing.
 local interval, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
 local now = now_ms()
-local m = redis.call('HMGET', KEYS[1], 'opens_at', 'paused')
+local now_s = tostring(now)
+local m = redis.call('HMGET', KEYS[1], 'opens_at', 'paused', 'oid_salt')
+
+-- An order's id is derived from its Idempotency-Key and the event's secret salt: the key
+-- finds its order directly (no separate idempotency record), and nobody without the salt can
+-- derive an id from a key. The salt is made once per event, by its first reservation.
+local salt = m[3]
+if m[1] and not salt then
+  salt = ARGV[3]
+  redis.call('HSET', KEYS[1], 'oid_salt', salt)
+end
+local function order_id(ikey)
+  local h = redis.sha1hex(salt .. '\n' .. ikey)
+  -- A version 8 (custom) UUID with the RFC 9562 variant: 122 bits of the digest.
+  local variant = string.format('%x', 8 + tonumber(string.sub(h, 17, 17), 16) % 4)
+  return string.sub(h, 1, 8) .. '-' .. string.sub(h, 9, 12) .. '-8' .. string.sub(h, 14, 16) ..
+    '-' .. variant .. string.sub(h, 18, 20) .. '-' .. string.sub(h, 21, 32)
+end
 
 -- Ticket types read once per batch; `dirty` ones are written back before anything else
 -- touches them (reap) and at the end.
@@ -32,29 +49,27 @@ local function flush()
 end
 
 local reaped, moved = false, false
-local function reserve(oid, tt, qty, email, ikey)
-  local ik = p .. 'idem:' .. ikey
+local function reserve(tt, qty, email, ikey)
+  if not m[1] then return { 'unknown_event' } end
+  local oid = order_id(ikey)
+  local ok = p .. 'order:' .. oid
   -- What the key was first used for (ticket type, quantity and e-mail are all bounded).
   local fp = tt .. '\n' .. qty .. '\n' .. email
 
   -- The same key with the same request answers the first answer again, whatever happened
-  -- since; the same key with another request is refused.
-  local function answered(prev)
-    local sep = string.find(prev, '|', 1, true)
-    if string.sub(prev, 1, sep - 1) ~= fp then return { 'idem_conflict' } end
-    local poid = string.sub(prev, sep + 1)
-    local first = redis.call('HGET', p .. 'order:' .. poid, 'hold_expires_at')
-    return { 'replay', poid, first or '0' }
+  -- since; the same key with another request (or an order without its record) is refused.
+  local function earlier()
+    local e = redis.call('HMGET', ok, 'status', 'fp', 'hold_expires_at')
+    if not e[1] then return nil end
+    if e[2] ~= fp then return { 'idem_conflict' } end
+    return { 'replay', oid, e[3] or '0' }
   end
   -- Every refusal first looks for an earlier answer under the key (a retry of a reservation
   -- that succeeded gets its order back even when the sale has sold out since).
   local function refuse(...)
-    local prev = redis.call('GET', ik)
-    if prev then return answered(prev) end
-    return { ... }
+    return earlier() or { ... }
   end
 
-  if not m[1] then return refuse('unknown_event') end
   -- Being rebuilt after Redis lost its state (restore.lua): no holds until the books settle.
   if m[2] then return refuse('paused') end
   local opens = tonumber(m[1])
@@ -96,26 +111,25 @@ local function reserve(oid, tt, qty, email, ikey)
   end
   if t.avail < qty then return refuse('not_enough', tostring(t.avail)) end
 
-  -- Claims the key, or finds the earlier answer under it: one call either way.
-  local prev = redis.call('SET', ik, fp .. '|' .. oid, 'NX', 'GET', 'PX', 86400000)
-  if prev then return answered(prev) end
+  local prev = earlier()
+  if prev then return prev end
 
-  local deadline = now + t.hold
+  local deadline = tostring(now + t.hold)
   t.avail, t.held, t.dirty, moved = t.avail - qty, t.held + qty, true, true
   if new_tat then
     redis.call('HSET', ck, tt, have + qty, '~tat', new_tat)
   else
     redis.call('HSET', ck, tt, have + qty)
   end
-  redis.call('HSET', p .. 'order:' .. oid, 'status', 'reserved', 'tt', tt, 'qty', qty,
-    'email', email, 'hold_expires_at', deadline, 'created_at', now, 'amount', qty * t.price)
+  redis.call('HSET', ok, 'status', 'reserved', 'tt', tt, 'qty', qty, 'email', email,
+    'hold_expires_at', deadline, 'created_at', now_s, 'amount', qty * t.price, 'fp', fp)
   redis.call('ZADD', p .. 'holds', deadline, oid)
-  return { 'reserved', oid, tostring(deadline) }
+  return { 'reserved', oid, deadline }
 end
 
 local out = {}
-for i = 3, #ARGV, 5 do
-  out[#out + 1] = reserve(ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3], ARGV[i + 4])
+for i = 4, #ARGV, 4 do
+  out[#out + 1] = reserve(ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2], ARGV[i + 3])
 end
 flush()
 if moved then redis.call('INCR', p .. 'version') end
