@@ -76,6 +76,9 @@ local function reserve(tt, qty, email, ikey)
   if now < opens then return refuse('too_early', tostring(opens - now)) end
   local t = type_of(tt)
   if not t then return refuse('unknown_ticket_type') end
+  -- Sold out, and this batch already reaped what was due: the storm of refusals after a
+  -- sell-out costs one read each.
+  if t.avail <= 0 and reaped then return refuse('sold_out') end
 
   -- One hash per customer and event: tickets held or bought per ticket type, and the
   -- per-e-mail rate limit's theoretical arrival time ('~tat': no ticket type id has a '~').
