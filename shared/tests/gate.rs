@@ -748,3 +748,43 @@ async fn an_idempotency_key_is_one_order_per_event() {
         other => panic!("expected a replay, got {other:?}"),
     }
 }
+
+/// After the sell-out, a retry of the reservation that took the last ticket still gets its
+/// order back, also when it is decided in a batch of refusals.
+#[tokio::test]
+async fn a_retry_after_the_sell_out_replays_even_among_refusals() {
+    let env = TestEnv::get();
+    let ev = env.seed(1, -1, 600).await;
+    let gate = env.gate().await;
+    let k = key();
+    let last = gate
+        .reserve(&ev.id, &tt("vip-3-day"), q(1), &email("last@x.at"), &k)
+        .await
+        .unwrap();
+    let id = order_id(&last);
+    let mut calls = Vec::new();
+    for i in 0..40 {
+        let (gate, ev, k) = (gate.clone(), ev.clone(), k.clone());
+        calls.push(tokio::spawn(async move {
+            let (who, k) = if i % 4 == 0 {
+                ("last@x.at".to_owned(), k)
+            } else {
+                (format!("late{i}@x.at"), key())
+            };
+            let out = gate
+                .reserve(&ev.id, &tt("vip-3-day"), q(1), &email(&who), &k)
+                .await
+                .unwrap();
+            (i % 4 == 0, out)
+        }));
+    }
+    for c in calls {
+        match c.await.unwrap() {
+            (true, ReserveOutcome::Replayed { order_id, .. }) => assert_eq!(order_id, id),
+            (false, ReserveOutcome::SoldOut) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    let s = stock(&gate, &ev, "vip-3-day").await;
+    assert_eq!((s.available, s.held), (0, 1));
+}
