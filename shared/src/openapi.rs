@@ -65,7 +65,17 @@ pub fn route<S: Clone + Send + Sync + 'static>(doc: &utoipa::openapi::OpenApi) -
 /// Test helper: fails unless `committed` (a path from the workspace root) holds `doc`;
 /// with `UPDATE_OPENAPI=1` it writes the file instead.
 pub fn assert_committed(doc: &utoipa::openapi::OpenApi, committed: &str) {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    // The checkout the test runs in, found at run time: a build cache shared between
+    // checkouts (CI's) may hold a binary compiled in another, since deleted, folder.
+    let start = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::current_dir().ok())
+        .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
+    let root = start
+        .ancestors()
+        .find(|d| d.join("Cargo.lock").is_file())
+        .unwrap_or(&start)
+        .to_path_buf();
     let path = root.join(committed);
     let want = format!("{}\n", doc.to_pretty_json().expect("serialises"));
     if std::env::var_os("UPDATE_OPENAPI").is_some() {
