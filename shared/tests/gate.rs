@@ -788,3 +788,43 @@ async fn a_retry_after_the_sell_out_replays_even_among_refusals() {
     let s = stock(&gate, &ev, "vip-3-day").await;
     assert_eq!((s.available, s.held), (0, 1));
 }
+
+/// One reservation failing inside Redis (here a customer key of another type) is answered
+/// with an error alone: the others decided with it keep their holds and the books balance.
+#[tokio::test]
+async fn one_failing_reservation_does_not_spoil_its_batch() {
+    let env = TestEnv::get();
+    let ev = env.seed(100, -1, 600).await;
+    let gate = env.gate().await;
+    let mut conn = gate.connection();
+    let _: () =
+        redis::AsyncCommands::set(&mut conn, format!("{{ev:{}}}:cust:odd@x.at", ev.id), "x")
+            .await
+            .unwrap();
+    let mut calls = Vec::new();
+    for i in 0..30 {
+        let (gate, ev) = (gate.clone(), ev.clone());
+        calls.push(tokio::spawn(async move {
+            let who = if i == 15 {
+                "odd@x.at".to_owned()
+            } else {
+                format!("ok{i}@x.at")
+            };
+            (
+                i,
+                gate.reserve(&ev.id, &tt("vip-3-day"), q(1), &email(&who), &key())
+                    .await,
+            )
+        }));
+    }
+    for c in calls {
+        match c.await.unwrap() {
+            (15, Err(shared::gate::GateError::Protocol(_))) => {}
+            (15, other) => panic!("{other:?}"),
+            (_, Ok(ReserveOutcome::Reserved { .. })) => {}
+            (_, other) => panic!("{other:?}"),
+        }
+    }
+    let s = stock(&gate, &ev, "vip-3-day").await;
+    assert_eq!((s.available, s.held), (71, 29));
+}

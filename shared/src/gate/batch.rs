@@ -33,6 +33,9 @@ pub(super) struct Pending {
     pub limit: (u64, u32),
     /// ticket_type, quantity, email, idempotency_key.
     pub args: [String; 4],
+    /// When it was queued: one that waited longer than the gate's timeout is answered busy
+    /// instead of being sent (its fan has been waiting long enough).
+    pub since: std::time::Instant,
     pub reply: oneshot::Sender<Result<Vec<String>, GateError>>,
 }
 
@@ -42,6 +45,8 @@ pub(super) fn spawn(
     script: Script,
     timeout: Duration,
 ) -> mpsc::Sender<Pending> {
+    // Room for more reservations than one instance takes at once (Cloud Run: at most 1,000
+    // concurrent requests), so it fills only when calls stall.
     let (tx, mut rx) = mpsc::channel::<Pending>(MAX_BATCH * IN_FLIGHT * 4);
     let script = Arc::new(script);
     tokio::spawn(async move {
@@ -55,8 +60,20 @@ pub(super) fn spawn(
             if rx.recv_many(&mut queued, MAX_BATCH).await == 0 {
                 return;
             }
-            let mut batches = group(std::mem::take(&mut queued));
-            let last = batches.pop().expect("recv_many took at least one");
+            // A caller that gave up (its request was dropped) needs no decision.
+            let (fresh, stale): (Vec<_>, Vec<_>) = std::mem::take(&mut queued)
+                .into_iter()
+                .filter(|p| !p.reply.is_closed())
+                .partition(|p| p.since.elapsed() <= timeout);
+            for p in stale {
+                let _ = p
+                    .reply
+                    .send(Err(GateError::Unavailable("queued too long".into())));
+            }
+            let mut batches = group(fresh);
+            let Some(last) = batches.pop() else {
+                continue;
+            };
             for batch in batches {
                 let Ok(extra) = slots.clone().acquire_owned().await else {
                     return;
@@ -137,6 +154,7 @@ mod tests {
             event: EventId::parse(event).unwrap(),
             limit: (limit, 1),
             args: [n.into(), String::new(), String::new(), String::new()],
+            since: std::time::Instant::now(),
             reply: oneshot::channel().0,
         }
     }

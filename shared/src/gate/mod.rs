@@ -539,13 +539,17 @@ impl Gate {
                 key.as_str().to_owned(),
             ],
             reply,
+            since: std::time::Instant::now(),
         };
         let gone = || GateError::Unavailable("the reservation queue stopped".into());
-        self.0
-            .reservations
-            .send(pending)
-            .await
-            .map_err(|_| gone())?;
+        // A full queue means Redis is not keeping up: answer busy now rather than queue the
+        // fan behind thousands (the queue holds a few calls' worth).
+        self.0.reservations.try_send(pending).map_err(|e| match e {
+            tokio::sync::mpsc::error::TrySendError::Full(_) => {
+                GateError::Unavailable("the reservation queue is full".into())
+            }
+            tokio::sync::mpsc::error::TrySendError::Closed(_) => gone(),
+        })?;
         let w = answer.await.map_err(|_| gone())??;
         Ok(match w.first().map(String::as_str) {
             Some("reserved") => ReserveOutcome::Reserved {

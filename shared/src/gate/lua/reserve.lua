@@ -4,7 +4,7 @@
 -- The hot path of the on-sale spike. buy sends the reservations that arrive together as one
 -- call (one event each), and they are decided here one after the other, exactly as if each
 -- were its own call: the batch only shares the reads of the event and its ticket types and
--- writes their counters once. A refusal writes nothing.
+-- writes their counters at the end (and before a reap). A refusal takes nothing.
 local interval, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
 local now = now_ms()
 local now_s = tostring(now)
@@ -77,7 +77,7 @@ local function reserve(tt, qty, email, ikey)
   local t = type_of(tt)
   if not t then return refuse('unknown_ticket_type') end
   -- Sold out, and this batch already reaped what was due: the storm of refusals after a
-  -- sell-out costs one read each.
+  -- sell-out costs one read each (a fan also over the per-e-mail rate limit hears sold out).
   if t.avail <= 0 and reaped then return refuse('sold_out') end
 
   -- One hash per customer and event: tickets held or bought per ticket type, and the
@@ -118,7 +118,6 @@ local function reserve(tt, qty, email, ikey)
   if prev then return prev end
 
   local deadline = tostring(now + t.hold)
-  t.avail, t.held, t.dirty, moved = t.avail - qty, t.held + qty, true, true
   if new_tat then
     redis.call('HSET', ck, tt, have + qty, '~tat', new_tat)
   else
@@ -127,12 +126,19 @@ local function reserve(tt, qty, email, ikey)
   redis.call('HSET', ok, 'status', 'reserved', 'tt', tt, 'qty', qty, 'email', email,
     'hold_expires_at', deadline, 'created_at', now_s, 'amount', qty * t.price, 'fp', fp)
   redis.call('ZADD', p .. 'holds', deadline, oid)
+  -- Counted only once the writes above went through (see the loop below).
+  t.avail, t.held, t.dirty, moved = t.avail - qty, t.held + qty, true, true
   return { 'reserved', oid, deadline }
 end
 
 local out = {}
+-- Redis does not undo a script that fails halfway: one reservation's error (a key of an
+-- unexpected type, say) must not leave the others' orders written and their stock uncounted.
+-- It answers that reservation alone with the error; the rest of the batch goes on.
 for i = 4, #ARGV, 4 do
-  out[#out + 1] = reserve(ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2], ARGV[i + 3])
+  local ok, r = pcall(reserve, ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2], ARGV[i + 3])
+  if not ok then r = { 'error', type(r) == 'table' and tostring(r.err) or tostring(r) } end
+  out[#out + 1] = r
 end
 flush()
 if moved then redis.call('INCR', p .. 'version') end
