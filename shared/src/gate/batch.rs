@@ -15,7 +15,7 @@ use redis::aio::ConnectionManager;
 use redis::{Script, Value};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use super::{GateError, meta_key, words};
+use super::{GateError, meta_key, timed, words};
 use crate::domain::EventId;
 
 /// Most reservations one call decides: bounds how long Redis is busy with one call (well
@@ -120,15 +120,13 @@ async fn send(
         }
     }
     metrics::histogram!("gate_reserve_batch_size").record(batch.len() as f64);
-    let start = std::time::Instant::now();
-    let result = tokio::time::timeout(timeout, inv.invoke_async::<Value>(&mut conn)).await;
-    metrics::histogram!("gate_command_duration_seconds", "op" => "reserve")
-        .record(start.elapsed().as_secs_f64());
-    let replies = match result {
-        Ok(Ok(Value::Array(items))) if items.len() == batch.len() => Ok(items),
-        Ok(Ok(other)) => Err(GateError::Protocol(format!("reserve: {other:?}"))),
-        Ok(Err(e)) => Err(GateError::from(e)),
-        Err(_) => Err(GateError::Unavailable("timed out".into())),
+    let replies = match timed("reserve", timeout, inv.invoke_async::<Value>(&mut conn)).await {
+        Ok(Value::Array(items)) if items.len() == batch.len() => Ok(items),
+        Ok(other) => {
+            metrics::counter!("gate_errors_total", "op" => "reserve").increment(1);
+            Err(GateError::Protocol(format!("reserve: {other:?}")))
+        }
+        Err(e) => Err(e),
     };
     match replies {
         Ok(items) => {
@@ -137,7 +135,6 @@ async fn send(
             }
         }
         Err(e) => {
-            metrics::counter!("gate_errors_total", "op" => "reserve").increment(1);
             for p in batch {
                 let _ = p.reply.send(Err(e.clone()));
             }

@@ -223,6 +223,26 @@ fn order_key(event: &EventId, order: OrderId) -> String {
 
 const EVENTS_KEY: &str = "events";
 
+/// One script call within `timeout`, timed and counted as `op` (`gate_command_duration_seconds`,
+/// `gate_errors_total`).
+async fn timed(
+    op: &'static str,
+    timeout: Duration,
+    call: impl std::future::Future<Output = redis::RedisResult<Value>>,
+) -> Result<Value, GateError> {
+    let start = std::time::Instant::now();
+    let result = tokio::time::timeout(timeout, call)
+        .await
+        .map_err(|_| GateError::Unavailable("timed out".into()))
+        .and_then(|r| r.map_err(GateError::from));
+    metrics::histogram!("gate_command_duration_seconds", "op" => op)
+        .record(start.elapsed().as_secs_f64());
+    if result.is_err() {
+        metrics::counter!("gate_errors_total", "op" => op).increment(1);
+    }
+    result
+}
+
 fn ms_to_time(ms: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
 }
@@ -367,14 +387,7 @@ impl Gate {
         for a in args {
             inv.arg(*a);
         }
-        let start = std::time::Instant::now();
-        let result = self.bounded(inv.invoke_async::<Value>(&mut conn)).await;
-        metrics::histogram!("gate_command_duration_seconds", "op" => op)
-            .record(start.elapsed().as_secs_f64());
-        if result.is_err() {
-            metrics::counter!("gate_errors_total", "op" => op).increment(1);
-        }
-        result
+        timed(op, self.0.timeout, inv.invoke_async::<Value>(&mut conn)).await
     }
 
     /// Is Redis answering?
