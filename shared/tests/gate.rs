@@ -31,7 +31,19 @@ async fn stock(gate: &Gate, ev: &Event, t: &str) -> Stock {
 }
 
 async fn reserve(gate: &Gate, ev: &Event, t: &str, n: i64, who: &str) -> ReserveOutcome {
-    gate.reserve(&ev.id, &tt(t), q(n), &email(who), &key())
+    reserve_keyed(gate, ev, t, n, who, &key()).await
+}
+
+/// [`reserve`] under a given Idempotency-Key.
+async fn reserve_keyed(
+    gate: &Gate,
+    ev: &Event,
+    t: &str,
+    n: i64,
+    who: &str,
+    k: &IdempotencyKey,
+) -> ReserveOutcome {
+    gate.reserve(&ev.id, &tt(t), q(n), &email(who), k)
         .await
         .unwrap()
 }
@@ -612,11 +624,10 @@ async fn reservations_decided_together_each_get_their_own_answer() {
                 2 => (&other, format!("o{i}@x.at"), key()),
                 _ => (&ev, format!("f{i}@x.at"), key()),
             };
-            let out = gate
-                .reserve(&event.id, &tt("vip-3-day"), q(1), &email(&who), &k)
-                .await
-                .unwrap();
-            (i % 5, out)
+            (
+                i % 5,
+                reserve_keyed(&gate, event, "vip-3-day", 1, &who, &k).await,
+            )
         }));
     }
     let mut results = Vec::new();
@@ -729,21 +740,13 @@ async fn an_idempotency_key_is_one_order_per_event() {
     let gate = env.gate().await;
     let (a, b) = (env.seed(10, -1, 600).await, env.seed(10, -1, 600).await);
     let k = key();
-    let reserve_with = |ev: &Event| {
-        let (gate, ev, k) = (gate.clone(), ev.clone(), k.clone());
-        async move {
-            gate.reserve(&ev.id, &tt("vip-3-day"), q(1), &email("k@x.at"), &k)
-                .await
-                .unwrap()
-        }
-    };
-    let in_a = order_id(&reserve_with(&a).await);
-    let in_b = order_id(&reserve_with(&b).await);
+    let in_a = order_id(&reserve_keyed(&gate, &a, "vip-3-day", 1, "k@x.at", &k).await);
+    let in_b = order_id(&reserve_keyed(&gate, &b, "vip-3-day", 1, "k@x.at", &k).await);
     assert_ne!(in_a, in_b);
     assert!(!in_a.to_string().contains(k.as_str()));
     assert_eq!(gate.event_of(in_a).await.unwrap(), Some(a.id.clone()));
     assert_eq!(gate.event_of(in_b).await.unwrap(), Some(b.id.clone()));
-    match reserve_with(&a).await {
+    match reserve_keyed(&gate, &a, "vip-3-day", 1, "k@x.at", &k).await {
         ReserveOutcome::Replayed { order_id, .. } => assert_eq!(order_id, in_a),
         other => panic!("expected a replay, got {other:?}"),
     }
@@ -757,11 +760,7 @@ async fn a_retry_after_the_sell_out_replays_even_among_refusals() {
     let ev = env.seed(1, -1, 600).await;
     let gate = env.gate().await;
     let k = key();
-    let last = gate
-        .reserve(&ev.id, &tt("vip-3-day"), q(1), &email("last@x.at"), &k)
-        .await
-        .unwrap();
-    let id = order_id(&last);
+    let id = order_id(&reserve_keyed(&gate, &ev, "vip-3-day", 1, "last@x.at", &k).await);
     let mut calls = Vec::new();
     for i in 0..40 {
         let (gate, ev, k) = (gate.clone(), ev.clone(), k.clone());
@@ -771,11 +770,10 @@ async fn a_retry_after_the_sell_out_replays_even_among_refusals() {
             } else {
                 (format!("late{i}@x.at"), key())
             };
-            let out = gate
-                .reserve(&ev.id, &tt("vip-3-day"), q(1), &email(&who), &k)
-                .await
-                .unwrap();
-            (i % 4 == 0, out)
+            (
+                i % 4 == 0,
+                reserve_keyed(&gate, &ev, "vip-3-day", 1, &who, &k).await,
+            )
         }));
     }
     for c in calls {
