@@ -266,6 +266,18 @@ fn transient(status: u16) -> Option<Transient> {
     }
 }
 
+/// An answer's status (0: none arrived), `Retry-After`, body, and why it is worth retrying.
+fn read(answer: &Answer) -> (u16, Option<u64>, &str, Option<Transient>) {
+    match answer {
+        Answer::Http {
+            status,
+            retry_after,
+            body,
+        } => (*status, *retry_after, body.as_str(), transient(*status)),
+        Answer::Network => (0, None, "", Some(Transient::Network)),
+    }
+}
+
 impl Journey {
     /// The page before any live data: what is prerendered, and where hydration starts.
     pub fn new(catalog: Catalog) -> Self {
@@ -522,19 +534,7 @@ impl Journey {
             return None;
         };
         let attempt = self.attempt.clone().filter(|a| a.key == key)?;
-        let (status, retry_after, body) = match answer {
-            Answer::Http {
-                status,
-                retry_after,
-                body,
-            } => (*status, *retry_after, body.as_str()),
-            Answer::Network => (0, None, ""),
-        };
-        let why = if status == 0 {
-            Some(Transient::Network)
-        } else {
-            transient(status)
-        };
+        let (status, retry_after, body, why) = read(answer);
         if let Some(why) = why {
             return match Self::next_retry(retry, why, retry_after, now) {
                 Some((r, delay_ms)) => {
@@ -684,19 +684,7 @@ impl Journey {
             return None;
         }
         let (hold, token, retry) = (hold.clone(), token.clone(), *retry);
-        let (status, retry_after) = match answer {
-            Answer::Http {
-                status,
-                retry_after,
-                ..
-            } => (*status, *retry_after),
-            Answer::Network => (0, None),
-        };
-        let why = if status == 0 {
-            Some(Transient::Network)
-        } else {
-            transient(status)
-        };
+        let (status, retry_after, _, why) = read(answer);
         if let Some(why) = why {
             // Paying again is safe (the same order and attempt); when retries run out the
             // order may still be finished by the shop's relay, so ask for its status instead.
