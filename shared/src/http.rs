@@ -8,8 +8,8 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Request};
-use axum::http::{HeaderValue, StatusCode};
+use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Request, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::get;
@@ -74,41 +74,70 @@ async fn method_not_allowed() -> Response {
     )
 }
 
+/// The answer to a panic; `observe` logs it, inside the request's span.
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
-    tracing::error!("handler panicked");
-    problem(
+    let mut res = problem(
         StatusCode::INTERNAL_SERVER_ERROR,
         "internal",
         "Internal error",
         "Something went wrong on our side.",
-    )
+    );
+    res.extensions_mut().insert(Panicked);
+    res
 }
 
 /// Adds `/healthz`, problem+json fallbacks and the middleware stack to a function's routes.
 ///
 /// The stack is short on purpose: one `observe` layer does request id, span and metrics
 /// (tower-http's four layers for the same cost three times as much CPU per request on the
-/// availability hot path, see docs/DECISIONS.md), then panics, timeout and body limit.
-pub fn finish(router: Router) -> Router {
+/// availability hot path, see docs/DECISIONS.md), then panics, timeout and body limit, as one
+/// layer: each `Router::layer` call boxes every route once more, and every box is cloned per
+/// request.
+///
+/// `silent` names routes whose handlers never log (the availability snapshot): they get no
+/// span, which is a quarter of such a request's CPU, unless a line is written after all (a
+/// panic, or `RUST_LOG=debug`); that line then gets the same span as any other request's.
+/// `/healthz` and `/metrics` are always silent.
+pub fn finish(router: Router, silent: &'static [&'static str]) -> Router {
     crate::metrics::handle();
     router
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(crate::metrics::render))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
-            Duration::from_secs(10),
-        ))
-        .layer(CatchPanicLayer::custom(panic_response))
-        .layer(axum::middleware::from_fn(observe))
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(axum::middleware::from_fn_with_state(
+                    Silent(silent),
+                    observe,
+                ))
+                .layer(CatchPanicLayer::custom(panic_response))
+                .layer(TimeoutLayer::with_status_code(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Duration::from_secs(10),
+                ))
+                .layer(DefaultBodyLimit::max(BODY_LIMIT)),
+        )
 }
+
+/// The routes that open no span of their own (see [`finish`]).
+#[derive(Clone, Copy)]
+struct Silent(&'static [&'static str]);
+
+impl Silent {
+    fn contains(self, route: &str) -> bool {
+        matches!(route, "/healthz" | "/metrics") || self.0.contains(&route)
+    }
+}
+
+/// Marks a response made from a panic, so that `observe` logs it inside the request's span.
+#[derive(Clone, Copy)]
+struct Panicked;
 
 /// A request id: the caller's `X-Request-Id` when it is sane, else a new one made of a
 /// per-process random prefix and a counter (unique without a random draw per request).
 fn request_id(req: &Request) -> HeaderValue {
-    static PREFIX: OnceLock<String> = OnceLock::new();
+    static PREFIX: OnceLock<[u8; 12]> = OnceLock::new();
     static NEXT: AtomicU64 = AtomicU64::new(1);
     if let Some(v) = req.headers().get(REQUEST_ID) {
         let ok = (1..=128).contains(&v.len()) && v.as_bytes().iter().all(|b| b.is_ascii_graphic());
@@ -116,41 +145,57 @@ fn request_id(req: &Request) -> HeaderValue {
             return v.clone();
         }
     }
-    let prefix = PREFIX.get_or_init(|| uuid::Uuid::new_v4().simple().to_string()[..12].to_owned());
+    let prefix = PREFIX.get_or_init(|| {
+        let mut p = [0; 12];
+        p.copy_from_slice(&uuid::Uuid::new_v4().simple().to_string().as_bytes()[..12]);
+        p
+    });
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    HeaderValue::try_from(format!("{prefix}-{n:x}")).expect("hex is a valid header value")
+    // `{prefix}-{n:x}` by hand: the formatting machinery was a tenth of a cached read's cost.
+    let mut buf = [0u8; 12 + 1 + 16];
+    buf[..12].copy_from_slice(prefix);
+    buf[12] = b'-';
+    let digits = (64 - n.leading_zeros()).div_ceil(4).max(1) as usize;
+    for i in 0..digits {
+        buf[13 + digits - 1 - i] = b"0123456789abcdef"[((n >> (4 * i)) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&buf[..13 + digits]).expect("hex is a valid header value")
 }
 
-const REQUEST_ID: &str = "x-request-id";
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Per request: the request id (set on the request for handlers and on every answer), a span
-/// carrying method, route, request id and the Cloud Trace context, the header size limit
+/// Per request: the request id (on every answer), a span carrying method, route, request id
+/// and the Cloud Trace context (not for silent routes, see [`finish`]), the header size limit
 /// (431), and the HTTP metrics.
-async fn observe(mut req: Request, next: Next) -> Response {
+async fn observe(State(silent): State<Silent>, req: Request, next: Next) -> Response {
     let start = Instant::now();
     let id = request_id(&req);
-    req.headers_mut().insert(REQUEST_ID, id.clone());
     let matched = req.extensions().get::<MatchedPath>().cloned();
     let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
     let method = req.method().clone();
-    let rid = id.to_str().unwrap_or_default();
-    // Fields are formatted to JSON when the span opens: record the trace only when there is one.
-    let span = match crate::telemetry::trace_context(req.headers()) {
-        Some((trace_id, span_id)) => tracing::info_span!(
-            "request",
-            method = method.as_str(),
-            path = route,
-            request_id = rid,
-            trace_id,
-            span_id
-        ),
-        None => tracing::info_span!(
-            "request",
-            method = method.as_str(),
-            path = route,
-            request_id = rid
-        ),
+    let trace = crate::telemetry::trace_context(req.headers());
+    let span = || {
+        let rid = id.to_str().unwrap_or_default();
+        // Fields are formatted to JSON when the span opens: record the trace only when there
+        // is one.
+        match &trace {
+            Some((trace_id, span_id)) => tracing::info_span!(
+                "request",
+                method = method.as_str(),
+                path = route,
+                request_id = rid,
+                trace_id,
+                span_id
+            ),
+            None => tracing::info_span!(
+                "request",
+                method = method.as_str(),
+                path = route,
+                request_id = rid
+            ),
+        }
     };
+    let mut opened = (!silent.contains(route)).then(span);
     let header_bytes: usize = req
         .headers()
         .iter()
@@ -163,18 +208,29 @@ async fn observe(mut req: Request, next: Next) -> Response {
             "Request headers too large",
             "The request's headers are larger than 16 KiB.",
         )
-    } else {
+    } else if let Some(span) = &opened {
         next.run(req).instrument(span.clone()).await
+    } else {
+        next.run(req).await
     };
     let status = res.status();
     crate::metrics::observe_request(route, &method, status, start.elapsed());
-    span.in_scope(|| {
-        tracing::debug!(
-            status = status.as_u16(),
-            latency_us = start.elapsed().as_micros() as u64,
-            "answered"
-        );
-    });
+    let panicked = res.extensions_mut().remove::<Panicked>().is_some();
+    if opened.is_none() && (panicked || tracing::enabled!(tracing::Level::DEBUG)) {
+        opened = Some(span());
+    }
+    if let Some(span) = opened {
+        span.in_scope(|| {
+            if panicked {
+                tracing::error!("handler panicked");
+            }
+            tracing::debug!(
+                status = status.as_u16(),
+                latency_us = start.elapsed().as_micros() as u64,
+                "answered"
+            );
+        });
+    }
     res.headers_mut().insert(REQUEST_ID, id);
     res
 }
@@ -246,3 +302,111 @@ impl From<crate::gate::GateError> for ApiError {
 
 /// Lets handlers answer `impl IntoResponse` from either side.
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use std::sync::{Arc, Mutex};
+    use tower::ServiceExt;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    /// Log lines as the services write them (tracing-stackdriver), into a buffer.
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Lines {
+        fn take(&self) -> Vec<serde_json::Value> {
+            let bytes = std::mem::take(&mut *self.0.lock().unwrap());
+            String::from_utf8(bytes)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect()
+        }
+    }
+
+    async fn call(app: &Router, path: &str) -> StatusCode {
+        let req = Request::builder()
+            .uri(path)
+            .header(REQUEST_ID, "rid-1")
+            .body(Body::empty())
+            .unwrap();
+        app.clone().oneshot(req).await.unwrap().status()
+    }
+
+    fn app() -> Router {
+        async fn boom() -> &'static str {
+            panic!("boom")
+        }
+        async fn logs() -> &'static str {
+            tracing::warn!("a handler's line");
+            "ok"
+        }
+        finish(
+            Router::new()
+                .route("/silent", get(|| async { "ok" }))
+                .route("/silent-boom", get(boom))
+                .route("/loud", get(logs)),
+            &["/silent", "/silent-boom"],
+        )
+    }
+
+    #[tokio::test]
+    async fn silent_routes_log_nothing_but_a_panic_inside_the_request_span() {
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_subscriber::EnvFilter::new("info"))
+            .with(tracing_stackdriver::layer().with_writer(move || writer.clone()));
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let app = app();
+
+        assert_eq!(call(&app, "/silent").await, StatusCode::OK);
+        assert!(lines.take().is_empty(), "a silent route writes no line");
+
+        assert_eq!(
+            call(&app, "/silent-boom").await,
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+        let logged = lines.take();
+        assert_eq!(logged.len(), 1, "{logged:?}");
+        assert_eq!(logged[0]["message"], "handler panicked");
+        assert_eq!(logged[0]["severity"], "ERROR");
+        let span = &logged[0]["spans"][0];
+        assert_eq!(span["request_id"], "rid-1");
+        assert_eq!(span["path"], "/silent-boom");
+
+        // Any other route's lines carry the request span.
+        assert_eq!(call(&app, "/loud").await, StatusCode::OK);
+        let logged = lines.take();
+        assert_eq!(logged.len(), 1, "{logged:?}");
+        assert_eq!(logged[0]["message"], "a handler's line");
+        assert_eq!(logged[0]["spans"][0]["request_id"], "rid-1");
+        assert_eq!(logged[0]["spans"][0]["path"], "/loud");
+    }
+
+    #[test]
+    fn generated_request_ids_are_prefix_dash_hex_and_unique() {
+        let req = Request::new(Body::empty());
+        let a = request_id(&req);
+        let b = request_id(&req);
+        assert_ne!(a, b);
+        for id in [a, b] {
+            let (prefix, n) = id.to_str().unwrap().split_once('-').unwrap();
+            assert_eq!(prefix.len(), 12);
+            assert!(u64::from_str_radix(n, 16).is_ok(), "{id:?}");
+            assert!(!n.starts_with('0') || n == "0", "{id:?}");
+        }
+    }
+}

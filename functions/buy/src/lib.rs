@@ -120,6 +120,7 @@ pub fn app(state: AppState) -> Router {
             ))
             .route("/openapi.json", shared::openapi::route(&ApiDoc::openapi()))
             .with_state(state),
+        &[],
     )
 }
 

@@ -94,6 +94,7 @@ pub fn app(state: AppState) -> Router {
         Router::new()
             .route("/pubsub/orders", post(push))
             .with_state(state),
+        &[],
     )
 }
 
