@@ -752,6 +752,29 @@ async fn an_idempotency_key_is_one_order_per_event() {
     }
 }
 
+/// Two buy instances derive the same order id from a key: the one that did not make the
+/// event's salt learns it from its first call (which writes nothing) and decides again.
+#[tokio::test]
+async fn a_second_instance_learns_the_salt_and_replays_the_first_ones_order() {
+    let env = TestEnv::get();
+    let (first, second) = (env.gate().await, env.gate().await);
+    let ev = env.seed(10, -1, 600).await;
+    let k = key();
+    let id = order_id(&reserve_keyed(&first, &ev, "vip-3-day", 1, "two@x.at", &k).await);
+    match reserve_keyed(&second, &ev, "vip-3-day", 1, "two@x.at", &k).await {
+        ReserveOutcome::Replayed { order_id, .. } => assert_eq!(order_id, id),
+        other => panic!("expected a replay, got {other:?}"),
+    }
+    // The second instance's own reservations are counted once, under the event's salt.
+    let other = order_id(&reserve(&second, &ev, "vip-3-day", 2, "three@x.at").await);
+    assert_eq!(
+        second.order(&ev.id, other).await.unwrap().unwrap().quantity,
+        2
+    );
+    let s = stock(&first, &ev, "vip-3-day").await;
+    assert_eq!((s.available, s.held), (7, 3));
+}
+
 /// After the sell-out, a retry of the reservation that took the last ticket still gets its
 /// order back, also when it is decided in a batch of refusals.
 #[tokio::test]

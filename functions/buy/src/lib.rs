@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Path, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -21,7 +21,7 @@ use shared::domain::{
     TicketTypeId,
 };
 use shared::gate::{Approval, Gate, PayBegin, ReserveOutcome};
-use shared::http::{ApiJson, unavailable};
+use shared::http::{ApiJson, HeaderNamed, OneHeader, unavailable};
 use shared::openapi::{Always, BodyRefusals, Busy, OrderNotFound, Problem};
 use shared::payment::{Charge, PaymentProvider, SimulatedPayments};
 use shared::publisher::OrderPublisher;
@@ -109,16 +109,22 @@ pub struct ApiDoc;
 pub fn app(state: AppState) -> Router {
     // One Arc for the state: the handlers and the middleware each take a clone per request.
     let state = Arc::new(state);
+    let fans = Router::new()
+        .route("/v1/events/{event}/orders", post(reserve))
+        .route("/v1/orders/{id}/payment", post(pay))
+        .route("/v1/orders/{id}/cancel", post(cancel));
+    // Without a per-IP limit the layer would only pass every request on.
+    let per_ip = state.limits.as_ref().is_some_and(|l| l.per_ip.enabled());
+    let fans = if per_ip {
+        fans.route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            per_ip_limit,
+        ))
+    } else {
+        fans
+    };
     shared::http::finish(
-        Router::new()
-            .route("/v1/events/{event}/orders", post(reserve))
-            .route("/v1/orders/{id}/payment", post(pay))
-            .route("/v1/orders/{id}/cancel", post(cancel))
-            .route_layer(axum::middleware::from_fn_with_state(
-                state.clone(),
-                per_ip_limit,
-            ))
-            .route("/openapi.json", shared::openapi::route(&ApiDoc::openapi()))
+        fans.route("/openapi.json", shared::openapi::route(&ApiDoc::openapi()))
             .with_state(state),
         &[],
     )
@@ -166,7 +172,7 @@ fn limited(policy: &'static str, p: Policy, retry_after: Duration) -> ApiError {
 
 /// Refuses a client IP over its budget before any work is done.
 async fn per_ip_limit(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    if let Some(l) = state.limits.as_ref().filter(|l| l.per_ip.enabled()) {
+    if let Some(l) = &state.limits {
         let ip = client_ip(&req, l.trusted_proxy_hops);
         if let Some(Decision::Limited { retry_after }) =
             l.limiter.check(&format!("ip:{ip}"), l.per_ip).await
@@ -230,12 +236,11 @@ struct Reserved {
 pub async fn reserve(
     State(state): State<Arc<AppState>>,
     Path(event): Path<String>,
-    headers: HeaderMap,
+    OneHeader(key, _): OneHeader<IdempotencyKeyHeader>,
     ApiJson(body): ApiJson<ReserveBody>,
 ) -> Result<Response, ApiError> {
     let event = EventId::parse(&event).map_err(|_| ApiError::NotFound("event"))?;
-    let key = headers
-        .get("idempotency-key")
+    let key = key
         .ok_or_else(|| {
             ApiError::BadRequest(
                 "The Idempotency-Key header is required (a fresh UUID per purchase attempt)."
@@ -320,6 +325,13 @@ pub async fn reserve(
         h.insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     Ok(res)
+}
+
+/// `Idempotency-Key`, for [`OneHeader`].
+pub struct IdempotencyKeyHeader;
+
+impl HeaderNamed for IdempotencyKeyHeader {
+    const NAME: HeaderName = HeaderName::from_static("idempotency-key");
 }
 
 /// The gate is being rebuilt from the database after Redis lost its data.

@@ -7,8 +7,7 @@ use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{FromRequestParts, Path, State};
-use axum::http::request::Parts;
+use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -19,6 +18,7 @@ use shared::ApiError;
 use shared::config::{HttpArgs, RedisArgs};
 use shared::domain::{EventId, OrderId, OrderStatus};
 use shared::gate::{EventSnapshot, Gate};
+use shared::http::{HeaderNamed, OneHeader};
 use shared::openapi::{Always, OrderNotFound, Problem};
 use utoipa::{OpenApi, ToSchema};
 
@@ -346,7 +346,7 @@ pub fn app(state: AppState) -> Router {
 pub async fn availability(
     State(state): State<AppState>,
     Path(event): Path<String>,
-    IfNoneMatch(if_none_match): IfNoneMatch,
+    OneHeader(if_none_match, _): OneHeader<IfNoneMatch>,
 ) -> Result<Response, ApiError> {
     // Only seeded events are in the cache, so a malformed id is simply not found there.
     let rendered = state
@@ -395,15 +395,11 @@ pub async fn availability(
         .into_response())
 }
 
-/// The `If-None-Match` header alone (the `HeaderMap` extractor would copy every header).
-pub struct IfNoneMatch(Option<HeaderValue>);
+/// `If-None-Match`, for [`OneHeader`].
+pub struct IfNoneMatch;
 
-impl<S: Send + Sync> FromRequestParts<S> for IfNoneMatch {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(Self(parts.headers.get(header::IF_NONE_MATCH).cloned()))
-    }
+impl HeaderNamed for IfNoneMatch {
+    const NAME: header::HeaderName = header::IF_NONE_MATCH;
 }
 
 /// Appends `t` as RFC 3339 UTC with milliseconds, e.g. `2027-06-01T09:00:00.000Z`: what

@@ -8,15 +8,16 @@
 //! whatever queued while the previous calls were in flight, so at low load each reservation
 //! goes alone and at high load batches grow by themselves.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 use redis::{Script, Value};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use super::{GateError, meta_key, timed, words};
-use crate::domain::EventId;
+use super::{GateError, meta_key, timed};
+use crate::domain::{EventId, OrderId};
 
 /// Most reservations one call decides: bounds how long Redis is busy with one call (well
 /// under a millisecond).
@@ -36,7 +37,23 @@ pub(super) struct Pending {
     /// When it was queued: one that waited longer than the gate's timeout is answered busy
     /// instead of being sent (its fan has been waiting long enough).
     pub since: std::time::Instant,
-    pub reply: oneshot::Sender<Result<Vec<String>, GateError>>,
+    /// The order id the key derives to, and the script's words for it.
+    pub reply: oneshot::Sender<Result<(OrderId, Vec<String>), GateError>>,
+}
+
+/// Each event's order-id salt as Redis keeps it, learnt from the first call (ADR 30).
+type Salts = Arc<Mutex<HashMap<EventId, String>>>;
+
+/// An order's id: a version-8 UUID of the first 16 bytes of `SHA-1(salt ‖ "\n" ‖ key)`.
+pub(super) fn order_id(salt: &str, key: &str) -> OrderId {
+    let mut h = sha1_smol::Sha1::new();
+    h.update(salt.as_bytes());
+    h.update(b"\n");
+    h.update(key.as_bytes());
+    let digest = h.digest().bytes();
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&digest[..16]);
+    OrderId(uuid::Uuid::new_v8(b))
 }
 
 /// Starts the task that sends the queued reservations; it ends when every sender is dropped.
@@ -49,6 +66,7 @@ pub(super) fn spawn(
     // concurrent requests), so it fills only when calls stall.
     let (tx, mut rx) = mpsc::channel::<Pending>(MAX_BATCH * IN_FLIGHT * 4);
     let script = Arc::new(script);
+    let salts = Salts::default();
     tokio::spawn(async move {
         let slots = Arc::new(Semaphore::new(IN_FLIGHT));
         let mut queued = Vec::with_capacity(MAX_BATCH);
@@ -78,9 +96,21 @@ pub(super) fn spawn(
                 let Ok(extra) = slots.clone().acquire_owned().await else {
                     return;
                 };
-                tokio::spawn(send(conn.clone(), script.clone(), timeout, batch, extra));
+                let call = Call {
+                    conn: conn.clone(),
+                    script: script.clone(),
+                    salts: salts.clone(),
+                    timeout,
+                };
+                tokio::spawn(call.send(batch, extra));
             }
-            tokio::spawn(send(conn.clone(), script.clone(), timeout, last, slot));
+            let call = Call {
+                conn: conn.clone(),
+                script: script.clone(),
+                salts: salts.clone(),
+                timeout,
+            };
+            tokio::spawn(call.send(last, slot));
         }
     });
     tx
@@ -102,43 +132,97 @@ fn group(queued: Vec<Pending>) -> Vec<Vec<Pending>> {
     batches
 }
 
-/// One call for one batch; every reservation in it gets its own reply, or the call's error.
-async fn send(
-    mut conn: ConnectionManager,
+/// What a batch's call needs.
+struct Call {
+    conn: ConnectionManager,
     script: Arc<Script>,
+    salts: Salts,
     timeout: Duration,
-    batch: Vec<Pending>,
-    _slot: tokio::sync::OwnedSemaphorePermit,
-) {
-    let mut inv = script.key(meta_key(&batch[0].event));
-    // The salt is kept only by an event's first reservation (see reserve.lua).
-    let salt = uuid::Uuid::new_v4().simple().to_string();
-    inv.arg(batch[0].limit.0).arg(batch[0].limit.1).arg(salt);
-    for p in &batch {
-        for a in &p.args {
-            inv.arg(a.as_str());
+}
+
+impl Call {
+    /// One call for one batch; every reservation in it gets its own reply, or the call's error.
+    async fn send(mut self, batch: Vec<Pending>, _slot: tokio::sync::OwnedSemaphorePermit) {
+        let event = batch[0].event.clone();
+        let known = self.salts.lock().expect("salts lock").get(&event).cloned();
+        // An event's first reservation keeps the salt it is sent with (see reserve.lua).
+        let mut salt = known.unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+        let mut answer = self.call(&batch, &salt).await;
+        // This instance has not met the event yet (or Redis drew a new salt since): learn the
+        // event's salt and decide the batch under it. Nothing was written by the first call.
+        if let Ok((_, Some(theirs))) = &answer {
+            salt = theirs.clone();
+            answer = self.call(&batch, &salt).await;
+        }
+        let replies = match answer {
+            Ok((ids, None)) => Ok(ids),
+            Ok((_, Some(_))) => Err(GateError::Protocol(
+                "reserve: the salt changed twice".into(),
+            )),
+            Err(e) => Err(e),
+        };
+        match replies {
+            Ok(replies) => {
+                self.salts.lock().expect("salts lock").insert(event, salt);
+                for (p, r) in batch.into_iter().zip(replies) {
+                    let _ = p.reply.send(Ok(r));
+                }
+            }
+            Err(e) => {
+                for p in batch {
+                    let _ = p.reply.send(Err(e.clone()));
+                }
+            }
         }
     }
-    metrics::histogram!("gate_reserve_batch_size").record(batch.len() as f64);
-    let replies = match timed("reserve", timeout, inv.invoke_async::<Value>(&mut conn)).await {
-        Ok(Value::Array(items)) if items.len() == batch.len() => Ok(items),
-        Ok(other) => {
+
+    /// The script's answer for `batch` with ids derived from `salt`: a reply per reservation,
+    /// or the event's own salt when it is not `salt`.
+    #[allow(clippy::type_complexity)]
+    async fn call(
+        &mut self,
+        batch: &[Pending],
+        salt: &str,
+    ) -> Result<(Vec<(OrderId, Vec<String>)>, Option<String>), GateError> {
+        let mut inv = self.script.key(meta_key(&batch[0].event));
+        inv.arg(batch[0].limit.0).arg(batch[0].limit.1).arg(salt);
+        let ids: Vec<OrderId> = batch.iter().map(|p| order_id(salt, &p.args[3])).collect();
+        for (p, id) in batch.iter().zip(&ids) {
+            inv.arg(p.args[0].as_str())
+                .arg(p.args[1].as_str())
+                .arg(p.args[2].as_str())
+                .arg(id.to_string());
+        }
+        metrics::histogram!("gate_reserve_batch_size").record(batch.len() as f64);
+        let bad = |what: String| {
             metrics::counter!("gate_errors_total", "op" => "reserve").increment(1);
-            Err(GateError::Protocol(format!("reserve: {other:?}")))
+            GateError::Protocol(format!("reserve: {what}"))
+        };
+        let text = match timed(
+            "reserve",
+            self.timeout,
+            inv.invoke_async::<Value>(&mut self.conn),
+        )
+        .await?
+        {
+            Value::BulkString(b) => String::from_utf8(b).map_err(|e| bad(e.to_string()))?,
+            other => return Err(bad(format!("{other:?}"))),
+        };
+        if let Some(theirs) = text.strip_prefix("salt\t") {
+            return Ok((vec![], Some(theirs.to_owned())));
         }
-        Err(e) => Err(e),
-    };
-    match replies {
-        Ok(items) => {
-            for (p, item) in batch.into_iter().zip(items) {
-                let _ = p.reply.send(words(item));
-            }
+        let lines: Vec<Vec<String>> = text
+            .split('\n')
+            .map(|l| l.split('\t').map(str::to_owned).collect())
+            .collect();
+        if lines.len() != batch.len() {
+            return Err(bad(format!(
+                "{} replies for {} reservations",
+                lines.len(),
+                batch.len()
+            )));
         }
-        Err(e) => {
-            for p in batch {
-                let _ = p.reply.send(Err(e.clone()));
-            }
-        }
+        Ok((ids.into_iter().zip(lines).collect(), None))
     }
 }
 
@@ -154,6 +238,15 @@ mod tests {
             since: std::time::Instant::now(),
             reply: oneshot::channel().0,
         }
+    }
+
+    #[test]
+    fn order_ids_are_the_documented_derivation() {
+        // Computed by the Lua that derived ids before buy did (and by Python's hashlib).
+        let id = order_id("0f1e2d3c4b5a69788796a5b4c3d2e1f0", "fan-retry-key-1");
+        assert_eq!(id.to_string(), "b905ec11-cdac-859f-a0ae-84ff7a2d457f");
+        assert_eq!(id.0.get_version_num(), 8);
+        assert_ne!(id, order_id("another salt", "fan-retry-key-1"));
     }
 
     #[test]

@@ -563,15 +563,15 @@ impl Gate {
             }
             tokio::sync::mpsc::error::TrySendError::Closed(_) => gone(),
         })?;
-        let w = answer.await.map_err(|_| gone())??;
+        let (order_id, w) = answer.await.map_err(|_| gone())??;
         Ok(match w.first().map(String::as_str) {
             Some("reserved") => ReserveOutcome::Reserved {
-                order_id: OrderId::parse(&w[1]).map_err(|e| GateError::Protocol(e.to_string()))?,
-                hold_expires_at: ms_to_time(num(&w, 2)?),
+                order_id,
+                hold_expires_at: ms_to_time(num(&w, 1)?),
             },
             Some("replay") => ReserveOutcome::Replayed {
-                order_id: OrderId::parse(&w[1]).map_err(|e| GateError::Protocol(e.to_string()))?,
-                hold_expires_at: ms_to_time(num(&w, 2)?),
+                order_id,
+                hold_expires_at: ms_to_time(num(&w, 1)?),
             },
             Some("idem_conflict") => ReserveOutcome::IdempotencyConflict,
             Some("too_early") => ReserveOutcome::TooEarly {

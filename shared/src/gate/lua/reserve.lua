@@ -1,6 +1,8 @@
--- ARGV: the per-e-mail rate limit (interval_ms, burst; interval 0: no limit), a random salt
--- (used only if the event has none yet), then per reservation: ticket_type, quantity, email,
--- idempotency_key. Answers one reply per reservation, in order.
+-- ARGV: the per-e-mail rate limit (interval_ms, burst; interval 0: no limit), the event's salt
+-- as buy knows it (a random one if it knows none yet), then per reservation: ticket_type,
+-- quantity, email, order_id. Answers one line per reservation, in order: its words separated
+-- by tabs, the lines by newlines (one string is far cheaper to build here and to parse in buy
+-- than nested arrays). Or, when buy's salt is not the event's, the single line `salt<TAB>S`.
 -- The hot path of the on-sale spike. buy sends the reservations that arrive together as one
 -- call (one event each), and they are decided here one after the other, exactly as if each
 -- were its own call: the batch only shares the reads of the event and its ticket types and
@@ -10,20 +12,16 @@ local now = now_ms()
 local now_s = tostring(now)
 local m = redis.call('HMGET', KEYS[1], 'opens_at', 'paused', 'oid_salt')
 
--- An order's id is derived from its Idempotency-Key and the event's secret salt: the key
--- finds its order directly (no separate idempotency record), and nobody without the salt can
--- derive an id from a key. The salt is made once per event, by its first reservation.
-local salt = m[3]
-if m[1] and not salt then
-  salt = ARGV[3]
-  redis.call('HSET', KEYS[1], 'oid_salt', salt)
-end
-local function order_id(ikey)
-  local h = redis.sha1hex(salt .. '\n' .. ikey)
-  -- A version 8 (custom) UUID with the RFC 9562 variant: 122 bits of the digest.
-  local variant = string.format('%x', 8 + tonumber(string.sub(h, 17, 17), 16) % 4)
-  return string.sub(h, 1, 8) .. '-' .. string.sub(h, 9, 12) .. '-8' .. string.sub(h, 14, 16) ..
-    '-' .. variant .. string.sub(h, 18, 20) .. '-' .. string.sub(h, 21, 32)
+-- An order's id is derived from its Idempotency-Key and the event's secret salt (buy computes
+-- it, ADR 30): the key finds its order directly (no separate idempotency record), and nobody
+-- without the salt can derive an id from a key. The event's first reservation keeps the salt
+-- it was sent with; a buy that derived its ids from another salt is told the event's.
+if m[1] then
+  if not m[3] then
+    redis.call('HSET', KEYS[1], 'oid_salt', ARGV[3])
+  elseif m[3] ~= ARGV[3] then
+    return 'salt\t' .. m[3]
+  end
 end
 
 -- Ticket types read once per batch; `dirty` ones are written back before anything else
@@ -49,36 +47,33 @@ local function flush()
 end
 
 local reaped, moved = false, false
-local function reserve(tt, qty, email, ikey)
-  if not m[1] then return { 'unknown_event' } end
-  local oid = order_id(ikey)
+
+-- The same key with the same request answers the first answer again, whatever happened since;
+-- the same key with another request (or an order without its record) is refused.
+local function earlier(ok, fp)
+  local e = redis.call('HMGET', ok, 'status', 'fp', 'hold_expires_at')
+  if not e[1] then return nil end
+  if e[2] ~= fp then return 'idem_conflict' end
+  return 'replay\t' .. (e[3] or '0')
+end
+
+local function reserve(tt, qty, email, oid)
+  if not m[1] then return 'unknown_event' end
   local ok = p .. 'order:' .. oid
   -- What the key was first used for (ticket type, quantity and e-mail are all bounded).
   local fp = tt .. '\n' .. qty .. '\n' .. email
 
-  -- The same key with the same request answers the first answer again, whatever happened
-  -- since; the same key with another request (or an order without its record) is refused.
-  local function earlier()
-    local e = redis.call('HMGET', ok, 'status', 'fp', 'hold_expires_at')
-    if not e[1] then return nil end
-    if e[2] ~= fp then return { 'idem_conflict' } end
-    return { 'replay', oid, e[3] or '0' }
-  end
   -- Every refusal first looks for an earlier answer under the key (a retry of a reservation
   -- that succeeded gets its order back even when the sale has sold out since).
-  local function refuse(...)
-    return earlier() or { ... }
-  end
-
   -- Being rebuilt after Redis lost its state (restore.lua): no holds until the books settle.
-  if m[2] then return refuse('paused') end
+  if m[2] then return earlier(ok, fp) or 'paused' end
   local opens = tonumber(m[1])
-  if now < opens then return refuse('too_early', tostring(opens - now)) end
+  if now < opens then return earlier(ok, fp) or ('too_early\t' .. (opens - now)) end
   local t = type_of(tt)
-  if not t then return refuse('unknown_ticket_type') end
+  if not t then return earlier(ok, fp) or 'unknown_ticket_type' end
   -- Sold out, and this batch already reaped what was due: the storm of refusals after a
   -- sell-out costs one read each (a fan also over the per-e-mail rate limit hears sold out).
-  if t.avail <= 0 and reaped then return refuse('sold_out') end
+  if t.avail <= 0 and reaped then return earlier(ok, fp) or 'sold_out' end
 
   -- One hash per customer and event: tickets held or bought per ticket type, and the
   -- per-e-mail rate limit's theoretical arrival time ('~tat': no ticket type id has a '~').
@@ -104,20 +99,20 @@ local function reserve(tt, qty, email, ikey)
   if interval > 0 then
     new_tat = math.max(tonumber(c[2] or '0'), now) + interval
     if new_tat - now > interval * burst then
-      return refuse('rate_limited', tostring(new_tat - now - interval * burst))
+      return earlier(ok, fp) or ('rate_limited\t' .. (new_tat - now - interval * burst))
     end
   end
 
-  if t.avail <= 0 then return refuse('sold_out') end
+  if t.avail <= 0 then return earlier(ok, fp) or 'sold_out' end
   if have + qty > t.limit then
-    return refuse('limit', tostring(t.limit), tostring(math.max(t.limit - have, 0)))
+    return earlier(ok, fp) or ('limit\t' .. t.limit .. '\t' .. math.max(t.limit - have, 0))
   end
-  if t.avail < qty then return refuse('not_enough', tostring(t.avail)) end
+  if t.avail < qty then return earlier(ok, fp) or ('not_enough\t' .. t.avail) end
 
-  local prev = earlier()
+  local prev = earlier(ok, fp)
   if prev then return prev end
 
-  local deadline = tostring(now + t.hold)
+  local deadline = now + t.hold
   if new_tat then
     redis.call('HSET', ck, tt, have + qty, '~tat', new_tat)
   else
@@ -128,7 +123,7 @@ local function reserve(tt, qty, email, ikey)
   redis.call('ZADD', p .. 'holds', deadline, oid)
   -- Counted only once the writes above went through (see the loop below).
   t.avail, t.held, t.dirty, moved = t.avail - qty, t.held + qty, true, true
-  return { 'reserved', oid, deadline }
+  return 'reserved\t' .. deadline
 end
 
 local out = {}
@@ -137,9 +132,12 @@ local out = {}
 -- It answers that reservation alone with the error; the rest of the batch goes on.
 for i = 4, #ARGV, 4 do
   local ok, r = pcall(reserve, ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2], ARGV[i + 3])
-  if not ok then r = { 'error', type(r) == 'table' and tostring(r.err) or tostring(r) } end
+  if not ok then
+    local msg = type(r) == 'table' and tostring(r.err) or tostring(r)
+    r = 'error\t' .. string.gsub(msg, '[\t\n]', ' ')
+  end
   out[#out + 1] = r
 end
 flush()
 if moved then redis.call('INCR', p .. 'version') end
-return out
+return table.concat(out, '\n')
