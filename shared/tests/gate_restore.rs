@@ -283,3 +283,29 @@ async fn the_watcher_rebuilds_an_event_when_redis_restarts_empty() {
     order_id(&reserve(&gate, &ev, 1, "w@x.at").await);
     watcher.abort();
 }
+
+/// A key retried across the loss makes a new order, never one with the id of an order the
+/// database already holds: the restore draws a new salt, and an instance that knew the old
+/// one learns it (ADR 30).
+#[tokio::test]
+async fn a_key_retried_after_the_loss_never_derives_a_persisted_orders_id() {
+    let env = TestEnv::get();
+    let ev = env.seed(10, -1, 600).await;
+    let (gate, repo) = (env.gate().await, env.repo());
+    let key = IdempotencyKey::parse(&uuid::Uuid::new_v4().to_string()).unwrap();
+    let (tt, q, who) = (
+        TicketTypeId::parse(TT).unwrap(),
+        Quantity::parse(1).unwrap(),
+        Email::parse("retry@x.at").unwrap(),
+    );
+    let before = order_id(&gate.reserve(&ev.id, &tt, q, &who, &key).await.unwrap());
+    gate.reset(&ev.id).await.unwrap();
+    restore_event(&gate, &repo, &ev, quick(200)).await.unwrap();
+    let after = order_id(&gate.reserve(&ev.id, &tt, q, &who, &key).await.unwrap());
+    assert_ne!(after, before);
+    // Under the new salt the key is again one order.
+    match gate.reserve(&ev.id, &tt, q, &who, &key).await.unwrap() {
+        ReserveOutcome::Replayed { order_id, .. } => assert_eq!(order_id, after),
+        other => panic!("expected a replay, got {other:?}"),
+    }
+}

@@ -432,6 +432,7 @@ impl Gate {
         let header = [
             if resume { "1" } else { "0" }.to_owned(),
             event.ticket_types.len().to_string(),
+            uuid::Uuid::new_v4().simple().to_string(),
         ];
         let mut args = catalog_args(event, &header, |t| {
             Some(sold.get(t.id.as_str()).copied().unwrap_or(0).to_string())
@@ -864,14 +865,18 @@ impl Gate {
         };
         let get = |k: &str| h.get(k).cloned().unwrap_or_default();
         let ms = |k: &str| h.get(k).and_then(|v| v.parse::<i64>().ok()).map(ms_to_time);
+        // `fp`: ticket type, quantity and e-mail, one per line (see prelude.lua).
+        let fp = get("fp");
+        let mut what = fp.splitn(3, '\n');
+        let (tt, qty, email) = (what.next(), what.next(), what.next());
         Ok(Some(OrderView {
             order_id: order,
             event: event.clone(),
             status: status_of(status)?,
-            ticket_type: TicketTypeId::parse(&get("tt"))
+            ticket_type: TicketTypeId::parse(tt.unwrap_or_default())
                 .map_err(|e| GateError::Protocol(e.to_string()))?,
-            quantity: get("qty").parse().unwrap_or(0),
-            email: get("email"),
+            quantity: qty.and_then(|q| q.parse().ok()).unwrap_or(0),
+            email: email.unwrap_or_default().to_owned(),
             amount_cents: get("amount").parse().unwrap_or(0),
             hold_expires_at: ms("hold_expires_at"),
             payment_ref: h.get("payment_ref").cloned(),

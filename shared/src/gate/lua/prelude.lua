@@ -8,11 +8,15 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- An order's hash keeps what it is for in one field, `fp` = ticket type, quantity and e-mail
+-- separated by newlines (the same string the Idempotency-Key is checked against): three
+-- fields fewer to write on the hot path.
 local function load(oid)
-  local v = redis.call('HMGET', p .. 'order:' .. oid, 'status', 'tt', 'qty', 'email', 'hold_expires_at', 'amount')
+  local v = redis.call('HMGET', p .. 'order:' .. oid, 'status', 'fp', 'hold_expires_at', 'amount')
   if not v[1] then return nil end
-  return { status = v[1], tt = v[2], qty = tonumber(v[3]), email = v[4],
-           deadline = tonumber(v[5] or '0'), amount = v[6] }
+  local tt, qty, email = string.match(v[2] or '', '^([^\n]*)\n([^\n]*)\n(.*)$')
+  return { status = v[1], tt = tt, qty = tonumber(qty), email = email,
+           deadline = tonumber(v[3] or '0'), amount = v[4] }
 end
 
 -- Return an order's tickets from `from` (held | confirming) to stock, once.

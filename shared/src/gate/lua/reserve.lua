@@ -9,7 +9,11 @@
 -- writes their counters at the end (and before a reap). A refusal takes nothing.
 local interval, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
 local now = now_ms()
-local now_s = tostring(now)
+local tat_first
+local function tat_s()
+  tat_first = tat_first or tostring(now + interval)
+  return tat_first
+end
 local m = redis.call('HMGET', KEYS[1], 'opens_at', 'paused', 'oid_salt')
 
 -- An order's id is derived from its Idempotency-Key and the event's secret salt (buy computes
@@ -32,7 +36,9 @@ local function type_of(tt)
   if t == nil then
     local v = redis.call('HMGET', p .. 'tt:' .. tt, 'limit', 'hold_ms', 'price', 'available', 'held')
     t = v[1] and { limit = tonumber(v[1]), hold = tonumber(v[2]), price = tonumber(v[3]),
-                   avail = tonumber(v[4]), held = tonumber(v[5]) } or false
+                   price_s = v[3], avail = tonumber(v[4]), held = tonumber(v[5]) } or false
+    -- Every hold of this batch on this type has the same deadline.
+    if t then t.deadline_s = tostring(now + t.hold) end
     types[tt] = t
   end
   return t
@@ -48,6 +54,19 @@ end
 
 local reaped, moved = false, false
 
+-- Lua turns a number into a string with sprintf("%.14g"): for a 13-digit millisecond time
+-- that was a fifth of this script's whole cost. So times are made strings once per batch
+-- (each type's `deadline_s`, the first `~tat`) and small counts once per value.
+local strs = {}
+local function str(n)
+  local s = strs[n]
+  if not s then
+    s = tostring(n)
+    strs[n] = s
+  end
+  return s
+end
+
 -- The same key with the same request answers the first answer again, whatever happened since;
 -- the same key with another request (or an order without its record) is refused.
 local function earlier(ok, fp)
@@ -57,18 +76,19 @@ local function earlier(ok, fp)
   return 'replay\t' .. (e[3] or '0')
 end
 
-local function reserve(tt, qty, email, oid)
+local function reserve(tt, qty_s, email, oid)
   if not m[1] then return 'unknown_event' end
+  local qty = tonumber(qty_s)
   local ok = p .. 'order:' .. oid
   -- What the key was first used for (ticket type, quantity and e-mail are all bounded).
-  local fp = tt .. '\n' .. qty .. '\n' .. email
+  local fp = tt .. '\n' .. qty_s .. '\n' .. email
 
   -- Every refusal first looks for an earlier answer under the key (a retry of a reservation
   -- that succeeded gets its order back even when the sale has sold out since).
   -- Being rebuilt after Redis lost its state (restore.lua): no holds until the books settle.
   if m[2] then return earlier(ok, fp) or 'paused' end
   local opens = tonumber(m[1])
-  if now < opens then return earlier(ok, fp) or ('too_early\t' .. (opens - now)) end
+  if now < opens then return earlier(ok, fp) or ('too_early\t' .. str(opens - now)) end
   local t = type_of(tt)
   if not t then return earlier(ok, fp) or 'unknown_ticket_type' end
   -- Sold out, and this batch already reaped what was due: the storm of refusals after a
@@ -99,27 +119,29 @@ local function reserve(tt, qty, email, oid)
   if interval > 0 then
     new_tat = math.max(tonumber(c[2] or '0'), now) + interval
     if new_tat - now > interval * burst then
-      return earlier(ok, fp) or ('rate_limited\t' .. (new_tat - now - interval * burst))
+      return earlier(ok, fp) or ('rate_limited\t' .. str(new_tat - now - interval * burst))
     end
   end
 
   if t.avail <= 0 then return earlier(ok, fp) or 'sold_out' end
   if have + qty > t.limit then
-    return earlier(ok, fp) or ('limit\t' .. t.limit .. '\t' .. math.max(t.limit - have, 0))
+    return earlier(ok, fp) or ('limit\t' .. str(t.limit) .. '\t' .. str(math.max(t.limit - have, 0)))
   end
-  if t.avail < qty then return earlier(ok, fp) or ('not_enough\t' .. t.avail) end
+  if t.avail < qty then return earlier(ok, fp) or ('not_enough\t' .. str(t.avail)) end
 
   local prev = earlier(ok, fp)
   if prev then return prev end
 
-  local deadline = now + t.hold
+  local deadline = t.deadline_s
   if new_tat then
-    redis.call('HSET', ck, tt, have + qty, '~tat', new_tat)
+    -- One tat per batch and interval at most: a fan's first hold starts at `now`.
+    redis.call('HSET', ck, tt, str(have + qty), '~tat', new_tat == now + interval and tat_s() or str(new_tat))
   else
-    redis.call('HSET', ck, tt, have + qty)
+    redis.call('HSET', ck, tt, str(have + qty))
   end
-  redis.call('HSET', ok, 'status', 'reserved', 'tt', tt, 'qty', qty, 'email', email,
-    'hold_expires_at', deadline, 'created_at', now_s, 'amount', qty * t.price, 'fp', fp)
+  local amount = qty == 1 and t.price_s or str(qty * t.price)
+  redis.call('HSET', ok, 'status', 'reserved', 'fp', fp, 'hold_expires_at', deadline,
+    'amount', amount)
   redis.call('ZADD', p .. 'holds', deadline, oid)
   -- Counted only once the writes above went through (see the loop below).
   t.avail, t.held, t.dirty, moved = t.avail - qty, t.held + qty, true, true
@@ -131,7 +153,7 @@ local out = {}
 -- unexpected type, say) must not leave the others' orders written and their stock uncounted.
 -- It answers that reservation alone with the error; the rest of the batch goes on.
 for i = 4, #ARGV, 4 do
-  local ok, r = pcall(reserve, ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2], ARGV[i + 3])
+  local ok, r = pcall(reserve, ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3])
   if not ok then
     local msg = type(r) == 'table' and tostring(r.err) or tostring(r)
     r = 'error\t' .. string.gsub(msg, '[\t\n]', ' ')

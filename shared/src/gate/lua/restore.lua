@@ -1,4 +1,5 @@
--- ARGV: opens_at_ms, catalog_json, tt_ids, resume (0 | 1), n_types, then per ticket type:
+-- ARGV: opens_at_ms, catalog_json, tt_ids, resume (0 | 1), n_types, a fresh order-id salt,
+-- then per ticket type:
 -- id, capacity, limit, hold_ms, price, sold (the database's); then customer triples:
 -- ticket type, email, confirmed quantity.
 -- Rebuilds an event the gate lost (Redis restarted empty) from the database's books. Only an
@@ -10,8 +11,11 @@ local existing = redis.call('HGET', KEYS[1], 'catalog')
 if existing and redis.call('HEXISTS', KEYS[1], 'restoring') == 0 then return 'live' end
 redis.call('HSET', KEYS[1], 'opens_at', ARGV[1], 'catalog', ARGV[2], 'tt_ids', ARGV[3],
   'paused', 1, 'restoring', 1)
+-- The orders went with Redis: a new salt (ADR 30), or a key retried from before the loss would
+-- derive the id of an order the database may already hold.
+if not existing then redis.call('HSET', KEYS[1], 'oid_salt', ARGV[6]) end
 local n = tonumber(ARGV[5])
-local i = 6
+local i = 7
 for _ = 1, n do
   local cap, sold = tonumber(ARGV[i + 1]), tonumber(ARGV[i + 5])
   -- Holds and payments in progress were lost with Redis: the database's sold is all there is.
