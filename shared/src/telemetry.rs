@@ -150,13 +150,17 @@ impl tracing::field::Visit for JsonObject {
 /// The trace a request belongs to, from `traceparent` (W3C) or `X-Cloud-Trace-Context`
 /// (`TRACE_ID/SPAN_ID;o=1`, which Google's load balancer and Cloud Run set).
 pub fn trace_context(headers: &axum::http::HeaderMap) -> Option<(String, String)> {
-    if let Some(tp) = headers.get("traceparent").and_then(|v| v.to_str().ok()) {
+    // Names made once: a `&str` name is parsed again on every lookup.
+    use axum::http::HeaderName;
+    const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+    const CLOUD_TRACE: HeaderName = HeaderName::from_static("x-cloud-trace-context");
+    if let Some(tp) = headers.get(TRACEPARENT).and_then(|v| v.to_str().ok()) {
         let parts: Vec<&str> = tp.split('-').collect();
         if parts.len() == 4 && parts[1].len() == 32 && parts[2].len() == 16 {
             return Some((parts[1].to_owned(), parts[2].to_owned()));
         }
     }
-    let cloud = headers.get("x-cloud-trace-context")?.to_str().ok()?;
+    let cloud = headers.get(CLOUD_TRACE)?.to_str().ok()?;
     let (trace, rest) = cloud.split_once('/').unwrap_or((cloud, ""));
     let span = rest.split(';').next().unwrap_or_default();
     let ok = trace.len() == 32 && trace.bytes().all(|b| b.is_ascii_hexdigit());

@@ -3,7 +3,9 @@
 //! costs no Redis round trip per request; order status is read from the gate's read model.
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, OnceLock};
+
+use arc_swap::ArcSwap;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -66,16 +68,18 @@ impl Rendered {
     }
 }
 
-#[derive(Default)]
-struct Cache {
-    events: HashMap<EventId, Arc<Rendered>>,
-}
+/// The rendered snapshot of every seeded event, swapped whole by each refresh: a reader takes
+/// no lock and touches no shared counter (a lock and an `Arc` clone per request were atomic
+/// writes to memory both cores share, on the hottest path).
+type Cache = ArcSwap<HashMap<EventId, Arc<Rendered>>>;
 
-/// Shared state: the gate and the snapshot cache.
+/// Shared state: the gate and the snapshot cache (one `Arc`: axum clones the state per request).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Inner>);
+
+struct Inner {
     gate: Gate,
-    cache: Arc<RwLock<Cache>>,
+    cache: Cache,
 }
 
 /// One ticket type's live numbers.
@@ -184,22 +188,25 @@ fn render(snap: &EventSnapshot, stale: bool) -> Rendered {
 impl AppState {
     /// State over a connected gate; call [`AppState::refresh`] or spawn the refresher.
     pub fn new(gate: Gate) -> Self {
-        Self {
+        Self(Arc::new(Inner {
             gate,
-            cache: Arc::default(),
-        }
+            cache: Cache::default(),
+        }))
     }
 
     /// One refresh of every seeded event. On failure the old snapshots stay, marked stale.
     pub async fn refresh(&self) -> Result<(), shared::gate::GateError> {
-        let events = match self.gate.events().await {
+        let (gate, cache) = (&self.0.gate, &self.0.cache);
+        let events = match gate.events().await {
             Ok(events) => events,
             Err(e) => {
                 metrics::counter!("snapshot_refresh_failures_total").increment(1);
-                let mut cache = self.cache.write().expect("cache lock");
-                for r in cache.events.values_mut() {
-                    *r = Arc::new(r.staled());
-                }
+                let staled = cache
+                    .load()
+                    .iter()
+                    .map(|(ev, r)| (ev.clone(), Arc::new(r.staled())))
+                    .collect();
+                cache.store(Arc::new(staled));
                 return Err(e);
             }
         };
@@ -208,20 +215,14 @@ impl AppState {
         let mut next = HashMap::new();
         let mut failure = None;
         for ev in events {
-            match self.gate.refresh(&ev).await {
+            match gate.refresh(&ev).await {
                 Ok(Some(snap)) => {
                     record_inventory(&snap);
                     next.insert(ev, Arc::new(render(&snap, false)));
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    let old = self
-                        .cache
-                        .read()
-                        .expect("cache lock")
-                        .events
-                        .get(&ev)
-                        .cloned();
+                    let old = cache.load().get(&ev).cloned();
                     if let Some(old) = old {
                         next.insert(ev, Arc::new(old.staled()));
                     }
@@ -231,13 +232,12 @@ impl AppState {
         }
         // An event that vanished from Redis (it restarted empty; consume-order rebuilds it
         // within seconds) keeps its last snapshot, marked stale, rather than turning 404.
-        let mut cache = self.cache.write().expect("cache lock");
-        for (ev, old) in &cache.events {
+        // One writer (the refresher): reading the old map and storing the new one needs no lock.
+        for (ev, old) in cache.load().iter() {
             next.entry(ev.clone())
                 .or_insert_with(|| Arc::new(old.staled()));
         }
-        cache.events = next;
-        drop(cache);
+        cache.store(Arc::new(next));
         match failure {
             None => {
                 metrics::gauge!("snapshot_last_success_timestamp_seconds")
@@ -349,13 +349,8 @@ pub async fn availability(
     OneHeader(if_none_match, _): OneHeader<IfNoneMatch>,
 ) -> Result<Response, ApiError> {
     // Only seeded events are in the cache, so a malformed id is simply not found there.
-    let rendered = state
-        .cache
-        .read()
-        .expect("cache lock")
-        .events
-        .get(event.as_str())
-        .cloned();
+    let cache = state.0.cache.load();
+    let rendered = cache.get(event.as_str());
     static HIT: OnceLock<[metrics::Counter; 2]> = OnceLock::new();
     let [hit, miss] = HIT.get_or_init(|| {
         [
@@ -476,11 +471,13 @@ pub async fn order(
 ) -> Result<Response, ApiError> {
     let id = OrderId::parse(&id).map_err(|_| ApiError::NotFound("order"))?;
     let event = state
+        .0
         .gate
         .event_of(id)
         .await?
         .ok_or(ApiError::NotFound("order"))?;
     let o = state
+        .0
         .gate
         .order(&event, id)
         .await?
