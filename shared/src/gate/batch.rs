@@ -156,8 +156,9 @@ impl Call {
         }
         let replies = match answer {
             Ok((ids, None)) => Ok(ids),
-            Ok((_, Some(_))) => Err(GateError::Protocol(
-                "reserve: the salt changed twice".into(),
+            // Redis was rebuilt between the two calls: a moment's state, so busy, not broken.
+            Ok((_, Some(_))) => Err(GateError::Unavailable(
+                "the event's salt changed twice".into(),
             )),
             Err(e) => Err(e),
         };

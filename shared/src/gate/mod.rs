@@ -401,7 +401,8 @@ impl Gate {
     /// Writes the event and its stock once (re-running is a no-op). `Err` when the event is
     /// already live in Redis with a different catalog.
     pub async fn seed(&self, event: &Event) -> Result<bool, anyhow::Error> {
-        let args = catalog_args(event, &[], |_| None)?;
+        let salt = [uuid::Uuid::new_v4().simple().to_string()];
+        let args = catalog_args(event, &salt, |_| None)?;
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         let reply = self
             .run("seed", &self.0.scripts.seed, &event.id, &refs)
@@ -865,8 +866,12 @@ impl Gate {
         };
         let get = |k: &str| h.get(k).cloned().unwrap_or_default();
         let ms = |k: &str| h.get(k).and_then(|v| v.parse::<i64>().ok()).map(ms_to_time);
-        // `fp`: ticket type, quantity and e-mail, one per line (see prelude.lua).
-        let fp = get("fp");
+        // `fp`: ticket type, quantity and e-mail, one per line (see prelude.lua); an order
+        // rebuilt by an older finalize.lua has them as fields of their own.
+        let fp = h
+            .get("fp")
+            .cloned()
+            .unwrap_or_else(|| format!("{}\n{}\n{}", get("tt"), get("qty"), get("email")));
         let mut what = fp.splitn(3, '\n');
         let (tt, qty, email) = (what.next(), what.next(), what.next());
         Ok(Some(OrderView {

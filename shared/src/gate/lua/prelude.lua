@@ -15,6 +15,10 @@ local function load(oid)
   local v = redis.call('HMGET', p .. 'order:' .. oid, 'status', 'fp', 'hold_expires_at', 'amount')
   if not v[1] then return nil end
   local tt, qty, email = string.match(v[2] or '', '^([^\n]*)\n([^\n]*)\n(.*)$')
+  if not v[2] then -- rebuilt by an older finalize.lua: the fields of their own
+    local o = redis.call('HMGET', p .. 'order:' .. oid, 'tt', 'qty', 'email')
+    tt, qty, email = o[1], o[2], o[3]
+  end
   return { status = v[1], tt = tt, qty = tonumber(qty), email = email,
            deadline = tonumber(v[3] or '0'), amount = v[4] }
 end

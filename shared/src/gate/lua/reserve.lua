@@ -18,8 +18,9 @@ local m = redis.call('HMGET', KEYS[1], 'opens_at', 'paused', 'oid_salt')
 
 -- An order's id is derived from its Idempotency-Key and the event's secret salt (buy computes
 -- it, ADR 30): the key finds its order directly (no separate idempotency record), and nobody
--- without the salt can derive an id from a key. The event's first reservation keeps the salt
--- it was sent with; a buy that derived its ids from another salt is told the event's.
+-- without the salt can derive an id from a key. Seeding and restoring draw the salt; an event
+-- seeded before that existed keeps the salt its first reservation is sent with. A buy that
+-- derived its ids from another salt is told the event's, and nothing is written.
 if m[1] then
   if not m[3] then
     redis.call('HSET', KEYS[1], 'oid_salt', ARGV[3])
