@@ -359,35 +359,10 @@ pub type ApiResult<T> = Result<T, ApiError>;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::telemetry::Lines;
     use axum::body::Body;
-    use std::sync::{Arc, Mutex};
     use tower::ServiceExt;
     use tracing_subscriber::layer::SubscriberExt;
-
-    /// Log lines as the services write them (tracing-stackdriver), into a buffer.
-    #[derive(Clone, Default)]
-    struct Lines(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Lines {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl Lines {
-        fn take(&self) -> Vec<serde_json::Value> {
-            let bytes = std::mem::take(&mut *self.0.lock().unwrap());
-            String::from_utf8(bytes)
-                .unwrap()
-                .lines()
-                .map(|l| serde_json::from_str(l).unwrap())
-                .collect()
-        }
-    }
 
     async fn call(app: &Router, path: &str) -> StatusCode {
         let req = Request::builder()

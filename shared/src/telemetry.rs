@@ -240,6 +240,35 @@ impl<'a, M: tracing_subscriber::fmt::MakeWriter<'a>> tracing_subscriber::fmt::Ma
     }
 }
 
+/// Log lines as the services write them, captured for tests.
+#[cfg(test)]
+#[derive(Clone, Default)]
+pub(crate) struct Lines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+#[cfg(test)]
+impl std::io::Write for Lines {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+impl Lines {
+    /// The lines written since the last take, each parsed as JSON.
+    pub(crate) fn take(&self) -> Vec<serde_json::Value> {
+        let bytes = std::mem::take(&mut *self.0.lock().unwrap());
+        String::from_utf8(bytes)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -288,19 +317,7 @@ mod tests {
     /// The lines one subscriber writes for a span with every kind of field, an event in it,
     /// and a field recorded later.
     fn lines(fast: bool) -> Vec<serde_json::Value> {
-        use std::sync::{Arc, Mutex};
-        #[derive(Clone, Default)]
-        struct Buf(Arc<Mutex<Vec<u8>>>);
-        impl std::io::Write for Buf {
-            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(b);
-                Ok(b.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let buf = Buf::default();
+        let buf = Lines::default();
         let out = buf.clone();
         let stackdriver = tracing_stackdriver::layer().with_writer(move || out.clone());
         let subscriber = tracing_subscriber::registry()
@@ -325,14 +342,11 @@ mod tests {
             span.in_scope(|| tracing::warn!("after record"));
             tracing::info_span!("empty").in_scope(|| tracing::info!("in an empty span"));
         });
-        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
-        text.lines()
-            .map(|l| {
-                let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
-                v.as_object_mut().unwrap().remove("time");
-                v
-            })
-            .collect()
+        let mut lines = buf.take();
+        for v in &mut lines {
+            v.as_object_mut().unwrap().remove("time");
+        }
+        lines
     }
 
     #[test]

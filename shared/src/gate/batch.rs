@@ -66,7 +66,12 @@ pub(super) fn spawn(
     // concurrent requests), so it fills only when calls stall.
     let (tx, mut rx) = mpsc::channel::<Pending>(MAX_BATCH * IN_FLIGHT * 4);
     let script = Arc::new(script);
-    let salts = Salts::default();
+    let call = Call {
+        conn,
+        script,
+        salts: Salts::default(),
+        timeout,
+    };
     tokio::spawn(async move {
         let slots = Arc::new(Semaphore::new(IN_FLIGHT));
         let mut queued = Vec::with_capacity(MAX_BATCH);
@@ -96,21 +101,9 @@ pub(super) fn spawn(
                 let Ok(extra) = slots.clone().acquire_owned().await else {
                     return;
                 };
-                let call = Call {
-                    conn: conn.clone(),
-                    script: script.clone(),
-                    salts: salts.clone(),
-                    timeout,
-                };
-                tokio::spawn(call.send(batch, extra));
+                tokio::spawn(call.clone().send(batch, extra));
             }
-            let call = Call {
-                conn: conn.clone(),
-                script: script.clone(),
-                salts: salts.clone(),
-                timeout,
-            };
-            tokio::spawn(call.send(last, slot));
+            tokio::spawn(call.clone().send(last, slot));
         }
     });
     tx
@@ -132,7 +125,8 @@ fn group(queued: Vec<Pending>) -> Vec<Vec<Pending>> {
     batches
 }
 
-/// What a batch's call needs.
+/// What a batch's call needs (one per gate, cloned per call).
+#[derive(Clone)]
 struct Call {
     conn: ConnectionManager,
     script: Arc<Script>,
