@@ -95,7 +95,8 @@ slug_newtype!(
     "ticket_type"
 );
 
-/// An order's id: a random UUID (never a sequence, so keys do not hotspot).
+/// An order's id: a UUID, never a sequence, so keys do not hotspot (random, or derived from the
+/// Idempotency-Key for a reservation: ADR 30).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct OrderId(pub Uuid);
 

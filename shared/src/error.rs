@@ -1,7 +1,7 @@
 //! The one error type every handler returns, answered as RFC 9457 problem+json.
 //!
 //! Refusals (4xx) are expected outcomes during an on-sale and are not logged as errors;
-//! internal failures are logged once here, with context, and answered as an opaque 500/503.
+//! internal failures are logged once, with context, and answered as an opaque 500/503.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -212,6 +212,10 @@ impl ApiError {
     }
 }
 
+/// An internal error's whole chain, carried by its answer to `http::observe`, which logs it.
+#[derive(Clone, Debug)]
+pub(crate) struct Unlogged(pub(crate) std::sync::Arc<String>);
+
 /// A problem+json body with any status (used by layers that answer before a handler runs).
 pub fn problem(status: StatusCode, slug: &str, title: &str, detail: &str) -> Response {
     let body = json!({
@@ -231,10 +235,12 @@ pub fn problem(status: StatusCode, slug: &str, title: &str, detail: &str) -> Res
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        if let Self::Internal(e) = &self {
-            // The only place internal errors are logged: once, with the whole chain.
-            tracing::error!(error = ?e, "internal error");
-        }
+        // The whole chain goes with the answer: `http::observe` logs it, once, inside the
+        // request's span (which a silent route opens only then).
+        let unlogged = match &self {
+            Self::Internal(e) => Some(Unlogged(std::sync::Arc::new(format!("{e:?}")))),
+            _ => None,
+        };
         let (title, detail, ext) = self.title_and_detail();
         let mut body = Map::new();
         body.insert("type".into(), json!(format!("/problems/{}", self.slug())));
@@ -243,6 +249,9 @@ impl IntoResponse for ApiError {
         body.insert("detail".into(), json!(detail));
         body.extend(ext);
         let mut res = (status, Value::Object(body).to_string()).into_response();
+        if let Some(u) = unlogged {
+            res.extensions_mut().insert(u);
+        }
         let headers = res.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,

@@ -147,10 +147,13 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
 /// layer: each `Router::layer` call boxes every route once more, and every box is cloned per
 /// request.
 ///
-/// `silent` names routes whose handlers never log (the availability snapshot): they get no
-/// span, which is a quarter of such a request's CPU, unless a line is written after all (a
-/// panic, or `RUST_LOG=debug`); that line then gets the same span as any other request's.
-/// `/healthz` and `/metrics` are always silent.
+/// `silent` names hot routes whose handlers write no line of their own at info and above (the
+/// availability snapshot, a reservation): they open no span, which costs a tenth to a quarter
+/// of such a request's CPU, unless a line is written after all. A panic or an internal error
+/// is logged here, after the handler, inside the same span any other request gets; under
+/// `RUST_LOG=debug` the span opens up front. Lines that sum up many requests (a dependency's
+/// throttled outage warning) carry no request's span on these routes. `/healthz` and
+/// `/metrics` are always silent.
 pub fn finish(router: Router, silent: &'static [&'static str]) -> Router {
     crate::metrics::handle();
     router
@@ -248,7 +251,9 @@ async fn observe(State(silent): State<Silent>, req: Request, next: Next) -> Resp
             ),
         }
     };
-    let mut opened = (!silent.contains(route)).then(span);
+    // Under `RUST_LOG=debug` every route opens its span up front: handlers' debug lines need it.
+    let mut opened =
+        (!silent.contains(route) || tracing::enabled!(tracing::Level::DEBUG)).then(span);
     let header_bytes: usize = req
         .headers()
         .iter()
@@ -269,13 +274,17 @@ async fn observe(State(silent): State<Silent>, req: Request, next: Next) -> Resp
     let status = res.status();
     crate::metrics::observe_request(route, &method, status, start.elapsed());
     let panicked = res.extensions_mut().remove::<Panicked>().is_some();
-    if opened.is_none() && (panicked || tracing::enabled!(tracing::Level::DEBUG)) {
+    let unlogged = res.extensions_mut().remove::<crate::error::Unlogged>();
+    if opened.is_none() && (panicked || unlogged.is_some()) {
         opened = Some(span());
     }
     if let Some(span) = opened {
         span.in_scope(|| {
             if panicked {
                 tracing::error!("handler panicked");
+            }
+            if let Some(crate::error::Unlogged(chain)) = unlogged {
+                tracing::error!(error = %chain, "internal error");
             }
             tracing::debug!(
                 status = status.as_u16(),
@@ -381,17 +390,24 @@ mod tests {
             tracing::warn!("a handler's line");
             "ok"
         }
+        async fn broken() -> ApiResult<&'static str> {
+            Err(ApiError::Internal(
+                anyhow::anyhow!("disk on fire").context("saving the order"),
+            ))
+        }
         finish(
             Router::new()
                 .route("/silent", get(|| async { "ok" }))
                 .route("/silent-boom", get(boom))
-                .route("/loud", get(logs)),
-            &["/silent", "/silent-boom"],
+                .route("/silent-broken", get(broken))
+                .route("/loud", get(logs))
+                .route("/loud-broken", get(broken)),
+            &["/silent", "/silent-boom", "/silent-broken"],
         )
     }
 
     #[tokio::test]
-    async fn silent_routes_log_nothing_but_a_panic_inside_the_request_span() {
+    async fn silent_routes_log_only_panics_and_internal_errors_in_the_request_span() {
         let lines = Lines::default();
         let writer = lines.clone();
         let subscriber = tracing_subscriber::registry()
@@ -414,6 +430,23 @@ mod tests {
         let span = &logged[0]["spans"][0];
         assert_eq!(span["request_id"], "rid-1");
         assert_eq!(span["path"], "/silent-boom");
+
+        // An internal error is logged once, with its whole chain, in the request's span,
+        // on a silent route as on any other.
+        for path in ["/silent-broken", "/loud-broken"] {
+            assert_eq!(call(&app, path).await, StatusCode::INTERNAL_SERVER_ERROR);
+            let logged = lines.take();
+            assert_eq!(logged.len(), 1, "{path}: {logged:?}");
+            assert_eq!(logged[0]["message"], "internal error");
+            assert_eq!(logged[0]["severity"], "ERROR");
+            let chain = logged[0]["error"].as_str().unwrap();
+            assert!(
+                chain.contains("saving the order") && chain.contains("disk on fire"),
+                "{chain}"
+            );
+            assert_eq!(logged[0]["spans"][0]["request_id"], "rid-1");
+            assert_eq!(logged[0]["spans"][0]["path"], path);
+        }
 
         // Any other route's lines carry the request span.
         assert_eq!(call(&app, "/loud").await, StatusCode::OK);

@@ -15,6 +15,7 @@ pub mod publisher;
 pub mod ratelimit;
 pub mod recovery;
 pub mod repo;
+pub mod rfc3339;
 pub mod telemetry;
 pub mod testing;
 

@@ -14,7 +14,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::Utc;
 use serde::Serialize;
 use shared::ApiError;
 use shared::config::{HttpArgs, RedisArgs};
@@ -22,6 +22,7 @@ use shared::domain::{EventId, OrderId, OrderStatus};
 use shared::gate::{EventSnapshot, Gate};
 use shared::http::{HeaderNamed, OneHeader};
 use shared::openapi::{Always, OrderNotFound, Problem};
+use shared::rfc3339;
 use utoipa::{OpenApi, ToSchema};
 
 /// Configuration from the environment.
@@ -129,10 +130,6 @@ struct Availability<'a> {
     view: AvailabilityView<'a>,
 }
 
-fn rfc3339(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-
 fn render(snap: &EventSnapshot, stale: bool) -> Rendered {
     let open = snap.read_at >= snap.catalog.sale_opens_at;
     let types = snap
@@ -166,9 +163,9 @@ fn render(snap: &EventSnapshot, stale: bool) -> Rendered {
         event: snap.catalog.id.as_str(),
         name: &snap.catalog.name,
         venue: &snap.catalog.venue,
-        sale_opens_at: rfc3339(snap.catalog.sale_opens_at),
+        sale_opens_at: rfc3339::format(snap.catalog.sale_opens_at),
         sale_open: open,
-        as_of: rfc3339(snap.read_at),
+        as_of: rfc3339::format(snap.read_at),
         ticket_types: types,
     };
     let json = serde_json::to_string(&view).expect("serialisable");
@@ -373,7 +370,7 @@ pub async fn availability(
     // a tenth of this request's CPU.
     let mut body = Vec::with_capacity(rendered.tail.len() + 48);
     body.extend_from_slice(b"{\"server_time\":\"");
-    write_utc_millis(&mut body, Utc::now());
+    rfc3339::write(&mut body, Utc::now());
     body.extend_from_slice(b"\",");
     body.extend_from_slice(rendered.tail.as_bytes());
     Ok((
@@ -395,42 +392,6 @@ pub struct IfNoneMatch;
 
 impl HeaderNamed for IfNoneMatch {
     const NAME: header::HeaderName = header::IF_NONE_MATCH;
-}
-
-/// Appends `t` as RFC 3339 UTC with milliseconds, e.g. `2027-06-01T09:00:00.000Z`: what
-/// [`rfc3339`] writes for years 0 to 9999, without the formatting machinery.
-fn write_utc_millis(out: &mut Vec<u8>, t: DateTime<Utc>) {
-    use chrono::{Datelike, Timelike};
-    let digit = |n: u32| b'0' + (n % 10) as u8;
-    let year = t.year().clamp(0, 9999) as u32;
-    let millis = (t.nanosecond() / 1_000_000).min(999); // a leap second shows as .999
-    let (mo, d, h, mi, sec) = (t.month(), t.day(), t.hour(), t.minute(), t.second());
-    out.extend_from_slice(&[
-        digit(year / 1000),
-        digit(year / 100),
-        digit(year / 10),
-        digit(year),
-        b'-',
-        digit(mo / 10),
-        digit(mo),
-        b'-',
-        digit(d / 10),
-        digit(d),
-        b'T',
-        digit(h / 10),
-        digit(h),
-        b':',
-        digit(mi / 10),
-        digit(mi),
-        b':',
-        digit(sec / 10),
-        digit(sec),
-        b'.',
-        digit(millis / 100),
-        digit(millis / 10),
-        digit(millis),
-        b'Z',
-    ]);
 }
 
 /// An order as the fan sees it.
@@ -497,9 +458,9 @@ pub async fn order(
         amount_cents: o.amount_cents,
         currency: "EUR",
         hold_expires_at: (status == OrderStatus::Reserved)
-            .then(|| o.hold_expires_at.map(rfc3339))
+            .then(|| o.hold_expires_at.map(rfc3339::format))
             .flatten(),
-        server_time: rfc3339(now),
+        server_time: rfc3339::format(now),
         tickets: o.tickets,
     };
     Ok((
@@ -518,29 +479,4 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     state.spawn_refresher(Duration::from_millis(config.refresh_ms));
     shared::http::serve(app(state), config.http.port).await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hand_written_timestamps_match_chrono() {
-        for s in [
-            "2027-06-01T09:00:00.000Z",
-            "2028-02-29T23:59:59.999Z",
-            "1999-12-31T00:00:00.007Z",
-            "0999-01-09T10:01:02.050Z",
-        ] {
-            let t: DateTime<Utc> = s.parse().unwrap();
-            let mut out = Vec::new();
-            write_utc_millis(&mut out, t);
-            assert_eq!(std::str::from_utf8(&out).unwrap(), rfc3339(t));
-            assert_eq!(rfc3339(t), s);
-        }
-        let now = Utc::now();
-        let mut out = Vec::new();
-        write_utc_millis(&mut out, now);
-        assert_eq!(std::str::from_utf8(&out).unwrap(), rfc3339(now));
-    }
 }

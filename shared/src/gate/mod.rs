@@ -263,9 +263,12 @@ fn words(v: Value) -> Result<Vec<String>, GateError> {
     }
 }
 
-fn num<T: std::str::FromStr>(w: &[String], i: usize) -> Result<T, GateError> {
+fn num<T: std::str::FromStr, S: AsRef<str> + std::fmt::Debug>(
+    w: &[S],
+    i: usize,
+) -> Result<T, GateError> {
     w.get(i)
-        .and_then(|s| s.parse().ok())
+        .and_then(|s| s.as_ref().parse().ok())
         .ok_or_else(|| GateError::Protocol(format!("field {i} of {w:?}")))
 }
 
@@ -565,8 +568,9 @@ impl Gate {
             }
             tokio::sync::mpsc::error::TrySendError::Closed(_) => gone(),
         })?;
-        let (order_id, w) = answer.await.map_err(|_| gone())??;
-        Ok(match w.first().map(String::as_str) {
+        let (order_id, line) = answer.await.map_err(|_| gone())??;
+        let w: Vec<&str> = line.split('\t').collect();
+        Ok(match w.first().copied() {
             Some("reserved") => ReserveOutcome::Reserved {
                 order_id,
                 hold_expires_at: ms_to_time(num(&w, 1)?),
@@ -861,17 +865,27 @@ impl Gate {
         let mut conn = self.0.conn.clone();
         let key = format!("{{ev:{event}}}:order:{order}");
         let h: std::collections::HashMap<String, String> = self.bounded(conn.hgetall(&key)).await?;
-        let Some(status) = h.get("status") else {
-            return Ok(None);
-        };
+        // `r`: the hold's deadline, the amount, then ticket type, quantity and e-mail one per
+        // line; no `status` yet means reserved (see prelude.lua). An order written before `r`
+        // existed has them as fields of their own (`fp`, or older still `tt`, `qty`, `email`).
         let get = |k: &str| h.get(k).cloned().unwrap_or_default();
-        let ms = |k: &str| h.get(k).and_then(|v| v.parse::<i64>().ok()).map(ms_to_time);
-        // `fp`: ticket type, quantity and e-mail, one per line (see prelude.lua); an order
-        // rebuilt by an older finalize.lua has them as fields of their own.
-        let fp = h
-            .get("fp")
-            .cloned()
-            .unwrap_or_else(|| format!("{}\n{}\n{}", get("tt"), get("qty"), get("email")));
+        let (status, hold, amount, fp) = match (h.get("status"), h.get("r")) {
+            (status, Some(r)) => {
+                let mut parts = r.splitn(3, '\t');
+                let (hold, amount) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+                let fp = parts.next().unwrap_or("");
+                let status = status.map_or("reserved", String::as_str);
+                (status, hold.to_owned(), amount.to_owned(), fp.to_owned())
+            }
+            (Some(status), None) => {
+                let fp = h
+                    .get("fp")
+                    .cloned()
+                    .unwrap_or_else(|| format!("{}\n{}\n{}", get("tt"), get("qty"), get("email")));
+                (status.as_str(), get("hold_expires_at"), get("amount"), fp)
+            }
+            (None, None) => return Ok(None),
+        };
         let mut what = fp.splitn(3, '\n');
         let (tt, qty, email) = (what.next(), what.next(), what.next());
         Ok(Some(OrderView {
@@ -882,8 +896,8 @@ impl Gate {
                 .map_err(|e| GateError::Protocol(e.to_string()))?,
             quantity: qty.and_then(|q| q.parse().ok()).unwrap_or(0),
             email: email.unwrap_or_default().to_owned(),
-            amount_cents: get("amount").parse().unwrap_or(0),
-            hold_expires_at: ms("hold_expires_at"),
+            amount_cents: amount.parse().unwrap_or(0),
+            hold_expires_at: hold.parse::<i64>().ok().map(ms_to_time),
             payment_ref: h.get("payment_ref").cloned(),
             paid_at: h
                 .get("paid_at")

@@ -11,8 +11,10 @@ if not o then
   -- the event is back (restore.lua) count the database's sale in its stock, once: the order
   -- hash written here makes a redelivery find it 'already'. An order the database already
   -- held is in the books the restore counted: only a first persist adds to the stock.
-  redis.call('HSET', ok, 'status', outcome, 'fp', ARGV[4] .. '\n' .. ARGV[5] .. '\n' .. ARGV[6],
-    'tickets', ARGV[3], 'amount', ARGV[8])
+  -- Its hold is long gone: `r` (see prelude.lua) carries no deadline.
+  redis.call('HSET', ok, 'status', outcome,
+    'r', '\t' .. ARGV[8] .. '\t' .. ARGV[4] .. '\n' .. ARGV[5] .. '\n' .. ARGV[6],
+    'tickets', ARGV[3])
   local tk = p .. 'tt:' .. ARGV[4]
   if outcome == 'confirmed' and ARGV[7] == '1' and redis.call('EXISTS', tk) == 1 then
     local qty = tonumber(ARGV[5])

@@ -8,19 +8,33 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- An order's hash keeps what it is for in one field, `fp` = ticket type, quantity and e-mail
--- separated by newlines (the same string the Idempotency-Key is checked against): three
--- fields fewer to write on the hot path.
+-- An order's hash. A reservation writes one field, `r`: the hold's deadline, the amount, and
+-- what the order is for (ticket type, quantity and e-mail, separated by newlines: the string
+-- the Idempotency-Key is checked against), tab-separated; with HSETNX, so the write is also the
+-- check that the key is new (ADR 32). Until a transition writes `status`, the order is
+-- `reserved`. Orders written before `r` existed keep these as fields of their own.
+local function parse_r(r)
+  local hold, amount, tt, qty, email = string.match(r, '^([^\t]*)\t([^\t]*)\t([^\n]*)\n([^\n]*)\n(.*)$')
+  return hold, amount, tt, qty, email
+end
+
 local function load(oid)
-  local v = redis.call('HMGET', p .. 'order:' .. oid, 'status', 'fp', 'hold_expires_at', 'amount')
-  if not v[1] then return nil end
-  local tt, qty, email = string.match(v[2] or '', '^([^\n]*)\n([^\n]*)\n(.*)$')
-  if not v[2] then -- rebuilt by an older finalize.lua: the fields of their own
-    local o = redis.call('HMGET', p .. 'order:' .. oid, 'tt', 'qty', 'email')
-    tt, qty, email = o[1], o[2], o[3]
+  local ok = p .. 'order:' .. oid
+  local v = redis.call('HMGET', ok, 'status', 'r')
+  local status, hold, amount, tt, qty, email = v[1], nil, nil, nil, nil, nil
+  if v[2] then
+    hold, amount, tt, qty, email = parse_r(v[2])
+    status = status or 'reserved'
+  elseif status then -- written before `r`: fp, or (older still) tt, qty and email fields
+    local o = redis.call('HMGET', ok, 'fp', 'hold_expires_at', 'amount', 'tt', 'qty', 'email')
+    hold, amount = o[2], o[3]
+    tt, qty, email = string.match(o[1] or '', '^([^\n]*)\n([^\n]*)\n(.*)$')
+    if not o[1] then tt, qty, email = o[4], o[5], o[6] end
+  else
+    return nil
   end
-  return { status = v[1], tt = tt, qty = tonumber(qty), email = email,
-           deadline = tonumber(v[3] or '0'), amount = v[4] }
+  return { status = status, tt = tt, qty = tonumber(qty), email = email,
+           deadline = tonumber(hold) or 0, amount = amount }
 end
 
 -- Return an order's tickets from `from` (held | confirming) to stock, once.

@@ -54,6 +54,8 @@ local function flush()
 end
 
 local reaped, moved = false, false
+-- The hold ledger's new entries, added with one ZADD at the end (none of them is due before).
+local holds = { 'ZADD', p .. 'holds' }
 
 -- Lua turns a number into a string with sprintf("%.14g"): for a 13-digit millisecond time
 -- that was a fifth of this script's whole cost. So times are made strings once per batch
@@ -69,12 +71,20 @@ local function str(n)
 end
 
 -- The same key with the same request answers the first answer again, whatever happened since;
--- the same key with another request (or an order without its record) is refused.
+-- the same key with another request is refused.
 local function earlier(ok, fp)
-  local e = redis.call('HMGET', ok, 'status', 'fp', 'hold_expires_at')
-  if not e[1] then return nil end
-  if e[2] ~= fp then return 'idem_conflict' end
-  return 'replay\t' .. (e[3] or '0')
+  local e = redis.call('HMGET', ok, 'r', 'status', 'fp', 'hold_expires_at')
+  local hold, first
+  if e[1] then
+    local h, _, tt, qty, email = parse_r(e[1])
+    hold, first = h, tt and (tt .. '\n' .. qty .. '\n' .. email)
+  elseif e[2] then -- written before `r` (see prelude.lua)
+    hold, first = e[4], e[3]
+  else
+    return nil
+  end
+  if first ~= fp then return 'idem_conflict' end
+  return 'replay\t' .. ((hold and hold ~= '') and hold or '0')
 end
 
 local function reserve(tt, qty_s, email, oid)
@@ -130,20 +140,21 @@ local function reserve(tt, qty_s, email, oid)
   end
   if t.avail < qty then return earlier(ok, fp) or ('not_enough\t' .. str(t.avail)) end
 
-  local prev = earlier(ok, fp)
-  if prev then return prev end
-
+  -- The order, written only if its key is new (one call for the check and the write); a key
+  -- already used gets its first answer, and nothing else is written.
   local deadline = t.deadline_s
+  local amount = qty == 1 and t.price_s or str(qty * t.price)
+  if redis.call('HSETNX', ok, 'r', deadline .. '\t' .. amount .. '\t' .. fp) == 0 then
+    return earlier(ok, fp)
+  end
   if new_tat then
     -- One tat per batch and interval at most: a fan's first hold starts at `now`.
     redis.call('HSET', ck, tt, str(have + qty), '~tat', new_tat == now + interval and tat_s() or str(new_tat))
   else
     redis.call('HSET', ck, tt, str(have + qty))
   end
-  local amount = qty == 1 and t.price_s or str(qty * t.price)
-  redis.call('HSET', ok, 'status', 'reserved', 'fp', fp, 'hold_expires_at', deadline,
-    'amount', amount)
-  redis.call('ZADD', p .. 'holds', deadline, oid)
+  holds[#holds + 1] = deadline
+  holds[#holds + 1] = oid
   -- Counted only once the writes above went through (see the loop below).
   t.avail, t.held, t.dirty, moved = t.avail - qty, t.held + qty, true, true
   return 'reserved\t' .. deadline
@@ -162,5 +173,6 @@ for i = 4, #ARGV, 4 do
   out[#out + 1] = r
 end
 flush()
+if #holds > 2 then redis.call(unpack(holds)) end
 if moved then redis.call('INCR', p .. 'version') end
 return table.concat(out, '\n')
