@@ -251,9 +251,10 @@ async fn observe(State(silent): State<Silent>, req: Request, next: Next) -> Resp
             ),
         }
     };
-    // Under `RUST_LOG=debug` every route opens its span up front: handlers' debug lines need it.
-    let mut opened =
-        (!silent.contains(route) || tracing::enabled!(tracing::Level::DEBUG)).then(span);
+    // With debug enabled anywhere (`RUST_LOG=debug`, or `buy=debug`) every route opens its span
+    // up front: handlers' debug lines need it.
+    let debug = tracing::level_filters::LevelFilter::current() >= tracing::Level::DEBUG;
+    let mut opened = (!silent.contains(route) || debug).then(span);
     let header_bytes: usize = req
         .headers()
         .iter()

@@ -849,3 +849,82 @@ async fn one_failing_reservation_does_not_spoil_its_batch() {
     let s = stock(&gate, &ev, "vip-3-day").await;
     assert_eq!((s.available, s.held), (71, 29));
 }
+
+/// An event seeded before orders were written as one `r` field (its meta hash has no
+/// `orders = r`) may hold orders in the older layout, which the order's HSETNX cannot see: a
+/// retry of such an order must still replay it, and a different request under its key be
+/// refused, with the stock untouched.
+#[tokio::test]
+async fn a_key_of_an_order_in_the_older_layout_replays_it() {
+    let env = TestEnv::get();
+    let ev = env.seed(10, -1, 600).await;
+    let gate = env.gate().await;
+    let k = key();
+    let first = reserve_keyed(&gate, &ev, "vip-3-day", 2, "old@x.at", &k).await;
+    let (id, hold) = match first {
+        ReserveOutcome::Reserved {
+            order_id,
+            hold_expires_at,
+        } => (order_id, hold_expires_at),
+        other => panic!("{other:?}"),
+    };
+    // Rewrite the event and the order as the previous version left them.
+    let mut conn = gate.connection();
+    let order = format!("{{ev:{}}}:order:{id}", ev.id);
+    let meta = format!("{{ev:{}}}:meta", ev.id);
+    let _: () = redis::cmd("HDEL")
+        .arg(&meta)
+        .arg("orders")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("DEL")
+        .arg(&order)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg(&order)
+        .arg(&[
+            "status",
+            "reserved",
+            "fp",
+            "vip-3-day\n2\nold@x.at",
+            "amount",
+            "69800",
+        ])
+        .arg("hold_expires_at")
+        .arg(hold.timestamp_millis())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let before = stock(&gate, &ev, "vip-3-day").await;
+    match reserve_keyed(&gate, &ev, "vip-3-day", 2, "old@x.at", &k).await {
+        ReserveOutcome::Replayed {
+            order_id,
+            hold_expires_at,
+        } => {
+            assert_eq!((order_id, hold_expires_at), (id, hold));
+        }
+        other => panic!("expected a replay, got {other:?}"),
+    }
+    assert_eq!(
+        reserve_keyed(&gate, &ev, "vip-3-day", 1, "old@x.at", &k).await,
+        ReserveOutcome::IdempotencyConflict
+    );
+    let after = stock(&gate, &ev, "vip-3-day").await;
+    assert_eq!(
+        (after.available, after.held),
+        (before.available, before.held)
+    );
+    assert_eq!((after.available, after.held), (8, 2));
+    // The order in the older layout is still read, paid for and released as before.
+    let view = gate.order(&ev.id, id).await.unwrap().unwrap();
+    assert_eq!(
+        (view.status, view.quantity, view.amount_cents),
+        (OrderStatus::Reserved, 2, 69800)
+    );
+    gate.cancel(&ev.id, id).await.unwrap();
+    let s = stock(&gate, &ev, "vip-3-day").await;
+    assert_eq!((s.available, s.held), (10, 0));
+}

@@ -12,7 +12,8 @@ end
 -- what the order is for (ticket type, quantity and e-mail, separated by newlines: the string
 -- the Idempotency-Key is checked against), tab-separated; with HSETNX, so the write is also the
 -- check that the key is new (ADR 32). Until a transition writes `status`, the order is
--- `reserved`. Orders written before `r` existed keep these as fields of their own.
+-- `reserved`. Orders written before `r` existed keep these as fields of their own (events
+-- seeded since are marked `orders = r` in their meta hash).
 local function parse_r(r)
   local hold, amount, tt, qty, email = string.match(r, '^([^\t]*)\t([^\t]*)\t([^\n]*)\n([^\n]*)\n(.*)$')
   return hold, amount, tt, qty, email

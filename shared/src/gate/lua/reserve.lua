@@ -14,7 +14,11 @@ local function tat_s()
   tat_first = tat_first or tostring(now + interval)
   return tat_first
 end
-local m = redis.call('HMGET', KEYS[1], 'opens_at', 'paused', 'oid_salt')
+local m = redis.call('HMGET', KEYS[1], 'opens_at', 'paused', 'oid_salt', 'orders')
+-- Events seeded or restored since orders are written as `r` (prelude.lua) say so: only there is
+-- a key's first HSETNX enough to know it is new. An older event's orders may still be hashes
+-- without `r`, which HSETNX cannot see: there the key is looked up first.
+local only_r = m[4] == 'r'
 
 -- An order's id is derived from its Idempotency-Key and the event's secret salt (buy computes
 -- it, ADR 30): the key finds its order directly (no separate idempotency record), and nobody
@@ -142,6 +146,10 @@ local function reserve(tt, qty_s, email, oid)
 
   -- The order, written only if its key is new (one call for the check and the write); a key
   -- already used gets its first answer, and nothing else is written.
+  if not only_r then
+    local prev = earlier(ok, fp)
+    if prev then return prev end
+  end
   local deadline = t.deadline_s
   local amount = qty == 1 and t.price_s or str(qty * t.price)
   if redis.call('HSETNX', ok, 'r', deadline .. '\t' .. amount .. '\t' .. fp) == 0 then
