@@ -3,7 +3,7 @@
 -- Keys carry a nonce per run and thread: without it, wrk's unseeded random numbers made the
 -- measured run repeat the warm-up's keys, and a repeated key is a cheap replay, not a fan.
 -- Requests are concatenated by hand: wrk.format (header tables, a metatable lowering every
--- name, string.format per line) cost wrk 7 us a request more than the hello-world's static
+-- name, string.format per line) cost wrk several µs a request more than the hello-world's static
 -- request, CPU taken from the services on these shared cores.
 local counter = 0
 local thread_id = 0
