@@ -14,23 +14,27 @@ end
 -- check that the key is new (ADR 32). Until a transition writes `status`, the order is
 -- `reserved`. Orders written before `r` existed keep these as fields of their own (events
 -- seeded since are marked `orders = r` in their meta hash).
+--
+-- `r` as hold, amount and `fp`; `fp` as ticket type, quantity and e-mail.
 local function parse_r(r)
-  local hold, amount, tt, qty, email = string.match(r, '^([^\t]*)\t([^\t]*)\t([^\n]*)\n([^\n]*)\n(.*)$')
-  return hold, amount, tt, qty, email
+  return string.match(r, '^([^\t]*)\t([^\t]*)\t(.*)$')
+end
+local function split_fp(fp)
+  return string.match(fp or '', '^([^\n]*)\n([^\n]*)\n(.*)$')
 end
 
 local function load(oid)
   local ok = p .. 'order:' .. oid
   local v = redis.call('HMGET', ok, 'status', 'r')
-  local status, hold, amount, tt, qty, email = v[1], nil, nil, nil, nil, nil
+  local status, hold, amount, fp, tt, qty, email = v[1], nil, nil, nil, nil, nil, nil
   if v[2] then
-    hold, amount, tt, qty, email = parse_r(v[2])
+    hold, amount, fp = parse_r(v[2])
     status = status or 'reserved'
+    tt, qty, email = split_fp(fp)
   elseif status then -- written before `r`: fp, or (older still) tt, qty and email fields
     local o = redis.call('HMGET', ok, 'fp', 'hold_expires_at', 'amount', 'tt', 'qty', 'email')
     hold, amount = o[2], o[3]
-    tt, qty, email = string.match(o[1] or '', '^([^\n]*)\n([^\n]*)\n(.*)$')
-    if not o[1] then tt, qty, email = o[4], o[5], o[6] end
+    if o[1] then tt, qty, email = split_fp(o[1]) else tt, qty, email = o[4], o[5], o[6] end
   else
     return nil
   end

@@ -80,8 +80,8 @@ local function earlier(ok, fp)
   local e = redis.call('HMGET', ok, 'r', 'status', 'fp', 'hold_expires_at')
   local hold, first
   if e[1] then
-    local h, _, tt, qty, email = parse_r(e[1])
-    hold, first = h, tt and (tt .. '\n' .. qty .. '\n' .. email)
+    local h, _, f = parse_r(e[1])
+    hold, first = h, f
   elseif e[2] then -- written before `r` (see prelude.lua)
     hold, first = e[4], e[3]
   else
