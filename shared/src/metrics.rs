@@ -3,7 +3,6 @@
 //! bounded sets (matched route templates, outcomes), never raw paths or ids.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -53,7 +52,7 @@ pub async fn render() -> Response {
 pub fn observe_request(route: &str, method: &Method, status: StatusCode, elapsed: Duration) {
     type Handles = Vec<(Method, StatusCode, Histogram, Counter)>;
     thread_local! {
-        static CACHE: RefCell<HashMap<String, Handles>> = RefCell::new(HashMap::new());
+        static CACHE: RefCell<crate::FastMap<String, Handles>> = RefCell::default();
     }
     CACHE.with_borrow_mut(|cache| {
         let per_route = match cache.get_mut(route) {

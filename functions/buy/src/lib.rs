@@ -741,7 +741,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Duration::from_millis(config.relay_interval_ms),
         Duration::from_millis(config.relay_grace_ms),
     );
-    shared::http::serve(app(state), config.http.port).await
+    shared::http::serve_with_peers(app(state), config.http.port).await
 }
 
 #[cfg(test)]

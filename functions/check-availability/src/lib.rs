@@ -2,7 +2,6 @@
 //! that a background task refreshes from Redis every `REFRESH_MS`, so a spike of readers
 //! costs no Redis round trip per request; order status is read from the gate's read model.
 
-use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
@@ -72,7 +71,7 @@ impl Rendered {
 /// The rendered snapshot of every seeded event, swapped whole by each refresh: a reader takes
 /// no lock and touches no shared counter (a lock and an `Arc` clone per request were atomic
 /// writes to memory both cores share, on the hottest path).
-type Cache = ArcSwap<HashMap<EventId, Arc<Rendered>>>;
+type Cache = ArcSwap<shared::FastMap<EventId, Arc<Rendered>>>;
 
 /// Shared state: the gate and the snapshot cache (one `Arc`: axum clones the state per request).
 #[derive(Clone)]
@@ -209,7 +208,7 @@ impl AppState {
         };
         // Each event on its own: one failing event keeps its last snapshot (stale) and does
         // not hold back the others.
-        let mut next = HashMap::new();
+        let mut next = shared::FastMap::default();
         let mut failure = None;
         for ev in events {
             match gate.refresh(&ev).await {
@@ -319,6 +318,17 @@ pub fn app(state: AppState) -> Router {
     )
 }
 
+/// The routes with the availability read answered ahead of the router (see [`shared::http::Hot`]):
+/// what `run` serves.
+pub fn service(state: AppState) -> shared::http::Hot {
+    let hot = state.clone();
+    shared::http::Hot::get(
+        app(state),
+        "/v1/events/{event}/availability",
+        Arc::new(move |event, headers| hot.availability(event, headers.get(header::IF_NONE_MATCH))),
+    )
+}
+
 /// `GET /v1/events/{event}/availability`
 #[utoipa::path(
     get,
@@ -345,46 +355,58 @@ pub async fn availability(
     Path(event): Path<String>,
     OneHeader(if_none_match, _): OneHeader<IfNoneMatch>,
 ) -> Result<Response, ApiError> {
-    // Only seeded events are in the cache, so a malformed id is simply not found there.
-    let cache = state.0.cache.load();
-    let rendered = cache.get(event.as_str());
-    static HIT: OnceLock<[metrics::Counter; 2]> = OnceLock::new();
-    let [hit, miss] = HIT.get_or_init(|| {
-        [
-            metrics::counter!("snapshot_requests_total", "result" => "hit"),
-            metrics::counter!("snapshot_requests_total", "result" => "miss"),
-        ]
-    });
-    if rendered.is_some() { hit } else { miss }.increment(1);
-    let rendered = rendered.ok_or(ApiError::NotFound("event"))?;
-    let etag = rendered.etag.clone();
-    let cache_control = HeaderValue::from_static("public, max-age=1, stale-while-revalidate=2");
-    if if_none_match.is_some_and(|v| v == etag) {
-        return Ok((
-            StatusCode::NOT_MODIFIED,
-            [(header::ETAG, etag), (header::CACHE_CONTROL, cache_control)],
-        )
-            .into_response());
+    static MISS: OnceLock<metrics::Counter> = OnceLock::new();
+    let answer = state.availability(&event, if_none_match.as_ref());
+    if answer.is_none() {
+        MISS.get_or_init(|| metrics::counter!("snapshot_requests_total", "result" => "miss"))
+            .increment(1);
     }
-    // Built by hand into one buffer of the right size: `format!` and chrono's formatter were
-    // a tenth of this request's CPU.
-    let mut body = Vec::with_capacity(rendered.tail.len() + 48);
-    body.extend_from_slice(b"{\"server_time\":\"");
-    rfc3339::write(&mut body, Utc::now());
-    body.extend_from_slice(b"\",");
-    body.extend_from_slice(rendered.tail.as_bytes());
-    Ok((
-        [
+    answer.ok_or(ApiError::NotFound("event"))
+}
+
+impl AppState {
+    /// The availability answer for `event` from the snapshot; `None` for an event the snapshot
+    /// does not hold (the handler answers 404). The hot route ([`service`]) calls this first.
+    fn availability(&self, event: &str, if_none_match: Option<&HeaderValue>) -> Option<Response> {
+        // Only seeded events are in the cache, so a malformed id is simply not found there.
+        let cache = self.0.cache.load();
+        let rendered = cache.get(event)?;
+        static HIT: OnceLock<metrics::Counter> = OnceLock::new();
+        HIT.get_or_init(|| metrics::counter!("snapshot_requests_total", "result" => "hit"))
+            .increment(1);
+        let etag = rendered.etag.clone();
+        let cache_control = HeaderValue::from_static("public, max-age=1, stale-while-revalidate=2");
+        if if_none_match.is_some_and(|v| v == etag) {
+            return Some(
+                (
+                    StatusCode::NOT_MODIFIED,
+                    [(header::ETAG, etag), (header::CACHE_CONTROL, cache_control)],
+                )
+                    .into_response(),
+            );
+        }
+        // Built by hand into one buffer of the right size: `format!` and chrono's formatter
+        // were a tenth of this request's CPU.
+        let mut body = Vec::with_capacity(rendered.tail.len() + 48);
+        body.extend_from_slice(b"{\"server_time\":\"");
+        rfc3339::write(&mut body, Utc::now());
+        body.extend_from_slice(b"\",");
+        body.extend_from_slice(rendered.tail.as_bytes());
+        Some(
             (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            ),
-            (header::ETAG, etag),
-            (header::CACHE_CONTROL, cache_control),
-        ],
-        Body::from(body),
-    )
-        .into_response())
+                [
+                    (
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/json"),
+                    ),
+                    (header::ETAG, etag),
+                    (header::CACHE_CONTROL, cache_control),
+                ],
+                Body::from(body),
+            )
+                .into_response(),
+        )
+    }
 }
 
 /// `If-None-Match`, for [`OneHeader`].
@@ -478,5 +500,5 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tracing::warn!(error = %e, "first snapshot failed; will keep trying");
     }
     state.spawn_refresher(Duration::from_millis(config.refresh_ms));
-    shared::http::serve(app(state), config.http.port).await
+    shared::http::serve(service(state), config.http.port).await
 }
