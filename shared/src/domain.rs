@@ -156,9 +156,22 @@ pub struct Email(String);
 impl Email {
     /// Parses a plausible address: one `@`, a dotted domain, no spaces, at most 254 bytes.
     pub fn parse(raw: &str) -> Result<Self, Invalid> {
-        let s = raw.trim().to_lowercase();
+        let s = raw.trim();
+        // Nearly every address is ASCII: its byte-wise lowercasing and checks cost a fifth of
+        // the Unicode ones, on every reservation, and decide the same.
+        let (s, spaced) = if s.is_ascii() {
+            let s = s.to_ascii_lowercase();
+            let spaced = s
+                .bytes()
+                .any(|b| b.is_ascii_whitespace() || b.is_ascii_control());
+            (s, spaced)
+        } else {
+            let s = s.to_lowercase();
+            let spaced = s.chars().any(|c| c.is_whitespace() || c.is_control());
+            (s, spaced)
+        };
         let bad = || Invalid::new("email", "must be a valid e-mail address");
-        if s.len() > 254 || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        if s.len() > 254 || spaced {
             return Err(bad());
         }
         let (local, domain) = s.split_once('@').ok_or_else(bad)?;
@@ -466,6 +479,21 @@ mod tests {
                 prop_assert_eq!(e.as_str().matches('@').count(), 1);
                 prop_assert!(e.as_str().len() <= 254);
             }
+        }
+
+        /// The ASCII fast path decides as the Unicode rules (the parser before it) would.
+        #[test]
+        fn ascii_emails_parse_as_by_the_unicode_rules(s in "[ Aa.@\t\x0b\x7f\u{e4}\u{c4}\u{a0}]{1,24}") {
+            let unicode = |raw: &str| {
+                let s = raw.trim().to_lowercase();
+                let spaced = s.chars().any(|c| c.is_whitespace() || c.is_control());
+                let (local, domain) = s.split_once('@')?;
+                let ok = s.len() <= 254 && !spaced && !local.is_empty() && local.len() <= 64
+                    && domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.')
+                    && !domain.contains("..") && !domain.contains('@');
+                ok.then_some(s)
+            };
+            prop_assert_eq!(Email::parse(&s).ok().map(|e| e.0), unicode(&s));
         }
 
         #[test]

@@ -26,6 +26,9 @@ pub enum TierState {
     OnSale,
     FewLeft,
     SoldOut,
+    /// The sale stopped for a moment while the ticket gate recovers (a reservation meanwhile
+    /// is answered 503 + Retry-After, and retried).
+    Paused,
 }
 
 /// Live numbers of one tier.
@@ -413,6 +416,7 @@ impl Journey {
                     "not_on_sale_yet" => TierState::NotOnSaleYet,
                     "few_left" => TierState::FewLeft,
                     "sold_out" => TierState::SoldOut,
+                    "paused" => TierState::Paused,
                     "on_sale" => TierState::OnSale,
                     _ if t.available <= 0 => TierState::SoldOut,
                     _ => TierState::OnSale,
@@ -1277,6 +1281,21 @@ mod tests {
         );
         assert_eq!(j.tier_state(0), TierState::SoldOut);
         assert!(!j.can_submit(T0));
+    }
+
+    #[test]
+    fn a_paused_sale_says_so_and_still_lets_the_fan_try() {
+        let mut j = open_journey();
+        j.on_availability(
+            &availability("2027-03-01T10:00:00Z", "2027-03-01T09:00:00Z", 40, "paused"),
+            T0,
+            T0,
+        );
+        assert_eq!(j.tier_state(0), TierState::Paused);
+        // A reservation meanwhile is answered 503 + Retry-After, which the journey retries with
+        // the same key; the numbers are still the last ones read.
+        assert!(j.can_submit(T0));
+        assert_eq!(j.max_quantity(), 4);
     }
 
     #[test]

@@ -83,6 +83,7 @@ pub fn badge(state: TierState, available: i64) -> String {
         TierState::OnSale => format!("{available} left"),
         TierState::FewLeft => format!("Only {available} left"),
         TierState::SoldOut => "Sold out".into(),
+        TierState::Paused => "Paused, back in a moment".into(),
     }
 }
 
@@ -579,5 +580,6 @@ mod tests {
         assert_eq!(clock(90_061_000), "1 d 01:01:01");
         assert_eq!(badge(TierState::FewLeft, 3), "Only 3 left");
         assert_eq!(badge(TierState::SoldOut, 0), "Sold out");
+        assert_eq!(badge(TierState::Paused, 40), "Paused, back in a moment");
     }
 }

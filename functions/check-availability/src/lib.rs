@@ -97,7 +97,9 @@ struct TicketTypeView<'a> {
     available: i64,
     /// At most this many per e-mail address.
     per_customer_limit: u32,
-    #[schema(pattern = "^(not_on_sale_yet|on_sale|few_left|sold_out)$")]
+    /// `paused`: the sale stops for a moment while the ticket gate recovers (reservations are
+    /// answered 503 with Retry-After meanwhile).
+    #[schema(pattern = "^(not_on_sale_yet|on_sale|few_left|sold_out|paused)$")]
     status: &'static str,
 }
 
@@ -110,6 +112,9 @@ struct AvailabilityView<'a> {
     /// When reservations open (RFC 3339, UTC).
     sale_opens_at: String,
     sale_open: bool,
+    /// True while the ticket gate is rebuilt after an outage: nothing can be reserved until it
+    /// resumes (usually within a minute); every ticket type's status says `paused`.
+    paused: bool,
     /// When the numbers were read from the gate (Redis' clock).
     as_of: String,
     ticket_types: Vec<TicketTypeView<'a>>,
@@ -137,7 +142,9 @@ fn render(snap: &EventSnapshot, stale: bool) -> Rendered {
         .iter()
         .map(|t| {
             let s = snap.stock.get(t.id.as_str()).copied().unwrap_or_default();
-            let status = if !open {
+            let status = if snap.paused {
+                "paused"
+            } else if !open {
                 "not_on_sale_yet"
             } else if s.available <= 0 {
                 "sold_out"
@@ -164,6 +171,7 @@ fn render(snap: &EventSnapshot, stale: bool) -> Rendered {
         venue: &snap.catalog.venue,
         sale_opens_at: rfc3339::format(snap.catalog.sale_opens_at),
         sale_open: open,
+        paused: snap.paused,
         as_of: rfc3339::format(snap.read_at),
         ticket_types: types,
     };
@@ -172,9 +180,10 @@ fn render(snap: &EventSnapshot, stale: bool) -> Rendered {
         stale,
         tail: format!("\"stale\":{stale},{}", &json[1..]),
         etag: HeaderValue::try_from(format!(
-            "W/\"{}-{}-{}\"",
+            "W/\"{}-{}-{}-{}\"",
             snap.version,
             u8::from(open),
+            u8::from(snap.paused),
             u8::from(stale)
         ))
         .expect("ascii etag"),

@@ -315,6 +315,55 @@ async fn redis_restarting_empty_keeps_the_last_snapshot_marked_stale() {
 }
 
 #[tokio::test]
+async fn a_gate_being_rebuilt_is_shown_paused() {
+    let OwnStack {
+        mut redis,
+        gate,
+        ev,
+        state,
+        router,
+        uri,
+    } = own_stack("paused-restore", 500).await;
+    let (_, headers, _) = get(&router, &uri, None).await;
+    let live_etag = headers[header::ETAG].to_str().unwrap().to_owned();
+
+    // Redis lost the event; consume-order's watcher rebuilds it from the books, paused.
+    redis.wipe_and_restart().await;
+    let sold = std::collections::BTreeMap::from([("vip-3-day".to_owned(), 3)]);
+    let mut restored = false;
+    for _ in 0..40 {
+        if gate.restore(&ev, &sold, &[], false).await.is_ok() {
+            restored = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(restored, "the gate reconnects to the restarted Redis");
+    state.refresh().await.unwrap();
+    let (status, headers, body) = get(&router, &uri, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["paused"], true, "{body}");
+    assert_eq!(body["stale"], false);
+    let types = body["ticket_types"].as_array().unwrap();
+    assert!(types.iter().all(|t| t["status"] == "paused"), "{body}");
+    assert_eq!(
+        types[0]["available"], 7,
+        "the books' numbers, shown while paused"
+    );
+    let paused_etag = headers[header::ETAG].to_str().unwrap().to_owned();
+    assert_ne!(paused_etag, live_etag);
+
+    // The last pass resumes the sale: the same numbers, on sale again, under a new ETag.
+    gate.restore(&ev, &sold, &[], true).await.unwrap();
+    state.refresh().await.unwrap();
+    let (_, headers, body) = get(&router, &uri, Some(&paused_etag)).await;
+    assert_eq!(body["paused"], false, "{body}");
+    assert_eq!(body["ticket_types"][0]["status"], "on_sale");
+    assert_eq!(body["ticket_types"][0]["available"], 7);
+    assert_ne!(headers[header::ETAG].to_str().unwrap(), paused_etag);
+}
+
+#[tokio::test]
 async fn the_openapi_document_is_served_and_committed() {
     use utoipa::OpenApi;
     let env = TestEnv::get();

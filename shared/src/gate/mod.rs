@@ -175,6 +175,8 @@ pub struct EventSnapshot {
     pub read_at: DateTime<Utc>,
     /// Stock per ticket type, in catalog order.
     pub stock: BTreeMap<String, Stock>,
+    /// Being rebuilt after Redis lost its state: reservations are refused until it resumes.
+    pub paused: bool,
 }
 
 struct Scripts {
@@ -922,7 +924,7 @@ impl Gate {
         let catalog: Event = serde_json::from_str(w.get(1).map(String::as_str).unwrap_or(""))
             .map_err(|e| GateError::Protocol(format!("catalog: {e}")))?;
         let mut stock = BTreeMap::new();
-        let mut i = 4;
+        let mut i = 5;
         while i + 5 < w.len() {
             stock.insert(
                 w[i].clone(),
@@ -941,6 +943,7 @@ impl Gate {
             version: num(&w, 2)?,
             read_at: ms_to_time(num(&w, 3)?),
             stock,
+            paused: w.get(4).is_some_and(|p| p == "1"),
         }))
     }
 }
