@@ -281,6 +281,20 @@ async fn redis_down_serves_the_last_snapshot_marked_stale() {
     );
 }
 
+/// Retries `call` while the gate reconnects to a restarted Redis (at most 4 s): whether it
+/// went through.
+async fn once_reconnected<T, E, F: std::future::Future<Output = Result<T, E>>>(
+    mut call: impl FnMut() -> F,
+) -> bool {
+    for _ in 0..40 {
+        if call().await.is_ok() {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    false
+}
+
 #[tokio::test]
 async fn redis_restarting_empty_keeps_the_last_snapshot_marked_stale() {
     let OwnStack {
@@ -294,15 +308,10 @@ async fn redis_restarting_empty_keeps_the_last_snapshot_marked_stale() {
 
     // Redis comes back without the event: no 404 while consume-order rebuilds it.
     redis.wipe_and_restart().await;
-    let mut refreshed = false;
-    for _ in 0..40 {
-        if state.refresh().await.is_ok() {
-            refreshed = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert!(refreshed, "the gate reconnects to the restarted Redis");
+    assert!(
+        once_reconnected(|| state.refresh()).await,
+        "the gate reconnects to the restarted Redis"
+    );
     let (status, _, body) = get(&router, &uri, None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["stale"], true);
@@ -330,15 +339,10 @@ async fn a_gate_being_rebuilt_is_shown_paused() {
     // Redis lost the event; consume-order's watcher rebuilds it from the books, paused.
     redis.wipe_and_restart().await;
     let sold = std::collections::BTreeMap::from([("vip-3-day".to_owned(), 3)]);
-    let mut restored = false;
-    for _ in 0..40 {
-        if gate.restore(&ev, &sold, &[], false).await.is_ok() {
-            restored = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert!(restored, "the gate reconnects to the restarted Redis");
+    assert!(
+        once_reconnected(|| gate.restore(&ev, &sold, &[], false)).await,
+        "the gate reconnects to the restarted Redis"
+    );
     state.refresh().await.unwrap();
     let (status, headers, body) = get(&router, &uri, None).await;
     assert_eq!(status, StatusCode::OK);
