@@ -214,6 +214,15 @@ pub struct PubSubArgs {
     /// Deadline for one publish, in milliseconds.
     #[arg(long, env = "PUBLISH_TIMEOUT_MS", default_value_t = 3000)]
     pub publish_timeout_ms: u64,
+    /// At most this many paid orders in one message (ADR 34).
+    #[arg(long, env = "PUBLISH_BATCH_MAX_ORDERS", default_value_t = 500)]
+    pub publish_batch_max_orders: usize,
+    /// How long a message with room left waits for more paid orders, in milliseconds.
+    #[arg(long, env = "PUBLISH_LINGER_MS", default_value_t = 2)]
+    pub publish_linger_ms: u64,
+    /// Publishes in flight at once; orders paid meanwhile leave together in the next message.
+    #[arg(long, env = "PUBLISH_IN_FLIGHT", default_value_t = 1)]
+    pub publish_in_flight: usize,
 }
 
 impl PubSubArgs {
@@ -228,6 +237,12 @@ impl PubSubArgs {
             &self.topic_path(),
             self.pubsub_emulator_host.as_deref(),
             Duration::from_millis(self.publish_timeout_ms),
+            crate::publisher::Batching {
+                max_orders: self.publish_batch_max_orders.max(1),
+                linger: Duration::from_millis(self.publish_linger_ms),
+                in_flight: self.publish_in_flight.max(1),
+                ..Default::default()
+            },
         )
         .await
     }

@@ -15,7 +15,9 @@ use google_cloud_auth::credentials::{CacheableResource, Credentials};
 use reqwest_rest as reqwest;
 use serde_json::{Value, json};
 
-use crate::domain::{OrderId, OrderMessage};
+use futures::future::try_join_all;
+
+use crate::domain::{OrderBatch, OrderId, OrderMessage};
 use crate::publisher::OrderPublisher;
 
 /// Which dead letters to republish.
@@ -23,9 +25,10 @@ use crate::publisher::OrderPublisher;
 pub enum Choice {
     /// Only show them.
     None,
-    /// Every decodable order.
+    /// Every decodable dead letter.
     All,
-    /// These orders.
+    /// The dead letters holding any of these orders, whole: their other orders were persisted
+    /// when first delivered, so the consumer reads them back as duplicates.
     Orders(HashSet<OrderId>),
 }
 
@@ -33,8 +36,9 @@ pub enum Choice {
 #[derive(Debug, Clone)]
 pub struct DeadLetter {
     pub message_id: String,
-    /// The order, or why the payload is not one (such a message cannot be replayed).
-    pub order: Result<OrderMessage, String>,
+    /// Its orders (one, or a batch: ADR 34), or why the payload is not an order message
+    /// (such a message cannot be replayed).
+    pub orders: Result<Vec<OrderMessage>, String>,
     pub attributes: HashMap<String, String>,
     /// What became of it in this run.
     pub action: Action,
@@ -135,39 +139,40 @@ pub async fn run(
                 continue;
             }
             last_new = Instant::now();
-            let order = base64::engine::general_purpose::STANDARD
+            let orders = base64::engine::general_purpose::STANDARD
                 .decode(m["data"].as_str().unwrap_or_default())
                 .map_err(|e| format!("data is not base64: {e}"))
                 .and_then(|bytes| {
-                    serde_json::from_slice::<OrderMessage>(&bytes)
-                        .map_err(|e| format!("not an order message: {e}"))
+                    OrderBatch::decode(&bytes).map_err(|e| format!("not an order message: {e}"))
                 });
             let attributes: HashMap<String, String> =
                 serde_json::from_value(m["attributes"].clone()).unwrap_or_default();
-            let chosen = match (&order, choice) {
+            let chosen = match (&orders, choice) {
                 (Ok(_), Choice::All) => true,
-                (Ok(o), Choice::Orders(set)) => set.contains(&o.order_id),
+                (Ok(os), Choice::Orders(set)) => os.iter().any(|o| set.contains(&o.order_id)),
                 _ => false,
             };
-            let action = match &order {
-                Ok(o) if chosen => match publisher.publish(o).await {
-                    Ok(_) => {
-                        // At least once: if this ack is lost the next run replays it again,
-                        // which the idempotent consumer absorbs.
-                        rest.post(
-                            &format!("{subscription}:acknowledge"),
-                            json!({"ackIds": [ack_id]}),
-                        )
-                        .await?;
-                        tracing::info!(order_id = %o.order_id, %message_id, "dead letter replayed");
-                        Action::Replayed
+            let action = match &orders {
+                Ok(os) if chosen => {
+                    match try_join_all(os.iter().map(|o| publisher.publish(o))).await {
+                        Ok(_) => {
+                            // At least once: if this ack is lost the next run replays it again,
+                            // which the idempotent consumer absorbs.
+                            rest.post(
+                                &format!("{subscription}:acknowledge"),
+                                json!({"ackIds": [ack_id]}),
+                            )
+                            .await?;
+                            tracing::info!(orders = os.len(), %message_id, "dead letter replayed");
+                            Action::Replayed
+                        }
+                        Err(e) => {
+                            tracing::warn!(%message_id, error = %e, "replay failed; the dead letter stays");
+                            hand_back.push(ack_id);
+                            Action::ReplayFailed
+                        }
                     }
-                    Err(e) => {
-                        tracing::warn!(order_id = %o.order_id, error = %e, "replay failed; the dead letter stays");
-                        hand_back.push(ack_id);
-                        Action::ReplayFailed
-                    }
-                },
+                }
                 _ => {
                     hand_back.push(ack_id);
                     Action::Kept
@@ -175,7 +180,7 @@ pub async fn run(
             };
             seen.push(DeadLetter {
                 message_id,
-                order,
+                orders,
                 attributes,
                 action,
             });

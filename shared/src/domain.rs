@@ -399,6 +399,26 @@ pub struct OrderMessage {
     pub paid_at: DateTime<Utc>,
 }
 
+/// What one Pub/Sub message carries since orders travel in batches (ADR 34): the paid orders
+/// buy coalesced while its previous publish was in flight.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderBatch {
+    pub orders: Vec<OrderMessage>,
+}
+
+impl OrderBatch {
+    /// Reads a message's data: a batch, or one bare order as buy published it before batching
+    /// (a rolling deploy has both in flight).
+    pub fn decode(data: &[u8]) -> Result<Vec<OrderMessage>, serde_json::Error> {
+        match serde_json::from_slice::<OrderBatch>(data) {
+            Ok(batch) => Ok(batch.orders),
+            Err(batch_error) => serde_json::from_slice::<OrderMessage>(data)
+                .map(|one| vec![one])
+                .map_err(|_| batch_error),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

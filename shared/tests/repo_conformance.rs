@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use shared::domain::{Event, OrderId, OrderMessage, OrderStatus, TicketTypeId};
-use shared::repo::{OrderRepository, Persisted, RepoError, Seeded};
+use shared::repo::{OrderRepository, Persisted, Refused, RepoError, Seeded};
 use shared::testing::{TestEnv, books_in, new_event};
 
 type Repo = Arc<dyn OrderRepository>;
@@ -68,6 +68,11 @@ conformance!(
     reset_removes_the_event_and_its_orders,
     events_and_customer_totals_read_back,
     an_unreachable_database_is_retryable,
+    a_batch_with_duplicates_inside_delivered_twice_makes_each_order_once,
+    a_batch_larger_than_the_stock_left_confirms_what_fits_first_paid_first,
+    a_batch_with_an_order_the_books_refuse_persists_its_neighbours,
+    a_batch_larger_than_one_transaction_is_persisted_whole,
+    concurrent_overlapping_batches_never_oversell,
 );
 
 fn paid(ev: &Event, tt: &str, quantity: u32) -> OrderMessage {
@@ -367,4 +372,213 @@ mod cases {
             "fails within its timeout"
         );
     }
+
+    pub async fn a_batch_with_duplicates_inside_delivered_twice_makes_each_order_once(b: Backend) {
+        let ev = seeded(&b.repo, 10).await;
+        let (x, y) = (paid(&ev, "vip-3-day", 2), paid(&ev, "vip-3-day", 1));
+        let batch = vec![x.clone(), y.clone(), x.clone()];
+        let first = b.repo.persist_batch(&batch).await.unwrap();
+        let first: Vec<Persisted> = first.into_iter().map(Result::unwrap).collect();
+        assert_eq!(first.len(), 3);
+        assert_eq!(
+            first
+                .iter()
+                .map(|p| (p.status, p.duplicate))
+                .collect::<Vec<_>>(),
+            [
+                (OrderStatus::Confirmed, false),
+                (OrderStatus::Confirmed, false),
+                (OrderStatus::Confirmed, true)
+            ],
+            "the copy inside the message is the first one's duplicate"
+        );
+        assert_eq!(first[0].tickets.len(), 2);
+        assert_eq!(first[0].tickets, first[2].tickets);
+        // The same message again: every order read back, nothing sold twice.
+        let again = b.repo.persist_batch(&batch).await.unwrap();
+        for (a, f) in again.iter().zip(&first) {
+            let a = a.as_ref().unwrap();
+            assert!(a.duplicate);
+            assert_eq!((a.status, &a.tickets), (f.status, &f.tickets));
+        }
+        let vip = books_in(&*b.repo, &ev.id, "vip-3-day").await;
+        assert_eq!(
+            (
+                vip.tickets,
+                vip.sold,
+                vip.confirmed_orders,
+                vip.confirmed_quantity
+            ),
+            (10, 3, 2, 3)
+        );
+    }
+
+    pub async fn a_batch_larger_than_the_stock_left_confirms_what_fits_first_paid_first(
+        b: Backend,
+    ) {
+        let ev = seeded(&b.repo, 5).await;
+        let early = Utc::now() - chrono::Duration::seconds(10);
+        // Paid in this order: 3, 3, 1, 2 (listed out of order in the message).
+        let mut orders: Vec<OrderMessage> = [3, 3, 1, 2]
+            .iter()
+            .enumerate()
+            .map(|(i, q)| {
+                let mut o = paid(&ev, "vip-3-day", *q);
+                o.paid_at = early + chrono::Duration::milliseconds(i as i64);
+                o
+            })
+            .collect();
+        orders.reverse();
+        let out: Vec<Persisted> = b
+            .repo
+            .persist_batch(&orders)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        // The first 3 fits, the second 3 does not, the 1 does, the 2 does not (1 left).
+        let status: Vec<(u32, OrderStatus)> = orders
+            .iter()
+            .zip(&out)
+            .map(|(o, p)| (o.quantity, p.status))
+            .rev()
+            .collect();
+        assert_eq!(
+            status,
+            [
+                (3, OrderStatus::Confirmed),
+                (3, OrderStatus::Rejected),
+                (1, OrderStatus::Confirmed),
+                (2, OrderStatus::Rejected)
+            ]
+        );
+        for (o, p) in orders.iter().zip(&out) {
+            let expected = if p.status == OrderStatus::Confirmed {
+                o.quantity as usize
+            } else {
+                0
+            };
+            assert_eq!(p.tickets.len(), expected);
+        }
+        let vip = books_in(&*b.repo, &ev.id, "vip-3-day").await;
+        assert_eq!(
+            (
+                vip.tickets,
+                vip.sold,
+                vip.confirmed_quantity,
+                vip.confirmed_orders,
+                vip.rejected_orders
+            ),
+            (5, 4, 4, 2, 2)
+        );
+        // The one ticket left is still for sale; then nothing is.
+        let last = b.repo.persist(&paid(&ev, "vip-3-day", 1)).await.unwrap();
+        assert_eq!(last.status, OrderStatus::Confirmed);
+        let none = b.repo.persist(&paid(&ev, "vip-3-day", 1)).await.unwrap();
+        assert_eq!(none.status, OrderStatus::Rejected);
+        assert_eq!(books_in(&*b.repo, &ev.id, "vip-3-day").await.sold, 5);
+    }
+
+    pub async fn a_batch_with_an_order_the_books_refuse_persists_its_neighbours(b: Backend) {
+        let ev = seeded(&b.repo, 5).await;
+        let good = paid(&ev, "vip-3-day", 1);
+        let stray = paid(&ev, "no-such-type", 1);
+        let other = paid(&ev, "vip-camping", 2);
+        let batch = vec![good.clone(), stray.clone(), other.clone()];
+        let out = b.repo.persist_batch(&batch).await.unwrap();
+        assert_eq!(out[0].as_ref().unwrap().status, OrderStatus::Confirmed);
+        assert!(matches!(&out[1], Err(Refused(_))), "{:?}", out[1]);
+        assert_eq!(out[2].as_ref().unwrap().status, OrderStatus::Confirmed);
+        assert!(b.repo.order(stray.order_id).await.unwrap().is_none());
+        // Delivered again: the neighbours are duplicates, the stray is refused again.
+        let again = b.repo.persist_batch(&batch).await.unwrap();
+        assert!(again[0].as_ref().unwrap().duplicate && again[2].as_ref().unwrap().duplicate);
+        assert!(again[1].is_err());
+        assert_eq!(books_in(&*b.repo, &ev.id, "vip-3-day").await.sold, 1);
+        assert_eq!(books_in(&*b.repo, &ev.id, "vip-camping").await.sold, 2);
+    }
+
+    pub async fn a_batch_larger_than_one_transaction_is_persisted_whole(b: Backend) {
+        let n = shared::repo::MAX_ORDERS_PER_TRANSACTION + 30;
+        let ev = seeded(&b.repo, n as u32 - 10).await;
+        let orders: Vec<OrderMessage> = (0..n).map(|_| paid(&ev, "vip-3-day", 1)).collect();
+        let out = b.repo.persist_batch(&orders).await.unwrap();
+        let confirmed = out
+            .iter()
+            .filter(|o| o.as_ref().unwrap().status == OrderStatus::Confirmed)
+            .count();
+        assert_eq!(confirmed, n - 10);
+        let vip = books_in(&*b.repo, &ev.id, "vip-3-day").await;
+        assert_eq!(
+            (
+                vip.tickets,
+                vip.sold,
+                vip.confirmed_orders,
+                vip.rejected_orders
+            ),
+            (n as i64 - 10, n as i64 - 10, n as i64 - 10, 10)
+        );
+    }
+
+    pub async fn concurrent_overlapping_batches_never_oversell(b: Backend) {
+        let ev = seeded(&b.repo, 30).await;
+        let orders: Vec<OrderMessage> =
+            (0..40).map(|i| paid(&ev, "vip-3-day", 1 + i % 2)).collect();
+        // Four consumers, each with an overlapping slice (as redeliveries and retries make).
+        let tasks: Vec<_> = (0..4)
+            .map(|k| {
+                let repo = b.repo.clone();
+                let slice: Vec<OrderMessage> = orders[k * 8..k * 8 + 16].to_vec();
+                tokio::spawn(async move {
+                    let start = Instant::now();
+                    loop {
+                        match repo.persist_batch(&slice).await {
+                            Err(RepoError::Contended(_))
+                                if start.elapsed() < Duration::from_secs(60) =>
+                            {
+                                tokio::time::sleep(Duration::from_millis(5)).await
+                            }
+                            other => return other.unwrap(),
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let vip = books_in(&*b.repo, &ev.id, "vip-3-day").await;
+        assert!(vip.sold <= 30, "{vip:?}");
+        assert_eq!(vip.confirmed_quantity, vip.sold);
+        assert_eq!(vip.tickets, 30);
+        // Every order of the 40 that was delivered is decided exactly once.
+        assert_eq!(vip.confirmed_orders + vip.rejected_orders, 40);
+    }
+}
+
+/// The books refuse to sell beyond capacity by themselves, whatever the code in front of them
+/// decides: PostgreSQL's CHECK on the counter (Spanner's is `TicketShardsRemaining >= 0`).
+#[tokio::test]
+async fn postgres_itself_refuses_a_counter_beyond_capacity() {
+    let env = TestEnv::get();
+    let repo: Repo = Arc::new(env.repo());
+    let ev = seeded(&repo, 3).await;
+    let (client, conn) = tokio_postgres::connect(&env.database_url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let err = client
+        .execute(
+            "UPDATE ticket_types SET sold = capacity + 1 WHERE event_id = $1 AND id = 'vip-3-day'",
+            &[&ev.id.as_str()],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::CHECK_VIOLATION),
+        "{err}"
+    );
+    assert_eq!(books_in(&*repo, &ev.id, "vip-3-day").await.sold, 0);
 }

@@ -44,6 +44,10 @@ pub struct Config {
     /// A payment older than this without a published message is the relay's to finish, in ms.
     #[arg(long, env = "RELAY_GRACE_MS", default_value_t = 10_000)]
     pub relay_grace_ms: u64,
+    /// An order a relay took is left to it this long before another instance's relay may take
+    /// it (if the first failed or died), in milliseconds.
+    #[arg(long, env = "RELAY_LEASE_MS", default_value_t = 30_000)]
+    pub relay_lease_ms: u64,
     /// A published order not persisted after this long is published again (the consumer is
     /// idempotent), so a message the broker lost cannot lose a paid order. In ms; longer than
     /// the worst backlog the queue is expected to drain.
@@ -674,11 +678,17 @@ pub async fn cancel(
 }
 
 /// One pass of the outbox relay: finishes payments older than `grace` whose message is not
-/// known to be published (publish failed, or the instance died mid-payment).
-pub async fn relay_once(state: &AppState, grace: Duration) -> Result<usize, ApiError> {
+/// known to be published (publish failed, or the instance died mid-payment), and publishes
+/// again what was published but not persisted in time. Each order it takes is leased for
+/// `lease`, so the relays of all buy instances together take it once per period.
+pub async fn relay_once(
+    state: &AppState,
+    grace: Duration,
+    lease: Duration,
+) -> Result<usize, ApiError> {
     let mut done = 0;
     for event in state.gate.events().await? {
-        for id in state.gate.outbox(&event, grace, 100).await? {
+        for id in state.gate.claim_outbox(&event, grace, 100, lease).await? {
             match settle(state, &event, id, "", Some(PAYMENT_GIVE_UP), true).await {
                 Ok(_) => {
                     metrics::counter!("relay_orders_total").increment(1);
@@ -698,13 +708,14 @@ pub fn spawn_relay(
     state: AppState,
     every: Duration,
     grace: Duration,
+    lease: Duration,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            match relay_once(&state, grace).await {
+            match relay_once(&state, grace, lease).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(orders = n, "relay finished paid orders"),
                 Err(e) => tracing::warn!(error = %e, "relay pass failed"),
@@ -740,6 +751,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         state.clone(),
         Duration::from_millis(config.relay_interval_ms),
         Duration::from_millis(config.relay_grace_ms),
+        Duration::from_millis(config.relay_lease_ms),
     );
     shared::http::serve_with_peers(app(state), config.http.port).await
 }

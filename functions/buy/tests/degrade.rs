@@ -11,7 +11,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use base64::Engine as _;
 use serde_json::json;
-use shared::domain::{Event, EventId, OrderId, OrderMessage, OrderStatus};
+use shared::domain::{Event, EventId, OrderBatch, OrderId, OrderStatus};
 use shared::repo::OrderRepository;
 use shared::testing::{OwnRedis, TestEnv};
 
@@ -68,7 +68,7 @@ async fn redis_down_buy_refuses_fast_the_consumer_still_persists_and_the_gate_ca
                 let data = base64::engine::general_purpose::STANDARD
                     .decode(m["message"]["data"].as_str().unwrap())
                     .unwrap();
-                break serde_json::from_slice::<OrderMessage>(&data).unwrap();
+                break OrderBatch::decode(&data).unwrap().remove(0);
             }
             assert!(start.elapsed() < Duration::from_secs(10), "not published");
             tokio::time::sleep(Duration::from_millis(200)).await;

@@ -14,6 +14,9 @@ use shared::publisher::OrderPublisher;
 use shared::repo::OrderRepository;
 use shared::testing::{TestEnv, books_in};
 
+/// How long a relay keeps an order it took (the default of `RELAY_LEASE_MS`).
+const RELAY_LEASE: Duration = Duration::from_secs(30);
+
 struct Stack {
     buy: String,
     read: String,
@@ -254,6 +257,7 @@ async fn a_failed_publish_after_payment_loses_nothing_and_the_relay_finishes_it(
                 &format!("projects/{}/topics/{}", env.project, stack.topic),
                 Some("127.0.0.1:1"),
                 Duration::from_millis(500),
+                Default::default(),
             )
             .await
             .unwrap(),
@@ -280,7 +284,12 @@ async fn a_failed_publish_after_payment_loses_nothing_and_the_relay_finishes_it(
     let healthy = common::buy_state(&env, &stack.topic).await;
     // (The relay serves every event in this Redis: tests running beside this one may have paid
     // orders of their own in flight, so it finishes at least ours.)
-    assert!(buy::relay_once(&healthy, Duration::ZERO).await.unwrap() >= 1);
+    assert!(
+        buy::relay_once(&healthy, Duration::ZERO, RELAY_LEASE)
+            .await
+            .unwrap()
+            >= 1
+    );
     drain(&env, &ev, Duration::from_secs(30)).await;
     // A late retry by the fan is answered, and does not duplicate anything.
     let res = http
@@ -471,7 +480,7 @@ async fn a_dead_letter_replayed_after_the_fix_is_persisted_exactly_once() {
     };
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].action, Action::Kept);
-    assert_eq!(listed[0].order.as_ref().unwrap().order_id, id);
+    assert_eq!(listed[0].orders.as_ref().unwrap()[0].order_id, id);
     assert_eq!(
         run(Choice::None).await.len(),
         1,
@@ -497,7 +506,7 @@ async fn a_dead_letter_replayed_after_the_fix_is_persisted_exactly_once() {
     assert!(run(Choice::All).await.is_empty(), "the dead letter is gone");
 
     // Replaying it again (an operator's double run) changes nothing: still one order.
-    let msg: OrderMessage = listed[0].order.clone().unwrap();
+    let msg: OrderMessage = listed[0].orders.clone().unwrap()[0].clone();
     publisher.publish(&msg).await.unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let books = env.books(&ev.id, "vip-3-day").await;
@@ -534,7 +543,12 @@ async fn a_published_order_the_broker_lost_is_published_again_and_persisted_once
         seen_events: Default::default(),
         ..common::buy_state(&env, &stack.topic).await
     };
-    assert_eq!(buy::relay_once(&relay, Duration::ZERO).await.unwrap(), 1);
+    assert_eq!(
+        buy::relay_once(&relay, Duration::ZERO, RELAY_LEASE)
+            .await
+            .unwrap(),
+        1
+    );
     drain(&env, &ev, Duration::from_secs(20)).await;
     assert_eq!(
         gate.order(&ev.id, id).await.unwrap().unwrap().status,
@@ -542,8 +556,98 @@ async fn a_published_order_the_broker_lost_is_published_again_and_persisted_once
     );
     // Persisted: out of the outbox for good.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(buy::relay_once(&relay, Duration::ZERO).await.unwrap(), 0);
+    assert_eq!(
+        buy::relay_once(&relay, Duration::ZERO, RELAY_LEASE)
+            .await
+            .unwrap(),
+        0
+    );
     let books = env.books(&ev.id, "vip-3-day").await;
     assert_eq!((books.confirmed_orders, books.sold), (1, 1));
     env.assert_audit_clean(&ev.id).await;
+}
+
+/// Pub/Sub down: every publish fails at once, so paid orders stay in the outbox.
+struct Down;
+
+#[async_trait::async_trait]
+impl OrderPublisher for Down {
+    async fn publish(&self, _: &OrderMessage) -> Result<String, shared::publisher::PublishError> {
+        Err(shared::publisher::PublishError("down".into()))
+    }
+}
+
+/// Records what it publishes (to nowhere).
+#[derive(Default)]
+struct Recording(std::sync::Mutex<Vec<OrderId>>);
+
+#[async_trait::async_trait]
+impl OrderPublisher for Recording {
+    async fn publish(&self, msg: &OrderMessage) -> Result<String, shared::publisher::PublishError> {
+        self.0.lock().unwrap().push(msg.order_id);
+        Ok("recorded".into())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_relays_over_one_outbox_publish_each_due_order_once() {
+    let env = TestEnv::get();
+    let ev = env.seed(20, -1, 600).await;
+    let topic = common::topic(&env).await;
+    let with = |publisher: Arc<dyn OrderPublisher>| {
+        let env = &env;
+        let topic = &topic;
+        async move {
+            buy::AppState {
+                publisher,
+                ..common::buy_state(env, topic).await
+            }
+        }
+    };
+    // Eight fans pay while Pub/Sub is down: their orders wait in the outbox.
+    let buy = common::serve(buy::app(with(Arc::new(Down)).await)).await;
+    let mut paid = HashSet::new();
+    for i in 0..8 {
+        let (outcome, id) = fan(reqwest::Client::new(), buy.clone(), ev.clone(), i).await;
+        assert_eq!(outcome, Fan::Other(503), "payment taken, publish delayed");
+        paid.insert(OrderId::parse(&id.unwrap()).unwrap());
+    }
+    // A relay that still cannot publish holds them for its lease: the other passes over them.
+    let lease = Duration::from_millis(400);
+    let stuck = with(Arc::new(Down)).await;
+    assert_eq!(
+        buy::relay_once(&stuck, Duration::ZERO, lease)
+            .await
+            .unwrap(),
+        0
+    );
+    let (a, b) = (
+        Arc::new(Recording::default()),
+        Arc::new(Recording::default()),
+    );
+    let (relay_a, relay_b) = (with(a.clone()).await, with(b.clone()).await);
+    assert_eq!(
+        buy::relay_once(&relay_a, Duration::ZERO, lease)
+            .await
+            .unwrap(),
+        0
+    );
+    // Once the lease has run out, two instances' relays at once publish each order once.
+    tokio::time::sleep(lease + Duration::from_millis(100)).await;
+    let (na, nb) = tokio::join!(
+        buy::relay_once(&relay_a, Duration::ZERO, lease),
+        buy::relay_once(&relay_b, Duration::ZERO, lease)
+    );
+    assert_eq!(na.unwrap() + nb.unwrap(), 8);
+    let mut published: Vec<OrderId> = a.0.lock().unwrap().clone();
+    published.extend(b.0.lock().unwrap().iter());
+    assert_eq!(published.len(), 8, "each due order published once");
+    assert_eq!(published.into_iter().collect::<HashSet<_>>(), paid);
+    // Published: nothing is due again until the redelivery time (five minutes here).
+    tokio::time::sleep(lease + Duration::from_millis(100)).await;
+    let (na, nb) = tokio::join!(
+        buy::relay_once(&relay_a, Duration::ZERO, lease),
+        buy::relay_once(&relay_b, Duration::ZERO, lease)
+    );
+    assert_eq!((na.unwrap(), nb.unwrap()), (0, 0));
 }

@@ -1,19 +1,31 @@
-//! The consumer's throughput on one backend: `handle` (persist the paid order and its tickets
-//! in one transaction, then mirror it in the gate) for N paid orders from C concurrent
-//! workers, as Pub/Sub push would drive it, without the HTTP hop. A benchmark, not a test:
-//! `scripts/bench-consumer` starts the engines and runs it on PostgreSQL and on Spanner.
+//! The consumer's throughput on one backend. A benchmark, not a test: `scripts/bench-consumer`
+//! starts the engines and runs it on PostgreSQL and on Spanner.
 //!
-//!   REDIS_URL=… DATABASE_URL=… cargo run --release -p consume-order --example bench -- --orders 2000
-//!   REDIS_URL=… SPANNER_DATABASE=… SPANNER_EMULATOR_HOST=… cargo run … --example bench
+//! `--via push` (the default) is the way orders really travel: N paid orders published as buy
+//! publishes them (coalesced, `--batch` at most per message) to a topic on Google's Pub/Sub
+//! emulator, whose push subscription delivers them to the consumer served on loopback; timed
+//! from the first publish until the books hold every order. `--via direct` calls
+//! `handle_batch` from C workers without Pub/Sub: the consumer's own ceiling.
+//!
+//!   REDIS_URL=… DATABASE_URL=… PUBSUB_EMULATOR_HOST=… cargo run --release -p consume-order --example bench
+//!   REDIS_URL=… SPANNER_DATABASE=… SPANNER_EMULATOR_HOST=… PUBSUB_EMULATOR_HOST=… cargo run … --example bench
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use serde_json::json;
 use shared::config::{Backend, DatabaseArgs, RedisArgs};
 use shared::domain::{Event, EventId, OrderId, OrderMessage, OrderStatus, TicketTypeId};
+use shared::publisher::{Batching, OrderPublisher, PubSubPublisher};
 use shared::repo::OrderRepository;
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum Via {
+    Push,
+    Direct,
+}
 
 #[derive(Parser)]
 struct Args {
@@ -22,11 +34,20 @@ struct Args {
     #[command(flatten)]
     redis: RedisArgs,
     /// Paid orders to persist (one ticket each; capacity is large enough for all).
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = 20_000)]
     orders: usize,
-    /// Concurrent consumers (Pub/Sub push delivers many messages at once).
-    #[arg(long, default_value_t = 16)]
+    /// At most this many orders per message (buy's `PUBLISH_BATCH_MAX_ORDERS` under load).
+    #[arg(long, default_value_t = 100)]
+    batch: usize,
+    #[arg(long, value_enum, default_value = "push")]
+    via: Via,
+    /// Concurrent consumers with `--via direct` (the emulator's push keeps two in flight).
+    #[arg(long, default_value_t = 2)]
     concurrency: usize,
+    #[arg(long, env = "PUBSUB_EMULATOR_HOST")]
+    pubsub_emulator_host: Option<String>,
+    #[arg(long, env = "GOOGLE_CLOUD_PROJECT", default_value = "frequency-local")]
+    project: String,
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 300)]
     max_secs: u64,
@@ -55,62 +76,48 @@ async fn main() -> anyhow::Result<()> {
         gate,
         consume_order::PushAuth::Token("bench-token-0123456789".into()),
     );
-    let msgs: Arc<Vec<OrderMessage>> = Arc::new(
-        (0..args.orders)
-            .map(|i| OrderMessage {
-                order_id: OrderId::new(),
-                event: event.id.clone(),
-                ticket_type: TicketTypeId::parse("vip-3-day").expect("slug"),
-                quantity: 1,
-                email: format!("fan{i}@example.at"),
-                amount_cents: 34_900,
-                payment_ref: format!("sim_ch_{i}"),
-                paid_at: chrono::Utc::now(),
-            })
-            .collect(),
-    );
-    let next = Arc::new(AtomicUsize::new(0));
+    let order = |i: usize| OrderMessage {
+        order_id: OrderId::new(),
+        event: event.id.clone(),
+        ticket_type: TicketTypeId::parse("vip-3-day").expect("slug"),
+        quantity: 1,
+        email: format!("fan{i}@example.at"),
+        amount_cents: 34_900,
+        payment_ref: format!("sim_ch_{i}"),
+        paid_at: chrono::Utc::now(),
+    };
     let deadline = Instant::now() + Duration::from_secs(args.max_secs);
     let started = Instant::now();
-    let workers: Vec<_> = (0..args.concurrency)
-        .map(|_| {
-            let (state, msgs, next) = (state.clone(), msgs.clone(), next.clone());
-            tokio::spawn(async move {
-                let mut latencies = vec![];
-                let mut redeliveries = 0usize;
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(msg) = msgs.get(i) else { break };
-                    let t = Instant::now();
-                    // A retryable failure is what Pub/Sub would redeliver: count and go again.
-                    loop {
-                        match consume_order::handle(&state, msg).await {
-                            Ok(OrderStatus::Confirmed) => break,
-                            Ok(other) => anyhow::bail!("order {} ended {other:?}", msg.order_id),
-                            Err(_) if Instant::now() < deadline => redeliveries += 1,
-                            Err(e) => anyhow::bail!("gave up: {e}"),
-                        }
-                    }
-                    latencies.push(t.elapsed());
-                }
-                Ok((latencies, redeliveries))
-            })
-        })
-        .collect();
-    let mut latencies = vec![];
-    let mut redeliveries = 0;
-    for w in workers {
-        let (l, r) = w.await??;
-        latencies.extend(l);
-        redeliveries += r;
-    }
-    let elapsed = started.elapsed();
-    latencies.sort();
-    let pct = |p: f64| {
-        latencies
-            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
-            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    let redeliveries = match args.via {
+        Via::Direct => {
+            let batches: Vec<Vec<OrderMessage>> = (0..args.orders)
+                .map(order)
+                .collect::<Vec<_>>()
+                .chunks(args.batch.max(1))
+                .map(<[OrderMessage]>::to_vec)
+                .collect();
+            direct(&state, Arc::new(batches), args.concurrency, deadline).await?
+        }
+        Via::Push => {
+            let host = args
+                .pubsub_emulator_host
+                .clone()
+                .ok_or_else(|| anyhow::anyhow!("--via push needs PUBSUB_EMULATOR_HOST"))?;
+            let orders: Vec<OrderMessage> = (0..args.orders).map(order).collect();
+            push(
+                &args,
+                &host,
+                state.clone(),
+                orders,
+                repo.as_ref(),
+                &event,
+                deadline,
+            )
+            .await?;
+            state.stats.retryable.load(Ordering::Relaxed) as usize
+        }
     };
+    let elapsed = started.elapsed();
     let books = repo.inventory(&event.id).await?;
     let vip = books
         .iter()
@@ -133,18 +140,129 @@ async fn main() -> anyhow::Result<()> {
     };
     println!(
         "{}",
-        serde_json::json!({
+        json!({
             "backend": backend,
+            "via": format!("{:?}", args.via).to_lowercase(),
             "orders": args.orders,
-            "concurrency": args.concurrency,
+            "batch": args.batch,
             "seconds": (elapsed.as_secs_f64() * 100.0).round() / 100.0,
             "orders_per_second": (args.orders as f64 / elapsed.as_secs_f64()).round(),
-            "p50_ms": (pct(0.50) * 10.0).round() / 10.0,
-            "p99_ms": (pct(0.99) * 10.0).round() / 10.0,
+            "duplicates": state.stats.duplicates.load(Ordering::Relaxed),
             "redeliveries": redeliveries,
             "aborts_retried": tx_retries,
         })
     );
     repo.reset(&event.id).await?;
+    Ok(())
+}
+
+/// `handle_batch` from `concurrency` workers; a retryable failure is what Pub/Sub would
+/// redeliver: counted, and the batch goes again. Returns the redeliveries.
+async fn direct(
+    state: &consume_order::AppState,
+    batches: Arc<Vec<Vec<OrderMessage>>>,
+    concurrency: usize,
+    deadline: Instant,
+) -> anyhow::Result<usize> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let workers: Vec<_> = (0..concurrency.max(1))
+        .map(|_| {
+            let (state, batches, next) = (state.clone(), batches.clone(), next.clone());
+            tokio::spawn(async move {
+                let mut redeliveries = 0usize;
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(batch) = batches.get(i) else { break };
+                    loop {
+                        match consume_order::handle_batch(&state, batch).await {
+                            Ok(s) if s.iter().all(|s| *s == OrderStatus::Confirmed) => break,
+                            Ok(s) => anyhow::bail!("a batch ended {s:?}"),
+                            Err(_) if Instant::now() < deadline => redeliveries += 1,
+                            Err(e) => anyhow::bail!("gave up: {e}"),
+                        }
+                    }
+                }
+                Ok(redeliveries)
+            })
+        })
+        .collect();
+    let mut redeliveries = 0;
+    for w in workers {
+        redeliveries += w.await??;
+    }
+    Ok(redeliveries)
+}
+
+/// Serves the consumer on loopback behind a fresh topic and push subscription on the
+/// emulator, publishes every order as buy does, and waits until the books hold them all.
+async fn push(
+    args: &Args,
+    host: &str,
+    state: consume_order::AppState,
+    orders: Vec<OrderMessage>,
+    repo: &dyn OrderRepository,
+    event: &Event,
+    deadline: Instant,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let endpoint = format!(
+        "http://{}/pubsub/orders?token=bench-token-0123456789",
+        listener.local_addr()?
+    );
+    tokio::spawn(async move { axum::serve(listener, consume_order::app(state)).await });
+    let name = format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let admin = format!("http://{host}/v1/projects/{}", args.project);
+    let http = reqwest::Client::new();
+    for (path, body) in [
+        (format!("{admin}/topics/{name}"), json!({})),
+        (
+            format!("{admin}/subscriptions/{name}"),
+            json!({"topic": format!("projects/{}/topics/{name}", args.project),
+                   "pushConfig": {"pushEndpoint": endpoint}, "ackDeadlineSeconds": 60}),
+        ),
+    ] {
+        let res = http.put(&path).json(&body).send().await?;
+        anyhow::ensure!(res.status().is_success(), "{path}: {}", res.text().await?);
+    }
+    let publisher = Arc::new(
+        PubSubPublisher::connect(
+            &format!("projects/{}/topics/{name}", args.project),
+            Some(host),
+            Duration::from_secs(30),
+            Batching {
+                max_orders: args.batch.max(1),
+                linger: Duration::from_millis(20),
+                in_flight: 4,
+                ..Default::default()
+            },
+        )
+        .await?,
+    );
+    let published: Vec<_> = orders
+        .into_iter()
+        .map(|o| {
+            let publisher = publisher.clone();
+            tokio::spawn(async move { publisher.publish(&o).await })
+        })
+        .collect();
+    for p in published {
+        p.await??;
+    }
+    loop {
+        let books = repo.inventory(&event.id).await?;
+        let sold: i64 = books.iter().map(|b| b.sold).sum();
+        if sold >= args.orders as i64 {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "only {sold} of {} persisted in time",
+            args.orders
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    http.delete(format!("{admin}/subscriptions/{name}"))
+        .send()
+        .await?;
     Ok(())
 }

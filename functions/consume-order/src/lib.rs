@@ -8,17 +8,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
-use axum::extract::{Query, State};
+use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use base64::Engine;
 use serde::Deserialize;
 use shared::config::{DatabaseArgs, HttpArgs, RedisArgs};
-use shared::domain::{OrderMessage, OrderStatus};
+use shared::domain::{EventId, OrderBatch, OrderMessage, OrderStatus};
 use shared::gate::Gate;
 use shared::payment::{PaymentProvider, SimulatedPayments};
-use shared::repo::OrderRepository;
+use shared::repo::{OrderRepository, Outcome, Persisted, Refused, RepoError};
 use tracing::Instrument;
 
 /// Configuration from the environment.
@@ -88,11 +88,18 @@ impl AppState {
     }
 }
 
+/// Largest push body accepted: a message of buy's largest batch (1 MB of JSON,
+/// `shared::publisher::Batching`), base64-encoded inside its envelope, with room to spare.
+pub const PUSH_BODY_LIMIT: usize = 4 * 1024 * 1024;
+
 /// The routes.
 pub fn app(state: AppState) -> Router {
     shared::http::finish(
         Router::new()
-            .route("/pubsub/orders", post(push))
+            .route(
+                "/pubsub/orders",
+                post(push).layer(DefaultBodyLimit::max(PUSH_BODY_LIMIT)),
+            )
             .with_state(state),
         &[],
     )
@@ -147,8 +154,17 @@ fn counted(outcome: &'static str) {
     metrics::counter!("consumer_messages_total", "outcome" => outcome).increment(1);
 }
 
-/// Decodes the message payload.
-pub fn decode(msg: &PushMessage) -> Result<OrderMessage, HandleError> {
+/// A message's orders as decoded: the valid ones, and why any others were not.
+#[derive(Debug, Default)]
+pub struct Decoded {
+    pub orders: Vec<OrderMessage>,
+    /// Orders that can never be valid (a quantity out of range): acked, logged and counted.
+    pub invalid: Vec<String>,
+}
+
+/// Decodes the message payload: a batch of orders, or one bare order as published before
+/// batching (ADR 34).
+pub fn decode(msg: &PushMessage) -> Result<Decoded, HandleError> {
     let data = msg
         .data
         .as_deref()
@@ -156,38 +172,123 @@ pub fn decode(msg: &PushMessage) -> Result<OrderMessage, HandleError> {
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(data)
         .map_err(|e| HandleError::Permanent(format!("data is not base64: {e}")))?;
-    let order: OrderMessage = serde_json::from_slice(&bytes)
-        .map_err(|e| HandleError::Permanent(format!("not an order: {e}")))?;
-    if order.quantity == 0 || order.quantity > shared::domain::Quantity::MAX {
-        return Err(HandleError::Permanent(format!(
-            "quantity {}",
-            order.quantity
-        )));
+    let orders = OrderBatch::decode(&bytes)
+        .map_err(|e| HandleError::Permanent(format!("not an order batch: {e}")))?;
+    if orders.is_empty() {
+        return Err(HandleError::Permanent("a batch of no orders".into()));
     }
-    Ok(order)
+    let (orders, invalid): (Vec<_>, Vec<_>) = orders
+        .into_iter()
+        .partition(|o| (1..=shared::domain::Quantity::MAX).contains(&o.quantity));
+    Ok(Decoded {
+        orders,
+        invalid: invalid
+            .iter()
+            .map(|o| format!("order {}: quantity {}", o.order_id, o.quantity))
+            .collect(),
+    })
 }
 
-/// Persists one paid order and mirrors the outcome in the gate. Idempotent.
+/// Persists one paid order and mirrors the outcome in the gate: a batch of one.
 pub async fn handle(state: &AppState, msg: &OrderMessage) -> Result<OrderStatus, HandleError> {
+    let statuses = handle_batch(state, std::slice::from_ref(msg)).await?;
+    statuses
+        .first()
+        .copied()
+        .ok_or_else(|| HandleError::Retryable("no outcome".into()))
+}
+
+/// Persists the orders of one message in one transaction, refunds the rejected ones and
+/// mirrors every outcome in the gate in one script call per event. Idempotent per order.
+/// `Ok` (each order's status, in input order) once every order has its outcome: the message
+/// may be acked. An order the books refuse for good does not hold its neighbours back: they
+/// are persisted and mirrored all the same, and the message is then answered `Retryable` for
+/// that order alone to be tried again (and end in the dead-letter topic, ADR 34).
+pub async fn handle_batch(
+    state: &AppState,
+    orders: &[OrderMessage],
+) -> Result<Vec<OrderStatus>, HandleError> {
     // A decoded order is a paid order: never drop it. Even a refusal that looks permanent
     // (e.g. its ticket type missing from the database after a partial seed) is answered
     // non-2xx, so after the retries it waits in the dead-letter topic for an operator.
-    let persisted = state
-        .repo
-        .persist(msg)
+    let outcomes = persist_isolating(state.repo.as_ref(), orders)
         .await
         .map_err(|e| HandleError::Retryable(e.to_string()))?;
-    if persisted.duplicate {
+    let mut refused = vec![];
+    let mut decided: Vec<(&OrderMessage, &Persisted)> = Vec::with_capacity(orders.len());
+    for (msg, outcome) in orders.iter().zip(&outcomes) {
+        match outcome {
+            Ok(p) => {
+                count(state, msg, p);
+                decided.push((msg, p));
+            }
+            Err(Refused(why)) => {
+                tracing::error!(order_id = %msg.order_id, reason = why.as_str(), "the books refuse this paid order; it will be redelivered");
+                refused.push(msg.order_id);
+            }
+        }
+    }
+    // Refunds before the gate shows "rejected": that word tells the fan the money is back.
+    let rejected = decided
+        .iter()
+        .filter(|(_, p)| p.status == OrderStatus::Rejected);
+    let refunds = futures::future::join_all(rejected.map(|(msg, _)| async move {
+        let refunded = state
+            .payments
+            .refund(msg.order_id, &msg.payment_ref, msg.amount_cents)
+            .await;
+        (msg.order_id, refunded)
+    }))
+    .await;
+    let mut unrefunded = std::collections::HashSet::new();
+    for (id, r) in refunds {
+        if let Err(e) = r {
+            tracing::warn!(order_id = %id, error = %e, "refund failed; the order will be redelivered");
+            unrefunded.insert(id);
+        }
+    }
+    decided.retain(|(msg, _)| !unrefunded.contains(&msg.order_id));
+    // If Redis fails here the database already holds the orders; the redelivery finds them
+    // persisted and finishes this step.
+    let mut events: Vec<&EventId> = decided.iter().map(|(m, _)| &m.event).collect();
+    events.sort_unstable();
+    events.dedup();
+    for event in events {
+        let of_event: Vec<_> = decided
+            .iter()
+            .filter(|(m, _)| &m.event == event)
+            .copied()
+            .collect();
+        state
+            .gate
+            .finalize_all(event, &of_event)
+            .await
+            .map_err(|e| HandleError::Retryable(format!("gate: {e}")))?;
+    }
+    if !refused.is_empty() || !unrefunded.is_empty() {
+        return Err(HandleError::Retryable(format!(
+            "{} of {} orders refused by the books, {} refunds failed",
+            refused.len(),
+            orders.len(),
+            unrefunded.len()
+        )));
+    }
+    Ok(outcomes
+        .into_iter()
+        .map(|o| o.map_or(OrderStatus::Rejected, |p| p.status))
+        .collect())
+}
+
+/// Counts (and at debug, logs) what the books decided for one order.
+fn count(state: &AppState, msg: &OrderMessage, p: &Persisted) {
+    if p.duplicate {
         state.stats.duplicates.fetch_add(1, Ordering::Relaxed);
         counted("duplicate");
-        tracing::info!(
-            status = persisted.status.as_str(),
-            "duplicate delivery absorbed"
-        );
-    } else if persisted.status == OrderStatus::Rejected {
+        tracing::debug!(order_id = %msg.order_id, status = p.status.as_str(), "duplicate delivery absorbed");
+    } else if p.status == OrderStatus::Rejected {
         state.stats.rejected.fetch_add(1, Ordering::Relaxed);
         counted("rejected");
-        tracing::warn!("database refused the order: no capacity left; refunding");
+        tracing::warn!(order_id = %msg.order_id, "database refused the order: no capacity left; refunding");
     } else {
         state.stats.persisted.fetch_add(1, Ordering::Relaxed);
         counted("persisted");
@@ -196,24 +297,33 @@ pub async fn handle(state: &AppState, msg: &OrderMessage) -> Result<OrderStatus,
             .to_std()
             .unwrap_or_default();
         metrics::histogram!("order_end_to_end_seconds").record(waited.as_secs_f64());
-        tracing::info!(tickets = persisted.tickets.len(), "order persisted");
+        tracing::debug!(order_id = %msg.order_id, tickets = p.tickets.len(), "order persisted");
     }
-    if persisted.status == OrderStatus::Rejected {
-        // Idempotent at the provider, so a redelivery refunding again is harmless.
-        state
-            .payments
-            .refund(msg.order_id, &msg.payment_ref, msg.amount_cents)
-            .await
-            .map_err(|e| HandleError::Retryable(e.to_string()))?;
-    }
-    // If Redis fails here the database already holds the order; the redelivery finds the
-    // duplicate and finishes this step.
-    state
-        .gate
-        .finalize(msg, &persisted)
-        .await
-        .map_err(|e| HandleError::Retryable(format!("gate: {e}")))?;
-    Ok(persisted.status)
+}
+
+/// Persists `orders` as one batch. When the batch as a whole fails for a reason that is not
+/// worth retrying as it is (a value the database refuses that no check before the write
+/// foresaw), it is halved until the order at fault stands alone and is refused, so that its
+/// neighbours are still persisted.
+fn persist_isolating<'a>(
+    repo: &'a dyn OrderRepository,
+    orders: &'a [OrderMessage],
+) -> futures::future::BoxFuture<'a, Result<Vec<Outcome>, RepoError>> {
+    Box::pin(async move {
+        match repo.persist_batch(orders).await {
+            Err(e @ (RepoError::Permanent(_) | RepoError::Other(_))) => {
+                if let [only] = orders {
+                    tracing::warn!(order_id = %only.order_id, error = %e, "the database refuses this order");
+                    return Ok(vec![Err(Refused(e.to_string()))]);
+                }
+                let (a, b) = orders.split_at(orders.len() / 2);
+                let mut outcomes = persist_isolating(repo, a).await?;
+                outcomes.extend(persist_isolating(repo, b).await?);
+                Ok(outcomes)
+            }
+            other => other,
+        }
+    })
 }
 
 #[derive(Deserialize)]
@@ -253,19 +363,45 @@ pub async fn push(
         "message",
         message_id = %envelope.message.message_id(),
         delivery_attempt = envelope.delivery_attempt,
+        orders = tracing::field::Empty,
         order_id = tracing::field::Empty,
     );
     async move {
         let result = match decode(&envelope.message) {
-            Ok(order) => {
-                tracing::Span::current()
-                    .record("order_id", tracing::field::display(order.order_id));
-                handle(&state, &order).await
+            Ok(decoded) => {
+                let span = tracing::Span::current();
+                span.record("orders", decoded.orders.len());
+                if let [only] = decoded.orders.as_slice() {
+                    span.record("order_id", tracing::field::display(only.order_id));
+                }
+                for reason in &decoded.invalid {
+                    state.stats.permanent.fetch_add(1, Ordering::Relaxed);
+                    counted("permanent");
+                    tracing::error!(reason, "permanently bad order in the message; dropped");
+                }
+                if decoded.orders.is_empty() {
+                    Ok(vec![])
+                } else {
+                    handle_batch(&state, &decoded.orders).await
+                }
             }
             Err(e) => Err(e),
         };
         match result {
-            Ok(_) => StatusCode::NO_CONTENT.into_response(),
+            Ok(statuses) => {
+                if !statuses.is_empty() {
+                    let confirmed = statuses
+                        .iter()
+                        .filter(|s| **s == OrderStatus::Confirmed)
+                        .count();
+                    tracing::info!(
+                        confirmed,
+                        rejected = statuses.len() - confirmed,
+                        "orders persisted"
+                    );
+                }
+                StatusCode::NO_CONTENT.into_response()
+            }
             Err(HandleError::Permanent(reason)) => {
                 state.stats.permanent.fetch_add(1, Ordering::Relaxed);
                 counted("permanent");

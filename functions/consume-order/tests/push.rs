@@ -11,7 +11,8 @@ use chrono::Utc;
 use consume_order::{AppState, PushAuth};
 use serde_json::{Value, json};
 use shared::domain::{
-    Email, Event, IdempotencyKey, OrderMessage, OrderStatus, Quantity, TicketTypeId,
+    Email, Event, IdempotencyKey, OrderBatch, OrderId, OrderMessage, OrderStatus, Quantity,
+    TicketTypeId,
 };
 use shared::gate::{PayBegin, ReserveOutcome};
 use shared::repo::OrderRepository;
@@ -30,9 +31,14 @@ async fn state(env: &TestEnv) -> AppState {
 
 /// A reserved and paid order in the gate, and the message buy would publish for it.
 async fn paid_order(env: &TestEnv, ev: &Event) -> OrderMessage {
+    paid_order_by(env, ev, "fan@example.at").await
+}
+
+/// [`paid_order`] of two VIP 3-Day passes for `email`.
+async fn paid_order_by(env: &TestEnv, ev: &Event, email: &str) -> OrderMessage {
     let gate = env.gate().await;
     let tt = TicketTypeId::parse("vip-3-day").unwrap();
-    let email = Email::parse("fan@example.at").unwrap();
+    let email = Email::parse(email).unwrap();
     let key = IdempotencyKey::parse(&uuid::Uuid::new_v4().to_string()).unwrap();
     let ReserveOutcome::Reserved { order_id, .. } = gate
         .reserve(&ev.id, &tt, Quantity::parse(2).unwrap(), &email, &key)
@@ -80,6 +86,17 @@ fn envelope(msg: &OrderMessage, snake_case: bool) -> Value {
     } else {
         json!({"message": {"data": data, "messageId": "42", "publishTime": "2026-01-01T00:00:00Z"}, "subscription": "projects/p/subscriptions/s", "deliveryAttempt": 2})
     }
+}
+
+/// A push envelope carrying `orders` as one message, as buy publishes them since ADR 34.
+fn batch_envelope(orders: &[OrderMessage]) -> Value {
+    let data = serde_json::to_vec(&OrderBatch {
+        orders: orders.to_vec(),
+    })
+    .unwrap();
+    let data = base64::engine::general_purpose::STANDARD.encode(data);
+    json!({"message": {"data": data, "messageId": "43", "publishTime": "2026-01-01T00:00:00Z",
+        "attributes": {"orders": orders.len().to_string()}}, "subscription": "projects/p/subscriptions/s"})
 }
 
 async fn push(state: &AppState, token: Option<&str>, body: impl Into<Body>) -> StatusCode {
@@ -205,4 +222,246 @@ async fn undecodable_messages_are_acked_and_counted_but_paid_orders_never_droppe
     );
     assert_eq!(st.stats.retryable.load(Ordering::Relaxed), 1);
     assert_eq!(st.stats.persisted.load(Ordering::Relaxed), 0);
+}
+
+/// Refunds recorded instead of made.
+#[derive(Default)]
+struct Refunds(std::sync::Mutex<Vec<OrderId>>);
+
+#[async_trait::async_trait]
+impl shared::payment::PaymentProvider for Refunds {
+    async fn charge(
+        &self,
+        _: OrderId,
+        _: u64,
+        _: i64,
+        _: &str,
+    ) -> Result<shared::payment::Charge, shared::payment::PaymentUnavailable> {
+        unreachable!("the consumer never charges")
+    }
+    async fn refund(
+        &self,
+        order: OrderId,
+        _: &str,
+        _: i64,
+    ) -> Result<(), shared::payment::PaymentUnavailable> {
+        self.0.lock().unwrap().push(order);
+        Ok(())
+    }
+}
+
+async fn view(env: &TestEnv, msg: &OrderMessage) -> shared::gate::OrderView {
+    env.gate()
+        .await
+        .order(&msg.event, msg.order_id)
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_batch_with_a_duplicate_inside_delivered_twice_makes_each_order_once() {
+    let env = TestEnv::get();
+    let ev = env.seed(10, -1, 600).await;
+    let st = state(&env).await;
+    let a = paid_order_by(&env, &ev, "a@example.at").await;
+    let b = paid_order_by(&env, &ev, "b@example.at").await;
+    let body = batch_envelope(&[a.clone(), b.clone(), a.clone()]).to_string();
+    assert_eq!(
+        push(&st, Some(TOKEN), body.clone()).await,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(push(&st, Some(TOKEN), body).await, StatusCode::NO_CONTENT);
+    assert_eq!(st.stats.persisted.load(Ordering::Relaxed), 2);
+    assert_eq!(st.stats.duplicates.load(Ordering::Relaxed), 4);
+    for m in [&a, &b] {
+        let stored = env.repo().order(m.order_id).await.unwrap().unwrap();
+        assert_eq!(
+            (stored.status, stored.tickets.len()),
+            (OrderStatus::Confirmed, 2)
+        );
+        let v = view(&env, m).await;
+        assert_eq!(
+            (v.status, &v.tickets),
+            (OrderStatus::Confirmed, &stored.tickets)
+        );
+    }
+    let vip = env.books(&ev.id, "vip-3-day").await;
+    assert_eq!((vip.confirmed_orders, vip.sold), (2, 4));
+    env.assert_audit_clean(&ev.id).await;
+}
+
+#[tokio::test]
+async fn a_batch_larger_than_the_stock_left_confirms_what_fits_and_refunds_the_rest() {
+    let env = TestEnv::get();
+    // The gate believes in six VIP 3-Day passes, the books hold four: the gate lets one order
+    // too many through (as after a rollback, say), and the books must not follow it.
+    let ev = shared::testing::new_event(6, -1, 600);
+    env.gate().await.seed(&ev).await.unwrap();
+    let mut books_ev = ev.clone();
+    books_ev.ticket_types[0].capacity = 4;
+    env.repo().seed(&books_ev).await.unwrap();
+    let refunds = Arc::new(Refunds::default());
+    let st = AppState {
+        payments: refunds.clone(),
+        ..state(&env).await
+    };
+    let mut orders = vec![];
+    for who in ["a", "b", "c"] {
+        orders.push(paid_order_by(&env, &ev, &format!("{who}@example.at")).await);
+    }
+    assert_eq!(
+        push(&st, Some(TOKEN), batch_envelope(&orders).to_string()).await,
+        StatusCode::NO_CONTENT
+    );
+    let statuses: Vec<OrderStatus> = {
+        let mut v = vec![];
+        for o in &orders {
+            v.push(env.repo().order(o.order_id).await.unwrap().unwrap().status);
+        }
+        v
+    };
+    // First paid, first served: a and b.
+    assert_eq!(
+        statuses,
+        [
+            OrderStatus::Confirmed,
+            OrderStatus::Confirmed,
+            OrderStatus::Rejected
+        ]
+    );
+    assert_eq!(*refunds.0.lock().unwrap(), [orders[2].order_id]);
+    assert_eq!(view(&env, &orders[2]).await.status, OrderStatus::Rejected);
+    let vip = env.books(&ev.id, "vip-3-day").await;
+    assert_eq!(
+        (
+            vip.capacity,
+            vip.tickets,
+            vip.sold,
+            vip.confirmed_quantity,
+            vip.rejected_orders
+        ),
+        (4, 4, 4, 4, 1)
+    );
+    // The gate took the rejected order's tickets back.
+    let snap = env.gate().await.refresh(&ev.id).await.unwrap().unwrap();
+    let stock = snap.stock["vip-3-day"];
+    assert_eq!((stock.sold, stock.confirming, stock.available), (4, 0, 2));
+}
+
+#[tokio::test]
+async fn a_batch_with_an_order_the_books_refuse_does_not_hold_its_neighbours() {
+    let env = TestEnv::get();
+    let ev = env.seed(10, -1, 600).await;
+    let st = state(&env).await;
+    let a = paid_order_by(&env, &ev, "a@example.at").await;
+    let b = paid_order_by(&env, &ev, "b@example.at").await;
+    let mut stray = paid_order_by(&env, &ev, "c@example.at").await;
+    stray.ticket_type = TicketTypeId::parse("no-such-type").unwrap();
+    let body = batch_envelope(&[a.clone(), stray.clone(), b.clone()]).to_string();
+    // The neighbours are persisted and shown confirmed at once; the message is not acked, so
+    // the refused order is tried again and finally dead-lettered for an operator.
+    assert_eq!(
+        push(&st, Some(TOKEN), body.clone()).await,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    for m in [&a, &b] {
+        assert_eq!(view(&env, m).await.status, OrderStatus::Confirmed);
+    }
+    assert_eq!(view(&env, &stray).await.status, OrderStatus::Confirming);
+    assert!(env.repo().order(stray.order_id).await.unwrap().is_none());
+    assert_eq!(
+        push(&st, Some(TOKEN), body).await,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(st.stats.persisted.load(Ordering::Relaxed), 2);
+    assert_eq!(st.stats.duplicates.load(Ordering::Relaxed), 2);
+    assert_eq!(st.stats.retryable.load(Ordering::Relaxed), 2);
+    let vip = env.books(&ev.id, "vip-3-day").await;
+    assert_eq!((vip.confirmed_orders, vip.sold), (2, 4));
+}
+
+#[tokio::test]
+async fn a_crash_between_the_commit_and_the_gate_is_finished_by_the_redelivery() {
+    let env = TestEnv::get();
+    let ev = env.seed(10, -1, 600).await;
+    let st = state(&env).await;
+    let a = paid_order_by(&env, &ev, "a@example.at").await;
+    let b = paid_order_by(&env, &ev, "b@example.at").await;
+    // The transaction committed, then the consumer died before the Redis step.
+    let committed = env
+        .repo()
+        .persist_batch(&[a.clone(), b.clone()])
+        .await
+        .unwrap();
+    assert!(committed.iter().all(|o| !o.as_ref().unwrap().duplicate));
+    assert_eq!(view(&env, &a).await.status, OrderStatus::Confirming);
+    let body = batch_envelope(&[a.clone(), b.clone()]).to_string();
+    assert_eq!(
+        push(&st, Some(TOKEN), body.clone()).await,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(push(&st, Some(TOKEN), body).await, StatusCode::NO_CONTENT);
+    for (m, c) in [&a, &b].into_iter().zip(&committed) {
+        let v = view(&env, m).await;
+        assert_eq!(
+            (v.status, &v.tickets),
+            (OrderStatus::Confirmed, &c.as_ref().unwrap().tickets)
+        );
+    }
+    let snap = env.gate().await.refresh(&ev.id).await.unwrap().unwrap();
+    assert_eq!(snap.stock["vip-3-day"].sold, 4, "counted once");
+    assert_eq!(st.stats.duplicates.load(Ordering::Relaxed), 4);
+    env.assert_audit_clean(&ev.id).await;
+}
+
+#[tokio::test]
+async fn a_message_in_the_old_one_order_form_is_still_accepted() {
+    let env = TestEnv::get();
+    let ev = env.seed(5, -1, 600).await;
+    let st = state(&env).await;
+    let msg = paid_order(&env, &ev).await;
+    // Before batching buy published the bare order; a rolling deploy has both forms in flight.
+    assert_eq!(
+        push(&st, Some(TOKEN), envelope(&msg, false).to_string()).await,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        push(
+            &st,
+            Some(TOKEN),
+            batch_envelope(std::slice::from_ref(&msg)).to_string()
+        )
+        .await,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(st.stats.persisted.load(Ordering::Relaxed), 1);
+    assert_eq!(st.stats.duplicates.load(Ordering::Relaxed), 1);
+    assert_eq!(view(&env, &msg).await.status, OrderStatus::Confirmed);
+    env.assert_audit_clean(&ev.id).await;
+}
+
+#[tokio::test]
+async fn a_message_of_the_largest_batch_fits_the_push_body_limit() {
+    let env = TestEnv::get();
+    let ev = env.seed(500, -1, 600).await;
+    let st = state(&env).await;
+    let n = shared::publisher::Batching::default().max_orders;
+    let orders: Vec<OrderMessage> = (0..n)
+        .map(|i| OrderMessage {
+            order_id: OrderId::new(),
+            event: ev.id.clone(),
+            ticket_type: TicketTypeId::parse("vip-3-day").unwrap(),
+            quantity: 1,
+            email: format!("a-rather-long-address-of-fan-number-{i}@example.at"),
+            amount_cents: 34_900,
+            payment_ref: format!("sim_ch_{}", uuid::Uuid::new_v4()),
+            paid_at: Utc::now(),
+        })
+        .collect();
+    let body = batch_envelope(&orders).to_string();
+    assert!(body.len() > 100_000, "{} bytes", body.len());
+    assert_eq!(push(&st, Some(TOKEN), body).await, StatusCode::NO_CONTENT);
+    let vip = env.books(&ev.id, "vip-3-day").await;
+    assert_eq!((vip.confirmed_orders, vip.sold), (n as i64, n as i64));
 }

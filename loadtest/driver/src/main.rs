@@ -1,10 +1,16 @@
 //! `fans`: N concurrent fans, each doing the purchase journey back to back (availability →
-//! reserve → pay → order status) against a sale with stock it cannot exhaust, for a fixed time.
-//! Closed loop, so it measures what the system sustains rather than what a schedule asks for;
-//! it costs far less CPU per request than k6, so on a small machine the system is the limit.
+//! reserve → pay → order status) for a fixed time. Closed loop, so it measures what the system
+//! sustains rather than what a schedule asks for; it costs far less CPU per request than k6, so
+//! on a small machine the system is the limit.
+//!
+//! With `--confirm` a fan waits for its tickets as a fan does: it polls the order every
+//! `--poll-ms` until it reads `confirmed` (or `rejected`) before its next journey, and the run
+//! reports reserve → confirmed and paid → confirmed. With `--until-sold-out` each fan stops at
+//! the first "sold out" and the run ends when the last one has its tickets: the sell-out.
 //!
 //!   fans --read-url http://127.0.0.1:8081 --buy-url http://127.0.0.1:8082 \
 //!        --event frequency-capacity --fans 256 --seconds 30 --out driver.json
+//!   fans … --fans 1000 --confirm --until-sold-out --seconds 600
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -29,7 +35,19 @@ struct Args {
     /// Where to write the JSON summary.
     #[arg(long)]
     out: Option<String>,
+    /// Poll each paid order until it is confirmed before the next journey.
+    #[arg(long)]
+    confirm: bool,
+    /// How often a fan polls its order with `--confirm`, in milliseconds.
+    #[arg(long, default_value_t = 100)]
+    poll_ms: u64,
+    /// Each fan stops at the first "sold out"; the run ends when every fan has.
+    #[arg(long)]
+    until_sold_out: bool,
 }
+
+/// How long a fan waits for its order to be confirmed before it counts it as never confirmed.
+const CONFIRM_WITHIN: Duration = Duration::from_secs(60);
 
 const STEPS: [&str; 4] = ["availability", "reserve", "pay", "status"];
 
@@ -40,6 +58,16 @@ struct Tally {
     /// Answers per step and status code (0 = transport error).
     statuses: [BTreeMap<u16, u64>; 4],
     journeys: u64,
+    /// With `--confirm`: reserve sent → confirmed read, and pay answered → confirmed read, µs.
+    reserve_to_confirmed: Vec<u32>,
+    paid_to_confirmed: Vec<u32>,
+    /// Paid orders read back `rejected`, or still not confirmed after [`CONFIRM_WITHIN`].
+    rejected: u64,
+    unconfirmed: u64,
+}
+
+fn micros(d: Duration) -> u32 {
+    u32::try_from(d.as_micros()).unwrap_or(u32::MAX)
 }
 
 impl Tally {
@@ -58,6 +86,10 @@ impl Tally {
             }
         }
         self.journeys += other.journeys;
+        self.reserve_to_confirmed.extend(other.reserve_to_confirmed);
+        self.paid_to_confirmed.extend(other.paid_to_confirmed);
+        self.rejected += other.rejected;
+        self.unconfirmed += other.unconfirmed;
     }
 }
 
@@ -91,12 +123,20 @@ async fn fan(client: reqwest::Client, args: std::sync::Arc<Args>, until: Instant
                 .or_else(|| v["ticket_types"].as_array()?.first())
                 .and_then(|tt| tt["id"].as_str().map(str::to_owned))
         });
+        let any_left = view.as_ref().is_some_and(|v| {
+            v["ticket_types"]
+                .as_array()
+                .is_some_and(|tts| tts.iter().any(|tt| tt["available"].as_i64() > Some(0)))
+        });
+        if args.until_sold_out && code == 200 && !any_left {
+            break;
+        }
         let Some(tier) = tier else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
         let key = uuid::Uuid::new_v4().to_string();
-        let s = Instant::now();
+        let reserved_at = Instant::now();
         let (code, body) = send(
             client
                 .post(&reserve_url)
@@ -104,7 +144,7 @@ async fn fan(client: reqwest::Client, args: std::sync::Arc<Args>, until: Instant
                 .json(&json!({"ticket_type": tier, "quantity": 1, "email": format!("{key}@driver.example")})),
         )
         .await;
-        t.record(1, s, code);
+        t.record(1, reserved_at, code);
         let Some(id) = body
             .filter(|_| code == 202)
             .and_then(|b| b["order_id"].as_str().map(str::to_owned))
@@ -119,9 +159,32 @@ async fn fan(client: reqwest::Client, args: std::sync::Arc<Args>, until: Instant
         )
         .await;
         t.record(2, s, code);
-        let s = Instant::now();
-        let (code, _) = send(client.get(format!("{}/v1/orders/{id}", args.read_url))).await;
-        t.record(3, s, code);
+        let paid_at = Instant::now();
+        let order_url = format!("{}/v1/orders/{id}", args.read_url);
+        loop {
+            let s = Instant::now();
+            let (code, body) = send(client.get(&order_url)).await;
+            t.record(3, s, code);
+            if !args.confirm || code != 200 && code != 0 && code != 503 {
+                break;
+            }
+            match body.as_ref().and_then(|b| b["status"].as_str()) {
+                Some("confirmed") => {
+                    t.reserve_to_confirmed.push(micros(reserved_at.elapsed()));
+                    t.paid_to_confirmed.push(micros(paid_at.elapsed()));
+                    break;
+                }
+                Some("rejected") => {
+                    t.rejected += 1;
+                    break;
+                }
+                _ if paid_at.elapsed() > CONFIRM_WITHIN || Instant::now() >= until => {
+                    t.unconfirmed += 1;
+                    break;
+                }
+                _ => tokio::time::sleep(Duration::from_millis(args.poll_ms)).await,
+            }
+        }
         t.journeys += 1;
     }
     t
@@ -187,9 +250,42 @@ async fn main() -> anyhow::Result<()> {
         requests as f64 / secs,
         args.fans
     );
+    let mut waits = serde_json::Map::new();
+    for (name, l) in [
+        ("reserve_to_confirmed", &mut total.reserve_to_confirmed),
+        ("paid_to_confirmed", &mut total.paid_to_confirmed),
+    ] {
+        l.sort_unstable();
+        if args.confirm {
+            println!(
+                "{name:<21} p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+                pct(l, 0.5),
+                pct(l, 0.95),
+                pct(l, 0.99),
+                pct(l, 1.0)
+            );
+        }
+        waits.insert(
+            name.into(),
+            json!({"count": l.len(), "p50_ms": pct(l, 0.5), "p95_ms": pct(l, 0.95),
+                   "p99_ms": pct(l, 0.99), "max_ms": pct(l, 1.0)}),
+        );
+    }
+    if args.confirm {
+        println!(
+            "{} confirmed, {} rejected, {} not confirmed within {:?}",
+            total.paid_to_confirmed.len(),
+            total.rejected,
+            total.unconfirmed,
+            CONFIRM_WITHIN
+        );
+    }
     let summary = json!({
         "fans": args.fans, "seconds": secs, "journeys": total.journeys,
         "journeys_per_s": total.journeys as f64 / secs, "rps": requests as f64 / secs, "steps": steps,
+        "confirm": args.confirm, "until_sold_out": args.until_sold_out, "poll_ms": args.poll_ms,
+        "confirmed": total.paid_to_confirmed.len(), "rejected": total.rejected,
+        "unconfirmed": total.unconfirmed, "waits": waits,
     });
     if let Some(out) = &args.out {
         std::fs::write(out, serde_json::to_vec_pretty(&summary)?)?;

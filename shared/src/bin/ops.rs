@@ -208,23 +208,31 @@ async fn main() -> anyhow::Result<()> {
                 "message", "order", "ticket type", "qty"
             );
             for d in &seen {
-                let (order, tt, qty) = match &d.order {
-                    Ok(o) => (
-                        o.order_id.to_string(),
-                        o.ticket_type.to_string(),
-                        o.quantity.to_string(),
-                    ),
-                    Err(e) => (format!("(undecodable: {e})"), String::new(), String::new()),
-                };
                 let action = match d.action {
                     Action::Kept => "kept",
                     Action::Replayed => "REPLAYED",
                     Action::ReplayFailed => "replay FAILED (kept)",
                 };
-                println!(
-                    "{:<38} {order:<38} {tt:<18} {qty:>3}  {action}",
-                    d.message_id
-                );
+                // A line per order; a batch's orders share its message and its action.
+                let rows: Vec<(String, String, String)> = match &d.orders {
+                    Ok(os) => os
+                        .iter()
+                        .map(|o| {
+                            (
+                                o.order_id.to_string(),
+                                o.ticket_type.to_string(),
+                                o.quantity.to_string(),
+                            )
+                        })
+                        .collect(),
+                    Err(e) => vec![(format!("(undecodable: {e})"), String::new(), String::new())],
+                };
+                for (order, tt, qty) in rows {
+                    println!(
+                        "{:<38} {order:<38} {tt:<18} {qty:>3}  {action}",
+                        d.message_id
+                    );
+                }
             }
             let replayed = seen.iter().filter(|d| d.action == Action::Replayed).count();
             println!("{} dead letters seen, {replayed} replayed", seen.len());

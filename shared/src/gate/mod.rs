@@ -184,6 +184,7 @@ struct Scripts {
     pay_abort: Script,
     pay_approved: Script,
     published: Script,
+    outbox_claim: Script,
     cancel: Script,
     finalize: Script,
     refresh: Script,
@@ -355,6 +356,7 @@ impl Gate {
                 pay_abort: script(include_str!("lua/pay_abort.lua")),
                 pay_approved: script(include_str!("lua/pay_approved.lua")),
                 published: script(include_str!("lua/published.lua")),
+                outbox_claim: script(include_str!("lua/outbox_claim.lua")),
                 cancel: script(include_str!("lua/cancel.lua")),
                 finalize: script(include_str!("lua/finalize.lua")),
                 refresh: script(include_str!("lua/refresh.lua")),
@@ -793,38 +795,55 @@ impl Gate {
     }
 
     /// Mirrors the database's decision. Returns true the first time it changes the gate.
-    ///
-    /// An order the gate lost (Redis restarted empty) gets its read model back; if the event has been restored, a first persist (not a redelivery of an order the
-    /// database already held, which the restore counted) is added to the stock, once.
     pub async fn finalize(
         &self,
         msg: &crate::domain::OrderMessage,
         persisted: &crate::repo::Persisted,
     ) -> Result<bool, GateError> {
-        let tickets = serde_json::to_string(&persisted.tickets)
-            .map_err(|e| GateError::Protocol(e.to_string()))?;
-        let w = words(
-            self.run(
-                "finalize",
-                &self.0.scripts.finalize,
-                &msg.event,
-                &[
-                    &msg.order_id.to_string(),
-                    persisted.status.as_str(),
-                    &tickets,
-                    msg.ticket_type.as_str(),
-                    &msg.quantity.to_string(),
-                    &msg.email,
-                    if persisted.duplicate { "0" } else { "1" },
-                    &msg.amount_cents.to_string(),
-                ],
-            )
-            .await?,
-        )?;
-        match w.first().map(String::as_str) {
-            Some("applied" | "missing") => Ok(true),
-            _ => Ok(false),
+        let changed = self.finalize_all(&msg.event, &[(msg, persisted)]).await?;
+        Ok(changed.first().copied().unwrap_or(false))
+    }
+
+    /// Mirrors the database's decisions for orders of one event in one script call; per order,
+    /// true the first time it changes the gate.
+    ///
+    /// An order the gate lost (Redis restarted empty) gets its read model back; if the event
+    /// has been restored, a first persist (not a redelivery of an order the database already
+    /// held, which the restore counted) is added to the stock, once.
+    pub async fn finalize_all(
+        &self,
+        event: &EventId,
+        orders: &[(&crate::domain::OrderMessage, &crate::repo::Persisted)],
+    ) -> Result<Vec<bool>, GateError> {
+        let mut args = Vec::with_capacity(orders.len() * 8);
+        for (msg, persisted) in orders {
+            debug_assert_eq!(&msg.event, event);
+            let tickets = serde_json::to_string(&persisted.tickets)
+                .map_err(|e| GateError::Protocol(e.to_string()))?;
+            args.extend([
+                msg.order_id.to_string(),
+                persisted.status.as_str().to_owned(),
+                tickets,
+                msg.ticket_type.to_string(),
+                msg.quantity.to_string(),
+                msg.email.clone(),
+                if persisted.duplicate { "0" } else { "1" }.to_owned(),
+                msg.amount_cents.to_string(),
+            ]);
         }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let w = words(
+            self.run("finalize", &self.0.scripts.finalize, event, &args)
+                .await?,
+        )?;
+        if w.len() != orders.len() {
+            return Err(GateError::Protocol(format!(
+                "finalize: {} answers for {} orders",
+                w.len(),
+                orders.len()
+            )));
+        }
+        Ok(w.iter().map(|r| r == "applied" || r == "missing").collect())
     }
 
     /// Orders due in the outbox more than `older_than` ago by Redis' clock (the clock the
@@ -856,6 +875,34 @@ impl Gate {
             )
             .await?;
         Ok(ids.iter().filter_map(|s| OrderId::parse(s).ok()).collect())
+    }
+
+    /// Claims up to `limit` orders due in the outbox more than `older_than` ago (see
+    /// [`Gate::outbox`]) for `lease`: the relays of other instances pass over them until then,
+    /// so each due order is taken by one instance once per period, however many run.
+    pub async fn claim_outbox(
+        &self,
+        event: &EventId,
+        older_than: Duration,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<OrderId>, GateError> {
+        let reply = self
+            .run(
+                "outbox_claim",
+                &self.0.scripts.outbox_claim,
+                event,
+                &[
+                    &older_than.as_millis().to_string(),
+                    &limit.to_string(),
+                    &lease.as_millis().to_string(),
+                ],
+            )
+            .await?;
+        Ok(words(reply)?
+            .iter()
+            .filter_map(|s| OrderId::parse(s).ok())
+            .collect())
     }
 
     /// The read model of one order.

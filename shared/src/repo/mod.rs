@@ -45,6 +45,83 @@ pub struct Persisted {
     pub duplicate: bool,
 }
 
+/// The books refuse this order for good (its ticket type is not in the database, say): no
+/// retry of the same order can succeed. The rest of its batch is unaffected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("refused: {0}")]
+pub struct Refused(pub String);
+
+/// What the books decided for one order of a batch.
+pub type Outcome = Result<Persisted, Refused>;
+
+/// Orders at most this many per Spanner transaction: a commit holds at most 80,000 mutations
+/// and an order of 20 tickets makes about 150 (its row, its tickets and their index entries).
+pub const MAX_ORDERS_PER_TRANSACTION: usize = 250;
+
+/// Each order once, in first-seen order, and for every input position the index of its
+/// order in that list: a message may carry the same order twice, and both copies get the
+/// one outcome.
+pub fn distinct(orders: &[OrderMessage]) -> (Vec<&OrderMessage>, Vec<usize>) {
+    let mut seen = std::collections::HashMap::with_capacity(orders.len());
+    let mut unique = Vec::with_capacity(orders.len());
+    let positions = orders
+        .iter()
+        .map(|o| {
+            *seen.entry(o.order_id).or_insert_with(|| {
+                unique.push(o);
+                unique.len() - 1
+            })
+        })
+        .collect();
+    (unique, positions)
+}
+
+/// The outcomes of [`distinct`] orders back in input order; a repeated order's later copies
+/// read as duplicates of the first.
+pub fn spread(unique: Vec<Outcome>, positions: &[usize]) -> Vec<Outcome> {
+    let mut seen = vec![false; unique.len()];
+    positions
+        .iter()
+        .map(|&u| {
+            let again = std::mem::replace(&mut seen[u], true);
+            unique[u].clone().map(|p| Persisted {
+                duplicate: p.duplicate || again,
+                ..p
+            })
+        })
+        .collect()
+}
+
+/// Decides a batch against what is left, first paid first served: each new order in `paid_at`
+/// order is confirmed if its quantity still fits (a smaller later order may fit where a larger
+/// one did not, as when they came one at a time). `left` maps a ticket type to what is left;
+/// an order whose ticket type is missing there is refused. Returns per order (in input order)
+/// whether it is confirmed, or the refusal.
+pub fn allocate<K: Eq + std::hash::Hash>(
+    orders: &[&OrderMessage],
+    key: impl Fn(&OrderMessage) -> K,
+    left: &mut std::collections::HashMap<K, i64>,
+) -> Vec<Result<bool, Refused>> {
+    let mut by_payment: Vec<usize> = (0..orders.len()).collect();
+    by_payment.sort_by_key(|&i| (orders[i].paid_at, orders[i].order_id.0));
+    let mut decided = vec![Ok(false); orders.len()];
+    for i in by_payment {
+        let o = orders[i];
+        decided[i] = match left.get_mut(&key(o)) {
+            None => Err(Refused(format!(
+                "ticket type {} of event {} is not in the database",
+                o.ticket_type, o.event
+            ))),
+            Some(n) if *n >= i64::from(o.quantity) => {
+                *n -= i64::from(o.quantity);
+                Ok(true)
+            }
+            Some(_) => Ok(false),
+        };
+    }
+    decided
+}
+
 /// A persisted order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredOrder {
@@ -104,9 +181,21 @@ pub trait OrderRepository: Send + Sync {
     async fn seed(&self, event: &Event) -> Result<Seeded, RepoError>;
     /// Deletes the event and everything under it (tests, `ops seed --reset`).
     async fn reset(&self, event: &EventId) -> Result<(), RepoError>;
-    /// Persists a paid order and claims its tickets in one transaction. Idempotent on the
-    /// order id; refuses (status `Rejected`) rather than sell beyond capacity.
-    async fn persist(&self, msg: &OrderMessage) -> Result<Persisted, RepoError>;
+    /// Persists a batch of paid orders with their tickets in one transaction (Spanner: one per
+    /// [`MAX_ORDERS_PER_TRANSACTION`]). Idempotent per order id (a repeated order, in the batch
+    /// or from an earlier delivery, reads back as `duplicate`); an order that no longer fits
+    /// is `Rejected`, never sold beyond capacity. One outcome per input order, in order. An
+    /// `Err` means nothing of the batch was decided: try it all again.
+    async fn persist_batch(&self, orders: &[OrderMessage]) -> Result<Vec<Outcome>, RepoError>;
+    /// [`OrderRepository::persist_batch`] of one order; a refusal is `RepoError::Permanent`.
+    async fn persist(&self, msg: &OrderMessage) -> Result<Persisted, RepoError> {
+        let outcome = self
+            .persist_batch(std::slice::from_ref(msg))
+            .await?
+            .pop()
+            .ok_or_else(|| RepoError::Other(anyhow::anyhow!("no outcome for the order")))?;
+        outcome.map_err(|Refused(why)| RepoError::Permanent(why))
+    }
     /// Reads one order.
     async fn order(&self, id: OrderId) -> Result<Option<StoredOrder>, RepoError>;
     /// The books per ticket type.
@@ -131,8 +220,8 @@ impl<T: OrderRepository + ?Sized> OrderRepository for std::sync::Arc<T> {
     async fn reset(&self, event: &EventId) -> Result<(), RepoError> {
         (**self).reset(event).await
     }
-    async fn persist(&self, msg: &OrderMessage) -> Result<Persisted, RepoError> {
-        (**self).persist(msg).await
+    async fn persist_batch(&self, orders: &[OrderMessage]) -> Result<Vec<Outcome>, RepoError> {
+        (**self).persist_batch(orders).await
     }
     async fn order(&self, id: OrderId) -> Result<Option<StoredOrder>, RepoError> {
         (**self).order(id).await

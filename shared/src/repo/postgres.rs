@@ -1,5 +1,6 @@
 //! `OrderRepository` on PostgreSQL (tokio-postgres + deadpool), migrated with refinery.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -10,8 +11,8 @@ use tokio_postgres::{IsolationLevel, NoTls};
 use uuid::Uuid;
 
 use super::{
-    CustomerTotal, Inventory, OrderRepository, Persisted, RepoError, Seeded, StoredOrder,
-    ticket_code,
+    CustomerTotal, Inventory, OrderRepository, Outcome, Persisted, Refused, RepoError, Seeded,
+    StoredOrder, allocate, distinct, spread, ticket_code,
 };
 use crate::domain::{Event, EventId, OrderId, OrderMessage, OrderStatus, TicketTypeId};
 
@@ -32,7 +33,8 @@ fn classify(e: tokio_postgres::Error) -> RepoError {
         }
         Some(c)
             if *c == SqlState::T_R_SERIALIZATION_FAILURE
-                || *c == SqlState::T_R_DEADLOCK_DETECTED =>
+                || *c == SqlState::T_R_DEADLOCK_DETECTED
+                || *c == SqlState::UNIQUE_VIOLATION =>
         {
             RepoError::Contended(e.to_string())
         }
@@ -108,7 +110,10 @@ impl PgRepository {
         metrics::gauge!("db_pool_connections", "state" => "waiting").set(s.waiting as f64);
     }
 
-    async fn persist_once(&self, msg: &OrderMessage) -> Result<Persisted, RepoError> {
+    /// One transaction for a batch of distinct orders, in a constant number of round trips
+    /// whatever its size: lock the ticket types it sells, read which orders the books hold
+    /// already, decide the rest, write orders, tickets and counters in one statement.
+    async fn persist_distinct(&self, orders: &[&OrderMessage]) -> Result<Vec<Outcome>, RepoError> {
         let mut obj = self.pool.get().await.map_err(pool_error)?;
         self.record_pool();
         let tx = obj
@@ -117,99 +122,169 @@ impl PgRepository {
             .start()
             .await
             .map_err(classify)?;
-        let oid = msg.order_id.0;
-        let qty =
-            i32::try_from(msg.quantity).map_err(|_| RepoError::Permanent("quantity".into()))?;
-        // The order row first: a concurrent delivery of the same message blocks on its
-        // primary key here and then sees a conflict, so exactly one of them claims tickets.
-        let inserted = tx
-            .execute(
-                "INSERT INTO orders (id, event_id, ticket_type_id, quantity, email, amount_cents, payment_ref, paid_at, status)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'confirmed') ON CONFLICT (id) DO NOTHING",
-                &[
-                    &oid,
-                    &msg.event.as_str(),
-                    &msg.ticket_type.as_str(),
-                    &qty,
-                    &msg.email,
-                    &msg.amount_cents,
-                    &msg.payment_ref,
-                    &msg.paid_at,
-                ],
-            )
-            .await
-            .map_err(classify)?;
-        if inserted == 0 {
-            let status: String = tx
-                .query_one("SELECT status FROM orders WHERE id = $1", &[&oid])
-                .await
-                .map_err(classify)?
-                .get(0);
-            let tickets = Self::load_tickets(tx.client(), oid).await?;
-            tx.commit().await.map_err(classify)?;
-            return Ok(Persisted {
-                status: OrderStatus::parse(&status).unwrap_or(OrderStatus::Rejected),
-                tickets,
-                duplicate: true,
-            });
-        }
-        let free: Vec<Uuid> = tx
+        // Locked in key order, so two batches never wait on each other crosswise. From here on
+        // this transaction alone sells these types (another delivery of one of its orders waits
+        // here too), so what it reads next is what it decides on.
+        let mut types: Vec<(&str, &str)> = orders
+            .iter()
+            .map(|o| (o.event.as_str(), o.ticket_type.as_str()))
+            .collect();
+        types.sort_unstable();
+        types.dedup();
+        let (events, type_ids): (Vec<&str>, Vec<&str>) = types.into_iter().unzip();
+        let mut left: HashMap<(String, String), i64> = tx
             .query(
-                "SELECT id FROM tickets WHERE event_id = $1 AND ticket_type_id = $2 AND order_id IS NULL
-                 LIMIT $3 FOR UPDATE SKIP LOCKED",
-                &[&msg.event.as_str(), &msg.ticket_type.as_str(), &i64::from(qty)],
+                "SELECT tt.event_id, tt.id, tt.capacity - tt.sold FROM ticket_types tt
+                 JOIN unnest($1::text[], $2::text[]) AS k(event_id, id) USING (event_id, id)
+                 ORDER BY tt.event_id, tt.id FOR UPDATE OF tt",
+                &[&events, &type_ids],
             )
             .await
             .map_err(classify)?
             .iter()
-            .map(|r| r.get(0))
+            .map(|r| ((r.get(0), r.get(1)), i64::from(r.get::<_, i32>(2))))
             .collect();
-        if free.len() < msg.quantity as usize {
-            // Rows locked by in-flight transactions were skipped: only refuse when the
-            // committed books agree there is no room, otherwise let Pub/Sub retry.
-            let unclaimed: i64 = tx
-                .query_one(
-                    "SELECT count(*) FROM tickets WHERE event_id = $1 AND ticket_type_id = $2 AND order_id IS NULL",
-                    &[&msg.event.as_str(), &msg.ticket_type.as_str()],
-                )
-                .await
-                .map_err(classify)?
-                .get(0);
-            if unclaimed >= i64::from(qty) {
-                tx.rollback().await.map_err(classify)?;
-                return Err(RepoError::Contended(format!(
-                    "{} of {qty} tickets free but locked by other transactions",
-                    free.len()
-                )));
-            }
-            tx.execute(
-                "UPDATE orders SET status = 'rejected' WHERE id = $1",
-                &[&oid],
+        // The orders an earlier delivery persisted, with their tickets.
+        let ids: Vec<Uuid> = orders.iter().map(|o| o.order_id.0).collect();
+        let mut known: HashMap<Uuid, Persisted> = HashMap::new();
+        for r in tx
+            .query(
+                "SELECT o.id, o.status, t.code FROM orders o LEFT JOIN tickets t ON t.order_id = o.id
+                 WHERE o.id = ANY($1) ORDER BY o.id, t.code",
+                &[&ids],
             )
             .await
-            .map_err(classify)?;
-            tx.commit().await.map_err(classify)?;
+            .map_err(classify)?
+        {
+            let order = known.entry(r.get(0)).or_insert_with(|| Persisted {
+                status: OrderStatus::parse(r.get(1)).unwrap_or(OrderStatus::Rejected),
+                tickets: vec![],
+                duplicate: true,
+            });
+            order.tickets.extend(r.get::<_, Option<String>>(2));
+        }
+        let fresh: Vec<&OrderMessage> = orders
+            .iter()
+            .copied()
+            .filter(|o| !known.contains_key(&o.order_id.0))
+            .collect();
+        let decided = allocate(
+            &fresh,
+            |o| (o.event.to_string(), o.ticket_type.to_string()),
+            &mut left,
+        );
+        let mut rows = NewRows::default();
+        let mut outcomes: HashMap<Uuid, Outcome> = HashMap::with_capacity(fresh.len());
+        for (o, decision) in fresh.iter().zip(decided) {
+            let outcome = decision.and_then(|confirmed| rows.add(o, confirmed));
+            outcomes.insert(o.order_id.0, outcome);
+        }
+        if !rows.order_ids.is_empty() {
+            rows.write(&tx).await?;
+        }
+        tx.commit().await.map_err(classify)?;
+        Ok(orders
+            .iter()
+            .map(|o| match known.remove(&o.order_id.0) {
+                Some(p) => Ok(p),
+                None => outcomes
+                    .remove(&o.order_id.0)
+                    .unwrap_or_else(|| Err(Refused("no decision".into()))),
+            })
+            .collect())
+    }
+}
+
+/// The rows a batch adds, column by column (each column one array parameter).
+#[derive(Default)]
+struct NewRows {
+    order_ids: Vec<Uuid>,
+    events: Vec<String>,
+    ticket_types: Vec<String>,
+    quantities: Vec<i32>,
+    emails: Vec<String>,
+    amounts: Vec<i64>,
+    payment_refs: Vec<String>,
+    paid_at: Vec<DateTime<Utc>>,
+    statuses: Vec<&'static str>,
+    codes: Vec<String>,
+    code_orders: Vec<Uuid>,
+    sold: HashMap<(String, String), i32>,
+}
+
+impl NewRows {
+    /// Adds an order, confirmed (with fresh ticket codes) or rejected; returns its outcome.
+    fn add(&mut self, o: &OrderMessage, confirmed: bool) -> Outcome {
+        let qty = i32::try_from(o.quantity).map_err(|_| Refused("quantity".into()))?;
+        self.order_ids.push(o.order_id.0);
+        self.events.push(o.event.to_string());
+        self.ticket_types.push(o.ticket_type.to_string());
+        self.quantities.push(qty);
+        self.emails.push(o.email.clone());
+        self.amounts.push(o.amount_cents);
+        self.payment_refs.push(o.payment_ref.clone());
+        self.paid_at.push(o.paid_at);
+        if !confirmed {
+            self.statuses.push("rejected");
             return Ok(Persisted {
                 status: OrderStatus::Rejected,
                 tickets: vec![],
                 duplicate: false,
             });
         }
-        let mut codes: Vec<String> = free.iter().map(|_| ticket_code()).collect();
+        self.statuses.push("confirmed");
+        let mut tickets: Vec<String> = (0..qty).map(|_| ticket_code()).collect();
+        self.codes.extend(tickets.iter().cloned());
+        self.code_orders
+            .extend(std::iter::repeat_n(o.order_id.0, tickets.len()));
+        *self
+            .sold
+            .entry((o.event.to_string(), o.ticket_type.to_string()))
+            .or_default() += qty;
+        tickets.sort();
+        Ok(Persisted {
+            status: OrderStatus::Confirmed,
+            tickets,
+            duplicate: false,
+        })
+    }
+
+    /// Orders, tickets and counters in one statement. The counters' CHECK (sold <= capacity)
+    /// is the database's own refusal to oversell, whatever the code above decided.
+    async fn write(&self, tx: &tokio_postgres::Transaction<'_>) -> Result<(), RepoError> {
+        let (types, counts): (Vec<&(String, String)>, Vec<i32>) = self.sold.iter().unzip();
+        let (sold_events, sold_types): (Vec<&str>, Vec<&str>) =
+            types.iter().map(|(e, t)| (e.as_str(), t.as_str())).unzip();
         tx.execute(
-            "UPDATE tickets SET order_id = $1, code = c.code, claimed_at = now()
-             FROM unnest($2::uuid[], $3::text[]) AS c(id, code) WHERE tickets.id = c.id",
-            &[&oid, &free, &codes],
+            "WITH new_orders AS (
+               INSERT INTO orders (id, event_id, ticket_type_id, quantity, email, amount_cents, payment_ref, paid_at, status)
+               SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::text[], $6::bigint[], $7::text[], $8::timestamptz[], $9::text[])
+             ), new_tickets AS (
+               INSERT INTO tickets (code, order_id) SELECT * FROM unnest($10::text[], $11::uuid[])
+             )
+             UPDATE ticket_types tt SET sold = tt.sold + s.n
+             FROM unnest($12::text[], $13::text[], $14::int[]) AS s(event_id, id, n)
+             WHERE tt.event_id = s.event_id AND tt.id = s.id",
+            &[
+                &self.order_ids,
+                &self.events,
+                &self.ticket_types,
+                &self.quantities,
+                &self.emails,
+                &self.amounts,
+                &self.payment_refs,
+                &self.paid_at,
+                &self.statuses,
+                &self.codes,
+                &self.code_orders,
+                &sold_events,
+                &sold_types,
+                &counts,
+            ],
         )
         .await
         .map_err(classify)?;
-        tx.commit().await.map_err(classify)?;
-        codes.sort();
-        Ok(Persisted {
-            status: OrderStatus::Confirmed,
-            tickets: codes,
-            duplicate: false,
-        })
+        Ok(())
     }
 }
 
@@ -224,10 +299,6 @@ impl OrderRepository for PgRepository {
     async fn seed(&self, event: &Event) -> Result<Seeded, RepoError> {
         let mut obj = self.pool.get().await.map_err(pool_error)?;
         let tx = obj.transaction().await.map_err(classify)?;
-        // Generating a million ticket rows takes longer than a request may.
-        tx.batch_execute("SET LOCAL statement_timeout = 0")
-            .await
-            .map_err(classify)?;
         let catalog = serde_json::to_string(event).map_err(|e| RepoError::Other(e.into()))?;
         let existing = tx
             .query_opt(
@@ -271,13 +342,6 @@ impl OrderRepository for PgRepository {
             )
             .await
             .map_err(classify)?;
-            tx.execute(
-                "INSERT INTO tickets (id, event_id, ticket_type_id)
-                 SELECT gen_random_uuid(), $1, $2 FROM generate_series(1, $3)",
-                &[&event.id.as_str(), &t.id.as_str(), &capacity],
-            )
-            .await
-            .map_err(classify)?;
         }
         tx.commit().await.map_err(classify)?;
         Ok(Seeded::Created)
@@ -286,12 +350,7 @@ impl OrderRepository for PgRepository {
     async fn reset(&self, event: &EventId) -> Result<(), RepoError> {
         let mut obj = self.pool.get().await.map_err(pool_error)?;
         let tx = obj.transaction().await.map_err(classify)?;
-        tx.execute(
-            "DELETE FROM tickets WHERE event_id = $1",
-            &[&event.as_str()],
-        )
-        .await
-        .map_err(classify)?;
+        // Ticket types, orders and tickets go with the event (ON DELETE CASCADE).
         tx.execute("DELETE FROM events WHERE id = $1", &[&event.as_str()])
             .await
             .map_err(classify)?;
@@ -299,13 +358,17 @@ impl OrderRepository for PgRepository {
         Ok(())
     }
 
-    async fn persist(&self, msg: &OrderMessage) -> Result<Persisted, RepoError> {
-        // A duplicate racing us can surface as a unique violation on a ticket code (never
-        // in practice) or a serialization failure: one more try resolves both.
-        match self.persist_once(msg).await {
-            Err(RepoError::Contended(_)) | Err(RepoError::Other(_)) => self.persist_once(msg).await,
-            other => other,
-        }
+    async fn persist_batch(&self, orders: &[OrderMessage]) -> Result<Vec<Outcome>, RepoError> {
+        let (unique, positions) = distinct(orders);
+        // A concurrent delivery that inserted one of these orders first, or a ticket code
+        // drawn twice (never in practice), fails the transaction: one more try resolves both.
+        let outcomes = match self.persist_distinct(&unique).await {
+            Err(RepoError::Contended(_)) | Err(RepoError::Other(_)) => {
+                self.persist_distinct(&unique).await?
+            }
+            other => other?,
+        };
+        Ok(spread(outcomes, &positions))
     }
 
     async fn order(&self, id: OrderId) -> Result<Option<StoredOrder>, RepoError> {
@@ -343,13 +406,19 @@ impl OrderRepository for PgRepository {
         let obj = self.pool.get().await.map_err(pool_error)?;
         let rows = obj
             .query(
-                "SELECT tt.id, tt.capacity::bigint,
-                   (SELECT count(*) FROM tickets t WHERE t.event_id = tt.event_id AND t.ticket_type_id = tt.id),
-                   (SELECT count(*) FROM tickets t WHERE t.event_id = tt.event_id AND t.ticket_type_id = tt.id AND t.order_id IS NOT NULL),
+                "WITH sold AS (
+                   SELECT o.ticket_type_id, count(*) AS n FROM tickets t JOIN orders o ON o.id = t.order_id
+                   WHERE o.event_id = $1 GROUP BY o.ticket_type_id)
+                 SELECT tt.id, tt.capacity::bigint,
+                   -- Tickets that exist: the sold rows plus what the counter still holds, so the
+                   -- audit's tickets == capacity checks that the counter lost or made none.
+                   coalesce(s.n, 0) + tt.capacity - tt.sold,
+                   coalesce(s.n, 0),
                    (SELECT coalesce(sum(quantity), 0)::bigint FROM orders o WHERE o.event_id = tt.event_id AND o.ticket_type_id = tt.id AND o.status = 'confirmed'),
                    (SELECT count(*) FROM orders o WHERE o.event_id = tt.event_id AND o.ticket_type_id = tt.id AND o.status = 'confirmed'),
                    (SELECT count(*) FROM orders o WHERE o.event_id = tt.event_id AND o.ticket_type_id = tt.id AND o.status = 'rejected')
-                 FROM ticket_types tt WHERE tt.event_id = $1 ORDER BY tt.id",
+                 FROM ticket_types tt LEFT JOIN sold s ON s.ticket_type_id = tt.id
+                 WHERE tt.event_id = $1 ORDER BY tt.id",
                 &[&event.as_str()],
             )
             .await

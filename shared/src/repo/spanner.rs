@@ -8,7 +8,7 @@
 //! in a read-write transaction are locked and current, so no in-flight order can fool it.
 //! Aborted transactions (lock conflicts, wound-wait) are retried here, bounded in count and time.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -31,8 +31,8 @@ use gcloud_spanner::transaction_rw::ReadWriteTransaction;
 use gcloud_spanner::value::CommitTimestamp;
 
 use super::{
-    CustomerTotal, Inventory, OrderRepository, Persisted, RepoError, Seeded, StoredOrder,
-    ticket_code,
+    CustomerTotal, Inventory, MAX_ORDERS_PER_TRANSACTION, OrderRepository, Outcome, Persisted,
+    Refused, RepoError, Seeded, StoredOrder, allocate, distinct, spread, ticket_code,
 };
 use crate::domain::{Event, EventId, OrderId, OrderMessage, OrderStatus, TicketTypeId};
 
@@ -161,6 +161,41 @@ fn from_timestamp(t: prost_types::Timestamp) -> DateTime<Utc> {
 /// A uniform draw from `0..n` (n > 0), from the v4 UUID generator the crate already uses.
 fn random_below(n: u64) -> u64 {
     (uuid::Uuid::new_v4().as_u128() % u128::from(n.max(1))) as u64
+}
+
+/// An order's row, confirmed or rejected.
+fn order_row(
+    oid: &str,
+    o: &OrderMessage,
+    status: &'static str,
+) -> gcloud_googleapis::spanner::v1::Mutation {
+    insert(
+        "Orders",
+        &[
+            "OrderId",
+            "EventId",
+            "TicketTypeId",
+            "Quantity",
+            "Email",
+            "AmountCents",
+            "PaymentRef",
+            "PaidAt",
+            "Status",
+            "PersistedAt",
+        ],
+        &[
+            &oid,
+            &o.event.as_str(),
+            &o.ticket_type.as_str(),
+            &i64::from(o.quantity),
+            &o.email,
+            &o.amount_cents,
+            &o.payment_ref,
+            &timestamp(o.paid_at),
+            &status,
+            &CommitTimestamp::new(),
+        ],
+    )
 }
 
 /// Splits the DDL into statements (`;`-terminated, `--` comments dropped).
@@ -312,12 +347,6 @@ pub async fn migrate(path: &DatabasePath, emulator_host: Option<&str>) -> Result
     Ok(())
 }
 
-/// What the read-write transaction of `persist` found.
-enum Step {
-    Done(Persisted),
-    UnknownTicketType,
-}
-
 impl SpannerRepository {
     /// A repository for `path`: the emulator at `emulator_host` when given, else Google Cloud
     /// with Application Default Credentials. Nothing is opened yet.
@@ -448,151 +477,160 @@ impl SpannerRepository {
         Ok(codes)
     }
 
-    /// The body of `persist`'s transaction (called again on every retry).
+    /// The body of `persist_batch`'s transaction for one chunk of distinct orders (called
+    /// again on every retry): which orders the books hold already, what is left of each ticket
+    /// type the chunk sells, then one write of orders, tickets and counters.
     async fn persist_tx(
         tx: &mut ReadWriteTransaction,
-        msg: &OrderMessage,
-    ) -> Result<Step, SpannerError> {
-        let oid = msg.order_id.to_string();
-        let (ev, tt) = (msg.event.as_str(), msg.ticket_type.as_str());
-        // The order row decides idempotency: a concurrent delivery of the same message locks
-        // the same (absent) key, so one of them aborts, retries and finds the other's order.
-        let key = Key::new(&oid);
-        if let Some(row) = tx
-            .read_row("Orders", &["Status"], key)
-            .await
-            .map_err(grpc)?
-        {
-            let status: String = column(&row, 0)?;
-            let tickets = Self::tickets_of(tx, &oid).await?;
-            return Ok(Step::Done(Persisted {
+        orders: &[&OrderMessage],
+    ) -> Result<Vec<Outcome>, SpannerError> {
+        // The order rows decide idempotency: a concurrent delivery of the same message reads
+        // the same keys, so one of the two transactions aborts, retries and finds the other's.
+        let ids: Vec<String> = orders.iter().map(|o| o.order_id.to_string()).collect();
+        let mut stmt = Statement::new(
+            "SELECT o.OrderId, o.Status, t.Code FROM Orders o
+             LEFT JOIN Tickets t ON t.OrderId = o.OrderId
+             WHERE o.OrderId IN UNNEST(@ids) ORDER BY o.OrderId, t.Code",
+        );
+        stmt.add_param("ids", &ids);
+        let mut known: HashMap<String, Persisted> = HashMap::new();
+        let mut rows = tx.query(stmt).await.map_err(grpc)?;
+        while let Some(r) = rows.next().await.map_err(grpc)? {
+            let id: String = column(&r, 0)?;
+            let status: String = column(&r, 1)?;
+            let code: Option<String> = column(&r, 2)?;
+            let order = known.entry(id).or_insert_with(|| Persisted {
                 status: OrderStatus::parse(&status).unwrap_or(OrderStatus::Rejected),
-                tickets,
+                tickets: vec![],
                 duplicate: true,
-            }));
+            });
+            order.tickets.extend(code);
         }
-        let key = Key::composite(&[&ev, &tt]);
-        let Some(row) = tx
-            .read_row("TicketTypes", &["Shards"], key)
-            .await
-            .map_err(grpc)?
-        else {
-            return Ok(Step::UnknownTicketType);
-        };
-        let shards: i64 = column(&row, 0)?;
-        let need = i64::from(msg.quantity);
-        // One random shard first: the common case locks one counter row.
-        let first = random_below(shards.max(1) as u64) as i64;
-        let key = Key::composite(&[&ev, &tt, &first]);
-        let remaining: i64 = match tx
-            .read_row("TicketShards", &["Remaining"], key)
-            .await
-            .map_err(grpc)?
-        {
-            Some(r) => column(&r, 0)?,
-            None => 0,
-        };
-        let mut take: Vec<(i64, i64, i64)> = vec![]; // (shard, remaining before, taken)
-        if remaining >= need {
-            take.push((first, remaining, need));
-        } else {
-            // Not enough in that shard: read every shard with tickets left and take from them
-            // in random order. Reading them all locks them, so this verdict is exact.
-            let mut stmt = Statement::new(
-                "SELECT Shard, Remaining FROM TicketShards
-                 WHERE EventId = @ev AND TicketTypeId = @tt AND Remaining > 0",
-            );
-            stmt.add_param("ev", &ev);
-            stmt.add_param("tt", &tt);
-            let mut rows = tx.query(stmt).await.map_err(grpc)?;
-            let mut free: Vec<(i64, i64)> = vec![];
-            while let Some(r) = rows.next().await.map_err(grpc)? {
-                free.push((column(&r, 0)?, column(&r, 1)?));
+        drop(rows);
+        let fresh: Vec<&OrderMessage> = orders
+            .iter()
+            .copied()
+            .filter(|o| !known.contains_key(&o.order_id.to_string()))
+            .collect();
+        // Every shard with tickets left of the types sold here. Reading them locks them, so the
+        // verdict is exact: no in-flight order can fool it.
+        let mut events: Vec<&str> = fresh.iter().map(|o| o.event.as_str()).collect();
+        let mut types: Vec<&str> = fresh.iter().map(|o| o.ticket_type.as_str()).collect();
+        for v in [&mut events, &mut types] {
+            v.sort_unstable();
+            v.dedup();
+        }
+        let mut stmt = Statement::new(
+            "SELECT tt.EventId, tt.TicketTypeId, s.Shard, s.Remaining FROM TicketTypes tt
+             LEFT JOIN TicketShards s ON s.EventId = tt.EventId
+               AND s.TicketTypeId = tt.TicketTypeId AND s.Remaining > 0
+             WHERE tt.EventId IN UNNEST(@evs) AND tt.TicketTypeId IN UNNEST(@tts)",
+        );
+        stmt.add_param("evs", &events);
+        stmt.add_param("tts", &types);
+        let mut shards: HashMap<(String, String), Vec<(i64, i64)>> = HashMap::new();
+        let mut rows = tx.query(stmt).await.map_err(grpc)?;
+        while let Some(r) = rows.next().await.map_err(grpc)? {
+            let free = shards.entry((column(&r, 0)?, column(&r, 1)?)).or_default();
+            if let (Some(shard), Some(remaining)) = (column(&r, 2)?, column(&r, 3)?) {
+                free.push((shard, remaining));
             }
-            drop(rows);
-            let total: i64 = free.iter().map(|(_, r)| r).sum();
-            if total >= need {
-                let mut left = need;
-                while left > 0 && !free.is_empty() {
-                    let (shard, rem) = free.swap_remove(random_below(free.len() as u64) as usize);
-                    let n = rem.min(left);
-                    take.push((shard, rem, n));
-                    left -= n;
+        }
+        drop(rows);
+        let mut left: HashMap<(String, String), i64> = shards
+            .iter()
+            .map(|(k, free)| (k.clone(), free.iter().map(|(_, r)| r).sum()))
+            .collect();
+        let key = |o: &OrderMessage| (o.event.to_string(), o.ticket_type.to_string());
+        let decided = allocate(&fresh, key, &mut left);
+        let mut mutations = vec![];
+        let mut outcomes: HashMap<String, Outcome> = HashMap::with_capacity(fresh.len());
+        let mut taken: HashMap<(String, String, i64), i64> = HashMap::new();
+        for (o, decision) in fresh.iter().zip(decided) {
+            let oid = o.order_id.to_string();
+            let outcome = decision.map(|confirmed| {
+                let status = if confirmed { "confirmed" } else { "rejected" };
+                mutations.push(order_row(&oid, o, status));
+                let mut tickets = vec![];
+                if confirmed {
+                    let free = shards
+                        .get_mut(&key(o))
+                        .expect("decided against these shards");
+                    // Spread over the shards from a random one, so their counts stay even.
+                    let start = random_below(free.len() as u64) as usize;
+                    free.rotate_left(start);
+                    let mut need = i64::from(o.quantity);
+                    for (shard, remaining) in free.iter_mut().filter(|(_, r)| *r > 0) {
+                        let n = need.min(*remaining);
+                        *remaining -= n;
+                        need -= n;
+                        *taken
+                            .entry((o.event.to_string(), o.ticket_type.to_string(), *shard))
+                            .or_default() += n;
+                        for _ in 0..n {
+                            let code = ticket_code();
+                            mutations.push(insert(
+                                "Tickets",
+                                &[
+                                    "OrderId",
+                                    "Code",
+                                    "EventId",
+                                    "TicketTypeId",
+                                    "Shard",
+                                    "ClaimedAt",
+                                ],
+                                &[
+                                    &oid,
+                                    &code,
+                                    &o.event.as_str(),
+                                    &o.ticket_type.as_str(),
+                                    shard,
+                                    &CommitTimestamp::new(),
+                                ],
+                            ));
+                            tickets.push(code);
+                        }
+                        if need == 0 {
+                            break;
+                        }
+                    }
+                    tickets.sort();
+                }
+                Persisted {
+                    status: if confirmed {
+                        OrderStatus::Confirmed
+                    } else {
+                        OrderStatus::Rejected
+                    },
+                    tickets,
+                    duplicate: false,
+                }
+            });
+            outcomes.insert(oid, outcome);
+        }
+        for ((ev, tt), free) in &shards {
+            for (shard, remaining) in free {
+                if taken.contains_key(&(ev.clone(), tt.clone(), *shard)) {
+                    mutations.push(update(
+                        "TicketShards",
+                        &["EventId", "TicketTypeId", "Shard", "Remaining"],
+                        &[ev, tt, shard, remaining],
+                    ));
                 }
             }
         }
-        let paid_at = timestamp(msg.paid_at);
-        let qty = need;
-        // The order row, confirmed or rejected.
-        let order_row = |status: &'static str| {
-            insert(
-                "Orders",
-                &[
-                    "OrderId",
-                    "EventId",
-                    "TicketTypeId",
-                    "Quantity",
-                    "Email",
-                    "AmountCents",
-                    "PaymentRef",
-                    "PaidAt",
-                    "Status",
-                    "PersistedAt",
-                ],
-                &[
-                    &oid,
-                    &ev,
-                    &tt,
-                    &qty,
-                    &msg.email,
-                    &msg.amount_cents,
-                    &msg.payment_ref,
-                    &paid_at,
-                    &status,
-                    &CommitTimestamp::new(),
-                ],
-            )
-        };
-        if take.is_empty() {
-            tx.buffer_write(vec![order_row("rejected")]);
-            return Ok(Step::Done(Persisted {
-                status: OrderStatus::Rejected,
-                tickets: vec![],
-                duplicate: false,
-            }));
+        if !mutations.is_empty() {
+            tx.buffer_write(mutations);
         }
-        let mut mutations = vec![order_row("confirmed")];
-        let mut codes = vec![];
-        for (shard, before, n) in take {
-            mutations.push(update(
-                "TicketShards",
-                &["EventId", "TicketTypeId", "Shard", "Remaining"],
-                &[&ev, &tt, &shard, &(before - n)],
-            ));
-            for _ in 0..n {
-                let code = ticket_code();
-                mutations.push(insert(
-                    "Tickets",
-                    &[
-                        "OrderId",
-                        "Code",
-                        "EventId",
-                        "TicketTypeId",
-                        "Shard",
-                        "ClaimedAt",
-                    ],
-                    &[&oid, &code, &ev, &tt, &shard, &CommitTimestamp::new()],
-                ));
-                codes.push(code);
-            }
-        }
-        tx.buffer_write(mutations);
-        codes.sort();
-        Ok(Step::Done(Persisted {
-            status: OrderStatus::Confirmed,
-            tickets: codes,
-            duplicate: false,
-        }))
+        Ok(ids
+            .iter()
+            .map(|id| match known.remove(id) {
+                Some(p) => Ok(p),
+                None => outcomes
+                    .remove(id)
+                    .unwrap_or_else(|| Err(Refused("no decision".into()))),
+            })
+            .collect())
     }
 
     async fn seed_tx(
@@ -715,20 +753,19 @@ impl OrderRepository for SpannerRepository {
         .await
     }
 
-    async fn persist(&self, msg: &OrderMessage) -> Result<Persisted, RepoError> {
-        let step = self
-            .in_transaction(|mut tx| async move {
-                let r = Self::persist_tx(&mut tx, msg).await;
-                (tx, r)
-            })
-            .await?;
-        match step {
-            Step::Done(p) => Ok(p),
-            Step::UnknownTicketType => Err(RepoError::Permanent(format!(
-                "ticket type {} of event {} is not in the database",
-                msg.ticket_type, msg.event
-            ))),
+    async fn persist_batch(&self, orders: &[OrderMessage]) -> Result<Vec<Outcome>, RepoError> {
+        let (unique, positions) = distinct(orders);
+        let mut outcomes = Vec::with_capacity(unique.len());
+        for chunk in unique.chunks(MAX_ORDERS_PER_TRANSACTION) {
+            outcomes.extend(
+                self.in_transaction(|mut tx| async move {
+                    let r = Self::persist_tx(&mut tx, chunk).await;
+                    (tx, r)
+                })
+                .await?,
+            );
         }
+        Ok(spread(outcomes, &positions))
     }
 
     async fn order(&self, id: OrderId) -> Result<Option<StoredOrder>, RepoError> {

@@ -117,6 +117,7 @@ pub async fn publisher(env: &TestEnv, topic: &str) -> PubSubPublisher {
         &format!("projects/{}/topics/{topic}", env.project),
         Some(&env.pubsub_host),
         Duration::from_secs(5),
+        Default::default(),
     )
     .await
     .unwrap()
