@@ -97,6 +97,9 @@ if ran_k6:
         "all held" if a.k6_rc == 0 else ("broken: " + "; ".join(broken) if broken else f"k6 exited {a.k6_rc}")))
 if ran_rust:
     ok = bool(audit_driver and audit_driver.get("ok") and drain_driver and drain_driver.get("drained")) and a.driver_rc == 0
+    if driver and driver.get("confirm"):
+        # Every paid order read back confirmed by its fan, none refused, none left waiting.
+        ok = ok and driver["rejected"] == 0 and driver["unconfirmed"] == 0
     verdicts.append(("Rust driver run: invariant exact, every paid order persisted", ok,
         f"audit {'clean' if audit_driver and audit_driver.get('ok') else json.dumps(audit_driver)[:300]}; "
         f"all paid orders persisted: {bool(drain_driver and drain_driver.get('drained'))}"))
@@ -242,6 +245,30 @@ if ran_rust and driver:
             f"**{n / secs:,.0f} orders/s** end to end through the Pub/Sub emulator's push (Postgres backend).\n")
     elif drain_driver:
         out(f"The driver's paid orders were not all persisted within {drain_driver['seconds']} s after it stopped.\n")
+    if driver.get("confirm"):
+        sold = "sold out and every order confirmed" if driver.get("until_sold_out") else "ran"
+        out(f"Each fan polled its order every {driver['poll_ms']} ms until it was confirmed before its next journey; "
+            f"the sale {sold} in **{driver['seconds']:.1f} s**: {driver['confirmed']:,} confirmed, "
+            f"{driver['rejected']} rejected, {driver['unconfirmed']} not confirmed within a minute.\n")
+        out("| wait | p50 ms | p95 ms | p99 ms | max ms |\n|---|---:|---:|---:|---:|")
+        for name, label in [("reserve_to_confirmed", "reserve sent → confirmed read"),
+                            ("paid_to_confirmed", "payment answered → confirmed read")]:
+            w = driver["waits"][name]
+            out(f"| {label} | {w['p50_ms']:.0f} | {w['p95_ms']:.0f} | {w['p99_ms']:.0f} | {w['max_ms']:.0f} |")
+        out("")
+    c, w = cpu_between(a.driver_start_ms, a.driver_end_ms)
+    if c and driver["journeys"]:
+        j = driver["journeys"]
+        out("CPU per journey during the driver's run (ms of CPU per journey; a journey is availability, "
+            "reserve, pay and the status reads until confirmed, plus publishing and persisting its order):\n")
+        out("| process | ms per journey |\n|---|---:|")
+        for n in sorted(c, key=lambda n: -c[n]):
+            out(f"| {n} | {c[n] * 1000 / j:.3f} |")
+        system = sum(v for n, v in c.items() if n != "fans-driver")
+        out(f"| **all but the driver** | **{system * 1000 / j:.3f}** |")
+        out(f"| everything | {sum(c.values()) * 1000 / j:.3f} |\n")
+        if driver.get("confirmed"):
+            out(f"PostgreSQL: {c.get('postgres', 0) * 1000 / driver['confirmed']:.3f} ms of CPU per confirmed order.\n")
 
 out("## CPU per process (seconds of CPU per second of wall clock; 1.0 = one core)\n")
 names = sorted({n for s in samples for n in s["cpu"]})
