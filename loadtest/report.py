@@ -121,8 +121,13 @@ def at(t_ms):
 
 
 def cpu_between(t0, t1):
-    """CPU seconds each process used between t0 and t1 (ms), and the wall seconds."""
-    inside = [x for x in samples if t0 - 600 <= x["t_ms"] <= t1 + 600]
+    """CPU seconds each process used between t0 and t1 (ms), and the wall seconds: from the
+    last sample at or before t0 to the first at or after t1."""
+    before = [x["t_ms"] for x in samples if x["t_ms"] <= t0]
+    after = [x["t_ms"] for x in samples if x["t_ms"] >= t1]
+    lo = before[-1] if before else t0 - 600
+    hi = after[0] if after else t1 + 600
+    inside = [x for x in samples if lo <= x["t_ms"] <= hi]
     if len(inside) < 2:
         return {}, 0
     wall = (inside[-1]["t_ms"] - inside[0]["t_ms"]) / 1000
@@ -257,10 +262,13 @@ if ran_rust and driver:
             out(f"| {label} | {w['p50_ms']:.0f} | {w['p95_ms']:.0f} | {w['p99_ms']:.0f} | {w['max_ms']:.0f} |")
         out("")
     c, w = cpu_between(a.driver_start_ms, a.driver_end_ms)
+    if driver.get("cpu_seconds") is not None:
+        # Its own count: the sampler cannot read a process that has exited.
+        c["fans-driver"] = driver["cpu_seconds"]
     if c and driver["journeys"]:
         j = driver["journeys"]
-        out("CPU per journey during the driver's run (ms of CPU per journey; a journey is availability, "
-            "reserve, pay and the status reads until confirmed, plus publishing and persisting its order):\n")
+        out(f"CPU per journey during the driver's run ({w:.1f} s between CPU samples; ms of CPU per journey; a journey "
+            "is availability, reserve, pay and the status reads until confirmed, plus publishing and persisting its order):\n")
         out("| process | ms per journey |\n|---|---:|")
         for n in sorted(c, key=lambda n: -c[n]):
             out(f"| {n} | {c[n] * 1000 / j:.3f} |")

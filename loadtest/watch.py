@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Samples a load run once a second until --stop exists: CPU seconds per process (the split
+"""Samples a load run every --interval seconds (default 1) until --stop exists: CPU seconds per process (the split
 between generator and system, per phase) and the availability the fans see (when it sold out).
 Processes come from --procs lines `name=pid:N`, `name=pgid:N` (whole group) or `name=pgtree:N`
 (a PostgreSQL postmaster and its children); the file may grow during the run."""
@@ -13,6 +13,7 @@ ap.add_argument("--stop", required=True)
 ap.add_argument("--max-seconds", type=float, default=3600)
 ap.add_argument("--ops", help="ops binary: also sample the books (confirming, sold) each second")
 ap.add_argument("--event", default="frequency-2027")
+ap.add_argument("--interval", type=float, default=1.0, help="seconds between samples")
 a = ap.parse_args()
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -82,6 +83,6 @@ while not os.path.exists(a.stop) and time.time() - start < a.max_seconds:
         except Exception as e:
             sample["books_error"] = str(e)[:120]
     samples.append(sample)
-    time.sleep(max(0, 1 - (time.time() - t)))
+    time.sleep(max(0, a.interval - (time.time() - t)))
 samples.append({"t_ms": int(time.time() * 1000), "cpu": cpu_by_name()})
 json.dump({"samples": samples}, open(a.out, "w"))

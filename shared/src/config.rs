@@ -217,8 +217,9 @@ pub struct PubSubArgs {
     /// At most this many paid orders in one message (ADR 34).
     #[arg(long, env = "PUBLISH_BATCH_MAX_ORDERS", default_value_t = 500)]
     pub publish_batch_max_orders: usize,
-    /// How long a message with room left waits for more paid orders, in milliseconds.
-    #[arg(long, env = "PUBLISH_LINGER_MS", default_value_t = 2)]
+    /// How long a message with room left waits for more paid orders while the sale is busy
+    /// (the last message carried more than one), in milliseconds.
+    #[arg(long, env = "PUBLISH_LINGER_MS", default_value_t = 20)]
     pub publish_linger_ms: u64,
     /// Publishes in flight at once; orders paid meanwhile leave together in the next message.
     #[arg(long, env = "PUBLISH_IN_FLIGHT", default_value_t = 1)]

@@ -1,7 +1,7 @@
 //! Publishing paid orders to Pub/Sub (the official client; the emulator via its endpoint).
 //!
 //! Orders travel in batches (ADR 34): the orders paid while the previous publish was in flight
-//! are coalesced into one message, bounded by a count, a size and a short linger, the way
+//! are coalesced into one message, bounded by a count, a size and a short linger under load, the way
 //! reservations share one Redis call (ADR 29). Each caller still gets its answer only once the
 //! message holding its order is accepted by Pub/Sub.
 
@@ -33,7 +33,8 @@ pub struct Batching {
     pub max_orders: usize,
     /// At most about this many bytes of JSON in one message (Pub/Sub takes up to 10 MB).
     pub max_bytes: usize,
-    /// How long a message with room left waits for more orders before it goes.
+    /// How long a message with room left waits for more orders before it goes, while the
+    /// sale is busy (the last message carried more than one order; otherwise none).
     pub linger: Duration,
     /// Publishes in flight at once; orders paid meanwhile wait for the next message.
     pub in_flight: usize,
@@ -44,7 +45,7 @@ impl Default for Batching {
         Self {
             max_orders: 500,
             max_bytes: 1_000_000,
-            linger: Duration::from_millis(2),
+            linger: Duration::from_millis(20),
             in_flight: 1,
         }
     }
@@ -122,13 +123,22 @@ async fn coalesce(
     timeout: Duration,
 ) {
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(batching.in_flight.max(1)));
+    // Whether the last message carried more than one order: the sale is busy.
+    let mut busy = false;
     while let Some(first) = rx.recv().await {
         let Ok(slot) = slots.clone().acquire_owned().await else {
             return;
         };
         let mut batch = vec![first];
         let mut bytes = batch[0].json.get().len();
-        let linger = tokio::time::Instant::now() + batching.linger;
+        // Linger only while busy: a lone payment goes at once, and under load the wait fills the
+        // message (fewer, larger messages cost the broker and the consumer less per order).
+        let linger = tokio::time::Instant::now()
+            + if busy {
+                batching.linger
+            } else {
+                Duration::ZERO
+            };
         while batch.len() < batching.max_orders && bytes < batching.max_bytes {
             let next = match rx.try_recv() {
                 Ok(p) => Some(p),
@@ -144,6 +154,7 @@ async fn coalesce(
         }
         // A caller that gave up (its deadline passed) keeps its order in the outbox: the relay
         // publishes it; sending it now as well would only make a duplicate.
+        busy = batch.len() > 1;
         batch.retain(|p| !p.done.is_closed());
         if batch.is_empty() {
             continue;
@@ -152,6 +163,10 @@ async fn coalesce(
         tokio::spawn(async move {
             let result = publish_batch(&publisher, &batch, timeout).await;
             metrics::histogram!("publish_batch_orders").record(batch.len() as f64);
+            match &result {
+                Ok(message_id) => tracing::info!(orders = batch.len(), message_id, "published"),
+                Err(e) => tracing::warn!(orders = batch.len(), error = %e, "publish failed"),
+            }
             for p in batch {
                 let _ = p.done.send(result.clone());
             }

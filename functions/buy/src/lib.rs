@@ -443,7 +443,7 @@ async fn event_of(state: &AppState, id: &str) -> Result<(EventId, OrderId), ApiE
     Ok((ev, id))
 }
 
-/// Publishes an approved order and records that it is published.
+/// Publishes an order paid earlier (read back from the gate) and records that it is published.
 async fn publish(state: &AppState, event: &EventId, id: OrderId) -> Result<(), ApiError> {
     let o = state
         .gate
@@ -465,13 +465,20 @@ async fn publish(state: &AppState, event: &EventId, id: OrderId) -> Result<(), A
         payment_ref,
         paid_at,
     };
+    publish_message(state, &msg).await
+}
+
+/// Publishes an approved order and records that it is published.
+async fn publish_message(state: &AppState, msg: &OrderMessage) -> Result<(), ApiError> {
+    let (event, id) = (&msg.event, msg.order_id);
     let start = std::time::Instant::now();
-    let published = state.publisher.publish(&msg).await;
+    let published = state.publisher.publish(msg).await;
     metrics::histogram!("publish_duration_seconds").record(start.elapsed().as_secs_f64());
     match published {
         Ok(message_id) => {
             metrics::counter!("orders_published_total").increment(1);
-            tracing::info!(order_id = %id, message_id, "published");
+            // Debug: the publisher writes one line per message at info.
+            tracing::debug!(order_id = %id, message_id, "published");
             state
                 .gate
                 .mark_published(event, id, state.redeliver_after)
@@ -592,9 +599,19 @@ pub async fn settle(
                 .pay_approved(event, id, attempt, &payment_ref, Utc::now())
                 .await?
             {
-                Approval::Recorded(_) => {
+                Approval::Recorded(approved) => {
                     payment("approved");
-                    publish(state, event, id).await?;
+                    let msg = OrderMessage {
+                        order_id: id,
+                        event: event.clone(),
+                        ticket_type: approved.ticket_type,
+                        quantity: approved.quantity,
+                        email: approved.email,
+                        amount_cents: approved.amount_cents,
+                        payment_ref: approved.payment_ref,
+                        paid_at: approved.paid_at,
+                    };
+                    publish_message(state, &msg).await?;
                     Ok(OrderStatus::Confirming)
                 }
                 Approval::Stale(status) => {

@@ -462,16 +462,10 @@ pub async fn order(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = OrderId::parse(&id).map_err(|_| ApiError::NotFound("order"))?;
-    let event = state
-        .0
-        .gate
-        .event_of(id)
-        .await?
-        .ok_or(ApiError::NotFound("order"))?;
     let o = state
         .0
         .gate
-        .order(&event, id)
+        .find_order(id)
         .await?
         .ok_or(ApiError::NotFound("order"))?;
     let now = Utc::now();
@@ -482,7 +476,7 @@ pub async fn order(
     };
     let view = OrderStatusView {
         order_id: id.to_string(),
-        event: event.to_string(),
+        event: o.event.to_string(),
         status,
         ticket_type: o.ticket_type.to_string(),
         quantity: o.quantity,

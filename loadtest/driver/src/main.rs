@@ -280,7 +280,17 @@ async fn main() -> anyhow::Result<()> {
             CONFIRM_WITHIN
         );
     }
+    // The driver's own CPU, for the split per process (a sampler cannot read it after exit).
+    let cpu_seconds = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let fields: Vec<&str> = s.rsplit_once(')')?.1.split_whitespace().collect();
+            let ticks: f64 =
+                fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+            Some(ticks / 100.0) // USER_HZ: 100 on Linux
+        });
     let summary = json!({
+        "cpu_seconds": cpu_seconds,
         "fans": args.fans, "seconds": secs, "journeys": total.journeys,
         "journeys_per_s": total.journeys as f64 / secs, "rps": requests as f64 / secs, "steps": steps,
         "confirm": args.confirm, "until_sold_out": args.until_sold_out, "poll_ms": args.poll_ms,

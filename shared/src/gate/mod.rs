@@ -122,13 +122,17 @@ pub enum Approval {
     Stale(Option<OrderStatus>),
 }
 
-/// An approved payment as the gate recorded it.
+/// An approved payment as the gate recorded it, with what the order's message carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Approved {
     /// The provider's reference.
     pub payment_ref: String,
     /// When it was approved (the first approval, if recorded twice).
     pub paid_at: DateTime<Utc>,
+    pub ticket_type: TicketTypeId,
+    pub quantity: u32,
+    pub email: String,
+    pub amount_cents: i64,
 }
 
 /// The gate's view of one order (the read model behind `GET /v1/orders/{id}`).
@@ -244,6 +248,57 @@ async fn timed(
         metrics::counter!("gate_errors_total", "op" => op).increment(1);
     }
     result
+}
+
+/// An order's view from its hash (None: no such order). `r`: the hold's deadline, the amount,
+/// then ticket type, quantity and e-mail one per line; no `status` yet means reserved (see
+/// prelude.lua). An order written before `r` existed has them as fields of their own (`fp`, or
+/// older still `tt`, `qty`, `email`).
+fn order_view(
+    event: &EventId,
+    order: OrderId,
+    h: &std::collections::HashMap<String, String>,
+) -> Result<Option<OrderView>, GateError> {
+    let get = |k: &str| h.get(k).cloned().unwrap_or_default();
+    let (status, hold, amount, fp) = match (h.get("status"), h.get("r")) {
+        (status, Some(r)) => {
+            let mut parts = r.splitn(3, '\t');
+            let (hold, amount) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+            let fp = parts.next().unwrap_or("");
+            let status = status.map_or("reserved", String::as_str);
+            (status, hold.to_owned(), amount.to_owned(), fp.to_owned())
+        }
+        (Some(status), None) => {
+            let fp = h
+                .get("fp")
+                .cloned()
+                .unwrap_or_else(|| format!("{}\n{}\n{}", get("tt"), get("qty"), get("email")));
+            (status.as_str(), get("hold_expires_at"), get("amount"), fp)
+        }
+        (None, None) => return Ok(None),
+    };
+    let mut what = fp.splitn(3, '\n');
+    let (tt, qty, email) = (what.next(), what.next(), what.next());
+    Ok(Some(OrderView {
+        order_id: order,
+        event: event.clone(),
+        status: status_of(status)?,
+        ticket_type: TicketTypeId::parse(tt.unwrap_or_default())
+            .map_err(|e| GateError::Protocol(e.to_string()))?,
+        quantity: qty.and_then(|q| q.parse().ok()).unwrap_or(0),
+        email: email.unwrap_or_default().to_owned(),
+        amount_cents: amount.parse().unwrap_or(0),
+        hold_expires_at: hold.parse::<i64>().ok().map(ms_to_time),
+        payment_ref: h.get("payment_ref").cloned(),
+        paid_at: h
+            .get("paid_at")
+            .and_then(|v| DateTime::parse_from_rfc3339(v).ok())
+            .map(|t| t.with_timezone(&Utc)),
+        tickets: h
+            .get("tickets")
+            .and_then(|t| serde_json::from_str(t).ok())
+            .unwrap_or_default(),
+    }))
 }
 
 fn ms_to_time(ms: i64) -> DateTime<Utc> {
@@ -610,27 +665,74 @@ impl Gate {
     /// events at a time), from a copy of the list at most [`EVENTS_TTL`] old; an order not
     /// found there is looked for again in events seeded since.
     pub async fn event_of(&self, order: OrderId) -> Result<Option<EventId>, GateError> {
-        let cached = self
-            .0
-            .events
-            .lock()
-            .expect("events lock")
-            .as_ref()
-            .filter(|(at, _)| at.elapsed() < EVENTS_TTL)
-            .map(|(_, evs)| evs.clone());
+        let cached = self.cached_events();
         if let Some(evs) = &cached
             && let Some(found) = self.probe(order, evs).await?
         {
             return Ok(Some(found));
         }
+        let unseen = self.events_since(cached.as_deref()).await?;
+        self.probe(order, &unseen).await
+    }
+
+    /// The read model of an order wherever it lives: its hash read in each seeded event in one
+    /// pipelined call (one round trip where [`Gate::event_of`] then [`Gate::order`] take two),
+    /// looked for again in events seeded since the copy of the list was taken.
+    pub async fn find_order(&self, order: OrderId) -> Result<Option<OrderView>, GateError> {
+        let cached = self.cached_events();
+        if let Some(evs) = &cached
+            && let Some(found) = self.read_in(order, evs).await?
+        {
+            return Ok(Some(found));
+        }
+        let unseen = self.events_since(cached.as_deref()).await?;
+        self.read_in(order, &unseen).await
+    }
+
+    /// The seeded events as last read, if at most [`EVENTS_TTL`] old.
+    fn cached_events(&self) -> Option<Vec<EventId>> {
+        self.0
+            .events
+            .lock()
+            .expect("events lock")
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < EVENTS_TTL)
+            .map(|(_, evs)| evs.clone())
+    }
+
+    /// Reads the seeded events again (and keeps the copy); returns those not in `cached`.
+    async fn events_since(&self, cached: Option<&[EventId]>) -> Result<Vec<EventId>, GateError> {
         let fresh = self.events().await?;
         *self.0.events.lock().expect("events lock") =
             Some((std::time::Instant::now(), fresh.clone()));
-        let unseen: Vec<EventId> = match &cached {
+        Ok(match cached {
             Some(c) => fresh.into_iter().filter(|e| !c.contains(e)).collect(),
             None => fresh,
-        };
-        self.probe(order, &unseen).await
+        })
+    }
+
+    /// The order's view in the first of `events` that holds it.
+    async fn read_in(
+        &self,
+        order: OrderId,
+        events: &[EventId],
+    ) -> Result<Option<OrderView>, GateError> {
+        if events.is_empty() {
+            return Ok(None);
+        }
+        let mut pipe = redis::pipe();
+        for e in events {
+            pipe.hgetall(order_key(e, order));
+        }
+        let mut conn = self.0.conn.clone();
+        let hashes: Vec<std::collections::HashMap<String, String>> =
+            self.bounded(pipe.query_async(&mut conn)).await?;
+        for (e, h) in events.iter().zip(hashes) {
+            if let Some(view) = order_view(e, order, &h)? {
+                return Ok(Some(view));
+            }
+        }
+        Ok(None)
     }
 
     /// The first of `events` that holds `order`.
@@ -749,6 +851,11 @@ impl Gate {
         Ok(Approval::Recorded(Approved {
             payment_ref: w[1].clone(),
             paid_at,
+            ticket_type: TicketTypeId::parse(w.get(3).map_or("", String::as_str))
+                .map_err(|e| GateError::Protocol(e.to_string()))?,
+            quantity: num(&w, 4)?,
+            email: w.get(5).cloned().unwrap_or_default(),
+            amount_cents: num(&w, 6)?,
         }))
     }
 
@@ -912,51 +1019,9 @@ impl Gate {
         order: OrderId,
     ) -> Result<Option<OrderView>, GateError> {
         let mut conn = self.0.conn.clone();
-        let key = format!("{{ev:{event}}}:order:{order}");
-        let h: std::collections::HashMap<String, String> = self.bounded(conn.hgetall(&key)).await?;
-        // `r`: the hold's deadline, the amount, then ticket type, quantity and e-mail one per
-        // line; no `status` yet means reserved (see prelude.lua). An order written before `r`
-        // existed has them as fields of their own (`fp`, or older still `tt`, `qty`, `email`).
-        let get = |k: &str| h.get(k).cloned().unwrap_or_default();
-        let (status, hold, amount, fp) = match (h.get("status"), h.get("r")) {
-            (status, Some(r)) => {
-                let mut parts = r.splitn(3, '\t');
-                let (hold, amount) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-                let fp = parts.next().unwrap_or("");
-                let status = status.map_or("reserved", String::as_str);
-                (status, hold.to_owned(), amount.to_owned(), fp.to_owned())
-            }
-            (Some(status), None) => {
-                let fp = h
-                    .get("fp")
-                    .cloned()
-                    .unwrap_or_else(|| format!("{}\n{}\n{}", get("tt"), get("qty"), get("email")));
-                (status.as_str(), get("hold_expires_at"), get("amount"), fp)
-            }
-            (None, None) => return Ok(None),
-        };
-        let mut what = fp.splitn(3, '\n');
-        let (tt, qty, email) = (what.next(), what.next(), what.next());
-        Ok(Some(OrderView {
-            order_id: order,
-            event: event.clone(),
-            status: status_of(status)?,
-            ticket_type: TicketTypeId::parse(tt.unwrap_or_default())
-                .map_err(|e| GateError::Protocol(e.to_string()))?,
-            quantity: qty.and_then(|q| q.parse().ok()).unwrap_or(0),
-            email: email.unwrap_or_default().to_owned(),
-            amount_cents: amount.parse().unwrap_or(0),
-            hold_expires_at: hold.parse::<i64>().ok().map(ms_to_time),
-            payment_ref: h.get("payment_ref").cloned(),
-            paid_at: h
-                .get("paid_at")
-                .and_then(|v| DateTime::parse_from_rfc3339(v).ok())
-                .map(|t| t.with_timezone(&Utc)),
-            tickets: h
-                .get("tickets")
-                .and_then(|t| serde_json::from_str(t).ok())
-                .unwrap_or_default(),
-        }))
+        let h: std::collections::HashMap<String, String> =
+            self.bounded(conn.hgetall(order_key(event, order))).await?;
+        order_view(event, order, &h)
     }
 
     /// Expires due holds, then reads the event's catalog and stock in one atomic step.
