@@ -667,9 +667,14 @@ impl Journey {
     }
 
     fn confirming(&mut self, hold: Hold) -> Option<Command> {
+        self.confirming_after(hold, poll_delay_ms(0))
+    }
+
+    /// Waits for the confirmation, asking for the order's status first after `delay_ms`.
+    fn confirming_after(&mut self, hold: Hold, delay_ms: i64) -> Option<Command> {
         let cmd = Command::Poll {
             order_id: hold.order_id.clone(),
-            delay_ms: poll_delay_ms(0),
+            delay_ms,
         };
         self.stage = Stage::Confirming {
             hold,
@@ -688,7 +693,7 @@ impl Journey {
             return None;
         }
         let (hold, token, retry) = (hold.clone(), token.clone(), *retry);
-        let (status, retry_after, _, why) = read(answer);
+        let (status, retry_after, body, why) = read(answer);
         if let Some(why) = why {
             // Paying again is safe (the same order and attempt); when retries run out the
             // order may still be finished by the shop's relay, so ask for its status instead.
@@ -709,6 +714,14 @@ impl Journey {
             };
         }
         match status {
+            // The answer waits a moment for the outcome: a decided order is read at once for
+            // its ticket codes (or why it was refused).
+            200..=299
+                if serde_json::from_str::<OrderStatus>(body)
+                    .is_ok_and(|o| o.status == "confirmed" || o.status == "rejected") =>
+            {
+                self.confirming_after(hold, 0)
+            }
             200..=299 => self.confirming(hold),
             402 => {
                 self.stage = Stage::Held(hold);
@@ -1039,6 +1052,40 @@ mod tests {
             Command::Poll {
                 order_id: "o1".into(),
                 delay_ms: 750
+            }
+        );
+        let done = Answer::json(
+            200,
+            r#"{"order_id":"o1","status":"confirmed","tickets":["FQ-1","FQ-2"]}"#,
+        );
+        assert_eq!(j.on_poll("o1", &done, now, now), None);
+        assert!(
+            matches!(&j.stage, Stage::Confirmed { tickets, .. } if tickets == &["FQ-1", "FQ-2"])
+        );
+        j.start_over();
+        assert_eq!(j.stage, Stage::Choosing);
+        assert_eq!(j.form.email, "fan@example.at");
+    }
+
+    #[test]
+    fn a_payment_answered_confirmed_reads_the_tickets_at_once() {
+        let mut j = open_journey();
+        let now = T0;
+        j.submit(now, keys()).unwrap();
+        assert_eq!(j.on_reserve("key-1", &reserved("o1"), now, now + 50), None);
+        j.pay("tok_approve").unwrap();
+        let poll = j
+            .on_pay(
+                "o1",
+                &Answer::json(202, r#"{"order_id":"o1","status":"confirmed"}"#),
+                now,
+            )
+            .unwrap();
+        assert_eq!(
+            poll,
+            Command::Poll {
+                order_id: "o1".into(),
+                delay_ms: 0
             }
         );
         let done = Answer::json(

@@ -48,6 +48,10 @@ pub struct Config {
     /// it (if the first failed or died), in milliseconds.
     #[arg(long, env = "RELAY_LEASE_MS", default_value_t = 30_000)]
     pub relay_lease_ms: u64,
+    /// How long a payment's answer waits for the order's outcome before it says `confirming`
+    /// (the fan then polls), in milliseconds; 0 answers at once (ADR 35).
+    #[arg(long, env = "PAY_CONFIRM_WAIT_MS", default_value_t = 1_000)]
+    pub pay_confirm_wait_ms: u64,
     /// A published order not persisted after this long is published again (the consumer is
     /// idempotent), so a message the broker lost cannot lose a paid order. In ms; longer than
     /// the worst backlog the queue is expected to drain.
@@ -77,6 +81,8 @@ pub struct AppState {
     pub limits: Option<Limits>,
     /// See [`Config::redeliver_after_ms`].
     pub redeliver_after: Duration,
+    /// See [`Config::pay_confirm_wait_ms`].
+    pub confirm_wait: Duration,
     /// Events this instance has seen in the gate: one that goes missing from it later is being
     /// rebuilt after Redis lost its data (503, retry), not unknown (404).
     pub seen_events: SeenEvents,
@@ -638,7 +644,7 @@ pub async fn settle(
     params(("id" = String, Path, description = "The order id from the reservation")),
     request_body = PayBody,
     responses(
-        (status = 202, description = "Paid: the order is `confirming`; poll `GET /v1/orders/{id}` for the tickets", body = OrderState),
+        (status = 202, description = "Paid. The answer waits a moment for the outcome: usually the order is `confirmed` (read `GET /v1/orders/{id}` for the ticket codes) or, rarely, `rejected` and refunded; if it takes longer the order is `confirming`: poll `GET /v1/orders/{id}`", body = OrderState),
         (status = 402, description = "Declined: the tickets stay held until the hold expires; try another card", body = Problem, content_type = "application/problem+json"),
         OrderNotFound,
         (status = 409, description = "Cancelled, already paid, or another attempt under way", body = Problem, content_type = "application/problem+json"),
@@ -656,8 +662,37 @@ pub async fn pay(
 ) -> Result<Response, ApiError> {
     let token = PaymentToken::parse(&body.payment_token)?;
     let (event, id) = event_of(&state, &id).await?;
-    let status = settle(&state, &event, id, token.expose(), None, false).await?;
+    // Listening before the order is published: its outcome cannot arrive first.
+    let finalized = state.gate.finalized(id);
+    let mut status = settle(&state, &event, id, token.expose(), None, false).await?;
+    if status == OrderStatus::Confirming {
+        status = outcome(&state, &event, id, finalized).await;
+    }
     Ok((StatusCode::ACCEPTED, Json(order_state(id, status))).into_response())
+}
+
+/// Waits up to [`AppState::confirm_wait`] for consume-order to decide a paid order, so that a
+/// fan usually learns the outcome in the payment's answer instead of polling for it (ADR 35).
+/// Anything but a decision in time answers `confirming`, as without the wait.
+async fn outcome(
+    state: &AppState,
+    event: &EventId,
+    id: OrderId,
+    finalized: shared::gate::Finalized,
+) -> OrderStatus {
+    let decided = !state.confirm_wait.is_zero()
+        && tokio::time::timeout(state.confirm_wait, finalized)
+            .await
+            .is_ok();
+    metrics::counter!("payment_answers_total", "outcome" => if decided { "decided" } else { "confirming" })
+        .increment(1);
+    if !decided {
+        return OrderStatus::Confirming;
+    }
+    match state.gate.order(event, id).await {
+        Ok(Some(o)) => o.status,
+        _ => OrderStatus::Confirming,
+    }
 }
 
 /// `POST /v1/orders/{id}/cancel`: releases the hold; cancelling again answers the same.
@@ -762,6 +797,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         payments: Arc::new(SimulatedPayments),
         limits: Some(limits),
         redeliver_after: Duration::from_millis(config.redeliver_after_ms),
+        confirm_wait: Duration::from_millis(config.pay_confirm_wait_ms),
         seen_events: SeenEvents::default(),
     };
     spawn_relay(

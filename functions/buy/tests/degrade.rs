@@ -48,6 +48,7 @@ async fn redis_down_buy_refuses_fast_the_consumer_still_persists_and_the_gate_ca
         payments: Arc::new(shared::payment::SimulatedPayments),
         limits: None,
         redeliver_after: std::time::Duration::from_secs(300),
+        confirm_wait: std::time::Duration::from_secs(1),
         seen_events: Default::default(),
     });
 

@@ -265,6 +265,7 @@ async fn a_failed_publish_after_payment_loses_nothing_and_the_relay_finishes_it(
         payments: Arc::new(shared::payment::SimulatedPayments),
         limits: None,
         redeliver_after: std::time::Duration::from_secs(300),
+        confirm_wait: std::time::Duration::from_secs(1),
         seen_events: Default::default(),
     };
     let buy_down = common::serve(buy::app(broken)).await;
@@ -650,4 +651,90 @@ async fn two_relays_over_one_outbox_publish_each_due_order_once() {
         buy::relay_once(&relay_b, Duration::ZERO, lease)
     );
     assert_eq!((na.unwrap(), nb.unwrap()), (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_answers_with_the_outcome_when_it_comes_in_time() {
+    let env = TestEnv::get();
+    let ev = env.seed(5, -1, 600).await;
+    let (stack, _dead) = stack(&env, &ev).await;
+    let http = reqwest::Client::new();
+    // Warm the consumer's path once: the first message through a fresh subscription is slow.
+    assert_eq!(
+        fan(http.clone(), stack.buy.clone(), ev.clone(), 0).await.0,
+        Fan::Paid
+    );
+    drain(&env, &ev, Duration::from_secs(20)).await;
+    let res = http
+        .post(format!("{}/v1/events/{}/orders", stack.buy, ev.id))
+        .header("idempotency-key", uuid::Uuid::new_v4().to_string())
+        .json(&json!({"ticket_type": "vip-3-day", "quantity": 2, "email": "quick@example.at"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202);
+    let id = res.json::<Value>().await.unwrap()["order_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let res = http
+        .post(format!("{}/v1/orders/{id}/payment", stack.buy))
+        .json(&json!({"payment_token": "tok_approve"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["status"], "confirmed", "{body}");
+    // Its tickets are there at once.
+    let order: Value = http
+        .get(format!("{}/v1/orders/{id}", stack.read))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(order["status"], "confirmed");
+    assert_eq!(order["tickets"].as_array().unwrap().len(), 2);
+    env.assert_audit_clean(&ev.id).await;
+}
+
+#[tokio::test]
+async fn a_payment_whose_outcome_is_late_answers_confirming_after_the_wait() {
+    let env = TestEnv::get();
+    let ev = env.seed(5, -1, 600).await;
+    // Nobody consumes this topic: the outcome never comes.
+    let topic = common::topic(&env).await;
+    let state = buy::AppState {
+        confirm_wait: Duration::from_millis(300),
+        ..common::buy_state(&env, &topic).await
+    };
+    let buy = common::serve(buy::app(state)).await;
+    let http = reqwest::Client::new();
+    let res = http
+        .post(format!("{buy}/v1/events/{}/orders", ev.id))
+        .header("idempotency-key", uuid::Uuid::new_v4().to_string())
+        .json(&json!({"ticket_type": "vip-3-day", "quantity": 1, "email": "late@example.at"}))
+        .send()
+        .await
+        .unwrap();
+    let id = res.json::<Value>().await.unwrap()["order_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let started = Instant::now();
+    let res = http
+        .post(format!("{buy}/v1/orders/{id}/payment"))
+        .json(&json!({"payment_token": "tok_approve"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202);
+    assert_eq!(res.json::<Value>().await.unwrap()["status"], "confirming");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(300) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
 }

@@ -465,3 +465,36 @@ async fn a_message_of_the_largest_batch_fits_the_push_body_limit() {
     let vip = env.books(&ev.id, "vip-3-day").await;
     assert_eq!((vip.confirmed_orders, vip.sold), (n as i64, n as i64));
 }
+
+#[tokio::test]
+async fn a_finalized_order_wakes_whoever_waits_for_it_and_no_one_else() {
+    let env = TestEnv::get();
+    let ev = env.seed(10, -1, 600).await;
+    let st = state(&env).await;
+    let a = paid_order_by(&env, &ev, "a@example.at").await;
+    let b = paid_order_by(&env, &ev, "b@example.at").await;
+    // buy's gate, in another instance: it waits for both outcomes.
+    let buy_gate = env.gate().await;
+    let waits_a = buy_gate.finalized(a.order_id);
+    let waits_b = buy_gate.finalized(b.order_id);
+    // The subscription starts with the first waiter; give it a moment to be in place.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(
+        push(
+            &st,
+            Some(TOKEN),
+            batch_envelope(std::slice::from_ref(&a)).to_string()
+        )
+        .await,
+        StatusCode::NO_CONTENT
+    );
+    tokio::time::timeout(std::time::Duration::from_secs(5), waits_a)
+        .await
+        .expect("a's outcome is heard");
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(300), waits_b)
+            .await
+            .is_err(),
+        "b is not decided yet"
+    );
+}

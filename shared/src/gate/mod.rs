@@ -13,6 +13,9 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script, Value};
 
 mod batch;
+mod finalized;
+
+pub use finalized::Finalized;
 
 use crate::domain::{
     Email, Event, EventId, IdempotencyKey, OrderId, OrderStatus, Quantity, TicketTypeId,
@@ -213,6 +216,8 @@ struct Inner {
     reservations: tokio::sync::mpsc::Sender<batch::Pending>,
     /// The seeded events as `event_of` last read them.
     events: std::sync::Mutex<Option<(std::time::Instant, Vec<EventId>)>>,
+    /// Who waits for which order's outcome (see [`Gate::finalized`]).
+    finalized: std::sync::Arc<finalized::Listener>,
 }
 
 /// How long `event_of` trusts its copy of the seeded events before reading them again.
@@ -393,11 +398,12 @@ impl Gate {
             .set_max_delay(Duration::from_millis(500));
         let conn = tokio::time::timeout(
             timeout * 4,
-            ConnectionManager::new_with_config(client, config),
+            ConnectionManager::new_with_config(client.clone(), config),
         )
         .await
         .map_err(|_| GateError::Unavailable("connect timed out".into()))??;
         Ok(Self(std::sync::Arc::new(Inner {
+            finalized: std::sync::Arc::new(finalized::Listener::new(client)),
             reservations: batch::spawn(
                 conn.clone(),
                 script(include_str!("lua/reserve.lua")),
@@ -430,6 +436,13 @@ impl Gate {
             .await
             .map_err(|_| GateError::Unavailable("timed out".into()))?
             .map_err(GateError::from)
+    }
+
+    /// Resolves once consume-order has mirrored `order`'s outcome in the gate (ADR 35). Call it
+    /// before the work that leads there, and bound the wait with a timeout: a notification
+    /// can be missed, and then it never resolves.
+    pub fn finalized(&self, order: OrderId) -> Finalized {
+        self.0.finalized.wait(order)
     }
 
     /// A clone of the connection for commands outside the scripts.

@@ -39,9 +39,12 @@ local function finalize(oid, outcome, tickets, tt, qty, email, first, amount)
   return 'applied'
 end
 
-local out = {}
+local out, ids = {}, {}
 for i = 1, #ARGV, 8 do
   out[#out + 1] = finalize(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4],
     ARGV[i + 5], ARGV[i + 6], ARGV[i + 7])
+  ids[#ids + 1] = ARGV[i]
 end
+-- Wakes the payments waiting for these outcomes (buy, ADR 35).
+redis.call('PUBLISH', p .. 'finalized', table.concat(ids, ' '))
 return out
