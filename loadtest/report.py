@@ -80,7 +80,7 @@ if ran_k6:
         f"fans were told 'paid' {paid:,} times; the database holds {db_orders:,} orders "
         f"({db_rejected:,} rejected); Redis sold == database sold: {redis_sold == db_sold}"))
     verdicts.append(("No duplicates", bool(audit) and audit.get("ok", False) and count("orders_confirmed") <= paid,
-        "ticket rows claimed == quantities of confirmed orders (audit); confirmations seen "
+        "tickets sold == quantities of confirmed orders (audit); confirmations seen "
         f"{count('orders_confirmed'):,} ≤ paid {paid:,}"))
     try:
         replayed_line = open(os.path.join(D, "dead-letters-replayed.txt")).read().strip().splitlines()[-1]
@@ -261,6 +261,20 @@ if ran_rust and driver:
             w = driver["waits"][name]
             out(f"| {label} | {w['p50_ms']:.0f} | {w['p95_ms']:.0f} | {w['p99_ms']:.0f} | {w['max_ms']:.0f} |")
         out("")
+    try:
+        metrics = open(os.path.join(D, "buy-metrics.txt")).read().splitlines()
+    except OSError:
+        metrics = []
+
+    def counter(name, label=""):
+        return sum(float(l.split()[-1]) for l in metrics if l.startswith(name) and label in l)
+
+    if metrics:
+        republished, relayed = counter("orders_redelivered_total"), counter("relay_orders_total")
+        decided = counter("payment_answers_total", 'outcome="decided"')
+        undecided = counter("payment_answers_total", 'outcome="confirming"')
+        out(f"buy's relay republished {republished:.0f} orders and finished {relayed:.0f}; "
+            f"payments answered with the order's outcome: {decided:.0f}, still confirming: {undecided:.0f}.\n")
     c, w = cpu_between(a.driver_start_ms, a.driver_end_ms)
     if driver.get("cpu_seconds") is not None:
         # Its own count: the sampler cannot read a process that has exited.

@@ -64,6 +64,12 @@ module "buy" {
     PUBLISH_TIMEOUT_MS   = "3000"
     RELAY_INTERVAL_MS    = "2000"
     RELAY_GRACE_MS       = "10000"
+    # Paid orders coalesced into one message (ADR 34) and relay leases across instances.
+    PUBLISH_BATCH_MAX_ORDERS = "500"
+    PUBLISH_LINGER_MS        = "20"
+    RELAY_LEASE_MS           = "30000"
+    # A payment's answer waits this long for the order's outcome (ADR 35).
+    PAY_CONFIRM_WAIT_MS = "1000"
     # Behind the HTTPS load balancer X-Forwarded-For ends "<client>, <load balancer>".
     TRUSTED_PROXY_HOPS = "2"
   })

@@ -145,7 +145,7 @@ pub async fn audit(
             Some(d) => {
                 if d.tickets != d.capacity {
                     violations.push(format!(
-                        "{tt}: {} ticket rows for capacity {}",
+                        "{tt}: {} tickets (sold and left) for capacity {}",
                         d.tickets, d.capacity
                     ));
                 }
@@ -154,7 +154,7 @@ pub async fn audit(
                 }
                 if d.sold != d.confirmed_quantity {
                     violations.push(format!(
-                        "{tt}: {} tickets claimed but confirmed orders hold {}",
+                        "{tt}: {} tickets sold but confirmed orders hold {}",
                         d.sold, d.confirmed_quantity
                     ));
                 }

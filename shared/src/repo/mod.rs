@@ -143,9 +143,10 @@ pub struct Inventory {
     pub ticket_type: TicketTypeId,
     /// Capacity as configured.
     pub capacity: i64,
-    /// Ticket rows that exist.
+    /// Tickets that exist: those sold plus what the capacity counters still hold (equal to
+    /// `capacity` unless a counter lost or made a ticket).
     pub tickets: i64,
-    /// Ticket rows claimed by an order.
+    /// Ticket rows of orders (tickets sold).
     pub sold: i64,
     /// Sum of quantities of confirmed orders (must equal `sold`).
     pub confirmed_quantity: i64,
