@@ -653,6 +653,38 @@ async fn two_relays_over_one_outbox_publish_each_due_order_once() {
     assert_eq!((na.unwrap(), nb.unwrap()), (0, 0));
 }
 
+/// Reserves `quantity` VIP 3-Day passes for `email` and pays: the order id, the payment's
+/// answer and how long the payment took.
+async fn reserve_and_pay(
+    http: &reqwest::Client,
+    buy: &str,
+    ev: &Event,
+    email: &str,
+    quantity: u32,
+) -> (String, Value, Duration) {
+    let res = http
+        .post(format!("{buy}/v1/events/{}/orders", ev.id))
+        .header("idempotency-key", uuid::Uuid::new_v4().to_string())
+        .json(&json!({"ticket_type": "vip-3-day", "quantity": quantity, "email": email}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202);
+    let id = res.json::<Value>().await.unwrap()["order_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let started = Instant::now();
+    let res = http
+        .post(format!("{buy}/v1/orders/{id}/payment"))
+        .json(&json!({"payment_token": "tok_approve"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202);
+    (id, res.json().await.unwrap(), started.elapsed())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_payment_answers_with_the_outcome_when_it_comes_in_time() {
     let env = TestEnv::get();
@@ -665,26 +697,7 @@ async fn a_payment_answers_with_the_outcome_when_it_comes_in_time() {
         Fan::Paid
     );
     drain(&env, &ev, Duration::from_secs(20)).await;
-    let res = http
-        .post(format!("{}/v1/events/{}/orders", stack.buy, ev.id))
-        .header("idempotency-key", uuid::Uuid::new_v4().to_string())
-        .json(&json!({"ticket_type": "vip-3-day", "quantity": 2, "email": "quick@example.at"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 202);
-    let id = res.json::<Value>().await.unwrap()["order_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let res = http
-        .post(format!("{}/v1/orders/{id}/payment", stack.buy))
-        .json(&json!({"payment_token": "tok_approve"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 202);
-    let body: Value = res.json().await.unwrap();
+    let (id, body, _) = reserve_and_pay(&http, &stack.buy, &ev, "quick@example.at", 2).await;
     assert_eq!(body["status"], "confirmed", "{body}");
     // Its tickets are there at once.
     let order: Value = http
@@ -712,27 +725,8 @@ async fn a_payment_whose_outcome_is_late_answers_confirming_after_the_wait() {
     };
     let buy = common::serve(buy::app(state)).await;
     let http = reqwest::Client::new();
-    let res = http
-        .post(format!("{buy}/v1/events/{}/orders", ev.id))
-        .header("idempotency-key", uuid::Uuid::new_v4().to_string())
-        .json(&json!({"ticket_type": "vip-3-day", "quantity": 1, "email": "late@example.at"}))
-        .send()
-        .await
-        .unwrap();
-    let id = res.json::<Value>().await.unwrap()["order_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let started = Instant::now();
-    let res = http
-        .post(format!("{buy}/v1/orders/{id}/payment"))
-        .json(&json!({"payment_token": "tok_approve"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 202);
-    assert_eq!(res.json::<Value>().await.unwrap()["status"], "confirming");
-    let waited = started.elapsed();
+    let (_, body, waited) = reserve_and_pay(&http, &buy, &ev, "late@example.at", 1).await;
+    assert_eq!(body["status"], "confirming");
     assert!(
         waited >= Duration::from_millis(300) && waited < Duration::from_secs(3),
         "{waited:?}"
