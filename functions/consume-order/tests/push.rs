@@ -498,3 +498,131 @@ async fn a_finalized_order_wakes_whoever_waits_for_it_and_no_one_else() {
         "b is not decided yet"
     );
 }
+
+/// A paid order persisted and shown confirmed, then Redis rolled back to a snapshot taken while
+/// it was held: the order's hash, its ticket type's and the hold ledger put back as they were
+/// (DUMP/RESTORE). Returns the order's message and its push body.
+async fn confirmed_then_rolled_back(
+    env: &TestEnv,
+    ev: &Event,
+    st: &AppState,
+) -> (OrderMessage, String) {
+    let client = redis::Client::open(env.redis_url.as_str()).unwrap();
+    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+    let gate = env.gate().await;
+    let ReserveOutcome::Reserved { order_id, .. } = gate
+        .reserve(
+            &ev.id,
+            &TicketTypeId::parse("vip-3-day").unwrap(),
+            Quantity::parse(2).unwrap(),
+            &Email::parse("rolled@example.at").unwrap(),
+            &IdempotencyKey::parse(&uuid::Uuid::new_v4().to_string()).unwrap(),
+        )
+        .await
+        .unwrap()
+    else {
+        panic!("not reserved")
+    };
+    let mut snapshot = vec![];
+    for what in [
+        format!("order:{order_id}"),
+        "tt:vip-3-day".into(),
+        "holds".into(),
+    ] {
+        let key = format!("{{ev:{}}}:{what}", ev.id);
+        let dump: Vec<u8> = redis::cmd("DUMP")
+            .arg(&key)
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        snapshot.push((key, dump));
+    }
+    let PayBegin::Charge {
+        amount_cents,
+        attempt,
+        ..
+    } = gate
+        .pay_begin(&ev.id, order_id, "tok_approve", None)
+        .await
+        .unwrap()
+    else {
+        panic!("not charging")
+    };
+    let paid_at = Utc::now();
+    gate.pay_approved(&ev.id, order_id, attempt, "sim_ref", paid_at)
+        .await
+        .unwrap();
+    let msg = OrderMessage {
+        order_id,
+        event: ev.id.clone(),
+        ticket_type: TicketTypeId::parse("vip-3-day").unwrap(),
+        quantity: 2,
+        email: "rolled@example.at".into(),
+        amount_cents,
+        payment_ref: "sim_ref".into(),
+        paid_at,
+    };
+    let body = batch_envelope(std::slice::from_ref(&msg)).to_string();
+    assert_eq!(
+        push(st, Some(TOKEN), body.clone()).await,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(view(env, &msg).await.status, OrderStatus::Confirmed);
+    for (key, dump) in &snapshot {
+        let _: () = redis::cmd("RESTORE")
+            .arg(key)
+            .arg(0)
+            .arg(dump.as_slice())
+            .arg("REPLACE")
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+    }
+    (msg, body)
+}
+
+/// After the redelivery: the order reads confirmed with the books' tickets, nothing is back on
+/// sale, and the audit is exact.
+async fn assert_mirrors_the_books(env: &TestEnv, ev: &Event, msg: &OrderMessage) {
+    let v = view(env, msg).await;
+    let stored = env.repo().order(msg.order_id).await.unwrap().unwrap();
+    assert_eq!(
+        (v.status, &v.tickets),
+        (OrderStatus::Confirmed, &stored.tickets)
+    );
+    let snap = env.gate().await.refresh(&ev.id).await.unwrap().unwrap();
+    let vip = snap.stock["vip-3-day"];
+    assert_eq!(
+        (vip.available, vip.held, vip.confirming, vip.sold),
+        (8, 0, 0, 2),
+        "nothing went back on sale"
+    );
+    env.assert_audit_clean(&ev.id).await;
+}
+
+#[tokio::test]
+async fn a_redis_rolled_back_to_the_hold_is_brought_up_to_the_books_by_the_redelivery() {
+    let env = TestEnv::get();
+    let ev = env.seed(10, -1, 600).await;
+    let st = state(&env).await;
+    let (msg, body) = confirmed_then_rolled_back(&env, &ev, &st).await;
+    assert_eq!(view(&env, &msg).await.status, OrderStatus::Reserved);
+    // The redelivery (or the relay's republish) mirrors the books again.
+    assert_eq!(push(&st, Some(TOKEN), body).await, StatusCode::NO_CONTENT);
+    assert_mirrors_the_books(&env, &ev, &msg).await;
+}
+
+#[tokio::test]
+async fn a_rolled_back_hold_that_expired_in_redis_is_taken_back_from_sale() {
+    let env = TestEnv::get();
+    let ev = env.seed(10, -1, 1).await;
+    let st = state(&env).await;
+    let (msg, body) = confirmed_then_rolled_back(&env, &ev, &st).await;
+    // Its one-second hold runs out in the rolled-back Redis: the tickets go back on sale there.
+    tokio::time::sleep(std::time::Duration::from_millis(1_200)).await;
+    let snap = env.gate().await.refresh(&ev.id).await.unwrap().unwrap();
+    assert_eq!(snap.stock["vip-3-day"].available, 10);
+    assert_eq!(view(&env, &msg).await.status, OrderStatus::Expired);
+    assert_eq!(push(&st, Some(TOKEN), body).await, StatusCode::NO_CONTENT);
+    assert_mirrors_the_books(&env, &ev, &msg).await;
+}

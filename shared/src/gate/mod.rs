@@ -963,7 +963,15 @@ impl Gate {
                 orders.len()
             )));
         }
-        Ok(w.iter().map(|r| r == "applied" || r == "missing").collect())
+        if w.iter().any(|r| r == "behind") {
+            metrics::counter!("gate_orders_behind_total")
+                .increment(w.iter().filter(|r| *r == "behind").count() as u64);
+            tracing::warn!(
+                event = %event,
+                "Redis held older states of paid orders than the books (rolled back?); mirrored the books"
+            );
+        }
+        Ok(w.iter().map(|r| r != "already").collect())
     }
 
     /// Orders due in the outbox more than `older_than` ago by Redis' clock (the clock the

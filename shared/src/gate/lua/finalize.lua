@@ -2,7 +2,8 @@
 -- (JSON), ticket_type, quantity, email, first (1: the database persisted it just now; 0: a
 -- redelivery of an order it already held), amount_cents.
 -- The database decided; mirror it in the gate once per order (redeliveries find it done).
--- Returns one word per order: applied, missing or already.
+-- Returns one word per order: applied, missing, behind (Redis had it in an older state) or
+-- already.
 local function finalize(oid, outcome, tickets, tt, qty, email, first, amount)
   local ok = p .. 'order:' .. oid
   redis.call('ZREM', p .. 'outbox', oid)
@@ -26,17 +27,46 @@ local function finalize(oid, outcome, tickets, tt, qty, email, first, amount)
     end
     return 'missing'
   end
-  if o.status ~= 'confirming' then return 'already' end
-  if outcome == 'confirmed' then
-    local tk = p .. 'tt:' .. o.tt
-    redis.call('HINCRBY', tk, 'confirming', -o.qty)
+  if o.status == 'confirmed' or o.status == 'rejected' then return 'already' end
+  local tk = p .. 'tt:' .. o.tt
+  if o.status == 'confirming' then
+    if outcome == 'confirmed' then
+      redis.call('HINCRBY', tk, 'confirming', -o.qty)
+      redis.call('HINCRBY', tk, 'sold', o.qty)
+      redis.call('HSET', ok, 'status', 'confirmed', 'tickets', tickets)
+      redis.call('INCR', p .. 'version')
+    else
+      release(oid, o, 'confirming', 'rejected')
+    end
+    return 'applied'
+  end
+  -- Redis holds an older state of this paid order than the books: it was rolled back (a
+  -- failover to a replica that lagged, a restore from a snapshot). The books decided: mirror
+  -- their decision from wherever Redis left the order, so that a confirmed order is never
+  -- expired, cancelled or resold by Redis.
+  if o.status == 'reserved' then
+    redis.call('ZREM', p .. 'holds', oid)
+    if outcome == 'confirmed' then
+      redis.call('HINCRBY', tk, 'held', -o.qty)
+      redis.call('HINCRBY', tk, 'sold', o.qty)
+      redis.call('HSET', ok, 'status', 'confirmed', 'tickets', tickets)
+      redis.call('INCR', p .. 'version')
+    else
+      release(oid, o, 'held', 'rejected')
+    end
+  elseif outcome == 'confirmed' then
+    -- expired or cancelled: its tickets went back on sale here, and the books sold them. If
+    -- Redis sold them again meanwhile, `available` goes below zero until the books reject
+    -- those orders and their release brings it back.
+    redis.call('HINCRBY', tk, 'available', -o.qty)
     redis.call('HINCRBY', tk, 'sold', o.qty)
+    redis.call('HINCRBY', p .. 'cust:' .. o.email, o.tt, o.qty)
     redis.call('HSET', ok, 'status', 'confirmed', 'tickets', tickets)
     redis.call('INCR', p .. 'version')
   else
-    release(oid, o, 'confirming', 'rejected')
+    redis.call('HSET', ok, 'status', 'rejected')
   end
-  return 'applied'
+  return 'behind'
 end
 
 local out, ids = {}, {}
