@@ -309,3 +309,94 @@ async fn a_key_retried_after_the_loss_never_derives_a_persisted_orders_id() {
         other => panic!("expected a replay, got {other:?}"),
     }
 }
+
+/// A big sale's restore finishes: 100,000 customers' counters do not fit one short script call
+/// under the gate's deadline, so they go in bounded chunks, and the event reopens once quiet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_big_sales_restore_reopens_within_the_quiet_time() {
+    let env = TestEnv::get();
+    const CUSTOMERS: usize = 100_000;
+    let ev = env.seed(CUSTOMERS as u32 + 100, -1, 600).await;
+    // The production deadline of one gate call (`REDIS_TIMEOUT_MS`).
+    let gate = Gate::connect(&env.redis_url, Duration::from_millis(500))
+        .await
+        .unwrap();
+    let repo = env.repo();
+    let orders: Vec<OrderMessage> = (0..CUSTOMERS)
+        .map(|i| OrderMessage {
+            order_id: OrderId::new(),
+            event: ev.id.clone(),
+            ticket_type: TicketTypeId::parse(TT).unwrap(),
+            quantity: 1,
+            email: format!("fan-{i}@example.at"),
+            amount_cents: 34_900,
+            payment_ref: format!("sim_{i}"),
+            paid_at: Utc::now(),
+        })
+        .collect();
+    for batch in orders.chunks(shared::publisher::Batching::default().max_orders) {
+        repo.persist_batch(batch).await.unwrap();
+    }
+    gate.reset(&ev.id).await.unwrap();
+    // Redis runs one script at a time: a long one stalls every fan of every event.
+    let client = redis::Client::open(env.redis_url.as_str()).unwrap();
+    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+    let started = std::time::Instant::now();
+    let report = tokio::time::timeout(
+        Duration::from_secs(20),
+        restore_event(&gate, &repo, &ev, quick(1_000)),
+    )
+    .await
+    .expect("the restore finishes")
+    .unwrap();
+    assert!(
+        matches!(report, RestoreReport::Resumed { forced: false, .. }),
+        "{report:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "reopened {:?} after the start (quiet time 1 s)",
+        started.elapsed()
+    );
+    assert_eq!(gate.presence(&ev.id).await.unwrap(), Presence::Live);
+    // SLOWLOG: id, time, duration (µs), arguments, … per command over 10 ms.
+    let slow: Vec<Vec<redis::Value>> = redis::cmd("SLOWLOG")
+        .arg("GET")
+        .arg(1000)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let ours = |args: &redis::Value| {
+        match args {
+        redis::Value::Array(a) => a.iter().any(|v| {
+            matches!(v, redis::Value::BulkString(b) if String::from_utf8_lossy(b).contains(ev.id.as_str()))
+        }),
+        _ => false,
+    }
+    };
+    let longest = slow
+        .iter()
+        .filter(|e| e.get(3).is_some_and(ours))
+        .filter_map(|e| match e.get(2) {
+            Some(redis::Value::Int(us)) => Some(*us),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(0);
+    assert!(
+        longest < 100_000,
+        "one restore call held Redis for {longest} µs"
+    );
+    // Every customer's count is back: the first and the last are at their limit's reach.
+    let limit = ev.ticket_types[0].per_customer_limit as u64;
+    for who in [
+        "fan-0@example.at",
+        &format!("fan-{}@example.at", CUSTOMERS - 1),
+    ] {
+        let refused = reserve(&gate, &ev, limit as i64, who).await;
+        assert!(
+            matches!(refused, ReserveOutcome::Limit { remaining, .. } if remaining == limit - 1),
+            "{who}: {refused:?}"
+        );
+    }
+}

@@ -197,6 +197,7 @@ struct Scripts {
     refresh: Script,
     seed: Script,
     restore: Script,
+    restore_customers: Script,
 }
 
 fn script(body: &str) -> Script {
@@ -219,6 +220,9 @@ struct Inner {
     /// Who waits for which order's outcome (see [`Gate::finalized`]).
     finalized: std::sync::Arc<finalized::Listener>,
 }
+
+/// Customers per `restore_customers.lua` call: a few milliseconds of Redis each.
+const RESTORE_CHUNK: usize = 2_000;
 
 /// How long `event_of` trusts its copy of the seeded events before reading them again.
 const EVENTS_TTL: Duration = Duration::from_secs(1);
@@ -423,6 +427,7 @@ impl Gate {
                 refresh: script(include_str!("lua/refresh.lua")),
                 seed: script(include_str!("lua/seed.lua")),
                 restore: script(include_str!("lua/restore.lua")),
+                restore_customers: script(include_str!("lua/restore_customers.lua")),
             },
         })))
     }
@@ -505,22 +510,60 @@ impl Gate {
         customers: &[crate::repo::CustomerTotal],
         resume: bool,
     ) -> Result<Restore, GateError> {
+        // The stock first (pausing the event), then the customers in chunks, each one short
+        // call (Redis runs one script at a time: one call for a big sale's customers held it
+        // for hundreds of milliseconds), and the reopening only once they are all written.
+        let outcome = self
+            .restore_stock(event, sold, resume && customers.is_empty())
+            .await?;
+        if outcome == Restore::Live || customers.is_empty() {
+            return Ok(outcome);
+        }
+        for chunk in customers.chunks(RESTORE_CHUNK) {
+            let mut args = Vec::with_capacity(chunk.len() * 3);
+            for c in chunk {
+                args.extend([
+                    c.ticket_type.to_string(),
+                    c.email.clone(),
+                    c.quantity.to_string(),
+                ]);
+            }
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            let reply = self
+                .run(
+                    "restore",
+                    &self.0.scripts.restore_customers,
+                    &event.id,
+                    &refs,
+                )
+                .await?;
+            if text(&reply).as_deref() == Some("live") {
+                return Ok(Restore::Live);
+            }
+        }
+        if resume {
+            self.restore_stock(event, sold, true).await
+        } else {
+            Ok(outcome)
+        }
+    }
+
+    /// One `restore.lua` pass: the catalog and the stock from the books, paused, or reopened.
+    async fn restore_stock(
+        &self,
+        event: &Event,
+        sold: &BTreeMap<String, i64>,
+        resume: bool,
+    ) -> Result<Restore, GateError> {
         let header = [
             if resume { "1" } else { "0" }.to_owned(),
             event.ticket_types.len().to_string(),
             uuid::Uuid::new_v4().simple().to_string(),
         ];
-        let mut args = catalog_args(event, &header, |t| {
+        let args = catalog_args(event, &header, |t| {
             Some(sold.get(t.id.as_str()).copied().unwrap_or(0).to_string())
         })
         .map_err(|e| GateError::Protocol(e.to_string()))?;
-        for c in customers {
-            args.extend([
-                c.ticket_type.to_string(),
-                c.email.clone(),
-                c.quantity.to_string(),
-            ]);
-        }
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         let reply = self
             .run("restore", &self.0.scripts.restore, &event.id, &refs)

@@ -1,7 +1,8 @@
 -- ARGV: opens_at_ms, catalog_json, tt_ids, resume (0 | 1), n_types, a fresh order-id salt,
 -- then per ticket type:
--- id, capacity, limit, hold_ms, price, sold (the database's); then customer triples:
--- ticket type, email, confirmed quantity.
+-- id, capacity, limit, hold_ms, price, sold (the database's). The per-customer counters follow
+-- in calls of their own (restore_customers.lua), between a pass that pauses and the one that
+-- resumes.
 -- Rebuilds an event the gate lost (Redis restarted empty) from the database's books. Only an
 -- absent event or one still being restored is written: a live gate is never overwritten.
 -- While restoring, the event is paused (reserve refuses), so no hold is taken against books
@@ -24,10 +25,6 @@ for _ = 1, n do
     'held', 0, 'confirming', 0, 'sold', sold, 'limit', ARGV[i + 2], 'hold_ms', ARGV[i + 3],
     'price', ARGV[i + 4])
   i = i + 6
-end
-while ARGV[i] do
-  redis.call('HSET', p .. 'cust:' .. ARGV[i + 1], ARGV[i], ARGV[i + 2])
-  i = i + 3
 end
 redis.call('INCR', p .. 'version')
 if ARGV[4] == '1' then
