@@ -22,6 +22,10 @@ use crate::domain::Invalid;
 use crate::error::{ApiError, problem};
 use crate::telemetry::LogThrottle;
 
+/// How long any request may take before it is answered 503 (the Spanner repository's retry
+/// budget fits inside it).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Largest request body any function accepts.
 pub const BODY_LIMIT: usize = 16 * 1024;
 
@@ -170,7 +174,7 @@ pub fn finish(router: Router, silent: &'static [&'static str]) -> Router {
                 .layer(CatchPanicLayer::custom(panic_response))
                 .layer(TimeoutLayer::with_status_code(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    Duration::from_secs(10),
+                    REQUEST_TIMEOUT,
                 ))
                 .layer(DefaultBodyLimit::max(BODY_LIMIT)),
         )

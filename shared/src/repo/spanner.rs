@@ -47,9 +47,11 @@ const MIGRATIONS: &[(&str, &str)] = &[(
 pub const MAX_SHARDS: u32 = 32;
 
 /// Retries of one aborted transaction, bounded in count and time (then `Contended`, and
-/// Pub/Sub redelivers).
+/// Pub/Sub redelivers). The time fits the request that persists a message: its largest batch
+/// takes two transactions, and both end before the request's own deadline
+/// (`crate::http::REQUEST_TIMEOUT`; a test keeps them in agreement).
 const MAX_ATTEMPTS: u32 = 60;
-const TX_DEADLINE: Duration = Duration::from_secs(20);
+const TX_DEADLINE: Duration = Duration::from_secs(4);
 
 /// A Spanner database path, validated: `projects/P/instances/I/databases/D`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -949,6 +951,14 @@ mod tests {
             created_object("CREATE TABLE Events (\n  EventId STRING(64)").as_deref(),
             Some("Events")
         );
+    }
+
+    #[test]
+    fn the_retry_budget_of_the_largest_batch_ends_before_its_request_does() {
+        let transactions = crate::publisher::Batching::default()
+            .max_orders
+            .div_ceil(MAX_ORDERS_PER_TRANSACTION) as u32;
+        assert!(TX_DEADLINE * transactions < crate::http::REQUEST_TIMEOUT);
     }
 
     #[test]
