@@ -4,6 +4,16 @@
 -- The database decided; mirror it in the gate once per order (redeliveries find it done).
 -- Returns one word per order: applied, missing, behind (Redis had it in an older state) or
 -- already.
+
+-- Count an order's tickets as sold, taken from `from` (confirming, held or available).
+local function sell(oid, o, from, tickets)
+  local tk = p .. 'tt:' .. o.tt
+  redis.call('HINCRBY', tk, from, -o.qty)
+  redis.call('HINCRBY', tk, 'sold', o.qty)
+  redis.call('HSET', p .. 'order:' .. oid, 'status', 'confirmed', 'tickets', tickets)
+  redis.call('INCR', p .. 'version')
+end
+
 local function finalize(oid, outcome, tickets, tt, qty, email, first, amount)
   local ok = p .. 'order:' .. oid
   redis.call('ZREM', p .. 'outbox', oid)
@@ -28,16 +38,9 @@ local function finalize(oid, outcome, tickets, tt, qty, email, first, amount)
     return 'missing'
   end
   if o.status == 'confirmed' or o.status == 'rejected' then return 'already' end
-  local tk = p .. 'tt:' .. o.tt
   if o.status == 'confirming' then
-    if outcome == 'confirmed' then
-      redis.call('HINCRBY', tk, 'confirming', -o.qty)
-      redis.call('HINCRBY', tk, 'sold', o.qty)
-      redis.call('HSET', ok, 'status', 'confirmed', 'tickets', tickets)
-      redis.call('INCR', p .. 'version')
-    else
-      release(oid, o, 'confirming', 'rejected')
-    end
+    if outcome == 'confirmed' then sell(oid, o, 'confirming', tickets)
+    else release(oid, o, 'confirming', 'rejected') end
     return 'applied'
   end
   -- Redis holds an older state of this paid order than the books: it was rolled back (a
@@ -46,23 +49,14 @@ local function finalize(oid, outcome, tickets, tt, qty, email, first, amount)
   -- expired, cancelled or resold by Redis.
   if o.status == 'reserved' then
     redis.call('ZREM', p .. 'holds', oid)
-    if outcome == 'confirmed' then
-      redis.call('HINCRBY', tk, 'held', -o.qty)
-      redis.call('HINCRBY', tk, 'sold', o.qty)
-      redis.call('HSET', ok, 'status', 'confirmed', 'tickets', tickets)
-      redis.call('INCR', p .. 'version')
-    else
-      release(oid, o, 'held', 'rejected')
-    end
+    if outcome == 'confirmed' then sell(oid, o, 'held', tickets)
+    else release(oid, o, 'held', 'rejected') end
   elseif outcome == 'confirmed' then
     -- expired or cancelled: its tickets went back on sale here, and the books sold them. If
     -- Redis sold them again meanwhile, `available` goes below zero until the books reject
     -- those orders and their release brings it back.
-    redis.call('HINCRBY', tk, 'available', -o.qty)
-    redis.call('HINCRBY', tk, 'sold', o.qty)
+    sell(oid, o, 'available', tickets)
     redis.call('HINCRBY', p .. 'cust:' .. o.email, o.tt, o.qty)
-    redis.call('HSET', ok, 'status', 'confirmed', 'tickets', tickets)
-    redis.call('INCR', p .. 'version')
   else
     redis.call('HSET', ok, 'status', 'rejected')
   end
