@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use shared::domain::{Event, OrderId, OrderMessage, OrderStatus, TicketTypeId};
-use shared::repo::{OrderRepository, Persisted, Refused, RepoError, Seeded};
+use shared::repo::{OrderRepository, Outcome, Persisted, Refused, RepoError, Seeded};
 use shared::testing::{TestEnv, books_in, new_event};
 
 type Repo = Arc<dyn OrderRepository>;
@@ -96,16 +96,22 @@ async fn seeded(repo: &Repo, capacity: u32) -> Event {
 
 /// Persists, retrying `Contended` as Pub/Sub would redeliver (bounded in count and time).
 async fn persist_until_decided(repo: &Repo, msg: &OrderMessage) -> Persisted {
+    let mut outcomes = persist_batch_until_decided(repo, std::slice::from_ref(msg)).await;
+    outcomes.pop().unwrap().unwrap()
+}
+
+/// [`persist_until_decided`] for a batch.
+async fn persist_batch_until_decided(repo: &Repo, orders: &[OrderMessage]) -> Vec<Outcome> {
     let start = Instant::now();
     for _ in 0..500 {
-        match repo.persist(msg).await {
+        match repo.persist_batch(orders).await {
             Err(RepoError::Contended(_)) if start.elapsed() < Duration::from_secs(60) => {
                 tokio::time::sleep(Duration::from_millis(5)).await
             }
             other => return other.unwrap(),
         }
     }
-    panic!("order {} still contended after 500 tries", msg.order_id);
+    panic!("{} orders still contended after 500 tries", orders.len());
 }
 
 /// Runs `msgs` concurrently, each as its own consumer.
@@ -530,19 +536,7 @@ mod cases {
             .map(|k| {
                 let repo = b.repo.clone();
                 let slice: Vec<OrderMessage> = orders[k * 8..k * 8 + 16].to_vec();
-                tokio::spawn(async move {
-                    let start = Instant::now();
-                    loop {
-                        match repo.persist_batch(&slice).await {
-                            Err(RepoError::Contended(_))
-                                if start.elapsed() < Duration::from_secs(60) =>
-                            {
-                                tokio::time::sleep(Duration::from_millis(5)).await
-                            }
-                            other => return other.unwrap(),
-                        }
-                    }
-                })
+                tokio::spawn(async move { persist_batch_until_decided(&repo, &slice).await })
             })
             .collect();
         for t in tasks {

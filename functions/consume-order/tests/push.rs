@@ -36,17 +36,32 @@ async fn paid_order(env: &TestEnv, ev: &Event) -> OrderMessage {
 
 /// [`paid_order`] of two VIP 3-Day passes for `email`.
 async fn paid_order_by(env: &TestEnv, ev: &Event, email: &str) -> OrderMessage {
-    let gate = env.gate().await;
-    let tt = TicketTypeId::parse("vip-3-day").unwrap();
-    let email = Email::parse(email).unwrap();
-    let key = IdempotencyKey::parse(&uuid::Uuid::new_v4().to_string()).unwrap();
-    let ReserveOutcome::Reserved { order_id, .. } = gate
-        .reserve(&ev.id, &tt, Quantity::parse(2).unwrap(), &email, &key)
+    pay(env, ev, held_by(env, ev, email).await, email).await
+}
+
+/// Two VIP 3-Day passes held for `email`.
+async fn held_by(env: &TestEnv, ev: &Event, email: &str) -> OrderId {
+    let ReserveOutcome::Reserved { order_id, .. } = env
+        .gate()
+        .await
+        .reserve(
+            &ev.id,
+            &TicketTypeId::parse("vip-3-day").unwrap(),
+            Quantity::parse(2).unwrap(),
+            &Email::parse(email).unwrap(),
+            &IdempotencyKey::parse(&uuid::Uuid::new_v4().to_string()).unwrap(),
+        )
         .await
         .unwrap()
     else {
         panic!("not reserved")
     };
+    order_id
+}
+
+/// Pays the hold `order_id` of `email` in the gate; the message buy would publish for it.
+async fn pay(env: &TestEnv, ev: &Event, order_id: OrderId, email: &str) -> OrderMessage {
+    let gate = env.gate().await;
     let PayBegin::Charge {
         amount_cents,
         attempt,
@@ -67,9 +82,9 @@ async fn paid_order_by(env: &TestEnv, ev: &Event, email: &str) -> OrderMessage {
     OrderMessage {
         order_id,
         event: ev.id.clone(),
-        ticket_type: tt,
+        ticket_type: TicketTypeId::parse("vip-3-day").unwrap(),
         quantity: 2,
-        email: email.as_str().into(),
+        email: email.into(),
         amount_cents,
         payment_ref: "sim_ref".into(),
         paid_at,
@@ -509,20 +524,7 @@ async fn confirmed_then_rolled_back(
 ) -> (OrderMessage, String) {
     let client = redis::Client::open(env.redis_url.as_str()).unwrap();
     let mut redis = client.get_multiplexed_async_connection().await.unwrap();
-    let gate = env.gate().await;
-    let ReserveOutcome::Reserved { order_id, .. } = gate
-        .reserve(
-            &ev.id,
-            &TicketTypeId::parse("vip-3-day").unwrap(),
-            Quantity::parse(2).unwrap(),
-            &Email::parse("rolled@example.at").unwrap(),
-            &IdempotencyKey::parse(&uuid::Uuid::new_v4().to_string()).unwrap(),
-        )
-        .await
-        .unwrap()
-    else {
-        panic!("not reserved")
-    };
+    let order_id = held_by(env, ev, "rolled@example.at").await;
     let mut snapshot = vec![];
     for what in [
         format!("order:{order_id}"),
@@ -537,31 +539,7 @@ async fn confirmed_then_rolled_back(
             .unwrap();
         snapshot.push((key, dump));
     }
-    let PayBegin::Charge {
-        amount_cents,
-        attempt,
-        ..
-    } = gate
-        .pay_begin(&ev.id, order_id, "tok_approve", None)
-        .await
-        .unwrap()
-    else {
-        panic!("not charging")
-    };
-    let paid_at = Utc::now();
-    gate.pay_approved(&ev.id, order_id, attempt, "sim_ref", paid_at)
-        .await
-        .unwrap();
-    let msg = OrderMessage {
-        order_id,
-        event: ev.id.clone(),
-        ticket_type: TicketTypeId::parse("vip-3-day").unwrap(),
-        quantity: 2,
-        email: "rolled@example.at".into(),
-        amount_cents,
-        payment_ref: "sim_ref".into(),
-        paid_at,
-    };
+    let msg = pay(env, ev, order_id, "rolled@example.at").await;
     let body = batch_envelope(std::slice::from_ref(&msg)).to_string();
     assert_eq!(
         push(st, Some(TOKEN), body.clone()).await,
