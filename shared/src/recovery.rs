@@ -16,14 +16,14 @@
 //! [`restore_event`] is one run of it (`ops gate-restore`); [`watch`] runs it by itself in
 //! consume-order when an event the database knows goes missing from Redis.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use crate::domain::{Event, EventId};
-use crate::gate::{Gate, Presence, Restore};
+use crate::gate::{Books, Gate, Presence, Restore};
 use crate::repo::OrderRepository;
 
 /// How a restore waits for the books to settle.
@@ -77,13 +77,21 @@ pub async fn restore_event(
     let mut passes = 0;
     loop {
         let inventory = repo.inventory(&event.id).await?;
-        // The per-customer counters once (one key per buyer: a big write); later passes leave
-        // them to `finalize`, which counts each order persisted after this read.
-        let customers = if passes == 0 {
-            repo.customer_totals(&event.id).await?
+        // The orders and the per-customer counters once (one key per buyer: a big write);
+        // later passes leave them to `finalize`, which counts each order persisted after this
+        // read.
+        let (orders, customers) = if passes == 0 {
+            (
+                repo.decided_orders(&event.id).await?,
+                repo.customer_totals(&event.id).await?,
+            )
         } else {
-            vec![]
+            (vec![], vec![])
         };
+        let books = (passes == 0).then_some(Books {
+            orders: &orders,
+            customers: &customers,
+        });
         let sold: BTreeMap<String, i64> = inventory
             .iter()
             .map(|i| (i.ticket_type.to_string(), i.sold))
@@ -97,7 +105,7 @@ pub async fn restore_event(
         let forced = !quiet && started.elapsed() >= opts.max_wait;
         let resume = quiet || forced;
         passes += 1;
-        match gate.restore(event, &sold, &customers, resume).await? {
+        match gate.restore(event, &sold, books, resume).await? {
             Restore::Live => return Ok(RestoreReport::AlreadyLive),
             Restore::Resumed => {
                 metrics::counter!("gate_restores_total").increment(1);
@@ -120,19 +128,90 @@ pub async fn restore_event(
     }
 }
 
-/// Checks every `every` that each event in the books is in the gate; an event missing on two
-/// checks in a row (so not one that `ops seed` is writing right now) is restored. Runs until
-/// the task is dropped. Errors are logged once per outage.
-pub async fn watch(
-    gate: Gate,
-    repo: Arc<dyn OrderRepository>,
-    every: Duration,
-    opts: RestoreOptions,
-) {
+/// How the watcher checks the gate against the books.
+#[derive(Debug, Clone, Copy)]
+pub struct WatchOptions {
+    /// Time between checks that every event is in the gate.
+    pub every: Duration,
+    /// An event whose Redis counts fewer tickets sold than the books did this long ago is
+    /// behind them (Redis rolled back) and is rebuilt. A sale mirrors the books within
+    /// milliseconds; a message whose mirroring failed is redelivered within about a minute
+    /// (the subscription's backoff), and would heal its own order.
+    pub behind_after: Duration,
+    /// How a rebuild waits for the books to settle.
+    pub restore: RestoreOptions,
+}
+
+impl Default for WatchOptions {
+    fn default() -> Self {
+        Self {
+            every: Duration::from_secs(5),
+            behind_after: Duration::from_secs(90),
+            restore: RestoreOptions::default(),
+        }
+    }
+}
+
+/// The books' `sold` per ticket type as read over time, per event: what Redis must have
+/// mirrored `behind_after` later.
+#[derive(Debug, Default)]
+pub struct BooksSeen(HashMap<EventId, VecDeque<(Instant, SoldPerType)>>);
+
+/// Tickets sold per ticket type id.
+type SoldPerType = BTreeMap<String, i64>;
+
+impl BooksSeen {
+    /// Records the books' `sold` read at `now` and says whether Redis' `sold` (read at `now`
+    /// too) is below what the books held at least `behind_after` ago for some ticket type.
+    pub fn behind(
+        &mut self,
+        event: &EventId,
+        now: Instant,
+        books: BTreeMap<String, i64>,
+        redis: &BTreeMap<String, i64>,
+        behind_after: Duration,
+    ) -> bool {
+        let seen = self.0.entry(event.clone()).or_default();
+        // The newest reading old enough to judge by; older ones are of no more use.
+        let old_enough = |at: &Instant| now.saturating_duration_since(*at) >= behind_after;
+        while seen.len() > 1 && seen.get(1).is_some_and(|(at, _)| old_enough(at)) {
+            seen.pop_front();
+        }
+        let behind = seen.front().is_some_and(|(at, then)| {
+            old_enough(at)
+                && then
+                    .iter()
+                    .any(|(tt, sold)| redis.get(tt).copied().unwrap_or(0) < *sold)
+        });
+        seen.push_back((now, books));
+        behind
+    }
+
+    /// Whether the books of `event` were last read at least `spacing` ago (or never).
+    pub fn due(&self, event: &EventId, now: Instant, spacing: Duration) -> bool {
+        self.0
+            .get(event)
+            .and_then(|seen| seen.back())
+            .is_none_or(|(at, _)| now.saturating_duration_since(*at) >= spacing)
+    }
+
+    /// Forgets an event (rebuilt: its history no longer applies).
+    pub fn forget(&mut self, event: &EventId) {
+        self.0.remove(event);
+    }
+}
+
+/// Checks every `every` that each event in the books is in the gate and not behind it. An
+/// event missing on two checks in a row (so not one that `ops seed` is writing right now) is
+/// restored; one whose Redis counts fewer sales than the books did `behind_after` ago (rolled
+/// back to an older snapshot) is paused and rebuilt the same way. Runs until the task is
+/// dropped. Errors are logged once per outage.
+pub async fn watch(gate: Gate, repo: Arc<dyn OrderRepository>, opts: WatchOptions) {
     let running: Arc<Mutex<HashSet<EventId>>> = Arc::default();
     let mut missing_before: HashSet<EventId> = HashSet::new();
+    let mut books_seen = BooksSeen::default();
     let mut failing = false;
-    let mut tick = tokio::time::interval(every);
+    let mut tick = tokio::time::interval(opts.every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
@@ -153,18 +232,43 @@ pub async fn watch(
                 failing = false;
             }
             match presence {
-                Ok(Presence::Live) => {}
+                Ok(Presence::Live) => {
+                    match behind(&gate, repo.as_ref(), &event, &mut books_seen, opts).await {
+                        Ok(false) => {}
+                        Ok(true) => {
+                            books_seen.forget(&event.id);
+                            metrics::counter!("gate_behind_total").increment(1);
+                            tracing::error!(event = %event.id, "gate watch: Redis counts fewer tickets sold than the books did; it was rolled back. Pausing the event to rebuild it from the database");
+                            match gate.rebuild(&event.id).await {
+                                Ok(true) => {
+                                    if running.lock().expect("lock").insert(event.id.clone()) {
+                                        spawn_restore(&gate, &repo, event, opts.restore, &running);
+                                    }
+                                }
+                                Ok(false) => {}
+                                Err(e) => {
+                                    tracing::warn!(event = %event.id, error = %e, "gate watch: cannot pause the event to rebuild it; will try again")
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(event = %event.id, error = %e, "gate watch: cannot compare the gate with the books")
+                        }
+                    }
+                }
                 // A restore left unfinished (its process stopped): carry it on.
                 Ok(Presence::Restoring) => {
+                    books_seen.forget(&event.id);
                     if running.lock().expect("lock").insert(event.id.clone()) {
-                        spawn_restore(&gate, &repo, event, opts, &running);
+                        spawn_restore(&gate, &repo, event, opts.restore, &running);
                     }
                 }
                 Ok(Presence::Absent) => {
+                    books_seen.forget(&event.id);
                     let again = missing_before.contains(&event.id);
                     missing_now.insert(event.id.clone());
                     if again && running.lock().expect("lock").insert(event.id.clone()) {
-                        spawn_restore(&gate, &repo, event, opts, &running);
+                        spawn_restore(&gate, &repo, event, opts.restore, &running);
                     }
                 }
                 Err(e) => {
@@ -179,6 +283,30 @@ pub async fn watch(
         }
         missing_before = missing_now;
     }
+}
+
+/// Whether a live event's Redis is behind the books (see [`BooksSeen::behind`]).
+async fn behind(
+    gate: &Gate,
+    repo: &dyn OrderRepository,
+    event: &Event,
+    seen: &mut BooksSeen,
+    opts: WatchOptions,
+) -> anyhow::Result<bool> {
+    // A few readings per `behind_after` are enough (the books' read counts every ticket).
+    if !seen.due(&event.id, Instant::now(), opts.behind_after / 6) {
+        return Ok(false);
+    }
+    // Redis first: a sale the books make between the two reads can only make Redis look
+    // behind the reading taken now, which is judged `behind_after` later.
+    let redis = gate.sold(event).await?;
+    let books = repo
+        .inventory(&event.id)
+        .await?
+        .into_iter()
+        .map(|i| (i.ticket_type.to_string(), i.sold))
+        .collect();
+    Ok(seen.behind(&event.id, Instant::now(), books, &redis, opts.behind_after))
 }
 
 fn spawn_restore(
@@ -201,4 +329,34 @@ fn spawn_restore(
         }
         running.lock().expect("lock").remove(&event.id);
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sold(n: i64) -> BTreeMap<String, i64> {
+        BTreeMap::from([("vip".to_owned(), n)])
+    }
+
+    #[test]
+    fn redis_is_behind_only_when_it_lacks_what_the_books_held_long_enough_ago() {
+        let ev = EventId::parse("frequency-2027").unwrap();
+        let lag = Duration::from_secs(90);
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut seen = BooksSeen::default();
+        // A busy sale: the books run ahead of Redis by the sales of the last moment.
+        assert!(!seen.behind(&ev, at(0), sold(10), &sold(8), lag));
+        assert!(!seen.behind(&ev, at(60), sold(50), &sold(45), lag));
+        // 90 s on, Redis has everything the books held at 0.
+        assert!(!seen.behind(&ev, at(90), sold(80), &sold(70), lag));
+        // At 150 s it lacks some of what the books held at 60 (rolled back to 30).
+        assert!(seen.behind(&ev, at(150), sold(90), &sold(30), lag));
+        // A rebuilt event starts over: nothing old enough to judge by.
+        seen.forget(&ev);
+        assert!(!seen.behind(&ev, at(151), sold(90), &sold(0), lag));
+        assert!(seen.due(&ev, at(166), Duration::from_secs(15)));
+        assert!(!seen.due(&ev, at(160), Duration::from_secs(15)));
+    }
 }

@@ -8,7 +8,7 @@ use chrono::Utc;
 use shared::domain::TicketTypeId;
 use shared::domain::{Email, Event, IdempotencyKey, OrderId, OrderMessage, OrderStatus, Quantity};
 use shared::gate::{Approval, Gate, PayBegin, Presence, ReserveOutcome, Stock};
-use shared::recovery::{RestoreOptions, RestoreReport, restore_event};
+use shared::recovery::{RestoreOptions, RestoreReport, WatchOptions, restore_event};
 use shared::repo::OrderRepository;
 use shared::testing::{OwnRedis, TestEnv};
 
@@ -36,6 +36,11 @@ fn order_id(o: &ReserveOutcome) -> OrderId {
 /// Reserves and pays through the gate: the message buy would publish.
 async fn paid(gate: &Gate, ev: &Event, n: i64, who: &str) -> OrderMessage {
     let id = order_id(&reserve(gate, ev, n, who).await);
+    pay(gate, ev, id, n, who).await
+}
+
+/// Pays a hold through the gate: the message buy would publish.
+async fn pay(gate: &Gate, ev: &Event, id: OrderId, n: i64, who: &str) -> OrderMessage {
     let PayBegin::Charge {
         amount_cents,
         attempt,
@@ -268,19 +273,159 @@ async fn the_watcher_rebuilds_an_event_when_redis_restarts_empty() {
     let watcher = tokio::spawn(shared::recovery::watch(
         gate.clone(),
         std::sync::Arc::new(env.repo()),
-        Duration::from_millis(200),
-        quick(300),
+        WatchOptions {
+            every: Duration::from_millis(200),
+            restore: quick(300),
+            ..Default::default()
+        },
     ));
     redis.wipe_and_restart().await;
     // Caught on two checks in a row, rebuilt paused, reopened once quiet.
     wait_for(&gate, &ev, Presence::Live, Duration::from_secs(20)).await;
     let s = stock(&gate, &ev).await;
     assert_eq!((s.available, s.held, s.confirming, s.sold), (7, 0, 0, 3));
+    // The fan reads the confirmed order again, with no message to bring it back.
+    let view = gate.order(&ev.id, msg.order_id).await.unwrap().unwrap();
+    assert_eq!(
+        (view.status, view.tickets),
+        (
+            OrderStatus::Confirmed,
+            repo.order(msg.order_id).await.unwrap().unwrap().tickets
+        )
+    );
     assert!(matches!(
         reserve(&gate, &ev, 2, "w@x.at").await,
         ReserveOutcome::Limit { remaining: 1, .. }
     ));
     order_id(&reserve(&gate, &ev, 1, "w@x.at").await);
+    watcher.abort();
+}
+
+/// Every key of an event as Redis holds it now (DUMP): a snapshot to roll back to.
+async fn snapshot(
+    redis: &mut redis::aio::MultiplexedConnection,
+    ev: &Event,
+) -> Vec<(String, Vec<u8>)> {
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{{ev:{}}}:*", ev.id))
+        .query_async(redis)
+        .await
+        .unwrap();
+    let mut out = vec![];
+    for key in keys {
+        let dump: Vec<u8> = redis::cmd("DUMP")
+            .arg(&key)
+            .query_async(redis)
+            .await
+            .unwrap();
+        out.push((key, dump));
+    }
+    out
+}
+
+/// Puts the event back exactly as in `snapshot`: keys written since are gone.
+async fn roll_back(
+    redis: &mut redis::aio::MultiplexedConnection,
+    gate: &Gate,
+    ev: &Event,
+    snapshot: &[(String, Vec<u8>)],
+) {
+    gate.reset(&ev.id).await.unwrap();
+    for (key, dump) in snapshot {
+        let _: () = redis::cmd("RESTORE")
+            .arg(key)
+            .arg(0)
+            .arg(dump.as_slice())
+            .query_async(redis)
+            .await
+            .unwrap();
+    }
+}
+
+/// Redis rolled back to an older snapshot (a failover to a replica that lagged, a restore
+/// from RDB): the event is there, but behind the books, and no message is in flight to heal
+/// it. The watcher finds it and rebuilds it from the books (the fans' orders too); an event
+/// that is only busy is left alone.
+#[tokio::test]
+async fn the_watcher_rebuilds_an_event_redis_rolled_back() {
+    let env = TestEnv::get();
+    let own = OwnRedis::start().await;
+    let gate = Gate::connect(&own.url, Duration::from_secs(2))
+        .await
+        .unwrap();
+    let mut redis = redis::Client::open(own.url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let repo = env.repo();
+    let (ev, calm) = (env.seed(10, -1, 600).await, env.seed(10, -1, 600).await);
+    gate.seed(&ev).await.unwrap();
+    gate.seed(&calm).await.unwrap();
+    // The snapshot: `a` holds 2 (and will pay), `b` holds 1 (and will let it lapse).
+    let a = order_id(&reserve(&gate, &ev, 2, "a@x.at").await);
+    let b = order_id(&reserve(&gate, &ev, 1, "b@x.at").await);
+    let taken = snapshot(&mut redis, &ev).await;
+    let msg = pay(&gate, &ev, a, 2, "a@x.at").await;
+    assert_eq!(deliver(&repo, &gate, &msg).await, OrderStatus::Confirmed);
+    gate.cancel(&ev.id, b).await.unwrap();
+    let busy = paid(&gate, &calm, 1, "c@x.at").await;
+    assert_eq!(deliver(&repo, &gate, &busy).await, OrderStatus::Confirmed);
+    roll_back(&mut redis, &gate, &ev, &taken).await;
+    assert_eq!(gate.sold(&ev).await.unwrap()[TT], 0, "rolled back");
+
+    let started = std::time::Instant::now();
+    let watcher = tokio::spawn(shared::recovery::watch(
+        gate.clone(),
+        std::sync::Arc::new(env.repo()),
+        WatchOptions {
+            every: Duration::from_millis(100),
+            behind_after: Duration::from_millis(600),
+            restore: quick(300),
+        },
+    ));
+    loop {
+        if gate.sold(&ev).await.unwrap()[TT] == 2
+            && gate.presence(&ev.id).await.unwrap() == Presence::Live
+        {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "never rebuilt");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let s = stock(&gate, &ev).await;
+    assert_eq!(
+        (s.available, s.held, s.confirming, s.sold),
+        (8, 0, 0, 2),
+        "the books' stock, and no stale hold left to give back"
+    );
+    // `a` reads what the books decided, `b`'s stale hold is over.
+    let stored = repo.order(a).await.unwrap().unwrap();
+    let view = gate.order(&ev.id, a).await.unwrap().unwrap();
+    assert_eq!(
+        (view.status, &view.tickets),
+        (OrderStatus::Confirmed, &stored.tickets)
+    );
+    let view = gate.order(&ev.id, b).await.unwrap().unwrap();
+    assert_eq!(view.status, OrderStatus::Expired);
+    // The per-customer counters are the books': `a`'s 2 count, `b`'s stale hold does not.
+    let limit = i64::from(ev.ticket_types[0].per_customer_limit);
+    assert!(matches!(
+        reserve(&gate, &ev, limit - 1, "a@x.at").await,
+        ReserveOutcome::Limit { .. }
+    ));
+    order_id(&reserve(&gate, &ev, limit, "b@x.at").await);
+    // The gate and the books agree.
+    let report = shared::audit::audit(&gate, &repo, &ev.id).await.unwrap();
+    assert!(report.violations.is_empty(), "{}", report.render());
+    // The busy event was compared just as long, and left alone.
+    let restored: Option<String> = redis::cmd("HGET")
+        .arg(format!("{{ev:{}}}:meta", calm.id))
+        .arg("restored_at")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(restored, None);
     watcher.abort();
 }
 

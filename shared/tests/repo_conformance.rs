@@ -67,6 +67,7 @@ conformance!(
     seeding_is_idempotent_and_refuses_another_catalog,
     reset_removes_the_event_and_its_orders,
     events_and_customer_totals_read_back,
+    decided_orders_read_back_with_their_tickets,
     an_unreachable_database_is_retryable,
     a_batch_with_duplicates_inside_delivered_twice_makes_each_order_once,
     a_batch_larger_than_the_stock_left_confirms_what_fits_first_paid_first,
@@ -360,6 +361,34 @@ mod cases {
         assert_eq!(
             (totals[0].email.as_str(), totals[0].quantity),
             ("a@example.at", 3)
+        );
+    }
+
+    pub async fn decided_orders_read_back_with_their_tickets(b: Backend) {
+        let ev = seeded(&b.repo, 3).await;
+        let (sold, refused) = (paid(&ev, "vip-3-day", 2), paid(&ev, "vip-3-day", 2));
+        b.repo.persist(&sold).await.unwrap();
+        b.repo.persist(&refused).await.unwrap();
+        let other = seeded(&b.repo, 3).await;
+        b.repo.persist(&paid(&other, "vip-3-day", 1)).await.unwrap();
+        let mut got = b.repo.decided_orders(&ev.id).await.unwrap();
+        got.sort_by_key(|o| o.status != OrderStatus::Confirmed);
+        assert_eq!(
+            got.iter().map(|o| o.order_id).collect::<Vec<_>>(),
+            vec![sold.order_id, refused.order_id]
+        );
+        // Each as the single-order read has it.
+        for o in &got {
+            assert_eq!(Some(o), b.repo.order(o.order_id).await.unwrap().as_ref());
+        }
+        assert_eq!(
+            (
+                got[0].status,
+                got[0].tickets.len(),
+                got[1].status,
+                got[1].tickets.len()
+            ),
+            (OrderStatus::Confirmed, 2, OrderStatus::Rejected, 0)
         );
     }
 

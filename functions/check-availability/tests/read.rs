@@ -340,7 +340,7 @@ async fn a_gate_being_rebuilt_is_shown_paused() {
     redis.wipe_and_restart().await;
     let sold = std::collections::BTreeMap::from([("vip-3-day".to_owned(), 3)]);
     assert!(
-        once_reconnected(|| gate.restore(&ev, &sold, &[], false)).await,
+        once_reconnected(|| gate.restore(&ev, &sold, None, false)).await,
         "the gate reconnects to the restarted Redis"
     );
     state.refresh().await.unwrap();
@@ -358,7 +358,7 @@ async fn a_gate_being_rebuilt_is_shown_paused() {
     assert_ne!(paused_etag, live_etag);
 
     // The last pass resumes the sale: the same numbers, on sale again, under a new ETag.
-    gate.restore(&ev, &sold, &[], true).await.unwrap();
+    gate.restore(&ev, &sold, None, true).await.unwrap();
     state.refresh().await.unwrap();
     let (_, headers, body) = get(&router, &uri, Some(&paused_etag)).await;
     assert_eq!(body["paused"], false, "{body}");

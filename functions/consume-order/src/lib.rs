@@ -44,6 +44,10 @@ pub struct Config {
     /// A rebuilt event reopens once the books have not changed for this many seconds.
     #[arg(long, env = "GATE_RESTORE_QUIET_SECS", default_value_t = 30)]
     pub gate_restore_quiet_secs: u64,
+    /// An event whose Redis counts fewer tickets sold than the books did this many seconds
+    /// ago was rolled back, and is rebuilt.
+    #[arg(long, env = "GATE_BEHIND_SECS", default_value_t = 90)]
+    pub gate_behind_secs: u64,
 }
 
 /// Outcome counters (exported as metrics later; logged now).
@@ -437,16 +441,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let gate = config.redis.gate().await?;
     let repo: Arc<dyn OrderRepository> = Arc::new(repo);
     if config.gate_watch_secs > 0 {
-        let opts = shared::recovery::RestoreOptions {
-            quiet: std::time::Duration::from_secs(config.gate_restore_quiet_secs),
-            ..Default::default()
+        let secs = std::time::Duration::from_secs;
+        let opts = shared::recovery::WatchOptions {
+            every: secs(config.gate_watch_secs),
+            behind_after: secs(config.gate_behind_secs),
+            restore: shared::recovery::RestoreOptions {
+                quiet: secs(config.gate_restore_quiet_secs),
+                ..Default::default()
+            },
         };
-        tokio::spawn(shared::recovery::watch(
-            gate.clone(),
-            repo.clone(),
-            std::time::Duration::from_secs(config.gate_watch_secs),
-            opts,
-        ));
+        tokio::spawn(shared::recovery::watch(gate.clone(), repo.clone(), opts));
     }
     let state = AppState::new(repo, gate, auth);
     shared::http::serve(app(state), config.http.port).await

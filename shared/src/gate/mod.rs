@@ -95,6 +95,15 @@ pub enum Restore {
     Resumed,
 }
 
+/// What the first pass of a restore writes besides the stock, read from the books.
+#[derive(Debug, Clone, Copy)]
+pub struct Books<'a> {
+    /// Every order the books decided, with its tickets.
+    pub orders: &'a [crate::repo::StoredOrder],
+    /// The confirmed quantity per customer and ticket type.
+    pub customers: &'a [crate::repo::CustomerTotal],
+}
+
 /// The answer to the start of a payment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PayBegin {
@@ -198,6 +207,9 @@ struct Scripts {
     seed: Script,
     restore: Script,
     restore_customers: Script,
+    restore_orders: Script,
+    restore_holds: Script,
+    rebuild: Script,
 }
 
 fn script(body: &str) -> Script {
@@ -221,8 +233,11 @@ struct Inner {
     finalized: std::sync::Arc<finalized::Listener>,
 }
 
-/// Customers per `restore_customers.lua` call: a few milliseconds of Redis each.
+/// Customers per `restore_customers.lua` call, orders per `restore_orders.lua` call and holds
+/// per `restore_holds.lua` call: a few milliseconds of Redis each.
 const RESTORE_CHUNK: usize = 2_000;
+const RESTORE_ORDERS_CHUNK: usize = 500;
+const RESTORE_HOLDS_CHUNK: usize = 500;
 
 /// How long `event_of` trusts its copy of the seeded events before reading them again.
 const EVENTS_TTL: Duration = Duration::from_secs(1);
@@ -428,6 +443,9 @@ impl Gate {
                 seed: script(include_str!("lua/seed.lua")),
                 restore: script(include_str!("lua/restore.lua")),
                 restore_customers: script(include_str!("lua/restore_customers.lua")),
+                restore_orders: script(include_str!("lua/restore_orders.lua")),
+                restore_holds: script(include_str!("lua/restore_holds.lua")),
+                rebuild: script(include_str!("lua/rebuild.lua")),
             },
         })))
     }
@@ -500,26 +518,64 @@ impl Gate {
         }
     }
 
-    /// One pass of rebuilding an event the gate lost, from the database's books: `sold` per
-    /// ticket type and the confirmed quantity per customer. Writes only an absent event or
-    /// one still being restored (paused); `resume` reopens it. See `crate::recovery`.
+    /// One pass of rebuilding an event the gate lost, or holds behind the books, from the
+    /// database's books: `sold` per ticket type, and in the first pass (`books`) the decided
+    /// orders and the confirmed quantity per customer. Writes only an absent event or one
+    /// being restored (paused); `resume` reopens it. See `crate::recovery`.
     pub async fn restore(
         &self,
         event: &Event,
         sold: &BTreeMap<String, i64>,
-        customers: &[crate::repo::CustomerTotal],
+        books: Option<Books<'_>>,
         resume: bool,
     ) -> Result<Restore, GateError> {
-        // The stock first (pausing the event), then the customers in chunks, each one short
-        // call (Redis runs one script at a time: one call for a big sale's customers held it
-        // for hundreds of milliseconds), and the reopening only once they are all written.
-        let outcome = self
-            .restore_stock(event, sold, resume && customers.is_empty())
-            .await?;
-        if outcome == Restore::Live || customers.is_empty() {
-            return Ok(outcome);
+        // The stock first (pausing the event), then the orders, the holds the books do not
+        // know and the customers in chunks, each one short call (Redis runs one script at a
+        // time: one call for a big sale's customers held it for hundreds of milliseconds), and
+        // the reopening only once they are all written.
+        let Some(books) = books else {
+            return self.restore_stock(event, sold, resume).await;
+        };
+        if self.restore_stock(event, sold, false).await? == Restore::Live {
+            return Ok(Restore::Live);
         }
-        for chunk in customers.chunks(RESTORE_CHUNK) {
+        for chunk in books.orders.chunks(RESTORE_ORDERS_CHUNK) {
+            let mut args = Vec::with_capacity(chunk.len() * 7);
+            for o in chunk {
+                args.extend([
+                    o.order_id.to_string(),
+                    o.status.as_str().to_owned(),
+                    o.amount_cents.to_string(),
+                    o.ticket_type.to_string(),
+                    o.quantity.to_string(),
+                    o.email.clone(),
+                    serde_json::to_string(&o.tickets)
+                        .map_err(|e| GateError::Protocol(e.to_string()))?,
+                ]);
+            }
+            if self
+                .restore_call(&self.0.scripts.restore_orders, event, &args)
+                .await?
+                == Restore::Live
+            {
+                return Ok(Restore::Live);
+            }
+        }
+        // Holds left from an older state (the books decided the others just now).
+        loop {
+            let limit = [RESTORE_HOLDS_CHUNK.to_string()];
+            let refs: Vec<&str> = limit.iter().map(String::as_str).collect();
+            let left = self
+                .run("restore", &self.0.scripts.restore_holds, &event.id, &refs)
+                .await?;
+            match left {
+                Value::Int(-1) => return Ok(Restore::Live),
+                Value::Int(0) => break,
+                Value::Int(_) => {}
+                other => return Err(GateError::Protocol(format!("restore_holds: {other:?}"))),
+            }
+        }
+        for chunk in books.customers.chunks(RESTORE_CHUNK) {
             let mut args = Vec::with_capacity(chunk.len() * 3);
             for c in chunk {
                 args.extend([
@@ -528,24 +584,62 @@ impl Gate {
                     c.quantity.to_string(),
                 ]);
             }
-            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-            let reply = self
-                .run(
-                    "restore",
-                    &self.0.scripts.restore_customers,
-                    &event.id,
-                    &refs,
-                )
-                .await?;
-            if text(&reply).as_deref() == Some("live") {
+            if self
+                .restore_call(&self.0.scripts.restore_customers, event, &args)
+                .await?
+                == Restore::Live
+            {
                 return Ok(Restore::Live);
             }
         }
         if resume {
             self.restore_stock(event, sold, true).await
         } else {
-            Ok(outcome)
+            Ok(Restore::Restoring)
         }
+    }
+
+    /// One chunk of a restore (`restore_orders.lua`, `restore_customers.lua`).
+    async fn restore_call(
+        &self,
+        script: &Script,
+        event: &Event,
+        args: &[String],
+    ) -> Result<Restore, GateError> {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let reply = self.run("restore", script, &event.id, &refs).await?;
+        Ok(match text(&reply).as_deref() {
+            Some("live") => Restore::Live,
+            _ => Restore::Restoring,
+        })
+    }
+
+    /// Tickets sold per ticket type as Redis counts them (the watcher compares them with the
+    /// books).
+    pub async fn sold(&self, event: &Event) -> Result<BTreeMap<String, i64>, GateError> {
+        let mut pipe = redis::pipe();
+        for t in &event.ticket_types {
+            pipe.hget(format!("{{ev:{}}}:tt:{}", event.id, t.id), "sold");
+        }
+        let mut conn = self.0.conn.clone();
+        let sold: Vec<Option<i64>> = self.bounded(pipe.query_async(&mut conn)).await?;
+        Ok(event
+            .ticket_types
+            .iter()
+            .zip(sold)
+            .map(|(t, n)| (t.id.to_string(), n.unwrap_or(0)))
+            .collect())
+    }
+
+    /// Pauses a live event whose state in Redis is behind the books (rolled back to an older
+    /// snapshot) so that a restore rebuilds it (`crate::recovery::watch`). False when the
+    /// event is absent (the restore of a lost event takes it from there).
+    pub async fn rebuild(&self, event: &EventId) -> Result<bool, GateError> {
+        let salt = uuid::Uuid::new_v4().simple().to_string();
+        let reply = self
+            .run("restore", &self.0.scripts.rebuild, event, &[salt.as_str()])
+            .await?;
+        Ok(text(&reply).as_deref() == Some("restoring"))
     }
 
     /// One `restore.lua` pass: the catalog and the stock from the books, paused, or reopened.

@@ -207,6 +207,9 @@ pub trait OrderRepository: Send + Sync {
     /// Confirmed quantity per (ticket type, e-mail) of one event, for the per-customer limit
     /// after a gate rebuild. Rejected orders do not count.
     async fn customer_totals(&self, event: &EventId) -> Result<Vec<CustomerTotal>, RepoError>;
+    /// Every order of one event the books decided, with its tickets: the fans' read model
+    /// a gate rebuild writes back (`shared::recovery`).
+    async fn decided_orders(&self, event: &EventId) -> Result<Vec<StoredOrder>, RepoError>;
 }
 
 /// A shared repository is a repository (`DatabaseArgs::repository` hands out an `Arc`).
@@ -235,6 +238,9 @@ impl<T: OrderRepository + ?Sized> OrderRepository for std::sync::Arc<T> {
     }
     async fn customer_totals(&self, event: &EventId) -> Result<Vec<CustomerTotal>, RepoError> {
         (**self).customer_totals(event).await
+    }
+    async fn decided_orders(&self, event: &EventId) -> Result<Vec<StoredOrder>, RepoError> {
+        (**self).decided_orders(event).await
     }
 }
 

@@ -475,4 +475,37 @@ impl OrderRepository for PgRepository {
             })
             .collect()
     }
+
+    async fn decided_orders(&self, event: &EventId) -> Result<Vec<StoredOrder>, RepoError> {
+        let obj = self.pool.get().await.map_err(pool_error)?;
+        let rows = obj
+            .query(
+                "SELECT o.id, o.ticket_type_id, o.quantity, o.email, o.amount_cents, o.status,
+                   o.payment_ref, o.persisted_at,
+                   coalesce(array_agg(t.code ORDER BY t.code) FILTER (WHERE t.code IS NOT NULL), '{}')
+                 FROM orders o LEFT JOIN tickets t ON t.order_id = o.id
+                 WHERE o.event_id = $1 GROUP BY o.id ORDER BY o.id",
+                &[&event.as_str()],
+            )
+            .await
+            .map_err(classify)?;
+        rows.iter()
+            .map(|r| {
+                let status: &str = r.get(5);
+                Ok(StoredOrder {
+                    order_id: OrderId(r.get(0)),
+                    event: event.clone(),
+                    ticket_type: TicketTypeId::parse(r.get::<_, &str>(1))
+                        .map_err(|e| RepoError::Other(e.into()))?,
+                    quantity: r.get::<_, i32>(2) as u32,
+                    email: r.get(3),
+                    amount_cents: r.get(4),
+                    status: OrderStatus::parse(status).unwrap_or(OrderStatus::Rejected),
+                    payment_ref: r.get(6),
+                    persisted_at: r.get(7),
+                    tickets: r.get(8),
+                })
+            })
+            .collect()
+    }
 }

@@ -903,6 +903,48 @@ impl OrderRepository for SpannerRepository {
         }
         Ok(out)
     }
+
+    async fn decided_orders(&self, event: &EventId) -> Result<Vec<StoredOrder>, RepoError> {
+        let mut tx = self.client().await?.single().await.map_err(classify)?;
+        let mut stmt = Statement::new(
+            "SELECT o.OrderId, o.TicketTypeId, o.Quantity, o.Email, o.AmountCents, o.Status,
+               o.PaymentRef, o.PersistedAt, t.Code
+             FROM Orders o LEFT JOIN Tickets t ON t.OrderId = o.OrderId
+             WHERE o.EventId = @ev ORDER BY o.OrderId, t.Code",
+        );
+        stmt.add_param("ev", &event.as_str());
+        let mut rows = tx.query(stmt).await.map_err(|s| status_error(&s))?;
+        let mut out: Vec<StoredOrder> = vec![];
+        while let Some(r) = rows.next().await.map_err(|s| status_error(&s))? {
+            let id = OrderId::parse(&column::<String>(&r, 0).map_err(classify)?)
+                .map_err(|e| RepoError::Other(e.into()))?;
+            let code: Option<String> = column(&r, 8).map_err(classify)?;
+            // One row per ticket: an order's rows come together.
+            if out.last().is_none_or(|o| o.order_id != id) {
+                let tt: String = column(&r, 1).map_err(classify)?;
+                let quantity: i64 = column(&r, 2).map_err(classify)?;
+                let status: String = column(&r, 5).map_err(classify)?;
+                let persisted_at: prost_types::Timestamp = column(&r, 7).map_err(classify)?;
+                out.push(StoredOrder {
+                    order_id: id,
+                    event: event.clone(),
+                    ticket_type: TicketTypeId::parse(&tt)
+                        .map_err(|e| RepoError::Other(e.into()))?,
+                    quantity: u32::try_from(quantity).unwrap_or_default(),
+                    email: column(&r, 3).map_err(classify)?,
+                    amount_cents: column(&r, 4).map_err(classify)?,
+                    status: OrderStatus::parse(&status).unwrap_or(OrderStatus::Rejected),
+                    payment_ref: column(&r, 6).map_err(classify)?,
+                    persisted_at: from_timestamp(persisted_at),
+                    tickets: vec![],
+                });
+            }
+            if let (Some(code), Some(o)) = (code, out.last_mut()) {
+                o.tickets.push(code);
+            }
+        }
+        Ok(out)
+    }
 }
 
 #[cfg(test)]

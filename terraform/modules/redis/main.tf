@@ -23,7 +23,10 @@ resource "google_redis_instance" "gate" {
     maxmemory-policy = "noeviction"
   }
 
-  # Snapshots shorten recovery after a full outage; the database stays the authority.
+  # Snapshots shorten recovery after losing both nodes; the database stays the authority.
+  # Memorystore for Redis offers only RDB (no append-only file), and one hour is its shortest
+  # period: Redis can come back older than the books, which consume-order's watcher detects
+  # and rebuilds from them (docs/DECISIONS.md, ADR 37).
   persistence_config {
     persistence_mode    = "RDB"
     rdb_snapshot_period = "ONE_HOUR"
