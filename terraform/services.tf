@@ -72,6 +72,8 @@ module "buy" {
     PAY_CONFIRM_WAIT_MS = "1000"
     # Behind the HTTPS load balancer X-Forwarded-For ends "<client>, <load balancer>".
     TRUSTED_PROXY_HOPS = "2"
+    # Holds one client IP may take within a hold time, whatever addresses it gives (ADR 38).
+    HOLDS_PER_CLIENT = "20"
   })
   secret_env = local.redis_secret
 

@@ -73,6 +73,10 @@ pub struct RateLimitArgs {
     /// the client and itself: 2). 0: the TCP peer is the client.
     #[arg(long, env = "TRUSTED_PROXY_HOPS", default_value_t = 0)]
     pub trusted_proxy_hops: usize,
+    /// Holds one client IP may take within a hold time, whatever e-mail addresses it gives
+    /// (0: no cap). Generous for the same reason as the per-IP rate.
+    #[arg(long, env = "HOLDS_PER_CLIENT", default_value_t = 20)]
+    pub holds_per_client: u32,
 }
 
 impl RateLimitArgs {

@@ -149,7 +149,9 @@ impl Quantity {
     }
 }
 
-/// A fan's e-mail address, trimmed and lower-cased (the per-customer limit keys on it).
+/// A fan's e-mail address as the mailbox it reaches: trimmed, lower-cased, without a `+tag`,
+/// and for Gmail without dots. The per-customer limit and the per-e-mail rate limit key on
+/// it, so `Fan+1@x.at` is `fan@x.at` (docs/DECISIONS.md, ADR 38).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Email(String);
 
@@ -183,12 +185,32 @@ impl Email {
         if local.is_empty() || local.len() > 64 || !domain_ok {
             return Err(bad());
         }
+        let gmail = matches!(domain, "gmail.com" | "googlemail.com");
+        if gmail || local.contains('+') {
+            return mailbox(local, domain, gmail).map(Self).ok_or_else(bad);
+        }
         Ok(Self(s))
     }
     /// The normalised address.
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// The mailbox an address is delivered to (`None`: nothing is left of its local part). A
+/// sub-address (`+tag`) reaches the base address's mailbox at the providers that have them
+/// (Gmail, Outlook, iCloud, Fastmail, Proton, …); where a provider has none, a `+` in a local
+/// part is rare enough to count with the base address. Gmail ignores dots, and googlemail.com
+/// is gmail.com. Other domains keep their dots: one hosted by Google Workspace ignores them
+/// too, but nothing in the address says so (the per-client hold cap bounds what is left).
+fn mailbox(local: &str, domain: &str, gmail: bool) -> Option<String> {
+    let base = local.split_once('+').map_or(local, |(base, _)| base);
+    let (base, domain) = if gmail {
+        (base.replace('.', ""), "gmail.com")
+    } else {
+        (base.to_owned(), domain)
+    };
+    (!base.is_empty()).then(|| format!("{base}@{domain}"))
 }
 
 /// The `Idempotency-Key` a client sends with a reservation: 8-128 visible ASCII characters.
@@ -457,9 +479,37 @@ mod tests {
             "fan@x..at",
             "fan@.x.at",
             "a@b@c.at",
+            "+tag@x.at",
+            "..@gmail.com",
         ] {
             assert!(Email::parse(bad).is_err(), "{bad:?}");
         }
+    }
+
+    /// One mailbox, one customer: the forms a provider delivers to the same mailbox are one
+    /// address (the reproduction: each of these got a fresh per-customer limit).
+    #[test]
+    fn addresses_are_the_mailboxes_they_reach() {
+        let same = |a: &str, b: &str| {
+            assert_eq!(
+                Email::parse(a).unwrap(),
+                Email::parse(b).unwrap(),
+                "{a} vs {b}"
+            )
+        };
+        same("fan@x.at", "Fan+1@x.at");
+        same("fan@x.at", "FAN+festival+vip@X.AT");
+        same("fan@gmail.com", "f.a.n+vip@gmail.com");
+        same("fan@gmail.com", "F.an@GoogleMail.com");
+        assert_eq!(
+            Email::parse("F.an+2@gmail.com").unwrap().as_str(),
+            "fan@gmail.com"
+        );
+        // Dots are the provider's business elsewhere: f.an@x.at may be another person.
+        assert_ne!(
+            Email::parse("f.an@x.at").unwrap(),
+            Email::parse("fan@x.at").unwrap()
+        );
     }
 
     #[test]
@@ -498,6 +548,9 @@ mod tests {
                 prop_assert_eq!(e.as_str(), e.as_str().trim().to_lowercase());
                 prop_assert_eq!(e.as_str().matches('@').count(), 1);
                 prop_assert!(e.as_str().len() <= 254);
+                prop_assert!(!e.as_str().split('@').next().unwrap_or("").contains('+'));
+                // Parsing the mailbox again finds the same mailbox.
+                prop_assert_eq!(Email::parse(e.as_str()).ok(), Some(e));
             }
         }
 

@@ -68,7 +68,7 @@ pub enum ApiError {
     /// 429: a rate limit (per client IP or per e-mail) refused the request.
     #[error("rate limited")]
     RateLimited {
-        /// Which limit: `per-ip` or `per-email`.
+        /// Which limit: `per-ip`, `per-email` or `per-client` (the hold cap).
         policy: &'static str,
         /// Requests allowed at once.
         burst: u32,

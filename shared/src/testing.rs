@@ -3,11 +3,13 @@
 
 use chrono::{Duration, Utc};
 
-use crate::domain::{Event, EventId};
+use crate::domain::{Event, EventId, OrderId, OrderMessage};
 use crate::gate::Gate;
 use crate::repo::postgres::PgRepository;
 use crate::repo::spanner::{DatabasePath, SpannerRepository};
-use crate::repo::{Inventory, OrderRepository};
+use crate::repo::{
+    CustomerTotal, Inventory, OrderRepository, Outcome, RepoError, Seeded, StoredOrder,
+};
 
 /// The engines `scripts/test` started.
 #[derive(Debug, Clone)]
@@ -237,5 +239,46 @@ impl Drop for OwnRedis {
     fn drop(&mut self) {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The books as one test sees them: `events` lists only the test's own events (the database
+/// is shared by every test running at once), everything else is the repository's. A watcher
+/// started by a test then restores and compares only what the test owns.
+pub struct Scoped<R> {
+    pub repo: R,
+    pub events: Vec<EventId>,
+}
+
+#[async_trait::async_trait]
+impl<R: OrderRepository> OrderRepository for Scoped<R> {
+    async fn ping(&self) -> Result<(), RepoError> {
+        self.repo.ping().await
+    }
+    async fn seed(&self, event: &Event) -> Result<Seeded, RepoError> {
+        self.repo.seed(event).await
+    }
+    async fn reset(&self, event: &EventId) -> Result<(), RepoError> {
+        self.repo.reset(event).await
+    }
+    async fn persist_batch(&self, orders: &[OrderMessage]) -> Result<Vec<Outcome>, RepoError> {
+        self.repo.persist_batch(orders).await
+    }
+    async fn order(&self, id: OrderId) -> Result<Option<StoredOrder>, RepoError> {
+        self.repo.order(id).await
+    }
+    async fn inventory(&self, event: &EventId) -> Result<Vec<Inventory>, RepoError> {
+        self.repo.inventory(event).await
+    }
+    async fn events(&self) -> Result<Vec<Event>, RepoError> {
+        let mut all = self.repo.events().await?;
+        all.retain(|e| self.events.contains(&e.id));
+        Ok(all)
+    }
+    async fn customer_totals(&self, event: &EventId) -> Result<Vec<CustomerTotal>, RepoError> {
+        self.repo.customer_totals(event).await
+    }
+    async fn decided_orders(&self, event: &EventId) -> Result<Vec<StoredOrder>, RepoError> {
+        self.repo.decided_orders(event).await
     }
 }

@@ -706,7 +706,10 @@ async fn the_per_email_limit_is_part_of_the_reservation_and_never_counts_a_repla
                 q(1),
                 &email(who),
                 &k,
-                Some(policy),
+                &shared::gate::Admission {
+                    per_email: Some(policy),
+                    ..Default::default()
+                },
             )
             .await
             .unwrap()

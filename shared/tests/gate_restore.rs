@@ -10,7 +10,7 @@ use shared::domain::{Email, Event, IdempotencyKey, OrderId, OrderMessage, OrderS
 use shared::gate::{Approval, Gate, PayBegin, Presence, ReserveOutcome, Stock};
 use shared::recovery::{RestoreOptions, RestoreReport, WatchOptions, restore_event};
 use shared::repo::OrderRepository;
-use shared::testing::{OwnRedis, TestEnv};
+use shared::testing::{OwnRedis, Scoped, TestEnv};
 
 const TT: &str = "vip-3-day";
 
@@ -272,7 +272,10 @@ async fn the_watcher_rebuilds_an_event_when_redis_restarts_empty() {
 
     let watcher = tokio::spawn(shared::recovery::watch(
         gate.clone(),
-        std::sync::Arc::new(env.repo()),
+        std::sync::Arc::new(Scoped {
+            repo: env.repo(),
+            events: vec![ev.id.clone()],
+        }),
         WatchOptions {
             every: Duration::from_millis(200),
             restore: quick(300),
@@ -377,7 +380,10 @@ async fn the_watcher_rebuilds_an_event_redis_rolled_back() {
     let started = std::time::Instant::now();
     let watcher = tokio::spawn(shared::recovery::watch(
         gate.clone(),
-        std::sync::Arc::new(env.repo()),
+        std::sync::Arc::new(Scoped {
+            repo: env.repo(),
+            events: vec![ev.id.clone(), calm.id.clone()],
+        }),
         WatchOptions {
             every: Duration::from_millis(100),
             behind_after: Duration::from_millis(600),

@@ -6,8 +6,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, Path, Request, State};
-use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::extract::{ConnectInfo, FromRequestParts, Path, Request, State};
+use axum::http::request::Parts;
+use axum::http::{Extensions, HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -20,7 +21,7 @@ use shared::domain::{
     Email, EventId, IdempotencyKey, OrderId, OrderMessage, OrderStatus, PaymentToken, Quantity,
     TicketTypeId,
 };
-use shared::gate::{Approval, Gate, PayBegin, ReserveOutcome};
+use shared::gate::{Admission, Approval, Gate, PayBegin, ReserveOutcome};
 use shared::http::{ApiJson, HeaderNamed, OneHeader, unavailable};
 use shared::openapi::{Always, BodyRefusals, Busy, OrderNotFound, Problem};
 use shared::payment::{Charge, PaymentProvider, SimulatedPayments};
@@ -69,6 +70,8 @@ pub struct Limits {
     pub per_email: Policy,
     /// See [`RateLimitArgs::trusted_proxy_hops`].
     pub trusted_proxy_hops: usize,
+    /// See [`RateLimitArgs::holds_per_client`].
+    pub holds_per_client: u32,
 }
 
 /// Shared state: the gate, the publisher and the payment provider, as trait objects.
@@ -145,10 +148,11 @@ pub fn app(state: AppState) -> Router {
 
 /// The client's address: the TCP peer, or with `hops` trusted proxies in front, the entry they
 /// appended to `X-Forwarded-For` (entries before it are the client's own say and are ignored).
-/// IPv6 clients count per /64, the block one subscriber gets.
-pub fn client_ip(req: &Request, hops: usize) -> String {
+/// IPv6 clients count per /64, the block one subscriber gets. `None` when neither is known
+/// (a request made in process, as in tests).
+pub fn client_ip(headers: &HeaderMap, extensions: &Extensions, hops: usize) -> Option<String> {
     let forwarded = (hops > 0)
-        .then(|| req.headers().get("x-forwarded-for")?.to_str().ok())
+        .then(|| headers.get("x-forwarded-for")?.to_str().ok())
         .flatten()
         .and_then(|xff| {
             let parts: Vec<&str> = xff.split(',').map(str::trim).collect();
@@ -156,20 +160,37 @@ pub fn client_ip(req: &Request, hops: usize) -> String {
             parts[parts.len() - hops].parse::<IpAddr>().ok()
         });
     let ip = forwarded.or_else(|| {
-        req.extensions()
+        extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0.ip())
-    });
-    match ip {
-        Some(IpAddr::V6(v6)) if v6.to_ipv4_mapped().is_none() => {
-            let s = v6.segments();
-            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
-        }
-        Some(IpAddr::V6(v6)) => v6
-            .to_ipv4_mapped()
-            .map_or_else(String::new, |v4| v4.to_string()),
-        Some(ip) => ip.to_string(),
-        None => "unknown".into(),
+    })?;
+    Some(match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+        ip => ip.to_string(),
+    })
+}
+
+/// The client's address for the per-client hold cap (`None` when there is no cap).
+pub struct Client(Option<String>);
+
+impl FromRequestParts<Arc<AppState>> for Client {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Self(state.limits.as_ref().and_then(|l| {
+            (l.holds_per_client > 0)
+                .then(|| client_ip(&parts.headers, &parts.extensions, l.trusted_proxy_hops))
+                .flatten()
+        })))
     }
 }
 
@@ -186,7 +207,8 @@ fn limited(policy: &'static str, p: Policy, retry_after: Duration) -> ApiError {
 /// Refuses a client IP over its budget before any work is done.
 async fn per_ip_limit(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     if let Some(l) = &state.limits {
-        let ip = client_ip(&req, l.trusted_proxy_hops);
+        let ip = client_ip(req.headers(), req.extensions(), l.trusted_proxy_hops);
+        let ip = ip.as_deref().unwrap_or("unknown");
         if let Some(Decision::Limited { retry_after }) =
             l.limiter.check(&format!("ip:{ip}"), l.per_ip).await
         {
@@ -262,6 +284,7 @@ pub async fn reserve(
     State(state): State<Arc<AppState>>,
     Path(event): Path<String>,
     OneHeader(key, _): OneHeader<IdempotencyKeyHeader>,
+    Client(client): Client,
     ApiJson(body): ApiJson<ReserveBody>,
 ) -> Result<Response, ApiError> {
     let event = EventId::parse(&event).map_err(|_| ApiError::NotFound("event"))?;
@@ -278,11 +301,17 @@ pub async fn reserve(
     let ticket_type = TicketTypeId::parse(&body.ticket_type)?;
     let quantity = Quantity::parse(body.quantity)?;
     let email = Email::parse(&body.email)?;
-    // The per-e-mail limit is checked inside the reservation script (one Redis call).
+    // The per-e-mail limit and the per-client cap are checked inside the reservation script
+    // (one Redis call).
     let per_email = state.limits.as_ref().map(|l| l.per_email);
+    let admission = Admission {
+        per_email,
+        holds_per_client: state.limits.as_ref().map_or(0, |l| l.holds_per_client),
+        client,
+    };
     let outcome = state
         .gate
-        .reserve_limited(&event, &ticket_type, quantity, &email, &key, per_email)
+        .reserve_limited(&event, &ticket_type, quantity, &email, &key, &admission)
         .await?;
     count_reservation(&outcome);
     if outcome != ReserveOutcome::UnknownEvent {
@@ -327,6 +356,18 @@ pub async fn reserve(
                 || ApiError::Internal(anyhow::anyhow!("rate limited without a per-e-mail limit")),
                 |policy| limited("per-email", policy, retry_after),
             ));
+        }
+        ReserveOutcome::ClientHolds {
+            retry_after,
+            window,
+        } => {
+            metrics::counter!("rate_limited_total", "policy" => "per-client").increment(1);
+            return Err(ApiError::RateLimited {
+                policy: "per-client",
+                burst: admission.holds_per_client,
+                window_secs: window.as_secs().max(1),
+                retry_after_secs: retry_after.as_millis().div_ceil(1000).max(1) as u64,
+            });
         }
         ReserveOutcome::Paused => return Err(paused()),
     };
@@ -401,7 +442,7 @@ fn count_reservation(o: &ReserveOutcome) {
         ReserveOutcome::NotEnough { .. } => 6,
         ReserveOutcome::Limit { .. } => 7,
         ReserveOutcome::Paused => 8,
-        ReserveOutcome::RateLimited { .. } => 9,
+        ReserveOutcome::RateLimited { .. } | ReserveOutcome::ClientHolds { .. } => 9,
     };
     COUNTERS.get_or_init(|| {
         OUTCOMES
@@ -789,6 +830,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         limiter: RateLimiter::new(gate.connection(), config.redis.timeout()),
         per_ip: config.limits.per_ip(),
         per_email: config.limits.per_email(),
+        holds_per_client: config.limits.holds_per_client,
         trusted_proxy_hops: config.limits.trusted_proxy_hops,
     };
     let state = AppState {
@@ -832,7 +874,8 @@ mod tests {
         );
     }
 
-    fn req(peer: &str, xff: Option<&str>) -> Request {
+    /// The client's address as buy reads it from a request with this peer and header.
+    fn seen(peer: &str, xff: Option<&str>, hops: usize) -> Option<String> {
         let mut r = Request::new(axum::body::Body::empty());
         r.extensions_mut()
             .insert(ConnectInfo(peer.parse::<SocketAddr>().unwrap()));
@@ -840,30 +883,115 @@ mod tests {
             r.headers_mut()
                 .insert("x-forwarded-for", x.parse().unwrap());
         }
-        r
+        client_ip(r.headers(), r.extensions(), hops)
+    }
+
+    /// How a deployment shape hands a request to buy: the TCP peer buy sees, the
+    /// `X-Forwarded-For` it receives for a client at `client` that sent `supplied`, and the
+    /// `TRUSTED_PROXY_HOPS` it runs with.
+    struct Shape {
+        name: &'static str,
+        hops: usize,
+        peer: &'static str,
+        forward: fn(supplied: Option<&str>, client: &str) -> String,
+    }
+
+    /// What a proxy appending the client (and more) does to a header the client sent.
+    fn after(supplied: Option<&str>, appended: &str) -> String {
+        supplied.map_or_else(|| appended.to_owned(), |s| format!("{s}, {appended}"))
+    }
+
+    const SHAPES: [Shape; 4] = [
+        // Google's external Application Load Balancer with a serverless NEG (terraform/, 2
+        // hops): "<supplied>,<client-ip>,<load-balancer-ip>" reaches Cloud Run.
+        Shape {
+            name: "load balancer + serverless NEG",
+            hops: 2,
+            peer: "169.254.1.1:40000",
+            forward: |s, c| after(s, &format!("{c}, 34.120.0.1")),
+        },
+        // The run.app URL directly (closed by the ingress setting in production; diagnostics):
+        // Cloud Run's front end appends the client.
+        Shape {
+            name: "run.app",
+            hops: 1,
+            peer: "169.254.1.1:40000",
+            forward: |s, c| after(s, c),
+        },
+        // scripts/dev: nginx with `$proxy_add_x_forwarded_for` appends `$remote_addr`.
+        Shape {
+            name: "local nginx",
+            hops: 1,
+            peer: "127.0.0.1:51000",
+            forward: |s, c| after(s, c),
+        },
+        // No proxy: k6 and the tests on loopback. The client's own header is not looked at.
+        Shape {
+            name: "no proxy",
+            hops: 0,
+            peer: "203.0.113.7:5000",
+            forward: |s, _| s.unwrap_or("").to_owned(),
+        },
+    ];
+
+    /// Per deployment shape: the entry the trusted proxies appended is the client's, and no
+    /// header a client sends picks another bucket or puts different clients in one.
+    #[test]
+    fn each_deployment_shape_finds_the_client_whatever_it_sends() {
+        let spoofs = [
+            None,
+            Some("1.2.3.4"),
+            Some("1.2.3.4, 5.6.7.8"),
+            Some("garbage"),
+            Some(" , ,"),
+            Some("10.0.0.1, 10.0.0.1, 10.0.0.1, 10.0.0.1, 10.0.0.1"),
+        ];
+        for shape in &SHAPES {
+            // Without a proxy the client is the peer itself.
+            let (a, b) = if shape.hops == 0 {
+                ("203.0.113.7", "203.0.113.7")
+            } else {
+                ("198.51.100.9", "198.51.100.10")
+            };
+            for supplied in spoofs {
+                for client in [a, b] {
+                    let peer = if shape.hops == 0 {
+                        format!("{client}:5000")
+                    } else {
+                        shape.peer.to_owned()
+                    };
+                    let xff = (shape.forward)(supplied, client);
+                    let xff = (!xff.is_empty()).then_some(xff.as_str());
+                    assert_eq!(
+                        seen(&peer, xff, shape.hops).as_deref(),
+                        Some(client),
+                        "{}: client {client} sent {supplied:?}",
+                        shape.name
+                    );
+                }
+            }
+        }
+        // Why the setting must match the shape: behind the load balancer with no trusted hop,
+        // every client is the front end's address (one bucket for everyone), and with one hop
+        // too few it is the load balancer's.
+        let lb = &SHAPES[0];
+        let xff = (lb.forward)(None, "198.51.100.9");
+        assert_eq!(seen(lb.peer, Some(&xff), 0).as_deref(), Some("169.254.1.1"));
+        assert_eq!(seen(lb.peer, Some(&xff), 1).as_deref(), Some("34.120.0.1"));
     }
 
     #[test]
-    fn the_client_is_the_peer_or_the_entry_the_trusted_proxies_appended() {
-        assert_eq!(client_ip(&req("203.0.113.7:5000", None), 0), "203.0.113.7");
-        // Without trusted proxies, a client's own X-Forwarded-For is ignored.
+    fn the_client_counts_per_ipv6_subscriber_and_as_ipv4_when_mapped() {
         assert_eq!(
-            client_ip(&req("203.0.113.7:5000", Some("1.2.3.4")), 0),
-            "203.0.113.7"
-        );
-        // Google's load balancer appends "<client>, <itself>"; earlier entries are spoofable.
-        let lb = req("10.0.0.1:5000", Some("6.6.6.6, 198.51.100.9, 34.1.2.3"));
-        assert_eq!(client_ip(&lb, 2), "198.51.100.9");
-        // Too few entries or garbage: fall back to the peer.
-        assert_eq!(client_ip(&req("10.0.0.1:1", Some("x")), 2), "10.0.0.1");
-        // One IPv6 subscriber (a /64) is one client, and IPv4-mapped addresses are IPv4.
-        assert_eq!(
-            client_ip(&req("[2001:db8:1:2:aaaa::1]:443", None), 0),
-            "2001:db8:1:2::/64"
+            seen("[2001:db8:1:2:aaaa::1]:443", None, 0).as_deref(),
+            Some("2001:db8:1:2::/64")
         );
         assert_eq!(
-            client_ip(&req("[::ffff:192.0.2.1]:443", None), 0),
-            "192.0.2.1"
+            seen("[::ffff:192.0.2.1]:443", None, 0).as_deref(),
+            Some("192.0.2.1")
         );
+        // Nothing known (a request made in process): no client.
+        let r = Request::new(axum::body::Body::empty());
+        assert_eq!(client_ip(r.headers(), r.extensions(), 2), None);
     }
 }

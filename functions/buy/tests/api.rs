@@ -365,6 +365,14 @@ async fn limited_app(
     per_ip: shared::ratelimit::Policy,
     per_email: shared::ratelimit::Policy,
 ) -> (TestEnv, Event, axum::Router) {
+    capped_app(per_ip, per_email, 0).await
+}
+
+async fn capped_app(
+    per_ip: shared::ratelimit::Policy,
+    per_email: shared::ratelimit::Policy,
+    holds_per_client: u32,
+) -> (TestEnv, Event, axum::Router) {
     let env = TestEnv::get();
     let ev = env.seed(50, -1, 600).await;
     let topic = common::topic(&env).await;
@@ -377,6 +385,7 @@ async fn limited_app(
         per_ip,
         per_email,
         trusted_proxy_hops: 1,
+        holds_per_client,
     });
     (env, ev, buy::app(state))
 }
@@ -487,6 +496,84 @@ async fn one_email_reserving_too_often_is_limited_but_others_are_not() {
     )
     .await;
     assert_problem(&a, 422, "invalid-input");
+}
+
+/// One mailbox, one limit: the spellings its provider delivers to that mailbox share the
+/// per-customer limit (the reproduction: each spelling got a limit of its own).
+#[tokio::test]
+async fn one_mailbox_under_many_spellings_has_one_limit() {
+    let (env, ev, app) = setup(50, -1, 600).await;
+    let limit = ev.ticket_types[0].per_customer_limit;
+    let tt = ev.ticket_types[0].id.to_string();
+    let body = |email: &str| json!({"ticket_type": tt, "quantity": limit, "email": email});
+    let a = call(
+        &app,
+        reserve_req(&ev, &fresh_key(), body("f.an+vip@gmail.com")),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::ACCEPTED, "{:?}", a.body);
+    for same in ["fan@gmail.com", "Fan+1@GoogleMail.com", "F.A.N@gmail.com"] {
+        let a = call(&app, reserve_req(&ev, &fresh_key(), body(same))).await;
+        assert_problem(&a, 422, "limit-exceeded");
+    }
+    let a = call(&app, reserve_req(&ev, &fresh_key(), body("fan+2@x.at"))).await;
+    assert_eq!(
+        a.status,
+        StatusCode::ACCEPTED,
+        "another mailbox: {:?}",
+        a.body
+    );
+    let a = call(&app, reserve_req(&ev, &fresh_key(), body("FAN@x.at"))).await;
+    assert_problem(&a, 422, "limit-exceeded");
+    let snap = env.gate().await.refresh(&ev.id).await.unwrap().unwrap();
+    assert_eq!(snap.stock[tt.as_str()].held, 2 * i64::from(limit));
+}
+
+/// One client cannot sit on the stock under many addresses: it takes at most
+/// `HOLDS_PER_CLIENT` holds within a hold time, then hears 429 until its oldest ends.
+#[tokio::test]
+async fn one_client_holding_too_much_under_many_addresses_is_capped() {
+    use shared::ratelimit::Policy;
+    let off = Policy {
+        per_minute: 0,
+        burst: 0,
+    };
+    let (env, ev, app) = capped_app(off, off, 3).await;
+    let ip = fresh_ip();
+    let first = fresh_key();
+    for (i, key) in [first.clone(), fresh_key(), fresh_key()].iter().enumerate() {
+        let req = reserve_req(&ev, key, fan_body(&format!("bot{i}@example.com")));
+        let a = call(&app, from_ip(req, &ip)).await;
+        assert_eq!(a.status, StatusCode::ACCEPTED, "{:?}", a.body);
+    }
+    let req = reserve_req(&ev, &fresh_key(), fan_body("bot3@example.com"));
+    let a = call(&app, from_ip(req, &ip)).await;
+    assert_problem(&a, 429, "rate-limited");
+    assert_eq!(a.headers["ratelimit-policy"], "\"per-client\";q=3;w=600");
+    let retry: u64 = a.headers[header::RETRY_AFTER]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((590..=600).contains(&retry), "retry after {retry}");
+    // Refused, it took nothing; a retry of an attempt it made is answered as before.
+    let snap = env.gate().await.refresh(&ev.id).await.unwrap().unwrap();
+    assert_eq!(snap.stock["vip-3-day"].held, 3);
+    let req = reserve_req(&ev, &first, fan_body("bot0@example.com"));
+    let a = call(&app, from_ip(req, &ip)).await;
+    assert_eq!(a.status, StatusCode::ACCEPTED, "{:?}", a.body);
+    // Another client is not affected, nor one that spoofs the capped one's address.
+    let req = reserve_req(&ev, &fresh_key(), fan_body("fan@example.com"));
+    let a = call(&app, from_ip(req, &format!("{ip}, {}", fresh_ip()))).await;
+    assert_eq!(a.status, StatusCode::ACCEPTED, "{:?}", a.body);
+    // The client's ledger ends with its holds: nothing stays in Redis for good.
+    let mut redis = env.gate().await.connection();
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(format!("{{ev:{}}}:client:{ip}", ev.id))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert!((1..=600_000).contains(&ttl), "ttl {ttl}");
 }
 
 #[tokio::test]

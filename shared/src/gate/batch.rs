@@ -27,13 +27,23 @@ pub(super) const MAX_BATCH: usize = 64;
 /// Redis that is far away (a cloud round trip) is still kept busy.
 const IN_FLIGHT: usize = 4;
 
+/// What a call's reservations are checked against besides stock and the per-customer limit,
+/// as the script reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Rules {
+    /// The per-e-mail rate limit's interval in ms (0: none) and burst.
+    pub interval_ms: u64,
+    pub burst: u32,
+    /// The most holds one client may take within a hold time (0: no cap).
+    pub holds_per_client: u32,
+}
+
 /// One reservation waiting for its call.
 pub(super) struct Pending {
     pub event: EventId,
-    /// The per-e-mail limit as the script reads it: interval in ms (0: none) and burst.
-    pub limit: (u64, u32),
-    /// ticket_type, quantity, email, idempotency_key.
-    pub args: [String; 4],
+    pub rules: Rules,
+    /// ticket_type, quantity, email, idempotency_key, client ('': unknown).
+    pub args: [String; 5],
     /// When it was queued: one that waited longer than the gate's timeout is answered busy
     /// instead of being sent (its fan has been waiting long enough).
     pub since: std::time::Instant,
@@ -112,14 +122,14 @@ pub(super) fn spawn(
     tx
 }
 
-/// Splits by event and limit (one script call serves one event's slot under one limit),
+/// Splits by event and rules (one script call serves one event's slot under one set of rules),
 /// keeping arrival order within each.
 fn group(queued: Vec<Pending>) -> Vec<Vec<Pending>> {
     let mut batches: Vec<Vec<Pending>> = Vec::new();
     for p in queued {
         match batches
             .iter_mut()
-            .find(|b| b[0].event == p.event && b[0].limit == p.limit)
+            .find(|b| b[0].event == p.event && b[0].rules == p.rules)
         {
             Some(b) => b.push(p),
             None => batches.push(vec![p]),
@@ -183,14 +193,19 @@ impl Call {
         salt: &str,
     ) -> Result<(Vec<(OrderId, String)>, Option<String>), GateError> {
         let mut inv = self.script.key(meta_key(&batch[0].event));
-        inv.arg(batch[0].limit.0).arg(batch[0].limit.1).arg(salt);
+        let rules = batch[0].rules;
+        inv.arg(rules.interval_ms)
+            .arg(rules.burst)
+            .arg(salt)
+            .arg(rules.holds_per_client);
         let ids: Vec<OrderId> = batch.iter().map(|p| order_id(salt, &p.args[3])).collect();
         let mut buf = uuid::Uuid::encode_buffer();
         for (p, id) in batch.iter().zip(&ids) {
             inv.arg(p.args[0].as_str())
                 .arg(p.args[1].as_str())
                 .arg(p.args[2].as_str())
-                .arg(&*id.0.hyphenated().encode_lower(&mut buf));
+                .arg(&*id.0.hyphenated().encode_lower(&mut buf))
+                .arg(p.args[4].as_str());
         }
         metrics::histogram!("gate_reserve_batch_size").record(batch.len() as f64);
         let bad = |what: String| {
@@ -229,8 +244,18 @@ mod tests {
     fn pending(event: &str, limit: u64, n: &str) -> Pending {
         Pending {
             event: EventId::parse(event).unwrap(),
-            limit: (limit, 1),
-            args: [n.into(), String::new(), String::new(), String::new()],
+            rules: Rules {
+                interval_ms: limit,
+                burst: 1,
+                holds_per_client: 0,
+            },
+            args: [
+                n.into(),
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+            ],
             since: std::time::Instant::now(),
             reply: oneshot::channel().0,
         }
@@ -246,7 +271,7 @@ mod tests {
     }
 
     #[test]
-    fn batches_split_by_event_and_limit_and_keep_arrival_order() {
+    fn batches_split_by_event_and_rules_and_keep_arrival_order() {
         let got = group(vec![
             pending("a-2027", 0, "1"),
             pending("b-2027", 0, "2"),

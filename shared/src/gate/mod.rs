@@ -71,6 +71,23 @@ pub enum ReserveOutcome {
     Paused,
     /// The per-e-mail rate limit refused it; nothing was consumed.
     RateLimited { retry_after: Duration },
+    /// The client took as many holds as it may within a hold time (`window`); its oldest
+    /// ends after `retry_after`.
+    ClientHolds {
+        retry_after: Duration,
+        window: Duration,
+    },
+}
+
+/// What a reservation is checked against besides stock and the per-customer limit.
+#[derive(Debug, Clone, Default)]
+pub struct Admission {
+    /// The per-e-mail rate limit.
+    pub per_email: Option<crate::ratelimit::Policy>,
+    /// The most holds one client may take within a hold time (0: no cap).
+    pub holds_per_client: u32,
+    /// The client's address (`None`: unknown, and not capped).
+    pub client: Option<String>,
 }
 
 /// Whether the gate holds an event.
@@ -736,13 +753,21 @@ impl Gate {
         email: &Email,
         key: &IdempotencyKey,
     ) -> Result<ReserveOutcome, GateError> {
-        self.reserve_limited(event, ticket_type, quantity, email, key, None)
-            .await
+        self.reserve_limited(
+            event,
+            ticket_type,
+            quantity,
+            email,
+            key,
+            &Admission::default(),
+        )
+        .await
     }
 
-    /// [`Gate::reserve`] under a per-e-mail rate limit, checked inside the same script (a
-    /// replay of the same key is never counted). Decided in a batch with the reservations
-    /// that arrive at the same time (`batch`).
+    /// [`Gate::reserve`] under the rules of `admission` (a per-e-mail rate limit, a per-client
+    /// hold cap), checked inside the same script (a replay of the same key is never counted or
+    /// refused by them). Decided in a batch with the reservations that arrive at the same time
+    /// (`batch`).
     pub async fn reserve_limited(
         &self,
         event: &EventId,
@@ -750,20 +775,32 @@ impl Gate {
         quantity: Quantity,
         email: &Email,
         key: &IdempotencyKey,
-        per_email: Option<crate::ratelimit::Policy>,
+        admission: &Admission,
     ) -> Result<ReserveOutcome, GateError> {
-        let limit = per_email
+        let (interval_ms, burst) = admission
+            .per_email
             .filter(|p| p.enabled())
             .map_or((0, 1), |p| (p.interval_ms(), p.burst.max(1)));
+        let client = admission.client.as_deref().unwrap_or_default();
+        let rules = batch::Rules {
+            interval_ms,
+            burst,
+            holds_per_client: if client.is_empty() {
+                0
+            } else {
+                admission.holds_per_client
+            },
+        };
         let (reply, answer) = tokio::sync::oneshot::channel();
         let pending = batch::Pending {
             event: event.clone(),
-            limit,
+            rules,
             args: [
                 ticket_type.as_str().to_owned(),
                 quantity.get().to_string(),
                 email.as_str().to_owned(),
                 key.as_str().to_owned(),
+                client.to_owned(),
             ],
             reply,
             since: std::time::Instant::now(),
@@ -805,6 +842,10 @@ impl Gate {
             Some("paused") => ReserveOutcome::Paused,
             Some("rate_limited") => ReserveOutcome::RateLimited {
                 retry_after: Duration::from_millis(num(&w, 1)?),
+            },
+            Some("client_holds") => ReserveOutcome::ClientHolds {
+                retry_after: Duration::from_millis(num(&w, 1)?),
+                window: Duration::from_millis(num(&w, 2)?),
             },
             _ => return Err(GateError::Protocol(format!("reserve: {w:?}"))),
         })

@@ -1,13 +1,13 @@
 -- ARGV: the per-e-mail rate limit (interval_ms, burst; interval 0: no limit), the event's salt
--- as buy knows it (a random one if it knows none yet), then per reservation: ticket_type,
--- quantity, email, order_id. Answers one line per reservation, in order: its words separated
+-- as buy knows it (a random one if it knows none yet), the per-client hold cap (0: none), then
+-- per reservation: ticket_type, quantity, email, order_id, client (its address; '': unknown). Answers one line per reservation, in order: its words separated
 -- by tabs, the lines by newlines (one string is far cheaper to build here and to parse in buy
 -- than nested arrays). Or, when buy's salt is not the event's, the single line `salt<TAB>S`.
 -- The hot path of the on-sale spike. buy sends the reservations that arrive together as one
 -- call (one event each), and they are decided here one after the other, exactly as if each
 -- were its own call: the batch only shares the reads of the event and its ticket types and
 -- writes their counters at the end (and before a reap). A refusal takes nothing.
-local interval, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
+local interval, burst, cap = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[4])
 local now = now_ms()
 local tat_first
 local function tat_s()
@@ -44,7 +44,8 @@ local function type_of(tt)
                    price_s = v[3], avail = tonumber(v[4]), held = tonumber(v[5]) } or false
     -- Every hold of this batch on this type has the same deadline.
     if t then
-      t.deadline_s = tostring(now + t.hold)
+      t.deadline = now + t.hold
+      t.deadline_s = tostring(t.deadline)
       t.reply = 'reserved\t' .. t.deadline_s
     end
     types[tt] = t
@@ -101,7 +102,7 @@ end
 -- four calls per reservation were a twelfth of its cost (callgrind).
 local opens = m[1] and tonumber(m[1])
 local qtys = {}
-local function reserve(tt, qty_s, email, oid)
+local function reserve(tt, qty_s, email, oid, client)
   if not m[1] then return 'unknown_event' end
   local qty = qtys[qty_s]
   if not qty then
@@ -156,6 +157,19 @@ local function reserve(tt, qty_s, email, oid)
   end
   if t.avail < qty then return earlier(ok, tt, qty_s, email) or ('not_enough\t' .. str(t.avail)) end
 
+  -- The per-client cap (ADR 38): at most `cap` holds taken from one address within a hold
+  -- time, so one client cannot sit on the stock under many e-mail addresses. Its ledger is
+  -- the holds' deadlines, and it expires with the last of them.
+  local clk
+  if cap > 0 and client ~= '' then
+    clk = p .. 'client:' .. client
+    redis.call('ZREMRANGEBYSCORE', clk, '-inf', now)
+    if redis.call('ZCARD', clk) >= cap then
+      local first = redis.call('ZRANGE', clk, 0, 0, 'WITHSCORES')[2]
+      return earlier(ok, tt, qty_s, email) or ('client_holds\t' .. str(tonumber(first) - now) .. '\t' .. str(t.hold))
+    end
+  end
+
   -- The order, written only if its key is new (one call for the check and the write); a key
   -- already used gets its first answer, and nothing else is written.
   if not only_r then
@@ -168,6 +182,10 @@ local function reserve(tt, qty_s, email, oid)
   local r = deadline .. '\t' .. amount .. '\t' .. tt .. '\n' .. qty_s .. '\n' .. email
   if redis.call('HSETNX', ok, 'r', r) == 0 then
     return earlier(ok, tt, qty_s, email)
+  end
+  if clk then
+    redis.call('ZADD', clk, deadline, oid)
+    if redis.call('PEXPIRETIME', clk) < t.deadline then redis.call('PEXPIREAT', clk, deadline) end
   end
   if new_tat then
     -- One tat per batch and interval at most: a fan's first hold starts at `now`.
@@ -186,8 +204,8 @@ local out = {}
 -- Redis does not undo a script that fails halfway: one reservation's error (a key of an
 -- unexpected type, say) must not leave the others' orders written and their stock uncounted.
 -- It answers that reservation alone with the error; the rest of the batch goes on.
-for i = 4, #ARGV, 4 do
-  local ok, r = pcall(reserve, ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3])
+for i = 5, #ARGV, 5 do
+  local ok, r = pcall(reserve, ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4])
   if not ok then
     local msg = type(r) == 'table' and tostring(r.err) or tostring(r)
     r = 'error\t' .. string.gsub(msg, '[\t\n]', ' ')
