@@ -462,13 +462,13 @@ pub async fn order(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = OrderId::parse(&id).map_err(|_| ApiError::NotFound("order"))?;
-    let o = state
+    // Redis' clock, which the scripts judge holds by (not this instance's).
+    let (o, now) = state
         .0
         .gate
         .find_order(id)
         .await?
         .ok_or(ApiError::NotFound("order"))?;
-    let now = Utc::now();
     // A hold past its deadline is expired even before a script has returned it to stock.
     let status = match (o.status, o.hold_expires_at) {
         (OrderStatus::Reserved, Some(d)) if d <= now => OrderStatus::Expired,

@@ -104,6 +104,21 @@ async fn availability_comes_from_the_snapshot_with_an_etag() {
         order.get("email").is_none(),
         "no personal data on the read path"
     );
+    // The hold is judged by Redis' clock, and `server_time` is that clock (read in the same
+    // round trip), so the fan's countdown runs against the clock the scripts use.
+    let mut redis = env.gate().await.connection();
+    let redis_now = |t: (i64, i64)| t.0 * 1_000_000 + t.1;
+    let before: (i64, i64) = redis::cmd("TIME").query_async(&mut redis).await.unwrap();
+    let (_, _, order) = get(&router, &format!("/v1/orders/{order_id}"), None).await;
+    let after: (i64, i64) = redis::cmd("TIME").query_async(&mut redis).await.unwrap();
+    let server_time = chrono::DateTime::parse_from_rfc3339(order["server_time"].as_str().unwrap())
+        .unwrap()
+        .timestamp_micros();
+    // RFC 3339 in milliseconds: the bracket widened by one.
+    assert!(
+        redis_now(before) - 1_000 <= server_time && server_time <= redis_now(after),
+        "{before:?} <= {server_time} <= {after:?}"
+    );
 }
 
 /// The hot route answers exactly what the router's handler answers, for every request it takes,

@@ -868,8 +868,14 @@ impl Gate {
 
     /// The read model of an order wherever it lives: its hash read in each seeded event in one
     /// pipelined call (one round trip where [`Gate::event_of`] then [`Gate::order`] take two),
-    /// looked for again in events seeded since the copy of the list was taken.
-    pub async fn find_order(&self, order: OrderId) -> Result<Option<OrderView>, GateError> {
+    /// looked for again in events seeded since the copy of the list was taken. With it, Redis'
+    /// clock at the read: the one clock the scripts judge holds by, so a fan is never told a
+    /// hold expired that a payment would still find valid (or the reverse) because this
+    /// instance's clock drifted.
+    pub async fn find_order(
+        &self,
+        order: OrderId,
+    ) -> Result<Option<(OrderView, DateTime<Utc>)>, GateError> {
         let cached = self.cached_events();
         if let Some(evs) = &cached
             && let Some(found) = self.read_in(order, evs).await?
@@ -902,25 +908,39 @@ impl Gate {
         })
     }
 
-    /// The order's view in the first of `events` that holds it.
+    /// The order's view in the first of `events` that holds it, and Redis' clock.
     async fn read_in(
         &self,
         order: OrderId,
         events: &[EventId],
-    ) -> Result<Option<OrderView>, GateError> {
+    ) -> Result<Option<(OrderView, DateTime<Utc>)>, GateError> {
         if events.is_empty() {
             return Ok(None);
         }
         let mut pipe = redis::pipe();
+        pipe.cmd("TIME");
         for e in events {
             pipe.hgetall(order_key(e, order));
         }
         let mut conn = self.0.conn.clone();
-        let hashes: Vec<std::collections::HashMap<String, String>> =
-            self.bounded(pipe.query_async(&mut conn)).await?;
+        let (time, hashes): ((i64, i64), Vec<std::collections::HashMap<String, String>>) = {
+            let replies: Vec<Value> = self.bounded(pipe.query_async(&mut conn)).await?;
+            let bad = |e: redis::ParsingError| GateError::Protocol(e.to_string());
+            let mut replies = replies.into_iter();
+            let time =
+                redis::from_redis_value(replies.next().unwrap_or(Value::Nil)).map_err(bad)?;
+            let hashes = replies
+                .map(|v| redis::from_redis_value(v).map_err(bad))
+                .collect::<Result<_, _>>()?;
+            (time, hashes)
+        };
+        let now = Utc
+            .timestamp_opt(time.0, u32::try_from(time.1 * 1000).unwrap_or(0))
+            .single()
+            .ok_or_else(|| GateError::Protocol(format!("TIME {time:?}")))?;
         for (e, h) in events.iter().zip(hashes) {
             if let Some(view) = order_view(e, order, &h)? {
-                return Ok(Some(view));
+                return Ok(Some((view, now)));
             }
         }
         Ok(None)
