@@ -169,6 +169,7 @@ module "monitoring" {
   services = {
     check-availability = module.check_availability.name
     buy                = module.buy.name
+    consume-order      = module.consume_order.name
   }
   push_subscription        = module.pubsub.push_subscription_name
   dead_letter_subscription = module.pubsub.dead_letter_subscription_name

@@ -143,7 +143,9 @@ pub async fn run(
                 .decode(m["data"].as_str().unwrap_or_default())
                 .map_err(|e| format!("data is not base64: {e}"))
                 .and_then(|bytes| {
-                    OrderBatch::decode(&bytes).map_err(|e| format!("not an order message: {e}"))
+                    OrderBatch::decode(&bytes)
+                        .map(|b| b.orders)
+                        .map_err(|e| format!("not an order message: {e}"))
                 });
             let attributes: HashMap<String, String> =
                 serde_json::from_value(m["attributes"].clone()).unwrap_or_default();

@@ -421,21 +421,39 @@ pub struct OrderMessage {
     pub paid_at: DateTime<Utc>,
 }
 
-/// What one Pub/Sub message carries since orders travel in batches (ADR 34): the paid orders
-/// buy coalesced while its previous publish was in flight.
+/// A refund owed to a fan for one charge: an order the books rejected after payment, or an
+/// approval that came for an attempt that no longer counted (ADR 39).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundOwed {
+    /// The order the charge was for.
+    pub order_id: OrderId,
+    /// The payment provider's reference of the charge (a charge is refunded once).
+    pub payment_ref: String,
+    /// What was charged, EUR cents.
+    pub amount_cents: i64,
+}
+
+/// What one Pub/Sub message carries since orders travel in batches (ADR 34): the paid orders
+/// buy coalesced while its previous publish was in flight, and refunds buy owes but could not
+/// make (ADR 39; in a message of their own).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct OrderBatch {
     pub orders: Vec<OrderMessage>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refunds: Vec<RefundOwed>,
 }
 
 impl OrderBatch {
     /// Reads a message's data: a batch, or one bare order as buy published it before batching
     /// (a rolling deploy has both in flight).
-    pub fn decode(data: &[u8]) -> Result<Vec<OrderMessage>, serde_json::Error> {
+    pub fn decode(data: &[u8]) -> Result<OrderBatch, serde_json::Error> {
         match serde_json::from_slice::<OrderBatch>(data) {
-            Ok(batch) => Ok(batch.orders),
+            Ok(batch) => Ok(batch),
             Err(batch_error) => serde_json::from_slice::<OrderMessage>(data)
-                .map(|one| vec![one])
+                .map(|one| OrderBatch {
+                    orders: vec![one],
+                    refunds: vec![],
+                })
                 .map_err(|_| batch_error),
         }
     }

@@ -12,7 +12,7 @@ use google_cloud_pubsub::client::Publisher;
 use google_cloud_pubsub::model::Message;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::domain::OrderMessage;
+use crate::domain::{OrderBatch, OrderMessage, RefundOwed};
 
 /// Publishing failed or timed out; the order stays in the outbox and is published later.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -24,6 +24,9 @@ pub struct PublishError(pub String);
 pub trait OrderPublisher: Send + Sync {
     /// Publishes one order (in a message it may share with others); returns the message id.
     async fn publish(&self, msg: &OrderMessage) -> Result<String, PublishError>;
+    /// Publishes a refund buy owes and could not make, in a message of its own, for
+    /// consume-order to record and retry (ADR 39); returns the message id.
+    async fn publish_refund(&self, refund: &RefundOwed) -> Result<String, PublishError>;
 }
 
 /// How orders are coalesced into messages.
@@ -61,6 +64,8 @@ struct Pending {
 /// Publishes to a Pub/Sub topic, orders coalesced into batches.
 pub struct PubSubPublisher {
     queue: mpsc::Sender<Pending>,
+    /// For the rare message that is not a batch of orders (a refund).
+    publisher: Publisher,
     timeout: Duration,
 }
 
@@ -85,8 +90,12 @@ impl PubSubPublisher {
         }
         let publisher = builder.build().await?;
         let (queue, rx) = mpsc::channel(batching.max_orders.max(1) * 16);
-        tokio::spawn(coalesce(rx, publisher, batching, timeout));
-        Ok(Self { queue, timeout })
+        tokio::spawn(coalesce(rx, publisher.clone(), batching, timeout));
+        Ok(Self {
+            queue,
+            publisher,
+            timeout,
+        })
     }
 }
 
@@ -111,6 +120,18 @@ impl OrderPublisher for PubSubPublisher {
         })
         .await;
         waited.unwrap_or_else(|_| Err(PublishError(format!("no answer within {:?}", self.timeout))))
+    }
+
+    async fn publish_refund(&self, refund: &RefundOwed) -> Result<String, PublishError> {
+        let data = serde_json::to_vec(&OrderBatch {
+            orders: vec![],
+            refunds: vec![refund.clone()],
+        })
+        .map_err(|e| PublishError(e.to_string()))?;
+        let message = Message::new()
+            .set_data(data)
+            .set_attributes([("refund_for", refund.order_id.to_string())]);
+        send(&self.publisher, message, self.timeout).await
     }
 }
 
@@ -194,6 +215,15 @@ async fn publish_batch(
         attributes.push(("order_id", only.order_id.to_string()));
     }
     let message = Message::new().set_data(data).set_attributes(attributes);
+    send(publisher, message, timeout).await
+}
+
+/// Publishes one message within `timeout`.
+async fn send(
+    publisher: &Publisher,
+    message: Message,
+    timeout: Duration,
+) -> Result<String, PublishError> {
     match tokio::time::timeout(timeout, publisher.publish(message)).await {
         Ok(Ok(id)) => Ok(id),
         Ok(Err(e)) => Err(PublishError(e.to_string())),

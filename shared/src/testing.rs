@@ -3,7 +3,7 @@
 
 use chrono::{Duration, Utc};
 
-use crate::domain::{Event, EventId, OrderId, OrderMessage};
+use crate::domain::{Event, EventId, OrderId, OrderMessage, RefundOwed};
 use crate::gate::Gate;
 use crate::repo::postgres::PgRepository;
 use crate::repo::spanner::{DatabasePath, SpannerRepository};
@@ -280,5 +280,21 @@ impl<R: OrderRepository> OrderRepository for Scoped<R> {
     }
     async fn decided_orders(&self, event: &EventId) -> Result<Vec<StoredOrder>, RepoError> {
         self.repo.decided_orders(event).await
+    }
+    async fn owe_refunds(&self, refunds: &[RefundOwed]) -> Result<Vec<RefundOwed>, RepoError> {
+        self.repo.owe_refunds(refunds).await
+    }
+    async fn claim_refunds(
+        &self,
+        limit: usize,
+        lease: std::time::Duration,
+    ) -> Result<Vec<RefundOwed>, RepoError> {
+        self.repo.claim_refunds(limit, lease).await
+    }
+    async fn refund_done(&self, payment_ref: &str) -> Result<(), RepoError> {
+        self.repo.refund_done(payment_ref).await
+    }
+    async fn refunds_outstanding(&self) -> Result<(i64, Option<chrono::DateTime<Utc>>), RepoError> {
+        self.repo.refunds_outstanding().await
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use shared::domain::{Event, OrderId, OrderMessage, OrderStatus, TicketTypeId};
+use shared::domain::{Event, OrderId, OrderMessage, OrderStatus, RefundOwed, TicketTypeId};
 use shared::repo::{OrderRepository, Outcome, Persisted, Refused, RepoError, Seeded};
 use shared::testing::{TestEnv, books_in, new_event};
 
@@ -68,6 +68,7 @@ conformance!(
     reset_removes_the_event_and_its_orders,
     events_and_customer_totals_read_back,
     decided_orders_read_back_with_their_tickets,
+    refunds_owed_are_recorded_once_leased_when_claimed_and_done_once,
     an_unreachable_database_is_retryable,
     a_batch_with_duplicates_inside_delivered_twice_makes_each_order_once,
     a_batch_larger_than_the_stock_left_confirms_what_fits_first_paid_first,
@@ -389,6 +390,47 @@ mod cases {
                 got[1].tickets.len()
             ),
             (OrderStatus::Confirmed, 2, OrderStatus::Rejected, 0)
+        );
+    }
+
+    pub async fn refunds_owed_are_recorded_once_leased_when_claimed_and_done_once(b: Backend) {
+        let owed = |n: i64| RefundOwed {
+            order_id: OrderId::new(),
+            payment_ref: format!("ref-{}", uuid::Uuid::new_v4()),
+            amount_cents: n,
+        };
+        let (a, c) = (owed(100), owed(200));
+        // Recorded once: the repeat (in the call, or later) changes nothing.
+        let open = b
+            .repo
+            .owe_refunds(&[a.clone(), c.clone(), a.clone()])
+            .await
+            .unwrap();
+        assert_eq!(open, vec![a.clone(), c.clone(), a.clone()]);
+        let mut again = a.clone();
+        again.amount_cents = 1;
+        assert_eq!(
+            b.repo.owe_refunds(&[again]).await.unwrap()[0].amount_cents,
+            1
+        );
+        let (n, oldest) = b.repo.refunds_outstanding().await.unwrap();
+        assert!(n >= 2 && oldest.is_some());
+        // Claimed (the shared database may hold others' too), then leased: not due again.
+        let lease = Duration::from_secs(60);
+        let mut claimed = vec![];
+        let started = Instant::now();
+        while !(claimed.contains(&a) && claimed.contains(&c)) {
+            claimed.extend(b.repo.claim_refunds(100, lease).await.unwrap());
+            assert!(started.elapsed() < Duration::from_secs(10), "{claimed:?}");
+        }
+        let later = b.repo.claim_refunds(1000, lease).await.unwrap();
+        assert!(!later.contains(&a) && !later.contains(&c), "leased");
+        // Done: no longer owed, and never claimed again.
+        b.repo.refund_done(&a.payment_ref).await.unwrap();
+        b.repo.refund_done(&a.payment_ref).await.unwrap();
+        assert_eq!(
+            b.repo.owe_refunds(&[a.clone(), c.clone()]).await.unwrap(),
+            vec![c]
         );
     }
 

@@ -403,6 +403,12 @@ def test_alerts_cover_the_slos(root, modules):
     assert "num_undelivered_messages" in text["dead_letters"]
     assert one(one(policies["dead_letters"]["conditions"])["condition_threshold"])["threshold_value"] == 0
     assert "oldest_unacked_message_age" in text["push_backlog_age"]
+    # Refunds owed: consume-order's failed-refund log line, counted and alerted on.
+    metric = mon.resource("google_logging_metric", "refunds_failed")
+    line = "refund failed; it stays owed and is retried"
+    assert line in metric["filter"]
+    assert f'"{line}"' in (TF.parent / "functions/consume-order/src/lib.rs").read_text(encoding="utf-8")
+    assert "refunds_failed" in text["refunds_owed"]
     for name, body in policies.items():
         assert body["notification_channels"] == "${local.channels}", name
     assert root.calls["monitoring"]["notification_channels"] == "${var.notification_channels}"

@@ -19,7 +19,7 @@ use shared::ApiError;
 use shared::config::{HttpArgs, PubSubArgs, RateLimitArgs, RedisArgs};
 use shared::domain::{
     Email, EventId, IdempotencyKey, OrderId, OrderMessage, OrderStatus, PaymentToken, Quantity,
-    TicketTypeId,
+    RefundOwed, TicketTypeId,
 };
 use shared::gate::{Admission, Approval, Gate, PayBegin, ReserveOutcome};
 use shared::http::{ApiJson, HeaderNamed, OneHeader, unavailable};
@@ -557,7 +557,7 @@ fn state_answer(status: OrderStatus) -> Result<OrderStatus, ApiError> {
             "This order is already paid and confirmed.".into(),
         )),
         OrderStatus::Rejected => Err(ApiError::Conflict(
-            "This order could not be fulfilled and its payment was refunded.".into(),
+            "This order could not be fulfilled and its payment is refunded (the payment provider may take a moment to show it).".into(),
         )),
         OrderStatus::Reserved => Err(ApiError::Conflict(
             "Another payment attempt for this order is under way or was declined; try again."
@@ -665,14 +665,36 @@ pub async fn settle(
                     payment("stale_refunded");
                     // Money taken for an attempt that no longer counts: give it back.
                     tracing::warn!(order_id = %id, attempt, payment_ref, "stale approval; refunding");
-                    state
-                        .payments
-                        .refund(id, &payment_ref, amount_cents)
-                        .await
-                        .map_err(|e| unavailable("payment provider", &e))?;
+                    let owed = RefundOwed {
+                        order_id: id,
+                        payment_ref,
+                        amount_cents,
+                    };
+                    refund_stale(state, &owed).await?;
                     state_answer(status.ok_or(ApiError::NotFound("order"))?)
                 }
             }
+        }
+    }
+}
+
+/// Refunds a stale approval's charge at once, or, when the provider cannot do it now, hands
+/// the debt to consume-order, which records it in the books and retries it until the provider
+/// confirms (ADR 39). Only if both fail is the fan answered 503 (the debt is in the log line).
+async fn refund_stale(state: &AppState, owed: &RefundOwed) -> Result<(), ApiError> {
+    let Err(e) = state
+        .payments
+        .refund(owed.order_id, &owed.payment_ref, owed.amount_cents)
+        .await
+    else {
+        return Ok(());
+    };
+    tracing::warn!(order_id = %owed.order_id, error = %e, "refund failed; handing it to the refunder");
+    match state.publisher.publish_refund(owed).await {
+        Ok(_) => Ok(()),
+        Err(p) => {
+            tracing::error!(order_id = %owed.order_id, payment_ref = owed.payment_ref, amount_cents = owed.amount_cents, error = %p, "refund owed could neither be made nor handed on (reconcile with the provider)");
+            Err(unavailable("payment provider", &e))
         }
     }
 }

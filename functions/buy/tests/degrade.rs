@@ -69,7 +69,7 @@ async fn redis_down_buy_refuses_fast_the_consumer_still_persists_and_the_gate_ca
                 let data = base64::engine::general_purpose::STANDARD
                     .decode(m["message"]["data"].as_str().unwrap())
                     .unwrap();
-                break OrderBatch::decode(&data).unwrap().remove(0);
+                break OrderBatch::decode(&data).unwrap().orders.remove(0);
             }
             assert!(start.elapsed() < Duration::from_secs(10), "not published");
             tokio::time::sleep(Duration::from_millis(200)).await;

@@ -576,6 +576,12 @@ impl OrderPublisher for Down {
     async fn publish(&self, _: &OrderMessage) -> Result<String, shared::publisher::PublishError> {
         Err(shared::publisher::PublishError("down".into()))
     }
+    async fn publish_refund(
+        &self,
+        _: &shared::domain::RefundOwed,
+    ) -> Result<String, shared::publisher::PublishError> {
+        Err(shared::publisher::PublishError("down".into()))
+    }
 }
 
 /// Records what it publishes (to nowhere).
@@ -587,6 +593,14 @@ impl OrderPublisher for Recording {
     async fn publish(&self, msg: &OrderMessage) -> Result<String, shared::publisher::PublishError> {
         self.0.lock().unwrap().push(msg.order_id);
         Ok("recorded".into())
+    }
+    async fn publish_refund(
+        &self,
+        _: &shared::domain::RefundOwed,
+    ) -> Result<String, shared::publisher::PublishError> {
+        Err(shared::publisher::PublishError(
+            "records orders only".into(),
+        ))
     }
 }
 

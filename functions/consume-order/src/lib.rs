@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Query, State};
@@ -15,7 +16,7 @@ use axum::routing::post;
 use base64::Engine;
 use serde::Deserialize;
 use shared::config::{DatabaseArgs, HttpArgs, RedisArgs};
-use shared::domain::{EventId, OrderBatch, OrderMessage, OrderStatus};
+use shared::domain::{EventId, OrderBatch, OrderMessage, OrderStatus, RefundOwed};
 use shared::gate::Gate;
 use shared::payment::{PaymentProvider, SimulatedPayments};
 use shared::repo::{OrderRepository, Outcome, Persisted, Refused, RepoError};
@@ -48,6 +49,9 @@ pub struct Config {
     /// ago was rolled back, and is rebuilt.
     #[arg(long, env = "GATE_BEHIND_SECS", default_value_t = 90)]
     pub gate_behind_secs: u64,
+    /// How often the refunder asks the provider again for refunds still owed, in seconds.
+    #[arg(long, env = "REFUND_RETRY_SECS", default_value_t = 10)]
+    pub refund_retry_secs: u64,
 }
 
 /// Outcome counters (exported as metrics later; logged now).
@@ -91,6 +95,10 @@ impl AppState {
         }
     }
 }
+
+/// How long a claimed refund waits before it is due again after its first attempt (doubling
+/// with each one after, up to ten minutes).
+pub const REFUND_LEASE: Duration = Duration::from_secs(10);
 
 /// Largest push body accepted: a message of buy's largest batch (1 MB of JSON,
 /// `shared::publisher::Batching`), base64-encoded inside its envelope, with room to spare.
@@ -162,6 +170,8 @@ fn counted(outcome: &'static str) {
 #[derive(Debug, Default)]
 pub struct Decoded {
     pub orders: Vec<OrderMessage>,
+    /// Refunds buy owes and could not make (ADR 39).
+    pub refunds: Vec<RefundOwed>,
     /// Orders that can never be valid (a quantity out of range): acked, logged and counted.
     pub invalid: Vec<String>,
 }
@@ -176,9 +186,9 @@ pub fn decode(msg: &PushMessage) -> Result<Decoded, HandleError> {
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(data)
         .map_err(|e| HandleError::Permanent(format!("data is not base64: {e}")))?;
-    let orders = OrderBatch::decode(&bytes)
+    let OrderBatch { orders, refunds } = OrderBatch::decode(&bytes)
         .map_err(|e| HandleError::Permanent(format!("not an order batch: {e}")))?;
-    if orders.is_empty() {
+    if orders.is_empty() && refunds.is_empty() {
         return Err(HandleError::Permanent("a batch of no orders".into()));
     }
     let (orders, invalid): (Vec<_>, Vec<_>) = orders
@@ -186,6 +196,7 @@ pub fn decode(msg: &PushMessage) -> Result<Decoded, HandleError> {
         .partition(|o| (1..=shared::domain::Quantity::MAX).contains(&o.quantity));
     Ok(Decoded {
         orders,
+        refunds,
         invalid: invalid
             .iter()
             .map(|o| format!("order {}: quantity {}", o.order_id, o.quantity))
@@ -232,26 +243,18 @@ pub async fn handle_batch(
             }
         }
     }
-    // Refunds before the gate shows "rejected": that word tells the fan the money is back.
-    let rejected = decided
+    // Every refund owed is in the books before the gate shows "rejected" (ADR 39); the
+    // provider is asked at once, and the refunder asks again for any it could not make.
+    let owed: Vec<RefundOwed> = decided
         .iter()
-        .filter(|(_, p)| p.status == OrderStatus::Rejected);
-    let refunds = futures::future::join_all(rejected.map(|(msg, _)| async move {
-        let refunded = state
-            .payments
-            .refund(msg.order_id, &msg.payment_ref, msg.amount_cents)
-            .await;
-        (msg.order_id, refunded)
-    }))
-    .await;
-    let mut unrefunded = std::collections::HashSet::new();
-    for (id, r) in refunds {
-        if let Err(e) = r {
-            tracing::warn!(order_id = %id, error = %e, "refund failed; the order will be redelivered");
-            unrefunded.insert(id);
-        }
-    }
-    decided.retain(|(msg, _)| !unrefunded.contains(&msg.order_id));
+        .filter(|(_, p)| p.status == OrderStatus::Rejected)
+        .map(|(msg, _)| RefundOwed {
+            order_id: msg.order_id,
+            payment_ref: msg.payment_ref.clone(),
+            amount_cents: msg.amount_cents,
+        })
+        .collect();
+    owe_and_refund(state, &owed).await?;
     // If Redis fails here the database already holds the orders; the redelivery finds them
     // persisted and finishes this step.
     let mut events: Vec<&EventId> = decided.iter().map(|(m, _)| &m.event).collect();
@@ -269,18 +272,85 @@ pub async fn handle_batch(
             .await
             .map_err(|e| HandleError::Retryable(format!("gate: {e}")))?;
     }
-    if !refused.is_empty() || !unrefunded.is_empty() {
+    if !refused.is_empty() {
         return Err(HandleError::Retryable(format!(
-            "{} of {} orders refused by the books, {} refunds failed",
+            "{} of {} orders refused by the books",
             refused.len(),
             orders.len(),
-            unrefunded.len()
         )));
     }
     Ok(outcomes
         .into_iter()
         .map(|o| o.map_or(OrderStatus::Rejected, |p| p.status))
         .collect())
+}
+
+/// Records `refunds` as owed in the books (the message is retried if that fails: nothing is
+/// acked before the debt is durable), then asks the provider for each one still open; one it
+/// cannot make now stays owed for the refunder ([`refund_due`]).
+pub async fn owe_and_refund(state: &AppState, refunds: &[RefundOwed]) -> Result<(), HandleError> {
+    if refunds.is_empty() {
+        return Ok(());
+    }
+    let open = state
+        .repo
+        .owe_refunds(refunds)
+        .await
+        .map_err(|e| HandleError::Retryable(format!("recording refunds owed: {e}")))?;
+    futures::future::join_all(open.iter().map(|r| refund_one(state, r))).await;
+    Ok(())
+}
+
+/// Asks the provider for one refund and records it done; logs and counts a failure (the
+/// refund stays owed).
+async fn refund_one(state: &AppState, r: &RefundOwed) -> bool {
+    match state
+        .payments
+        .refund(r.order_id, &r.payment_ref, r.amount_cents)
+        .await
+    {
+        Ok(()) => {
+            metrics::counter!("refunds_total", "outcome" => "done").increment(1);
+            if let Err(e) = state.repo.refund_done(&r.payment_ref).await {
+                // The provider refunds a charge once: asking again later is harmless.
+                tracing::warn!(order_id = %r.order_id, error = %e, "refund made, but not yet recorded as done");
+            }
+            true
+        }
+        Err(e) => {
+            metrics::counter!("refunds_total", "outcome" => "failed").increment(1);
+            tracing::warn!(order_id = %r.order_id, error = %e, "refund failed; it stays owed and is retried");
+            false
+        }
+    }
+}
+
+/// One pass of the refunder: claims the refunds that are due (each leased for longer after
+/// every failed attempt) and asks the provider for them. Returns how many were made.
+pub async fn refund_due(state: &AppState, lease: Duration) -> Result<usize, RepoError> {
+    let due = state.repo.claim_refunds(100, lease).await?;
+    let done = futures::future::join_all(due.iter().map(|r| refund_one(state, r))).await;
+    Ok(done.into_iter().filter(|d| *d).count())
+}
+
+/// Runs the refunder forever, and keeps the gauges of refunds owed (`refunds_outstanding`,
+/// `refunds_oldest_seconds`) current for the alert.
+pub async fn refunder(state: AppState, every: Duration, lease: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match refund_due(&state, lease).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(refunds = n, "refunder made refunds owed"),
+            Err(e) => tracing::warn!(error = %e, "refunder pass failed"),
+        }
+        if let Ok((n, oldest)) = state.repo.refunds_outstanding().await {
+            metrics::gauge!("refunds_outstanding").set(n as f64);
+            let age = oldest.map_or(0.0, |t| (chrono::Utc::now() - t).as_seconds_f64());
+            metrics::gauge!("refunds_oldest_seconds").set(age);
+        }
+    }
 }
 
 /// Counts (and at debug, logs) what the books decided for one order.
@@ -383,10 +453,10 @@ pub async fn push(
                     counted("permanent");
                     tracing::error!(reason, "permanently bad order in the message; dropped");
                 }
-                if decoded.orders.is_empty() {
-                    Ok(vec![])
-                } else {
-                    handle_batch(&state, &decoded.orders).await
+                match owe_and_refund(&state, &decoded.refunds).await {
+                    Err(e) => Err(e),
+                    Ok(()) if decoded.orders.is_empty() => Ok(vec![]),
+                    Ok(()) => handle_batch(&state, &decoded.orders).await,
                 }
             }
             Err(e) => Err(e),
@@ -453,5 +523,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tokio::spawn(shared::recovery::watch(gate.clone(), repo.clone(), opts));
     }
     let state = AppState::new(repo, gate, auth);
+    tokio::spawn(refunder(
+        state.clone(),
+        Duration::from_secs(config.refund_retry_secs.max(1)),
+        REFUND_LEASE,
+    ));
     shared::http::serve(app(state), config.http.port).await
 }

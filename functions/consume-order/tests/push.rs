@@ -107,6 +107,7 @@ fn envelope(msg: &OrderMessage, snake_case: bool) -> Value {
 fn batch_envelope(orders: &[OrderMessage]) -> Value {
     let data = serde_json::to_vec(&OrderBatch {
         orders: orders.to_vec(),
+        refunds: vec![],
     })
     .unwrap();
     let data = base64::engine::general_purpose::STANDARD.encode(data);

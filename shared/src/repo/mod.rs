@@ -8,7 +8,7 @@ pub mod spanner;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::domain::{Event, EventId, OrderId, OrderMessage, OrderStatus, TicketTypeId};
+use crate::domain::{Event, EventId, OrderId, OrderMessage, OrderStatus, RefundOwed, TicketTypeId};
 
 /// Why the repository could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -210,6 +210,29 @@ pub trait OrderRepository: Send + Sync {
     /// Every order of one event the books decided, with its tickets: the fans' read model
     /// a gate rebuild writes back (`shared::recovery`).
     async fn decided_orders(&self, event: &EventId) -> Result<Vec<StoredOrder>, RepoError>;
+    /// Records refunds owed, once per charge (one already recorded stays as it is). Returns
+    /// those of `refunds` not yet done.
+    async fn owe_refunds(&self, refunds: &[RefundOwed]) -> Result<Vec<RefundOwed>, RepoError>;
+    /// Takes up to `limit` refunds that are due: each is then not due again for
+    /// [`refund_lease`] of its attempts so far, so one refunder at a time asks the provider and
+    /// one that fails is asked again later, less often each time.
+    async fn claim_refunds(
+        &self,
+        limit: usize,
+        lease: std::time::Duration,
+    ) -> Result<Vec<RefundOwed>, RepoError>;
+    /// The provider confirmed the refund of this charge.
+    async fn refund_done(&self, payment_ref: &str) -> Result<(), RepoError>;
+    /// Refunds owed and not yet done, and the age of the oldest.
+    async fn refunds_outstanding(&self) -> Result<(i64, Option<DateTime<Utc>>), RepoError>;
+}
+
+/// How long a claimed refund waits before it is due again: `base` doubled per earlier
+/// attempt, at most ten minutes.
+pub fn refund_lease(base: std::time::Duration, attempts: i64) -> std::time::Duration {
+    let max = std::time::Duration::from_secs(600);
+    let factor = 1u32 << attempts.clamp(0, 16);
+    base.saturating_mul(factor).min(max)
 }
 
 /// A shared repository is a repository (`DatabaseArgs::repository` hands out an `Arc`).
@@ -242,6 +265,22 @@ impl<T: OrderRepository + ?Sized> OrderRepository for std::sync::Arc<T> {
     async fn decided_orders(&self, event: &EventId) -> Result<Vec<StoredOrder>, RepoError> {
         (**self).decided_orders(event).await
     }
+    async fn owe_refunds(&self, refunds: &[RefundOwed]) -> Result<Vec<RefundOwed>, RepoError> {
+        (**self).owe_refunds(refunds).await
+    }
+    async fn claim_refunds(
+        &self,
+        limit: usize,
+        lease: std::time::Duration,
+    ) -> Result<Vec<RefundOwed>, RepoError> {
+        (**self).claim_refunds(limit, lease).await
+    }
+    async fn refund_done(&self, payment_ref: &str) -> Result<(), RepoError> {
+        (**self).refund_done(payment_ref).await
+    }
+    async fn refunds_outstanding(&self) -> Result<(i64, Option<DateTime<Utc>>), RepoError> {
+        (**self).refunds_outstanding().await
+    }
 }
 
 /// A ticket code fans can read out at the gate: `FRQ-XXXX-XXXX-XXXX` from 60 random bits.
@@ -257,6 +296,14 @@ pub fn ticket_code() -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_refunds_lease_doubles_per_attempt_up_to_ten_minutes() {
+        let base = std::time::Duration::from_secs(10);
+        let secs = |a| super::refund_lease(base, a).as_secs();
+        assert_eq!((secs(0), secs(1), secs(2), secs(5)), (10, 20, 40, 320));
+        assert_eq!((secs(6), secs(60), secs(-1)), (600, 600, 10));
+    }
+
     #[test]
     fn ticket_codes_look_right_and_differ() {
         let a = super::ticket_code();

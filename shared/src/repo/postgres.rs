@@ -14,7 +14,7 @@ use super::{
     CustomerTotal, Inventory, OrderRepository, Outcome, Persisted, Refused, RepoError, Seeded,
     StoredOrder, allocate, distinct, spread, ticket_code,
 };
-use crate::domain::{Event, EventId, OrderId, OrderMessage, OrderStatus, TicketTypeId};
+use crate::domain::{Event, EventId, OrderId, OrderMessage, OrderStatus, RefundOwed, TicketTypeId};
 
 mod embedded {
     refinery::embed_migrations!("migrations/postgres");
@@ -507,5 +507,94 @@ impl OrderRepository for PgRepository {
                 })
             })
             .collect()
+    }
+
+    async fn owe_refunds(&self, refunds: &[RefundOwed]) -> Result<Vec<RefundOwed>, RepoError> {
+        if refunds.is_empty() {
+            return Ok(vec![]);
+        }
+        let obj = self.pool.get().await.map_err(pool_error)?;
+        let refs: Vec<&str> = refunds.iter().map(|r| r.payment_ref.as_str()).collect();
+        let orders: Vec<Uuid> = refunds.iter().map(|r| r.order_id.0).collect();
+        let amounts: Vec<i64> = refunds.iter().map(|r| r.amount_cents).collect();
+        obj.execute(
+            "INSERT INTO refunds (payment_ref, order_id, amount_cents)
+             SELECT * FROM unnest($1::text[], $2::uuid[], $3::bigint[])
+             ON CONFLICT (payment_ref) DO NOTHING",
+            &[&refs, &orders, &amounts],
+        )
+        .await
+        .map_err(classify)?;
+        let open: std::collections::HashSet<String> = obj
+            .query(
+                "SELECT payment_ref FROM refunds
+                 WHERE payment_ref = ANY($1) AND refunded_at IS NULL",
+                &[&refs],
+            )
+            .await
+            .map_err(classify)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        Ok(refunds
+            .iter()
+            .filter(|r| open.contains(&r.payment_ref))
+            .cloned()
+            .collect())
+    }
+
+    async fn claim_refunds(
+        &self,
+        limit: usize,
+        lease: std::time::Duration,
+    ) -> Result<Vec<RefundOwed>, RepoError> {
+        let obj = self.pool.get().await.map_err(pool_error)?;
+        // SKIP LOCKED: refunders of other instances take other rows meanwhile.
+        let rows = obj
+            .query(
+                "UPDATE refunds r SET attempts = r.attempts + 1,
+                   next_at = now() + least(make_interval(secs => $2 * power(2, least(r.attempts, 16))),
+                                           interval '10 minutes')
+                 WHERE r.payment_ref IN (
+                   SELECT payment_ref FROM refunds
+                   WHERE refunded_at IS NULL AND next_at <= now()
+                   ORDER BY next_at LIMIT $1 FOR UPDATE SKIP LOCKED)
+                 RETURNING r.payment_ref, r.order_id, r.amount_cents",
+                &[&(limit as i64), &lease.as_secs_f64()],
+            )
+            .await
+            .map_err(classify)?;
+        Ok(rows
+            .iter()
+            .map(|r| RefundOwed {
+                payment_ref: r.get(0),
+                order_id: OrderId(r.get(1)),
+                amount_cents: r.get(2),
+            })
+            .collect())
+    }
+
+    async fn refund_done(&self, payment_ref: &str) -> Result<(), RepoError> {
+        let obj = self.pool.get().await.map_err(pool_error)?;
+        obj.execute(
+            "UPDATE refunds SET refunded_at = now()
+             WHERE payment_ref = $1 AND refunded_at IS NULL",
+            &[&payment_ref],
+        )
+        .await
+        .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn refunds_outstanding(&self) -> Result<(i64, Option<DateTime<Utc>>), RepoError> {
+        let obj = self.pool.get().await.map_err(pool_error)?;
+        let r = obj
+            .query_one(
+                "SELECT count(*), min(owed_at) FROM refunds WHERE refunded_at IS NULL",
+                &[],
+            )
+            .await
+            .map_err(classify)?;
+        Ok((r.get(0), r.get(1)))
     }
 }

@@ -34,13 +34,19 @@ use super::{
     CustomerTotal, Inventory, MAX_ORDERS_PER_TRANSACTION, OrderRepository, Outcome, Persisted,
     Refused, RepoError, Seeded, StoredOrder, allocate, distinct, spread, ticket_code,
 };
-use crate::domain::{Event, EventId, OrderId, OrderMessage, OrderStatus, TicketTypeId};
+use crate::domain::{Event, EventId, OrderId, OrderMessage, OrderStatus, RefundOwed, TicketTypeId};
 
 /// The schema, in order; each statement creates one table or index.
-const MIGRATIONS: &[(&str, &str)] = &[(
-    "V1__sale",
-    include_str!("../../migrations/spanner/V1__sale.sql"),
-)];
+const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "V1__sale",
+        include_str!("../../migrations/spanner/V1__sale.sql"),
+    ),
+    (
+        "V2__refunds_owed",
+        include_str!("../../migrations/spanner/V2__refunds_owed.sql"),
+    ),
+];
 
 /// At most this many counter rows per ticket type: concurrent orders of one type spread over
 /// them (more shards, less contention; the sold-out check reads them all).
@@ -944,6 +950,138 @@ impl OrderRepository for SpannerRepository {
             }
         }
         Ok(out)
+    }
+
+    async fn owe_refunds(&self, refunds: &[RefundOwed]) -> Result<Vec<RefundOwed>, RepoError> {
+        if refunds.is_empty() {
+            return Ok(vec![]);
+        }
+        self.in_transaction(|mut tx| async move {
+            let r = async {
+                let refs: Vec<String> = refunds.iter().map(|r| r.payment_ref.clone()).collect();
+                let mut stmt = Statement::new(
+                    "SELECT PaymentRef, RefundedAt IS NOT NULL FROM Refunds
+                     WHERE PaymentRef IN UNNEST(@refs)",
+                );
+                stmt.add_param("refs", &refs);
+                let mut rows = tx.query(stmt).await.map_err(grpc)?;
+                let mut known = HashMap::new();
+                while let Some(row) = rows.next().await.map_err(grpc)? {
+                    known.insert(column::<String>(&row, 0)?, column::<bool>(&row, 1)?);
+                }
+                let now = timestamp(Utc::now());
+                let mut ms = vec![];
+                let mut open = vec![];
+                for r in refunds {
+                    match known.get(&r.payment_ref) {
+                        Some(true) => continue,
+                        Some(false) => {}
+                        None => {
+                            known.insert(r.payment_ref.clone(), false);
+                            ms.push(insert(
+                                "Refunds",
+                                &[
+                                    "PaymentRef",
+                                    "OrderId",
+                                    "AmountCents",
+                                    "OwedAt",
+                                    "Attempts",
+                                    "NextAt",
+                                ],
+                                &[
+                                    &r.payment_ref,
+                                    &r.order_id.to_string(),
+                                    &r.amount_cents,
+                                    &now,
+                                    &0i64,
+                                    &now,
+                                ],
+                            ));
+                        }
+                    }
+                    open.push(r.clone());
+                }
+                if !ms.is_empty() {
+                    tx.buffer_write(ms);
+                }
+                Ok(open)
+            }
+            .await;
+            (tx, r)
+        })
+        .await
+    }
+
+    async fn claim_refunds(
+        &self,
+        limit: usize,
+        lease: std::time::Duration,
+    ) -> Result<Vec<RefundOwed>, RepoError> {
+        self.in_transaction(|mut tx| async move {
+            let r = async {
+                let mut stmt = Statement::new(
+                    "SELECT PaymentRef, OrderId, AmountCents, Attempts FROM Refunds
+                     WHERE RefundedAt IS NULL AND NextAt <= CURRENT_TIMESTAMP()
+                     ORDER BY NextAt LIMIT @n",
+                );
+                stmt.add_param("n", &(limit as i64));
+                let mut rows = tx.query(stmt).await.map_err(grpc)?;
+                let mut claimed = vec![];
+                let mut ms = vec![];
+                while let Some(row) = rows.next().await.map_err(grpc)? {
+                    let payment_ref: String = column(&row, 0)?;
+                    let attempts: i64 = column(&row, 3)?;
+                    let order: String = column(&row, 1)?;
+                    let next = Utc::now()
+                        + chrono::Duration::from_std(super::refund_lease(lease, attempts))
+                            .unwrap_or_default();
+                    ms.push(update(
+                        "Refunds",
+                        &["PaymentRef", "Attempts", "NextAt"],
+                        &[&payment_ref, &(attempts + 1), &timestamp(next)],
+                    ));
+                    claimed.push(RefundOwed {
+                        // Written by `owe_refunds` from an order id: only the refund's record.
+                        order_id: OrderId(uuid::Uuid::parse_str(&order).unwrap_or_default()),
+                        payment_ref,
+                        amount_cents: column(&row, 2)?,
+                    });
+                }
+                if !ms.is_empty() {
+                    tx.buffer_write(ms);
+                }
+                Ok(claimed)
+            }
+            .await;
+            (tx, r)
+        })
+        .await
+    }
+
+    async fn refund_done(&self, payment_ref: &str) -> Result<(), RepoError> {
+        self.in_transaction(|mut tx| async move {
+            let mut stmt = Statement::new(
+                "UPDATE Refunds SET RefundedAt = CURRENT_TIMESTAMP()
+                 WHERE PaymentRef = @r AND RefundedAt IS NULL",
+            );
+            stmt.add_param("r", &payment_ref);
+            let r = tx.update(stmt).await.map(|_| ()).map_err(grpc);
+            (tx, r)
+        })
+        .await
+    }
+
+    async fn refunds_outstanding(&self) -> Result<(i64, Option<DateTime<Utc>>), RepoError> {
+        let mut tx = self.client().await?.single().await.map_err(classify)?;
+        let stmt =
+            Statement::new("SELECT COUNT(*), MIN(OwedAt) FROM Refunds WHERE RefundedAt IS NULL");
+        let mut rows = tx.query(stmt).await.map_err(|s| status_error(&s))?;
+        let Some(r) = rows.next().await.map_err(|s| status_error(&s))? else {
+            return Ok((0, None));
+        };
+        let n: i64 = column(&r, 0).map_err(classify)?;
+        let oldest: Option<prost_types::Timestamp> = column(&r, 1).map_err(classify)?;
+        Ok((n, oldest.map(from_timestamp)))
     }
 }
 

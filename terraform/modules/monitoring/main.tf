@@ -142,3 +142,44 @@ resource "google_monitoring_alert_policy" "push_backlog_age" {
     content   = "consume-order is not keeping up or keeps failing (503: database busy or down). Fans see `confirming` until it catches up. Check consume-order's logs, its max_instances, and Cloud SQL."
   }
 }
+
+# A refund the provider keeps refusing: consume-order logs each failed attempt, and the refunder
+# asks again at growing intervals (up to 10 minutes), so failures in every window for 20 minutes
+# mean a fan is still owed money (ADR 39).
+resource "google_logging_metric" "refunds_failed" {
+  project = var.project_id
+  name    = "refunds_failed"
+  filter  = "${local.run_filter}\"${var.services["consume-order"]}\" AND jsonPayload.message = \"refund failed; it stays owed and is retried\""
+  metric_descriptor {
+    metric_kind = "DELTA"
+    value_type  = "INT64"
+  }
+}
+
+resource "google_monitoring_alert_policy" "refunds_owed" {
+  project               = var.project_id
+  display_name          = "Refunds the payment provider keeps refusing"
+  combiner              = "OR"
+  severity              = "CRITICAL"
+  notification_channels = local.channels
+
+  conditions {
+    display_name = "refund attempts failing for 20 minutes"
+    condition_threshold {
+      filter          = "resource.type = \"cloud_run_revision\" AND metric.type = \"logging.googleapis.com/user/${google_logging_metric.refunds_failed.name}\""
+      comparison      = "COMPARISON_GT"
+      threshold_value = 0
+      duration        = "1200s"
+      aggregations {
+        alignment_period     = "600s"
+        per_series_aligner   = "ALIGN_DELTA"
+        cross_series_reducer = "REDUCE_SUM"
+      }
+    }
+  }
+
+  documentation {
+    mime_type = "text/markdown"
+    content   = "Fans are owed refunds the provider keeps refusing. They are recorded in the database (`refunds`, `refunded_at IS NULL`) and retried by consume-order until the provider confirms; check the provider's status and consume-order's log (`refund failed`)."
+  }
+}

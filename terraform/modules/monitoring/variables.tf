@@ -4,12 +4,12 @@ variable "project_id" {
 }
 
 variable "services" {
-  description = "Cloud Run services with latency SLOs: key => service name (check-availability, buy)."
+  description = "Cloud Run services: key => service name (check-availability and buy have latency SLOs; consume-order's log counts failed refunds)."
   type        = map(string)
 
   validation {
-    condition     = length(setsubtract(["check-availability", "buy"], keys(var.services))) == 0
-    error_message = "services needs check-availability and buy."
+    condition     = length(setsubtract(["check-availability", "buy", "consume-order"], keys(var.services))) == 0
+    error_message = "services needs check-availability, buy and consume-order."
   }
 }
 
