@@ -1118,7 +1118,9 @@ mod tests {
                 "TicketShards",
                 "Orders",
                 "Tickets",
-                "TicketsByCode"
+                "TicketsByCode",
+                "Refunds",
+                "RefundsDue"
             ]
         );
         assert!(all.iter().all(|s| !s.contains("--")));
