@@ -1,8 +1,35 @@
 # The three functions. Each gets its own service account (modules/cloud_run_service), reads
 # only the secrets it needs, and reaches Memorystore and the database by Direct VPC egress.
 
+# buy signs every message on the orders topic with this secret, consume-order refuses any
+# message without its signature: being allowed to publish to the topic is not enough to confirm
+# tickets or have them refunded (ADR 40).
+resource "random_password" "order_signing_key" {
+  length  = 64
+  special = false
+}
+
+resource "google_secret_manager_secret" "order_signing_key" {
+  #checkov:skip=CKV_GCP_125:Google-managed encryption; a CMEK key ring can never be deleted, so terraform destroy could not remove it.
+  project   = var.project_id
+  secret_id = "${var.name_prefix}-order-signing-key"
+
+  replication {
+    auto {}
+  }
+
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_secret_manager_secret_version" "order_signing_key" {
+  secret      = google_secret_manager_secret.order_signing_key.id
+  secret_data = random_password.order_signing_key.result
+}
+
 locals {
   redis_secret = { REDIS_URL = module.redis.redis_url_secret_id }
+  # Through the version: whoever reads the secret waits until it has a value.
+  signing_secret = { ORDER_SIGNING_KEY = google_secret_manager_secret_version.order_signing_key.secret }
   # With in-transit encryption the gate must trust Memorystore's own CA (a public certificate,
   # so a plain variable).
   redis_env = var.redis.transit_encryption_mode == "SERVER_AUTHENTICATION" ? {
@@ -75,7 +102,7 @@ module "buy" {
     # Holds one client IP may take within a hold time, whatever addresses it gives (ADR 38).
     HOLDS_PER_CLIENT = "20"
   })
-  secret_env = local.redis_secret
+  secret_env = merge(local.redis_secret, local.signing_secret)
 
   depends_on = [google_project_service.apis]
 }
@@ -100,7 +127,7 @@ module "consume_order" {
     PUSH_AUTH           = "iam"
     DATABASE_TIMEOUT_MS = "3000"
   }, local.database_env)
-  secret_env = merge(local.redis_secret, local.database_secret)
+  secret_env = merge(local.redis_secret, local.database_secret, local.signing_secret)
 
   depends_on = [google_project_service.apis]
 }

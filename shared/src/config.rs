@@ -228,6 +228,10 @@ pub struct PubSubArgs {
     /// Publishes in flight at once; orders paid meanwhile leave together in the next message.
     #[arg(long, env = "PUBLISH_IN_FLIGHT", default_value_t = 1)]
     pub publish_in_flight: usize,
+    /// The secret messages are signed with, which consume-order checks (ADR 40; at least 32
+    /// characters). Unset: messages go unsigned (a consumer that checks refuses them).
+    #[arg(long, env = "ORDER_SIGNING_KEY", hide_env_values = true, value_parser = crate::signing::MessageKey::parse)]
+    pub order_signing_key: Option<crate::signing::MessageKey>,
 }
 
 impl PubSubArgs {
@@ -248,6 +252,7 @@ impl PubSubArgs {
                 in_flight: self.publish_in_flight.max(1),
                 ..Default::default()
             },
+            self.order_signing_key.clone(),
         )
         .await
     }

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use futures::future::try_join_all;
 
-use crate::domain::{OrderBatch, OrderId, OrderMessage};
+use crate::domain::{OrderBatch, OrderId, OrderMessage, RefundOwed};
 use crate::publisher::OrderPublisher;
 
 /// Which dead letters to republish.
@@ -39,6 +39,8 @@ pub struct DeadLetter {
     /// Its orders (one, or a batch: ADR 34), or why the payload is not an order message
     /// (such a message cannot be replayed).
     pub orders: Result<Vec<OrderMessage>, String>,
+    /// Refunds it carries (a refund buy could not make, ADR 39): replayed with it.
+    pub refunds: Vec<RefundOwed>,
     pub attributes: HashMap<String, String>,
     /// What became of it in this run.
     pub action: Action,
@@ -139,24 +141,33 @@ pub async fn run(
                 continue;
             }
             last_new = Instant::now();
-            let orders = base64::engine::general_purpose::STANDARD
+            let batch = base64::engine::general_purpose::STANDARD
                 .decode(m["data"].as_str().unwrap_or_default())
                 .map_err(|e| format!("data is not base64: {e}"))
                 .and_then(|bytes| {
-                    OrderBatch::decode(&bytes)
-                        .map(|b| b.orders)
-                        .map_err(|e| format!("not an order message: {e}"))
+                    OrderBatch::decode(&bytes).map_err(|e| format!("not an order message: {e}"))
                 });
+            let (orders, refunds) = match batch {
+                Ok(b) => (Ok(b.orders), b.refunds),
+                Err(e) => (Err(e), vec![]),
+            };
             let attributes: HashMap<String, String> =
                 serde_json::from_value(m["attributes"].clone()).unwrap_or_default();
             let chosen = match (&orders, choice) {
                 (Ok(_), Choice::All) => true,
-                (Ok(os), Choice::Orders(set)) => os.iter().any(|o| set.contains(&o.order_id)),
+                (Ok(os), Choice::Orders(set)) => {
+                    os.iter().any(|o| set.contains(&o.order_id))
+                        || refunds.iter().any(|r| set.contains(&r.order_id))
+                }
                 _ => false,
             };
             let action = match &orders {
                 Ok(os) if chosen => {
-                    match try_join_all(os.iter().map(|o| publisher.publish(o))).await {
+                    let replay = async {
+                        try_join_all(os.iter().map(|o| publisher.publish(o))).await?;
+                        try_join_all(refunds.iter().map(|r| publisher.publish_refund(r))).await
+                    };
+                    match replay.await {
                         Ok(_) => {
                             // At least once: if this ack is lost the next run replays it again,
                             // which the idempotent consumer absorbs.
@@ -183,6 +194,7 @@ pub async fn run(
             seen.push(DeadLetter {
                 message_id,
                 orders,
+                refunds,
                 attributes,
                 action,
             });

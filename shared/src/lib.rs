@@ -16,6 +16,7 @@ pub mod ratelimit;
 pub mod recovery;
 pub mod repo;
 pub mod rfc3339;
+pub mod signing;
 pub mod telemetry;
 pub mod testing;
 

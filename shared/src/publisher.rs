@@ -13,6 +13,7 @@ use google_cloud_pubsub::model::Message;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::domain::{OrderBatch, OrderMessage, RefundOwed};
+use crate::signing::{MessageKey, SIGNATURE_ATTRIBUTE};
 
 /// Publishing failed or timed out; the order stays in the outbox and is published later.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -66,6 +67,7 @@ pub struct PubSubPublisher {
     queue: mpsc::Sender<Pending>,
     /// For the rare message that is not a batch of orders (a refund).
     publisher: Publisher,
+    signing: Option<MessageKey>,
     timeout: Duration,
 }
 
@@ -77,6 +79,7 @@ impl PubSubPublisher {
         emulator_host: Option<&str>,
         timeout: Duration,
         batching: Batching,
+        signing: Option<MessageKey>,
     ) -> anyhow::Result<Self> {
         // The client sends each of our messages at once: the coalescing happens here, into
         // one message, not into one request of many messages.
@@ -90,10 +93,17 @@ impl PubSubPublisher {
         }
         let publisher = builder.build().await?;
         let (queue, rx) = mpsc::channel(batching.max_orders.max(1) * 16);
-        tokio::spawn(coalesce(rx, publisher.clone(), batching, timeout));
+        tokio::spawn(coalesce(
+            rx,
+            publisher.clone(),
+            batching,
+            timeout,
+            signing.clone(),
+        ));
         Ok(Self {
             queue,
             publisher,
+            signing,
             timeout,
         })
     }
@@ -128,9 +138,12 @@ impl OrderPublisher for PubSubPublisher {
             refunds: vec![refund.clone()],
         })
         .map_err(|e| PublishError(e.to_string()))?;
-        let message = Message::new()
-            .set_data(data)
-            .set_attributes([("refund_for", refund.order_id.to_string())]);
+        let attributes = signed(
+            vec![("refund_for", refund.order_id.to_string())],
+            self.signing.as_ref(),
+            &data,
+        );
+        let message = Message::new().set_data(data).set_attributes(attributes);
         send(&self.publisher, message, self.timeout).await
     }
 }
@@ -142,6 +155,7 @@ async fn coalesce(
     publisher: Publisher,
     batching: Batching,
     timeout: Duration,
+    signing: Option<MessageKey>,
 ) {
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(batching.in_flight.max(1)));
     // Whether the last message carried more than one order: the sale is busy.
@@ -180,9 +194,9 @@ async fn coalesce(
         if batch.is_empty() {
             continue;
         }
-        let publisher = publisher.clone();
+        let (publisher, signing) = (publisher.clone(), signing.clone());
         tokio::spawn(async move {
-            let result = publish_batch(&publisher, &batch, timeout).await;
+            let result = publish_batch(&publisher, &batch, timeout, signing.as_ref()).await;
             metrics::histogram!("publish_batch_orders").record(batch.len() as f64);
             match &result {
                 Ok(message_id) => tracing::info!(orders = batch.len(), message_id, "published"),
@@ -201,6 +215,7 @@ async fn publish_batch(
     publisher: &Publisher,
     batch: &[Pending],
     timeout: Duration,
+    signing: Option<&MessageKey>,
 ) -> Result<String, PublishError> {
     #[derive(serde::Serialize)]
     struct Wire<'a> {
@@ -214,8 +229,21 @@ async fn publish_batch(
     if let [only] = batch {
         attributes.push(("order_id", only.order_id.to_string()));
     }
+    let attributes = signed(attributes, signing, &data);
     let message = Message::new().set_data(data).set_attributes(attributes);
     send(publisher, message, timeout).await
+}
+
+/// `attributes` with the data's signature, when there is a key (ADR 40).
+fn signed(
+    mut attributes: Vec<(&'static str, String)>,
+    signing: Option<&MessageKey>,
+    data: &[u8],
+) -> Vec<(&'static str, String)> {
+    if let Some(key) = signing {
+        attributes.push((SIGNATURE_ATTRIBUTE, key.sign(data)));
+    }
+    attributes
 }
 
 /// Publishes one message within `timeout`.

@@ -298,3 +298,8 @@ impl<R: OrderRepository> OrderRepository for Scoped<R> {
         self.repo.refunds_outstanding().await
     }
 }
+
+/// The key the tests' publishers sign with and their consumers check (ADR 40).
+pub fn signing_key() -> crate::signing::MessageKey {
+    crate::signing::MessageKey::parse("test-order-signing-key-0123456789abcdef").expect("key")
+}

@@ -175,8 +175,13 @@ def test_secrets_are_granted_one_by_one(root, modules):
                 assert body.get("role") not in ("roles/owner", "roles/editor"), f"broad role: {name}"
     calls = service_calls(root)
     assert resolve_keys(root, calls["check-availability"]["secret_env"]) == {"REDIS_URL"}
-    assert resolve_keys(root, calls["buy"]["secret_env"]) == {"REDIS_URL"}
-    assert resolve_keys(root, calls["consume-order"]["secret_env"]) == {"REDIS_URL", "DATABASE_URL"}
+    # The signing key (ADR 40): buy signs, consume-order checks; nobody else reads it.
+    assert resolve_keys(root, calls["buy"]["secret_env"]) == {"REDIS_URL", "ORDER_SIGNING_KEY"}
+    assert resolve_keys(root, calls["consume-order"]["secret_env"]) == {
+        "REDIS_URL",
+        "DATABASE_URL",
+        "ORDER_SIGNING_KEY",
+    }
 
 
 def test_environment_matches_the_code(root, modules):

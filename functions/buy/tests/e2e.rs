@@ -258,6 +258,7 @@ async fn a_failed_publish_after_payment_loses_nothing_and_the_relay_finishes_it(
                 Some("127.0.0.1:1"),
                 Duration::from_millis(500),
                 Default::default(),
+                Some(shared::testing::signing_key()),
             )
             .await
             .unwrap(),

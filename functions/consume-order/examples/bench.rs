@@ -235,6 +235,7 @@ async fn push(
                 in_flight: 4,
                 ..Default::default()
             },
+            None,
         )
         .await?,
     );

@@ -20,6 +20,7 @@ use shared::domain::{EventId, OrderBatch, OrderMessage, OrderStatus, RefundOwed}
 use shared::gate::Gate;
 use shared::payment::{PaymentProvider, SimulatedPayments};
 use shared::repo::{OrderRepository, Outcome, Persisted, Refused, RepoError};
+use shared::signing::MessageKey;
 use tracing::Instrument;
 
 /// Configuration from the environment.
@@ -38,6 +39,11 @@ pub struct Config {
     /// `token` (check `PUSH_TOKEN`) or `iam` (Cloud Run has authenticated the caller).
     #[arg(long, env = "PUSH_AUTH", default_value = "token")]
     pub push_auth: String,
+    /// The secret buy signs messages with (ADR 40): a message without its valid signature is
+    /// refused. Required with `PUSH_AUTH=iam`, where anyone allowed to publish to the topic
+    /// reaches this endpoint.
+    #[arg(long, env = "ORDER_SIGNING_KEY", hide_env_values = true, value_parser = MessageKey::parse)]
+    pub order_signing_key: Option<MessageKey>,
     /// How often to check that Redis still holds every event in the database (it rebuilds
     /// an event Redis lost, see `shared::recovery`), in seconds; 0 turns the check off.
     #[arg(long, env = "GATE_WATCH_SECS", default_value_t = 5)]
@@ -80,6 +86,8 @@ pub struct AppState {
     pub gate: Gate,
     pub payments: Arc<dyn PaymentProvider>,
     pub auth: PushAuth,
+    /// Messages must carry this key's signature (`None`: not checked; local runs only).
+    pub signing: Option<MessageKey>,
     pub stats: Arc<Stats>,
 }
 
@@ -91,6 +99,7 @@ impl AppState {
             gate,
             payments: Arc::new(SimulatedPayments),
             auth,
+            signing: None,
             stats: Arc::default(),
         }
     }
@@ -409,6 +418,19 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Whether a message carries the signature of its data under `key` (ADR 40).
+pub fn genuine(key: &MessageKey, msg: &PushMessage) -> bool {
+    let (Some(data), Some(sig)) = (
+        msg.data.as_deref(),
+        msg.attributes.get(shared::signing::SIGNATURE_ATTRIBUTE),
+    ) else {
+        return false;
+    };
+    base64::engine::general_purpose::STANDARD
+        .decode(data)
+        .is_ok_and(|bytes| key.verify(&bytes, sig))
+}
+
 /// `POST /pubsub/orders`
 pub async fn push(
     State(state): State<AppState>,
@@ -433,6 +455,14 @@ pub async fn push(
             return StatusCode::NO_CONTENT.into_response();
         }
     };
+    if let Some(key) = &state.signing
+        && !genuine(key, &envelope.message)
+    {
+        // Not buy's: acked so it never comes back, never persisted, and loud.
+        counted("forged");
+        tracing::error!(message_id = envelope.message.message_id(), attributes = ?envelope.message.attributes, "message without a valid signature refused; acked and dropped");
+        return StatusCode::NO_CONTENT.into_response();
+    }
     let span = tracing::info_span!(
         "message",
         message_id = %envelope.message.message_id(),
@@ -504,6 +534,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
         (other, _) => anyhow::bail!("PUSH_AUTH must be `token` or `iam`, not {other:?}"),
     };
+    if matches!(auth, PushAuth::CloudRunIam) && config.order_signing_key.is_none() {
+        anyhow::bail!("ORDER_SIGNING_KEY must be set with PUSH_AUTH=iam (ADR 40)");
+    }
     let repo = config.db.repository()?;
     repo.ping()
         .await
@@ -522,7 +555,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         };
         tokio::spawn(shared::recovery::watch(gate.clone(), repo.clone(), opts));
     }
-    let state = AppState::new(repo, gate, auth);
+    let state = AppState {
+        signing: config.order_signing_key,
+        ..AppState::new(repo, gate, auth)
+    };
     tokio::spawn(refunder(
         state.clone(),
         Duration::from_secs(config.refund_retry_secs.max(1)),

@@ -605,3 +605,90 @@ async fn a_rolled_back_hold_that_expired_in_redis_is_taken_back_from_sale() {
     assert_eq!(push(&st, Some(TOKEN), body).await, StatusCode::NO_CONTENT);
     assert_mirrors_the_books(&env, &ev, &msg).await;
 }
+
+/// A push envelope of `orders` whose `signature` attribute is `signature` (or none).
+fn envelope_signed(orders: &[OrderMessage], signature: Option<String>) -> String {
+    let data = serde_json::to_vec(&OrderBatch {
+        orders: orders.to_vec(),
+        refunds: vec![],
+    })
+    .unwrap();
+    let mut attributes = json!({"orders": orders.len().to_string()});
+    if let Some(sig) = signature {
+        attributes["signature"] = json!(sig);
+    }
+    json!({"message": {"data": base64::engine::general_purpose::STANDARD.encode(&data),
+        "messageId": "44", "attributes": attributes}, "subscription": "projects/p/subscriptions/s"})
+    .to_string()
+}
+
+fn data_of(orders: &[OrderMessage]) -> Vec<u8> {
+    serde_json::to_vec(&OrderBatch {
+        orders: orders.to_vec(),
+        refunds: vec![],
+    })
+    .unwrap()
+}
+
+/// A message cannot mint tickets: one that is not signed by buy's key (anyone allowed to
+/// publish to the topic could send it) is acked and dropped, never persisted; buy's own is.
+#[tokio::test]
+async fn a_forged_message_is_refused_and_a_signed_one_persisted() {
+    let env = TestEnv::get();
+    let ev = env.seed(10, -1, 600).await;
+    let key = shared::testing::signing_key();
+    let st = AppState {
+        signing: Some(key.clone()),
+        ..state(&env).await
+    };
+    // A fresh order id nobody reserved, with a made-up payment reference.
+    let forged = OrderMessage {
+        order_id: OrderId::new(),
+        event: ev.id.clone(),
+        ticket_type: TicketTypeId::parse("vip-3-day").unwrap(),
+        quantity: 4,
+        email: "thief@example.at".into(),
+        amount_cents: 1,
+        payment_ref: "made-up".into(),
+        paid_at: Utc::now(),
+    };
+    let other =
+        shared::signing::MessageKey::parse("another-key-of-at-least-32-characters").unwrap();
+    let genuine = paid_order_by(&env, &ev, "fan@example.at").await;
+    let mine = std::slice::from_ref(&forged);
+    for envelope in [
+        envelope_signed(mine, None),
+        envelope_signed(mine, Some(other.sign(&data_of(mine)))),
+        envelope_signed(mine, Some("not-base64!".into())),
+        // buy's signature of another message, replayed on this one.
+        envelope_signed(
+            mine,
+            Some(key.sign(&data_of(std::slice::from_ref(&genuine)))),
+        ),
+    ] {
+        assert_eq!(
+            push(&st, Some(TOKEN), envelope).await,
+            StatusCode::NO_CONTENT
+        );
+    }
+    assert!(env.repo().order(forged.order_id).await.unwrap().is_none());
+    assert!(
+        env.gate()
+            .await
+            .order(&ev.id, forged.order_id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(env.books(&ev.id, "vip-3-day").await.sold, 0);
+    // The genuine one, signed by buy's key, is persisted.
+    let theirs = std::slice::from_ref(&genuine);
+    let envelope = envelope_signed(theirs, Some(key.sign(&data_of(theirs))));
+    assert_eq!(
+        push(&st, Some(TOKEN), envelope).await,
+        StatusCode::NO_CONTENT
+    );
+    let stored = env.repo().order(genuine.order_id).await.unwrap().unwrap();
+    assert_eq!(stored.status, OrderStatus::Confirmed);
+    env.assert_audit_clean(&ev.id).await;
+}

@@ -91,3 +91,28 @@ fn both_or_neither_store_is_refused_by_the_parser() {
     assert!(consume_order::Config::try_parse_from(both).is_err());
     assert!(consume_order::Config::try_parse_from(base).is_err());
 }
+
+/// Behind Cloud Run's IAM anyone allowed to publish reaches the endpoint: without the key to
+/// check buy's signatures, consume-order does not start (ADR 40).
+#[tokio::test]
+async fn iam_push_auth_without_a_signing_key_stops_it_with_one_line() {
+    let env = TestEnv::get();
+    let config = consume_order::Config::try_parse_from([
+        "consume-order",
+        "--port",
+        "0",
+        "--redis-url",
+        &env.redis_url,
+        "--push-auth",
+        "iam",
+        "--database-url",
+        &env.database_url,
+    ])
+    .expect("arguments parse");
+    let err = consume_order::run(config)
+        .await
+        .expect_err("must not start");
+    let line = err.to_string();
+    assert!(line.contains("ORDER_SIGNING_KEY"), "{line}");
+    assert!(!line.contains('\n'), "one line: {line}");
+}

@@ -118,6 +118,7 @@ pub async fn publisher(env: &TestEnv, topic: &str) -> PubSubPublisher {
         Some(&env.pubsub_host),
         Duration::from_secs(5),
         Default::default(),
+        Some(shared::testing::signing_key()),
     )
     .await
     .unwrap()
@@ -137,12 +138,16 @@ pub async fn buy_state(env: &TestEnv, topic: &str) -> buy::AppState {
 
 pub const PUSH_TOKEN: &str = "test-push-token-0123456789";
 
+/// consume-order as deployed: it refuses messages without buy's signature.
 pub async fn consumer_state(env: &TestEnv) -> consume_order::AppState {
-    consume_order::AppState::new(
-        Arc::new(env.repo()),
-        env.gate().await,
-        consume_order::PushAuth::Token(PUSH_TOKEN.into()),
-    )
+    consume_order::AppState {
+        signing: Some(shared::testing::signing_key()),
+        ..consume_order::AppState::new(
+            Arc::new(env.repo()),
+            env.gate().await,
+            consume_order::PushAuth::Token(PUSH_TOKEN.into()),
+        )
+    }
 }
 
 /// Serves `app` on a free loopback port; returns `http://127.0.0.1:PORT`.
