@@ -262,12 +262,13 @@ variable "alerts" {
     check_availability_p95_ms  = optional(number, 200)
     buy_p95_ms                 = optional(number, 1500)
     oldest_unacked_age_seconds = optional(number, 120)
+    redis_memory_ratio         = optional(number, 0.8)
   })
   default = {}
 
   validation {
-    condition     = var.alerts.buy_5xx_ratio > 0 && var.alerts.buy_5xx_ratio < 1 && var.alerts.check_availability_p95_ms > 0 && var.alerts.buy_p95_ms > 0 && var.alerts.oldest_unacked_age_seconds >= 10
-    error_message = "buy_5xx_ratio must be in (0, 1), latencies > 0 and oldest_unacked_age_seconds >= 10."
+    condition     = var.alerts.buy_5xx_ratio > 0 && var.alerts.buy_5xx_ratio < 1 && var.alerts.check_availability_p95_ms > 0 && var.alerts.buy_p95_ms > 0 && var.alerts.oldest_unacked_age_seconds >= 10 && var.alerts.redis_memory_ratio > 0 && var.alerts.redis_memory_ratio < 1
+    error_message = "buy_5xx_ratio and redis_memory_ratio must be in (0, 1), latencies > 0 and oldest_unacked_age_seconds >= 10."
   }
 }
 

@@ -931,3 +931,121 @@ async fn a_key_of_an_order_in_the_older_layout_replays_it() {
     let s = stock(&gate, &ev, "vip-3-day").await;
     assert_eq!((s.available, s.held), (10, 0));
 }
+
+/// Pays a hold through the gate and mirrors `status` as the books would decide it.
+async fn decided(gate: &Gate, ev: &Event, id: OrderId, who: &str, status: OrderStatus) {
+    let attempt = attempt_of(
+        gate.pay_begin(&ev.id, id, "tok_approve", None)
+            .await
+            .unwrap(),
+    );
+    let Approval::Recorded(_) = gate
+        .pay_approved(&ev.id, id, attempt, "ref", Utc::now())
+        .await
+        .unwrap()
+    else {
+        panic!("approval")
+    };
+    let msg = OrderMessage {
+        order_id: id,
+        event: ev.id.clone(),
+        ticket_type: tt("vip-3-day"),
+        quantity: 1,
+        email: who.into(),
+        amount_cents: 1,
+        payment_ref: "ref".into(),
+        paid_at: Utc::now(),
+    };
+    let tickets = if status == OrderStatus::Confirmed {
+        vec!["FRQ-TEST-0000-0001".to_owned()]
+    } else {
+        vec![]
+    };
+    gate.finalize(&msg, &persisted(status, &tickets))
+        .await
+        .unwrap();
+}
+
+/// Redis' memory is bounded: holds that expire or are cancelled, and orders the books reject,
+/// leave nothing behind for good (bots can make any number of them); what a confirmed order
+/// needs stays (at most one per ticket sold).
+#[tokio::test]
+async fn ended_holds_and_orders_leave_no_key_behind_for_good() {
+    let env = TestEnv::get();
+    let ev = env.seed(100, -1, 1).await;
+    let gate = env.gate().await;
+    // With the per-e-mail rate limit on, a customer's hash keeps its arrival time.
+    let admission = shared::gate::Admission {
+        per_email: Some(shared::ratelimit::Policy {
+            per_minute: 600,
+            burst: 50,
+        }),
+        ..Default::default()
+    };
+    let mut held = vec![];
+    for i in 0..30 {
+        let who = format!("bot{i}@x.at");
+        let o = gate
+            .reserve_limited(
+                &ev.id,
+                &tt("vip-3-day"),
+                q(1),
+                &email(&who),
+                &key(),
+                &admission,
+            )
+            .await
+            .unwrap();
+        held.push((order_id(&o), who));
+    }
+    for (id, _) in &held[..10] {
+        gate.cancel(&ev.id, *id).await.unwrap();
+    }
+    for (id, who) in &held[10..12] {
+        decided(&gate, &ev, *id, who, OrderStatus::Rejected).await;
+    }
+    let (kept, buyer) = &held[12];
+    decided(&gate, &ev, *kept, buyer, OrderStatus::Confirmed).await;
+    // The rest expire (one-second holds) and are reaped.
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    gate.refresh(&ev.id).await.unwrap();
+    assert_eq!(stock(&gate, &ev, "vip-3-day").await.held, 0);
+
+    let mut redis = gate.connection();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{{ev:{}}}:*", ev.id))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    const DAY: i64 = 86_400_000;
+    let mut checked = 0;
+    for k in keys {
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(&k)
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        let what = k.split_once("}:").unwrap().1;
+        if what == format!("order:{kept}") || what == format!("cust:{buyer}") {
+            assert_eq!(ttl, -1, "{what}: a confirmed order and its customer stay");
+        } else if what.starts_with("order:") || what.starts_with("cust:") {
+            let rejected = held[10..12]
+                .iter()
+                .any(|(id, _)| what == format!("order:{id}"));
+            let limit = if rejected { 7 * DAY } else { DAY };
+            assert!(0 < ttl && ttl <= limit, "{what} lives {ttl} ms");
+            checked += 1;
+        } else {
+            // The event, its stock and its ledgers: bounded by the sale, not by attempts.
+            assert!(
+                ["meta", "version", "holds", "outbox"].contains(&what) || what.starts_with("tt:"),
+                "{what} (ttl {ttl})"
+            );
+        }
+    }
+    // 29 orders that ended, and the customers of all but the buyer.
+    assert_eq!(checked, 29 + 29);
+    // An ended order still reads as ended meanwhile.
+    let first = gate.order(&ev.id, held[0].0).await.unwrap().unwrap();
+    assert_eq!(first.status, OrderStatus::Cancelled);
+}

@@ -414,6 +414,7 @@ def test_alerts_cover_the_slos(root, modules):
     assert line in metric["filter"]
     assert f'"{line}"' in (TF.parent / "functions/consume-order/src/lib.rs").read_text(encoding="utf-8")
     assert "refunds_failed" in text["refunds_owed"]
+    assert "redis.googleapis.com/stats/memory/usage_ratio" in text["redis_memory"]
     for name, body in policies.items():
         assert body["notification_channels"] == "${local.channels}", name
     assert root.calls["monitoring"]["notification_channels"] == "${var.notification_channels}"

@@ -183,3 +183,32 @@ resource "google_monitoring_alert_policy" "refunds_owed" {
     content   = "Fans are owed refunds the provider keeps refusing. They are recorded in the database (`refunds`, `refunded_at IS NULL`) and retried by consume-order until the provider confirms; check the provider's status and consume-order's log (`refund failed`)."
   }
 }
+
+# Redis runs with noeviction: when its memory is full every write fails and the sale stops.
+# What grows with attempts expires (ADR 41); this catches whatever was not foreseen, early.
+resource "google_monitoring_alert_policy" "redis_memory" {
+  project               = var.project_id
+  display_name          = "Redis memory above ${var.thresholds.redis_memory_ratio * 100}%"
+  combiner              = "OR"
+  severity              = "CRITICAL"
+  notification_channels = local.channels
+
+  conditions {
+    display_name = "Memorystore memory usage ratio"
+    condition_threshold {
+      filter          = "resource.type = \"redis_instance\" AND metric.type = \"redis.googleapis.com/stats/memory/usage_ratio\""
+      comparison      = "COMPARISON_GT"
+      threshold_value = var.thresholds.redis_memory_ratio
+      duration        = "300s"
+      aggregations {
+        alignment_period   = "60s"
+        per_series_aligner = "ALIGN_MAX"
+      }
+    }
+  }
+
+  documentation {
+    mime_type = "text/markdown"
+    content   = "Memorystore is filling up; at 100 % every write fails (noeviction) and reservations answer 503. Find what grows (`redis-cli --bigkeys`, `INFO keyspace`: order and customer keys of ended holds expire within a day) and scale `var.redis.memory_size_gb` before it is full."
+  }
+}

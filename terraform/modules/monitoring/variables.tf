@@ -24,12 +24,13 @@ variable "dead_letter_subscription" {
 }
 
 variable "thresholds" {
-  description = "buy_5xx_ratio, check_availability_p95_ms, buy_p95_ms, oldest_unacked_age_seconds."
+  description = "buy_5xx_ratio, check_availability_p95_ms, buy_p95_ms, oldest_unacked_age_seconds, redis_memory_ratio."
   type = object({
     buy_5xx_ratio              = number
     check_availability_p95_ms  = number
     buy_p95_ms                 = number
     oldest_unacked_age_seconds = number
+    redis_memory_ratio         = number
   })
 }
 

@@ -18,8 +18,9 @@ resource "google_redis_instance" "gate" {
   transit_encryption_mode = var.transit_encryption_mode
 
   redis_configs = {
-    # Stock counters and holds have no TTL and must never be evicted: when memory runs out,
-    # writes fail (buy answers 503) instead of silently losing state.
+    # Stock counters, holds and confirmed orders must never be evicted: when memory runs out,
+    # writes fail (buy answers 503) instead of silently losing state. What grows with attempts
+    # (ended holds, emptied customers) expires by itself, and an alert watches the rest (ADR 41).
     maxmemory-policy = "noeviction"
   }
 

@@ -10,7 +10,9 @@ local function sell(oid, o, from, tickets)
   local tk = p .. 'tt:' .. o.tt
   redis.call('HINCRBY', tk, from, -o.qty)
   redis.call('HINCRBY', tk, 'sold', o.qty)
-  redis.call('HSET', p .. 'order:' .. oid, 'status', 'confirmed', 'tickets', tickets)
+  local ok = p .. 'order:' .. oid
+  redis.call('HSET', ok, 'tickets', tickets)
+  set_status(ok, 'confirmed')
   redis.call('INCR', p .. 'version')
 end
 
@@ -24,15 +26,17 @@ local function finalize(oid, outcome, tickets, tt, qty, email, first, amount)
     -- hash written here makes a redelivery find it 'already'. An order the database already
     -- held is in the books the restore counted: only a first persist adds to the stock.
     -- Its hold is long gone: `r` (see prelude.lua) carries no deadline.
-    redis.call('HSET', ok, 'status', outcome,
+    redis.call('HSET', ok,
       'r', '\t' .. amount .. '\t' .. tt .. '\n' .. qty .. '\n' .. email,
       'tickets', tickets)
+    set_status(ok, outcome)
     local tk = p .. 'tt:' .. tt
     if outcome == 'confirmed' and first == '1' and redis.call('EXISTS', tk) == 1 then
       local n = tonumber(qty)
       redis.call('HINCRBY', tk, 'available', -n)
       redis.call('HINCRBY', tk, 'sold', n)
       redis.call('HINCRBY', p .. 'cust:' .. email, tt, n)
+      redis.call('PERSIST', p .. 'cust:' .. email)
       redis.call('INCR', p .. 'version')
     end
     return 'missing'
@@ -57,8 +61,9 @@ local function finalize(oid, outcome, tickets, tt, qty, email, first, amount)
     -- those orders and their release brings it back.
     sell(oid, o, 'available', tickets)
     redis.call('HINCRBY', p .. 'cust:' .. o.email, o.tt, o.qty)
+    redis.call('PERSIST', p .. 'cust:' .. o.email)
   else
-    redis.call('HSET', ok, 'status', 'rejected')
+    set_status(ok, 'rejected')
   end
   return 'behind'
 end

@@ -42,14 +42,39 @@ local function load(oid)
            deadline = tonumber(hold) or 0, amount = amount }
 end
 
+-- Redis' memory is bounded (noeviction: a full Redis refuses every write, ADR 41). What grows
+-- with the sale is bounded by it (confirmed orders and their customers: at most one per ticket;
+-- holds: reaped), and what grows with attempts lives only so long: an order that ended stays
+-- readable a day when it expired or was cancelled (its fan reserves again), a week when the
+-- books rejected it (its refund is on its way); GET order answers 404 after that.
+local ENDED_TTL_MS = { expired = 86400000, cancelled = 86400000, rejected = 604800000 }
+
+-- An order's status, with the life its status gives it (a confirmed order keeps no TTL).
+local function set_status(ok, status)
+  redis.call('HSET', ok, 'status', status)
+  local ttl = ENDED_TTL_MS[status]
+  if ttl then redis.call('PEXPIRE', ok, ttl) else redis.call('PERSIST', ok) end
+end
+
+-- A customer's hash holds no tickets any more: only the per-e-mail rate limit's arrival time
+-- may be left, which a day outlives; a customer with tickets held or bought keeps the hash.
+local function customer_emptied(ck)
+  if redis.call('HLEN', ck) == 1 and redis.call('HEXISTS', ck, '~tat') == 1 then
+    redis.call('PEXPIRE', ck, 86400000)
+  end
+end
+
 -- Return an order's tickets from `from` (held | confirming) to stock, once.
 local function release(oid, o, from, status)
   local tk = p .. 'tt:' .. o.tt
   redis.call('HINCRBY', tk, from, -o.qty)
   redis.call('HINCRBY', tk, 'available', o.qty)
   local ck = p .. 'cust:' .. o.email
-  if redis.call('HINCRBY', ck, o.tt, -o.qty) <= 0 then redis.call('HDEL', ck, o.tt) end
-  redis.call('HSET', p .. 'order:' .. oid, 'status', status)
+  if redis.call('HINCRBY', ck, o.tt, -o.qty) <= 0 then
+    redis.call('HDEL', ck, o.tt)
+    customer_emptied(ck)
+  end
+  set_status(p .. 'order:' .. oid, status)
   redis.call('INCR', p .. 'version')
 end
 

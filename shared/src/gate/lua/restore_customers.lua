@@ -4,7 +4,9 @@
 if redis.call('HEXISTS', KEYS[1], 'restoring') == 0 then return 'live' end
 local i = 1
 while ARGV[i] do
-  redis.call('HSET', p .. 'cust:' .. ARGV[i + 1], ARGV[i], ARGV[i + 2])
+  local ck = p .. 'cust:' .. ARGV[i + 1]
+  redis.call('HSET', ck, ARGV[i], ARGV[i + 2])
+  redis.call('PERSIST', ck)
   i = i + 3
 end
 return 'restoring'

@@ -10,8 +10,11 @@ for _, oid in ipairs(redis.call('ZRANGE', key, 0, tonumber(ARGV[1]) - 1)) do
   local o = load(oid)
   if o and o.status == 'reserved' then
     local ck = p .. 'cust:' .. o.email
-    if redis.call('HINCRBY', ck, o.tt, -o.qty) <= 0 then redis.call('HDEL', ck, o.tt) end
-    redis.call('HSET', p .. 'order:' .. oid, 'status', 'expired')
+    if redis.call('HINCRBY', ck, o.tt, -o.qty) <= 0 then
+      redis.call('HDEL', ck, o.tt)
+      customer_emptied(ck)
+    end
+    set_status(p .. 'order:' .. oid, 'expired')
   end
 end
 return redis.call('ZCARD', key)

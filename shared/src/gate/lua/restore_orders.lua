@@ -9,9 +9,11 @@ if redis.call('HEXISTS', KEYS[1], 'restoring') == 0 then return 'live' end
 for i = 1, #ARGV, 7 do
   local oid = ARGV[i]
   -- `r` without a deadline (see prelude.lua): the hold is long gone.
-  redis.call('HSET', p .. 'order:' .. oid, 'status', ARGV[i + 1],
+  local ok = p .. 'order:' .. oid
+  redis.call('HSET', ok,
     'r', '\t' .. ARGV[i + 2] .. '\t' .. ARGV[i + 3] .. '\n' .. ARGV[i + 4] .. '\n' .. ARGV[i + 5],
     'tickets', ARGV[i + 6])
+  set_status(ok, ARGV[i + 1])
   redis.call('ZREM', p .. 'holds', oid)
   redis.call('ZREM', p .. 'outbox', oid)
 end
