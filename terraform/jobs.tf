@@ -10,7 +10,7 @@ resource "google_service_account" "ops" {
 }
 
 resource "google_secret_manager_secret_iam_member" "ops" {
-  for_each = merge(local.redis_secret, local.database_secret)
+  for_each = merge(local.redis_secret, local.database_secret, local.signing_secret)
 
   secret_id = each.value
   role      = "roles/secretmanager.secretAccessor"
@@ -67,7 +67,7 @@ resource "google_cloud_run_v2_job" "ops" {
           }
         }
         dynamic "env" {
-          for_each = merge(local.redis_secret, local.database_secret)
+          for_each = merge(local.redis_secret, local.database_secret, local.signing_secret)
           content {
             name = env.key
             value_source {

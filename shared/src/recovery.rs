@@ -22,8 +22,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::domain::{Event, EventId};
+use crate::domain::{Event, EventId, TicketTypeId};
 use crate::gate::{Books, Gate, Presence, Restore};
+use crate::repo::CustomerTotal;
 use crate::repo::OrderRepository;
 
 /// How a restore waits for the books to settle.
@@ -83,7 +84,7 @@ pub async fn restore_event(
         let (orders, customers) = if passes == 0 {
             (
                 repo.decided_orders(&event.id).await?,
-                repo.customer_totals(&event.id).await?,
+                by_mailbox(repo.customer_totals(&event.id).await?),
             )
         } else {
             (vec![], vec![])
@@ -126,6 +127,25 @@ pub async fn restore_event(
         }
         tokio::time::sleep(opts.poll).await;
     }
+}
+
+/// The books' customer totals counted per mailbox, as the gate keys them (ADR 38): orders
+/// stored before addresses were read as mailboxes may spell one differently.
+fn by_mailbox(totals: Vec<CustomerTotal>) -> Vec<CustomerTotal> {
+    let mut sum: BTreeMap<(TicketTypeId, String), i64> = BTreeMap::new();
+    for t in totals {
+        let email = crate::domain::Email::parse(&t.email)
+            .map(|e| e.as_str().to_owned())
+            .unwrap_or(t.email);
+        *sum.entry((t.ticket_type, email)).or_default() += t.quantity;
+    }
+    sum.into_iter()
+        .map(|((ticket_type, email), quantity)| CustomerTotal {
+            ticket_type,
+            email,
+            quantity,
+        })
+        .collect()
 }
 
 /// How the watcher checks the gate against the books.

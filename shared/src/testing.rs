@@ -281,8 +281,12 @@ impl<R: OrderRepository> OrderRepository for Scoped<R> {
     async fn decided_orders(&self, event: &EventId) -> Result<Vec<StoredOrder>, RepoError> {
         self.repo.decided_orders(event).await
     }
-    async fn owe_refunds(&self, refunds: &[RefundOwed]) -> Result<Vec<RefundOwed>, RepoError> {
-        self.repo.owe_refunds(refunds).await
+    async fn owe_refunds(
+        &self,
+        refunds: &[RefundOwed],
+        lease: std::time::Duration,
+    ) -> Result<Vec<RefundOwed>, RepoError> {
+        self.repo.owe_refunds(refunds, lease).await
     }
     async fn claim_refunds(
         &self,

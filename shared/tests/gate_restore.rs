@@ -286,7 +286,12 @@ async fn the_watcher_rebuilds_an_event_when_redis_restarts_empty() {
     // Caught on two checks in a row, rebuilt paused, reopened once quiet.
     wait_for(&gate, &ev, Presence::Live, Duration::from_secs(20)).await;
     let s = stock(&gate, &ev).await;
-    assert_eq!((s.available, s.held, s.confirming, s.sold), (7, 0, 0, 3));
+    let b_holds = i64::from(ev.ticket_types[0].per_customer_limit);
+    assert_eq!(
+        (s.available, s.held, s.confirming, s.sold),
+        (7 - b_holds, b_holds, 0, 3),
+        "b's new hold aside"
+    );
     // The fan reads the confirmed order again, with no message to bring it back.
     let view = gate.order(&ev.id, msg.order_id).await.unwrap().unwrap();
     assert_eq!(
@@ -365,9 +370,11 @@ async fn the_watcher_rebuilds_an_event_redis_rolled_back() {
     let (ev, calm) = (env.seed(10, -1, 600).await, env.seed(10, -1, 600).await);
     gate.seed(&ev).await.unwrap();
     gate.seed(&calm).await.unwrap();
-    // The snapshot: `a` holds 2 (and will pay), `b` holds 1 (and will let it lapse).
+    // The snapshot: `a` holds 2 (and will pay), `b` holds 1 (and will let it lapse), `p` has
+    // paid for 1 and its order is still on its way to the books.
     let a = order_id(&reserve(&gate, &ev, 2, "a@x.at").await);
     let b = order_id(&reserve(&gate, &ev, 1, "b@x.at").await);
+    let in_flight = paid(&gate, &ev, 1, "p@x.at").await;
     let taken = snapshot(&mut redis, &ev).await;
     let msg = pay(&gate, &ev, a, 2, "a@x.at").await;
     assert_eq!(deliver(&repo, &gate, &msg).await, OrderStatus::Confirmed);
@@ -402,8 +409,8 @@ async fn the_watcher_rebuilds_an_event_redis_rolled_back() {
     let s = stock(&gate, &ev).await;
     assert_eq!(
         (s.available, s.held, s.confirming, s.sold),
-        (8, 0, 0, 2),
-        "the books' stock, and no stale hold left to give back"
+        (7, 0, 1, 2),
+        "the books' stock, no stale hold, and the payment in flight still counted"
     );
     // `a` reads what the books decided, `b`'s stale hold is over.
     let stored = repo.order(a).await.unwrap().unwrap();
@@ -421,6 +428,18 @@ async fn the_watcher_rebuilds_an_event_redis_rolled_back() {
         ReserveOutcome::Limit { .. }
     ));
     order_id(&reserve(&gate, &ev, limit, "b@x.at").await);
+    // The payment in flight lands after the reopening and is counted where it was.
+    assert_eq!(
+        deliver(&repo, &gate, &in_flight).await,
+        OrderStatus::Confirmed
+    );
+    let s = stock(&gate, &ev).await;
+    let b_holds = i64::from(ev.ticket_types[0].per_customer_limit);
+    assert_eq!(
+        (s.available, s.held, s.confirming, s.sold),
+        (7 - b_holds, b_holds, 0, 3),
+        "b's new hold aside"
+    );
     // The gate and the books agree.
     let report = shared::audit::audit(&gate, &repo, &ev.id).await.unwrap();
     assert!(report.violations.is_empty(), "{}", report.render());

@@ -399,38 +399,51 @@ mod cases {
             payment_ref: format!("ref-{}", uuid::Uuid::new_v4()),
             amount_cents: n,
         };
-        let (a, c) = (owed(100), owed(200));
-        // Recorded once: the repeat (in the call, or later) changes nothing.
+        let (a, d) = (owed(100), owed(200));
+        let lease = Duration::from_secs(60);
+        // Recorded once per charge, and leased to the caller that asks the provider now.
         let open = b
             .repo
-            .owe_refunds(&[a.clone(), c.clone(), a.clone()])
+            .owe_refunds(&[a.clone(), a.clone()], lease)
             .await
             .unwrap();
-        assert_eq!(open, vec![a.clone(), c.clone(), a.clone()]);
-        let mut again = a.clone();
-        again.amount_cents = 1;
+        assert_eq!(open, vec![a.clone()]);
         assert_eq!(
-            b.repo.owe_refunds(&[again]).await.unwrap()[0].amount_cents,
-            1
+            b.repo
+                .owe_refunds(std::slice::from_ref(&a), lease)
+                .await
+                .unwrap(),
+            vec![a.clone()]
+        );
+        // One owed without a lease is due at once: a refunder claims it (the shared database may
+        // hold others' too), with what was owed, and leases it.
+        assert_eq!(
+            b.repo
+                .owe_refunds(std::slice::from_ref(&d), Duration::ZERO)
+                .await
+                .unwrap(),
+            vec![d.clone()]
         );
         let (n, oldest) = b.repo.refunds_outstanding().await.unwrap();
         assert!(n >= 2 && oldest.is_some());
-        // Claimed (the shared database may hold others' too), then leased: not due again.
-        let lease = Duration::from_secs(60);
         let mut claimed = vec![];
         let started = Instant::now();
-        while !(claimed.contains(&a) && claimed.contains(&c)) {
+        while !claimed.contains(&d) {
             claimed.extend(b.repo.claim_refunds(100, lease).await.unwrap());
             assert!(started.elapsed() < Duration::from_secs(10), "{claimed:?}");
         }
+        assert!(!claimed.contains(&a), "leased when owed");
         let later = b.repo.claim_refunds(1000, lease).await.unwrap();
-        assert!(!later.contains(&a) && !later.contains(&c), "leased");
-        // Done: no longer owed, and never claimed again.
-        b.repo.refund_done(&a.payment_ref).await.unwrap();
-        b.repo.refund_done(&a.payment_ref).await.unwrap();
+        assert!(!later.contains(&d), "leased when claimed");
+        // Done: no longer owed.
+        b.repo.refund_done(&d.payment_ref).await.unwrap();
+        b.repo.refund_done(&d.payment_ref).await.unwrap();
         assert_eq!(
-            b.repo.owe_refunds(&[a.clone(), c.clone()]).await.unwrap(),
-            vec![c]
+            b.repo
+                .owe_refunds(&[d.clone(), a.clone()], lease)
+                .await
+                .unwrap(),
+            vec![a]
         );
     }
 

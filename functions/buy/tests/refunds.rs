@@ -152,6 +152,7 @@ async fn a_stale_approval_whose_refund_fails_is_refunded_later_exactly_once() {
     // consume-order records it (its own try fails too: the provider is still down) and acks.
     let consumer = consume_order::AppState {
         payments: provider.clone(),
+        refund_lease: Duration::from_millis(20),
         ..common::consumer_state(&env).await
     };
     let app = consume_order::app(consumer.clone());
@@ -163,7 +164,7 @@ async fn a_stale_approval_whose_refund_fails_is_refunded_later_exactly_once() {
     };
     assert_eq!(
         env.repo()
-            .owe_refunds(std::slice::from_ref(&owed))
+            .owe_refunds(std::slice::from_ref(&owed), Duration::ZERO)
             .await
             .unwrap(),
         vec![owed.clone()],
@@ -174,9 +175,7 @@ async fn a_stale_approval_whose_refund_fails_is_refunded_later_exactly_once() {
     // The refunder asks again until the provider confirms, then never again.
     let started = Instant::now();
     while provider.refunded.lock().unwrap().get(&stale_ref).is_none() {
-        consume_order::refund_due(&consumer, Duration::from_millis(20))
-            .await
-            .unwrap();
+        consume_order::refund_due(&consumer).await.unwrap();
         assert!(
             started.elapsed() < Duration::from_secs(10),
             "never refunded"
@@ -184,9 +183,7 @@ async fn a_stale_approval_whose_refund_fails_is_refunded_later_exactly_once() {
         tokio::time::sleep(Duration::from_millis(30)).await;
     }
     for _ in 0..3 {
-        consume_order::refund_due(&consumer, Duration::from_millis(20))
-            .await
-            .unwrap();
+        consume_order::refund_due(&consumer).await.unwrap();
     }
     assert_eq!(
         push(&app, &envelope).await,
@@ -200,7 +197,7 @@ async fn a_stale_approval_whose_refund_fails_is_refunded_later_exactly_once() {
     );
     assert!(
         env.repo()
-            .owe_refunds(std::slice::from_ref(&owed))
+            .owe_refunds(std::slice::from_ref(&owed), Duration::ZERO)
             .await
             .unwrap()
             .is_empty(),

@@ -88,6 +88,9 @@ pub struct AppState {
     pub auth: PushAuth,
     /// Messages must carry this key's signature (`None`: not checked; local runs only).
     pub signing: Option<MessageKey>,
+    /// How long a refund waits after a failed attempt before it is due again (doubling per
+    /// attempt, see `shared::repo::refund_lease`).
+    pub refund_lease: Duration,
     pub stats: Arc<Stats>,
 }
 
@@ -100,6 +103,7 @@ impl AppState {
             payments: Arc::new(SimulatedPayments),
             auth,
             signing: None,
+            refund_lease: REFUND_LEASE,
             stats: Arc::default(),
         }
     }
@@ -303,7 +307,7 @@ pub async fn owe_and_refund(state: &AppState, refunds: &[RefundOwed]) -> Result<
     }
     let open = state
         .repo
-        .owe_refunds(refunds)
+        .owe_refunds(refunds, state.refund_lease)
         .await
         .map_err(|e| HandleError::Retryable(format!("recording refunds owed: {e}")))?;
     futures::future::join_all(open.iter().map(|r| refund_one(state, r))).await;
@@ -336,20 +340,20 @@ async fn refund_one(state: &AppState, r: &RefundOwed) -> bool {
 
 /// One pass of the refunder: claims the refunds that are due (each leased for longer after
 /// every failed attempt) and asks the provider for them. Returns how many were made.
-pub async fn refund_due(state: &AppState, lease: Duration) -> Result<usize, RepoError> {
-    let due = state.repo.claim_refunds(100, lease).await?;
+pub async fn refund_due(state: &AppState) -> Result<usize, RepoError> {
+    let due = state.repo.claim_refunds(100, state.refund_lease).await?;
     let done = futures::future::join_all(due.iter().map(|r| refund_one(state, r))).await;
     Ok(done.into_iter().filter(|d| *d).count())
 }
 
 /// Runs the refunder forever, and keeps the gauges of refunds owed (`refunds_outstanding`,
 /// `refunds_oldest_seconds`) current for the alert.
-pub async fn refunder(state: AppState, every: Duration, lease: Duration) {
+pub async fn refunder(state: AppState, every: Duration) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        match refund_due(&state, lease).await {
+        match refund_due(&state).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(refunds = n, "refunder made refunds owed"),
             Err(e) => tracing::warn!(error = %e, "refunder pass failed"),
@@ -562,7 +566,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tokio::spawn(refunder(
         state.clone(),
         Duration::from_secs(config.refund_retry_secs.max(1)),
-        REFUND_LEASE,
     ));
     shared::http::serve(app(state), config.http.port).await
 }

@@ -6,8 +6,9 @@ CREATE TABLE Refunds (
   AmountCents INT64       NOT NULL,
   OwedAt      TIMESTAMP   NOT NULL,
   Attempts    INT64       NOT NULL,
-  NextAt      TIMESTAMP   NOT NULL,
+  -- When it is due again; NULL once done (the index then forgets it).
+  NextAt      TIMESTAMP,
   RefundedAt  TIMESTAMP,
 ) PRIMARY KEY (PaymentRef);
 
-CREATE INDEX RefundsDue ON Refunds (NextAt);
+CREATE NULL_FILTERED INDEX RefundsDue ON Refunds (NextAt);

@@ -191,6 +191,11 @@ async fn main() -> anyhow::Result<()> {
                         .collect::<Result<_, _>>()?,
                 ),
             };
+            // consume-order drops a message without buy's signature (ADR 40): a replay without
+            // the key would lose what it republishes (a refund has no outbox to bring it back).
+            if !matches!(choice, Choice::None) && pubsub.order_signing_key.is_none() {
+                anyhow::bail!("ORDER_SIGNING_KEY must be set to replay dead letters (ADR 40)");
+            }
             let publisher = pubsub.publisher().await?;
             let sub = format!("projects/{}/subscriptions/{subscription}", pubsub.project);
             let seen = shared::deadletters::run(

@@ -210,9 +210,14 @@ pub trait OrderRepository: Send + Sync {
     /// Every order of one event the books decided, with its tickets: the fans' read model
     /// a gate rebuild writes back (`shared::recovery`).
     async fn decided_orders(&self, event: &EventId) -> Result<Vec<StoredOrder>, RepoError>;
-    /// Records refunds owed, once per charge (one already recorded stays as it is). Returns
-    /// those of `refunds` not yet done.
-    async fn owe_refunds(&self, refunds: &[RefundOwed]) -> Result<Vec<RefundOwed>, RepoError>;
+    /// Records refunds owed, once per charge (one already recorded stays as it is), a new one
+    /// leased for `lease` as if just claimed (its caller asks the provider now). Returns those
+    /// of `refunds` not yet done, each charge once.
+    async fn owe_refunds(
+        &self,
+        refunds: &[RefundOwed],
+        lease: std::time::Duration,
+    ) -> Result<Vec<RefundOwed>, RepoError>;
     /// Takes up to `limit` refunds that are due: each is then not due again for
     /// [`refund_lease`] of its attempts so far, so one refunder at a time asks the provider and
     /// one that fails is asked again later, less often each time.
@@ -265,8 +270,12 @@ impl<T: OrderRepository + ?Sized> OrderRepository for std::sync::Arc<T> {
     async fn decided_orders(&self, event: &EventId) -> Result<Vec<StoredOrder>, RepoError> {
         (**self).decided_orders(event).await
     }
-    async fn owe_refunds(&self, refunds: &[RefundOwed]) -> Result<Vec<RefundOwed>, RepoError> {
-        (**self).owe_refunds(refunds).await
+    async fn owe_refunds(
+        &self,
+        refunds: &[RefundOwed],
+        lease: std::time::Duration,
+    ) -> Result<Vec<RefundOwed>, RepoError> {
+        (**self).owe_refunds(refunds, lease).await
     }
     async fn claim_refunds(
         &self,

@@ -509,7 +509,11 @@ impl OrderRepository for PgRepository {
             .collect()
     }
 
-    async fn owe_refunds(&self, refunds: &[RefundOwed]) -> Result<Vec<RefundOwed>, RepoError> {
+    async fn owe_refunds(
+        &self,
+        refunds: &[RefundOwed],
+        lease: Duration,
+    ) -> Result<Vec<RefundOwed>, RepoError> {
         if refunds.is_empty() {
             return Ok(vec![]);
         }
@@ -518,10 +522,11 @@ impl OrderRepository for PgRepository {
         let orders: Vec<Uuid> = refunds.iter().map(|r| r.order_id.0).collect();
         let amounts: Vec<i64> = refunds.iter().map(|r| r.amount_cents).collect();
         obj.execute(
-            "INSERT INTO refunds (payment_ref, order_id, amount_cents)
-             SELECT * FROM unnest($1::text[], $2::uuid[], $3::bigint[])
+            "INSERT INTO refunds (payment_ref, order_id, amount_cents, attempts, next_at)
+             SELECT r, o, a, 1, now() + make_interval(secs => $4)
+             FROM unnest($1::text[], $2::uuid[], $3::bigint[]) AS t(r, o, a)
              ON CONFLICT (payment_ref) DO NOTHING",
-            &[&refs, &orders, &amounts],
+            &[&refs, &orders, &amounts, &lease.as_secs_f64()],
         )
         .await
         .map_err(classify)?;
@@ -536,9 +541,10 @@ impl OrderRepository for PgRepository {
             .iter()
             .map(|r| r.get(0))
             .collect();
+        let mut once = std::collections::HashSet::new();
         Ok(refunds
             .iter()
-            .filter(|r| open.contains(&r.payment_ref))
+            .filter(|r| open.contains(&r.payment_ref) && once.insert(&r.payment_ref))
             .cloned()
             .collect())
     }

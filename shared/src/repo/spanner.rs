@@ -952,7 +952,11 @@ impl OrderRepository for SpannerRepository {
         Ok(out)
     }
 
-    async fn owe_refunds(&self, refunds: &[RefundOwed]) -> Result<Vec<RefundOwed>, RepoError> {
+    async fn owe_refunds(
+        &self,
+        refunds: &[RefundOwed],
+        lease: Duration,
+    ) -> Result<Vec<RefundOwed>, RepoError> {
         if refunds.is_empty() {
             return Ok(vec![]);
         }
@@ -969,15 +973,19 @@ impl OrderRepository for SpannerRepository {
                 while let Some(row) = rows.next().await.map_err(grpc)? {
                     known.insert(column::<String>(&row, 0)?, column::<bool>(&row, 1)?);
                 }
-                let now = timestamp(Utc::now());
+                let now = Utc::now();
+                let next = timestamp(now + chrono::Duration::from_std(lease).unwrap_or_default());
+                let now = timestamp(now);
                 let mut ms = vec![];
-                let mut open = vec![];
+                let mut open: Vec<RefundOwed> = vec![];
                 for r in refunds {
+                    if open.iter().any(|o| o.payment_ref == r.payment_ref) {
+                        continue;
+                    }
                     match known.get(&r.payment_ref) {
                         Some(true) => continue,
                         Some(false) => {}
                         None => {
-                            known.insert(r.payment_ref.clone(), false);
                             ms.push(insert(
                                 "Refunds",
                                 &[
@@ -993,8 +1001,8 @@ impl OrderRepository for SpannerRepository {
                                     &r.order_id.to_string(),
                                     &r.amount_cents,
                                     &now,
-                                    &0i64,
-                                    &now,
+                                    &1i64,
+                                    &next,
                                 ],
                             ));
                         }
@@ -1021,7 +1029,7 @@ impl OrderRepository for SpannerRepository {
             let r = async {
                 let mut stmt = Statement::new(
                     "SELECT PaymentRef, OrderId, AmountCents, Attempts FROM Refunds
-                     WHERE RefundedAt IS NULL AND NextAt <= CURRENT_TIMESTAMP()
+                     WHERE NextAt <= CURRENT_TIMESTAMP() AND RefundedAt IS NULL
                      ORDER BY NextAt LIMIT @n",
                 );
                 stmt.add_param("n", &(limit as i64));
@@ -1061,7 +1069,7 @@ impl OrderRepository for SpannerRepository {
     async fn refund_done(&self, payment_ref: &str) -> Result<(), RepoError> {
         self.in_transaction(|mut tx| async move {
             let mut stmt = Statement::new(
-                "UPDATE Refunds SET RefundedAt = CURRENT_TIMESTAMP()
+                "UPDATE Refunds SET RefundedAt = CURRENT_TIMESTAMP(), NextAt = NULL
                  WHERE PaymentRef = @r AND RefundedAt IS NULL",
             );
             stmt.add_param("r", &payment_ref);

@@ -195,6 +195,7 @@ local function reserve(tt, qty_s, email, oid, client)
     redis.call('PERSIST', ck)
   else
     redis.call('HSET', ck, tt, str(have + qty))
+    redis.call('PERSIST', ck)
   end
   holds[#holds + 1] = deadline
   holds[#holds + 1] = oid

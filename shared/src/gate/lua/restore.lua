@@ -20,10 +20,17 @@ local n = tonumber(ARGV[5])
 local i = 7
 for _ = 1, n do
   local cap, sold = tonumber(ARGV[i + 1]), tonumber(ARGV[i + 5])
-  -- Holds and payments in progress were lost with Redis: the database's sold is all there is.
-  redis.call('HSET', p .. 'tt:' .. ARGV[i], 'capacity', cap, 'available', math.max(cap - sold, 0),
-    'held', 0, 'confirming', 0, 'sold', sold, 'limit', ARGV[i + 2], 'hold_ms', ARGV[i + 3],
-    'price', ARGV[i + 4])
+  -- `sold` is the database's. What Redis still holds as held or confirming is counted as the
+  -- orders it still has in those states (none after a loss; after a rollback the holds and
+  -- payments it kept, which restore_orders.lua and restore_holds.lua take out as they end
+  -- them, and every transition since moved): the rest is available. Below zero when Redis
+  -- holds more than the books left (a rollback resold tickets): sold out until those end.
+  local tk = p .. 'tt:' .. ARGV[i]
+  local c = redis.call('HMGET', tk, 'held', 'confirming')
+  local held, confirming = tonumber(c[1] or '0'), tonumber(c[2] or '0')
+  redis.call('HSET', tk, 'capacity', cap, 'available', cap - sold - held - confirming,
+    'held', held, 'confirming', confirming, 'sold', sold, 'limit', ARGV[i + 2],
+    'hold_ms', ARGV[i + 3], 'price', ARGV[i + 4])
   i = i + 6
 end
 redis.call('INCR', p .. 'version')

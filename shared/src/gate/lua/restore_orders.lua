@@ -3,13 +3,27 @@
 -- being rebuilt (restore.lua) from the books, a bounded chunk per call: a fan whose order Redis
 -- lost (restarted empty) reads it again, and one Redis holds in an older state (rolled back:
 -- reserved, confirming, expired) reads what the books decided. Its hold and outbox entries go:
--- the books decided it, nothing is left to reap or relay. The stock is not touched here (each
--- restore pass writes it from the books). A live event is never written.
+-- the books decided it, nothing is left to reap or relay. One Redis still counted as held or
+-- confirming leaves that count (the next restore.lua pass reckons the stock from what is
+-- left), and one the books rejected leaves its customer's count. A live event is never
+-- written.
 if redis.call('HEXISTS', KEYS[1], 'restoring') == 0 then return 'live' end
 for i = 1, #ARGV, 7 do
   local oid = ARGV[i]
-  -- `r` without a deadline (see prelude.lua): the hold is long gone.
   local ok = p .. 'order:' .. oid
+  local o = load(oid)
+  if o and (o.status == 'reserved' or o.status == 'confirming') then
+    redis.call('HINCRBY', p .. 'tt:' .. o.tt, o.status == 'reserved' and 'held' or 'confirming',
+      -o.qty)
+    if ARGV[i + 1] ~= 'confirmed' then
+      local ck = p .. 'cust:' .. o.email
+      if redis.call('HINCRBY', ck, o.tt, -o.qty) <= 0 then
+        redis.call('HDEL', ck, o.tt)
+        customer_emptied(ck)
+      end
+    end
+  end
+  -- `r` without a deadline (see prelude.lua): the hold is long gone.
   redis.call('HSET', ok,
     'r', '\t' .. ARGV[i + 2] .. '\t' .. ARGV[i + 3] .. '\n' .. ARGV[i + 4] .. '\n' .. ARGV[i + 5],
     'tickets', ARGV[i + 6])
