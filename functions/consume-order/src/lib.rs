@@ -44,6 +44,10 @@ pub struct Config {
     /// reaches this endpoint.
     #[arg(long, env = "ORDER_SIGNING_KEY", hide_env_values = true, value_parser = MessageKey::parse)]
     pub order_signing_key: Option<MessageKey>,
+    /// The key buy signed with before the current one, accepted too while a rotation rolls
+    /// out (ADR 40); unset otherwise.
+    #[arg(long, env = "ORDER_SIGNING_KEY_PREVIOUS", hide_env_values = true, value_parser = MessageKey::parse)]
+    pub order_signing_key_previous: Option<MessageKey>,
     /// How often to check that Redis still holds every event in the database (it rebuilds
     /// an event Redis lost, see `shared::recovery`), in seconds; 0 turns the check off.
     #[arg(long, env = "GATE_WATCH_SECS", default_value_t = 5)]
@@ -88,6 +92,8 @@ pub struct AppState {
     pub auth: PushAuth,
     /// Messages must carry this key's signature (`None`: not checked; local runs only).
     pub signing: Option<MessageKey>,
+    /// A key whose signatures are accepted too, while a rotation rolls out.
+    pub signing_previous: Option<MessageKey>,
     /// How long a refund waits after a failed attempt before it is due again (doubling per
     /// attempt, see `shared::repo::refund_lease`).
     pub refund_lease: Duration,
@@ -103,6 +109,7 @@ impl AppState {
             payments: Arc::new(SimulatedPayments),
             auth,
             signing: None,
+            signing_previous: None,
             refund_lease: REFUND_LEASE,
             stats: Arc::default(),
         }
@@ -461,6 +468,10 @@ pub async fn push(
     };
     if let Some(key) = &state.signing
         && !genuine(key, &envelope.message)
+        && !state
+            .signing_previous
+            .as_ref()
+            .is_some_and(|old| genuine(old, &envelope.message))
     {
         // Not buy's: acked so it never comes back, never persisted, and loud.
         counted("forged");
@@ -561,6 +572,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     let state = AppState {
         signing: config.order_signing_key,
+        signing_previous: config.order_signing_key_previous,
         ..AppState::new(repo, gate, auth)
     };
     tokio::spawn(refunder(

@@ -692,3 +692,38 @@ async fn a_forged_message_is_refused_and_a_signed_one_persisted() {
     assert_eq!(stored.status, OrderStatus::Confirmed);
     env.assert_audit_clean(&ev.id).await;
 }
+
+/// A rotation: while it rolls out, consume-order takes the previous key's signatures too
+/// (messages buy signed before it got the new key), and only while it is configured.
+#[tokio::test]
+async fn during_a_rotation_the_previous_keys_signatures_are_accepted() {
+    let env = TestEnv::get();
+    let ev = env.seed(10, -1, 600).await;
+    let old = shared::signing::MessageKey::parse("the-key-before-the-rotation-0123456789").unwrap();
+    let signed_by_old = |m: &OrderMessage| {
+        let one = std::slice::from_ref(m);
+        envelope_signed(one, Some(old.sign(&data_of(one))))
+    };
+    let rotating = AppState {
+        signing: Some(shared::testing::signing_key()),
+        signing_previous: Some(old.clone()),
+        ..state(&env).await
+    };
+    let late = paid_order_by(&env, &ev, "late@example.at").await;
+    assert_eq!(
+        push(&rotating, Some(TOKEN), signed_by_old(&late)).await,
+        StatusCode::NO_CONTENT
+    );
+    assert!(env.repo().order(late.order_id).await.unwrap().is_some());
+    // Once the rotation is done, the old key signs nothing that counts.
+    let done = AppState {
+        signing_previous: None,
+        ..rotating
+    };
+    let later = paid_order_by(&env, &ev, "later@example.at").await;
+    assert_eq!(
+        push(&done, Some(TOKEN), signed_by_old(&later)).await,
+        StatusCode::NO_CONTENT
+    );
+    assert!(env.repo().order(later.order_id).await.unwrap().is_none());
+}
