@@ -24,8 +24,8 @@ use tokio::time::Instant;
 
 use crate::domain::{Event, EventId, TicketTypeId};
 use crate::gate::{Books, Gate, Presence, Restore};
-use crate::repo::CustomerTotal;
 use crate::repo::OrderRepository;
+use crate::repo::{CustomerTotal, Inventory};
 
 /// How a restore waits for the books to settle.
 #[derive(Debug, Clone, Copy)]
@@ -93,10 +93,7 @@ pub async fn restore_event(
             orders: &orders,
             customers: &customers,
         });
-        let sold: BTreeMap<String, i64> = inventory
-            .iter()
-            .map(|i| (i.ticket_type.to_string(), i.sold))
-            .collect();
+        let sold = sold_of(&inventory);
         let total: i64 = sold.values().sum();
         if last != Some(total) {
             last = Some(total);
@@ -180,6 +177,14 @@ pub struct BooksSeen(HashMap<EventId, VecDeque<(Instant, SoldPerType)>>);
 /// Tickets sold per ticket type id.
 type SoldPerType = BTreeMap<String, i64>;
 
+/// What the books sold per ticket type.
+fn sold_of(inventory: &[Inventory]) -> SoldPerType {
+    inventory
+        .iter()
+        .map(|i| (i.ticket_type.to_string(), i.sold))
+        .collect()
+}
+
 impl BooksSeen {
     /// Records the books' `sold` read at `now` and says whether Redis' `sold` (read at `now`
     /// too) is below what the books held at least `behind_after` ago for some ticket type.
@@ -187,8 +192,8 @@ impl BooksSeen {
         &mut self,
         event: &EventId,
         now: Instant,
-        books: BTreeMap<String, i64>,
-        redis: &BTreeMap<String, i64>,
+        books: SoldPerType,
+        redis: &SoldPerType,
         behind_after: Duration,
     ) -> bool {
         let seen = self.0.entry(event.clone()).or_default();
@@ -320,12 +325,7 @@ async fn behind(
     // Redis first: a sale the books make between the two reads can only make Redis look
     // behind the reading taken now, which is judged `behind_after` later.
     let redis = gate.sold(event).await?;
-    let books = repo
-        .inventory(&event.id)
-        .await?
-        .into_iter()
-        .map(|i| (i.ticket_type.to_string(), i.sold))
-        .collect();
+    let books = sold_of(&repo.inventory(&event.id).await?);
     Ok(seen.behind(&event.id, Instant::now(), books, &redis, opts.behind_after))
 }
 

@@ -195,11 +195,17 @@ impl FromRequestParts<Arc<AppState>> for Client {
 }
 
 fn limited(policy: &'static str, p: Policy, retry_after: Duration) -> ApiError {
+    let window_secs = (u64::from(p.burst) * 60).div_ceil(u64::from(p.per_minute.max(1)));
+    refused(policy, p.burst, window_secs, retry_after)
+}
+
+/// A 429 under `policy`: `burst` allowed per `window_secs`, counted.
+fn refused(policy: &'static str, burst: u32, window_secs: u64, retry_after: Duration) -> ApiError {
     metrics::counter!("rate_limited_total", "policy" => policy).increment(1);
     ApiError::RateLimited {
         policy,
-        burst: p.burst,
-        window_secs: (u64::from(p.burst) * 60).div_ceil(u64::from(p.per_minute.max(1))),
+        burst,
+        window_secs,
         retry_after_secs: retry_after.as_millis().div_ceil(1000).max(1) as u64,
     }
 }
@@ -361,13 +367,12 @@ pub async fn reserve(
             retry_after,
             window,
         } => {
-            metrics::counter!("rate_limited_total", "policy" => "per-client").increment(1);
-            return Err(ApiError::RateLimited {
-                policy: "per-client",
-                burst: admission.holds_per_client,
-                window_secs: window.as_secs().max(1),
-                retry_after_secs: retry_after.as_millis().div_ceil(1000).max(1) as u64,
-            });
+            return Err(refused(
+                "per-client",
+                admission.holds_per_client,
+                window.as_secs().max(1),
+                retry_after,
+            ));
         }
         ReserveOutcome::Paused => return Err(paused()),
     };

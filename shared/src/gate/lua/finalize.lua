@@ -35,8 +35,7 @@ local function finalize(oid, outcome, tickets, tt, qty, email, first, amount)
       local n = tonumber(qty)
       redis.call('HINCRBY', tk, 'available', -n)
       redis.call('HINCRBY', tk, 'sold', n)
-      redis.call('HINCRBY', p .. 'cust:' .. email, tt, n)
-      redis.call('PERSIST', p .. 'cust:' .. email)
+      count_customer(email, tt, n)
       redis.call('INCR', p .. 'version')
     end
     return 'missing'
@@ -60,8 +59,7 @@ local function finalize(oid, outcome, tickets, tt, qty, email, first, amount)
     -- Redis sold them again meanwhile, `available` goes below zero until the books reject
     -- those orders and their release brings it back.
     sell(oid, o, 'available', tickets)
-    redis.call('HINCRBY', p .. 'cust:' .. o.email, o.tt, o.qty)
-    redis.call('PERSIST', p .. 'cust:' .. o.email)
+    count_customer(o.email, o.tt, o.qty)
   else
     set_status(ok, 'rejected')
   end

@@ -56,11 +56,23 @@ local function set_status(ok, status)
   if ttl then redis.call('PEXPIRE', ok, ttl) else redis.call('PERSIST', ok) end
 end
 
--- A customer's hash holds no tickets any more: only the per-e-mail rate limit's arrival time
--- may be left, which a day outlives; a customer with tickets held or bought keeps the hash.
-local function customer_emptied(ck)
-  if redis.call('HLEN', ck) == 1 and redis.call('HEXISTS', ck, '~tat') == 1 then
-    redis.call('PEXPIRE', ck, 86400000)
+-- `qty` tickets of ticket type `tt` join the count of the customer `email` (held or bought):
+-- the customer's hash stays while it counts any.
+local function count_customer(email, tt, qty)
+  local ck = p .. 'cust:' .. email
+  redis.call('HINCRBY', ck, tt, qty)
+  redis.call('PERSIST', ck)
+end
+
+-- An order's tickets leave its customer's count. A hash that counts none any more keeps only
+-- the per-e-mail rate limit's arrival time, which a day outlives.
+local function uncount_customer(o)
+  local ck = p .. 'cust:' .. o.email
+  if redis.call('HINCRBY', ck, o.tt, -o.qty) <= 0 then
+    redis.call('HDEL', ck, o.tt)
+    if redis.call('HLEN', ck) == 1 and redis.call('HEXISTS', ck, '~tat') == 1 then
+      redis.call('PEXPIRE', ck, 86400000)
+    end
   end
 end
 
@@ -69,11 +81,7 @@ local function release(oid, o, from, status)
   local tk = p .. 'tt:' .. o.tt
   redis.call('HINCRBY', tk, from, -o.qty)
   redis.call('HINCRBY', tk, 'available', o.qty)
-  local ck = p .. 'cust:' .. o.email
-  if redis.call('HINCRBY', ck, o.tt, -o.qty) <= 0 then
-    redis.call('HDEL', ck, o.tt)
-    customer_emptied(ck)
-  end
+  uncount_customer(o)
   set_status(p .. 'order:' .. oid, status)
   redis.call('INCR', p .. 'version')
 end

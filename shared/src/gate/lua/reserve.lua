@@ -190,13 +190,12 @@ local function reserve(tt, qty_s, email, oid, client)
   if new_tat then
     -- One tat per batch and interval at most: a fan's first hold starts at `now`.
     redis.call('HSET', ck, tt, str(have + qty), '~tat', new_tat == now + interval and tat_s() or str(new_tat))
-    -- It may be a hash that had only its '~tat' left, due to end (prelude.lua): it holds a
-    -- ticket again.
-    redis.call('PERSIST', ck)
   else
     redis.call('HSET', ck, tt, str(have + qty))
-    redis.call('PERSIST', ck)
   end
+  -- It may be a hash that had only its '~tat' left, due to end (prelude.lua): it holds a ticket
+  -- again.
+  redis.call('PERSIST', ck)
   holds[#holds + 1] = deadline
   holds[#holds + 1] = oid
   -- Counted only once the writes above went through (see the loop below).

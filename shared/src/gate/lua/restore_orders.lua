@@ -13,14 +13,11 @@ for i = 1, #ARGV, 7 do
   local ok = p .. 'order:' .. oid
   local o = load(oid)
   if o and (o.status == 'reserved' or o.status == 'confirming') then
-    redis.call('HINCRBY', p .. 'tt:' .. o.tt, o.status == 'reserved' and 'held' or 'confirming',
-      -o.qty)
-    if ARGV[i + 1] ~= 'confirmed' then
-      local ck = p .. 'cust:' .. o.email
-      if redis.call('HINCRBY', ck, o.tt, -o.qty) <= 0 then
-        redis.call('HDEL', ck, o.tt)
-        customer_emptied(ck)
-      end
+    local from = o.status == 'reserved' and 'held' or 'confirming'
+    if ARGV[i + 1] == 'confirmed' then
+      redis.call('HINCRBY', p .. 'tt:' .. o.tt, from, -o.qty)
+    else
+      release(oid, o, from, 'rejected')
     end
   end
   -- `r` without a deadline (see prelude.lua): the hold is long gone.
