@@ -120,7 +120,7 @@ module "consume_order" {
   # Not public: Pub/Sub push (same project) counts as internal traffic, and only the push
   # service account holds run.invoker (modules/pubsub). Cloud Run verifies its OIDC token.
   ingress = "INGRESS_TRAFFIC_INTERNAL_ONLY"
-  # The gate watcher runs between pushes: it rebuilds an event Redis lost (shared::recovery),
+  # The gate watcher runs between pushes: it rebuilds an event Redis lost (the recovery crate),
   # and must not stall when the queue is quiet (which it is, right after Redis lost the sale).
   cpu_idle = false
   env = merge(local.redis_env, {

@@ -112,6 +112,6 @@ def rust_routes(crate_dir: Path) -> set[tuple[str, str]]:
 def rust_env_vars() -> set[str]:
     """Every environment variable the Rust code reads through clap (`env = "NAME"`)."""
     names = set()
-    for rs in list((REPO / "shared" / "src").rglob("*.rs")) + list((REPO / "functions").rglob("src/*.rs")):
+    for rs in list((REPO / "shared").rglob("src/**/*.rs")) + list((REPO / "functions").rglob("src/*.rs")):
         names.update(re.findall(r'env\s*=\s*"([A-Z][A-Z0-9_]*)"', rs.read_text(encoding="utf-8")))
     return names

@@ -14,21 +14,24 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
-use shared::ApiError;
-use shared::config::{HttpArgs, PubSubArgs, RateLimitArgs, RedisArgs};
-use shared::domain::{
+use domain::{
     Email, EventId, IdempotencyKey, OrderId, OrderMessage, OrderStatus, PaymentToken, Quantity,
     RefundOwed, TicketTypeId,
 };
-use shared::gate::{Admission, Approval, Gate, PayBegin, ReserveOutcome};
-use shared::http::{ApiJson, HeaderNamed, OneHeader, unavailable};
-use shared::openapi::{Always, BodyRefusals, Busy, OrderNotFound, Problem};
-use shared::payment::{Charge, PaymentProvider, SimulatedPayments};
-use shared::publisher::OrderPublisher;
-use shared::ratelimit::{Decision, Policy, RateLimiter};
-use shared::rfc3339;
+use gate::RateLimitArgs;
+use gate::RedisArgs;
+use gate::ratelimit::{Decision, Policy, RateLimiter};
+use gate::{Admission, Approval, Gate, PayBegin, ReserveOutcome};
+use payments::{Charge, PaymentProvider, SimulatedPayments};
+use pubsub::OrderPublisher;
+use pubsub::PubSubArgs;
+use serde::{Deserialize, Serialize};
 use utoipa::{OpenApi, ToSchema};
+use web::ApiError;
+use web::HttpArgs;
+use web::http::{ApiJson, HeaderNamed, OneHeader, unavailable};
+use web::openapi::{Always, BodyRefusals, Busy, OrderNotFound, Problem};
+use web::rfc3339;
 
 /// Configuration from the environment.
 #[derive(clap::Parser, Debug)]
@@ -137,8 +140,8 @@ pub fn app(state: AppState) -> Router {
     } else {
         fans
     };
-    shared::http::finish(
-        fans.route("/openapi.json", shared::openapi::route(&ApiDoc::openapi()))
+    web::http::finish(
+        fans.route("/openapi.json", web::openapi::route(&ApiDoc::openapi()))
             .with_state(state),
         // The on-sale spike's route: its span is a tenth of a reservation's CPU, and it writes
         // no line of its own at info (internal errors are logged in its span: see `finish`).
@@ -302,7 +305,7 @@ pub async fn reserve(
             )
         })?
         .to_str()
-        .map_err(|_| shared::domain::Invalid::new("Idempotency-Key", "must be visible ASCII"))
+        .map_err(|_| domain::Invalid::new("Idempotency-Key", "must be visible ASCII"))
         .and_then(IdempotencyKey::parse)?;
     let ticket_type = TicketTypeId::parse(&body.ticket_type)?;
     let quantity = Quantity::parse(body.quantity)?;
@@ -343,11 +346,9 @@ pub async fn reserve(
         }
         ReserveOutcome::UnknownEvent => return Err(ApiError::NotFound("event")),
         ReserveOutcome::UnknownTicketType => {
-            return Err(shared::domain::Invalid::new(
-                "ticket_type",
-                "no such ticket type in this event",
-            )
-            .into());
+            return Err(
+                domain::Invalid::new("ticket_type", "no such ticket type in this event").into(),
+            );
         }
         ReserveOutcome::SoldOut => return Err(ApiError::SoldOut),
         ReserveOutcome::NotEnough { available } => {
@@ -746,7 +747,7 @@ async fn outcome(
     state: &AppState,
     event: &EventId,
     id: OrderId,
-    finalized: shared::gate::Finalized,
+    finalized: gate::Finalized,
 ) -> OrderStatus {
     let decided = !state.confirm_wait.is_zero()
         && tokio::time::timeout(state.confirm_wait, finalized)
@@ -875,7 +876,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Duration::from_millis(config.relay_grace_ms),
         Duration::from_millis(config.relay_lease_ms),
     );
-    shared::http::serve_with_peers(app(state), config.http.port).await
+    web::http::serve_with_peers(app(state), config.http.port).await
 }
 
 #[cfg(test)]

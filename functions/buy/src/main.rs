@@ -4,10 +4,10 @@ use clap::Parser;
 
 // glibc malloc was a fifth of buy's CPU under load (arena contention between workers).
 #[global_allocator]
-static ALLOC: shared::Allocator = shared::Allocator;
+static ALLOC: web::Allocator = web::Allocator;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let _logs = shared::telemetry::init();
+    let _logs = telemetry::init();
     buy::run(buy::Config::parse()).await
 }

@@ -7,9 +7,9 @@ use common::{Answer, call};
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
+use domain::Event;
 use serde_json::{Value, json};
-use shared::domain::Event;
-use shared::testing::TestEnv;
+use testkit::TestEnv;
 
 fn post(uri: &str, key: Option<&str>, body: impl Into<Body>) -> Request<Body> {
     let mut b = Request::post(uri).header(header::CONTENT_TYPE, "application/json");
@@ -362,15 +362,15 @@ async fn every_answer_carries_a_request_id_and_a_sane_caller_id_is_kept() {
 }
 
 async fn limited_app(
-    per_ip: shared::ratelimit::Policy,
-    per_email: shared::ratelimit::Policy,
+    per_ip: gate::ratelimit::Policy,
+    per_email: gate::ratelimit::Policy,
 ) -> (TestEnv, Event, axum::Router) {
     capped_app(per_ip, per_email, 0).await
 }
 
 async fn capped_app(
-    per_ip: shared::ratelimit::Policy,
-    per_email: shared::ratelimit::Policy,
+    per_ip: gate::ratelimit::Policy,
+    per_email: gate::ratelimit::Policy,
     holds_per_client: u32,
 ) -> (TestEnv, Event, axum::Router) {
     let env = TestEnv::get();
@@ -378,7 +378,7 @@ async fn capped_app(
     let topic = common::topic(&env).await;
     let mut state = common::buy_state(&env, &topic).await;
     state.limits = Some(buy::Limits {
-        limiter: shared::ratelimit::RateLimiter::new(
+        limiter: gate::ratelimit::RateLimiter::new(
             state.gate.connection(),
             std::time::Duration::from_millis(500),
         ),
@@ -408,7 +408,7 @@ fn fan_body(email: &str) -> Value {
 
 #[tokio::test]
 async fn a_client_ip_over_its_budget_gets_429_with_retry_after_and_nothing_changes() {
-    use shared::ratelimit::Policy;
+    use gate::ratelimit::Policy;
     let per_ip = Policy {
         per_minute: 6,
         burst: 3,
@@ -459,7 +459,7 @@ async fn a_client_ip_over_its_budget_gets_429_with_retry_after_and_nothing_chang
 
 #[tokio::test]
 async fn one_email_reserving_too_often_is_limited_but_others_are_not() {
-    use shared::ratelimit::Policy;
+    use gate::ratelimit::Policy;
     let off = Policy {
         per_minute: 0,
         burst: 0,
@@ -533,7 +533,7 @@ async fn one_mailbox_under_many_spellings_has_one_limit() {
 /// `HOLDS_PER_CLIENT` holds within a hold time, then hears 429 until its oldest ends.
 #[tokio::test]
 async fn one_client_holding_too_much_under_many_addresses_is_capped() {
-    use shared::ratelimit::Policy;
+    use gate::ratelimit::Policy;
     let off = Policy {
         per_minute: 0,
         burst: 0,
@@ -612,7 +612,7 @@ async fn the_openapi_document_is_served_and_committed() {
             ["schema"]["$ref"],
         "#/components/schemas/Problem"
     );
-    shared::openapi::assert_committed(&buy::ApiDoc::openapi(), "docs/openapi/buy.json");
+    web::openapi::assert_committed(&buy::ApiDoc::openapi(), "docs/openapi/buy.json");
 }
 
 #[tokio::test]

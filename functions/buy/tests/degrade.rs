@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use base64::Engine as _;
+use domain::{Event, EventId, OrderBatch, OrderId, OrderStatus};
 use serde_json::json;
-use shared::domain::{Event, EventId, OrderBatch, OrderId, OrderStatus};
-use shared::repo::OrderRepository;
-use shared::testing::{OwnRedis, TestEnv};
+use store::OrderRepository;
+use testkit::{OwnRedis, TestEnv};
 
 fn reserve(ev: &Event, email: &str) -> Request<Body> {
     Request::post(format!("/v1/events/{}/orders", ev.id))
@@ -29,7 +29,7 @@ fn reserve(ev: &Event, email: &str) -> Request<Body> {
 async fn redis_down_buy_refuses_fast_the_consumer_still_persists_and_the_gate_catches_up() {
     let env = TestEnv::get();
     let mut redis = OwnRedis::start().await;
-    let gate = shared::gate::Gate::connect(&redis.url, Duration::from_millis(300))
+    let gate = gate::Gate::connect(&redis.url, Duration::from_millis(300))
         .await
         .unwrap();
     let ev = Event::frequency(
@@ -45,7 +45,7 @@ async fn redis_down_buy_refuses_fast_the_consumer_still_persists_and_the_gate_ca
     let buy = buy::app(buy::AppState {
         gate: gate.clone(),
         publisher: Arc::new(common::publisher(&env, &topic).await),
-        payments: Arc::new(shared::payment::SimulatedPayments),
+        payments: Arc::new(payments::SimulatedPayments),
         limits: None,
         redeliver_after: std::time::Duration::from_secs(300),
         confirm_wait: std::time::Duration::from_secs(1),
@@ -122,7 +122,7 @@ async fn redis_down_buy_refuses_fast_the_consumer_still_persists_and_the_gate_ca
     let order = gate.order(&ev.id, id).await.unwrap().unwrap();
     assert_eq!(order.status, OrderStatus::Confirmed);
     assert_eq!(order.tickets.len(), 2);
-    let report = shared::audit::audit(&gate, &env.repo(), &ev.id)
+    let report = recovery::audit::audit(&gate, &env.repo(), &ev.id)
         .await
         .unwrap();
     assert!(report.violations.is_empty(), "{:?}", report.violations);

@@ -8,11 +8,11 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use domain::{Event, OrderId, OrderMessage, OrderStatus};
+use pubsub::OrderPublisher;
 use serde_json::{Value, json};
-use shared::domain::{Event, OrderId, OrderMessage, OrderStatus};
-use shared::publisher::OrderPublisher;
-use shared::repo::OrderRepository;
-use shared::testing::{TestEnv, books_in};
+use store::OrderRepository;
+use testkit::{TestEnv, books_in};
 
 /// How long a relay keeps an order it took (the default of `RELAY_LEASE_MS`).
 const RELAY_LEASE: Duration = Duration::from_secs(30);
@@ -112,7 +112,7 @@ async fn a_thousand_fans_two_hundred_tickets_exactly_two_hundred_orders() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_thousand_fans_two_hundred_tickets_on_spanner() {
     let env = TestEnv::get();
-    a_thousand_fans(&env, Arc::new(shared::testing::spanner_repo().await)).await;
+    a_thousand_fans(&env, Arc::new(testkit::spanner_repo().await)).await;
 }
 
 async fn a_thousand_fans(env: &TestEnv, repo: Arc<dyn OrderRepository>) {
@@ -210,7 +210,7 @@ async fn a_message_the_consumer_keeps_failing_ends_in_the_dead_letter_topic() {
     let msg = OrderMessage {
         order_id: OrderId::new(),
         event: ev.id.clone(),
-        ticket_type: shared::domain::TicketTypeId::parse("vip-3-day").unwrap(),
+        ticket_type: domain::TicketTypeId::parse("vip-3-day").unwrap(),
         quantity: 1,
         email: "poison@example.at".into(),
         amount_cents: 1,
@@ -253,17 +253,17 @@ async fn a_failed_publish_after_payment_loses_nothing_and_the_relay_finishes_it(
     let broken = buy::AppState {
         gate: env.gate().await,
         publisher: Arc::new(
-            shared::publisher::PubSubPublisher::connect(
+            pubsub::PubSubPublisher::connect(
                 &format!("projects/{}/topics/{}", env.project, stack.topic),
                 Some("127.0.0.1:1"),
                 Duration::from_millis(500),
                 Default::default(),
-                Some(shared::testing::signing_key()),
+                Some(testkit::signing_key()),
             )
             .await
             .unwrap(),
         ),
-        payments: Arc::new(shared::payment::SimulatedPayments),
+        payments: Arc::new(payments::SimulatedPayments),
         limits: None,
         redeliver_after: std::time::Duration::from_secs(300),
         confirm_wait: std::time::Duration::from_secs(1),
@@ -417,7 +417,7 @@ async fn metrics_tell_the_story_of_a_sale() {
 
 #[tokio::test]
 async fn a_dead_letter_replayed_after_the_fix_is_persisted_exactly_once() {
-    use shared::deadletters::{Action, Choice};
+    use pubsub::deadletters::{Action, Choice};
     let env = TestEnv::get();
     let ev = env.seed(5, -1, 600).await;
     // The consumer's database is down: every delivery fails and the order is dead-lettered.
@@ -447,7 +447,7 @@ async fn a_dead_letter_replayed_after_the_fix_is_persisted_exactly_once() {
     let buy = common::serve(buy::app(common::buy_state(&env, &topic).await)).await;
     let (outcome, id) = fan(reqwest::Client::new(), buy, ev.clone(), 1).await;
     assert_eq!(outcome, Fan::Paid);
-    let id = shared::domain::OrderId::parse(&id.unwrap()).unwrap();
+    let id = domain::OrderId::parse(&id.unwrap()).unwrap();
 
     let dead_path = format!("projects/{}/subscriptions/{dead}", env.project);
     let publisher = common::publisher(&env, &topic).await;
@@ -455,7 +455,7 @@ async fn a_dead_letter_replayed_after_the_fix_is_persisted_exactly_once() {
     let run = |choice: Choice| {
         let (dead_path, host, publisher) = (&dead_path, &host, &publisher);
         async move {
-            shared::deadletters::run(
+            pubsub::deadletters::run(
                 dead_path,
                 Some(host),
                 publisher,
@@ -504,7 +504,7 @@ async fn a_dead_letter_replayed_after_the_fix_is_persisted_exactly_once() {
     assert_eq!(replayed[0].action, Action::Replayed);
     drain(&env, &ev, Duration::from_secs(30)).await;
     let stored = env.repo().order(id).await.unwrap().expect("persisted");
-    assert_eq!(stored.status, shared::domain::OrderStatus::Confirmed);
+    assert_eq!(stored.status, domain::OrderStatus::Confirmed);
     assert!(run(Choice::All).await.is_empty(), "the dead letter is gone");
 
     // Replaying it again (an operator's double run) changes nothing: still one order.
@@ -574,14 +574,11 @@ struct Down;
 
 #[async_trait::async_trait]
 impl OrderPublisher for Down {
-    async fn publish(&self, _: &OrderMessage) -> Result<String, shared::publisher::PublishError> {
-        Err(shared::publisher::PublishError("down".into()))
+    async fn publish(&self, _: &OrderMessage) -> Result<String, pubsub::PublishError> {
+        Err(pubsub::PublishError("down".into()))
     }
-    async fn publish_refund(
-        &self,
-        _: &shared::domain::RefundOwed,
-    ) -> Result<String, shared::publisher::PublishError> {
-        Err(shared::publisher::PublishError("down".into()))
+    async fn publish_refund(&self, _: &domain::RefundOwed) -> Result<String, pubsub::PublishError> {
+        Err(pubsub::PublishError("down".into()))
     }
 }
 
@@ -591,17 +588,12 @@ struct Recording(std::sync::Mutex<Vec<OrderId>>);
 
 #[async_trait::async_trait]
 impl OrderPublisher for Recording {
-    async fn publish(&self, msg: &OrderMessage) -> Result<String, shared::publisher::PublishError> {
+    async fn publish(&self, msg: &OrderMessage) -> Result<String, pubsub::PublishError> {
         self.0.lock().unwrap().push(msg.order_id);
         Ok("recorded".into())
     }
-    async fn publish_refund(
-        &self,
-        _: &shared::domain::RefundOwed,
-    ) -> Result<String, shared::publisher::PublishError> {
-        Err(shared::publisher::PublishError(
-            "records orders only".into(),
-        ))
+    async fn publish_refund(&self, _: &domain::RefundOwed) -> Result<String, pubsub::PublishError> {
+        Err(pubsub::PublishError("records orders only".into()))
     }
 }
 

@@ -14,11 +14,11 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use base64::Engine as _;
+use domain::{OrderBatch, OrderId, OrderStatus, RefundOwed};
+use payments::{Charge, PaymentProvider, PaymentUnavailable};
 use serde_json::{Value, json};
-use shared::domain::{OrderBatch, OrderId, OrderStatus, RefundOwed};
-use shared::payment::{Charge, PaymentProvider, PaymentUnavailable};
-use shared::repo::OrderRepository;
-use shared::testing::TestEnv;
+use store::OrderRepository;
+use testkit::TestEnv;
 use tower::ServiceExt;
 
 /// Approves every charge, holding attempt 1's answer back until released; fails the first

@@ -14,15 +14,16 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::Utc;
+use domain::{EventId, OrderId, OrderStatus};
+use gate::RedisArgs;
+use gate::{EventSnapshot, Gate};
 use serde::Serialize;
-use shared::ApiError;
-use shared::config::{HttpArgs, RedisArgs};
-use shared::domain::{EventId, OrderId, OrderStatus};
-use shared::gate::{EventSnapshot, Gate};
-use shared::http::{HeaderNamed, OneHeader};
-use shared::openapi::{Always, OrderNotFound, Problem};
-use shared::rfc3339;
 use utoipa::{OpenApi, ToSchema};
+use web::ApiError;
+use web::HttpArgs;
+use web::http::{HeaderNamed, OneHeader};
+use web::openapi::{Always, OrderNotFound, Problem};
+use web::rfc3339;
 
 /// Configuration from the environment.
 #[derive(clap::Parser, Debug)]
@@ -71,7 +72,7 @@ impl Rendered {
 /// The rendered snapshot of every seeded event, swapped whole by each refresh: a reader takes
 /// no lock and touches no shared counter (a lock and an `Arc` clone per request were atomic
 /// writes to memory both cores share, on the hottest path).
-type Cache = ArcSwap<shared::FastMap<EventId, Arc<Rendered>>>;
+type Cache = ArcSwap<web::FastMap<EventId, Arc<Rendered>>>;
 
 /// Shared state: the gate and the snapshot cache (one `Arc`: axum clones the state per request).
 #[derive(Clone)]
@@ -200,7 +201,7 @@ impl AppState {
     }
 
     /// One refresh of every seeded event. On failure the old snapshots stay, marked stale.
-    pub async fn refresh(&self) -> Result<(), shared::gate::GateError> {
+    pub async fn refresh(&self) -> Result<(), gate::GateError> {
         let (gate, cache) = (&self.0.gate, &self.0.cache);
         let events = match gate.events().await {
             Ok(events) => events,
@@ -217,7 +218,7 @@ impl AppState {
         };
         // Each event on its own: one failing event keeps its last snapshot (stale) and does
         // not hold back the others.
-        let mut next = shared::FastMap::default();
+        let mut next = web::FastMap::default();
         let mut failure = None;
         for ev in events {
             match gate.refresh(&ev).await {
@@ -316,22 +317,22 @@ pub struct ApiDoc;
 
 /// The routes.
 pub fn app(state: AppState) -> Router {
-    shared::http::finish(
+    web::http::finish(
         Router::new()
             .route("/v1/events/{event}/availability", get(availability))
             .route("/v1/orders/{id}", get(order))
-            .route("/openapi.json", shared::openapi::route(&ApiDoc::openapi()))
+            .route("/openapi.json", web::openapi::route(&ApiDoc::openapi()))
             .with_state(state),
         // The snapshot read logs nothing: no span per request on the hottest path.
         &["/v1/events/{event}/availability", "/openapi.json"],
     )
 }
 
-/// The routes with the availability read answered ahead of the router (see [`shared::http::Hot`]):
+/// The routes with the availability read answered ahead of the router (see [`web::http::Hot`]):
 /// what `run` serves.
-pub fn service(state: AppState) -> shared::http::Hot {
+pub fn service(state: AppState) -> web::http::Hot {
     let hot = state.clone();
-    shared::http::Hot::get(
+    web::http::Hot::get(
         app(state),
         "/v1/events/{event}/availability",
         Arc::new(move |event, headers| hot.availability(event, headers.get(header::IF_NONE_MATCH))),
@@ -503,5 +504,5 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tracing::warn!(error = %e, "first snapshot failed; will keep trying");
     }
     state.spawn_refresher(Duration::from_millis(config.refresh_ms));
-    shared::http::serve(service(state), config.http.port).await
+    web::http::serve(service(state), config.http.port).await
 }

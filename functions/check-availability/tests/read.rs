@@ -4,12 +4,12 @@
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use check_availability::{AppState, app, service};
+use domain::{Email, IdempotencyKey, Quantity, TicketTypeId};
+use gate::ReserveOutcome;
 use serde_json::Value;
-use shared::domain::{Email, IdempotencyKey, Quantity, TicketTypeId};
-use shared::gate::ReserveOutcome;
-use shared::http::Hot;
-use shared::testing::TestEnv;
+use testkit::TestEnv;
 use tower::ServiceExt;
+use web::http::Hot;
 
 async fn get(
     app: &Hot,
@@ -219,22 +219,21 @@ async fn before_the_sale_and_unknown_things() {
 /// A Redis of the test's own with one event seeded and a first snapshot taken: the test can
 /// crash or wipe it.
 struct OwnStack {
-    redis: shared::testing::OwnRedis,
-    gate: shared::gate::Gate,
-    ev: shared::domain::Event,
+    redis: testkit::OwnRedis,
+    gate: gate::Gate,
+    ev: domain::Event,
     state: AppState,
     router: Hot,
     uri: String,
 }
 
 async fn own_stack(event: &str, timeout_ms: u64) -> OwnStack {
-    let redis = shared::testing::OwnRedis::start().await;
-    let gate =
-        shared::gate::Gate::connect(&redis.url, std::time::Duration::from_millis(timeout_ms))
-            .await
-            .unwrap();
-    let ev = shared::domain::Event::frequency(
-        shared::domain::EventId::parse(event).unwrap(),
+    let redis = testkit::OwnRedis::start().await;
+    let gate = gate::Gate::connect(&redis.url, std::time::Duration::from_millis(timeout_ms))
+        .await
+        .unwrap();
+    let ev = domain::Event::frequency(
+        domain::EventId::parse(event).unwrap(),
         10,
         chrono::Utc::now(),
         600,
@@ -392,7 +391,7 @@ async fn the_openapi_document_is_served_and_committed() {
     for p in ["/v1/events/{event}/availability", "/v1/orders/{id}"] {
         assert!(body["paths"].get(p).is_some(), "{p} missing");
     }
-    shared::openapi::assert_committed(
+    web::openapi::assert_committed(
         &check_availability::ApiDoc::openapi(),
         "docs/openapi/check-availability.json",
     );

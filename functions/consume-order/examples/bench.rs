@@ -15,11 +15,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use domain::{Event, EventId, OrderId, OrderMessage, OrderStatus, TicketTypeId};
+use gate::RedisArgs;
+use pubsub::{Batching, OrderPublisher, PubSubPublisher};
 use serde_json::json;
-use shared::config::{Backend, DatabaseArgs, RedisArgs};
-use shared::domain::{Event, EventId, OrderId, OrderMessage, OrderStatus, TicketTypeId};
-use shared::publisher::{Batching, OrderPublisher, PubSubPublisher};
-use shared::repo::OrderRepository;
+use store::Backend;
+use store::DatabaseArgs;
+use store::OrderRepository;
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 enum Via {
@@ -57,7 +59,7 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     // The process-wide recorder: the Spanner repository counts its retried aborts there.
-    let prom = shared::metrics::handle();
+    let prom = web::metrics::handle();
     let repo = args.db.repository()?;
     repo.ping()
         .await

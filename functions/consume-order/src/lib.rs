@@ -14,14 +14,16 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use base64::Engine;
+use domain::signing::MessageKey;
+use domain::{EventId, OrderBatch, OrderMessage, OrderStatus, RefundOwed};
+use gate::Gate;
+use gate::RedisArgs;
+use payments::{PaymentProvider, SimulatedPayments};
 use serde::Deserialize;
-use shared::config::{DatabaseArgs, HttpArgs, RedisArgs};
-use shared::domain::{EventId, OrderBatch, OrderMessage, OrderStatus, RefundOwed};
-use shared::gate::Gate;
-use shared::payment::{PaymentProvider, SimulatedPayments};
-use shared::repo::{OrderRepository, Outcome, Persisted, Refused, RepoError};
-use shared::signing::MessageKey;
+use store::DatabaseArgs;
+use store::{OrderRepository, Outcome, Persisted, Refused, RepoError};
 use tracing::Instrument;
+use web::HttpArgs;
 
 /// Configuration from the environment.
 #[derive(clap::Parser, Debug)]
@@ -49,7 +51,7 @@ pub struct Config {
     #[arg(long, env = "ORDER_SIGNING_KEY_PREVIOUS", hide_env_values = true, value_parser = MessageKey::parse)]
     pub order_signing_key_previous: Option<MessageKey>,
     /// How often to check that Redis still holds every event in the database (it rebuilds
-    /// an event Redis lost, see `shared::recovery`), in seconds; 0 turns the check off.
+    /// an event Redis lost, see `recovery`), in seconds; 0 turns the check off.
     #[arg(long, env = "GATE_WATCH_SECS", default_value_t = 5)]
     pub gate_watch_secs: u64,
     /// A rebuilt event reopens once the books have not changed for this many seconds.
@@ -95,7 +97,7 @@ pub struct AppState {
     /// A key whose signatures are accepted too, while a rotation rolls out.
     pub signing_previous: Option<MessageKey>,
     /// How long a refund waits after a failed attempt before it is due again (doubling per
-    /// attempt, see `shared::repo::refund_lease`).
+    /// attempt, see `store::refund_lease`).
     pub refund_lease: Duration,
     pub stats: Arc<Stats>,
 }
@@ -121,12 +123,12 @@ impl AppState {
 pub const REFUND_LEASE: Duration = Duration::from_secs(10);
 
 /// Largest push body accepted: a message of buy's largest batch (1 MB of JSON,
-/// `shared::publisher::Batching`), base64-encoded inside its envelope, with room to spare.
+/// `pubsub::Batching`), base64-encoded inside its envelope, with room to spare.
 pub const PUSH_BODY_LIMIT: usize = 4 * 1024 * 1024;
 
 /// The routes.
 pub fn app(state: AppState) -> Router {
-    shared::http::finish(
+    web::http::finish(
         Router::new()
             .route(
                 "/pubsub/orders",
@@ -213,7 +215,7 @@ pub fn decode(msg: &PushMessage) -> Result<Decoded, HandleError> {
     }
     let (orders, invalid): (Vec<_>, Vec<_>) = orders
         .into_iter()
-        .partition(|o| (1..=shared::domain::Quantity::MAX).contains(&o.quantity));
+        .partition(|o| (1..=domain::Quantity::MAX).contains(&o.quantity));
     Ok(Decoded {
         orders,
         refunds,
@@ -433,7 +435,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 pub fn genuine(key: &MessageKey, msg: &PushMessage) -> bool {
     let (Some(data), Some(sig)) = (
         msg.data.as_deref(),
-        msg.attributes.get(shared::signing::SIGNATURE_ATTRIBUTE),
+        msg.attributes.get(domain::signing::SIGNATURE_ATTRIBUTE),
     ) else {
         return false;
     };
@@ -454,7 +456,7 @@ pub async fn push(
             .as_deref()
             .is_some_and(|t| constant_time_eq(t.as_bytes(), expected.as_bytes()));
         if !ok {
-            return shared::ApiError::Unauthorized.into_response();
+            return web::ApiError::Unauthorized.into_response();
         }
     }
     let envelope: Envelope = match serde_json::from_slice(&body) {
@@ -531,7 +533,7 @@ pub async fn push(
                 state.stats.retryable.fetch_add(1, Ordering::Relaxed);
                 counted("retryable");
                 tracing::warn!(reason, "will be redelivered");
-                shared::http::unavailable("order store", &reason).into_response()
+                web::http::unavailable("order store", &reason).into_response()
             }
         }
     }
@@ -560,15 +562,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let repo: Arc<dyn OrderRepository> = Arc::new(repo);
     if config.gate_watch_secs > 0 {
         let secs = std::time::Duration::from_secs;
-        let opts = shared::recovery::WatchOptions {
+        let opts = recovery::WatchOptions {
             every: secs(config.gate_watch_secs),
             behind_after: secs(config.gate_behind_secs),
-            restore: shared::recovery::RestoreOptions {
+            restore: recovery::RestoreOptions {
                 quiet: secs(config.gate_restore_quiet_secs),
                 ..Default::default()
             },
         };
-        tokio::spawn(shared::recovery::watch(gate.clone(), repo.clone(), opts));
+        tokio::spawn(recovery::watch(gate.clone(), repo.clone(), opts));
     }
     let state = AppState {
         signing: config.order_signing_key,
@@ -579,5 +581,5 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         state.clone(),
         Duration::from_secs(config.refund_retry_secs.max(1)),
     ));
-    shared::http::serve(app(state), config.http.port).await
+    web::http::serve(app(state), config.http.port).await
 }

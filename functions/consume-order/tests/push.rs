@@ -9,14 +9,14 @@ use axum::http::{Request, StatusCode, header};
 use base64::Engine;
 use chrono::Utc;
 use consume_order::{AppState, PushAuth};
-use serde_json::{Value, json};
-use shared::domain::{
+use domain::{
     Email, Event, IdempotencyKey, OrderBatch, OrderId, OrderMessage, OrderStatus, Quantity,
     TicketTypeId,
 };
-use shared::gate::{PayBegin, ReserveOutcome};
-use shared::repo::OrderRepository;
-use shared::testing::TestEnv;
+use gate::{PayBegin, ReserveOutcome};
+use serde_json::{Value, json};
+use store::OrderRepository;
+use testkit::TestEnv;
 use tower::ServiceExt;
 
 const TOKEN: &str = "push-token-for-tests-0123";
@@ -78,7 +78,7 @@ async fn pay(env: &TestEnv, ev: &Event, order_id: OrderId, email: &str) -> Order
         .pay_approved(&ev.id, order_id, attempt, "sim_ref", paid_at)
         .await
         .unwrap();
-    assert!(matches!(approval, shared::gate::Approval::Recorded(_)));
+    assert!(matches!(approval, gate::Approval::Recorded(_)));
     OrderMessage {
         order_id,
         event: ev.id.clone(),
@@ -245,14 +245,14 @@ async fn undecodable_messages_are_acked_and_counted_but_paid_orders_never_droppe
 struct Refunds(std::sync::Mutex<Vec<OrderId>>);
 
 #[async_trait::async_trait]
-impl shared::payment::PaymentProvider for Refunds {
+impl payments::PaymentProvider for Refunds {
     async fn charge(
         &self,
         _: OrderId,
         _: u64,
         _: i64,
         _: &str,
-    ) -> Result<shared::payment::Charge, shared::payment::PaymentUnavailable> {
+    ) -> Result<payments::Charge, payments::PaymentUnavailable> {
         unreachable!("the consumer never charges")
     }
     async fn refund(
@@ -260,13 +260,13 @@ impl shared::payment::PaymentProvider for Refunds {
         order: OrderId,
         _: &str,
         _: i64,
-    ) -> Result<(), shared::payment::PaymentUnavailable> {
+    ) -> Result<(), payments::PaymentUnavailable> {
         self.0.lock().unwrap().push(order);
         Ok(())
     }
 }
 
-async fn view(env: &TestEnv, msg: &OrderMessage) -> shared::gate::OrderView {
+async fn view(env: &TestEnv, msg: &OrderMessage) -> gate::OrderView {
     env.gate()
         .await
         .order(&msg.event, msg.order_id)
@@ -312,7 +312,7 @@ async fn a_batch_larger_than_the_stock_left_confirms_what_fits_and_refunds_the_r
     let env = TestEnv::get();
     // The gate believes in six VIP 3-Day passes, the books hold four: the gate lets one order
     // too many through (as after a rollback, say), and the books must not follow it.
-    let ev = shared::testing::new_event(6, -1, 600);
+    let ev = testkit::new_event(6, -1, 600);
     env.gate().await.seed(&ev).await.unwrap();
     let mut books_ev = ev.clone();
     books_ev.ticket_types[0].capacity = 4;
@@ -462,7 +462,7 @@ async fn a_message_of_the_largest_batch_fits_the_push_body_limit() {
     let env = TestEnv::get();
     let ev = env.seed(500, -1, 600).await;
     let st = state(&env).await;
-    let n = shared::publisher::Batching::default().max_orders;
+    let n = pubsub::Batching::default().max_orders;
     let orders: Vec<OrderMessage> = (0..n)
         .map(|i| OrderMessage {
             order_id: OrderId::new(),
@@ -636,7 +636,7 @@ fn data_of(orders: &[OrderMessage]) -> Vec<u8> {
 async fn a_forged_message_is_refused_and_a_signed_one_persisted() {
     let env = TestEnv::get();
     let ev = env.seed(10, -1, 600).await;
-    let key = shared::testing::signing_key();
+    let key = testkit::signing_key();
     let st = AppState {
         signing: Some(key.clone()),
         ..state(&env).await
@@ -653,7 +653,7 @@ async fn a_forged_message_is_refused_and_a_signed_one_persisted() {
         paid_at: Utc::now(),
     };
     let other =
-        shared::signing::MessageKey::parse("another-key-of-at-least-32-characters").unwrap();
+        domain::signing::MessageKey::parse("another-key-of-at-least-32-characters").unwrap();
     let genuine = paid_order_by(&env, &ev, "fan@example.at").await;
     let mine = std::slice::from_ref(&forged);
     for envelope in [
@@ -699,13 +699,13 @@ async fn a_forged_message_is_refused_and_a_signed_one_persisted() {
 async fn during_a_rotation_the_previous_keys_signatures_are_accepted() {
     let env = TestEnv::get();
     let ev = env.seed(10, -1, 600).await;
-    let old = shared::signing::MessageKey::parse("the-key-before-the-rotation-0123456789").unwrap();
+    let old = domain::signing::MessageKey::parse("the-key-before-the-rotation-0123456789").unwrap();
     let signed_by_old = |m: &OrderMessage| {
         let one = std::slice::from_ref(m);
         envelope_signed(one, Some(old.sign(&data_of(one))))
     };
     let rotating = AppState {
-        signing: Some(shared::testing::signing_key()),
+        signing: Some(testkit::signing_key()),
         signing_previous: Some(old.clone()),
         ..state(&env).await
     };

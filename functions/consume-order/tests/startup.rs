@@ -3,7 +3,7 @@
 //! database path, PostgreSQL down. Uses the Spanner emulator `scripts/test` started.
 
 use clap::Parser;
-use shared::testing::TestEnv;
+use testkit::TestEnv;
 
 async fn start_error(db: &[&str]) -> String {
     let env = TestEnv::get();
@@ -115,4 +115,14 @@ async fn iam_push_auth_without_a_signing_key_stops_it_with_one_line() {
     let line = err.to_string();
     assert!(line.contains("ORDER_SIGNING_KEY"), "{line}");
     assert!(!line.contains('\n'), "one line: {line}");
+}
+
+/// A message of the largest batch buy publishes takes this many Spanner transactions, and
+/// their retry budget must end before the push request that persists them times out.
+#[test]
+fn the_retry_budget_of_the_largest_batch_ends_before_its_request_does() {
+    let transactions = pubsub::Batching::default()
+        .max_orders
+        .div_ceil(store::MAX_ORDERS_PER_TRANSACTION) as u32;
+    assert!(store::spanner::TX_DEADLINE * transactions < web::http::REQUEST_TIMEOUT);
 }

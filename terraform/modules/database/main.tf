@@ -196,7 +196,7 @@ resource "google_spanner_database_iam_member" "users" {
   member   = "serviceAccount:${each.value}"
 }
 
-# `ops migrate` applies the Spanner DDL (shared/migrations/spanner): only the job may change the
+# `ops migrate` applies the Spanner DDL (shared/store/migrations/spanner): only the job may change the
 # schema.
 resource "google_spanner_database_iam_member" "schema_admins" {
   for_each = local.spanner ? var.schema_admins : {}

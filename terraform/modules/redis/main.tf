@@ -50,7 +50,7 @@ resource "google_redis_instance" "gate" {
 locals {
   tls    = var.transit_encryption_mode != "DISABLED"
   scheme = local.tls ? "rediss" : "redis"
-  # shared::config::RedisArgs documents this shape: rediss://:AUTH@10.0.0.3:6378
+  # gate::RedisArgs documents this shape: rediss://:AUTH@10.0.0.3:6378
   redis_url = "${local.scheme}://:${urlencode(google_redis_instance.gate.auth_string)}@${google_redis_instance.gate.host}:${google_redis_instance.gate.port}"
 }
 

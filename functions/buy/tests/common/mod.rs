@@ -5,10 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use payments::SimulatedPayments;
+use pubsub::PubSubPublisher;
 use serde_json::{Value, json};
-use shared::payment::SimulatedPayments;
-use shared::publisher::PubSubPublisher;
-use shared::testing::TestEnv;
+use testkit::TestEnv;
 
 pub fn unique(prefix: &str) -> String {
     format!(
@@ -118,7 +118,7 @@ pub async fn publisher(env: &TestEnv, topic: &str) -> PubSubPublisher {
         Some(&env.pubsub_host),
         Duration::from_secs(5),
         Default::default(),
-        Some(shared::testing::signing_key()),
+        Some(testkit::signing_key()),
     )
     .await
     .unwrap()
@@ -141,7 +141,7 @@ pub const PUSH_TOKEN: &str = "test-push-token-0123456789";
 /// consume-order as deployed: it refuses messages without buy's signature.
 pub async fn consumer_state(env: &TestEnv) -> consume_order::AppState {
     consume_order::AppState {
-        signing: Some(shared::testing::signing_key()),
+        signing: Some(testkit::signing_key()),
         ..consume_order::AppState::new(
             Arc::new(env.repo()),
             env.gate().await,

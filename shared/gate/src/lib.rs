@@ -1,0 +1,1281 @@
+//! The Redis admission gate: one atomic Lua script per transition of an order
+//! (reserve, pay, cancel, expire, finalize), plus the read of an event's stock.
+//!
+//! Keys of one event share the hash tag `{ev:EVENT}` (one Redis Cluster slot), so every script
+//! is atomic over everything it touches. Expired holds go back to stock inside the scripts
+//! themselves (`reap` in reserve and refresh), so no sweeper is needed for correctness.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, Script, Value};
+
+mod batch;
+mod config;
+mod finalized;
+pub mod ratelimit;
+
+pub use config::{RateLimitArgs, RedisArgs};
+pub use finalized::Finalized;
+
+use domain::{Email, Event, EventId, IdempotencyKey, OrderId, OrderStatus, Quantity, TicketTypeId};
+
+const PRELUDE: &str = include_str!("lua/prelude.lua");
+
+/// A gate operation failed for infrastructure reasons (Redis down, slow or answering nonsense).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum GateError {
+    /// Redis did not answer within the deadline, or refused the connection.
+    #[error("redis unavailable: {0}")]
+    Unavailable(String),
+    /// Redis answered something the scripts never return.
+    #[error("unexpected gate reply: {0}")]
+    Protocol(String),
+}
+
+impl From<redis::RedisError> for GateError {
+    fn from(e: redis::RedisError) -> Self {
+        Self::Unavailable(e.to_string())
+    }
+}
+
+/// The answer to a reservation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReserveOutcome {
+    /// Held until the deadline.
+    Reserved {
+        order_id: OrderId,
+        hold_expires_at: DateTime<Utc>,
+    },
+    /// The same Idempotency-Key with the same request: the first answer again.
+    Replayed {
+        order_id: OrderId,
+        hold_expires_at: DateTime<Utc>,
+    },
+    /// The same Idempotency-Key with a different request.
+    IdempotencyConflict,
+    /// The sale opens in this many milliseconds.
+    TooEarly { opens_in_ms: u64 },
+    /// The event is not on sale here.
+    UnknownEvent,
+    /// The ticket type is not part of the event.
+    UnknownTicketType,
+    /// Nothing left.
+    SoldOut,
+    /// Fewer left than asked for.
+    NotEnough { available: u64 },
+    /// The per-customer limit would be exceeded.
+    Limit { limit: u64, remaining: u64 },
+    /// The gate is being rebuilt after Redis lost its state: try again shortly.
+    Paused,
+    /// The per-e-mail rate limit refused it; nothing was consumed.
+    RateLimited { retry_after: Duration },
+    /// The client took as many holds as it may within a hold time (`window`); its oldest
+    /// ends after `retry_after`.
+    ClientHolds {
+        retry_after: Duration,
+        window: Duration,
+    },
+}
+
+/// What a reservation is checked against besides stock and the per-customer limit.
+#[derive(Debug, Clone, Default)]
+pub struct Admission {
+    /// The per-e-mail rate limit.
+    pub per_email: Option<crate::ratelimit::Policy>,
+    /// The most holds one client may take within a hold time (0: no cap).
+    pub holds_per_client: u32,
+    /// The client's address (`None`: unknown, and not capped).
+    pub client: Option<String>,
+}
+
+/// Whether the gate holds an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presence {
+    /// Seeded or restored, on sale.
+    Live,
+    /// Being rebuilt from the database (paused).
+    Restoring,
+    /// Not in Redis.
+    Absent,
+}
+
+/// What one restore pass found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restore {
+    /// The event is live in the gate: nothing was written.
+    Live,
+    /// Rewritten from the books; still paused.
+    Restoring,
+    /// Rewritten from the books and reopened.
+    Resumed,
+}
+
+/// What the first pass of a restore writes besides the stock, read from the books.
+#[derive(Debug, Clone, Copy)]
+pub struct Books<'a> {
+    /// Every order the books decided, with its tickets.
+    pub orders: &'a [domain::books::StoredOrder],
+    /// The confirmed quantity per customer and ticket type.
+    pub customers: &'a [domain::books::CustomerTotal],
+}
+
+/// The answer to the start of a payment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PayBegin {
+    /// Charge this amount with this token as payment attempt `attempt` (the hold is now
+    /// frozen in `confirming`; a pending attempt is resumed with its stored token).
+    Charge {
+        amount_cents: i64,
+        token: String,
+        attempt: u64,
+    },
+    /// A pending attempt older than the give-up age: its outcome is unknown, release it.
+    Stuck { attempt: u64 },
+    /// Already paid earlier; `published` says whether its message is known to be in Pub/Sub.
+    AlreadyPaid { published: bool },
+    /// No such order.
+    NotFound,
+    /// The order is in another state (expired, cancelled, confirmed, rejected).
+    State(OrderStatus),
+}
+
+/// What the gate made of an approval.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Approval {
+    /// Recorded for the current attempt (or recorded before with the same reference).
+    Recorded(Approved),
+    /// Not the current attempt, or the order moved on: this charge must be refunded. Carries
+    /// the order's status (None: the gate does not know the order).
+    Stale(Option<OrderStatus>),
+}
+
+/// An approved payment as the gate recorded it, with what the order's message carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Approved {
+    /// The provider's reference.
+    pub payment_ref: String,
+    /// When it was approved (the first approval, if recorded twice).
+    pub paid_at: DateTime<Utc>,
+    pub ticket_type: TicketTypeId,
+    pub quantity: u32,
+    pub email: String,
+    pub amount_cents: i64,
+}
+
+/// The gate's view of one order (the read model behind `GET /v1/orders/{id}`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderView {
+    pub order_id: OrderId,
+    pub event: EventId,
+    pub status: OrderStatus,
+    pub ticket_type: TicketTypeId,
+    pub quantity: u32,
+    pub email: String,
+    pub amount_cents: i64,
+    pub hold_expires_at: Option<DateTime<Utc>>,
+    pub payment_ref: Option<String>,
+    pub paid_at: Option<DateTime<Utc>>,
+    pub tickets: Vec<String>,
+}
+
+/// Stock of one ticket type. `available + held + confirming + sold == capacity` at all times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct Stock {
+    pub capacity: i64,
+    pub available: i64,
+    pub held: i64,
+    pub confirming: i64,
+    pub sold: i64,
+}
+
+impl Stock {
+    /// `available + held + confirming + sold - capacity`: zero when the books balance.
+    pub fn delta(&self) -> i64 {
+        self.available + self.held + self.confirming + self.sold - self.capacity
+    }
+}
+
+/// One consistent read of an event (after expiring due holds).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventSnapshot {
+    /// The catalog as seeded.
+    pub catalog: Event,
+    /// Changes with every stock movement (the ETag).
+    pub version: u64,
+    /// Redis' clock when read.
+    pub read_at: DateTime<Utc>,
+    /// Stock per ticket type, in catalog order.
+    pub stock: BTreeMap<String, Stock>,
+    /// Being rebuilt after Redis lost its state: reservations are refused until it resumes.
+    pub paused: bool,
+}
+
+struct Scripts {
+    pay_begin: Script,
+    pay_abort: Script,
+    pay_approved: Script,
+    published: Script,
+    outbox_claim: Script,
+    cancel: Script,
+    finalize: Script,
+    refresh: Script,
+    seed: Script,
+    restore: Script,
+    restore_customers: Script,
+    restore_orders: Script,
+    restore_holds: Script,
+    rebuild: Script,
+}
+
+fn script(body: &str) -> Script {
+    Script::new(&format!("{PRELUDE}\n{body}"))
+}
+
+/// The gate: a Redis connection (multiplexed, reconnecting), the scripts, and the queue of
+/// reservations waiting for their batch (see `batch`).
+#[derive(Clone)]
+pub struct Gate(std::sync::Arc<Inner>);
+
+/// One Arc behind the gate: every request clones it.
+struct Inner {
+    conn: ConnectionManager,
+    scripts: Scripts,
+    timeout: Duration,
+    reservations: tokio::sync::mpsc::Sender<batch::Pending>,
+    /// The seeded events as `event_of` last read them.
+    events: std::sync::Mutex<Option<(std::time::Instant, Vec<EventId>)>>,
+    /// Who waits for which order's outcome (see [`Gate::finalized`]).
+    finalized: std::sync::Arc<finalized::Listener>,
+}
+
+/// Customers per `restore_customers.lua` call, orders per `restore_orders.lua` call and holds
+/// per `restore_holds.lua` call: a few milliseconds of Redis each.
+const RESTORE_CHUNK: usize = 2_000;
+const RESTORE_ORDERS_CHUNK: usize = 500;
+const RESTORE_HOLDS_CHUNK: usize = 500;
+
+/// How long `event_of` trusts its copy of the seeded events before reading them again.
+const EVENTS_TTL: Duration = Duration::from_secs(1);
+
+/// `{ev:EVENT}:meta`: the key every script is routed by.
+fn meta_key(event: &EventId) -> String {
+    format!("{{ev:{event}}}:meta")
+}
+
+/// `{ev:EVENT}:order:ID`: an order's hash (the read model).
+fn order_key(event: &EventId, order: OrderId) -> String {
+    format!("{{ev:{event}}}:order:{order}")
+}
+
+const EVENTS_KEY: &str = "events";
+
+/// One script call within `timeout`, timed and counted as `op` (`gate_command_duration_seconds`,
+/// `gate_errors_total`).
+async fn timed(
+    op: &'static str,
+    timeout: Duration,
+    call: impl std::future::Future<Output = redis::RedisResult<Value>>,
+) -> Result<Value, GateError> {
+    let start = std::time::Instant::now();
+    let result = tokio::time::timeout(timeout, call)
+        .await
+        .map_err(|_| GateError::Unavailable("timed out".into()))
+        .and_then(|r| r.map_err(GateError::from));
+    metrics::histogram!("gate_command_duration_seconds", "op" => op)
+        .record(start.elapsed().as_secs_f64());
+    if result.is_err() {
+        metrics::counter!("gate_errors_total", "op" => op).increment(1);
+    }
+    result
+}
+
+/// An order's view from its hash (None: no such order). `r`: the hold's deadline, the amount,
+/// then ticket type, quantity and e-mail one per line; no `status` yet means reserved (see
+/// prelude.lua). An order written before `r` existed has them as fields of their own (`fp`, or
+/// older still `tt`, `qty`, `email`).
+fn order_view(
+    event: &EventId,
+    order: OrderId,
+    h: &std::collections::HashMap<String, String>,
+) -> Result<Option<OrderView>, GateError> {
+    let get = |k: &str| h.get(k).cloned().unwrap_or_default();
+    let (status, hold, amount, fp) = match (h.get("status"), h.get("r")) {
+        (status, Some(r)) => {
+            let mut parts = r.splitn(3, '\t');
+            let (hold, amount) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+            let fp = parts.next().unwrap_or("");
+            let status = status.map_or("reserved", String::as_str);
+            (status, hold.to_owned(), amount.to_owned(), fp.to_owned())
+        }
+        (Some(status), None) => {
+            let fp = h
+                .get("fp")
+                .cloned()
+                .unwrap_or_else(|| format!("{}\n{}\n{}", get("tt"), get("qty"), get("email")));
+            (status.as_str(), get("hold_expires_at"), get("amount"), fp)
+        }
+        (None, None) => return Ok(None),
+    };
+    let mut what = fp.splitn(3, '\n');
+    let (tt, qty, email) = (what.next(), what.next(), what.next());
+    Ok(Some(OrderView {
+        order_id: order,
+        event: event.clone(),
+        status: status_of(status)?,
+        ticket_type: TicketTypeId::parse(tt.unwrap_or_default())
+            .map_err(|e| GateError::Protocol(e.to_string()))?,
+        quantity: qty.and_then(|q| q.parse().ok()).unwrap_or(0),
+        email: email.unwrap_or_default().to_owned(),
+        amount_cents: amount.parse().unwrap_or(0),
+        hold_expires_at: hold.parse::<i64>().ok().map(ms_to_time),
+        payment_ref: h.get("payment_ref").cloned(),
+        paid_at: h
+            .get("paid_at")
+            .and_then(|v| DateTime::parse_from_rfc3339(v).ok())
+            .map(|t| t.with_timezone(&Utc)),
+        tickets: h
+            .get("tickets")
+            .and_then(|t| serde_json::from_str(t).ok())
+            .unwrap_or_default(),
+    }))
+}
+
+fn ms_to_time(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}
+
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::Int(i) => Some(i.to_string()),
+        _ => None,
+    }
+}
+
+fn words(v: Value) -> Result<Vec<String>, GateError> {
+    match v {
+        Value::Array(items) => Ok(items.iter().map(|i| text(i).unwrap_or_default()).collect()),
+        other => Err(GateError::Protocol(format!("{other:?}"))),
+    }
+}
+
+fn num<T: std::str::FromStr, S: AsRef<str> + std::fmt::Debug>(
+    w: &[S],
+    i: usize,
+) -> Result<T, GateError> {
+    w.get(i)
+        .and_then(|s| s.as_ref().parse().ok())
+        .ok_or_else(|| GateError::Protocol(format!("field {i} of {w:?}")))
+}
+
+fn status_of(w: &str) -> Result<OrderStatus, GateError> {
+    OrderStatus::parse(w).ok_or_else(|| GateError::Protocol(format!("status {w}")))
+}
+
+/// The catalog as `seed.lua` and `restore.lua` read it: opens_at, the catalog JSON, the ticket
+/// type ids, then `header`, then per ticket type its id, capacity, limit, hold (ms), price and
+/// `extra` (restore: the database's sold).
+fn catalog_args(
+    event: &Event,
+    header: &[String],
+    extra: impl Fn(&domain::TicketType) -> Option<String>,
+) -> Result<Vec<String>, serde_json::Error> {
+    let ids: Vec<&str> = event.ticket_types.iter().map(|t| t.id.as_str()).collect();
+    let mut args = vec![
+        event.sale_opens_at.timestamp_millis().to_string(),
+        serde_json::to_string(event)?,
+        ids.join(","),
+    ];
+    args.extend_from_slice(header);
+    for t in &event.ticket_types {
+        args.extend([
+            t.id.to_string(),
+            t.capacity.to_string(),
+            t.per_customer_limit.to_string(),
+            (u64::from(t.hold_seconds) * 1000).to_string(),
+            t.price_cents.to_string(),
+        ]);
+        args.extend(extra(t));
+    }
+    Ok(args)
+}
+
+impl Gate {
+    /// Connects (lazily reconnecting later) with a per-command deadline.
+    pub async fn connect(url: &str, timeout: Duration) -> Result<Self, GateError> {
+        Self::connect_with_ca(url, timeout, None).await
+    }
+
+    /// Like [`Gate::connect`]; for a `rediss://` URL, `root_ca_pem` is the CA to trust instead
+    /// of the system's (Memorystore signs its server certificate with its own CA).
+    pub async fn connect_with_ca(
+        url: &str,
+        timeout: Duration,
+        root_ca_pem: Option<&str>,
+    ) -> Result<Self, GateError> {
+        let client = match root_ca_pem {
+            Some(pem) => redis::Client::build_with_tls(
+                url,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.as_bytes().to_vec()),
+                },
+            ),
+            None => redis::Client::open(url),
+        }
+        .map_err(|e| GateError::Unavailable(e.to_string()))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = tokio::time::timeout(
+            timeout * 4,
+            ConnectionManager::new_with_config(client.clone(), config),
+        )
+        .await
+        .map_err(|_| GateError::Unavailable("connect timed out".into()))??;
+        Ok(Self(std::sync::Arc::new(Inner {
+            finalized: std::sync::Arc::new(finalized::Listener::new(client)),
+            reservations: batch::spawn(
+                conn.clone(),
+                script(include_str!("lua/reserve.lua")),
+                timeout,
+            ),
+            events: std::sync::Mutex::default(),
+            conn,
+            timeout,
+            scripts: Scripts {
+                pay_begin: script(include_str!("lua/pay_begin.lua")),
+                pay_abort: script(include_str!("lua/pay_abort.lua")),
+                pay_approved: script(include_str!("lua/pay_approved.lua")),
+                published: script(include_str!("lua/published.lua")),
+                outbox_claim: script(include_str!("lua/outbox_claim.lua")),
+                cancel: script(include_str!("lua/cancel.lua")),
+                finalize: script(include_str!("lua/finalize.lua")),
+                refresh: script(include_str!("lua/refresh.lua")),
+                seed: script(include_str!("lua/seed.lua")),
+                restore: script(include_str!("lua/restore.lua")),
+                restore_customers: script(include_str!("lua/restore_customers.lua")),
+                restore_orders: script(include_str!("lua/restore_orders.lua")),
+                restore_holds: script(include_str!("lua/restore_holds.lua")),
+                rebuild: script(include_str!("lua/rebuild.lua")),
+            },
+        })))
+    }
+
+    /// Awaits one Redis call within the per-command deadline.
+    async fn bounded<T>(
+        &self,
+        call: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, GateError> {
+        tokio::time::timeout(self.0.timeout, call)
+            .await
+            .map_err(|_| GateError::Unavailable("timed out".into()))?
+            .map_err(GateError::from)
+    }
+
+    /// Resolves once consume-order has mirrored `order`'s outcome in the gate (ADR 35). Call it
+    /// before the work that leads there, and bound the wait with a timeout: a notification
+    /// can be missed, and then it never resolves.
+    pub fn finalized(&self, order: OrderId) -> Finalized {
+        self.0.finalized.wait(order)
+    }
+
+    /// A clone of the connection for commands outside the scripts.
+    pub fn connection(&self) -> ConnectionManager {
+        self.0.conn.clone()
+    }
+
+    async fn run(
+        &self,
+        op: &'static str,
+        script: &Script,
+        event: &EventId,
+        args: &[&str],
+    ) -> Result<Value, GateError> {
+        let mut conn = self.0.conn.clone();
+        let mut inv = script.key(meta_key(event));
+        for a in args {
+            inv.arg(*a);
+        }
+        timed(op, self.0.timeout, inv.invoke_async::<Value>(&mut conn)).await
+    }
+
+    /// Is Redis answering?
+    pub async fn ping(&self) -> Result<(), GateError> {
+        let mut conn = self.0.conn.clone();
+        self.bounded(redis::cmd("PING").query_async::<String>(&mut conn))
+            .await?;
+        Ok(())
+    }
+
+    /// Writes the event and its stock once (re-running is a no-op). `Err` when the event is
+    /// already live in Redis with a different catalog.
+    pub async fn seed(&self, event: &Event) -> Result<bool, anyhow::Error> {
+        let salt = [uuid::Uuid::new_v4().simple().to_string()];
+        let args = catalog_args(event, &salt, |_| None)?;
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let reply = self
+            .run("seed", &self.0.scripts.seed, &event.id, &refs)
+            .await?;
+        let mut conn = self.0.conn.clone();
+        let _: () = conn.sadd(EVENTS_KEY, event.id.as_str()).await?;
+        match text(&reply).as_deref() {
+            Some("seeded") => Ok(true),
+            Some("unchanged") => Ok(false),
+            Some("conflict") => anyhow::bail!(
+                "event {} is already seeded in Redis with a different catalog; re-seed with --reset",
+                event.id
+            ),
+            other => anyhow::bail!("unexpected seed reply {other:?}"),
+        }
+    }
+
+    /// One pass of rebuilding an event the gate lost, or holds behind the books, from the
+    /// database's books: `sold` per ticket type, and in the first pass (`books`) the decided
+    /// orders and the confirmed quantity per customer. Writes only an absent event or one
+    /// being restored (paused); `resume` reopens it. See `recovery`.
+    pub async fn restore(
+        &self,
+        event: &Event,
+        sold: &BTreeMap<String, i64>,
+        books: Option<Books<'_>>,
+        resume: bool,
+    ) -> Result<Restore, GateError> {
+        // The stock first (pausing the event), then the orders, the holds the books do not
+        // know and the customers in chunks, each one short call (Redis runs one script at a
+        // time: one call for a big sale's customers held it for hundreds of milliseconds), and
+        // the reopening only once they are all written.
+        let Some(books) = books else {
+            return self.restore_stock(event, sold, resume).await;
+        };
+        if self.restore_stock(event, sold, false).await? == Restore::Live {
+            return Ok(Restore::Live);
+        }
+        for chunk in books.orders.chunks(RESTORE_ORDERS_CHUNK) {
+            let mut args = Vec::with_capacity(chunk.len() * 7);
+            for o in chunk {
+                args.extend([
+                    o.order_id.to_string(),
+                    o.status.as_str().to_owned(),
+                    o.amount_cents.to_string(),
+                    o.ticket_type.to_string(),
+                    o.quantity.to_string(),
+                    o.email.clone(),
+                    serde_json::to_string(&o.tickets)
+                        .map_err(|e| GateError::Protocol(e.to_string()))?,
+                ]);
+            }
+            if self
+                .restore_call(&self.0.scripts.restore_orders, event, &args)
+                .await?
+                == Restore::Live
+            {
+                return Ok(Restore::Live);
+            }
+        }
+        // Holds left from an older state (the books decided the others just now).
+        loop {
+            let limit = [RESTORE_HOLDS_CHUNK.to_string()];
+            let refs: Vec<&str> = limit.iter().map(String::as_str).collect();
+            let left = self
+                .run("restore", &self.0.scripts.restore_holds, &event.id, &refs)
+                .await?;
+            match left {
+                Value::Int(-1) => return Ok(Restore::Live),
+                Value::Int(0) => break,
+                Value::Int(_) => {}
+                other => return Err(GateError::Protocol(format!("restore_holds: {other:?}"))),
+            }
+        }
+        for chunk in books.customers.chunks(RESTORE_CHUNK) {
+            let mut args = Vec::with_capacity(chunk.len() * 3);
+            for c in chunk {
+                args.extend([
+                    c.ticket_type.to_string(),
+                    c.email.clone(),
+                    c.quantity.to_string(),
+                ]);
+            }
+            if self
+                .restore_call(&self.0.scripts.restore_customers, event, &args)
+                .await?
+                == Restore::Live
+            {
+                return Ok(Restore::Live);
+            }
+        }
+        if resume {
+            self.restore_stock(event, sold, true).await
+        } else {
+            Ok(Restore::Restoring)
+        }
+    }
+
+    /// One chunk of a restore (`restore_orders.lua`, `restore_customers.lua`).
+    async fn restore_call(
+        &self,
+        script: &Script,
+        event: &Event,
+        args: &[String],
+    ) -> Result<Restore, GateError> {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let reply = self.run("restore", script, &event.id, &refs).await?;
+        Ok(match text(&reply).as_deref() {
+            Some("live") => Restore::Live,
+            _ => Restore::Restoring,
+        })
+    }
+
+    /// Tickets sold per ticket type as Redis counts them (the watcher compares them with the
+    /// books).
+    pub async fn sold(&self, event: &Event) -> Result<BTreeMap<String, i64>, GateError> {
+        let mut pipe = redis::pipe();
+        for t in &event.ticket_types {
+            pipe.hget(format!("{{ev:{}}}:tt:{}", event.id, t.id), "sold");
+        }
+        let mut conn = self.0.conn.clone();
+        let sold: Vec<Option<i64>> = self.bounded(pipe.query_async(&mut conn)).await?;
+        Ok(event
+            .ticket_types
+            .iter()
+            .zip(sold)
+            .map(|(t, n)| (t.id.to_string(), n.unwrap_or(0)))
+            .collect())
+    }
+
+    /// Pauses a live event whose state in Redis is behind the books (rolled back to an older
+    /// snapshot) so that a restore rebuilds it (`recovery::watch`). False when the
+    /// event is absent (the restore of a lost event takes it from there).
+    pub async fn rebuild(&self, event: &EventId) -> Result<bool, GateError> {
+        let salt = uuid::Uuid::new_v4().simple().to_string();
+        let reply = self
+            .run("restore", &self.0.scripts.rebuild, event, &[salt.as_str()])
+            .await?;
+        Ok(text(&reply).as_deref() == Some("restoring"))
+    }
+
+    /// One `restore.lua` pass: the catalog and the stock from the books, paused, or reopened.
+    async fn restore_stock(
+        &self,
+        event: &Event,
+        sold: &BTreeMap<String, i64>,
+        resume: bool,
+    ) -> Result<Restore, GateError> {
+        let header = [
+            if resume { "1" } else { "0" }.to_owned(),
+            event.ticket_types.len().to_string(),
+            uuid::Uuid::new_v4().simple().to_string(),
+        ];
+        let args = catalog_args(event, &header, |t| {
+            Some(sold.get(t.id.as_str()).copied().unwrap_or(0).to_string())
+        })
+        .map_err(|e| GateError::Protocol(e.to_string()))?;
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let reply = self
+            .run("restore", &self.0.scripts.restore, &event.id, &refs)
+            .await?;
+        let outcome = match text(&reply).as_deref() {
+            Some("live") => return Ok(Restore::Live),
+            Some("restoring") => Restore::Restoring,
+            Some("resumed") => Restore::Resumed,
+            other => return Err(GateError::Protocol(format!("restore: {other:?}"))),
+        };
+        let mut conn = self.0.conn.clone();
+        self.bounded(conn.sadd::<_, _, ()>(EVENTS_KEY, event.id.as_str()))
+            .await?;
+        Ok(outcome)
+    }
+
+    /// Whether the gate holds the event: absent after Redis restarted empty, restoring while
+    /// [`Gate::restore`] rebuilds it.
+    pub async fn presence(&self, event: &EventId) -> Result<Presence, GateError> {
+        let mut conn = self.0.conn.clone();
+        let (catalog, restoring): (Option<String>, Option<String>) = self
+            .bounded(
+                redis::cmd("HMGET")
+                    .arg(meta_key(event))
+                    .arg("tt_ids")
+                    .arg("restoring")
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok(match (catalog, restoring) {
+            (None, _) => Presence::Absent,
+            (Some(_), Some(_)) => Presence::Restoring,
+            (Some(_), None) => Presence::Live,
+        })
+    }
+
+    /// Removes every key of the event (tests and `ops seed --reset`; never during a sale).
+    pub async fn reset(&self, event: &EventId) -> Result<(), GateError> {
+        let mut conn = self.0.conn.clone();
+        let pattern = format!("{{ev:{event}}}:*");
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await?;
+            if !keys.is_empty() {
+                let _: () = conn.del(keys).await?;
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        let _: () = conn.srem(EVENTS_KEY, event.as_str()).await?;
+        Ok(())
+    }
+
+    /// Events seeded in this Redis.
+    pub async fn events(&self) -> Result<Vec<EventId>, GateError> {
+        let mut conn = self.0.conn.clone();
+        let ids: Vec<String> = self.bounded(conn.smembers(EVENTS_KEY)).await?;
+        Ok(ids.iter().filter_map(|s| EventId::parse(s).ok()).collect())
+    }
+
+    /// Reserves `quantity` tickets for `email`, or says why not.
+    pub async fn reserve(
+        &self,
+        event: &EventId,
+        ticket_type: &TicketTypeId,
+        quantity: Quantity,
+        email: &Email,
+        key: &IdempotencyKey,
+    ) -> Result<ReserveOutcome, GateError> {
+        self.reserve_limited(
+            event,
+            ticket_type,
+            quantity,
+            email,
+            key,
+            &Admission::default(),
+        )
+        .await
+    }
+
+    /// [`Gate::reserve`] under the rules of `admission` (a per-e-mail rate limit, a per-client
+    /// hold cap), checked inside the same script (a replay of the same key is never counted or
+    /// refused by them). Decided in a batch with the reservations that arrive at the same time
+    /// (`batch`).
+    pub async fn reserve_limited(
+        &self,
+        event: &EventId,
+        ticket_type: &TicketTypeId,
+        quantity: Quantity,
+        email: &Email,
+        key: &IdempotencyKey,
+        admission: &Admission,
+    ) -> Result<ReserveOutcome, GateError> {
+        let (interval_ms, burst) = admission
+            .per_email
+            .filter(|p| p.enabled())
+            .map_or((0, 1), |p| (p.interval_ms(), p.burst.max(1)));
+        let client = admission.client.as_deref().unwrap_or_default();
+        let rules = batch::Rules {
+            interval_ms,
+            burst,
+            holds_per_client: if client.is_empty() {
+                0
+            } else {
+                admission.holds_per_client
+            },
+        };
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let pending = batch::Pending {
+            event: event.clone(),
+            rules,
+            args: [
+                ticket_type.as_str().to_owned(),
+                quantity.get().to_string(),
+                email.as_str().to_owned(),
+                key.as_str().to_owned(),
+                client.to_owned(),
+            ],
+            reply,
+            since: std::time::Instant::now(),
+        };
+        let gone = || GateError::Unavailable("the reservation queue stopped".into());
+        // A full queue means Redis is not keeping up: answer busy now rather than queue the
+        // fan behind thousands (the queue holds a few calls' worth).
+        self.0.reservations.try_send(pending).map_err(|e| match e {
+            tokio::sync::mpsc::error::TrySendError::Full(_) => {
+                GateError::Unavailable("the reservation queue is full".into())
+            }
+            tokio::sync::mpsc::error::TrySendError::Closed(_) => gone(),
+        })?;
+        let (order_id, line) = answer.await.map_err(|_| gone())??;
+        let w: Vec<&str> = line.split('\t').collect();
+        Ok(match w.first().copied() {
+            Some("reserved") => ReserveOutcome::Reserved {
+                order_id,
+                hold_expires_at: ms_to_time(num(&w, 1)?),
+            },
+            Some("replay") => ReserveOutcome::Replayed {
+                order_id,
+                hold_expires_at: ms_to_time(num(&w, 1)?),
+            },
+            Some("idem_conflict") => ReserveOutcome::IdempotencyConflict,
+            Some("too_early") => ReserveOutcome::TooEarly {
+                opens_in_ms: num(&w, 1)?,
+            },
+            Some("unknown_event") => ReserveOutcome::UnknownEvent,
+            Some("unknown_ticket_type") => ReserveOutcome::UnknownTicketType,
+            Some("sold_out") => ReserveOutcome::SoldOut,
+            Some("not_enough") => ReserveOutcome::NotEnough {
+                available: num(&w, 1)?,
+            },
+            Some("limit") => ReserveOutcome::Limit {
+                limit: num(&w, 1)?,
+                remaining: num(&w, 2)?,
+            },
+            Some("paused") => ReserveOutcome::Paused,
+            Some("rate_limited") => ReserveOutcome::RateLimited {
+                retry_after: Duration::from_millis(num(&w, 1)?),
+            },
+            Some("client_holds") => ReserveOutcome::ClientHolds {
+                retry_after: Duration::from_millis(num(&w, 1)?),
+                window: Duration::from_millis(num(&w, 2)?),
+            },
+            _ => return Err(GateError::Protocol(format!("reserve: {w:?}"))),
+        })
+    }
+
+    /// Which event an order belongs to (None: unknown order). An order lives in its event's
+    /// slot, so each seeded event is asked (one pipelined call: a shop sells a handful of
+    /// events at a time), from a copy of the list at most [`EVENTS_TTL`] old; an order not
+    /// found there is looked for again in events seeded since.
+    pub async fn event_of(&self, order: OrderId) -> Result<Option<EventId>, GateError> {
+        let cached = self.cached_events();
+        if let Some(evs) = &cached
+            && let Some(found) = self.probe(order, evs).await?
+        {
+            return Ok(Some(found));
+        }
+        let unseen = self.events_since(cached.as_deref()).await?;
+        self.probe(order, &unseen).await
+    }
+
+    /// The read model of an order wherever it lives: its hash read in each seeded event in one
+    /// pipelined call (one round trip where [`Gate::event_of`] then [`Gate::order`] take two),
+    /// looked for again in events seeded since the copy of the list was taken. With it, Redis'
+    /// clock at the read: the one clock the scripts judge holds by, so a fan is never told a
+    /// hold expired that a payment would still find valid (or the reverse) because this
+    /// instance's clock drifted.
+    pub async fn find_order(
+        &self,
+        order: OrderId,
+    ) -> Result<Option<(OrderView, DateTime<Utc>)>, GateError> {
+        let cached = self.cached_events();
+        if let Some(evs) = &cached
+            && let Some(found) = self.read_in(order, evs).await?
+        {
+            return Ok(Some(found));
+        }
+        let unseen = self.events_since(cached.as_deref()).await?;
+        self.read_in(order, &unseen).await
+    }
+
+    /// The seeded events as last read, if at most [`EVENTS_TTL`] old.
+    fn cached_events(&self) -> Option<Vec<EventId>> {
+        self.0
+            .events
+            .lock()
+            .expect("events lock")
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < EVENTS_TTL)
+            .map(|(_, evs)| evs.clone())
+    }
+
+    /// Reads the seeded events again (and keeps the copy); returns those not in `cached`.
+    async fn events_since(&self, cached: Option<&[EventId]>) -> Result<Vec<EventId>, GateError> {
+        let fresh = self.events().await?;
+        *self.0.events.lock().expect("events lock") =
+            Some((std::time::Instant::now(), fresh.clone()));
+        Ok(match cached {
+            Some(c) => fresh.into_iter().filter(|e| !c.contains(e)).collect(),
+            None => fresh,
+        })
+    }
+
+    /// The order's view in the first of `events` that holds it, and Redis' clock.
+    async fn read_in(
+        &self,
+        order: OrderId,
+        events: &[EventId],
+    ) -> Result<Option<(OrderView, DateTime<Utc>)>, GateError> {
+        if events.is_empty() {
+            return Ok(None);
+        }
+        let mut pipe = redis::pipe();
+        pipe.cmd("TIME");
+        for e in events {
+            pipe.hgetall(order_key(e, order));
+        }
+        let mut conn = self.0.conn.clone();
+        let (time, hashes): ((i64, i64), Vec<std::collections::HashMap<String, String>>) = {
+            let replies: Vec<Value> = self.bounded(pipe.query_async(&mut conn)).await?;
+            let bad = |e: redis::ParsingError| GateError::Protocol(e.to_string());
+            let mut replies = replies.into_iter();
+            let time =
+                redis::from_redis_value(replies.next().unwrap_or(Value::Nil)).map_err(bad)?;
+            let hashes = replies
+                .map(|v| redis::from_redis_value(v).map_err(bad))
+                .collect::<Result<_, _>>()?;
+            (time, hashes)
+        };
+        let now = Utc
+            .timestamp_opt(time.0, u32::try_from(time.1 * 1000).unwrap_or(0))
+            .single()
+            .ok_or_else(|| GateError::Protocol(format!("TIME {time:?}")))?;
+        for (e, h) in events.iter().zip(hashes) {
+            if let Some(view) = order_view(e, order, &h)? {
+                return Ok(Some((view, now)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The first of `events` that holds `order`.
+    async fn probe(
+        &self,
+        order: OrderId,
+        events: &[EventId],
+    ) -> Result<Option<EventId>, GateError> {
+        if events.is_empty() {
+            return Ok(None);
+        }
+        let mut pipe = redis::pipe();
+        for e in events {
+            pipe.exists(order_key(e, order));
+        }
+        let mut conn = self.0.conn.clone();
+        let found: Vec<bool> = self.bounded(pipe.query_async(&mut conn)).await?;
+        Ok(events
+            .iter()
+            .zip(found)
+            .find_map(|(e, f)| f.then(|| e.clone())))
+    }
+
+    /// Starts paying: freezes the hold so it cannot expire while the provider decides.
+    /// `give_up` (the relay's) reports a pending attempt older than that as `Stuck`.
+    pub async fn pay_begin(
+        &self,
+        event: &EventId,
+        order: OrderId,
+        token: &str,
+        give_up: Option<Duration>,
+    ) -> Result<PayBegin, GateError> {
+        let give_up_ms = give_up.map_or(0, |d| d.as_millis()).to_string();
+        let w = words(
+            self.run(
+                "pay_begin",
+                &self.0.scripts.pay_begin,
+                event,
+                &[&order.to_string(), token, &give_up_ms],
+            )
+            .await?,
+        )?;
+        Ok(match w.first().map(String::as_str) {
+            Some("charge") => PayBegin::Charge {
+                amount_cents: num(&w, 1)?,
+                token: w[2].clone(),
+                attempt: num(&w, 3)?,
+            },
+            Some("stuck") => PayBegin::Stuck {
+                attempt: num(&w, 1)?,
+            },
+            Some("paid") => PayBegin::AlreadyPaid {
+                published: w.get(1).is_some_and(|p| p == "1"),
+            },
+            Some("not_found") => PayBegin::NotFound,
+            Some(s) => PayBegin::State(status_of(s)?),
+            None => return Err(GateError::Protocol("pay_begin: empty".into())),
+        })
+    }
+
+    /// Attempt `attempt` was declined (or never resolved): the order is `reserved` again, or
+    /// `expired` if its time ran out. None: a later attempt is under way, nothing changed.
+    pub async fn pay_abort(
+        &self,
+        event: &EventId,
+        order: OrderId,
+        attempt: u64,
+    ) -> Result<Option<OrderStatus>, GateError> {
+        let w = words(
+            self.run(
+                "pay_abort",
+                &self.0.scripts.pay_abort,
+                event,
+                &[&order.to_string(), &attempt.to_string()],
+            )
+            .await?,
+        )?;
+        Ok(match w.first().map(String::as_str) {
+            Some("expired") => Some(OrderStatus::Expired),
+            Some("reserved") => Some(OrderStatus::Reserved),
+            _ => None,
+        })
+    }
+
+    /// Records attempt `attempt`'s approved charge (idempotent for the same reference).
+    pub async fn pay_approved(
+        &self,
+        event: &EventId,
+        order: OrderId,
+        attempt: u64,
+        payment_ref: &str,
+        paid_at: DateTime<Utc>,
+    ) -> Result<Approval, GateError> {
+        let w = words(
+            self.run(
+                "pay_approved",
+                &self.0.scripts.pay_approved,
+                event,
+                &[
+                    &order.to_string(),
+                    &attempt.to_string(),
+                    payment_ref,
+                    &paid_at.to_rfc3339(),
+                ],
+            )
+            .await?,
+        )?;
+        if w.first().map(String::as_str) != Some("approved") {
+            return Ok(Approval::Stale(
+                w.get(1).and_then(|s| OrderStatus::parse(s)),
+            ));
+        }
+        let paid_at = DateTime::parse_from_rfc3339(&w[2])
+            .map_err(|e| GateError::Protocol(e.to_string()))?
+            .with_timezone(&Utc);
+        Ok(Approval::Recorded(Approved {
+            payment_ref: w[1].clone(),
+            paid_at,
+            ticket_type: TicketTypeId::parse(w.get(3).map_or("", String::as_str))
+                .map_err(|e| GateError::Protocol(e.to_string()))?,
+            quantity: num(&w, 4)?,
+            email: w.get(5).cloned().unwrap_or_default(),
+            amount_cents: num(&w, 6)?,
+        }))
+    }
+
+    /// The order's message is in Pub/Sub. It stays in the outbox, due again after
+    /// `redeliver_after` (relay grace included): unless the consumer has persisted it by then,
+    /// the relay publishes it once more.
+    pub async fn mark_published(
+        &self,
+        event: &EventId,
+        order: OrderId,
+        redeliver_after: Duration,
+    ) -> Result<(), GateError> {
+        self.run(
+            "published",
+            &self.0.scripts.published,
+            event,
+            &[&order.to_string(), &redeliver_after.as_millis().to_string()],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Releases a hold. Returns the order's status afterwards (None: unknown order).
+    pub async fn cancel(
+        &self,
+        event: &EventId,
+        order: OrderId,
+    ) -> Result<Option<(OrderStatus, bool)>, GateError> {
+        let w = words(
+            self.run(
+                "cancel",
+                &self.0.scripts.cancel,
+                event,
+                &[&order.to_string()],
+            )
+            .await?,
+        )?;
+        Ok(match (w.first().map(String::as_str), w.get(1)) {
+            (Some("not_found"), _) => None,
+            (Some("released"), Some(s)) => Some((status_of(s)?, true)),
+            (Some("unchanged"), Some(s)) => Some((status_of(s)?, false)),
+            _ => return Err(GateError::Protocol(format!("cancel: {w:?}"))),
+        })
+    }
+
+    /// Mirrors the database's decision. Returns true the first time it changes the gate.
+    pub async fn finalize(
+        &self,
+        msg: &domain::OrderMessage,
+        persisted: &domain::books::Persisted,
+    ) -> Result<bool, GateError> {
+        let changed = self.finalize_all(&msg.event, &[(msg, persisted)]).await?;
+        Ok(changed.first().copied().unwrap_or(false))
+    }
+
+    /// Mirrors the database's decisions for orders of one event in one script call; per order,
+    /// true the first time it changes the gate.
+    ///
+    /// An order the gate lost (Redis restarted empty) gets its read model back; if the event
+    /// has been restored, a first persist (not a redelivery of an order the database already
+    /// held, which the restore counted) is added to the stock, once.
+    pub async fn finalize_all(
+        &self,
+        event: &EventId,
+        orders: &[(&domain::OrderMessage, &domain::books::Persisted)],
+    ) -> Result<Vec<bool>, GateError> {
+        let mut args = Vec::with_capacity(orders.len() * 8);
+        for (msg, persisted) in orders {
+            debug_assert_eq!(&msg.event, event);
+            let tickets = serde_json::to_string(&persisted.tickets)
+                .map_err(|e| GateError::Protocol(e.to_string()))?;
+            args.extend([
+                msg.order_id.to_string(),
+                persisted.status.as_str().to_owned(),
+                tickets,
+                msg.ticket_type.to_string(),
+                msg.quantity.to_string(),
+                msg.email.clone(),
+                if persisted.duplicate { "0" } else { "1" }.to_owned(),
+                msg.amount_cents.to_string(),
+            ]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let w = words(
+            self.run("finalize", &self.0.scripts.finalize, event, &args)
+                .await?,
+        )?;
+        if w.len() != orders.len() {
+            return Err(GateError::Protocol(format!(
+                "finalize: {} answers for {} orders",
+                w.len(),
+                orders.len()
+            )));
+        }
+        if w.iter().any(|r| r == "behind") {
+            metrics::counter!("gate_orders_behind_total")
+                .increment(w.iter().filter(|r| *r == "behind").count() as u64);
+            tracing::warn!(
+                event = %event,
+                "Redis held older states of paid orders than the books (rolled back?); mirrored the books"
+            );
+        }
+        Ok(w.iter().map(|r| r != "already").collect())
+    }
+
+    /// Orders due in the outbox more than `older_than` ago by Redis' clock (the clock the
+    /// outbox scores are written with): paid but not known to be published, or published long
+    /// enough ago and still not persisted. The outbox relay's work.
+    pub async fn outbox(
+        &self,
+        event: &EventId,
+        older_than: Duration,
+        limit: usize,
+    ) -> Result<Vec<OrderId>, GateError> {
+        let mut conn = self.0.conn.clone();
+        let key = format!("{{ev:{event}}}:outbox");
+        let (secs, micros): (i64, i64) = self
+            .bounded(redis::cmd("TIME").query_async(&mut conn))
+            .await?;
+        let cutoff = secs * 1000 + micros / 1000 - older_than.as_millis() as i64;
+        let ids: Vec<String> = self
+            .bounded(
+                redis::cmd("ZRANGE")
+                    .arg(&key)
+                    .arg("-inf")
+                    .arg(cutoff)
+                    .arg("BYSCORE")
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(limit)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok(ids.iter().filter_map(|s| OrderId::parse(s).ok()).collect())
+    }
+
+    /// Claims up to `limit` orders due in the outbox more than `older_than` ago (see
+    /// [`Gate::outbox`]) for `lease`: the relays of other instances pass over them until then,
+    /// so each due order is taken by one instance once per period, however many run.
+    pub async fn claim_outbox(
+        &self,
+        event: &EventId,
+        older_than: Duration,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<OrderId>, GateError> {
+        let reply = self
+            .run(
+                "outbox_claim",
+                &self.0.scripts.outbox_claim,
+                event,
+                &[
+                    &older_than.as_millis().to_string(),
+                    &limit.to_string(),
+                    &lease.as_millis().to_string(),
+                ],
+            )
+            .await?;
+        Ok(words(reply)?
+            .iter()
+            .filter_map(|s| OrderId::parse(s).ok())
+            .collect())
+    }
+
+    /// The read model of one order.
+    pub async fn order(
+        &self,
+        event: &EventId,
+        order: OrderId,
+    ) -> Result<Option<OrderView>, GateError> {
+        let mut conn = self.0.conn.clone();
+        let h: std::collections::HashMap<String, String> =
+            self.bounded(conn.hgetall(order_key(event, order))).await?;
+        order_view(event, order, &h)
+    }
+
+    /// Expires due holds, then reads the event's catalog and stock in one atomic step.
+    pub async fn refresh(&self, event: &EventId) -> Result<Option<EventSnapshot>, GateError> {
+        let reply = self
+            .run("refresh", &self.0.scripts.refresh, event, &[])
+            .await?;
+        if matches!(reply, Value::Nil) {
+            return Ok(None);
+        }
+        let w = words(reply)?;
+        let catalog: Event = serde_json::from_str(w.get(1).map(String::as_str).unwrap_or(""))
+            .map_err(|e| GateError::Protocol(format!("catalog: {e}")))?;
+        let mut stock = BTreeMap::new();
+        let mut i = 5;
+        while i + 5 < w.len() {
+            stock.insert(
+                w[i].clone(),
+                Stock {
+                    capacity: num(&w, i + 1)?,
+                    available: num(&w, i + 2)?,
+                    held: num(&w, i + 3)?,
+                    confirming: num(&w, i + 4)?,
+                    sold: num(&w, i + 5)?,
+                },
+            );
+            i += 6;
+        }
+        Ok(Some(EventSnapshot {
+            catalog,
+            version: num(&w, 2)?,
+            read_at: ms_to_time(num(&w, 3)?),
+            stock,
+            paused: w.get(4).is_some_and(|p| p == "1"),
+        }))
+    }
+}

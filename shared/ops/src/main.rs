@@ -1,0 +1,285 @@
+//! Operator commands: `ops migrate`, `ops seed`, `ops audit`, `ops dead-letters`,
+//! `ops gate-restore`.
+//! Run: `cargo run -p shared --bin ops -- seed --capacity 200 --opens-in 0`.
+
+use chrono::{DateTime, Utc};
+use clap::{Parser, Subcommand};
+use domain::{Event, EventId};
+use gate::RedisArgs;
+use pubsub::PubSubArgs;
+use pubsub::deadletters::{Action, Choice};
+use store::DatabaseArgs;
+use store::OrderRepository;
+
+#[derive(Parser)]
+#[command(about = "Operate the ticket sale: migrate, seed, audit, dead letters")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Apply database migrations.
+    Migrate {
+        #[command(flatten)]
+        db: DatabaseArgs,
+    },
+    /// Create the event in the database and Redis (safe to re-run).
+    Seed {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        #[command(flatten)]
+        redis: RedisArgs,
+        /// Event slug.
+        #[arg(long, env = "EVENT_ID", default_value = "frequency-2027")]
+        event: String,
+        /// Capacity of VIP 3-Day and VIP Camping (Backstage Lounge gets half).
+        #[arg(long, default_value_t = 2000)]
+        capacity: u32,
+        /// Sale opens this many seconds from now (ignored with --opens-at).
+        #[arg(long, default_value_t = 0)]
+        opens_in: i64,
+        /// Sale opens at this RFC 3339 time.
+        #[arg(long)]
+        opens_at: Option<DateTime<Utc>>,
+        /// Checkout hold duration.
+        #[arg(long, default_value_t = 600)]
+        hold_seconds: u32,
+        /// Delete the event first (everything sold is lost: tests and rehearsals only).
+        #[arg(long)]
+        reset: bool,
+    },
+    /// Check the invariant in Redis and against the database; exit 1 when broken.
+    Audit {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        #[command(flatten)]
+        redis: RedisArgs,
+        /// Event slug.
+        #[arg(long, env = "EVENT_ID", default_value = "frequency-2027")]
+        event: String,
+        /// Print JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List dead-lettered orders; with --replay, republish them to the orders topic (safe: the
+    /// consumer is idempotent). Fix the cause first.
+    DeadLetters {
+        #[command(flatten)]
+        pubsub: PubSubArgs,
+        /// The dead-letter subscription (id within the project).
+        #[arg(
+            long,
+            env = "DEAD_LETTER_SUBSCRIPTION",
+            default_value = "orders-dead-letter-sub"
+        )]
+        subscription: String,
+        /// `all`, or comma-separated order ids to republish; without it, only list.
+        #[arg(long)]
+        replay: Option<String>,
+        /// At most this many messages in one run.
+        #[arg(long, default_value_t = 1000)]
+        max: usize,
+        /// Stop after this many seconds without a new message.
+        #[arg(long, default_value_t = 5)]
+        idle_secs: u64,
+    },
+    /// Rebuild events that Redis lost (it restarted empty) from the database: paused until
+    /// in-flight orders settle, then reopened. A live event is never touched. consume-order
+    /// does this by itself; this is the manual lever (docs/ARCHITECTURE.md).
+    GateRestore {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        #[command(flatten)]
+        redis: RedisArgs,
+        /// Event slug; without it, every event in the database.
+        #[arg(long)]
+        event: Option<String>,
+        /// Reopen once the books have not changed for this many seconds.
+        #[arg(long, default_value_t = 30)]
+        quiet_secs: u64,
+        /// Reopen after this many seconds even if orders keep arriving.
+        #[arg(long, default_value_t = 600)]
+        max_wait_secs: u64,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Migrate { db } => {
+            db.migrate().await?;
+            println!("migrations applied");
+        }
+        Cmd::Seed {
+            db,
+            redis,
+            event,
+            capacity,
+            opens_in,
+            opens_at,
+            hold_seconds,
+            reset,
+        } => {
+            let id = EventId::parse(&event)?;
+            let opens =
+                opens_at.unwrap_or_else(|| Utc::now() + chrono::Duration::seconds(opens_in));
+            let ev = Event::frequency(id.clone(), capacity, opens, hold_seconds);
+            let repo = db.repository()?;
+            let gate = redis.gate().await?;
+            if reset {
+                gate.reset(&id).await?;
+                repo.reset(&id).await?;
+            }
+            let in_db = repo.seed(&ev).await?;
+            // The books already hold this event but Redis does not (it lost its data): seeding
+            // Redis now would put every ticket back on sale. Rebuild it from the books instead.
+            if in_db == store::Seeded::Unchanged
+                && gate.presence(&id).await? != gate::Presence::Live
+            {
+                println!(
+                    "event {id}: in the database but not live in Redis; restoring it from the database (ops gate-restore)"
+                );
+                let report = recovery::restore_event(
+                    &gate,
+                    repo.as_ref(),
+                    &ev,
+                    recovery::RestoreOptions::default(),
+                )
+                .await?;
+                println!("event {id}: {report:?}");
+                return Ok(());
+            }
+            let in_redis = gate.seed(&ev).await?;
+            println!(
+                "event {id}: database {in_db:?}, redis {}; sale opens {}",
+                if in_redis { "seeded" } else { "unchanged" },
+                ev.sale_opens_at.to_rfc3339()
+            );
+        }
+        Cmd::Audit {
+            db,
+            redis,
+            event,
+            json,
+        } => {
+            let id = EventId::parse(&event)?;
+            let repo = db.repository()?;
+            let gate = redis.gate().await?;
+            let report = recovery::audit::audit(&gate, &repo, &id).await?;
+            if json {
+                println!("{}", report.to_json());
+            } else {
+                print!("{}", report.render());
+            }
+            if !report.violations.is_empty() {
+                std::process::exit(1);
+            }
+        }
+        Cmd::DeadLetters {
+            pubsub,
+            subscription,
+            replay,
+            max,
+            idle_secs,
+        } => {
+            let choice = match replay.as_deref() {
+                None => Choice::None,
+                Some("all") => Choice::All,
+                Some(list) => Choice::Orders(
+                    list.split(',')
+                        .map(|s| domain::OrderId::parse(s.trim()))
+                        .collect::<Result<_, _>>()?,
+                ),
+            };
+            // consume-order drops a message without buy's signature (ADR 40): a replay without
+            // the key would lose what it republishes (a refund has no outbox to bring it back).
+            if !matches!(choice, Choice::None) && pubsub.order_signing_key.is_none() {
+                anyhow::bail!("ORDER_SIGNING_KEY must be set to replay dead letters (ADR 40)");
+            }
+            let publisher = pubsub.publisher().await?;
+            let sub = format!("projects/{}/subscriptions/{subscription}", pubsub.project);
+            let seen = pubsub::deadletters::run(
+                &sub,
+                pubsub.pubsub_emulator_host.as_deref(),
+                &publisher,
+                &choice,
+                max,
+                std::time::Duration::from_secs(idle_secs),
+                std::time::Duration::from_secs(600),
+            )
+            .await?;
+            println!(
+                "{:<38} {:<38} {:<18} {:>3}  action",
+                "message", "order", "ticket type", "qty"
+            );
+            for d in &seen {
+                let action = match d.action {
+                    Action::Kept => "kept",
+                    Action::Replayed => "REPLAYED",
+                    Action::ReplayFailed => "replay FAILED (kept)",
+                };
+                // A line per order; a batch's orders share its message and its action.
+                let rows: Vec<(String, String, String)> = match &d.orders {
+                    Ok(os) => os
+                        .iter()
+                        .map(|o| {
+                            (
+                                o.order_id.to_string(),
+                                o.ticket_type.to_string(),
+                                o.quantity.to_string(),
+                            )
+                        })
+                        .collect(),
+                    Err(e) => vec![(format!("(undecodable: {e})"), String::new(), String::new())],
+                };
+                for (order, tt, qty) in rows {
+                    println!(
+                        "{:<38} {order:<38} {tt:<18} {qty:>3}  {action}",
+                        d.message_id
+                    );
+                }
+            }
+            let replayed = seen.iter().filter(|d| d.action == Action::Replayed).count();
+            println!("{} dead letters seen, {replayed} replayed", seen.len());
+            if seen.iter().any(|d| d.action == Action::ReplayFailed) {
+                std::process::exit(1);
+            }
+        }
+        Cmd::GateRestore {
+            db,
+            redis,
+            event,
+            quiet_secs,
+            max_wait_secs,
+        } => {
+            let repo = db.repository()?;
+            let gate = redis.gate().await?;
+            let wanted = event.as_deref().map(EventId::parse).transpose()?;
+            let opts = recovery::RestoreOptions {
+                quiet: std::time::Duration::from_secs(quiet_secs),
+                max_wait: std::time::Duration::from_secs(max_wait_secs),
+                ..Default::default()
+            };
+            let events = repo.events().await?;
+            if let Some(w) = &wanted
+                && !events.iter().any(|e| &e.id == w)
+            {
+                anyhow::bail!("event {w} is not in the database");
+            }
+            for ev in events
+                .iter()
+                .filter(|e| wanted.as_ref().is_none_or(|w| &e.id == w))
+            {
+                println!(
+                    "event {}: restoring (paused until the books are quiet for {quiet_secs} s)",
+                    ev.id
+                );
+                let report = recovery::restore_event(&gate, &repo, ev, opts).await?;
+                println!("event {}: {report:?}", ev.id);
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,113 @@
+//! Payments behind a trait, so a real provider plugs in later. The simulated provider is
+//! deterministic per token, and idempotent per (order, attempt) like a real provider's
+//! idempotency key.
+//!
+//! Test tokens (shown on the demo site): `tok_approve` (and any token starting with
+//! `tok_approve`) is approved; `tok_decline` is declined; `tok_unavailable` answers as if the
+//! provider could not be reached. Anything else is declined as an unknown card.
+
+use async_trait::async_trait;
+
+use domain::OrderId;
+
+/// What the provider decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Charge {
+    /// Money taken; `payment_ref` identifies the charge.
+    Approved { payment_ref: String },
+    /// Not taken; the reason is safe to show.
+    Declined { reason: String },
+}
+
+/// The provider could not be asked (timeout, outage): the outcome is unknown, ask again.
+#[derive(Debug, thiserror::Error)]
+#[error("payment provider unavailable: {0}")]
+pub struct PaymentUnavailable(pub String);
+
+/// A payment provider. Charges are idempotent per (order, attempt): asking again about the
+/// same attempt returns its first outcome; a new attempt (another card after a decline) is a
+/// new charge. Refunds are idempotent per payment reference.
+#[async_trait]
+pub trait PaymentProvider: Send + Sync {
+    /// Charges `amount_cents` for attempt `attempt` of `order` with the fan's `token`.
+    async fn charge(
+        &self,
+        order: OrderId,
+        attempt: u64,
+        amount_cents: i64,
+        token: &str,
+    ) -> Result<Charge, PaymentUnavailable>;
+    /// Refunds a charge (an order the database rejected, or a stale attempt's approval).
+    async fn refund(
+        &self,
+        order: OrderId,
+        payment_ref: &str,
+        amount_cents: i64,
+    ) -> Result<(), PaymentUnavailable>;
+}
+
+/// The simulated provider.
+#[derive(Debug, Clone, Default)]
+pub struct SimulatedPayments;
+
+#[async_trait]
+impl PaymentProvider for SimulatedPayments {
+    async fn charge(
+        &self,
+        order: OrderId,
+        attempt: u64,
+        amount_cents: i64,
+        token: &str,
+    ) -> Result<Charge, PaymentUnavailable> {
+        if amount_cents <= 0 {
+            return Ok(Charge::Declined {
+                reason: "invalid amount".into(),
+            });
+        }
+        match token {
+            t if t.starts_with("tok_approve") => Ok(Charge::Approved {
+                // Derived from the attempt: asking twice about one attempt is the same charge.
+                payment_ref: format!("sim_ch_{}_{attempt}", order.0.simple()),
+            }),
+            "tok_unavailable" => Err(PaymentUnavailable("simulated outage".into())),
+            "tok_decline" => Ok(Charge::Declined {
+                reason: "card declined".into(),
+            }),
+            _ => Ok(Charge::Declined {
+                reason: "unknown test card".into(),
+            }),
+        }
+    }
+
+    async fn refund(
+        &self,
+        _order: OrderId,
+        _payment_ref: &str,
+        _amount_cents: i64,
+    ) -> Result<(), PaymentUnavailable> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn tokens_decide_and_charges_are_idempotent_per_attempt() {
+        let p = SimulatedPayments;
+        let o = OrderId::new();
+        let a = p.charge(o, 1, 100, "tok_approve").await.unwrap();
+        assert_eq!(a, p.charge(o, 1, 100, "tok_approve").await.unwrap());
+        assert_ne!(a, p.charge(o, 2, 100, "tok_approve").await.unwrap());
+        assert!(matches!(
+            p.charge(o, 1, 100, "tok_decline").await.unwrap(),
+            Charge::Declined { .. }
+        ));
+        assert!(matches!(
+            p.charge(o, 1, 100, "4111111111111111").await.unwrap(),
+            Charge::Declined { .. }
+        ));
+        assert!(p.charge(o, 1, 100, "tok_unavailable").await.is_err());
+    }
+}

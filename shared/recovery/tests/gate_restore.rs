@@ -1,0 +1,567 @@
+//! Redis restarting empty, on the real Redis and PostgreSQL started by scripts/test: the gate
+//! is rebuilt from the database plus the paid orders still in flight, without overselling,
+//! with the per-customer limit intact, and by itself (the watcher consume-order runs).
+
+use std::time::Duration;
+
+use chrono::Utc;
+use domain::TicketTypeId;
+use domain::{Email, Event, IdempotencyKey, OrderId, OrderMessage, OrderStatus, Quantity};
+use gate::{Approval, Gate, PayBegin, Presence, ReserveOutcome, Stock};
+use recovery::{RestoreOptions, RestoreReport, WatchOptions, restore_event};
+use store::OrderRepository;
+use testkit::{OwnRedis, Scoped, TestEnv};
+
+const TT: &str = "vip-3-day";
+
+async fn reserve(gate: &Gate, ev: &Event, n: i64, who: &str) -> ReserveOutcome {
+    gate.reserve(
+        &ev.id,
+        &TicketTypeId::parse(TT).unwrap(),
+        Quantity::parse(n).unwrap(),
+        &Email::parse(who).unwrap(),
+        &IdempotencyKey::parse(&uuid::Uuid::new_v4().to_string()).unwrap(),
+    )
+    .await
+    .unwrap()
+}
+
+fn order_id(o: &ReserveOutcome) -> OrderId {
+    match o {
+        ReserveOutcome::Reserved { order_id, .. } => *order_id,
+        other => panic!("expected a reservation, got {other:?}"),
+    }
+}
+
+/// Reserves and pays through the gate: the message buy would publish.
+async fn paid(gate: &Gate, ev: &Event, n: i64, who: &str) -> OrderMessage {
+    let id = order_id(&reserve(gate, ev, n, who).await);
+    pay(gate, ev, id, n, who).await
+}
+
+/// Pays a hold through the gate: the message buy would publish.
+async fn pay(gate: &Gate, ev: &Event, id: OrderId, n: i64, who: &str) -> OrderMessage {
+    let PayBegin::Charge {
+        amount_cents,
+        attempt,
+        ..
+    } = gate
+        .pay_begin(&ev.id, id, "tok_approve", None)
+        .await
+        .unwrap()
+    else {
+        panic!("pay_begin")
+    };
+    let paid_at = Utc::now();
+    let reference = format!("ref-{id}");
+    let Approval::Recorded(_) = gate
+        .pay_approved(&ev.id, id, attempt, &reference, paid_at)
+        .await
+        .unwrap()
+    else {
+        panic!("approval")
+    };
+    OrderMessage {
+        order_id: id,
+        event: ev.id.clone(),
+        ticket_type: TicketTypeId::parse(TT).unwrap(),
+        quantity: n as u32,
+        email: who.into(),
+        amount_cents,
+        payment_ref: reference,
+        paid_at,
+    }
+}
+
+/// What consume-order does with a delivery: persist, then mirror in the gate.
+async fn deliver(repo: &dyn OrderRepository, gate: &Gate, msg: &OrderMessage) -> OrderStatus {
+    let p = repo.persist(msg).await.unwrap();
+    gate.finalize(msg, &p).await.unwrap();
+    p.status
+}
+
+async fn stock(gate: &Gate, ev: &Event) -> Stock {
+    let s = gate.refresh(&ev.id).await.unwrap().unwrap().stock[TT];
+    assert_eq!(s.delta(), 0, "invariant broken: {s:?}");
+    s
+}
+
+async fn wait_for(gate: &Gate, ev: &Event, want: Presence, within: Duration) {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if gate.presence(&ev.id).await.unwrap() == want {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} never became {want:?}",
+            ev.id
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn quick(quiet_ms: u64) -> RestoreOptions {
+    RestoreOptions {
+        quiet: Duration::from_millis(quiet_ms),
+        poll: Duration::from_millis(100),
+        max_wait: Duration::from_secs(60),
+    }
+}
+
+#[tokio::test]
+async fn an_event_redis_lost_is_rebuilt_from_the_books_and_in_flight_orders() {
+    let env = TestEnv::get();
+    let ev = env.seed(10, -1, 600).await;
+    let (gate, repo) = (env.gate().await, env.repo());
+    let limit = i64::from(ev.ticket_types[0].per_customer_limit);
+
+    // Before the loss: one order persisted, one paid and still in Pub/Sub, one only held.
+    let done = paid(&gate, &ev, 2, "alice@x.at").await;
+    assert_eq!(deliver(&repo, &gate, &done).await, OrderStatus::Confirmed);
+    let in_flight = paid(&gate, &ev, 3, "bob@x.at").await;
+    let held = order_id(&reserve(&gate, &ev, 2, "carol@x.at").await);
+
+    // Redis restarts empty: every key of the event is gone.
+    gate.reset(&ev.id).await.unwrap();
+    assert_eq!(gate.presence(&ev.id).await.unwrap(), Presence::Absent);
+    assert_eq!(
+        reserve(&gate, &ev, 1, "dave@x.at").await,
+        ReserveOutcome::UnknownEvent
+    );
+
+    let restore = {
+        let (gate, repo, ev) = (gate.clone(), env.repo(), ev.clone());
+        tokio::spawn(async move { restore_event(&gate, &repo, &ev, quick(3000)).await })
+    };
+    wait_for(&gate, &ev, Presence::Restoring, Duration::from_secs(10)).await;
+    // Paused while the books may still move: no hold against them.
+    assert_eq!(
+        reserve(&gate, &ev, 1, "dave@x.at").await,
+        ReserveOutcome::Paused
+    );
+    let s = stock(&gate, &ev).await;
+    assert_eq!((s.available, s.held, s.confirming, s.sold), (8, 0, 0, 2));
+
+    // The in-flight order arrives while paused; the next pass counts it.
+    assert_eq!(
+        deliver(&repo, &gate, &in_flight).await,
+        OrderStatus::Confirmed
+    );
+    let report = tokio::time::timeout(Duration::from_secs(30), restore)
+        .await
+        .expect("restore finishes once the books are quiet")
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(
+            report,
+            RestoreReport::Resumed {
+                sold: 5,
+                forced: false,
+                ..
+            }
+        ),
+        "{report:?}"
+    );
+    assert_eq!(gate.presence(&ev.id).await.unwrap(), Presence::Live);
+    let s = stock(&gate, &ev).await;
+    assert_eq!((s.available, s.held, s.confirming, s.sold), (5, 0, 0, 5));
+
+    // The lost hold is gone (its fan reserves again); the limit still counts alice's tickets.
+    assert!(gate.order(&ev.id, held).await.unwrap().is_none());
+    assert!(matches!(
+        reserve(&gate, &ev, limit - 1, "alice@x.at").await,
+        ReserveOutcome::Limit { remaining, .. } if remaining == (limit - 2) as u64
+    ));
+
+    // Sell out the rest: the database sells exactly the capacity, rejects nothing.
+    for (n, who) in [(2, "alice@x.at"), (3, "erin@x.at")] {
+        let msg = paid(&gate, &ev, n, who).await;
+        assert_eq!(deliver(&repo, &gate, &msg).await, OrderStatus::Confirmed);
+    }
+    assert_eq!(
+        reserve(&gate, &ev, 1, "frank@x.at").await,
+        ReserveOutcome::SoldOut
+    );
+    let books = env.books(&ev.id, TT).await;
+    assert_eq!((books.sold, books.rejected_orders), (10, 0));
+    env.assert_audit_clean(&ev.id).await;
+}
+
+#[tokio::test]
+async fn a_late_delivery_after_reopening_is_counted_once_and_a_live_gate_is_never_overwritten() {
+    let env = TestEnv::get();
+    let ev = env.seed(10, -1, 600).await;
+    let (gate, repo) = (env.gate().await, env.repo());
+    let late = paid(&gate, &ev, 2, "late@x.at").await;
+    gate.reset(&ev.id).await.unwrap();
+
+    let report = restore_event(&gate, &repo, &ev, quick(200)).await.unwrap();
+    assert!(
+        matches!(report, RestoreReport::Resumed { sold: 0, .. }),
+        "{report:?}"
+    );
+    let held = order_id(&reserve(&gate, &ev, 1, "new@x.at").await);
+
+    // The order paid before the loss arrives after reopening (a slow redelivery).
+    for _ in 0..2 {
+        assert_eq!(deliver(&repo, &gate, &late).await, OrderStatus::Confirmed);
+        let s = stock(&gate, &ev).await;
+        assert_eq!((s.available, s.held, s.sold), (7, 1, 2), "counted once");
+    }
+    let view = gate.order(&ev.id, late.order_id).await.unwrap().unwrap();
+    assert_eq!(view.status, OrderStatus::Confirmed);
+    assert_eq!(view.tickets.len(), 2);
+
+    // Restoring a live event is refused: the hold taken after reopening stays.
+    let again = restore_event(&gate, &repo, &ev, quick(0)).await.unwrap();
+    assert_eq!(again, RestoreReport::AlreadyLive);
+    assert_eq!(
+        gate.order(&ev.id, held).await.unwrap().unwrap().status,
+        OrderStatus::Reserved
+    );
+    assert_eq!(stock(&gate, &ev).await.held, 1);
+}
+
+#[tokio::test]
+async fn a_redelivery_of_an_order_the_books_held_is_not_counted_twice() {
+    let env = TestEnv::get();
+    let ev = env.seed(10, -1, 600).await;
+    let (gate, repo) = (env.gate().await, env.repo());
+    // Persisted, but Redis died before finalize: Pub/Sub will deliver it again.
+    let msg = paid(&gate, &ev, 3, "twice@x.at").await;
+    assert!(!repo.persist(&msg).await.unwrap().duplicate);
+    gate.reset(&ev.id).await.unwrap();
+    let report = restore_event(&gate, &repo, &ev, quick(200)).await.unwrap();
+    assert!(
+        matches!(report, RestoreReport::Resumed { sold: 3, .. }),
+        "{report:?}"
+    );
+
+    // The redelivery after reopening: the restore counted it already.
+    assert_eq!(deliver(&repo, &gate, &msg).await, OrderStatus::Confirmed);
+    let s = stock(&gate, &ev).await;
+    assert_eq!((s.available, s.sold), (7, 3), "counted once");
+    // And the fan's status read finds the order again (its index was lost with Redis).
+    assert_eq!(
+        gate.event_of(msg.order_id).await.unwrap(),
+        Some(ev.id.clone())
+    );
+    let view = gate.order(&ev.id, msg.order_id).await.unwrap().unwrap();
+    assert_eq!(
+        (view.status, view.tickets.len()),
+        (OrderStatus::Confirmed, 3)
+    );
+    env.assert_audit_clean(&ev.id).await;
+}
+
+#[tokio::test]
+async fn the_watcher_rebuilds_an_event_when_redis_restarts_empty() {
+    let env = TestEnv::get();
+    // A Redis of the test's own, restarted without its data (a failover without persistence).
+    let mut redis = OwnRedis::start().await;
+    let gate = Gate::connect(&redis.url, Duration::from_secs(2))
+        .await
+        .unwrap();
+    let repo = env.repo();
+    let ev = env.seed(10, -1, 600).await;
+    gate.seed(&ev).await.unwrap();
+    let msg = paid(&gate, &ev, 3, "w@x.at").await;
+    assert_eq!(deliver(&repo, &gate, &msg).await, OrderStatus::Confirmed);
+
+    let watcher = tokio::spawn(recovery::watch(
+        gate.clone(),
+        std::sync::Arc::new(Scoped {
+            repo: env.repo(),
+            events: vec![ev.id.clone()],
+        }),
+        WatchOptions {
+            every: Duration::from_millis(200),
+            restore: quick(300),
+            ..Default::default()
+        },
+    ));
+    redis.wipe_and_restart().await;
+    // Caught on two checks in a row, rebuilt paused, reopened once quiet.
+    wait_for(&gate, &ev, Presence::Live, Duration::from_secs(20)).await;
+    let s = stock(&gate, &ev).await;
+    assert_eq!((s.available, s.held, s.confirming, s.sold), (7, 0, 0, 3));
+    // The fan reads the confirmed order again, with no message to bring it back.
+    let view = gate.order(&ev.id, msg.order_id).await.unwrap().unwrap();
+    assert_eq!(
+        (view.status, view.tickets),
+        (
+            OrderStatus::Confirmed,
+            repo.order(msg.order_id).await.unwrap().unwrap().tickets
+        )
+    );
+    assert!(matches!(
+        reserve(&gate, &ev, 2, "w@x.at").await,
+        ReserveOutcome::Limit { remaining: 1, .. }
+    ));
+    order_id(&reserve(&gate, &ev, 1, "w@x.at").await);
+    watcher.abort();
+}
+
+/// Every key of an event as Redis holds it now (DUMP): a snapshot to roll back to.
+async fn snapshot(
+    redis: &mut redis::aio::MultiplexedConnection,
+    ev: &Event,
+) -> Vec<(String, Vec<u8>)> {
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{{ev:{}}}:*", ev.id))
+        .query_async(redis)
+        .await
+        .unwrap();
+    let mut out = vec![];
+    for key in keys {
+        let dump: Vec<u8> = redis::cmd("DUMP")
+            .arg(&key)
+            .query_async(redis)
+            .await
+            .unwrap();
+        out.push((key, dump));
+    }
+    out
+}
+
+/// Puts the event back exactly as in `snapshot`: keys written since are gone.
+async fn roll_back(
+    redis: &mut redis::aio::MultiplexedConnection,
+    gate: &Gate,
+    ev: &Event,
+    snapshot: &[(String, Vec<u8>)],
+) {
+    gate.reset(&ev.id).await.unwrap();
+    for (key, dump) in snapshot {
+        let _: () = redis::cmd("RESTORE")
+            .arg(key)
+            .arg(0)
+            .arg(dump.as_slice())
+            .query_async(redis)
+            .await
+            .unwrap();
+    }
+}
+
+/// Redis rolled back to an older snapshot (a failover to a replica that lagged, a restore
+/// from RDB): the event is there, but behind the books, and no message is in flight to heal
+/// it. The watcher finds it and rebuilds it from the books (the fans' orders too); an event
+/// that is only busy is left alone.
+#[tokio::test]
+async fn the_watcher_rebuilds_an_event_redis_rolled_back() {
+    let env = TestEnv::get();
+    let own = OwnRedis::start().await;
+    let gate = Gate::connect(&own.url, Duration::from_secs(2))
+        .await
+        .unwrap();
+    let mut redis = redis::Client::open(own.url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let repo = env.repo();
+    let (ev, calm) = (env.seed(10, -1, 600).await, env.seed(10, -1, 600).await);
+    gate.seed(&ev).await.unwrap();
+    gate.seed(&calm).await.unwrap();
+    // The snapshot: `a` holds 2 (and will pay), `b` holds 1 (and will let it lapse), `p` has
+    // paid for 1 and its order is still on its way to the books.
+    let a = order_id(&reserve(&gate, &ev, 2, "a@x.at").await);
+    let b = order_id(&reserve(&gate, &ev, 1, "b@x.at").await);
+    let in_flight = paid(&gate, &ev, 1, "p@x.at").await;
+    let taken = snapshot(&mut redis, &ev).await;
+    let msg = pay(&gate, &ev, a, 2, "a@x.at").await;
+    assert_eq!(deliver(&repo, &gate, &msg).await, OrderStatus::Confirmed);
+    gate.cancel(&ev.id, b).await.unwrap();
+    let busy = paid(&gate, &calm, 1, "c@x.at").await;
+    assert_eq!(deliver(&repo, &gate, &busy).await, OrderStatus::Confirmed);
+    roll_back(&mut redis, &gate, &ev, &taken).await;
+    assert_eq!(gate.sold(&ev).await.unwrap()[TT], 0, "rolled back");
+
+    let started = std::time::Instant::now();
+    let watcher = tokio::spawn(recovery::watch(
+        gate.clone(),
+        std::sync::Arc::new(Scoped {
+            repo: env.repo(),
+            events: vec![ev.id.clone(), calm.id.clone()],
+        }),
+        WatchOptions {
+            every: Duration::from_millis(100),
+            behind_after: Duration::from_millis(600),
+            restore: quick(300),
+        },
+    ));
+    loop {
+        if gate.sold(&ev).await.unwrap()[TT] == 2
+            && gate.presence(&ev.id).await.unwrap() == Presence::Live
+        {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "never rebuilt");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let s = stock(&gate, &ev).await;
+    assert_eq!(
+        (s.available, s.held, s.confirming, s.sold),
+        (7, 0, 1, 2),
+        "the books' stock, no stale hold, and the payment in flight still counted"
+    );
+    // `a` reads what the books decided, `b`'s stale hold is over.
+    let stored = repo.order(a).await.unwrap().unwrap();
+    let view = gate.order(&ev.id, a).await.unwrap().unwrap();
+    assert_eq!(
+        (view.status, &view.tickets),
+        (OrderStatus::Confirmed, &stored.tickets)
+    );
+    let view = gate.order(&ev.id, b).await.unwrap().unwrap();
+    assert_eq!(view.status, OrderStatus::Expired);
+    // The per-customer counters are the books': `a`'s 2 count, `b`'s stale hold does not.
+    let limit = i64::from(ev.ticket_types[0].per_customer_limit);
+    assert!(matches!(
+        reserve(&gate, &ev, limit - 1, "a@x.at").await,
+        ReserveOutcome::Limit { .. }
+    ));
+    order_id(&reserve(&gate, &ev, limit, "b@x.at").await);
+    // The payment in flight lands after the reopening and is counted where it was.
+    assert_eq!(
+        deliver(&repo, &gate, &in_flight).await,
+        OrderStatus::Confirmed
+    );
+    let s = stock(&gate, &ev).await;
+    let b_holds = i64::from(ev.ticket_types[0].per_customer_limit);
+    assert_eq!(
+        (s.available, s.held, s.confirming, s.sold),
+        (7 - b_holds, b_holds, 0, 3),
+        "b's new hold aside"
+    );
+    // The gate and the books agree.
+    let report = recovery::audit::audit(&gate, &repo, &ev.id).await.unwrap();
+    assert!(report.violations.is_empty(), "{}", report.render());
+    // The busy event was compared just as long, and left alone.
+    let restored: Option<String> = redis::cmd("HGET")
+        .arg(format!("{{ev:{}}}:meta", calm.id))
+        .arg("restored_at")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(restored, None);
+    watcher.abort();
+}
+
+/// A key retried across the loss makes a new order, never one with the id of an order the
+/// database already holds: the restore draws a new salt, and an instance that knew the old
+/// one learns it (ADR 30).
+#[tokio::test]
+async fn a_key_retried_after_the_loss_never_derives_a_persisted_orders_id() {
+    let env = TestEnv::get();
+    let ev = env.seed(10, -1, 600).await;
+    let (gate, repo) = (env.gate().await, env.repo());
+    let key = IdempotencyKey::parse(&uuid::Uuid::new_v4().to_string()).unwrap();
+    let (tt, q, who) = (
+        TicketTypeId::parse(TT).unwrap(),
+        Quantity::parse(1).unwrap(),
+        Email::parse("retry@x.at").unwrap(),
+    );
+    let before = order_id(&gate.reserve(&ev.id, &tt, q, &who, &key).await.unwrap());
+    gate.reset(&ev.id).await.unwrap();
+    restore_event(&gate, &repo, &ev, quick(200)).await.unwrap();
+    let after = order_id(&gate.reserve(&ev.id, &tt, q, &who, &key).await.unwrap());
+    assert_ne!(after, before);
+    // Under the new salt the key is again one order.
+    match gate.reserve(&ev.id, &tt, q, &who, &key).await.unwrap() {
+        ReserveOutcome::Replayed { order_id, .. } => assert_eq!(order_id, after),
+        other => panic!("expected a replay, got {other:?}"),
+    }
+}
+
+/// A big sale's restore finishes: 100,000 customers' counters do not fit one short script call
+/// under the gate's deadline, so they go in bounded chunks, and the event reopens once quiet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_big_sales_restore_reopens_within_the_quiet_time() {
+    let env = TestEnv::get();
+    const CUSTOMERS: usize = 100_000;
+    let ev = env.seed(CUSTOMERS as u32 + 100, -1, 600).await;
+    // The production deadline of one gate call (`REDIS_TIMEOUT_MS`).
+    let gate = Gate::connect(&env.redis_url, Duration::from_millis(500))
+        .await
+        .unwrap();
+    let repo = env.repo();
+    let orders: Vec<OrderMessage> = (0..CUSTOMERS)
+        .map(|i| OrderMessage {
+            order_id: OrderId::new(),
+            event: ev.id.clone(),
+            ticket_type: TicketTypeId::parse(TT).unwrap(),
+            quantity: 1,
+            email: format!("fan-{i}@example.at"),
+            amount_cents: 34_900,
+            payment_ref: format!("sim_{i}"),
+            paid_at: Utc::now(),
+        })
+        .collect();
+    for batch in orders.chunks(pubsub::Batching::default().max_orders) {
+        repo.persist_batch(batch).await.unwrap();
+    }
+    gate.reset(&ev.id).await.unwrap();
+    // Redis runs one script at a time: a long one stalls every fan of every event.
+    let client = redis::Client::open(env.redis_url.as_str()).unwrap();
+    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+    let started = std::time::Instant::now();
+    let report = tokio::time::timeout(
+        Duration::from_secs(20),
+        restore_event(&gate, &repo, &ev, quick(1_000)),
+    )
+    .await
+    .expect("the restore finishes")
+    .unwrap();
+    assert!(
+        matches!(report, RestoreReport::Resumed { forced: false, .. }),
+        "{report:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "reopened {:?} after the start (quiet time 1 s)",
+        started.elapsed()
+    );
+    assert_eq!(gate.presence(&ev.id).await.unwrap(), Presence::Live);
+    // SLOWLOG: id, time, duration (µs), arguments, … per command over 10 ms.
+    let slow: Vec<Vec<redis::Value>> = redis::cmd("SLOWLOG")
+        .arg("GET")
+        .arg(1000)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let ours = |args: &redis::Value| {
+        match args {
+        redis::Value::Array(a) => a.iter().any(|v| {
+            matches!(v, redis::Value::BulkString(b) if String::from_utf8_lossy(b).contains(ev.id.as_str()))
+        }),
+        _ => false,
+    }
+    };
+    let longest = slow
+        .iter()
+        .filter(|e| e.get(3).is_some_and(ours))
+        .filter_map(|e| match e.get(2) {
+            Some(redis::Value::Int(us)) => Some(*us),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(0);
+    assert!(
+        longest < 100_000,
+        "one restore call held Redis for {longest} µs"
+    );
+    // Every customer's count is back: the first and the last are at their limit's reach.
+    let limit = ev.ticket_types[0].per_customer_limit as u64;
+    for who in [
+        "fan-0@example.at",
+        &format!("fan-{}@example.at", CUSTOMERS - 1),
+    ] {
+        let refused = reserve(&gate, &ev, limit as i64, who).await;
+        assert!(
+            matches!(refused, ReserveOutcome::Limit { remaining, .. } if remaining == limit - 1),
+            "{who}: {refused:?}"
+        );
+    }
+}

@@ -1,0 +1,292 @@
+//! The durable store behind the sale, as a trait the functions and `ops` use, so Postgres
+//! and Spanner are interchangeable (one conformance suite runs against both). Only portable
+//! types cross it: UUIDs, strings, integers and UTC timestamps.
+
+mod config;
+pub mod postgres;
+pub mod spanner;
+
+pub use config::{Backend, DatabaseArgs};
+pub use domain::books::{CustomerTotal, Persisted, StoredOrder};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use domain::{Event, EventId, OrderId, OrderMessage, RefundOwed, TicketTypeId};
+
+/// Why the repository could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    /// The database is unreachable or timed out: try again later.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// Lost a race with a concurrent transaction that may still commit or roll back: retry.
+    #[error("contended: {0}")]
+    Contended(String),
+    /// The request can never succeed (e.g. an unknown ticket type).
+    #[error("refused: {0}")]
+    Permanent(String),
+    /// Anything else.
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+impl RepoError {
+    /// Whether trying again later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, Self::Permanent(_))
+    }
+}
+
+/// The books refuse this order for good (its ticket type is not in the database, say): no
+/// retry of the same order can succeed. The rest of its batch is unaffected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("refused: {0}")]
+pub struct Refused(pub String);
+
+/// What the books decided for one order of a batch.
+pub type Outcome = Result<Persisted, Refused>;
+
+/// Orders at most this many per Spanner transaction: a commit holds at most 80,000 mutations
+/// and an order of 20 tickets makes about 150 (its row, its tickets and their index entries).
+pub const MAX_ORDERS_PER_TRANSACTION: usize = 250;
+
+/// Each order once, in first-seen order, and for every input position the index of its
+/// order in that list: a message may carry the same order twice, and both copies get the
+/// one outcome.
+pub fn distinct(orders: &[OrderMessage]) -> (Vec<&OrderMessage>, Vec<usize>) {
+    let mut seen = std::collections::HashMap::with_capacity(orders.len());
+    let mut unique = Vec::with_capacity(orders.len());
+    let positions = orders
+        .iter()
+        .map(|o| {
+            *seen.entry(o.order_id).or_insert_with(|| {
+                unique.push(o);
+                unique.len() - 1
+            })
+        })
+        .collect();
+    (unique, positions)
+}
+
+/// The outcomes of [`distinct`] orders back in input order; a repeated order's later copies
+/// read as duplicates of the first.
+pub fn spread(unique: Vec<Outcome>, positions: &[usize]) -> Vec<Outcome> {
+    let mut seen = vec![false; unique.len()];
+    positions
+        .iter()
+        .map(|&u| {
+            let again = std::mem::replace(&mut seen[u], true);
+            unique[u].clone().map(|p| Persisted {
+                duplicate: p.duplicate || again,
+                ..p
+            })
+        })
+        .collect()
+}
+
+/// Decides a batch against what is left, first paid first served: each new order in `paid_at`
+/// order is confirmed if its quantity still fits (a smaller later order may fit where a larger
+/// one did not, as when they came one at a time). `left` maps a ticket type to what is left;
+/// an order whose ticket type is missing there is refused. Returns per order (in input order)
+/// whether it is confirmed, or the refusal.
+pub fn allocate<K: Eq + std::hash::Hash>(
+    orders: &[&OrderMessage],
+    key: impl Fn(&OrderMessage) -> K,
+    left: &mut std::collections::HashMap<K, i64>,
+) -> Vec<Result<bool, Refused>> {
+    let mut by_payment: Vec<usize> = (0..orders.len()).collect();
+    by_payment.sort_by_key(|&i| (orders[i].paid_at, orders[i].order_id.0));
+    let mut decided = vec![Ok(false); orders.len()];
+    for i in by_payment {
+        let o = orders[i];
+        decided[i] = match left.get_mut(&key(o)) {
+            None => Err(Refused(format!(
+                "ticket type {} of event {} is not in the database",
+                o.ticket_type, o.event
+            ))),
+            Some(n) if *n >= i64::from(o.quantity) => {
+                *n -= i64::from(o.quantity);
+                Ok(true)
+            }
+            Some(_) => Ok(false),
+        };
+    }
+    decided
+}
+
+/// The database's books for one ticket type (for the audit).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inventory {
+    pub ticket_type: TicketTypeId,
+    /// Capacity as configured.
+    pub capacity: i64,
+    /// Tickets that exist: those sold plus what the capacity counters still hold (equal to
+    /// `capacity` unless a counter lost or made a ticket).
+    pub tickets: i64,
+    /// Ticket rows of orders (tickets sold).
+    pub sold: i64,
+    /// Sum of quantities of confirmed orders (must equal `sold`).
+    pub confirmed_quantity: i64,
+    /// Number of confirmed orders.
+    pub confirmed_orders: i64,
+    /// Number of rejected orders.
+    pub rejected_orders: i64,
+}
+
+/// Whether seeding created or found the event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seeded {
+    Created,
+    Unchanged,
+}
+
+/// The durable store.
+#[async_trait]
+pub trait OrderRepository: Send + Sync {
+    /// Is the database answering?
+    async fn ping(&self) -> Result<(), RepoError>;
+    /// Creates the event, its ticket types and one row per ticket; a no-op when identical.
+    async fn seed(&self, event: &Event) -> Result<Seeded, RepoError>;
+    /// Deletes the event and everything under it (tests, `ops seed --reset`).
+    async fn reset(&self, event: &EventId) -> Result<(), RepoError>;
+    /// Persists a batch of paid orders with their tickets in one transaction (Spanner: one per
+    /// [`MAX_ORDERS_PER_TRANSACTION`]). Idempotent per order id (a repeated order, in the batch
+    /// or from an earlier delivery, reads back as `duplicate`); an order that no longer fits
+    /// is `Rejected`, never sold beyond capacity. One outcome per input order, in order. An
+    /// `Err` means nothing of the batch was decided: try it all again.
+    async fn persist_batch(&self, orders: &[OrderMessage]) -> Result<Vec<Outcome>, RepoError>;
+    /// [`OrderRepository::persist_batch`] of one order; a refusal is `RepoError::Permanent`.
+    async fn persist(&self, msg: &OrderMessage) -> Result<Persisted, RepoError> {
+        let outcome = self
+            .persist_batch(std::slice::from_ref(msg))
+            .await?
+            .pop()
+            .ok_or_else(|| RepoError::Other(anyhow::anyhow!("no outcome for the order")))?;
+        outcome.map_err(|Refused(why)| RepoError::Permanent(why))
+    }
+    /// Reads one order.
+    async fn order(&self, id: OrderId) -> Result<Option<StoredOrder>, RepoError>;
+    /// The books per ticket type.
+    async fn inventory(&self, event: &EventId) -> Result<Vec<Inventory>, RepoError>;
+    /// Every event in the books, exactly as seeded (the catalog `seed` was given): what a
+    /// gate that lost its state is rebuilt from (`recovery`).
+    async fn events(&self) -> Result<Vec<Event>, RepoError>;
+    /// Confirmed quantity per (ticket type, e-mail) of one event, for the per-customer limit
+    /// after a gate rebuild. Rejected orders do not count.
+    async fn customer_totals(&self, event: &EventId) -> Result<Vec<CustomerTotal>, RepoError>;
+    /// Every order of one event the books decided, with its tickets: the fans' read model
+    /// a gate rebuild writes back (`recovery`).
+    async fn decided_orders(&self, event: &EventId) -> Result<Vec<StoredOrder>, RepoError>;
+    /// Records refunds owed, once per charge (one already recorded stays as it is), a new one
+    /// leased for `lease` as if just claimed (its caller asks the provider now). Returns those
+    /// of `refunds` not yet done, each charge once.
+    async fn owe_refunds(
+        &self,
+        refunds: &[RefundOwed],
+        lease: std::time::Duration,
+    ) -> Result<Vec<RefundOwed>, RepoError>;
+    /// Takes up to `limit` refunds that are due: each is then not due again for
+    /// [`refund_lease`] of its attempts so far, so one refunder at a time asks the provider and
+    /// one that fails is asked again later, less often each time.
+    async fn claim_refunds(
+        &self,
+        limit: usize,
+        lease: std::time::Duration,
+    ) -> Result<Vec<RefundOwed>, RepoError>;
+    /// The provider confirmed the refund of this charge.
+    async fn refund_done(&self, payment_ref: &str) -> Result<(), RepoError>;
+    /// Refunds owed and not yet done, and the age of the oldest.
+    async fn refunds_outstanding(&self) -> Result<(i64, Option<DateTime<Utc>>), RepoError>;
+}
+
+/// How long a claimed refund waits before it is due again: `base` doubled per earlier
+/// attempt, at most ten minutes.
+pub fn refund_lease(base: std::time::Duration, attempts: i64) -> std::time::Duration {
+    let max = std::time::Duration::from_secs(600);
+    let factor = 1u32 << attempts.clamp(0, 16);
+    base.saturating_mul(factor).min(max)
+}
+
+/// A shared repository is a repository (`DatabaseArgs::repository` hands out an `Arc`).
+#[async_trait]
+impl<T: OrderRepository + ?Sized> OrderRepository for std::sync::Arc<T> {
+    async fn ping(&self) -> Result<(), RepoError> {
+        (**self).ping().await
+    }
+    async fn seed(&self, event: &Event) -> Result<Seeded, RepoError> {
+        (**self).seed(event).await
+    }
+    async fn reset(&self, event: &EventId) -> Result<(), RepoError> {
+        (**self).reset(event).await
+    }
+    async fn persist_batch(&self, orders: &[OrderMessage]) -> Result<Vec<Outcome>, RepoError> {
+        (**self).persist_batch(orders).await
+    }
+    async fn order(&self, id: OrderId) -> Result<Option<StoredOrder>, RepoError> {
+        (**self).order(id).await
+    }
+    async fn inventory(&self, event: &EventId) -> Result<Vec<Inventory>, RepoError> {
+        (**self).inventory(event).await
+    }
+    async fn events(&self) -> Result<Vec<Event>, RepoError> {
+        (**self).events().await
+    }
+    async fn customer_totals(&self, event: &EventId) -> Result<Vec<CustomerTotal>, RepoError> {
+        (**self).customer_totals(event).await
+    }
+    async fn decided_orders(&self, event: &EventId) -> Result<Vec<StoredOrder>, RepoError> {
+        (**self).decided_orders(event).await
+    }
+    async fn owe_refunds(
+        &self,
+        refunds: &[RefundOwed],
+        lease: std::time::Duration,
+    ) -> Result<Vec<RefundOwed>, RepoError> {
+        (**self).owe_refunds(refunds, lease).await
+    }
+    async fn claim_refunds(
+        &self,
+        limit: usize,
+        lease: std::time::Duration,
+    ) -> Result<Vec<RefundOwed>, RepoError> {
+        (**self).claim_refunds(limit, lease).await
+    }
+    async fn refund_done(&self, payment_ref: &str) -> Result<(), RepoError> {
+        (**self).refund_done(payment_ref).await
+    }
+    async fn refunds_outstanding(&self) -> Result<(i64, Option<DateTime<Utc>>), RepoError> {
+        (**self).refunds_outstanding().await
+    }
+}
+
+/// A ticket code fans can read out at the gate: `FRQ-XXXX-XXXX-XXXX` from 60 random bits.
+pub fn ticket_code() -> String {
+    const ALPHABET: &[u8] = b"23456789ABCDEFGHJKLMNPQRSTUVWXYZ"; // no 0/O, 1/I
+    let bits = uuid::Uuid::new_v4().as_u128();
+    let chars: Vec<u8> = (0..12)
+        .map(|i| ALPHABET[((bits >> (5 * i)) & 31) as usize])
+        .collect();
+    let s = String::from_utf8(chars).expect("ascii");
+    format!("FRQ-{}-{}-{}", &s[0..4], &s[4..8], &s[8..12])
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_refunds_lease_doubles_per_attempt_up_to_ten_minutes() {
+        let base = std::time::Duration::from_secs(10);
+        let secs = |a| super::refund_lease(base, a).as_secs();
+        assert_eq!((secs(0), secs(1), secs(2), secs(5)), (10, 20, 40, 320));
+        assert_eq!((secs(6), secs(60), secs(-1)), (600, 600, 10));
+    }
+
+    #[test]
+    fn ticket_codes_look_right_and_differ() {
+        let a = super::ticket_code();
+        let b = super::ticket_code();
+        assert_eq!(a.len(), 18);
+        assert!(a.starts_with("FRQ-"));
+        assert_ne!(a, b);
+    }
+}

@@ -1,0 +1,333 @@
+//! Helpers for the integration tests: where the engines started by `scripts/test` are, and
+//! a freshly seeded event per test (its own id, so tests never share state).
+
+use chrono::{Duration, Utc};
+
+use domain::{Event, EventId, OrderId, OrderMessage, RefundOwed};
+use gate::Gate;
+use store::postgres::PgRepository;
+use store::spanner::{DatabasePath, SpannerRepository};
+use store::{CustomerTotal, Inventory, OrderRepository, Outcome, RepoError, Seeded, StoredOrder};
+
+/// The engines `scripts/test` started.
+#[derive(Debug, Clone)]
+pub struct TestEnv {
+    pub database_url: String,
+    pub redis_url: String,
+    pub pubsub_host: String,
+    pub project: String,
+}
+
+fn var(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the tests with scripts/test, which starts the engines")
+    })
+}
+
+impl TestEnv {
+    /// Reads `TEST_*` variables; panics with a pointer to `scripts/test` when missing.
+    pub fn get() -> Self {
+        telemetry::init_for_tests();
+        Self {
+            database_url: var("TEST_DATABASE_URL"),
+            redis_url: var("TEST_REDIS_URL"),
+            pubsub_host: var("TEST_PUBSUB_EMULATOR_HOST"),
+            project: var("TEST_PROJECT"),
+        }
+    }
+
+    /// A connected gate.
+    pub async fn gate(&self) -> Gate {
+        Gate::connect(&self.redis_url, std::time::Duration::from_secs(2))
+            .await
+            .expect("redis")
+    }
+
+    /// A Postgres repository (migrated by `scripts/test`).
+    pub fn repo(&self) -> PgRepository {
+        PgRepository::connect(&self.database_url, 32, std::time::Duration::from_secs(5))
+            .expect("pool")
+    }
+
+    /// A repository whose database is down (nothing listens on port 1).
+    pub fn unreachable_repo(&self) -> PgRepository {
+        PgRepository::connect(
+            "postgres://tickets@127.0.0.1:1/tickets",
+            2,
+            std::time::Duration::from_millis(300),
+        )
+        .expect("pool")
+    }
+
+    /// The database's books for one ticket type of an event.
+    pub async fn books(&self, event: &EventId, ticket_type: &str) -> Inventory {
+        books_in(&self.repo(), event, ticket_type).await
+    }
+
+    /// Runs the audit and fails the test unless the books balance at a quiet point.
+    pub async fn assert_audit_clean(&self, event: &EventId) {
+        self.assert_audit_clean_in(&self.repo(), event).await
+    }
+
+    /// The audit against `repo` (e.g. a Spanner repository) and this Redis.
+    pub async fn assert_audit_clean_in(&self, repo: &dyn OrderRepository, event: &EventId) {
+        let report = recovery::audit::audit(&self.gate().await, repo, event)
+            .await
+            .expect("audit");
+        assert!(
+            report.violations.is_empty() && report.quiet,
+            "{}",
+            report.render()
+        );
+    }
+
+    /// Seeds a new event with a unique id in both stores.
+    pub async fn seed(&self, capacity: u32, opens_in_secs: i64, hold_seconds: u32) -> Event {
+        self.seed_in(&self.repo(), capacity, opens_in_secs, hold_seconds)
+            .await
+    }
+
+    /// Seeds a new event with a unique id in `repo` and Redis.
+    pub async fn seed_in(
+        &self,
+        repo: &dyn OrderRepository,
+        capacity: u32,
+        opens_in_secs: i64,
+        hold_seconds: u32,
+    ) -> Event {
+        let event = new_event(capacity, opens_in_secs, hold_seconds);
+        repo.seed(&event).await.expect("seed db");
+        self.gate().await.seed(&event).await.expect("seed redis");
+        event
+    }
+}
+
+/// An event with a unique id (seeded nowhere yet).
+pub fn new_event(capacity: u32, opens_in_secs: i64, hold_seconds: u32) -> Event {
+    let id = EventId::parse(&format!(
+        "t-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    ))
+    .expect("slug");
+    Event::frequency(
+        id,
+        capacity,
+        Utc::now() + Duration::seconds(opens_in_secs),
+        hold_seconds,
+    )
+}
+
+/// The books of one ticket type of an event in `repo`.
+pub async fn books_in(repo: &dyn OrderRepository, event: &EventId, ticket_type: &str) -> Inventory {
+    repo.inventory(event)
+        .await
+        .expect("inventory")
+        .into_iter()
+        .find(|i| i.ticket_type.as_str() == ticket_type)
+        .expect("ticket type in the database")
+}
+
+/// A Spanner repository on a fresh database of its own, created and migrated here on the
+/// emulator `scripts/test` started (`TEST_SPANNER_EMULATOR_HOST`).
+pub async fn spanner_repo() -> SpannerRepository {
+    telemetry::init_for_tests();
+    let host = var("TEST_SPANNER_EMULATOR_HOST");
+    let path = DatabasePath::parse(&format!(
+        "projects/{}/instances/tests/databases/t-{}",
+        std::env::var("TEST_PROJECT").unwrap_or_else(|_| "frequency-local".into()),
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    ))
+    .expect("database path");
+    store::spanner::migrate(&path, Some(&host))
+        .await
+        .expect("create and migrate the Spanner test database");
+    SpannerRepository::new(&path, Some(&host), 64, std::time::Duration::from_secs(10))
+}
+
+/// A Spanner repository whose emulator is down (nothing listens on port 1).
+pub fn spanner_unreachable_repo() -> SpannerRepository {
+    let path = DatabasePath::parse("projects/p/instances/i/databases/d").expect("path");
+    SpannerRepository::new(
+        &path,
+        Some("127.0.0.1:1"),
+        2,
+        std::time::Duration::from_millis(500),
+    )
+}
+
+/// A Redis of a test's own (the real server binary), so the test can crash and restart it.
+/// Append-only persistence in a temporary folder: a restart comes back with the data, as a
+/// crashed process does (acknowledged writes are in the AOF before the reply).
+pub struct OwnRedis {
+    child: Option<std::process::Child>,
+    port: u16,
+    dir: std::path::PathBuf,
+    /// `redis://127.0.0.1:PORT`
+    pub url: String,
+}
+
+impl OwnRedis {
+    /// Starts one on a free port.
+    pub async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let dir = std::env::temp_dir().join(format!("own-redis-{port}-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let mut me = Self {
+            child: None,
+            port,
+            dir,
+            url: format!("redis://127.0.0.1:{port}"),
+        };
+        me.restart().await;
+        me
+    }
+
+    /// Kills the server (SIGKILL, like a crash).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Kills the server, deletes its data and starts it again: Redis coming back empty, as
+    /// after a failover or restart without persistence.
+    pub async fn wipe_and_restart(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+        std::fs::create_dir_all(&self.dir).expect("temp dir");
+        self.restart().await;
+    }
+
+    /// (Re)starts the server on the same port and folder, and waits until it answers.
+    pub async fn restart(&mut self) {
+        self.kill();
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args(["--appendonly", "yes", "--dir"])
+            .arg(&self.dir)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server (installed by scripts/test)");
+        self.child = Some(child);
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("redis-server did not start on port {}", self.port);
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The books as one test sees them: `events` lists only the test's own events (the database
+/// is shared by every test running at once), everything else is the repository's. A watcher
+/// started by a test then restores and compares only what the test owns.
+pub struct Scoped<R> {
+    pub repo: R,
+    pub events: Vec<EventId>,
+}
+
+#[async_trait::async_trait]
+impl<R: OrderRepository> OrderRepository for Scoped<R> {
+    async fn ping(&self) -> Result<(), RepoError> {
+        self.repo.ping().await
+    }
+    async fn seed(&self, event: &Event) -> Result<Seeded, RepoError> {
+        self.repo.seed(event).await
+    }
+    async fn reset(&self, event: &EventId) -> Result<(), RepoError> {
+        self.repo.reset(event).await
+    }
+    async fn persist_batch(&self, orders: &[OrderMessage]) -> Result<Vec<Outcome>, RepoError> {
+        self.repo.persist_batch(orders).await
+    }
+    async fn order(&self, id: OrderId) -> Result<Option<StoredOrder>, RepoError> {
+        self.repo.order(id).await
+    }
+    async fn inventory(&self, event: &EventId) -> Result<Vec<Inventory>, RepoError> {
+        self.repo.inventory(event).await
+    }
+    async fn events(&self) -> Result<Vec<Event>, RepoError> {
+        let mut all = self.repo.events().await?;
+        all.retain(|e| self.events.contains(&e.id));
+        Ok(all)
+    }
+    async fn customer_totals(&self, event: &EventId) -> Result<Vec<CustomerTotal>, RepoError> {
+        self.repo.customer_totals(event).await
+    }
+    async fn decided_orders(&self, event: &EventId) -> Result<Vec<StoredOrder>, RepoError> {
+        self.repo.decided_orders(event).await
+    }
+    async fn owe_refunds(
+        &self,
+        refunds: &[RefundOwed],
+        lease: std::time::Duration,
+    ) -> Result<Vec<RefundOwed>, RepoError> {
+        self.repo.owe_refunds(refunds, lease).await
+    }
+    async fn claim_refunds(
+        &self,
+        limit: usize,
+        lease: std::time::Duration,
+    ) -> Result<Vec<RefundOwed>, RepoError> {
+        self.repo.claim_refunds(limit, lease).await
+    }
+    async fn refund_done(&self, payment_ref: &str) -> Result<(), RepoError> {
+        self.repo.refund_done(payment_ref).await
+    }
+    async fn refunds_outstanding(&self) -> Result<(i64, Option<chrono::DateTime<Utc>>), RepoError> {
+        self.repo.refunds_outstanding().await
+    }
+}
+
+/// The key the tests' publishers sign with and their consumers check (ADR 40).
+pub fn signing_key() -> domain::signing::MessageKey {
+    domain::signing::MessageKey::parse("test-order-signing-key-0123456789abcdef").expect("key")
+}
+
+/// Log lines as the services write them, captured for tests.
+#[derive(Clone, Default)]
+pub struct Lines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Lines {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Lines {
+    /// The lines written since the last take, each parsed as JSON.
+    pub fn take(&self) -> Vec<serde_json::Value> {
+        let bytes = std::mem::take(&mut *self.0.lock().unwrap());
+        String::from_utf8(bytes)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
