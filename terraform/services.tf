@@ -132,7 +132,7 @@ module "consume_order" {
   depends_on = [google_project_service.apis]
 }
 
-# The fans' two services are invokable without a Google identity, as a public API must be; their
+# The fans' two services are invocable without a Google identity, as a public API must be; their
 # ingress setting admits only the load balancer, so every request passes Cloud Armor first.
 resource "google_cloud_run_v2_service_iam_member" "public" {
   #checkov:skip=CKV_GCP_102:Public API by design; ingress INTERNAL_LOAD_BALANCER keeps the run.app URL closed, so all traffic passes the LB and Cloud Armor.

@@ -294,31 +294,19 @@ async fn timed(
 
 /// An order's view from its hash (None: no such order). `r`: the hold's deadline, the amount,
 /// then ticket type, quantity and e-mail one per line; no `status` yet means reserved (see
-/// prelude.lua). An order written before `r` existed has them as fields of their own (`fp`, or
-/// older still `tt`, `qty`, `email`).
+/// prelude.lua).
 fn order_view(
     event: &EventId,
     order: OrderId,
     h: &std::collections::HashMap<String, String>,
 ) -> Result<Option<OrderView>, GateError> {
-    let get = |k: &str| h.get(k).cloned().unwrap_or_default();
-    let (status, hold, amount, fp) = match (h.get("status"), h.get("r")) {
-        (status, Some(r)) => {
-            let mut parts = r.splitn(3, '\t');
-            let (hold, amount) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-            let fp = parts.next().unwrap_or("");
-            let status = status.map_or("reserved", String::as_str);
-            (status, hold.to_owned(), amount.to_owned(), fp.to_owned())
-        }
-        (Some(status), None) => {
-            let fp = h
-                .get("fp")
-                .cloned()
-                .unwrap_or_else(|| format!("{}\n{}\n{}", get("tt"), get("qty"), get("email")));
-            (status.as_str(), get("hold_expires_at"), get("amount"), fp)
-        }
-        (None, None) => return Ok(None),
+    let Some(r) = h.get("r") else {
+        return Ok(None);
     };
+    let mut parts = r.splitn(3, '\t');
+    let (hold, amount) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let fp = parts.next().unwrap_or("");
+    let status = h.get("status").map_or("reserved", String::as_str);
     let mut what = fp.splitn(3, '\n');
     let (tt, qty, email) = (what.next(), what.next(), what.next());
     Ok(Some(OrderView {
@@ -658,6 +646,42 @@ impl Gate {
             .run("restore", &self.0.scripts.rebuild, event, &[salt.as_str()])
             .await?;
         Ok(text(&reply).as_deref() == Some("restoring"))
+    }
+
+    /// Rewrites the event's orders still in a layout from before `r` (ADR 32) as `r`; returns
+    /// how many. A one-off for `ops gate-upgrade` (issue 20), run before code that reads only
+    /// `r` is deployed; delete it once every environment has run it.
+    pub async fn upgrade_orders(&self, event: &EventId) -> Result<u64, GateError> {
+        let upgrade = script(include_str!("lua/upgrade_orders.lua"));
+        let prefix = format!("{{ev:{}}}:order:", event.as_str());
+        let mut conn = self.0.conn.clone();
+        let mut cursor = 0u64;
+        let mut upgraded = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = self
+                .bounded(
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(format!("{prefix}*"))
+                        .arg("COUNT")
+                        .arg(1000)
+                        .query_async(&mut conn),
+                )
+                .await?;
+            let ids: Vec<&str> = keys
+                .iter()
+                .filter_map(|k| k.strip_prefix(&prefix))
+                .collect();
+            if !ids.is_empty() {
+                let reply = self.run("upgrade", &upgrade, event, &ids).await?;
+                upgraded += num::<u64, _>(&[text(&reply).unwrap_or_default()], 0)?;
+            }
+            if next == 0 {
+                return Ok(upgraded);
+            }
+            cursor = next;
+        }
     }
 
     /// One `restore.lua` pass: the catalog and the stock from the books, paused, or reopened.

@@ -858,7 +858,7 @@ async fn one_failing_reservation_does_not_spoil_its_batch() {
 /// retry of such an order must still replay it, and a different request under its key be
 /// refused, with the stock untouched.
 #[tokio::test]
-async fn a_key_of_an_order_in_the_older_layout_replays_it() {
+async fn a_key_of_an_order_in_the_older_layout_replays_it_once_upgraded() {
     let env = TestEnv::get();
     let ev = env.seed(10, -1, 600).await;
     let gate = env.gate().await;
@@ -901,6 +901,9 @@ async fn a_key_of_an_order_in_the_older_layout_replays_it() {
         .query_async(&mut conn)
         .await
         .unwrap();
+    // `ops gate-upgrade` rewrites it as `r`, once.
+    assert_eq!(gate.upgrade_orders(&ev.id).await.unwrap(), 1);
+    assert_eq!(gate.upgrade_orders(&ev.id).await.unwrap(), 0);
     let before = stock(&gate, &ev, "vip-3-day").await;
     match reserve_keyed(&gate, &ev, "vip-3-day", 2, "old@x.at", &k).await {
         ReserveOutcome::Replayed {
@@ -921,7 +924,7 @@ async fn a_key_of_an_order_in_the_older_layout_replays_it() {
         (before.available, before.held)
     );
     assert_eq!((after.available, after.held), (8, 2));
-    // The order in the older layout is still read, paid for and released as before.
+    // The upgraded order is read, paid for and released as before.
     let view = gate.order(&ev.id, id).await.unwrap().unwrap();
     assert_eq!(
         (view.status, view.quantity, view.amount_cents),
@@ -930,6 +933,62 @@ async fn a_key_of_an_order_in_the_older_layout_replays_it() {
     gate.cancel(&ev.id, id).await.unwrap();
     let s = stock(&gate, &ev, "vip-3-day").await;
     assert_eq!((s.available, s.held), (10, 0));
+}
+
+#[tokio::test]
+async fn a_confirmed_order_in_the_oldest_layout_reads_the_same_once_upgraded() {
+    let env = TestEnv::get();
+    let ev = env.seed(10, -1, 600).await;
+    let gate = env.gate().await;
+    let id = OrderId::new();
+    let mut conn = gate.connection();
+    let _: () = redis::cmd("HSET")
+        .arg(format!("{{ev:{}}}:order:{id}", ev.id))
+        .arg(&[
+            "status",
+            "confirmed",
+            "tt",
+            "vip-camping",
+            "qty",
+            "3",
+            "email",
+            "oldest@x.at",
+            "amount",
+            "104700",
+            "hold_expires_at",
+            "1700000000000",
+            "tickets",
+            "[\"FRQ-A\",\"FRQ-B\",\"FRQ-C\"]",
+        ])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    // Code that reads only `r` does not see it until the upgrade.
+    assert_eq!(gate.order(&ev.id, id).await.unwrap(), None);
+    assert_eq!(gate.upgrade_orders(&ev.id).await.unwrap(), 1);
+    let view = gate.order(&ev.id, id).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            view.status,
+            view.ticket_type.as_str(),
+            view.quantity,
+            view.email.as_str(),
+            view.amount_cents,
+            view.tickets.len()
+        ),
+        (
+            OrderStatus::Confirmed,
+            "vip-camping",
+            3,
+            "oldest@x.at",
+            104700,
+            3
+        )
+    );
+    assert_eq!(
+        view.hold_expires_at.map(|t| t.timestamp_millis()),
+        Some(1_700_000_000_000)
+    );
 }
 
 /// Pays a hold through the gate and mirrors `status` as the books would decide it.

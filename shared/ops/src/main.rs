@@ -103,6 +103,13 @@ enum Cmd {
         #[arg(long, default_value_t = 600)]
         max_wait_secs: u64,
     },
+    /// One-off (issue 20): rewrites every order Redis still holds in a layout from before `r`
+    /// (ADR 32), for code that reads only `r`. Run it once per environment before deploying
+    /// that code (docs/DEPLOY.md); safe to re-run.
+    GateUpgrade {
+        #[command(flatten)]
+        redis: RedisArgs,
+    },
 }
 
 #[tokio::main]
@@ -278,6 +285,13 @@ async fn main() -> anyhow::Result<()> {
                 );
                 let report = recovery::restore_event(&gate, &repo, ev, opts).await?;
                 println!("event {}: {report:?}", ev.id);
+            }
+        }
+        Cmd::GateUpgrade { redis } => {
+            let gate = redis.gate().await?;
+            for event in gate.events().await? {
+                let upgraded = gate.upgrade_orders(&event).await?;
+                println!("event {event}: {upgraded} orders rewritten as `r`");
             }
         }
     }

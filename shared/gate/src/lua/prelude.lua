@@ -12,8 +12,7 @@ end
 -- what the order is for (ticket type, quantity and e-mail, separated by newlines: the string
 -- the Idempotency-Key is checked against), tab-separated; with HSETNX, so the write is also the
 -- check that the key is new (ADR 32). Until a transition writes `status`, the order is
--- `reserved`. Orders written before `r` existed keep these as fields of their own (events
--- seeded since are marked `orders = r` in their meta hash).
+-- `reserved`. (Orders written before `r` existed are rewritten by `ops gate-upgrade`.)
 --
 -- `r` as hold, amount and `fp`; `fp` as ticket type, quantity and e-mail.
 local function parse_r(r)
@@ -26,19 +25,10 @@ end
 local function load(oid)
   local ok = p .. 'order:' .. oid
   local v = redis.call('HMGET', ok, 'status', 'r')
-  local status, hold, amount, fp, tt, qty, email = v[1], nil, nil, nil, nil, nil, nil
-  if v[2] then
-    hold, amount, fp = parse_r(v[2])
-    status = status or 'reserved'
-    tt, qty, email = split_fp(fp)
-  elseif status then -- written before `r`: fp, or (older still) tt, qty and email fields
-    local o = redis.call('HMGET', ok, 'fp', 'hold_expires_at', 'amount', 'tt', 'qty', 'email')
-    hold, amount = o[2], o[3]
-    if o[1] then tt, qty, email = split_fp(o[1]) else tt, qty, email = o[4], o[5], o[6] end
-  else
-    return nil
-  end
-  return { status = status, tt = tt, qty = tonumber(qty), email = email,
+  if not v[2] then return nil end
+  local hold, amount, fp = parse_r(v[2])
+  local tt, qty, email = split_fp(fp)
+  return { status = v[1] or 'reserved', tt = tt, qty = tonumber(qty), email = email,
            deadline = tonumber(hold) or 0, amount = amount }
 end
 

@@ -14,11 +14,7 @@ local function tat_s()
   tat_first = tat_first or tostring(now + interval)
   return tat_first
 end
-local m = redis.call('HMGET', KEYS[1], 'opens_at', 'paused', 'oid_salt', 'orders')
--- Events seeded or restored since orders are written as `r` (prelude.lua) say so: only there is
--- a key's first HSETNX enough to know it is new. An older event's orders may still be hashes
--- without `r`, which HSETNX cannot see: there the key is looked up first.
-local only_r = m[4] == 'r'
+local m = redis.call('HMGET', KEYS[1], 'opens_at', 'paused', 'oid_salt')
 
 -- An order's id is derived from its Idempotency-Key and the event's secret salt (buy computes
 -- it, ADR 30): the key finds its order directly (no separate idempotency record), and nobody
@@ -84,16 +80,9 @@ local function earlier(ok, tt, qty_s, email)
   -- What the key was first used for (ticket type, quantity and e-mail are all bounded); built
   -- only here: a new order writes it as part of `r`, one string fewer on the common path.
   local fp = tt .. '\n' .. qty_s .. '\n' .. email
-  local e = redis.call('HMGET', ok, 'r', 'status', 'fp', 'hold_expires_at')
-  local hold, first
-  if e[1] then
-    local h, _, f = parse_r(e[1])
-    hold, first = h, f
-  elseif e[2] then -- written before `r` (see prelude.lua)
-    hold, first = e[4], e[3]
-  else
-    return nil
-  end
+  local r = redis.call('HGET', ok, 'r')
+  if not r then return nil end
+  local hold, _, first = parse_r(r)
   if first ~= fp then return 'idem_conflict' end
   return 'replay\t' .. ((hold and hold ~= '') and hold or '0')
 end
@@ -172,10 +161,6 @@ local function reserve(tt, qty_s, email, oid, client)
 
   -- The order, written only if its key is new (one call for the check and the write); a key
   -- already used gets its first answer, and nothing else is written.
-  if not only_r then
-    local prev = earlier(ok, tt, qty_s, email)
-    if prev then return prev end
-  end
   local deadline = t.deadline_s
   local amount = qty == 1 and t.price_s or str(qty * t.price)
   -- `r` with the key's fingerprint (see earlier), joined in one go.

@@ -14,8 +14,7 @@ redis.call('HSET', KEYS[1], 'opens_at', ARGV[1], 'catalog', ARGV[2], 'tt_ids', A
   'paused', 1, 'restoring', 1)
 -- The orders went with Redis: a new salt (ADR 30), or a key retried from before the loss would
 -- derive the id of an order the database may already hold.
--- Its orders will all be written as `r` (finalize.lua rebuilds lost ones so; see reserve.lua).
-if not existing then redis.call('HSET', KEYS[1], 'oid_salt', ARGV[6], 'orders', 'r') end
+if not existing then redis.call('HSET', KEYS[1], 'oid_salt', ARGV[6]) end
 local n = tonumber(ARGV[5])
 local i = 7
 for _ = 1, n do

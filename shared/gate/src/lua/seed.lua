@@ -7,9 +7,8 @@ if existing then
   return 'conflict'
 end
 -- A new event gets a new salt: keys used before a reset never derive its orders' ids.
--- `orders = r`: every order of this event is written as `r` (see reserve.lua).
 redis.call('HSET', KEYS[1], 'opens_at', ARGV[1], 'catalog', ARGV[2], 'tt_ids', ARGV[3],
-  'oid_salt', ARGV[4], 'orders', 'r')
+  'oid_salt', ARGV[4])
 local i = 5
 while ARGV[i] do
   redis.call('HSET', p .. 'tt:' .. ARGV[i], 'capacity', ARGV[i + 1], 'available', ARGV[i + 1], 'held', 0,
