@@ -44,7 +44,7 @@ async fn stack_with(env: &TestEnv, ev: &Event, repo: Arc<dyn OrderRepository>) -
     let read_state = check_availability::AppState::new(env.gate().await);
     read_state.refresh().await.unwrap();
     read_state.spawn_refresher(Duration::from_millis(100));
-    let read = common::serve(check_availability::service(read_state)).await;
+    let read = common::serve(check_availability::app(read_state)).await;
     let _ = ev;
     (Stack { buy, read, topic }, dead)
 }

@@ -2,14 +2,13 @@
 //! that a background task refreshes from Redis every `REFRESH_MS`, so a spike of readers
 //! costs no Redis round trip per request; order status is read from the gate's read model.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use std::time::Duration;
 
-use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -21,7 +20,6 @@ use serde::Serialize;
 use utoipa::{OpenApi, ToSchema};
 use web::ApiError;
 use web::HttpArgs;
-use web::http::{HeaderNamed, OneHeader};
 use web::openapi::{Always, OrderNotFound, Problem};
 use web::rfc3339;
 
@@ -37,42 +35,44 @@ pub struct Config {
     pub refresh_ms: u64,
 }
 
-/// A snapshot rendered once per refresh: the JSON after `"server_time"` is ready-made.
-struct Rendered {
-    /// JSON object body without its leading `{`, e.g. `"event":…}`.
-    tail: String,
-    etag: HeaderValue,
+/// One event's availability as of the last refresh, computed once per refresh: each request
+/// adds only the server's clock.
+#[derive(Clone)]
+struct Snapshot {
+    view: AvailabilityView,
     /// The last refresh of this event failed: this is the last good snapshot.
     stale: bool,
+    /// Redis' version of the event's stock: the ETag changes with every stock movement.
+    version: u64,
+    etag: HeaderValue,
 }
 
-impl Rendered {
-    /// The same snapshot marked stale (no Redis needed).
-    fn staled(&self) -> Self {
-        if self.stale {
-            return Self {
-                tail: self.tail.clone(),
-                etag: self.etag.clone(),
-                stale: true,
-            };
-        }
-        let etag = self
-            .etag
-            .to_str()
-            .unwrap_or_default()
-            .replacen("-0\"", "-1\"", 1);
+impl Snapshot {
+    fn new(view: AvailabilityView, version: u64, stale: bool) -> Self {
+        let etag = format!(
+            "W/\"{version}-{}-{}-{}\"",
+            u8::from(view.sale_open),
+            u8::from(view.paused),
+            u8::from(stale)
+        );
         Self {
-            tail: self.tail.replacen("\"stale\":false", "\"stale\":true", 1),
-            etag: HeaderValue::try_from(etag).expect("ascii etag"),
-            stale: true,
+            etag: HeaderValue::try_from(etag).expect("an ASCII ETag"),
+            view,
+            stale,
+            version,
         }
+    }
+
+    /// The same numbers, marked stale (no Redis needed).
+    fn staled(&self) -> Self {
+        Self::new(self.view.clone(), self.version, true)
     }
 }
 
 /// The rendered snapshot of every seeded event, swapped whole by each refresh: a reader takes
 /// no lock and touches no shared counter (a lock and an `Arc` clone per request were atomic
 /// writes to memory both cores share, on the hottest path).
-type Cache = ArcSwap<web::FastMap<EventId, Arc<Rendered>>>;
+type Cache = ArcSwap<web::FastMap<EventId, Arc<Snapshot>>>;
 
 /// Shared state: the gate and the snapshot cache (one `Arc`: axum clones the state per request).
 #[derive(Clone)]
@@ -84,11 +84,11 @@ struct Inner {
 }
 
 /// One ticket type's live numbers.
-#[derive(Serialize, ToSchema)]
-struct TicketTypeView<'a> {
+#[derive(Clone, Serialize, ToSchema)]
+struct TicketTypeView {
     /// Slug to reserve with, e.g. `vip-3-day`.
-    id: &'a str,
-    name: &'a str,
+    id: String,
+    name: String,
     /// Price per ticket in cents of `currency`.
     price_cents: i64,
     #[schema(example = "EUR")]
@@ -104,12 +104,12 @@ struct TicketTypeView<'a> {
     status: &'static str,
 }
 
-/// The availability answer as the snapshot renders it.
-#[derive(Serialize, ToSchema)]
-struct AvailabilityView<'a> {
-    event: &'a str,
-    name: &'a str,
-    venue: &'a str,
+/// The availability answer as the snapshot holds it.
+#[derive(Clone, Serialize, ToSchema)]
+struct AvailabilityView {
+    event: String,
+    name: String,
+    venue: String,
     /// When reservations open (RFC 3339, UTC).
     sale_opens_at: String,
     sale_open: bool,
@@ -118,13 +118,11 @@ struct AvailabilityView<'a> {
     paused: bool,
     /// When the numbers were read from the gate (Redis' clock).
     as_of: String,
-    ticket_types: Vec<TicketTypeView<'a>>,
+    ticket_types: Vec<TicketTypeView>,
 }
 
-/// `GET /v1/events/{event}/availability`: the rendered snapshot with the two fields spliced
-/// in per request (see [`availability`]).
+/// `GET /v1/events/{event}/availability`: the snapshot with the server's clock.
 #[derive(Serialize, ToSchema)]
-#[allow(dead_code)] // the schema of a body written by hand for speed
 struct Availability<'a> {
     /// The server's clock: count down to `sale_opens_at` with it, not the fan's.
     server_time: String,
@@ -132,10 +130,10 @@ struct Availability<'a> {
     stale: bool,
     #[schema(inline)]
     #[serde(flatten)]
-    view: AvailabilityView<'a>,
+    view: &'a AvailabilityView,
 }
 
-fn render(snap: &EventSnapshot, stale: bool) -> Rendered {
+fn snapshot(snap: &EventSnapshot) -> Snapshot {
     let open = snap.read_at >= snap.catalog.sale_opens_at;
     let types = snap
         .catalog
@@ -155,8 +153,8 @@ fn render(snap: &EventSnapshot, stale: bool) -> Rendered {
                 "on_sale"
             };
             TicketTypeView {
-                id: t.id.as_str(),
-                name: &t.name,
+                id: t.id.to_string(),
+                name: t.name.clone(),
                 price_cents: t.price_cents,
                 currency: "EUR",
                 capacity: s.capacity,
@@ -167,28 +165,16 @@ fn render(snap: &EventSnapshot, stale: bool) -> Rendered {
         })
         .collect();
     let view = AvailabilityView {
-        event: snap.catalog.id.as_str(),
-        name: &snap.catalog.name,
-        venue: &snap.catalog.venue,
+        event: snap.catalog.id.to_string(),
+        name: snap.catalog.name.clone(),
+        venue: snap.catalog.venue.clone(),
         sale_opens_at: rfc3339::format(snap.catalog.sale_opens_at),
         sale_open: open,
         paused: snap.paused,
         as_of: rfc3339::format(snap.read_at),
         ticket_types: types,
     };
-    let json = serde_json::to_string(&view).expect("serialisable");
-    Rendered {
-        stale,
-        tail: format!("\"stale\":{stale},{}", &json[1..]),
-        etag: HeaderValue::try_from(format!(
-            "W/\"{}-{}-{}-{}\"",
-            snap.version,
-            u8::from(open),
-            u8::from(snap.paused),
-            u8::from(stale)
-        ))
-        .expect("ascii etag"),
-    }
+    Snapshot::new(view, snap.version, false)
 }
 
 impl AppState {
@@ -224,7 +210,7 @@ impl AppState {
             match gate.refresh(&ev).await {
                 Ok(Some(snap)) => {
                     record_inventory(&snap);
-                    next.insert(ev, Arc::new(render(&snap, false)));
+                    next.insert(ev, Arc::new(snapshot(&snap)));
                 }
                 Ok(None) => {}
                 Err(e) => {
@@ -323,19 +309,6 @@ pub fn app(state: AppState) -> Router {
             .route("/v1/orders/{id}", get(order))
             .route("/openapi.json", web::openapi::route(&ApiDoc::openapi()))
             .with_state(state),
-        // The snapshot read logs nothing: no span per request on the hottest path.
-        &["/v1/events/{event}/availability", "/openapi.json"],
-    )
-}
-
-/// The routes with the availability read answered ahead of the router (see [`web::http::Hot`]):
-/// what `run` serves.
-pub fn service(state: AppState) -> web::http::Hot {
-    let hot = state.clone();
-    web::http::Hot::get(
-        app(state),
-        "/v1/events/{event}/availability",
-        Arc::new(move |event, headers| hot.availability(event, headers.get(header::IF_NONE_MATCH))),
     )
 }
 
@@ -363,67 +336,31 @@ pub fn service(state: AppState) -> web::http::Hot {
 pub async fn availability(
     State(state): State<AppState>,
     Path(event): Path<String>,
-    OneHeader(if_none_match, _): OneHeader<IfNoneMatch>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    static MISS: OnceLock<metrics::Counter> = OnceLock::new();
-    let answer = state.availability(&event, if_none_match.as_ref());
-    if answer.is_none() {
-        MISS.get_or_init(|| metrics::counter!("snapshot_requests_total", "result" => "miss"))
-            .increment(1);
+    // Only seeded events are in the cache, so a malformed id is simply not found there.
+    let cache = state.0.cache.load();
+    let Some(snapshot) = cache.get(event.as_str()) else {
+        metrics::counter!("snapshot_requests_total", "result" => "miss").increment(1);
+        return Err(ApiError::NotFound("event"));
+    };
+    metrics::counter!("snapshot_requests_total", "result" => "hit").increment(1);
+    let headers_out = [
+        (header::ETAG, snapshot.etag.clone()),
+        (
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=1, stale-while-revalidate=2"),
+        ),
+    ];
+    if headers.get(header::IF_NONE_MATCH) == Some(&snapshot.etag) {
+        return Ok((StatusCode::NOT_MODIFIED, headers_out).into_response());
     }
-    answer.ok_or(ApiError::NotFound("event"))
-}
-
-impl AppState {
-    /// The availability answer for `event` from the snapshot; `None` for an event the snapshot
-    /// does not hold (the handler answers 404). The hot route ([`service`]) calls this first.
-    fn availability(&self, event: &str, if_none_match: Option<&HeaderValue>) -> Option<Response> {
-        // Only seeded events are in the cache, so a malformed id is simply not found there.
-        let cache = self.0.cache.load();
-        let rendered = cache.get(event)?;
-        static HIT: OnceLock<metrics::Counter> = OnceLock::new();
-        HIT.get_or_init(|| metrics::counter!("snapshot_requests_total", "result" => "hit"))
-            .increment(1);
-        let etag = rendered.etag.clone();
-        let cache_control = HeaderValue::from_static("public, max-age=1, stale-while-revalidate=2");
-        if if_none_match.is_some_and(|v| v == etag) {
-            return Some(
-                (
-                    StatusCode::NOT_MODIFIED,
-                    [(header::ETAG, etag), (header::CACHE_CONTROL, cache_control)],
-                )
-                    .into_response(),
-            );
-        }
-        // Built by hand into one buffer of the right size: `format!` and chrono's formatter
-        // were a tenth of this request's CPU.
-        let mut body = Vec::with_capacity(rendered.tail.len() + 48);
-        body.extend_from_slice(b"{\"server_time\":\"");
-        rfc3339::write(&mut body, Utc::now());
-        body.extend_from_slice(b"\",");
-        body.extend_from_slice(rendered.tail.as_bytes());
-        Some(
-            (
-                [
-                    (
-                        header::CONTENT_TYPE,
-                        HeaderValue::from_static("application/json"),
-                    ),
-                    (header::ETAG, etag),
-                    (header::CACHE_CONTROL, cache_control),
-                ],
-                Body::from(body),
-            )
-                .into_response(),
-        )
-    }
-}
-
-/// `If-None-Match`, for [`OneHeader`].
-pub struct IfNoneMatch;
-
-impl HeaderNamed for IfNoneMatch {
-    const NAME: header::HeaderName = header::IF_NONE_MATCH;
+    let body = Availability {
+        server_time: rfc3339::format(Utc::now()),
+        stale: snapshot.stale,
+        view: &snapshot.view,
+    };
+    Ok((headers_out, Json(body)).into_response())
 }
 
 /// An order as the fan sees it.
@@ -504,5 +441,5 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tracing::warn!(error = %e, "first snapshot failed; will keep trying");
     }
     state.spawn_refresher(Duration::from_millis(config.refresh_ms));
-    web::http::serve(service(state), config.http.port).await
+    web::http::serve(app(state), config.http.port).await
 }

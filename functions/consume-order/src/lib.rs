@@ -135,7 +135,6 @@ pub fn app(state: AppState) -> Router {
                 post(push).layer(DefaultBodyLimit::max(PUSH_BODY_LIMIT)),
             )
             .with_state(state),
-        &[],
     )
 }
 

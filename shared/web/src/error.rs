@@ -212,10 +212,6 @@ impl ApiError {
     }
 }
 
-/// An internal error's whole chain, carried by its answer to `http::observe`, which logs it.
-#[derive(Clone, Debug)]
-pub(crate) struct Unlogged(pub(crate) std::sync::Arc<String>);
-
 /// A problem+json body with any status (used by layers that answer before a handler runs).
 pub fn problem(status: StatusCode, slug: &str, title: &str, detail: &str) -> Response {
     let body = json!({
@@ -235,12 +231,11 @@ pub fn problem(status: StatusCode, slug: &str, title: &str, detail: &str) -> Res
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        // The whole chain goes with the answer: `http::observe` logs it, once, inside the
-        // request's span (which a silent route opens only then).
-        let unlogged = match &self {
-            Self::Internal(e) => Some(Unlogged(std::sync::Arc::new(format!("{e:?}")))),
-            _ => None,
-        };
+        // The boundary: an internal error is logged here, once, with its whole chain, inside
+        // the request's span; the answer says nothing of it.
+        if let Self::Internal(e) = &self {
+            tracing::error!(error = format!("{e:?}"), "internal error");
+        }
         let (title, detail, ext) = self.title_and_detail();
         let mut body = Map::new();
         body.insert("type".into(), json!(format!("/problems/{}", self.slug())));
@@ -249,9 +244,6 @@ impl IntoResponse for ApiError {
         body.insert("detail".into(), json!(detail));
         body.extend(ext);
         let mut res = (status, Value::Object(body).to_string()).into_response();
-        if let Some(u) = unlogged {
-            res.extensions_mut().insert(u);
-        }
         let headers = res.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,

@@ -151,20 +151,9 @@ pub async fn consumer_state(env: &TestEnv) -> consume_order::AppState {
 }
 
 /// Serves `app` on a free loopback port; returns `http://127.0.0.1:PORT`.
-pub async fn serve<S>(app: S) -> String
-where
-    S: tower::Service<
-            axum::extract::Request,
-            Response = axum::response::Response,
-            Error = std::convert::Infallible,
-        > + Clone
-        + Send
-        + 'static,
-    S::Future: Send,
-{
+pub async fn serve(app: axum::Router) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let app = axum::ServiceExt::<axum::extract::Request>::into_make_service(app);
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     format!("http://{addr}")
 }
