@@ -17,6 +17,7 @@ use domain::{EventId, OrderId, OrderStatus};
 use gate::RedisArgs;
 use gate::{EventSnapshot, Gate};
 use serde::Serialize;
+use serde_json::value::RawValue;
 use utoipa::{OpenApi, ToSchema};
 use web::ApiError;
 use web::HttpArgs;
@@ -118,7 +119,10 @@ struct AvailabilityView {
     paused: bool,
     /// When the numbers were read from the gate (Redis' clock).
     as_of: String,
-    ticket_types: Vec<TicketTypeView>,
+    // Serialised once per refresh: the bulk of the answer, the same for every request until
+    // the next refresh.
+    #[schema(value_type = Vec<TicketTypeView>)]
+    ticket_types: Box<RawValue>,
 }
 
 /// `GET /v1/events/{event}/availability`: the snapshot with the server's clock.
@@ -135,7 +139,7 @@ struct Availability<'a> {
 
 fn snapshot(snap: &EventSnapshot) -> Snapshot {
     let open = snap.read_at >= snap.catalog.sale_opens_at;
-    let types = snap
+    let types: Vec<TicketTypeView> = snap
         .catalog
         .ticket_types
         .iter()
@@ -172,7 +176,8 @@ fn snapshot(snap: &EventSnapshot) -> Snapshot {
         sale_open: open,
         paused: snap.paused,
         as_of: rfc3339::format(snap.read_at),
-        ticket_types: types,
+        ticket_types: serde_json::value::to_raw_value(&types)
+            .expect("ticket types serialise to JSON"),
     };
     Snapshot::new(view, snap.version, false)
 }
