@@ -19,11 +19,21 @@ use domain::{EventId, OrderBatch, OrderMessage, OrderStatus, RefundOwed};
 use gate::Gate;
 use gate::RedisArgs;
 use payments::{PaymentProvider, SimulatedPayments};
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use store::DatabaseArgs;
 use store::{OrderRepository, Outcome, Persisted, Refused, RepoError};
 use tracing::Instrument;
 use web::HttpArgs;
+
+/// How consume-order authenticates a push request (`PUSH_AUTH`).
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushAuthMode {
+    /// `?token=` must equal `PUSH_TOKEN` (locally).
+    Token,
+    /// Cloud Run's IAM has verified Pub/Sub's OIDC token before the request arrives.
+    Iam,
+}
 
 /// Configuration from the environment.
 #[derive(clap::Parser, Debug)]
@@ -36,11 +46,11 @@ pub struct Config {
     pub db: DatabaseArgs,
     /// Shared secret the push subscription sends as `?token=` (locally). In the cloud, Cloud
     /// Run IAM verifies Pub/Sub's OIDC token before the request arrives; set `PUSH_AUTH=iam`.
-    #[arg(long, env = "PUSH_TOKEN")]
-    pub push_token: Option<String>,
-    /// `token` (check `PUSH_TOKEN`) or `iam` (Cloud Run has authenticated the caller).
-    #[arg(long, env = "PUSH_AUTH", default_value = "token")]
-    pub push_auth: String,
+    #[arg(long, env = "PUSH_TOKEN", hide_env_values = true)]
+    pub push_token: Option<SecretString>,
+    /// How a push request is authenticated.
+    #[arg(long, env = "PUSH_AUTH", value_enum, default_value_t = PushAuthMode::Token)]
+    pub push_auth: PushAuthMode,
     /// The secret buy signs messages with (ADR 40): a message without its valid signature is
     /// refused. Required with `PUSH_AUTH=iam`, where anyone allowed to publish to the topic
     /// reaches this endpoint.
@@ -80,7 +90,7 @@ pub struct Stats {
 #[derive(Clone, Debug)]
 pub enum PushAuth {
     /// `?token=` must equal this.
-    Token(String),
+    Token(SecretString),
     /// Cloud Run IAM already verified Pub/Sub's OIDC token.
     CloudRunIam,
 }
@@ -453,7 +463,7 @@ pub async fn push(
         let ok = q
             .token
             .as_deref()
-            .is_some_and(|t| constant_time_eq(t.as_bytes(), expected.as_bytes()));
+            .is_some_and(|t| constant_time_eq(t.as_bytes(), expected.expose_secret().as_bytes()));
         if !ok {
             return web::ApiError::Unauthorized.into_response();
         }
@@ -528,11 +538,11 @@ pub async fn push(
                 tracing::error!(reason, "permanently bad message; acked and dropped");
                 StatusCode::NO_CONTENT.into_response()
             }
-            Err(HandleError::Retryable(reason)) => {
+            Err(e @ HandleError::Retryable(_)) => {
                 state.stats.retryable.fetch_add(1, Ordering::Relaxed);
                 counted("retryable");
-                tracing::warn!(reason, "will be redelivered");
-                web::http::unavailable("order store", &reason).into_response()
+                tracing::warn!(error = %e, "will be redelivered");
+                web::http::unavailable("order store", &e).into_response()
             }
         }
     }
@@ -542,13 +552,12 @@ pub async fn push(
 
 /// Builds everything from the config and serves until SIGTERM.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let auth = match (config.push_auth.as_str(), config.push_token) {
-        ("iam", _) => PushAuth::CloudRunIam,
-        ("token", Some(t)) if t.len() >= 16 => PushAuth::Token(t),
-        ("token", _) => {
+    let auth = match (config.push_auth, config.push_token) {
+        (PushAuthMode::Iam, _) => PushAuth::CloudRunIam,
+        (PushAuthMode::Token, Some(t)) if t.expose_secret().len() >= 16 => PushAuth::Token(t),
+        (PushAuthMode::Token, _) => {
             anyhow::bail!("PUSH_TOKEN must be set (at least 16 characters) when PUSH_AUTH=token")
         }
-        (other, _) => anyhow::bail!("PUSH_AUTH must be `token` or `iam`, not {other:?}"),
     };
     if matches!(auth, PushAuth::CloudRunIam) && config.order_signing_key.is_none() {
         anyhow::bail!("ORDER_SIGNING_KEY must be set with PUSH_AUTH=iam (ADR 40)");

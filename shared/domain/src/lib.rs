@@ -239,15 +239,15 @@ impl IdempotencyKey {
     }
 }
 
-/// An opaque token from the payment form (never logged).
-#[derive(Clone, PartialEq, Eq)]
-pub struct PaymentToken(String);
+/// An opaque token from the payment form (a secret: never logged).
+#[derive(Clone, Debug)]
+pub struct PaymentToken(secrecy::SecretString);
 
 impl PaymentToken {
     /// Parses a token: 1-256 visible ASCII characters.
     pub fn parse(raw: &str) -> Result<Self, Invalid> {
         if (1..=256).contains(&raw.len()) && raw.bytes().all(|b| b.is_ascii_graphic()) {
-            Ok(Self(raw.to_owned()))
+            Ok(Self(raw.into()))
         } else {
             Err(Invalid::new(
                 "payment_token",
@@ -257,13 +257,7 @@ impl PaymentToken {
     }
     /// The token.
     pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for PaymentToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("PaymentToken(***)")
+        secrecy::ExposeSecret::expose_secret(&self.0)
     }
 }
 

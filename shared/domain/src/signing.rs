@@ -6,20 +6,15 @@
 
 use base64::Engine as _;
 use hmac::{Hmac, KeyInit, Mac};
+use secrecy::{ExposeSecret, SecretString};
 use sha2::Sha256;
 
 /// The attribute that carries a message's signature.
 pub const SIGNATURE_ATTRIBUTE: &str = "signature";
 
 /// The shared secret: at least 32 bytes. Never printed.
-#[derive(Clone)]
-pub struct MessageKey(Vec<u8>);
-
-impl std::fmt::Debug for MessageKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("MessageKey(redacted)")
-    }
-}
+#[derive(Clone, Debug)]
+pub struct MessageKey(SecretString);
 
 impl MessageKey {
     /// Parses the secret as configured (its bytes as given; at least 32 of them).
@@ -27,11 +22,12 @@ impl MessageKey {
         if raw.len() < 32 {
             return Err("ORDER_SIGNING_KEY must be at least 32 characters".into());
         }
-        Ok(Self(raw.as_bytes().to_vec()))
+        Ok(Self(raw.into()))
     }
 
     fn mac(&self, data: &[u8]) -> Hmac<Sha256> {
-        let mut mac = Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes any key length");
+        let mut mac = Hmac::<Sha256>::new_from_slice(self.0.expose_secret().as_bytes())
+            .expect("HMAC takes any key length");
         mac.update(data);
         mac
     }

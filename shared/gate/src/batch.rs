@@ -102,9 +102,7 @@ pub(super) fn spawn(
                 .filter(|p| !p.reply.is_closed())
                 .partition(|p| p.since.elapsed() <= timeout);
             for p in stale {
-                let _ = p
-                    .reply
-                    .send(Err(GateError::Unavailable("queued too long".into())));
+                let _ = p.reply.send(Err(GateError::Unavailable("queued too long")));
             }
             let mut batches = group(fresh);
             let Some(last) = batches.pop() else {
@@ -164,9 +162,7 @@ impl Call {
         let replies = match answer {
             Ok((ids, None)) => Ok(ids),
             // Redis was rebuilt between the two calls: a moment's state, so busy, not broken.
-            Ok((_, Some(_))) => Err(GateError::Unavailable(
-                "the event's salt changed twice".into(),
-            )),
+            Ok((_, Some(_))) => Err(GateError::Unavailable("the event's salt changed twice")),
             Err(e) => Err(e),
         };
         match replies {

@@ -3,12 +3,15 @@
 
 use std::time::Duration;
 
+use secrecy::{ExposeSecret, SecretString};
+
 /// The Redis gate.
-#[derive(clap::Args, Clone)]
+#[derive(clap::Args, Clone, Debug)]
 pub struct RedisArgs {
-    /// Redis URL, e.g. `redis://127.0.0.1:6379` or `rediss://:AUTH@10.0.0.3:6378`.
-    #[arg(long, env = "REDIS_URL")]
-    pub redis_url: String,
+    /// Redis URL, e.g. `redis://127.0.0.1:6379` or `rediss://:AUTH@10.0.0.3:6378` (it may
+    /// carry the AUTH password: a secret, never printed).
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: SecretString,
     /// Deadline for one Redis command, in milliseconds (then the answer is 503).
     #[arg(long, env = "REDIS_TIMEOUT_MS", default_value_t = 500)]
     pub redis_timeout_ms: u64,
@@ -27,21 +30,12 @@ impl RedisArgs {
     /// Connects the gate; the error says Redis is unreachable, without the URL (it may hold AUTH).
     pub async fn gate(&self) -> anyhow::Result<crate::Gate> {
         crate::Gate::connect_with_ca(
-            &self.redis_url,
+            self.redis_url.expose_secret(),
             self.timeout(),
             self.redis_ca_cert.as_deref(),
         )
         .await
-        .map_err(|e| anyhow::anyhow!("cannot reach Redis: {e}"))
-    }
-}
-
-// The URL may carry the AUTH password: never print it.
-impl std::fmt::Debug for RedisArgs {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisArgs")
-            .field("redis_timeout_ms", &self.redis_timeout_ms)
-            .finish_non_exhaustive()
+        .map_err(|e| anyhow::anyhow!("cannot reach Redis: {:#}", anyhow::Error::from(e)))
     }
 }
 

@@ -25,19 +25,31 @@ use domain::{Email, Event, EventId, IdempotencyKey, OrderId, OrderStatus, Quanti
 const PRELUDE: &str = include_str!("lua/prelude.lua");
 
 /// A gate operation failed for infrastructure reasons (Redis down, slow or answering nonsense).
+/// Cloned when one Redis call fails a whole batch of reservations, so the cause is shared.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum GateError {
-    /// Redis did not answer within the deadline, or refused the connection.
+    /// Redis refused the connection or failed the command.
+    #[error("redis unavailable")]
+    Redis(#[source] std::sync::Arc<redis::RedisError>),
+    /// Redis did not answer within the deadline, or the reservation queue could not take the
+    /// call.
     #[error("redis unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(&'static str),
     /// Redis answered something the scripts never return.
     #[error("unexpected gate reply: {0}")]
     Protocol(String),
 }
 
+impl GateError {
+    /// Whether Redis is down or busy (try again later), as opposed to answering nonsense.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Redis(_) | Self::Unavailable(_))
+    }
+}
+
 impl From<redis::RedisError> for GateError {
     fn from(e: redis::RedisError) -> Self {
-        Self::Unavailable(e.to_string())
+        Self::Redis(std::sync::Arc::new(e))
     }
 }
 
@@ -282,7 +294,7 @@ async fn timed(
     let start = std::time::Instant::now();
     let result = tokio::time::timeout(timeout, call)
         .await
-        .map_err(|_| GateError::Unavailable("timed out".into()))
+        .map_err(|_| GateError::Unavailable("timed out"))
         .and_then(|r| r.map_err(GateError::from));
     metrics::histogram!("gate_command_duration_seconds", "op" => op)
         .record(start.elapsed().as_secs_f64());
@@ -415,7 +427,7 @@ impl Gate {
             ),
             None => redis::Client::open(url),
         }
-        .map_err(|e| GateError::Unavailable(e.to_string()))?;
+        .map_err(GateError::from)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout))
@@ -426,7 +438,7 @@ impl Gate {
             ConnectionManager::new_with_config(client.clone(), config),
         )
         .await
-        .map_err(|_| GateError::Unavailable("connect timed out".into()))??;
+        .map_err(|_| GateError::Unavailable("connect timed out"))??;
         Ok(Self(std::sync::Arc::new(Inner {
             finalized: std::sync::Arc::new(finalized::Listener::new(client)),
             reservations: batch::spawn(
@@ -463,7 +475,7 @@ impl Gate {
     ) -> Result<T, GateError> {
         tokio::time::timeout(self.0.timeout, call)
             .await
-            .map_err(|_| GateError::Unavailable("timed out".into()))?
+            .map_err(|_| GateError::Unavailable("timed out"))?
             .map_err(GateError::from)
     }
 
@@ -495,6 +507,7 @@ impl Gate {
     }
 
     /// Is Redis answering?
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn ping(&self) -> Result<(), GateError> {
         let mut conn = self.0.conn.clone();
         self.bounded(redis::cmd("PING").query_async::<String>(&mut conn))
@@ -504,6 +517,7 @@ impl Gate {
 
     /// Writes the event and its stock once (re-running is a no-op). `Err` when the event is
     /// already live in Redis with a different catalog.
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn seed(&self, event: &Event) -> Result<bool, anyhow::Error> {
         let salt = [uuid::Uuid::new_v4().simple().to_string()];
         let args = catalog_args(event, &salt, |_| None)?;
@@ -528,6 +542,7 @@ impl Gate {
     /// database's books: `sold` per ticket type, and in the first pass (`books`) the decided
     /// orders and the confirmed quantity per customer. Writes only an absent event or one
     /// being restored (paused); `resume` reopens it. See `recovery`.
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn restore(
         &self,
         event: &Event,
@@ -622,6 +637,7 @@ impl Gate {
 
     /// Tickets sold per ticket type as Redis counts them (the watcher compares them with the
     /// books).
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn sold(&self, event: &Event) -> Result<BTreeMap<String, i64>, GateError> {
         let mut pipe = redis::pipe();
         for t in &event.ticket_types {
@@ -640,6 +656,7 @@ impl Gate {
     /// Pauses a live event whose state in Redis is behind the books (rolled back to an older
     /// snapshot) so that a restore rebuilds it (`recovery::watch`). False when the
     /// event is absent (the restore of a lost event takes it from there).
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn rebuild(&self, event: &EventId) -> Result<bool, GateError> {
         let salt = uuid::Uuid::new_v4().simple().to_string();
         let reply = self
@@ -651,6 +668,7 @@ impl Gate {
     /// Rewrites the event's orders still in a layout from before `r` (ADR 32) as `r`; returns
     /// how many. A one-off for `ops gate-upgrade` (issue 20), run before code that reads only
     /// `r` is deployed; delete it once every environment has run it.
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn upgrade_orders(&self, event: &EventId) -> Result<u64, GateError> {
         let upgrade = script(include_str!("lua/upgrade_orders.lua"));
         let prefix = format!("{{ev:{}}}:order:", event.as_str());
@@ -718,6 +736,7 @@ impl Gate {
 
     /// Whether the gate holds the event: absent after Redis restarted empty, restoring while
     /// [`Gate::restore`] rebuilds it.
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn presence(&self, event: &EventId) -> Result<Presence, GateError> {
         let mut conn = self.0.conn.clone();
         let (catalog, restoring): (Option<String>, Option<String>) = self
@@ -737,6 +756,7 @@ impl Gate {
     }
 
     /// Removes every key of the event (tests and `ops seed --reset`; never during a sale).
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn reset(&self, event: &EventId) -> Result<(), GateError> {
         let mut conn = self.0.conn.clone();
         let pattern = format!("{{ev:{event}}}:*");
@@ -763,6 +783,7 @@ impl Gate {
     }
 
     /// Events seeded in this Redis.
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn events(&self) -> Result<Vec<EventId>, GateError> {
         let mut conn = self.0.conn.clone();
         let ids: Vec<String> = self.bounded(conn.smembers(EVENTS_KEY)).await?;
@@ -770,6 +791,7 @@ impl Gate {
     }
 
     /// Reserves `quantity` tickets for `email`, or says why not.
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn reserve(
         &self,
         event: &EventId,
@@ -793,6 +815,7 @@ impl Gate {
     /// hold cap), checked inside the same script (a replay of the same key is never counted or
     /// refused by them). Decided in a batch with the reservations that arrive at the same time
     /// (`batch`).
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn reserve_limited(
         &self,
         event: &EventId,
@@ -830,12 +853,12 @@ impl Gate {
             reply,
             since: std::time::Instant::now(),
         };
-        let gone = || GateError::Unavailable("the reservation queue stopped".into());
+        let gone = || GateError::Unavailable("the reservation queue stopped");
         // A full queue means Redis is not keeping up: answer busy now rather than queue the
         // fan behind thousands (the queue holds a few calls' worth).
         self.0.reservations.try_send(pending).map_err(|e| match e {
             tokio::sync::mpsc::error::TrySendError::Full(_) => {
-                GateError::Unavailable("the reservation queue is full".into())
+                GateError::Unavailable("the reservation queue is full")
             }
             tokio::sync::mpsc::error::TrySendError::Closed(_) => gone(),
         })?;
@@ -880,6 +903,7 @@ impl Gate {
     /// slot, so each seeded event is asked (one pipelined call: a shop sells a handful of
     /// events at a time), from a copy of the list at most [`EVENTS_TTL`] old; an order not
     /// found there is looked for again in events seeded since.
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn event_of(&self, order: OrderId) -> Result<Option<EventId>, GateError> {
         let cached = self.cached_events();
         if let Some(evs) = &cached
@@ -897,6 +921,7 @@ impl Gate {
     /// clock at the read: the one clock the scripts judge holds by, so a fan is never told a
     /// hold expired that a payment would still find valid (or the reverse) because this
     /// instance's clock drifted.
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn find_order(
         &self,
         order: OrderId,
@@ -994,6 +1019,7 @@ impl Gate {
 
     /// Starts paying: freezes the hold so it cannot expire while the provider decides.
     /// `give_up` (the relay's) reports a pending attempt older than that as `Stuck`.
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn pay_begin(
         &self,
         event: &EventId,
@@ -1031,6 +1057,7 @@ impl Gate {
 
     /// Attempt `attempt` was declined (or never resolved): the order is `reserved` again, or
     /// `expired` if its time ran out. None: a later attempt is under way, nothing changed.
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn pay_abort(
         &self,
         event: &EventId,
@@ -1054,6 +1081,7 @@ impl Gate {
     }
 
     /// Records attempt `attempt`'s approved charge (idempotent for the same reference).
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn pay_approved(
         &self,
         event: &EventId,
@@ -1098,6 +1126,7 @@ impl Gate {
     /// The order's message is in Pub/Sub. It stays in the outbox, due again after
     /// `redeliver_after` (relay grace included): unless the consumer has persisted it by then,
     /// the relay publishes it once more.
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn mark_published(
         &self,
         event: &EventId,
@@ -1115,6 +1144,7 @@ impl Gate {
     }
 
     /// Releases a hold. Returns the order's status afterwards (None: unknown order).
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn cancel(
         &self,
         event: &EventId,
@@ -1138,6 +1168,7 @@ impl Gate {
     }
 
     /// Mirrors the database's decision. Returns true the first time it changes the gate.
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn finalize(
         &self,
         msg: &domain::OrderMessage,
@@ -1153,6 +1184,7 @@ impl Gate {
     /// An order the gate lost (Redis restarted empty) gets its read model back; if the event
     /// has been restored, a first persist (not a redelivery of an order the database already
     /// held, which the restore counted) is added to the stock, once.
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn finalize_all(
         &self,
         event: &EventId,
@@ -1200,6 +1232,7 @@ impl Gate {
     /// Orders due in the outbox more than `older_than` ago by Redis' clock (the clock the
     /// outbox scores are written with): paid but not known to be published, or published long
     /// enough ago and still not persisted. The outbox relay's work.
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn outbox(
         &self,
         event: &EventId,
@@ -1231,6 +1264,7 @@ impl Gate {
     /// Claims up to `limit` orders due in the outbox more than `older_than` ago (see
     /// [`Gate::outbox`]) for `lease`: the relays of other instances pass over them until then,
     /// so each due order is taken by one instance once per period, however many run.
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn claim_outbox(
         &self,
         event: &EventId,
@@ -1257,6 +1291,7 @@ impl Gate {
     }
 
     /// The read model of one order.
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn order(
         &self,
         event: &EventId,
@@ -1269,6 +1304,7 @@ impl Gate {
     }
 
     /// Expires due holds, then reads the event's catalog and stock in one atomic step.
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn refresh(&self, event: &EventId) -> Result<Option<EventSnapshot>, GateError> {
         let reply = self
             .run("refresh", &self.0.scripts.refresh, event, &[])

@@ -116,6 +116,7 @@ impl PubSubPublisher {
 
 #[async_trait]
 impl OrderPublisher for PubSubPublisher {
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn publish(&self, msg: &OrderMessage) -> Result<String, PublishError> {
         let json = serde_json::value::to_raw_value(msg).map_err(|e| PublishError(e.to_string()))?;
         let (done, answer) = oneshot::channel();
@@ -137,6 +138,7 @@ impl OrderPublisher for PubSubPublisher {
         waited.unwrap_or_else(|_| Err(PublishError(format!("no answer within {:?}", self.timeout))))
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn publish_refund(&self, refund: &RefundOwed) -> Result<String, PublishError> {
         let data = serde_json::to_vec(&OrderBatch {
             orders: vec![],

@@ -3,18 +3,22 @@
 
 use std::time::Duration;
 
+use secrecy::{ExposeSecret, SecretString};
+
 /// The order store: PostgreSQL (`DATABASE_URL`) or Cloud Spanner (`SPANNER_DATABASE`),
 /// exactly one of them.
-#[derive(clap::Args, Clone)]
+#[derive(clap::Args, Clone, Debug)]
 pub struct DatabaseArgs {
-    /// PostgreSQL URL, e.g. `postgres://tickets@127.0.0.1:5432/tickets`.
+    /// PostgreSQL URL, e.g. `postgres://tickets@127.0.0.1:5432/tickets` (it may carry the
+    /// password: a secret, never printed).
     #[arg(
         long,
         env = "DATABASE_URL",
+        hide_env_values = true,
         required_unless_present = "spanner_database",
         conflicts_with = "spanner_database"
     )]
-    pub database_url: Option<String>,
+    pub database_url: Option<SecretString>,
     /// Cloud Spanner database, `projects/P/instances/I/databases/D` (instead of DATABASE_URL).
     #[arg(long, env = "SPANNER_DATABASE")]
     pub spanner_database: Option<String>,
@@ -27,15 +31,6 @@ pub struct DatabaseArgs {
     /// Deadline to get or open a connection, in milliseconds.
     #[arg(long, env = "DATABASE_TIMEOUT_MS", default_value_t = 3000)]
     pub database_timeout_ms: u64,
-}
-
-impl std::fmt::Debug for DatabaseArgs {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DatabaseArgs")
-            .field("spanner_database", &self.spanner_database)
-            .field("pool", &self.database_pool_size)
-            .finish_non_exhaustive()
-    }
 }
 
 /// Which engine holds the books.
@@ -93,8 +88,9 @@ impl DatabaseArgs {
     pub fn postgres(&self) -> Result<crate::postgres::PgRepository, crate::RepoError> {
         let url = self
             .database_url
-            .as_deref()
-            .ok_or_else(|| crate::RepoError::Permanent("DATABASE_URL is not set".into()))?;
+            .as_ref()
+            .ok_or_else(|| crate::RepoError::Permanent("DATABASE_URL is not set".into()))?
+            .expose_secret();
         crate::postgres::PgRepository::connect(url, self.database_pool_size, self.timeout())
     }
 

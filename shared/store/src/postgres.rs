@@ -87,6 +87,7 @@ impl PgRepository {
         Ok(())
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn load_tickets(
         client: &tokio_postgres::Client,
         order: Uuid,
@@ -113,6 +114,7 @@ impl PgRepository {
     /// One transaction for a batch of distinct orders, in a constant number of round trips
     /// whatever its size: lock the ticket types it sells, read which orders the books hold
     /// already, decide the rest, write orders, tickets and counters in one statement.
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn persist_distinct(&self, orders: &[&OrderMessage]) -> Result<Vec<Outcome>, RepoError> {
         let mut obj = self.pool.get().await.map_err(pool_error)?;
         self.record_pool();
@@ -251,6 +253,7 @@ impl NewRows {
 
     /// Orders, tickets and counters in one statement. The counters' CHECK (sold <= capacity)
     /// is the database's own refusal to oversell, whatever the code above decided.
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn write(&self, tx: &tokio_postgres::Transaction<'_>) -> Result<(), RepoError> {
         let (types, counts): (Vec<&(String, String)>, Vec<i32>) = self.sold.iter().unzip();
         let (sold_events, sold_types): (Vec<&str>, Vec<&str>) =
@@ -290,12 +293,14 @@ impl NewRows {
 
 #[async_trait]
 impl OrderRepository for PgRepository {
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn ping(&self) -> Result<(), RepoError> {
         let obj = self.pool.get().await.map_err(pool_error)?;
         obj.simple_query("SELECT 1").await.map_err(classify)?;
         Ok(())
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn seed(&self, event: &Event) -> Result<Seeded, RepoError> {
         let mut obj = self.pool.get().await.map_err(pool_error)?;
         let tx = obj.transaction().await.map_err(classify)?;
@@ -347,6 +352,7 @@ impl OrderRepository for PgRepository {
         Ok(Seeded::Created)
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn reset(&self, event: &EventId) -> Result<(), RepoError> {
         let mut obj = self.pool.get().await.map_err(pool_error)?;
         let tx = obj.transaction().await.map_err(classify)?;
@@ -358,6 +364,7 @@ impl OrderRepository for PgRepository {
         Ok(())
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn persist_batch(&self, orders: &[OrderMessage]) -> Result<Vec<Outcome>, RepoError> {
         let (unique, positions) = distinct(orders);
         // A concurrent delivery that inserted one of these orders first, or a ticket code
@@ -371,6 +378,7 @@ impl OrderRepository for PgRepository {
         Ok(spread(outcomes, &positions))
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn order(&self, id: OrderId) -> Result<Option<StoredOrder>, RepoError> {
         let obj = self.pool.get().await.map_err(pool_error)?;
         let Some(r) = obj
@@ -402,6 +410,7 @@ impl OrderRepository for PgRepository {
         }))
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn inventory(&self, event: &EventId) -> Result<Vec<Inventory>, RepoError> {
         let obj = self.pool.get().await.map_err(pool_error)?;
         let rows = obj
@@ -439,6 +448,7 @@ impl OrderRepository for PgRepository {
             .collect()
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn events(&self) -> Result<Vec<Event>, RepoError> {
         let obj = self.pool.get().await.map_err(pool_error)?;
         let rows = obj
@@ -453,6 +463,7 @@ impl OrderRepository for PgRepository {
             .collect()
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn customer_totals(&self, event: &EventId) -> Result<Vec<CustomerTotal>, RepoError> {
         let obj = self.pool.get().await.map_err(pool_error)?;
         let rows = obj
@@ -476,6 +487,7 @@ impl OrderRepository for PgRepository {
             .collect()
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn decided_orders(&self, event: &EventId) -> Result<Vec<StoredOrder>, RepoError> {
         let obj = self.pool.get().await.map_err(pool_error)?;
         let rows = obj
@@ -509,6 +521,7 @@ impl OrderRepository for PgRepository {
             .collect()
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn owe_refunds(
         &self,
         refunds: &[RefundOwed],
@@ -549,6 +562,7 @@ impl OrderRepository for PgRepository {
             .collect())
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn claim_refunds(
         &self,
         limit: usize,
@@ -580,6 +594,7 @@ impl OrderRepository for PgRepository {
             .collect())
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn refund_done(&self, payment_ref: &str) -> Result<(), RepoError> {
         let obj = self.pool.get().await.map_err(pool_error)?;
         obj.execute(
@@ -592,6 +607,7 @@ impl OrderRepository for PgRepository {
         Ok(())
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn refunds_outstanding(&self) -> Result<(i64, Option<DateTime<Utc>>), RepoError> {
         let obj = self.pool.get().await.map_err(pool_error)?;
         let r = obj

@@ -376,10 +376,12 @@ impl SpannerRepository {
     /// The client, connecting on first use: opens the first sessions, so an unreachable
     /// emulator or a missing database fails here, within the timeout (and is tried again on
     /// the next call).
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn client(&self) -> Result<&Client, RepoError> {
         self.client.get_or_try_init(|| self.open()).await
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn open(&self) -> Result<Client, RepoError> {
         let timeout = self.timeout;
         let mut config = ClientConfig::default();
@@ -473,6 +475,7 @@ impl SpannerRepository {
         }
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn tickets_of(tx: &mut Transaction, order: &str) -> Result<Vec<String>, SpannerError> {
         let mut stmt =
             Statement::new("SELECT Code FROM Tickets WHERE OrderId = @order ORDER BY Code");
@@ -488,6 +491,7 @@ impl SpannerRepository {
     /// The body of `persist_batch`'s transaction for one chunk of distinct orders (called
     /// again on every retry): which orders the books hold already, what is left of each ticket
     /// type the chunk sells, then one write of orders, tickets and counters.
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn persist_tx(
         tx: &mut ReadWriteTransaction,
         orders: &[&OrderMessage],
@@ -641,6 +645,7 @@ impl SpannerRepository {
             .collect())
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn seed_tx(
         tx: &mut ReadWriteTransaction,
         event: &Event,
@@ -717,6 +722,7 @@ impl SpannerRepository {
 
 #[async_trait]
 impl OrderRepository for SpannerRepository {
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn ping(&self) -> Result<(), RepoError> {
         let mut tx = self.client().await?.single().await.map_err(classify)?;
         let mut rows = tx
@@ -727,6 +733,7 @@ impl OrderRepository for SpannerRepository {
         Ok(())
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn seed(&self, event: &Event) -> Result<Seeded, RepoError> {
         if event.ticket_types.iter().any(|t| t.capacity == 0) {
             return Err(RepoError::Permanent("capacity must be positive".into()));
@@ -741,6 +748,7 @@ impl OrderRepository for SpannerRepository {
         .map_err(RepoError::Permanent)
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn reset(&self, event: &EventId) -> Result<(), RepoError> {
         let id = event.as_str().to_owned();
         let id = &id;
@@ -761,6 +769,7 @@ impl OrderRepository for SpannerRepository {
         .await
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn persist_batch(&self, orders: &[OrderMessage]) -> Result<Vec<Outcome>, RepoError> {
         let (unique, positions) = distinct(orders);
         let mut outcomes = Vec::with_capacity(unique.len());
@@ -776,6 +785,7 @@ impl OrderRepository for SpannerRepository {
         Ok(spread(outcomes, &positions))
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn order(&self, id: OrderId) -> Result<Option<StoredOrder>, RepoError> {
         let oid = id.to_string();
         // One snapshot for the order and its tickets.
@@ -827,6 +837,7 @@ impl OrderRepository for SpannerRepository {
         }))
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn inventory(&self, event: &EventId) -> Result<Vec<Inventory>, RepoError> {
         let mut tx = self
             .client()
@@ -870,6 +881,7 @@ impl OrderRepository for SpannerRepository {
         Ok(out)
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn events(&self) -> Result<Vec<Event>, RepoError> {
         let mut tx = self.client().await?.single().await.map_err(classify)?;
         let mut rows = tx
@@ -889,6 +901,7 @@ impl OrderRepository for SpannerRepository {
         Ok(out)
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn customer_totals(&self, event: &EventId) -> Result<Vec<CustomerTotal>, RepoError> {
         let mut tx = self.client().await?.single().await.map_err(classify)?;
         let mut stmt = Statement::new(
@@ -910,6 +923,7 @@ impl OrderRepository for SpannerRepository {
         Ok(out)
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn decided_orders(&self, event: &EventId) -> Result<Vec<StoredOrder>, RepoError> {
         let mut tx = self.client().await?.single().await.map_err(classify)?;
         let mut stmt = Statement::new(
@@ -952,6 +966,7 @@ impl OrderRepository for SpannerRepository {
         Ok(out)
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn owe_refunds(
         &self,
         refunds: &[RefundOwed],
@@ -1020,6 +1035,7 @@ impl OrderRepository for SpannerRepository {
         .await
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn claim_refunds(
         &self,
         limit: usize,
@@ -1066,6 +1082,7 @@ impl OrderRepository for SpannerRepository {
         .await
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn refund_done(&self, payment_ref: &str) -> Result<(), RepoError> {
         self.in_transaction(|mut tx| async move {
             let mut stmt = Statement::new(
@@ -1079,6 +1096,7 @@ impl OrderRepository for SpannerRepository {
         .await
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn refunds_outstanding(&self) -> Result<(i64, Option<DateTime<Utc>>), RepoError> {
         let mut tx = self.client().await?.single().await.map_err(classify)?;
         let stmt =

@@ -253,10 +253,11 @@ async fn listen(port: u16) -> anyhow::Result<tokio::net::TcpListener> {
     Ok(listener)
 }
 
-/// Turns any error into a 503 with Retry-After (dependency down) after logging it once.
-pub fn unavailable(what: &'static str, err: &dyn std::fmt::Display) -> ApiError {
-    // Once per second per dependency at most: during an outage every request lands here, and
-    // one dependency's outage must not hide another's.
+/// Turns a dependency's failure into a 503 with Retry-After, after logging it (with its causes)
+/// at most once per second per dependency.
+pub fn unavailable(what: &'static str, err: &(dyn std::error::Error + 'static)) -> ApiError {
+    // During an outage every request lands here, and one dependency's outage must not hide
+    // another's.
     static THROTTLES: OnceLock<Mutex<HashMap<&'static str, LogThrottle>>> = OnceLock::new();
     let occurrences = THROTTLES
         .get_or_init(Default::default)
@@ -266,7 +267,7 @@ pub fn unavailable(what: &'static str, err: &dyn std::fmt::Display) -> ApiError 
         .or_insert_with(|| LogThrottle::new(1000))
         .throttled();
     if let Some(occurrences) = occurrences {
-        tracing::warn!(error = %err, dependency = what, occurrences, "dependency unavailable");
+        tracing::warn!(error = %chain(err), dependency = what, occurrences, "dependency unavailable");
     }
     ApiError::Unavailable {
         detail: format!("The {what} is busy or unavailable; please retry shortly."),
@@ -274,11 +275,24 @@ pub fn unavailable(what: &'static str, err: &dyn std::fmt::Display) -> ApiError 
     }
 }
 
+/// An error and its causes on one line, `outer: inner: root`, for a log field.
+pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = err.to_string();
+    let mut cause = err.source();
+    while let Some(e) = cause {
+        line.push_str(": ");
+        line.push_str(&e.to_string());
+        cause = e.source();
+    }
+    line
+}
+
 impl From<gate::GateError> for ApiError {
     fn from(e: gate::GateError) -> Self {
-        match e {
-            gate::GateError::Unavailable(_) => unavailable("ticket gate", &e),
-            gate::GateError::Protocol(_) => ApiError::Internal(e.into()),
+        if e.is_unavailable() {
+            unavailable("ticket gate", &e)
+        } else {
+            ApiError::Internal(e.into())
         }
     }
 }
