@@ -35,7 +35,7 @@ impl RedisArgs {
             self.redis_ca_cert.as_deref(),
         )
         .await
-        .map_err(|e| anyhow::anyhow!("cannot reach Redis: {:#}", anyhow::Error::from(e)))
+        .map_err(|e| anyhow::anyhow!("cannot reach Redis: {e}"))
     }
 }
 

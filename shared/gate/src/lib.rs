@@ -28,8 +28,9 @@ const PRELUDE: &str = include_str!("lua/prelude.lua");
 /// Cloned when one Redis call fails a whole batch of reservations, so the cause is shared.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum GateError {
-    /// Redis refused the connection or failed the command.
-    #[error("redis unavailable")]
+    /// Redis refused the connection or failed the command. (The cause shows in the message
+    /// too: every log line that prints this error says what Redis said.)
+    #[error("redis unavailable: {0}")]
     Redis(#[source] std::sync::Arc<redis::RedisError>),
     /// Redis did not answer within the deadline, or the reservation queue could not take the
     /// call.

@@ -253,9 +253,9 @@ async fn listen(port: u16) -> anyhow::Result<tokio::net::TcpListener> {
     Ok(listener)
 }
 
-/// Turns a dependency's failure into a 503 with Retry-After, after logging it (with its causes)
-/// at most once per second per dependency.
-pub fn unavailable(what: &'static str, err: &(dyn std::error::Error + 'static)) -> ApiError {
+/// Turns a dependency's failure into a 503 with Retry-After, after logging it at most once per
+/// second per dependency.
+pub fn unavailable(what: &'static str, err: &dyn std::fmt::Display) -> ApiError {
     // During an outage every request lands here, and one dependency's outage must not hide
     // another's.
     static THROTTLES: OnceLock<Mutex<HashMap<&'static str, LogThrottle>>> = OnceLock::new();
@@ -267,24 +267,12 @@ pub fn unavailable(what: &'static str, err: &(dyn std::error::Error + 'static)) 
         .or_insert_with(|| LogThrottle::new(1000))
         .throttled();
     if let Some(occurrences) = occurrences {
-        tracing::warn!(error = %chain(err), dependency = what, occurrences, "dependency unavailable");
+        tracing::warn!(error = %err, dependency = what, occurrences, "dependency unavailable");
     }
     ApiError::Unavailable {
         detail: format!("The {what} is busy or unavailable; please retry shortly."),
         retry_after_secs: 2,
     }
-}
-
-/// An error and its causes on one line, `outer: inner: root`, for a log field.
-pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut line = err.to_string();
-    let mut cause = err.source();
-    while let Some(e) = cause {
-        line.push_str(": ");
-        line.push_str(&e.to_string());
-        cause = e.source();
-    }
-    line
 }
 
 impl From<gate::GateError> for ApiError {
