@@ -32,6 +32,12 @@ ensure_tools() {
   PG_BIN="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1)"
   command -v gcloud >/dev/null || die "gcloud (with the Pub/Sub emulator) is required: apt-get install google-cloud-cli google-cloud-cli-pubsub-emulator"
   command -v cargo >/dev/null || die "Rust is required: https://rustup.rs"
+  # The toolchain rust-toolchain.toml pins (with its components and the wasm target), installed
+  # once if this machine's rustup has not got it yet.
+  if command -v rustup >/dev/null && ! (cd "$ROOT" && rustup toolchain list | grep -q "^$(sed -n 's/^channel = "\(.*\)"/\1/p' rust-toolchain.toml)-"); then
+    log "installing the pinned Rust toolchain (rust-toolchain.toml)"
+    (cd "$ROOT" && rustup toolchain install)
+  fi
 }
 
 # Creates DIR as a virtualenv holding exactly REQS unless it already does (stamp file).
