@@ -16,6 +16,7 @@ use redis::aio::ConnectionManager;
 use redis::{Script, Value};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
+use super::wire::{self, BatchReply};
 use super::{GateError, meta_key, timed};
 use domain::{EventId, OrderId};
 
@@ -204,32 +205,20 @@ impl Call {
                 .arg(p.args[4].as_str());
         }
         metrics::histogram!("gate_reserve_batch_size").record(batch.len() as f64);
-        let bad = |what: String| {
-            metrics::counter!("gate_errors_total", "op" => "reserve").increment(1);
-            GateError::Protocol(format!("reserve: {what}"))
-        };
-        let text = match timed(
+        let reply = timed(
             "reserve",
             self.timeout,
             inv.invoke_async::<Value>(&mut self.conn),
         )
-        .await?
-        {
-            Value::BulkString(b) => String::from_utf8(b).map_err(|e| bad(e.to_string()))?,
-            other => return Err(bad(format!("{other:?}"))),
-        };
-        if let Some(theirs) = text.strip_prefix("salt\t") {
-            return Ok((vec![], Some(theirs.to_owned())));
+        .await?;
+        match wire::batch_reply(reply, batch.len()) {
+            Ok(BatchReply::Salt(theirs)) => Ok((vec![], Some(theirs))),
+            Ok(BatchReply::Lines(lines)) => Ok((ids.into_iter().zip(lines).collect(), None)),
+            Err(e) => {
+                metrics::counter!("gate_errors_total", "op" => "reserve").increment(1);
+                Err(e)
+            }
         }
-        let lines: Vec<String> = text.split('\n').map(str::to_owned).collect();
-        if lines.len() != batch.len() {
-            return Err(bad(format!(
-                "{} replies for {} reservations",
-                lines.len(),
-                batch.len()
-            )));
-        }
-        Ok((ids.into_iter().zip(lines).collect(), None))
     }
 }
 

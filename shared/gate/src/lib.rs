@@ -16,9 +16,11 @@ mod batch;
 mod config;
 mod finalized;
 pub mod ratelimit;
+mod wire;
 
 pub use config::{RateLimitArgs, RedisArgs};
 pub use finalized::Finalized;
+use wire::{catalog_args, ms_to_time, num, order_view, status_of, text, words};
 
 use domain::{Email, Event, EventId, IdempotencyKey, OrderId, OrderStatus, Quantity, TicketTypeId};
 
@@ -303,106 +305,6 @@ async fn timed(
         metrics::counter!("gate_errors_total", "op" => op).increment(1);
     }
     result
-}
-
-/// An order's view from its hash (None: no such order). `r`: the hold's deadline, the amount,
-/// then ticket type, quantity and e-mail one per line; no `status` yet means reserved (see
-/// prelude.lua).
-fn order_view(
-    event: &EventId,
-    order: OrderId,
-    h: &std::collections::HashMap<String, String>,
-) -> Result<Option<OrderView>, GateError> {
-    let Some(r) = h.get("r") else {
-        return Ok(None);
-    };
-    let mut parts = r.splitn(3, '\t');
-    let (hold, amount) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let fp = parts.next().unwrap_or("");
-    let status = h.get("status").map_or("reserved", String::as_str);
-    let mut what = fp.splitn(3, '\n');
-    let (tt, qty, email) = (what.next(), what.next(), what.next());
-    Ok(Some(OrderView {
-        order_id: order,
-        event: event.clone(),
-        status: status_of(status)?,
-        ticket_type: TicketTypeId::parse(tt.unwrap_or_default())
-            .map_err(|e| GateError::Protocol(e.to_string()))?,
-        quantity: qty.and_then(|q| q.parse().ok()).unwrap_or(0),
-        email: email.unwrap_or_default().to_owned(),
-        amount_cents: amount.parse().unwrap_or(0),
-        hold_expires_at: hold.parse::<i64>().ok().map(ms_to_time),
-        payment_ref: h.get("payment_ref").cloned(),
-        paid_at: h
-            .get("paid_at")
-            .and_then(|v| DateTime::parse_from_rfc3339(v).ok())
-            .map(|t| t.with_timezone(&Utc)),
-        tickets: h
-            .get("tickets")
-            .and_then(|t| serde_json::from_str(t).ok())
-            .unwrap_or_default(),
-    }))
-}
-
-fn ms_to_time(ms: i64) -> DateTime<Utc> {
-    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
-}
-
-fn text(v: &Value) -> Option<String> {
-    match v {
-        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
-        Value::SimpleString(s) => Some(s.clone()),
-        Value::Int(i) => Some(i.to_string()),
-        _ => None,
-    }
-}
-
-fn words(v: Value) -> Result<Vec<String>, GateError> {
-    match v {
-        Value::Array(items) => Ok(items.iter().map(|i| text(i).unwrap_or_default()).collect()),
-        other => Err(GateError::Protocol(format!("{other:?}"))),
-    }
-}
-
-fn num<T: std::str::FromStr, S: AsRef<str> + std::fmt::Debug>(
-    w: &[S],
-    i: usize,
-) -> Result<T, GateError> {
-    w.get(i)
-        .and_then(|s| s.as_ref().parse().ok())
-        .ok_or_else(|| GateError::Protocol(format!("field {i} of {w:?}")))
-}
-
-fn status_of(w: &str) -> Result<OrderStatus, GateError> {
-    OrderStatus::parse(w).ok_or_else(|| GateError::Protocol(format!("status {w}")))
-}
-
-/// The catalog as `seed.lua` and `restore.lua` read it: opens_at, the catalog JSON, the ticket
-/// type ids, then `header`, then per ticket type its id, capacity, limit, hold (ms), price and
-/// `extra` (restore: the database's sold).
-fn catalog_args(
-    event: &Event,
-    header: &[String],
-    extra: impl Fn(&domain::TicketType) -> Option<String>,
-) -> Result<Vec<String>, serde_json::Error> {
-    let ids: Vec<&str> = event.ticket_types.iter().map(|t| t.id.as_str()).collect();
-    let mut args = vec![
-        event.sale_opens_at.timestamp_millis().to_string(),
-        serde_json::to_string(event)?,
-        ids.join(","),
-    ];
-    args.extend_from_slice(header);
-    for t in &event.ticket_types {
-        args.extend([
-            t.id.to_string(),
-            t.capacity.to_string(),
-            t.per_customer_limit.to_string(),
-            (u64::from(t.hold_seconds) * 1000).to_string(),
-            t.price_cents.to_string(),
-        ]);
-        args.extend(extra(t));
-    }
-    Ok(args)
 }
 
 impl Gate {
@@ -864,40 +766,7 @@ impl Gate {
             tokio::sync::mpsc::error::TrySendError::Closed(_) => gone(),
         })?;
         let (order_id, line) = answer.await.map_err(|_| gone())??;
-        let w: Vec<&str> = line.split('\t').collect();
-        Ok(match w.first().copied() {
-            Some("reserved") => ReserveOutcome::Reserved {
-                order_id,
-                hold_expires_at: ms_to_time(num(&w, 1)?),
-            },
-            Some("replay") => ReserveOutcome::Replayed {
-                order_id,
-                hold_expires_at: ms_to_time(num(&w, 1)?),
-            },
-            Some("idem_conflict") => ReserveOutcome::IdempotencyConflict,
-            Some("too_early") => ReserveOutcome::TooEarly {
-                opens_in_ms: num(&w, 1)?,
-            },
-            Some("unknown_event") => ReserveOutcome::UnknownEvent,
-            Some("unknown_ticket_type") => ReserveOutcome::UnknownTicketType,
-            Some("sold_out") => ReserveOutcome::SoldOut,
-            Some("not_enough") => ReserveOutcome::NotEnough {
-                available: num(&w, 1)?,
-            },
-            Some("limit") => ReserveOutcome::Limit {
-                limit: num(&w, 1)?,
-                remaining: num(&w, 2)?,
-            },
-            Some("paused") => ReserveOutcome::Paused,
-            Some("rate_limited") => ReserveOutcome::RateLimited {
-                retry_after: Duration::from_millis(num(&w, 1)?),
-            },
-            Some("client_holds") => ReserveOutcome::ClientHolds {
-                retry_after: Duration::from_millis(num(&w, 1)?),
-                window: Duration::from_millis(num(&w, 2)?),
-            },
-            _ => return Err(GateError::Protocol(format!("reserve: {w:?}"))),
-        })
+        wire::reserve_outcome(order_id, &line)
     }
 
     /// Which event an order belongs to (None: unknown order). An order lives in its event's
