@@ -363,13 +363,14 @@ pub async fn reserve(
         // Debug: holds are many and most expire; payments and persistence are logged at info.
         tracing::debug!(%order_id, %event, %ticket_type, quantity = quantity.get(), "reserved");
     }
+    let id = order_id.to_string();
+    let location = format!("/v1/orders/{id}");
     let body = Reserved {
-        order_id: order_id.to_string(),
+        order_id: id,
         status: OrderStatus::Reserved,
         hold_expires_at: rfc3339::format(hold_expires_at),
         server_time: rfc3339::format(Utc::now()),
     };
-    let location = format!("/v1/orders/{order_id}");
     let mut res = (
         StatusCode::ACCEPTED,
         [(header::LOCATION, location)],

@@ -595,8 +595,10 @@ impl Gate {
                 .filter_map(|k| k.strip_prefix(&prefix))
                 .collect();
             if !ids.is_empty() {
-                let reply = self.run("upgrade", &upgrade, event, &ids).await?;
-                upgraded += num::<u64, _>(&[text(&reply).unwrap_or_default()], 0)?;
+                upgraded += match self.run("upgrade", &upgrade, event, &ids).await? {
+                    Value::Int(n) => n as u64,
+                    other => return Err(GateError::Protocol(format!("upgrade: {other:?}"))),
+                };
             }
             if next == 0 {
                 return Ok(upgraded);

@@ -113,7 +113,7 @@ pub fn finish(router: Router) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(
             ServiceBuilder::new()
-                .layer(axum::middleware::map_request(drop_unsafe_request_id))
+                .layer(tower::util::MapRequestLayer::new(drop_unsafe_request_id))
                 .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
                 .layer(
                     TraceLayer::new_for_http()
@@ -135,7 +135,7 @@ pub fn finish(router: Router) -> Router {
 
 /// A caller's request id is kept (the load balancer's follows the request) unless it is empty,
 /// longer than 128 characters or not visible ASCII: then it is replaced, not echoed.
-async fn drop_unsafe_request_id(mut req: Request) -> Request {
+fn drop_unsafe_request_id(mut req: Request) -> Request {
     let unsafe_id = req.headers().get(REQUEST_ID).is_some_and(|v| {
         !(1..=128).contains(&v.len()) || !v.as_bytes().iter().all(u8::is_ascii_graphic)
     });
