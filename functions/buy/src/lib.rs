@@ -18,10 +18,10 @@ use domain::{
     Email, EventId, IdempotencyKey, OrderId, OrderMessage, OrderStatus, PaymentToken, Quantity,
     RefundOwed, TicketTypeId,
 };
-use gate::RateLimitArgs;
-use gate::RedisArgs;
-use gate::ratelimit::{Decision, Policy, RateLimiter};
-use gate::{Admission, Approval, Gate, PayBegin, ReserveOutcome};
+use gate::ratelimit::{Decision, Policy, RateLimit, RateLimiter};
+use gate::{
+    AdmissionRules, Approval, Checkout, PayBegin, RateLimitArgs, RedisArgs, ReserveOutcome,
+};
 use payments::{Charge, PaymentProvider, SimulatedPayments};
 use pubsub::OrderPublisher;
 use pubsub::PubSubArgs;
@@ -68,7 +68,7 @@ pub struct Config {
 /// Rate limits (bot protection) and where they come from.
 #[derive(Clone)]
 pub struct Limits {
-    pub limiter: RateLimiter,
+    pub limiter: Arc<dyn RateLimit>,
     pub per_ip: Policy,
     pub per_email: Policy,
     /// See [`RateLimitArgs::trusted_proxy_hops`].
@@ -80,7 +80,7 @@ pub struct Limits {
 /// Shared state: the gate, the publisher and the payment provider, as trait objects.
 #[derive(Clone)]
 pub struct AppState {
-    pub gate: Gate,
+    pub gate: Arc<dyn Checkout>,
     pub publisher: Arc<dyn OrderPublisher>,
     pub payments: Arc<dyn PaymentProvider>,
     /// `None`: no rate limits (tests of other things).
@@ -295,14 +295,14 @@ pub async fn reserve(
     // The per-e-mail limit and the per-client cap are checked inside the reservation script
     // (one Redis call).
     let per_email = state.limits.as_ref().map(|l| l.per_email);
-    let admission = Admission {
+    let admission = AdmissionRules {
         per_email,
         holds_per_client: state.limits.as_ref().map_or(0, |l| l.holds_per_client),
         client,
     };
     let outcome = state
         .gate
-        .reserve_limited(&event, &ticket_type, quantity, &email, &key, &admission)
+        .reserve(&event, &ticket_type, quantity, &email, &key, &admission)
         .await?;
     count_reservation(&outcome);
     if outcome != ReserveOutcome::UnknownEvent {
@@ -807,14 +807,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         )
     })?;
     let limits = Limits {
-        limiter: RateLimiter::new(gate.connection(), config.redis.timeout()),
+        limiter: Arc::new(RateLimiter::new(gate.connection(), config.redis.timeout())),
         per_ip: config.limits.per_ip(),
         per_email: config.limits.per_email(),
         holds_per_client: config.limits.holds_per_client,
         trusted_proxy_hops: config.limits.trusted_proxy_hops,
     };
     let state = AppState {
-        gate,
+        gate: Arc::new(gate),
         publisher: Arc::new(publisher),
         payments: Arc::new(SimulatedPayments),
         limits: Some(limits),

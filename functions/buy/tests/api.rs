@@ -4,6 +4,7 @@
 mod common;
 
 use common::{Answer, call};
+use gate::ReadModel;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
@@ -378,10 +379,10 @@ async fn capped_app(
     let topic = common::topic(&env).await;
     let mut state = common::buy_state(&env, &topic).await;
     state.limits = Some(buy::Limits {
-        limiter: gate::ratelimit::RateLimiter::new(
-            state.gate.connection(),
+        limiter: std::sync::Arc::new(gate::ratelimit::RateLimiter::new(
+            env.gate().await.connection(),
             std::time::Duration::from_millis(500),
-        ),
+        )),
         per_ip,
         per_email,
         trusted_proxy_hops: 1,

@@ -3,6 +3,7 @@
 mod common;
 
 use common::call;
+use gate::ReadModel;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -43,7 +44,7 @@ async fn redis_down_buy_refuses_fast_the_consumer_still_persists_and_the_gate_ca
     let topic = common::topic(&env).await;
     let tap = common::subscription(&env, &topic, json!({"ackDeadlineSeconds": 10})).await;
     let buy = buy::app(buy::AppState {
-        gate: gate.clone(),
+        gate: Arc::new(gate.clone()),
         publisher: Arc::new(common::publisher(&env, &topic).await),
         payments: Arc::new(payments::SimulatedPayments),
         limits: None,

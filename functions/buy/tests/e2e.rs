@@ -4,6 +4,7 @@
 
 mod common;
 
+use gate::ReadModel;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -251,7 +252,7 @@ async fn a_failed_publish_after_payment_loses_nothing_and_the_relay_finishes_it(
     let (stack, _dead) = stack(&env, &ev).await;
     // buy with Pub/Sub unreachable.
     let broken = buy::AppState {
-        gate: env.gate().await,
+        gate: Arc::new(env.gate().await),
         publisher: Arc::new(
             pubsub::PubSubPublisher::connect(
                 &format!("projects/{}/topics/{}", env.project, stack.topic),

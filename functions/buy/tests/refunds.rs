@@ -6,6 +6,7 @@
 mod common;
 
 use common::call;
+use gate::{PaymentFlow, ReadModel};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

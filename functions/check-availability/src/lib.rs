@@ -14,8 +14,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use chrono::Utc;
 use domain::{EventId, OrderId, OrderStatus};
-use gate::RedisArgs;
-use gate::{EventSnapshot, Gate};
+use gate::{EventSnapshot, ReadModel, RedisArgs};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use utoipa::{OpenApi, ToSchema};
@@ -80,7 +79,7 @@ type Cache = ArcSwap<web::FastMap<EventId, Arc<Snapshot>>>;
 pub struct AppState(Arc<Inner>);
 
 struct Inner {
-    gate: Gate,
+    gate: Arc<dyn ReadModel>,
     cache: Cache,
 }
 
@@ -183,10 +182,11 @@ fn snapshot(snap: &EventSnapshot) -> Snapshot {
 }
 
 impl AppState {
-    /// State over a connected gate; call [`AppState::refresh`] or spawn the refresher.
-    pub fn new(gate: Gate) -> Self {
+    /// State over a gate (Redis, or a double in tests); call [`AppState::refresh`] or spawn
+    /// the refresher.
+    pub fn new(gate: impl ReadModel + 'static) -> Self {
         Self(Arc::new(Inner {
-            gate,
+            gate: Arc::new(gate),
             cache: Cache::default(),
         }))
     }

@@ -6,7 +6,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use check_availability::{AppState, app};
 use domain::{Email, IdempotencyKey, Quantity, TicketTypeId};
-use gate::ReserveOutcome;
+use gate::{Admission, AdmissionRules, ReserveOutcome};
 use serde_json::Value;
 use testkit::TestEnv;
 use tower::ServiceExt;
@@ -77,6 +77,7 @@ async fn availability_comes_from_the_snapshot_with_an_etag() {
             Quantity::parse(4).unwrap(),
             &Email::parse("a@b.at").unwrap(),
             &IdempotencyKey::parse("key-key-key-1").unwrap(),
+            &AdmissionRules::default(),
         )
         .await
         .unwrap();

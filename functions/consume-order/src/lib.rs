@@ -16,8 +16,7 @@ use axum::routing::post;
 use base64::Engine;
 use domain::signing::MessageKey;
 use domain::{EventId, OrderBatch, OrderMessage, OrderStatus, RefundOwed};
-use gate::Gate;
-use gate::RedisArgs;
+use gate::{PaymentFlow, RedisArgs};
 use payments::{PaymentProvider, SimulatedPayments};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -99,7 +98,7 @@ pub enum PushAuth {
 #[derive(Clone)]
 pub struct AppState {
     pub repo: Arc<dyn OrderRepository>,
-    pub gate: Gate,
+    pub gate: Arc<dyn PaymentFlow>,
     pub payments: Arc<dyn PaymentProvider>,
     pub auth: PushAuth,
     /// Messages must carry this key's signature (`None`: not checked; local runs only).
@@ -114,10 +113,14 @@ pub struct AppState {
 
 impl AppState {
     /// State with the simulated payment provider (for refunds) and fresh counters.
-    pub fn new(repo: Arc<dyn OrderRepository>, gate: Gate, auth: PushAuth) -> Self {
+    pub fn new(
+        repo: Arc<dyn OrderRepository>,
+        gate: impl PaymentFlow + 'static,
+        auth: PushAuth,
+    ) -> Self {
         Self {
             repo,
-            gate,
+            gate: Arc::new(gate),
             payments: Arc::new(SimulatedPayments),
             auth,
             signing: None,

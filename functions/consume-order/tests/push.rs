@@ -1,6 +1,7 @@
 //! consume-order's push endpoint with `oneshot`, over the real Postgres and Redis:
 //! authentication, envelope variants, bad messages, duplicate and failed deliveries.
 
+use gate::{Admission, AdmissionRules, PayBegin, PaymentFlow, ReadModel, ReserveOutcome};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -13,7 +14,6 @@ use domain::{
     Email, Event, IdempotencyKey, OrderBatch, OrderId, OrderMessage, OrderStatus, Quantity,
     TicketTypeId,
 };
-use gate::{PayBegin, ReserveOutcome};
 use serde_json::{Value, json};
 use store::OrderRepository;
 use testkit::TestEnv;
@@ -50,6 +50,7 @@ async fn held_by(env: &TestEnv, ev: &Event, email: &str) -> OrderId {
             Quantity::parse(2).unwrap(),
             &Email::parse(email).unwrap(),
             &IdempotencyKey::parse(&uuid::Uuid::new_v4().to_string()).unwrap(),
+            &AdmissionRules::default(),
         )
         .await
         .unwrap()

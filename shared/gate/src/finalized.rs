@@ -39,13 +39,13 @@ impl Listener {
 
     /// Registers a waiter for `order` (before the work that finalizes it starts, so its
     /// notification cannot come first).
-    pub(super) fn wait(self: &Arc<Self>, order: OrderId) -> Finalized {
+    pub(super) fn wait(self: &Arc<Self>, order: OrderId) -> Waiter {
         self.started.get_or_init(|| {
             tokio::spawn(listen(self.clone()));
         });
         let (tx, rx) = oneshot::channel();
         self.waiters.lock().expect("waiters lock").insert(order, tx);
-        Finalized {
+        Waiter {
             order,
             rx,
             listener: self.clone(),
@@ -87,13 +87,13 @@ async fn subscribe(listener: &Listener) -> redis::RedisResult<()> {
 
 /// Resolves once the order has been finalized (never, if that is not heard of: bound it with a
 /// timeout). Dropping it unregisters the waiter.
-pub struct Finalized {
+pub struct Waiter {
     order: OrderId,
     rx: oneshot::Receiver<()>,
     listener: Arc<Listener>,
 }
 
-impl Future for Finalized {
+impl Future for Waiter {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
@@ -103,7 +103,7 @@ impl Future for Finalized {
     }
 }
 
-impl Drop for Finalized {
+impl Drop for Waiter {
     fn drop(&mut self) {
         self.rx.close();
         let mut waiters = self.listener.waiters.lock().expect("waiters lock");

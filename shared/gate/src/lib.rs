@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script, Value};
@@ -16,10 +17,11 @@ mod batch;
 mod config;
 mod finalized;
 pub mod ratelimit;
+mod traits;
 mod wire;
 
 pub use config::{RateLimitArgs, RedisArgs};
-pub use finalized::Finalized;
+pub use traits::{Admission, Checkout, Finalized, PaymentFlow, ReadModel};
 use wire::{catalog_args, ms_to_time, num, order_view, status_of, text, words};
 
 use domain::{Email, Event, EventId, IdempotencyKey, OrderId, OrderStatus, Quantity, TicketTypeId};
@@ -97,7 +99,7 @@ pub enum ReserveOutcome {
 
 /// What a reservation is checked against besides stock and the per-customer limit.
 #[derive(Debug, Clone, Default)]
-pub struct Admission {
+pub struct AdmissionRules {
     /// The per-e-mail rate limit.
     pub per_email: Option<crate::ratelimit::Policy>,
     /// The most holds one client may take within a hold time (0: no cap).
@@ -262,7 +264,7 @@ struct Inner {
     reservations: tokio::sync::mpsc::Sender<batch::Pending>,
     /// The seeded events as `event_of` last read them.
     events: std::sync::Mutex<Option<(std::time::Instant, Vec<EventId>)>>,
-    /// Who waits for which order's outcome (see [`Gate::finalized`]).
+    /// Who waits for which order's outcome (see [`PaymentFlow::finalized`]).
     finalized: std::sync::Arc<finalized::Listener>,
 }
 
@@ -380,13 +382,6 @@ impl Gate {
             .await
             .map_err(|_| GateError::Unavailable("timed out"))?
             .map_err(GateError::from)
-    }
-
-    /// Resolves once consume-order has mirrored `order`'s outcome in the gate (ADR 35). Call it
-    /// before the work that leads there, and bound the wait with a timeout: a notification
-    /// can be missed, and then it never resolves.
-    pub fn finalized(&self, order: OrderId) -> Finalized {
-        self.0.finalized.wait(order)
     }
 
     /// A clone of the connection for commands outside the scripts.
@@ -687,127 +682,6 @@ impl Gate {
         Ok(())
     }
 
-    /// Events seeded in this Redis.
-    #[tracing::instrument(level = "debug", skip_all)]
-    pub async fn events(&self) -> Result<Vec<EventId>, GateError> {
-        let mut conn = self.0.conn.clone();
-        let ids: Vec<String> = self.bounded(conn.smembers(EVENTS_KEY)).await?;
-        Ok(ids.iter().filter_map(|s| EventId::parse(s).ok()).collect())
-    }
-
-    /// Reserves `quantity` tickets for `email`, or says why not.
-    #[tracing::instrument(level = "debug", skip_all)]
-    pub async fn reserve(
-        &self,
-        event: &EventId,
-        ticket_type: &TicketTypeId,
-        quantity: Quantity,
-        email: &Email,
-        key: &IdempotencyKey,
-    ) -> Result<ReserveOutcome, GateError> {
-        self.reserve_limited(
-            event,
-            ticket_type,
-            quantity,
-            email,
-            key,
-            &Admission::default(),
-        )
-        .await
-    }
-
-    /// [`Gate::reserve`] under the rules of `admission` (a per-e-mail rate limit, a per-client
-    /// hold cap), checked inside the same script (a replay of the same key is never counted or
-    /// refused by them). Decided in a batch with the reservations that arrive at the same time
-    /// (`batch`).
-    #[tracing::instrument(level = "debug", skip_all)]
-    pub async fn reserve_limited(
-        &self,
-        event: &EventId,
-        ticket_type: &TicketTypeId,
-        quantity: Quantity,
-        email: &Email,
-        key: &IdempotencyKey,
-        admission: &Admission,
-    ) -> Result<ReserveOutcome, GateError> {
-        let (interval_ms, burst) = admission
-            .per_email
-            .filter(|p| p.enabled())
-            .map_or((0, 1), |p| (p.interval_ms(), p.burst.max(1)));
-        let client = admission.client.as_deref().unwrap_or_default();
-        let rules = batch::Rules {
-            interval_ms,
-            burst,
-            holds_per_client: if client.is_empty() {
-                0
-            } else {
-                admission.holds_per_client
-            },
-        };
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        let pending = batch::Pending {
-            event: event.clone(),
-            rules,
-            args: [
-                ticket_type.as_str().to_owned(),
-                quantity.get().to_string(),
-                email.as_str().to_owned(),
-                key.as_str().to_owned(),
-                client.to_owned(),
-            ],
-            reply,
-            since: std::time::Instant::now(),
-        };
-        let gone = || GateError::Unavailable("the reservation queue stopped");
-        // A full queue means Redis is not keeping up: answer busy now rather than queue the
-        // fan behind thousands (the queue holds a few calls' worth).
-        self.0.reservations.try_send(pending).map_err(|e| match e {
-            tokio::sync::mpsc::error::TrySendError::Full(_) => {
-                GateError::Unavailable("the reservation queue is full")
-            }
-            tokio::sync::mpsc::error::TrySendError::Closed(_) => gone(),
-        })?;
-        let (order_id, line) = answer.await.map_err(|_| gone())??;
-        wire::reserve_outcome(order_id, &line)
-    }
-
-    /// Which event an order belongs to (None: unknown order). An order lives in its event's
-    /// slot, so each seeded event is asked (one pipelined call: a shop sells a handful of
-    /// events at a time), from a copy of the list at most [`EVENTS_TTL`] old; an order not
-    /// found there is looked for again in events seeded since.
-    #[tracing::instrument(level = "debug", skip_all)]
-    pub async fn event_of(&self, order: OrderId) -> Result<Option<EventId>, GateError> {
-        let cached = self.cached_events();
-        if let Some(evs) = &cached
-            && let Some(found) = self.probe(order, evs).await?
-        {
-            return Ok(Some(found));
-        }
-        let unseen = self.events_since(cached.as_deref()).await?;
-        self.probe(order, &unseen).await
-    }
-
-    /// The read model of an order wherever it lives: its hash read in each seeded event in one
-    /// pipelined call (one round trip where [`Gate::event_of`] then [`Gate::order`] take two),
-    /// looked for again in events seeded since the copy of the list was taken. With it, Redis'
-    /// clock at the read: the one clock the scripts judge holds by, so a fan is never told a
-    /// hold expired that a payment would still find valid (or the reverse) because this
-    /// instance's clock drifted.
-    #[tracing::instrument(level = "debug", skip_all)]
-    pub async fn find_order(
-        &self,
-        order: OrderId,
-    ) -> Result<Option<(OrderView, DateTime<Utc>)>, GateError> {
-        let cached = self.cached_events();
-        if let Some(evs) = &cached
-            && let Some(found) = self.read_in(order, evs).await?
-        {
-            return Ok(Some(found));
-        }
-        let unseen = self.events_since(cached.as_deref()).await?;
-        self.read_in(order, &unseen).await
-    }
-
     /// The seeded events as last read, if at most [`EVENTS_TTL`] old.
     fn cached_events(&self) -> Option<Vec<EventId>> {
         self.0
@@ -889,10 +763,215 @@ impl Gate {
             .find_map(|(e, f)| f.then(|| e.clone())))
     }
 
-    /// Starts paying: freezes the hold so it cannot expire while the provider decides.
-    /// `give_up` (the relay's) reports a pending attempt older than that as `Stuck`.
+    /// Mirrors the database's decision. Returns true the first time it changes the gate.
     #[tracing::instrument(level = "debug", skip_all)]
-    pub async fn pay_begin(
+    pub async fn finalize(
+        &self,
+        msg: &domain::OrderMessage,
+        persisted: &domain::books::Persisted,
+    ) -> Result<bool, GateError> {
+        let changed = self.finalize_all(&msg.event, &[(msg, persisted)]).await?;
+        Ok(changed.first().copied().unwrap_or(false))
+    }
+
+    /// Orders due in the outbox more than `older_than` ago by Redis' clock (the clock the
+    /// outbox scores are written with): paid but not known to be published, or published long
+    /// enough ago and still not persisted. The outbox relay's work.
+    #[tracing::instrument(level = "debug", skip_all)]
+    pub async fn outbox(
+        &self,
+        event: &EventId,
+        older_than: Duration,
+        limit: usize,
+    ) -> Result<Vec<OrderId>, GateError> {
+        let mut conn = self.0.conn.clone();
+        let key = format!("{{ev:{event}}}:outbox");
+        let (secs, micros): (i64, i64) = self
+            .bounded(redis::cmd("TIME").query_async(&mut conn))
+            .await?;
+        let cutoff = secs * 1000 + micros / 1000 - older_than.as_millis() as i64;
+        let ids: Vec<String> = self
+            .bounded(
+                redis::cmd("ZRANGE")
+                    .arg(&key)
+                    .arg("-inf")
+                    .arg(cutoff)
+                    .arg("BYSCORE")
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(limit)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok(ids.iter().filter_map(|s| OrderId::parse(s).ok()).collect())
+    }
+}
+
+#[async_trait]
+impl ReadModel for Gate {
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn events(&self) -> Result<Vec<EventId>, GateError> {
+        let mut conn = self.0.conn.clone();
+        let ids: Vec<String> = self.bounded(conn.smembers(EVENTS_KEY)).await?;
+        Ok(ids.iter().filter_map(|s| EventId::parse(s).ok()).collect())
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn event_of(&self, order: OrderId) -> Result<Option<EventId>, GateError> {
+        let cached = self.cached_events();
+        if let Some(evs) = &cached
+            && let Some(found) = self.probe(order, evs).await?
+        {
+            return Ok(Some(found));
+        }
+        let unseen = self.events_since(cached.as_deref()).await?;
+        self.probe(order, &unseen).await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn find_order(
+        &self,
+        order: OrderId,
+    ) -> Result<Option<(OrderView, DateTime<Utc>)>, GateError> {
+        let cached = self.cached_events();
+        if let Some(evs) = &cached
+            && let Some(found) = self.read_in(order, evs).await?
+        {
+            return Ok(Some(found));
+        }
+        let unseen = self.events_since(cached.as_deref()).await?;
+        self.read_in(order, &unseen).await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn order(&self, event: &EventId, order: OrderId) -> Result<Option<OrderView>, GateError> {
+        let mut conn = self.0.conn.clone();
+        let h: std::collections::HashMap<String, String> =
+            self.bounded(conn.hgetall(order_key(event, order))).await?;
+        order_view(event, order, &h)
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn refresh(&self, event: &EventId) -> Result<Option<EventSnapshot>, GateError> {
+        let reply = self
+            .run("refresh", &self.0.scripts.refresh, event, &[])
+            .await?;
+        if matches!(reply, Value::Nil) {
+            return Ok(None);
+        }
+        let w = words(reply)?;
+        let catalog: Event = serde_json::from_str(w.get(1).map(String::as_str).unwrap_or(""))
+            .map_err(|e| GateError::Protocol(format!("catalog: {e}")))?;
+        let mut stock = BTreeMap::new();
+        let mut i = 5;
+        while i + 5 < w.len() {
+            stock.insert(
+                w[i].clone(),
+                Stock {
+                    capacity: num(&w, i + 1)?,
+                    available: num(&w, i + 2)?,
+                    held: num(&w, i + 3)?,
+                    confirming: num(&w, i + 4)?,
+                    sold: num(&w, i + 5)?,
+                },
+            );
+            i += 6;
+        }
+        Ok(Some(EventSnapshot {
+            catalog,
+            version: num(&w, 2)?,
+            read_at: ms_to_time(num(&w, 3)?),
+            stock,
+            paused: w.get(4).is_some_and(|p| p == "1"),
+        }))
+    }
+}
+
+#[async_trait]
+impl Admission for Gate {
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn reserve(
+        &self,
+        event: &EventId,
+        ticket_type: &TicketTypeId,
+        quantity: Quantity,
+        email: &Email,
+        key: &IdempotencyKey,
+        rules: &AdmissionRules,
+    ) -> Result<ReserveOutcome, GateError> {
+        let (interval_ms, burst) = rules
+            .per_email
+            .filter(|p| p.enabled())
+            .map_or((0, 1), |p| (p.interval_ms(), p.burst.max(1)));
+        let client = rules.client.as_deref().unwrap_or_default();
+        let batch_rules = batch::Rules {
+            interval_ms,
+            burst,
+            holds_per_client: if client.is_empty() {
+                0
+            } else {
+                rules.holds_per_client
+            },
+        };
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let pending = batch::Pending {
+            event: event.clone(),
+            rules: batch_rules,
+            args: [
+                ticket_type.as_str().to_owned(),
+                quantity.get().to_string(),
+                email.as_str().to_owned(),
+                key.as_str().to_owned(),
+                client.to_owned(),
+            ],
+            reply,
+            since: std::time::Instant::now(),
+        };
+        let gone = || GateError::Unavailable("the reservation queue stopped");
+        // A full queue means Redis is not keeping up: answer busy now rather than queue the
+        // fan behind thousands (the queue holds a few calls' worth).
+        self.0.reservations.try_send(pending).map_err(|e| match e {
+            tokio::sync::mpsc::error::TrySendError::Full(_) => {
+                GateError::Unavailable("the reservation queue is full")
+            }
+            tokio::sync::mpsc::error::TrySendError::Closed(_) => gone(),
+        })?;
+        let (order_id, line) = answer.await.map_err(|_| gone())??;
+        wire::reserve_outcome(order_id, &line)
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn cancel(
+        &self,
+        event: &EventId,
+        order: OrderId,
+    ) -> Result<Option<(OrderStatus, bool)>, GateError> {
+        let w = words(
+            self.run(
+                "cancel",
+                &self.0.scripts.cancel,
+                event,
+                &[&order.to_string()],
+            )
+            .await?,
+        )?;
+        Ok(match (w.first().map(String::as_str), w.get(1)) {
+            (Some("not_found"), _) => None,
+            (Some("released"), Some(s)) => Some((status_of(s)?, true)),
+            (Some("unchanged"), Some(s)) => Some((status_of(s)?, false)),
+            _ => return Err(GateError::Protocol(format!("cancel: {w:?}"))),
+        })
+    }
+}
+
+#[async_trait]
+impl PaymentFlow for Gate {
+    fn finalized(&self, order: OrderId) -> Finalized {
+        Box::pin(self.0.finalized.wait(order))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn pay_begin(
         &self,
         event: &EventId,
         order: OrderId,
@@ -927,10 +1006,8 @@ impl Gate {
         })
     }
 
-    /// Attempt `attempt` was declined (or never resolved): the order is `reserved` again, or
-    /// `expired` if its time ran out. None: a later attempt is under way, nothing changed.
     #[tracing::instrument(level = "debug", skip_all)]
-    pub async fn pay_abort(
+    async fn pay_abort(
         &self,
         event: &EventId,
         order: OrderId,
@@ -952,9 +1029,8 @@ impl Gate {
         })
     }
 
-    /// Records attempt `attempt`'s approved charge (idempotent for the same reference).
     #[tracing::instrument(level = "debug", skip_all)]
-    pub async fn pay_approved(
+    async fn pay_approved(
         &self,
         event: &EventId,
         order: OrderId,
@@ -995,11 +1071,8 @@ impl Gate {
         }))
     }
 
-    /// The order's message is in Pub/Sub. It stays in the outbox, due again after
-    /// `redeliver_after` (relay grace included): unless the consumer has persisted it by then,
-    /// the relay publishes it once more.
     #[tracing::instrument(level = "debug", skip_all)]
-    pub async fn mark_published(
+    async fn mark_published(
         &self,
         event: &EventId,
         order: OrderId,
@@ -1015,49 +1088,8 @@ impl Gate {
         Ok(())
     }
 
-    /// Releases a hold. Returns the order's status afterwards (None: unknown order).
     #[tracing::instrument(level = "debug", skip_all)]
-    pub async fn cancel(
-        &self,
-        event: &EventId,
-        order: OrderId,
-    ) -> Result<Option<(OrderStatus, bool)>, GateError> {
-        let w = words(
-            self.run(
-                "cancel",
-                &self.0.scripts.cancel,
-                event,
-                &[&order.to_string()],
-            )
-            .await?,
-        )?;
-        Ok(match (w.first().map(String::as_str), w.get(1)) {
-            (Some("not_found"), _) => None,
-            (Some("released"), Some(s)) => Some((status_of(s)?, true)),
-            (Some("unchanged"), Some(s)) => Some((status_of(s)?, false)),
-            _ => return Err(GateError::Protocol(format!("cancel: {w:?}"))),
-        })
-    }
-
-    /// Mirrors the database's decision. Returns true the first time it changes the gate.
-    #[tracing::instrument(level = "debug", skip_all)]
-    pub async fn finalize(
-        &self,
-        msg: &domain::OrderMessage,
-        persisted: &domain::books::Persisted,
-    ) -> Result<bool, GateError> {
-        let changed = self.finalize_all(&msg.event, &[(msg, persisted)]).await?;
-        Ok(changed.first().copied().unwrap_or(false))
-    }
-
-    /// Mirrors the database's decisions for orders of one event in one script call; per order,
-    /// true the first time it changes the gate.
-    ///
-    /// An order the gate lost (Redis restarted empty) gets its read model back; if the event
-    /// has been restored, a first persist (not a redelivery of an order the database already
-    /// held, which the restore counted) is added to the stock, once.
-    #[tracing::instrument(level = "debug", skip_all)]
-    pub async fn finalize_all(
+    async fn finalize_all(
         &self,
         event: &EventId,
         orders: &[(&domain::OrderMessage, &domain::books::Persisted)],
@@ -1101,43 +1133,8 @@ impl Gate {
         Ok(w.iter().map(|r| r != "already").collect())
     }
 
-    /// Orders due in the outbox more than `older_than` ago by Redis' clock (the clock the
-    /// outbox scores are written with): paid but not known to be published, or published long
-    /// enough ago and still not persisted. The outbox relay's work.
     #[tracing::instrument(level = "debug", skip_all)]
-    pub async fn outbox(
-        &self,
-        event: &EventId,
-        older_than: Duration,
-        limit: usize,
-    ) -> Result<Vec<OrderId>, GateError> {
-        let mut conn = self.0.conn.clone();
-        let key = format!("{{ev:{event}}}:outbox");
-        let (secs, micros): (i64, i64) = self
-            .bounded(redis::cmd("TIME").query_async(&mut conn))
-            .await?;
-        let cutoff = secs * 1000 + micros / 1000 - older_than.as_millis() as i64;
-        let ids: Vec<String> = self
-            .bounded(
-                redis::cmd("ZRANGE")
-                    .arg(&key)
-                    .arg("-inf")
-                    .arg(cutoff)
-                    .arg("BYSCORE")
-                    .arg("LIMIT")
-                    .arg(0)
-                    .arg(limit)
-                    .query_async(&mut conn),
-            )
-            .await?;
-        Ok(ids.iter().filter_map(|s| OrderId::parse(s).ok()).collect())
-    }
-
-    /// Claims up to `limit` orders due in the outbox more than `older_than` ago (see
-    /// [`Gate::outbox`]) for `lease`: the relays of other instances pass over them until then,
-    /// so each due order is taken by one instance once per period, however many run.
-    #[tracing::instrument(level = "debug", skip_all)]
-    pub async fn claim_outbox(
+    async fn claim_outbox(
         &self,
         event: &EventId,
         older_than: Duration,
@@ -1160,54 +1157,5 @@ impl Gate {
             .iter()
             .filter_map(|s| OrderId::parse(s).ok())
             .collect())
-    }
-
-    /// The read model of one order.
-    #[tracing::instrument(level = "debug", skip_all)]
-    pub async fn order(
-        &self,
-        event: &EventId,
-        order: OrderId,
-    ) -> Result<Option<OrderView>, GateError> {
-        let mut conn = self.0.conn.clone();
-        let h: std::collections::HashMap<String, String> =
-            self.bounded(conn.hgetall(order_key(event, order))).await?;
-        order_view(event, order, &h)
-    }
-
-    /// Expires due holds, then reads the event's catalog and stock in one atomic step.
-    #[tracing::instrument(level = "debug", skip_all)]
-    pub async fn refresh(&self, event: &EventId) -> Result<Option<EventSnapshot>, GateError> {
-        let reply = self
-            .run("refresh", &self.0.scripts.refresh, event, &[])
-            .await?;
-        if matches!(reply, Value::Nil) {
-            return Ok(None);
-        }
-        let w = words(reply)?;
-        let catalog: Event = serde_json::from_str(w.get(1).map(String::as_str).unwrap_or(""))
-            .map_err(|e| GateError::Protocol(format!("catalog: {e}")))?;
-        let mut stock = BTreeMap::new();
-        let mut i = 5;
-        while i + 5 < w.len() {
-            stock.insert(
-                w[i].clone(),
-                Stock {
-                    capacity: num(&w, i + 1)?,
-                    available: num(&w, i + 2)?,
-                    held: num(&w, i + 3)?,
-                    confirming: num(&w, i + 4)?,
-                    sold: num(&w, i + 5)?,
-                },
-            );
-            i += 6;
-        }
-        Ok(Some(EventSnapshot {
-            catalog,
-            version: num(&w, 2)?,
-            read_at: ms_to_time(num(&w, 3)?),
-            stock,
-            paused: w.get(4).is_some_and(|p| p == "1"),
-        }))
     }
 }

@@ -40,6 +40,14 @@ pub enum Decision {
     Limited { retry_after: Duration },
 }
 
+/// A rate limit over subjects (e.g. `ip:203.0.113.7`), each under its own budget.
+#[async_trait::async_trait]
+pub trait RateLimit: Send + Sync {
+    /// One check for `subject` under `policy`. `None` when the limiter could not answer in
+    /// time (the caller lets the request through).
+    async fn check(&self, subject: &str, policy: Policy) -> Option<Decision>;
+}
+
 /// Checks subjects against their policies in Redis.
 #[derive(Clone)]
 pub struct RateLimiter {
@@ -60,10 +68,11 @@ impl RateLimiter {
             timeout,
         }
     }
+}
 
-    /// One check for `subject` (e.g. `ip:203.0.113.7`) under `policy`. `None` when Redis did
-    /// not answer in time (the caller lets the request through).
-    pub async fn check(&self, subject: &str, policy: Policy) -> Option<Decision> {
+#[async_trait::async_trait]
+impl RateLimit for RateLimiter {
+    async fn check(&self, subject: &str, policy: Policy) -> Option<Decision> {
         if !policy.enabled() {
             return Some(Decision::Allowed {
                 remaining: u64::MAX,

@@ -1,13 +1,16 @@
 //! The gate's Lua scripts against the real Redis started by scripts/test: every transition,
 //! expiry, limits, idempotency and concurrency, with the invariant checked after each.
 
+use gate::{
+    Admission, AdmissionRules, Approval, Gate, PayBegin, PaymentFlow, ReadModel, ReserveOutcome,
+    Stock, ratelimit::RateLimit,
+};
 use std::time::Duration;
 
 use chrono::Utc;
 use domain::{
     Email, Event, IdempotencyKey, OrderId, OrderMessage, OrderStatus, Quantity, TicketTypeId,
 };
-use gate::{Approval, Gate, PayBegin, ReserveOutcome, Stock};
 use testkit::TestEnv;
 
 fn tt(s: &str) -> TicketTypeId {
@@ -43,9 +46,16 @@ async fn reserve_keyed(
     who: &str,
     k: &IdempotencyKey,
 ) -> ReserveOutcome {
-    gate.reserve(&ev.id, &tt(t), q(n), &email(who), k)
-        .await
-        .unwrap()
+    gate.reserve(
+        &ev.id,
+        &tt(t),
+        q(n),
+        &email(who),
+        k,
+        &AdmissionRules::default(),
+    )
+    .await
+    .unwrap()
 }
 
 /// The database's answer to a first delivery.
@@ -111,7 +121,14 @@ async fn refuses_before_the_sale_opens_and_unknown_things() {
     );
     let ghost = domain::EventId::parse("never-seeded").unwrap();
     let r = gate
-        .reserve(&ghost, &tt("vip-3-day"), q(1), &email("a@b.at"), &key())
+        .reserve(
+            &ghost,
+            &tt("vip-3-day"),
+            q(1),
+            &email("a@b.at"),
+            &key(),
+            &AdmissionRules::default(),
+        )
         .await
         .unwrap();
     assert_eq!(r, ReserveOutcome::UnknownEvent);
@@ -125,7 +142,14 @@ async fn idempotency_key_replays_the_first_answer_and_refuses_a_different_body()
     let gate = env.gate().await;
     let k = key();
     let first = gate
-        .reserve(&ev.id, &tt("vip-3-day"), q(2), &email("fan@x.at"), &k)
+        .reserve(
+            &ev.id,
+            &tt("vip-3-day"),
+            q(2),
+            &email("fan@x.at"),
+            &k,
+            &AdmissionRules::default(),
+        )
         .await
         .unwrap();
     let ReserveOutcome::Reserved {
@@ -137,7 +161,14 @@ async fn idempotency_key_replays_the_first_answer_and_refuses_a_different_body()
     };
     // Same body (the e-mail normalises to the same address): the first answer again.
     let again = gate
-        .reserve(&ev.id, &tt("vip-3-day"), q(2), &email(" FAN@x.at"), &k)
+        .reserve(
+            &ev.id,
+            &tt("vip-3-day"),
+            q(2),
+            &email(" FAN@x.at"),
+            &k,
+            &AdmissionRules::default(),
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -148,7 +179,14 @@ async fn idempotency_key_replays_the_first_answer_and_refuses_a_different_body()
         }
     );
     let other = gate
-        .reserve(&ev.id, &tt("vip-3-day"), q(3), &email("fan@x.at"), &k)
+        .reserve(
+            &ev.id,
+            &tt("vip-3-day"),
+            q(3),
+            &email("fan@x.at"),
+            &k,
+            &AdmissionRules::default(),
+        )
         .await
         .unwrap();
     assert_eq!(other, ReserveOutcome::IdempotencyConflict);
@@ -506,6 +544,7 @@ async fn concurrent_reservations_never_oversell() {
                     q(1),
                     &email(&format!("fan{i}@x.at")),
                     &key(),
+                    &AdmissionRules::default(),
                 )
                 .await
                 .unwrap()
@@ -700,13 +739,13 @@ async fn the_per_email_limit_is_part_of_the_reservation_and_never_counts_a_repla
     let limited = |k: &IdempotencyKey, who: &'static str| {
         let (gate, ev, k) = (gate.clone(), ev.clone(), k.clone());
         async move {
-            gate.reserve_limited(
+            gate.reserve(
                 &ev.id,
                 &tt("vip-3-day"),
                 q(1),
                 &email(who),
                 &k,
-                &gate::Admission {
+                &gate::AdmissionRules {
                     per_email: Some(policy),
                     ..Default::default()
                 },
@@ -836,8 +875,15 @@ async fn one_failing_reservation_does_not_spoil_its_batch() {
             };
             (
                 i,
-                gate.reserve(&ev.id, &tt("vip-3-day"), q(1), &email(&who), &key())
-                    .await,
+                gate.reserve(
+                    &ev.id,
+                    &tt("vip-3-day"),
+                    q(1),
+                    &email(&who),
+                    &key(),
+                    &AdmissionRules::default(),
+                )
+                .await,
             )
         }));
     }
@@ -1034,7 +1080,7 @@ async fn ended_holds_and_orders_leave_no_key_behind_for_good() {
     let ev = env.seed(100, -1, 1).await;
     let gate = env.gate().await;
     // With the per-e-mail rate limit on, a customer's hash keeps its arrival time.
-    let admission = gate::Admission {
+    let admission = gate::AdmissionRules {
         per_email: Some(gate::ratelimit::Policy {
             per_minute: 600,
             burst: 50,
@@ -1045,7 +1091,7 @@ async fn ended_holds_and_orders_leave_no_key_behind_for_good() {
     for i in 0..30 {
         let who = format!("bot{i}@x.at");
         let o = gate
-            .reserve_limited(
+            .reserve(
                 &ev.id,
                 &tt("vip-3-day"),
                 q(1),

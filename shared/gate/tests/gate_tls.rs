@@ -1,9 +1,8 @@
 //! The gate over TLS (`rediss://`), as with Memorystore's in-transit encryption: against a
 //! Redis that scripts/test starts with TLS only and a CA of its own.
 
+use gate::{Gate, ReadModel};
 use std::time::Duration;
-
-use gate::Gate;
 
 fn var(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run scripts/test"))

@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
 use domain::{Event, EventId};
-use gate::RedisArgs;
+use gate::{ReadModel, RedisArgs};
 use pubsub::PubSubArgs;
 use pubsub::deadletters::{Action, Choice};
 use store::DatabaseArgs;

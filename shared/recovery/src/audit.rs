@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use domain::EventId;
-use gate::{Gate, Stock};
+use gate::{Gate, ReadModel, Stock};
 use store::{Inventory, OrderRepository};
 
 /// One ticket type's books on both sides.

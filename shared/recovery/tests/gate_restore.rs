@@ -2,12 +2,15 @@
 //! is rebuilt from the database plus the paid orders still in flight, without overselling,
 //! with the per-customer limit intact, and by itself (the watcher consume-order runs).
 
+use gate::{
+    Admission, AdmissionRules, Approval, Gate, PayBegin, PaymentFlow, Presence, ReadModel,
+    ReserveOutcome, Stock,
+};
 use std::time::Duration;
 
 use chrono::Utc;
 use domain::TicketTypeId;
 use domain::{Email, Event, IdempotencyKey, OrderId, OrderMessage, OrderStatus, Quantity};
-use gate::{Approval, Gate, PayBegin, Presence, ReserveOutcome, Stock};
 use recovery::{RestoreOptions, RestoreReport, WatchOptions, restore_event};
 use store::OrderRepository;
 use testkit::{OwnRedis, Scoped, TestEnv};
@@ -21,6 +24,7 @@ async fn reserve(gate: &Gate, ev: &Event, n: i64, who: &str) -> ReserveOutcome {
         Quantity::parse(n).unwrap(),
         &Email::parse(who).unwrap(),
         &IdempotencyKey::parse(&uuid::Uuid::new_v4().to_string()).unwrap(),
+        &AdmissionRules::default(),
     )
     .await
     .unwrap()
@@ -463,13 +467,27 @@ async fn a_key_retried_after_the_loss_never_derives_a_persisted_orders_id() {
         Quantity::parse(1).unwrap(),
         Email::parse("retry@x.at").unwrap(),
     );
-    let before = order_id(&gate.reserve(&ev.id, &tt, q, &who, &key).await.unwrap());
+    let before = order_id(
+        &gate
+            .reserve(&ev.id, &tt, q, &who, &key, &AdmissionRules::default())
+            .await
+            .unwrap(),
+    );
     gate.reset(&ev.id).await.unwrap();
     restore_event(&gate, &repo, &ev, quick(200)).await.unwrap();
-    let after = order_id(&gate.reserve(&ev.id, &tt, q, &who, &key).await.unwrap());
+    let after = order_id(
+        &gate
+            .reserve(&ev.id, &tt, q, &who, &key, &AdmissionRules::default())
+            .await
+            .unwrap(),
+    );
     assert_ne!(after, before);
     // Under the new salt the key is again one order.
-    match gate.reserve(&ev.id, &tt, q, &who, &key).await.unwrap() {
+    match gate
+        .reserve(&ev.id, &tt, q, &who, &key, &AdmissionRules::default())
+        .await
+        .unwrap()
+    {
         ReserveOutcome::Replayed { order_id, .. } => assert_eq!(order_id, after),
         other => panic!("expected a replay, got {other:?}"),
     }

@@ -126,7 +126,7 @@ pub async fn publisher(env: &TestEnv, topic: &str) -> PubSubPublisher {
 
 pub async fn buy_state(env: &TestEnv, topic: &str) -> buy::AppState {
     buy::AppState {
-        gate: env.gate().await,
+        gate: Arc::new(env.gate().await),
         publisher: Arc::new(publisher(env, topic).await),
         payments: Arc::new(SimulatedPayments),
         limits: None,
