@@ -1,6 +1,8 @@
 //! Helpers for the integration tests: where the engines started by `scripts/test` are, and
 //! a freshly seeded event per test (its own id, so tests never share state).
 
+pub mod memory;
+
 use chrono::{Duration, Utc};
 
 use domain::{Event, EventId, OrderId, OrderMessage, RefundOwed};

@@ -1,0 +1,513 @@
+//! One contract for the gate's traits, written once and run on the Redis gate (the real
+//! server scripts/test started) and on the test kit's in-memory double, so the double the
+//! functions' router tests use behaves as the gate does. Each case runs as `redis::case` and
+//! `memory::case`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use domain::books::Persisted;
+use domain::{
+    Email, Event, IdempotencyKey, OrderId, OrderMessage, OrderStatus, Quantity, TicketTypeId,
+};
+use gate::ratelimit::Policy;
+use gate::{AdmissionRules, Approval, Checkout, Gate, PayBegin, ReserveOutcome, Stock};
+use testkit::memory::MemoryGate;
+use testkit::{TestEnv, new_event};
+
+/// The gate under test, and how to put an event on sale in it.
+struct Backend {
+    gate: Arc<dyn Checkout>,
+    redis: Option<Gate>,
+    memory: Option<Arc<MemoryGate>>,
+}
+
+async fn redis() -> Backend {
+    let gate = TestEnv::get().gate().await;
+    Backend {
+        gate: Arc::new(gate.clone()),
+        redis: Some(gate),
+        memory: None,
+    }
+}
+
+async fn memory() -> Backend {
+    let gate = Arc::new(MemoryGate::new());
+    Backend {
+        gate: gate.clone(),
+        redis: None,
+        memory: Some(gate),
+    }
+}
+
+impl Backend {
+    /// A new event on sale since a minute (or opening in `opens_in_secs`).
+    async fn seed(&self, capacity: u32, opens_in_secs: i64, hold_seconds: u32) -> Event {
+        let ev = new_event(capacity, opens_in_secs, hold_seconds);
+        if let Some(g) = &self.redis {
+            g.seed(&ev).await.expect("seed redis");
+        }
+        if let Some(m) = &self.memory {
+            m.seed(&ev);
+        }
+        ev
+    }
+
+    async fn reserve(&self, ev: &Event, t: &str, n: i64, who: &str) -> ReserveOutcome {
+        self.reserve_with(ev, t, n, who, &key(), &AdmissionRules::default())
+            .await
+    }
+
+    async fn reserve_with(
+        &self,
+        ev: &Event,
+        t: &str,
+        n: i64,
+        who: &str,
+        k: &IdempotencyKey,
+        rules: &AdmissionRules,
+    ) -> ReserveOutcome {
+        self.gate
+            .reserve(
+                &ev.id,
+                &TicketTypeId::parse(t).unwrap(),
+                Quantity::parse(n).unwrap(),
+                &Email::parse(who).unwrap(),
+                k,
+                rules,
+            )
+            .await
+            .unwrap()
+    }
+
+    /// The stock of one ticket type, with the invariant checked.
+    async fn stock(&self, ev: &Event, t: &str) -> Stock {
+        let snap = self.gate.refresh(&ev.id).await.unwrap().unwrap();
+        let s = snap.stock[t];
+        assert_eq!(s.delta(), 0, "invariant broken: {s:?}");
+        s
+    }
+
+    /// A hold of `n` tickets, paid and approved: the order and its message.
+    async fn paid(&self, ev: &Event, n: i64, who: &str) -> OrderMessage {
+        let id = held(self.reserve(ev, "vip-3-day", n, who).await);
+        let PayBegin::Charge { attempt, .. } = self
+            .gate
+            .pay_begin(&ev.id, id, "tok_approve", None)
+            .await
+            .unwrap()
+        else {
+            panic!("no charge")
+        };
+        let Approval::Recorded(a) = self
+            .gate
+            .pay_approved(&ev.id, id, attempt, &format!("pay-{id}"), Utc::now())
+            .await
+            .unwrap()
+        else {
+            panic!("not recorded")
+        };
+        OrderMessage {
+            order_id: id,
+            event: ev.id.clone(),
+            ticket_type: a.ticket_type,
+            quantity: a.quantity,
+            email: a.email,
+            amount_cents: a.amount_cents,
+            payment_ref: a.payment_ref,
+            paid_at: a.paid_at,
+        }
+    }
+}
+
+fn key() -> IdempotencyKey {
+    IdempotencyKey::parse(&uuid::Uuid::new_v4().to_string()).unwrap()
+}
+
+fn held(o: ReserveOutcome) -> OrderId {
+    match o {
+        ReserveOutcome::Reserved { order_id, .. } => order_id,
+        other => panic!("not held: {other:?}"),
+    }
+}
+
+macro_rules! contract {
+    ($($case:ident),* $(,)?) => {
+        mod redis {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::cases::$case(super::redis().await).await
+                }
+            )*
+        }
+        mod memory {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::cases::$case(super::memory().await).await
+                }
+            )*
+        }
+    };
+}
+
+contract!(
+    a_hold_takes_stock_and_a_retry_gets_the_same_order,
+    refusals_take_nothing,
+    a_paid_order_is_confirmed_once_and_wakes_its_waiter,
+    a_declined_attempt_goes_back_to_reserved_and_its_late_approval_is_stale,
+    a_cancel_releases_once,
+    an_order_the_books_reject_goes_back_on_sale,
+    the_per_email_and_per_client_rules_refuse_without_taking,
+    the_outbox_hands_a_paid_order_to_one_relay_per_lease,
+    an_expired_hold_cannot_be_paid,
+);
+
+mod cases {
+    use super::*;
+
+    pub async fn a_hold_takes_stock_and_a_retry_gets_the_same_order(b: Backend) {
+        let ev = b.seed(10, -60, 600).await;
+        let k = key();
+        let rules = AdmissionRules::default();
+        let first = b
+            .reserve_with(&ev, "vip-3-day", 2, "a@x.at", &k, &rules)
+            .await;
+        let id = held(first.clone());
+        let again = b
+            .reserve_with(&ev, "vip-3-day", 2, "a@x.at", &k, &rules)
+            .await;
+        let ReserveOutcome::Replayed { order_id, .. } = again else {
+            panic!("not replayed: {again:?}")
+        };
+        assert_eq!(order_id, id);
+        assert_eq!(
+            b.reserve_with(&ev, "vip-3-day", 3, "a@x.at", &k, &rules)
+                .await,
+            ReserveOutcome::IdempotencyConflict
+        );
+        let s = b.stock(&ev, "vip-3-day").await;
+        assert_eq!((s.available, s.held), (8, 2));
+        assert_eq!(b.gate.event_of(id).await.unwrap(), Some(ev.id.clone()));
+        let view = b.gate.order(&ev.id, id).await.unwrap().unwrap();
+        assert_eq!(
+            (view.status, view.quantity, view.amount_cents),
+            (OrderStatus::Reserved, 2, 2 * 34_900)
+        );
+        let (found, _) = b.gate.find_order(id).await.unwrap().unwrap();
+        assert_eq!(found, view);
+        assert!(b.gate.events().await.unwrap().contains(&ev.id));
+    }
+
+    pub async fn refusals_take_nothing(b: Backend) {
+        let ev = b.seed(3, -60, 600).await;
+        held(b.reserve(&ev, "vip-3-day", 2, "a@x.at").await);
+        assert_eq!(
+            b.reserve(&ev, "vip-3-day", 2, "b@x.at").await,
+            ReserveOutcome::NotEnough { available: 1 }
+        );
+        assert_eq!(
+            b.reserve(&ev, "vip-3-day", 3, "a@x.at").await,
+            ReserveOutcome::Limit {
+                limit: 4,
+                remaining: 2
+            }
+        );
+        assert_eq!(
+            b.reserve(&ev, "no-such-type", 1, "a@x.at").await,
+            ReserveOutcome::UnknownTicketType
+        );
+        held(b.reserve(&ev, "vip-3-day", 1, "c@x.at").await);
+        assert_eq!(
+            b.reserve(&ev, "vip-3-day", 1, "d@x.at").await,
+            ReserveOutcome::SoldOut
+        );
+        let s = b.stock(&ev, "vip-3-day").await;
+        assert_eq!((s.available, s.held), (0, 3));
+        let unknown = new_event(1, -60, 600);
+        assert_eq!(
+            b.reserve(&unknown, "vip-3-day", 1, "a@x.at").await,
+            ReserveOutcome::UnknownEvent
+        );
+        let later = b.seed(3, 3600, 600).await;
+        let ReserveOutcome::TooEarly { opens_in_ms } =
+            b.reserve(&later, "vip-3-day", 1, "a@x.at").await
+        else {
+            panic!("not too early")
+        };
+        assert!((3_500_000..=3_600_000).contains(&opens_in_ms));
+    }
+
+    pub async fn a_paid_order_is_confirmed_once_and_wakes_its_waiter(b: Backend) {
+        let ev = b.seed(10, -60, 600).await;
+        let msg = b.paid(&ev, 2, "a@x.at").await;
+        let id = msg.order_id;
+        assert_eq!(
+            b.gate
+                .pay_begin(&ev.id, id, "tok_approve", None)
+                .await
+                .unwrap(),
+            PayBegin::AlreadyPaid { published: false }
+        );
+        b.gate
+            .mark_published(&ev.id, id, Duration::from_secs(300))
+            .await
+            .unwrap();
+        assert_eq!(
+            b.gate.pay_begin(&ev.id, id, "", None).await.unwrap(),
+            PayBegin::AlreadyPaid { published: true }
+        );
+        assert_eq!(b.stock(&ev, "vip-3-day").await.confirming, 2);
+        let mut waiter = b.gate.finalized(id);
+        let persisted = Persisted {
+            status: OrderStatus::Confirmed,
+            tickets: vec!["T-1".into(), "T-2".into()],
+            duplicate: false,
+        };
+        let batch = [(&msg, &persisted)];
+        let finalize = || b.gate.finalize_all(&ev.id, &batch);
+        assert_eq!(finalize().await.unwrap(), vec![true]);
+        // The wake-up is a shortcut that can be missed while the gate's subscription starts;
+        // a redelivery sends it again (and changes nothing else).
+        let mut woke = false;
+        for _ in 0..50 {
+            if tokio::time::timeout(Duration::from_millis(100), &mut waiter)
+                .await
+                .is_ok()
+            {
+                woke = true;
+                break;
+            }
+            assert_eq!(finalize().await.unwrap(), vec![false]);
+        }
+        assert!(woke, "the waiter never woke");
+        assert_eq!(
+            finalize().await.unwrap(),
+            vec![false],
+            "a redelivery changes nothing"
+        );
+        let view = b.gate.order(&ev.id, id).await.unwrap().unwrap();
+        assert_eq!(view.status, OrderStatus::Confirmed);
+        assert_eq!(view.tickets, persisted.tickets);
+        assert_eq!(view.payment_ref, Some(msg.payment_ref.clone()));
+        let s = b.stock(&ev, "vip-3-day").await;
+        assert_eq!((s.available, s.confirming, s.sold), (8, 0, 2));
+        assert_eq!(
+            b.gate
+                .pay_begin(&ev.id, id, "tok_approve", None)
+                .await
+                .unwrap(),
+            PayBegin::State(OrderStatus::Confirmed)
+        );
+    }
+
+    pub async fn a_declined_attempt_goes_back_to_reserved_and_its_late_approval_is_stale(
+        b: Backend,
+    ) {
+        let ev = b.seed(10, -60, 600).await;
+        let id = held(b.reserve(&ev, "vip-3-day", 1, "a@x.at").await);
+        let PayBegin::Charge { attempt, .. } = b
+            .gate
+            .pay_begin(&ev.id, id, "tok_decline", None)
+            .await
+            .unwrap()
+        else {
+            panic!("no charge")
+        };
+        // A retry while the first attempt is pending resumes it with its own token.
+        assert_eq!(
+            b.gate
+                .pay_begin(&ev.id, id, "tok_other", None)
+                .await
+                .unwrap(),
+            PayBegin::Charge {
+                amount_cents: 34_900,
+                token: "tok_decline".into(),
+                attempt
+            }
+        );
+        assert_eq!(
+            b.gate.pay_abort(&ev.id, id, attempt).await.unwrap(),
+            Some(OrderStatus::Reserved)
+        );
+        assert_eq!(b.gate.pay_abort(&ev.id, id, attempt).await.unwrap(), None);
+        assert_eq!(b.stock(&ev, "vip-3-day").await.held, 1);
+        let PayBegin::Charge { attempt: next, .. } = b
+            .gate
+            .pay_begin(&ev.id, id, "tok_approve", None)
+            .await
+            .unwrap()
+        else {
+            panic!("no second charge")
+        };
+        assert!(next > attempt);
+        assert_eq!(
+            b.gate
+                .pay_approved(&ev.id, id, attempt, "pay-late", Utc::now())
+                .await
+                .unwrap(),
+            Approval::Stale(Some(OrderStatus::Confirming))
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert_eq!(
+            b.gate
+                .pay_begin(&ev.id, id, "", Some(Duration::from_millis(1)))
+                .await
+                .unwrap(),
+            PayBegin::Stuck { attempt: next },
+            "the relay gives up on a pending attempt older than its limit"
+        );
+        assert_eq!(
+            b.gate
+                .pay_begin(&ev.id, OrderId::new(), "tok", None)
+                .await
+                .unwrap(),
+            PayBegin::NotFound
+        );
+    }
+
+    pub async fn a_cancel_releases_once(b: Backend) {
+        let ev = b.seed(10, -60, 600).await;
+        let id = held(b.reserve(&ev, "vip-3-day", 3, "a@x.at").await);
+        assert_eq!(
+            b.gate.cancel(&ev.id, id).await.unwrap(),
+            Some((OrderStatus::Cancelled, true))
+        );
+        assert_eq!(
+            b.gate.cancel(&ev.id, id).await.unwrap(),
+            Some((OrderStatus::Cancelled, false))
+        );
+        assert_eq!(b.gate.cancel(&ev.id, OrderId::new()).await.unwrap(), None);
+        let s = b.stock(&ev, "vip-3-day").await;
+        assert_eq!((s.available, s.held), (10, 0));
+        // The customer's tickets count no more against the limit.
+        held(b.reserve(&ev, "vip-3-day", 4, "a@x.at").await);
+        let paying = b.paid(&ev, 1, "b@x.at").await;
+        assert_eq!(
+            b.gate.cancel(&ev.id, paying.order_id).await.unwrap(),
+            Some((OrderStatus::Confirming, false))
+        );
+    }
+
+    pub async fn an_order_the_books_reject_goes_back_on_sale(b: Backend) {
+        let ev = b.seed(10, -60, 600).await;
+        let msg = b.paid(&ev, 2, "a@x.at").await;
+        let rejected = Persisted {
+            status: OrderStatus::Rejected,
+            tickets: vec![],
+            duplicate: false,
+        };
+        assert_eq!(
+            b.gate
+                .finalize_all(&ev.id, &[(&msg, &rejected)])
+                .await
+                .unwrap(),
+            vec![true]
+        );
+        let view = b.gate.order(&ev.id, msg.order_id).await.unwrap().unwrap();
+        assert_eq!(view.status, OrderStatus::Rejected);
+        let s = b.stock(&ev, "vip-3-day").await;
+        assert_eq!((s.available, s.confirming, s.sold), (10, 0, 0));
+    }
+
+    pub async fn the_per_email_and_per_client_rules_refuse_without_taking(b: Backend) {
+        let ev = b.seed(10, -60, 600).await;
+        let per_email = AdmissionRules {
+            per_email: Some(Policy {
+                per_minute: 1,
+                burst: 1,
+            }),
+            ..AdmissionRules::default()
+        };
+        let k = key();
+        held(
+            b.reserve_with(&ev, "vip-3-day", 1, "a@x.at", &k, &per_email)
+                .await,
+        );
+        assert!(matches!(
+            b.reserve_with(&ev, "vip-3-day", 1, "a@x.at", &key(), &per_email)
+                .await,
+            ReserveOutcome::RateLimited { .. }
+        ));
+        assert!(
+            matches!(
+                b.reserve_with(&ev, "vip-3-day", 1, "a@x.at", &k, &per_email)
+                    .await,
+                ReserveOutcome::Replayed { .. }
+            ),
+            "a replay is never refused by the rules"
+        );
+        let per_client = AdmissionRules {
+            holds_per_client: 1,
+            client: Some(format!("198.51.100.{}", rand_octet())),
+            ..AdmissionRules::default()
+        };
+        held(
+            b.reserve_with(&ev, "vip-3-day", 1, "b@x.at", &key(), &per_client)
+                .await,
+        );
+        assert!(matches!(
+            b.reserve_with(&ev, "vip-3-day", 1, "c@x.at", &key(), &per_client)
+                .await,
+            ReserveOutcome::ClientHolds { .. }
+        ));
+        assert_eq!(b.stock(&ev, "vip-3-day").await.held, 2);
+    }
+
+    pub async fn the_outbox_hands_a_paid_order_to_one_relay_per_lease(b: Backend) {
+        let ev = b.seed(10, -60, 600).await;
+        let msg = b.paid(&ev, 1, "a@x.at").await;
+        let lease = Duration::from_secs(60);
+        assert_eq!(
+            b.gate
+                .claim_outbox(&ev.id, Duration::ZERO, 10, lease)
+                .await
+                .unwrap(),
+            vec![msg.order_id]
+        );
+        assert!(
+            b.gate
+                .claim_outbox(&ev.id, Duration::ZERO, 10, lease)
+                .await
+                .unwrap()
+                .is_empty(),
+            "leased to the first relay"
+        );
+        let done = Persisted {
+            status: OrderStatus::Confirmed,
+            tickets: vec!["T".into()],
+            duplicate: false,
+        };
+        b.gate.finalize_all(&ev.id, &[(&msg, &done)]).await.unwrap();
+        assert!(
+            b.gate
+                .claim_outbox(&ev.id, Duration::ZERO, 10, Duration::ZERO)
+                .await
+                .unwrap()
+                .is_empty(),
+            "a persisted order leaves the outbox"
+        );
+    }
+
+    pub async fn an_expired_hold_cannot_be_paid(b: Backend) {
+        let ev = b.seed(10, -60, 1).await;
+        let id = held(b.reserve(&ev, "vip-3-day", 2, "a@x.at").await);
+        tokio::time::sleep(Duration::from_millis(1_200)).await;
+        assert_eq!(
+            b.gate
+                .pay_begin(&ev.id, id, "tok_approve", None)
+                .await
+                .unwrap(),
+            PayBegin::State(OrderStatus::Expired)
+        );
+        let s = b.stock(&ev, "vip-3-day").await;
+        assert_eq!((s.available, s.held), (10, 0));
+    }
+
+    /// A client address of this run's own (the Redis is shared by every test).
+    fn rand_octet() -> u8 {
+        uuid::Uuid::new_v4().as_bytes()[0]
+    }
+}

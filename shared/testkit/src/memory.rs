@@ -1,0 +1,659 @@
+//! An in-memory gate: the same transitions as the Redis scripts, kept in a `HashMap` behind a
+//! mutex, for router tests that need no engine. It is held to the Redis gate's behaviour by
+//! one contract suite run against both (`shared/gate/tests/contract.rs`).
+//!
+//! Simplifications, none visible through the traits: order ids are random rather than derived
+//! from the key (ADR 30); the per-e-mail rate limit counts holds within one interval rather
+//! than running GCRA; a hold expires when the next call looks at its event.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use tokio::sync::oneshot;
+
+use domain::books::Persisted;
+use domain::{
+    Email, Event, EventId, IdempotencyKey, OrderId, OrderMessage, OrderStatus, Quantity,
+    TicketTypeId,
+};
+use gate::ratelimit::{Decision, Policy, RateLimit};
+use gate::{
+    Admission, AdmissionRules, Approval, Approved, EventSnapshot, Finalized, GateError, OrderView,
+    PayBegin, PaymentFlow, ReadModel, ReserveOutcome, Stock,
+};
+
+/// The gate in memory. Seed events with [`MemoryGate::seed`].
+#[derive(Default)]
+pub struct MemoryGate {
+    state: Mutex<State>,
+    /// Set: every call fails as if Redis were down.
+    down: std::sync::atomic::AtomicBool,
+}
+
+#[derive(Default)]
+struct State {
+    events: BTreeMap<EventId, Sale>,
+    /// Payments waiting for an order's outcome (see [`PaymentFlow::finalized`]).
+    waiters: HashMap<OrderId, oneshot::Sender<()>>,
+}
+
+struct Sale {
+    catalog: Event,
+    stock: BTreeMap<String, Stock>,
+    version: u64,
+    paused: bool,
+    orders: HashMap<OrderId, Order>,
+    /// Idempotency key → the order it made and what it was first used for.
+    keys: HashMap<String, (OrderId, (TicketTypeId, u32, String))>,
+    /// Tickets held, being paid or bought per (ticket type, e-mail).
+    customers: HashMap<(String, String), u32>,
+    /// Holds taken per e-mail and per client: when each was taken.
+    taken_by_email: HashMap<String, Vec<DateTime<Utc>>>,
+    taken_by_client: HashMap<String, Vec<DateTime<Utc>>>,
+    /// Paid or paying orders not known to be persisted, and when each is due for the relay.
+    outbox: HashMap<OrderId, DateTime<Utc>>,
+}
+
+struct Order {
+    view: OrderView,
+    attempt: u64,
+    /// The current attempt's token and start, while its charge is pending.
+    pending: Option<(String, DateTime<Utc>)>,
+    published: bool,
+}
+
+impl MemoryGate {
+    /// An empty gate.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Puts an event on sale (a no-op when it is already).
+    pub fn seed(&self, event: &Event) {
+        let mut state = self.state.lock().expect("gate lock");
+        state
+            .events
+            .entry(event.id.clone())
+            .or_insert_with(|| Sale {
+                stock: event
+                    .ticket_types
+                    .iter()
+                    .map(|t| {
+                        let capacity = i64::from(t.capacity);
+                        let stock = Stock {
+                            capacity,
+                            available: capacity,
+                            ..Stock::default()
+                        };
+                        (t.id.to_string(), stock)
+                    })
+                    .collect(),
+                catalog: event.clone(),
+                version: 1,
+                paused: false,
+                orders: HashMap::new(),
+                keys: HashMap::new(),
+                customers: HashMap::new(),
+                taken_by_email: HashMap::new(),
+                taken_by_client: HashMap::new(),
+                outbox: HashMap::new(),
+            });
+    }
+
+    /// Pauses or resumes an event's sale, as while a gate is rebuilt after Redis lost its data.
+    pub fn set_paused(&self, event: &EventId, paused: bool) {
+        if let Some(sale) = self.state.lock().expect("gate lock").events.get_mut(event) {
+            sale.paused = paused;
+            sale.version += 1;
+        }
+    }
+
+    /// Every later call fails as if Redis were down (`false`: back up).
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The state, or the error Redis being down would give.
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, State>, GateError> {
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(GateError::Unavailable("the in-memory gate is down"));
+        }
+        let mut state = self.state.lock().expect("gate lock");
+        let now = Utc::now();
+        for sale in state.events.values_mut() {
+            sale.reap(now);
+        }
+        Ok(state)
+    }
+
+    /// The event's sale and the order, when both exist.
+    fn with_order<T>(
+        &self,
+        event: &EventId,
+        order: OrderId,
+        f: impl FnOnce(&mut Sale, OrderId) -> T,
+    ) -> Result<Option<T>, GateError> {
+        let mut state = self.lock()?;
+        Ok(state
+            .events
+            .get_mut(event)
+            .filter(|s| s.orders.contains_key(&order))
+            .map(|s| f(s, order)))
+    }
+}
+
+impl Sale {
+    fn stock(&mut self, tt: &TicketTypeId) -> &mut Stock {
+        self.stock
+            .get_mut(tt.as_str())
+            .expect("a seeded ticket type")
+    }
+
+    /// Expired holds go back to stock.
+    fn reap(&mut self, now: DateTime<Utc>) {
+        let due: Vec<OrderId> = self
+            .orders
+            .values()
+            .filter(|o| {
+                o.view.status == OrderStatus::Reserved
+                    && o.view.hold_expires_at.is_some_and(|t| t <= now)
+            })
+            .map(|o| o.view.order_id)
+            .collect();
+        for id in due {
+            self.release(id, OrderStatus::Expired);
+        }
+    }
+
+    /// A held or paying order's tickets back on sale; the order ends as `to`.
+    fn release(&mut self, id: OrderId, to: OrderStatus) {
+        let o = self.orders.get_mut(&id).expect("the order");
+        let (from, tt, qty) = (o.view.status, o.view.ticket_type.clone(), o.view.quantity);
+        let email = o.view.email.clone();
+        o.view.status = to;
+        o.pending = None;
+        let stock = self.stock(&tt);
+        match from {
+            OrderStatus::Reserved => stock.held -= i64::from(qty),
+            _ => stock.confirming -= i64::from(qty),
+        }
+        stock.available += i64::from(qty);
+        if let Some(n) = self.customers.get_mut(&(tt.to_string(), email)) {
+            *n = n.saturating_sub(qty);
+        }
+        self.version += 1;
+    }
+}
+
+/// Taken within the last `window` (older entries dropped).
+fn recent(taken: &mut Vec<DateTime<Utc>>, now: DateTime<Utc>, window: Duration) -> usize {
+    let since = now - chrono::Duration::from_std(window).expect("a short window");
+    taken.retain(|t| *t > since);
+    taken.len()
+}
+
+#[async_trait]
+impl ReadModel for MemoryGate {
+    async fn events(&self) -> Result<Vec<EventId>, GateError> {
+        Ok(self.lock()?.events.keys().cloned().collect())
+    }
+
+    async fn refresh(&self, event: &EventId) -> Result<Option<EventSnapshot>, GateError> {
+        Ok(self.lock()?.events.get(event).map(|s| EventSnapshot {
+            catalog: s.catalog.clone(),
+            version: s.version,
+            read_at: Utc::now(),
+            stock: s.stock.clone(),
+            paused: s.paused,
+        }))
+    }
+
+    async fn event_of(&self, order: OrderId) -> Result<Option<EventId>, GateError> {
+        Ok(self
+            .lock()?
+            .events
+            .iter()
+            .find(|(_, s)| s.orders.contains_key(&order))
+            .map(|(e, _)| e.clone()))
+    }
+
+    async fn order(&self, event: &EventId, order: OrderId) -> Result<Option<OrderView>, GateError> {
+        Ok(self.with_order(event, order, |s, id| s.orders[&id].view.clone())?)
+    }
+
+    async fn find_order(
+        &self,
+        order: OrderId,
+    ) -> Result<Option<(OrderView, DateTime<Utc>)>, GateError> {
+        let state = self.lock()?;
+        Ok(state
+            .events
+            .values()
+            .find_map(|s| s.orders.get(&order))
+            .map(|o| (o.view.clone(), Utc::now())))
+    }
+}
+
+#[async_trait]
+impl Admission for MemoryGate {
+    async fn reserve(
+        &self,
+        event: &EventId,
+        ticket_type: &TicketTypeId,
+        quantity: Quantity,
+        email: &Email,
+        key: &IdempotencyKey,
+        rules: &AdmissionRules,
+    ) -> Result<ReserveOutcome, GateError> {
+        let mut state = self.lock()?;
+        let Some(sale) = state.events.get_mut(event) else {
+            return Ok(ReserveOutcome::UnknownEvent);
+        };
+        let now = Utc::now();
+        let qty = quantity.get();
+        // Every refusal first looks for an earlier answer under the key, as the script does.
+        let request = (ticket_type.clone(), qty, email.as_str().to_owned());
+        if let Some((id, first)) = sale.keys.get(key.as_str()) {
+            if *first != request {
+                return Ok(ReserveOutcome::IdempotencyConflict);
+            }
+            return Ok(ReserveOutcome::Replayed {
+                order_id: *id,
+                hold_expires_at: sale.orders[id]
+                    .view
+                    .hold_expires_at
+                    .unwrap_or(DateTime::UNIX_EPOCH),
+            });
+        }
+        if sale.paused {
+            return Ok(ReserveOutcome::Paused);
+        }
+        if now < sale.catalog.sale_opens_at {
+            let ms = (sale.catalog.sale_opens_at - now).num_milliseconds();
+            return Ok(ReserveOutcome::TooEarly {
+                opens_in_ms: u64::try_from(ms).unwrap_or(0),
+            });
+        }
+        let Some(tt) = sale
+            .catalog
+            .ticket_types
+            .iter()
+            .find(|t| &t.id == ticket_type)
+            .cloned()
+        else {
+            return Ok(ReserveOutcome::UnknownTicketType);
+        };
+        let hold = Duration::from_secs(u64::from(tt.hold_seconds));
+        if let Some(p) = rules.per_email.filter(|p| p.enabled()) {
+            let interval = Duration::from_millis(p.interval_ms());
+            let taken = sale
+                .taken_by_email
+                .entry(email.as_str().to_owned())
+                .or_default();
+            if recent(taken, now, interval * p.burst.max(1)) >= p.burst.max(1) as usize {
+                return Ok(ReserveOutcome::RateLimited {
+                    retry_after: interval,
+                });
+            }
+        }
+        let have = sale
+            .customers
+            .get(&(tt.id.to_string(), email.as_str().to_owned()))
+            .copied()
+            .unwrap_or(0);
+        let available = sale.stock[tt.id.as_str()].available;
+        if available <= 0 {
+            return Ok(ReserveOutcome::SoldOut);
+        }
+        if have + qty > tt.per_customer_limit {
+            return Ok(ReserveOutcome::Limit {
+                limit: u64::from(tt.per_customer_limit),
+                remaining: u64::from(tt.per_customer_limit.saturating_sub(have)),
+            });
+        }
+        if available < i64::from(qty) {
+            return Ok(ReserveOutcome::NotEnough {
+                available: u64::try_from(available).unwrap_or(0),
+            });
+        }
+        let client = rules.client.as_deref().filter(|c| !c.is_empty());
+        if let Some(c) = client.filter(|_| rules.holds_per_client > 0) {
+            let taken = sale.taken_by_client.entry(c.to_owned()).or_default();
+            if recent(taken, now, hold) >= rules.holds_per_client as usize {
+                let oldest_ends = taken[0] + chrono::Duration::from_std(hold).expect("hold");
+                return Ok(ReserveOutcome::ClientHolds {
+                    retry_after: (oldest_ends - now).to_std().unwrap_or_default(),
+                    window: hold,
+                });
+            }
+            taken.push(now);
+        }
+        if rules.per_email.is_some_and(|p| p.enabled()) {
+            sale.taken_by_email
+                .entry(email.as_str().to_owned())
+                .or_default()
+                .push(now);
+        }
+        let order_id = OrderId::new();
+        let hold_expires_at = now + chrono::Duration::from_std(hold).expect("hold");
+        let stock = sale.stock(&tt.id);
+        stock.available -= i64::from(qty);
+        stock.held += i64::from(qty);
+        *sale
+            .customers
+            .entry((tt.id.to_string(), email.as_str().to_owned()))
+            .or_default() += qty;
+        sale.version += 1;
+        sale.keys
+            .insert(key.as_str().to_owned(), (order_id, request));
+        sale.orders.insert(
+            order_id,
+            Order {
+                view: OrderView {
+                    order_id,
+                    event: event.clone(),
+                    status: OrderStatus::Reserved,
+                    ticket_type: tt.id.clone(),
+                    quantity: qty,
+                    email: email.as_str().to_owned(),
+                    amount_cents: tt.price_cents * i64::from(qty),
+                    hold_expires_at: Some(hold_expires_at),
+                    payment_ref: None,
+                    paid_at: None,
+                    tickets: Vec::new(),
+                },
+                attempt: 0,
+                pending: None,
+                published: false,
+            },
+        );
+        Ok(ReserveOutcome::Reserved {
+            order_id,
+            hold_expires_at,
+        })
+    }
+
+    async fn cancel(
+        &self,
+        event: &EventId,
+        order: OrderId,
+    ) -> Result<Option<(OrderStatus, bool)>, GateError> {
+        self.with_order(event, order, |sale, id| {
+            match sale.orders[&id].view.status {
+                OrderStatus::Reserved => {
+                    sale.release(id, OrderStatus::Cancelled);
+                    (OrderStatus::Cancelled, true)
+                }
+                s => (s, false),
+            }
+        })
+    }
+}
+
+#[async_trait]
+impl PaymentFlow for MemoryGate {
+    fn finalized(&self, order: OrderId) -> Finalized {
+        let (tx, rx) = oneshot::channel();
+        self.state
+            .lock()
+            .expect("gate lock")
+            .waiters
+            .insert(order, tx);
+        Box::pin(async move {
+            let _ = rx.await;
+        })
+    }
+
+    async fn pay_begin(
+        &self,
+        event: &EventId,
+        order: OrderId,
+        token: &str,
+        give_up: Option<Duration>,
+    ) -> Result<PayBegin, GateError> {
+        let now = Utc::now();
+        let begun = self.with_order(event, order, |sale, id| {
+            let o = sale.orders.get_mut(&id).expect("the order");
+            match o.view.status {
+                // An empty token (the relay) never starts a payment, it only finishes one.
+                OrderStatus::Reserved if !token.is_empty() => {
+                    o.attempt += 1;
+                    o.view.status = OrderStatus::Confirming;
+                    o.pending = Some((token.to_owned(), now));
+                    let (tt, qty, amount, attempt) = (
+                        o.view.ticket_type.clone(),
+                        i64::from(o.view.quantity),
+                        o.view.amount_cents,
+                        o.attempt,
+                    );
+                    let stock = sale.stock(&tt);
+                    stock.held -= qty;
+                    stock.confirming += qty;
+                    sale.outbox.insert(id, now);
+                    sale.version += 1;
+                    PayBegin::Charge {
+                        amount_cents: amount,
+                        token: token.to_owned(),
+                        attempt,
+                    }
+                }
+                OrderStatus::Confirming => match &o.pending {
+                    Some((_, since))
+                        // A zero limit is none, as in the script.
+                        if give_up.is_some_and(|g| {
+                            !g.is_zero() && (now - *since).to_std().unwrap_or_default() > g
+                        }) =>
+                    {
+                        PayBegin::Stuck { attempt: o.attempt }
+                    }
+                    Some((stored, _)) => PayBegin::Charge {
+                        amount_cents: o.view.amount_cents,
+                        token: stored.clone(),
+                        attempt: o.attempt,
+                    },
+                    None => PayBegin::AlreadyPaid {
+                        published: o.published,
+                    },
+                },
+                s => PayBegin::State(s),
+            }
+        })?;
+        Ok(begun.unwrap_or(PayBegin::NotFound))
+    }
+
+    async fn pay_abort(
+        &self,
+        event: &EventId,
+        order: OrderId,
+        attempt: u64,
+    ) -> Result<Option<OrderStatus>, GateError> {
+        let now = Utc::now();
+        let aborted = self.with_order(event, order, |sale, id| {
+            let o = sale.orders.get_mut(&id).expect("the order");
+            if o.view.status != OrderStatus::Confirming
+                || o.pending.is_none()
+                || o.attempt != attempt
+            {
+                return None;
+            }
+            sale.outbox.remove(&id);
+            if o.view.hold_expires_at.is_some_and(|t| t <= now) {
+                sale.release(id, OrderStatus::Expired);
+                return Some(OrderStatus::Expired);
+            }
+            o.pending = None;
+            o.view.status = OrderStatus::Reserved;
+            let (tt, qty) = (o.view.ticket_type.clone(), i64::from(o.view.quantity));
+            let stock = sale.stock(&tt);
+            stock.confirming -= qty;
+            stock.held += qty;
+            sale.version += 1;
+            Some(OrderStatus::Reserved)
+        })?;
+        Ok(aborted.flatten())
+    }
+
+    async fn pay_approved(
+        &self,
+        event: &EventId,
+        order: OrderId,
+        attempt: u64,
+        payment_ref: &str,
+        paid_at: DateTime<Utc>,
+    ) -> Result<Approval, GateError> {
+        let approved = self.with_order(event, order, |sale, id| {
+            let o = sale.orders.get_mut(&id).expect("the order");
+            let current = o.view.status == OrderStatus::Confirming
+                && o.pending.is_some()
+                && o.attempt == attempt;
+            let again = o.view.payment_ref.as_deref() == Some(payment_ref);
+            if !current && !again {
+                return Approval::Stale(Some(o.view.status));
+            }
+            if current {
+                o.pending = None;
+                o.view.payment_ref = Some(payment_ref.to_owned());
+                o.view.paid_at = Some(paid_at);
+            }
+            Approval::Recorded(Approved {
+                payment_ref: payment_ref.to_owned(),
+                paid_at: o.view.paid_at.unwrap_or(paid_at),
+                ticket_type: o.view.ticket_type.clone(),
+                quantity: o.view.quantity,
+                email: o.view.email.clone(),
+                amount_cents: o.view.amount_cents,
+            })
+        })?;
+        Ok(approved.unwrap_or(Approval::Stale(None)))
+    }
+
+    async fn mark_published(
+        &self,
+        event: &EventId,
+        order: OrderId,
+        redeliver_after: Duration,
+    ) -> Result<(), GateError> {
+        let due = Utc::now() + chrono::Duration::from_std(redeliver_after).expect("a duration");
+        self.with_order(event, order, |sale, id| {
+            sale.orders.get_mut(&id).expect("the order").published = true;
+            if let Some(at) = sale.outbox.get_mut(&id) {
+                *at = due;
+            }
+        })?;
+        Ok(())
+    }
+
+    async fn claim_outbox(
+        &self,
+        event: &EventId,
+        older_than: Duration,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<OrderId>, GateError> {
+        let now = Utc::now();
+        let cutoff = now - chrono::Duration::from_std(older_than).expect("a duration");
+        let until = now + chrono::Duration::from_std(lease).expect("a duration");
+        let mut state = self.lock()?;
+        let Some(sale) = state.events.get_mut(event) else {
+            return Ok(Vec::new());
+        };
+        let mut due: Vec<(DateTime<Utc>, OrderId)> = sale
+            .outbox
+            .iter()
+            .filter(|(_, at)| **at <= cutoff)
+            .map(|(id, at)| (*at, *id))
+            .collect();
+        due.sort();
+        due.truncate(limit);
+        // Leased: due again `lease` after `older_than` has passed once more.
+        for (_, id) in &due {
+            sale.outbox.insert(*id, until);
+        }
+        Ok(due.into_iter().map(|(_, id)| id).collect())
+    }
+
+    async fn finalize_all(
+        &self,
+        event: &EventId,
+        orders: &[(&OrderMessage, &Persisted)],
+    ) -> Result<Vec<bool>, GateError> {
+        let mut state = self.lock()?;
+        let mut changed = Vec::with_capacity(orders.len());
+        for (msg, persisted) in orders {
+            let id = msg.order_id;
+            let Some(sale) = state.events.get_mut(event) else {
+                changed.push(false);
+                continue;
+            };
+            sale.outbox.remove(&id);
+            let Some(o) = sale.orders.get_mut(&id) else {
+                changed.push(false);
+                continue;
+            };
+            if matches!(
+                o.view.status,
+                OrderStatus::Confirmed | OrderStatus::Rejected
+            ) {
+                changed.push(false);
+                continue;
+            }
+            // Only paid orders reach the books; Redis' rolled-back states are the real gate's.
+            let (tt, qty) = (o.view.ticket_type.clone(), i64::from(o.view.quantity));
+            if persisted.status == OrderStatus::Confirmed {
+                o.view.status = OrderStatus::Confirmed;
+                o.view.tickets = persisted.tickets.clone();
+                let stock = sale.stock(&tt);
+                stock.confirming -= qty;
+                stock.sold += qty;
+                sale.version += 1;
+            } else {
+                sale.release(id, OrderStatus::Rejected);
+            }
+            changed.push(true);
+        }
+        for (msg, _) in orders {
+            if let Some(tx) = state.waiters.remove(&msg.order_id) {
+                let _ = tx.send(());
+            }
+        }
+        Ok(changed)
+    }
+}
+
+/// A rate limit in memory: each subject may pass `burst` times per window of `burst`
+/// intervals (no gradual refill, which router tests do not need).
+#[derive(Default)]
+pub struct MemoryRateLimit {
+    taken: Mutex<HashMap<String, Vec<DateTime<Utc>>>>,
+}
+
+#[async_trait]
+impl RateLimit for MemoryRateLimit {
+    async fn check(&self, subject: &str, policy: Policy) -> Option<Decision> {
+        if !policy.enabled() {
+            return Some(Decision::Allowed {
+                remaining: u64::MAX,
+                reset: Duration::ZERO,
+            });
+        }
+        let now = Utc::now();
+        let burst = policy.burst.max(1);
+        let window = Duration::from_millis(policy.interval_ms()) * burst;
+        let mut taken = self.taken.lock().expect("limit lock");
+        let taken = taken.entry(subject.to_owned()).or_default();
+        let n = recent(taken, now, window);
+        if n >= burst as usize {
+            return Some(Decision::Limited {
+                retry_after: Duration::from_millis(policy.interval_ms()),
+            });
+        }
+        taken.push(now);
+        Some(Decision::Allowed {
+            remaining: (burst as usize - n - 1) as u64,
+            reset: window,
+        })
+    }
+}
