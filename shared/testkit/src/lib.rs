@@ -2,6 +2,7 @@
 //! a freshly seeded event per test (its own id, so tests never share state).
 
 pub mod memory;
+pub mod router;
 
 use chrono::{Duration, Utc};
 

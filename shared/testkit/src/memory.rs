@@ -1,4 +1,4 @@
-//! An in-memory gate: the same transitions as the Redis scripts, kept in a `HashMap` behind a
+//! An in-memory gate, rate limit and publisher. The gate: the same transitions as the Redis scripts, kept in a `HashMap` behind a
 //! mutex, for router tests that need no engine. It is held to the Redis gate's behaviour by
 //! one contract suite run against both (`shared/gate/tests/contract.rs`).
 //!
@@ -7,7 +7,7 @@
 //! than running GCRA; a hold expires when the next call looks at its event.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -20,17 +20,18 @@ use domain::{
     TicketTypeId,
 };
 use gate::ratelimit::{Decision, Policy, RateLimit};
+use pubsub::{OrderPublisher, PublishError};
 use gate::{
     Admission, AdmissionRules, Approval, Approved, EventSnapshot, Finalized, GateError, OrderView,
     PayBegin, PaymentFlow, ReadModel, ReserveOutcome, Stock,
 };
 
-/// The gate in memory. Seed events with [`MemoryGate::seed`].
-#[derive(Default)]
+/// The gate in memory. Seed events with [`MemoryGate::seed`]. Clones share one gate.
+#[derive(Clone, Default)]
 pub struct MemoryGate {
-    state: Mutex<State>,
+    state: Arc<Mutex<State>>,
     /// Set: every call fails as if Redis were down.
-    down: std::sync::atomic::AtomicBool,
+    down: Arc<std::sync::atomic::AtomicBool>,
 }
 
 #[derive(Default)]
@@ -655,5 +656,55 @@ impl RateLimit for MemoryRateLimit {
             remaining: (burst as usize - n - 1) as u64,
             reset: window,
         })
+    }
+}
+
+/// A publisher in memory: what buy published, in order. [`MemoryPublisher::set_down`] makes
+/// every publish fail, as in a Pub/Sub outage.
+#[derive(Default)]
+pub struct MemoryPublisher {
+    orders: Mutex<Vec<OrderMessage>>,
+    refunds: Mutex<Vec<domain::RefundOwed>>,
+    down: std::sync::atomic::AtomicBool,
+}
+
+impl MemoryPublisher {
+    /// Every later publish fails (`false`: back up).
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The orders published so far.
+    pub fn orders(&self) -> Vec<OrderMessage> {
+        self.orders.lock().expect("publisher lock").clone()
+    }
+
+    /// The refunds handed on so far.
+    pub fn refunds(&self) -> Vec<domain::RefundOwed> {
+        self.refunds.lock().expect("publisher lock").clone()
+    }
+
+    fn up(&self) -> Result<(), PublishError> {
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(PublishError("the in-memory broker is down".into()));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl OrderPublisher for MemoryPublisher {
+    async fn publish(&self, msg: &OrderMessage) -> Result<String, PublishError> {
+        self.up()?;
+        let mut orders = self.orders.lock().expect("publisher lock");
+        orders.push(msg.clone());
+        Ok(format!("m-{}", orders.len()))
+    }
+
+    async fn publish_refund(&self, refund: &domain::RefundOwed) -> Result<String, PublishError> {
+        self.up()?;
+        let mut refunds = self.refunds.lock().expect("publisher lock");
+        refunds.push(refund.clone());
+        Ok(format!("r-{}", refunds.len()))
     }
 }

@@ -158,26 +158,4 @@ pub async fn serve(app: axum::Router) -> String {
     format!("http://{addr}")
 }
 
-/// One answer of a router driven with `oneshot` (no socket).
-pub struct Answer {
-    pub status: axum::http::StatusCode,
-    pub headers: axum::http::HeaderMap,
-    pub body: Value,
-}
-
-/// Sends `req` to `app` without a socket; the body is parsed as JSON (`Null` when it is not).
-pub async fn call(app: &axum::Router, req: axum::http::Request<axum::body::Body>) -> Answer {
-    use tower::ServiceExt;
-    let res = app.clone().oneshot(req).await.unwrap();
-    let status = res.status();
-    let headers = res.headers().clone();
-    let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
-        .await
-        .unwrap();
-    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    Answer {
-        status,
-        headers,
-        body,
-    }
-}
+pub use testkit::router::{Answer, call};
