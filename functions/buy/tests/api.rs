@@ -3,8 +3,8 @@
 
 mod common;
 
-use common::{Answer, call};
 use gate::ReadModel;
+use testkit::router::{Answer, call};
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};

@@ -2,8 +2,8 @@
 
 mod common;
 
-use common::call;
 use gate::ReadModel;
+use testkit::router::call;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

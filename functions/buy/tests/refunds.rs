@@ -5,8 +5,8 @@
 
 mod common;
 
-use common::call;
 use gate::{PaymentFlow, ReadModel};
+use testkit::router::call;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

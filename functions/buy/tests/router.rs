@@ -74,7 +74,11 @@ impl Shop {
 
     async fn pay(&self, order: &str, token: &str) -> Answer {
         let uri = format!("/v1/orders/{order}/payment");
-        call(&self.app, post(&uri, None, &json!({"payment_token": token}))).await
+        call(
+            &self.app,
+            post(&uri, None, &json!({"payment_token": token})),
+        )
+        .await
     }
 
     async fn cancel(&self, order: &str) -> Answer {
@@ -115,7 +119,11 @@ async fn refusals_are_problems_and_take_nothing() {
     let s = shop(Duration::ZERO, None);
     let uri = format!("/v1/events/{}/orders", s.ev.id);
     let ok = json!({"ticket_type": "vip-3-day", "quantity": 1, "email": "fan@example.at"});
-    assert_problem(&call(&s.app, post(&uri, None, &ok)).await, 400, "bad-request");
+    assert_problem(
+        &call(&s.app, post(&uri, None, &ok)).await,
+        400,
+        "bad-request",
+    );
     let zero = json!({"ticket_type": "vip-3-day", "quantity": 0, "email": "fan@example.at"});
     let a = call(&s.app, post(&uri, Some(&fresh_key()), &zero)).await;
     assert_problem(&a, 422, "invalid-input");
@@ -130,7 +138,9 @@ async fn refusals_are_problems_and_take_nothing() {
     assert_problem(&other, 404, "not-found");
     assert_eq!(s.available().await, 10);
     for i in 0..5 {
-        let a = s.reserve(&fresh_key(), 2, &format!("f{i}@example.at")).await;
+        let a = s
+            .reserve(&fresh_key(), 2, &format!("f{i}@example.at"))
+            .await;
         assert_eq!(a.status, StatusCode::ACCEPTED);
     }
     assert_problem(

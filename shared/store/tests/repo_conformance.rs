@@ -1,7 +1,9 @@
 //! One conformance suite for `OrderRepository`, written once against the trait and run on both
 //! backends on real engines started by `scripts/test`: PostgreSQL, and Google's Spanner
-//! emulator (each Spanner test creates and migrates a database of its own).
-//! `cargo nextest run -p shared --test repo_conformance` (filter `postgres::` or `spanner::`).
+//! emulator (each Spanner test creates and migrates a database of its own); and on the test
+//! kit's in-memory books, so the double the router tests use decides as the real ones do.
+//! `cargo nextest run -p store --test repo_conformance` (filter `postgres::`, `spanner::` or
+//! `memory::`).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -35,7 +37,18 @@ async fn spanner() -> Backend {
     }
 }
 
-/// Each case as a test per backend: `postgres::case` and `spanner::case`.
+/// The test kit's in-memory books, which the functions' fast router tests use: held here to
+/// what the real backends do.
+async fn memory() -> Backend {
+    let dead = testkit::memory::MemoryRepository::default();
+    dead.set_down(true);
+    Backend {
+        repo: Arc::new(testkit::memory::MemoryRepository::default()),
+        dead: Arc::new(dead),
+    }
+}
+
+/// Each case as a test per backend: `postgres::case`, `spanner::case` and `memory::case`.
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
         mod postgres {
@@ -51,6 +64,14 @@ macro_rules! conformance {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
                     super::cases::$case(super::spanner().await).await
+                }
+            )*
+        }
+        mod memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::cases::$case(super::memory().await).await
                 }
             )*
         }

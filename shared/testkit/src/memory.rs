@@ -20,11 +20,11 @@ use domain::{
     TicketTypeId,
 };
 use gate::ratelimit::{Decision, Policy, RateLimit};
-use pubsub::{OrderPublisher, PublishError};
 use gate::{
     Admission, AdmissionRules, Approval, Approved, EventSnapshot, Finalized, GateError, OrderView,
     PayBegin, PaymentFlow, ReadModel, ReserveOutcome, Stock,
 };
+use pubsub::{OrderPublisher, PublishError};
 
 /// The gate in memory. Seed events with [`MemoryGate::seed`]. Clones share one gate.
 #[derive(Clone, Default)]
@@ -706,5 +706,295 @@ impl OrderPublisher for MemoryPublisher {
         let mut refunds = self.refunds.lock().expect("publisher lock");
         refunds.push(refund.clone());
         Ok(format!("r-{}", refunds.len()))
+    }
+}
+
+/// The books in memory: the same decisions as the PostgreSQL and Spanner repositories (first
+/// paid first served, never beyond capacity, idempotent per order), held to them by the
+/// repository conformance suite (`shared/store/tests/repo_conformance.rs`). Clones share one
+/// store; [`MemoryRepository::set_down`] makes every call fail as a database outage does.
+#[derive(Clone, Default)]
+pub struct MemoryRepository {
+    books: Arc<Mutex<Books>>,
+    down: Arc<std::sync::atomic::AtomicBool>,
+}
+
+#[derive(Default)]
+struct Books {
+    events: BTreeMap<EventId, Event>,
+    /// Tickets left per (event, ticket type).
+    left: HashMap<(EventId, TicketTypeId), i64>,
+    orders: BTreeMap<OrderId, store::StoredOrder>,
+    refunds: HashMap<String, Refund>,
+}
+
+struct Refund {
+    owed: domain::RefundOwed,
+    owed_at: DateTime<Utc>,
+    attempts: i64,
+    next_at: DateTime<Utc>,
+    done: bool,
+}
+
+impl MemoryRepository {
+    /// Every later call fails as if the database were down (`false`: back up).
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Books>, store::RepoError> {
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(store::RepoError::Unavailable(
+                "the in-memory database is down".into(),
+            ));
+        }
+        Ok(self.books.lock().expect("books lock"))
+    }
+}
+
+fn later(d: Duration) -> DateTime<Utc> {
+    Utc::now() + chrono::Duration::from_std(d).expect("a duration")
+}
+
+#[async_trait]
+impl store::OrderRepository for MemoryRepository {
+    async fn ping(&self) -> Result<(), store::RepoError> {
+        self.lock().map(|_| ())
+    }
+
+    async fn seed(&self, event: &Event) -> Result<store::Seeded, store::RepoError> {
+        let mut books = self.lock()?;
+        if let Some(stored) = books.events.get(&event.id) {
+            return if stored == event {
+                Ok(store::Seeded::Unchanged)
+            } else {
+                Err(store::RepoError::Permanent(format!(
+                    "event {} is already seeded with a different catalog",
+                    event.id
+                )))
+            };
+        }
+        for t in &event.ticket_types {
+            books
+                .left
+                .insert((event.id.clone(), t.id.clone()), i64::from(t.capacity));
+        }
+        books.events.insert(event.id.clone(), event.clone());
+        Ok(store::Seeded::Created)
+    }
+
+    async fn reset(&self, event: &EventId) -> Result<(), store::RepoError> {
+        let mut books = self.lock()?;
+        books.events.remove(event);
+        books.left.retain(|(e, _), _| e != event);
+        books.orders.retain(|_, o| &o.event != event);
+        Ok(())
+    }
+
+    async fn persist_batch(
+        &self,
+        orders: &[OrderMessage],
+    ) -> Result<Vec<store::Outcome>, store::RepoError> {
+        let mut books = self.lock()?;
+        let (unique, positions) = store::distinct(orders);
+        let fresh: Vec<&OrderMessage> = unique
+            .iter()
+            .copied()
+            .filter(|o| !books.orders.contains_key(&o.order_id))
+            .collect();
+        let decided = store::allocate(
+            &fresh,
+            |o| (o.event.clone(), o.ticket_type.clone()),
+            &mut books.left,
+        );
+        for (o, decision) in fresh.iter().zip(decided) {
+            let Ok(confirmed) = decision else { continue };
+            let status = if confirmed {
+                OrderStatus::Confirmed
+            } else {
+                OrderStatus::Rejected
+            };
+            // Read back in code order, as the databases answer.
+            let mut tickets: Vec<String> = if confirmed {
+                (0..o.quantity).map(|_| store::ticket_code()).collect()
+            } else {
+                Vec::new()
+            };
+            tickets.sort();
+            let stored = store::StoredOrder {
+                order_id: o.order_id,
+                event: o.event.clone(),
+                ticket_type: o.ticket_type.clone(),
+                quantity: o.quantity,
+                email: o.email.clone(),
+                amount_cents: o.amount_cents,
+                status,
+                payment_ref: o.payment_ref.clone(),
+                persisted_at: Utc::now(),
+                tickets,
+            };
+            books.orders.insert(o.order_id, stored);
+        }
+        let outcomes = unique
+            .iter()
+            .map(|o| match books.orders.get(&o.order_id) {
+                Some(s) => Ok(Persisted {
+                    status: s.status,
+                    tickets: s.tickets.clone(),
+                    duplicate: !fresh.iter().any(|f| f.order_id == o.order_id),
+                }),
+                None => Err(store::Refused(format!(
+                    "ticket type {} of event {} is not in the database",
+                    o.ticket_type, o.event
+                ))),
+            })
+            .collect();
+        Ok(store::spread(outcomes, &positions))
+    }
+
+    async fn order(&self, id: OrderId) -> Result<Option<store::StoredOrder>, store::RepoError> {
+        Ok(self.lock()?.orders.get(&id).cloned())
+    }
+
+    async fn inventory(&self, event: &EventId) -> Result<Vec<store::Inventory>, store::RepoError> {
+        let books = self.lock()?;
+        let Some(ev) = books.events.get(event) else {
+            return Ok(Vec::new());
+        };
+        let mut types: Vec<_> = ev.ticket_types.iter().collect();
+        types.sort_by(|a, b| a.id.as_str().cmp(b.id.as_str()));
+        Ok(types
+            .into_iter()
+            .map(|t| {
+                let of_type = || {
+                    books
+                        .orders
+                        .values()
+                        .filter(|o| &o.event == event && o.ticket_type == t.id)
+                };
+                let confirmed = || of_type().filter(|o| o.status == OrderStatus::Confirmed);
+                let sold: i64 = of_type().map(|o| o.tickets.len() as i64).sum();
+                let left = books.left[&(event.clone(), t.id.clone())];
+                store::Inventory {
+                    ticket_type: t.id.clone(),
+                    capacity: i64::from(t.capacity),
+                    tickets: sold + left,
+                    sold,
+                    confirmed_quantity: confirmed().map(|o| i64::from(o.quantity)).sum(),
+                    confirmed_orders: confirmed().count() as i64,
+                    rejected_orders: of_type()
+                        .filter(|o| o.status == OrderStatus::Rejected)
+                        .count() as i64,
+                }
+            })
+            .collect())
+    }
+
+    async fn events(&self) -> Result<Vec<Event>, store::RepoError> {
+        Ok(self.lock()?.events.values().cloned().collect())
+    }
+
+    async fn customer_totals(
+        &self,
+        event: &EventId,
+    ) -> Result<Vec<store::CustomerTotal>, store::RepoError> {
+        let books = self.lock()?;
+        let mut totals: BTreeMap<(String, String), i64> = BTreeMap::new();
+        for o in books
+            .orders
+            .values()
+            .filter(|o| &o.event == event && o.status == OrderStatus::Confirmed)
+        {
+            *totals
+                .entry((o.ticket_type.to_string(), o.email.clone()))
+                .or_default() += i64::from(o.quantity);
+        }
+        Ok(totals
+            .into_iter()
+            .map(|((tt, email), quantity)| store::CustomerTotal {
+                ticket_type: TicketTypeId::parse(&tt).expect("a stored ticket type"),
+                email,
+                quantity,
+            })
+            .collect())
+    }
+
+    async fn decided_orders(
+        &self,
+        event: &EventId,
+    ) -> Result<Vec<store::StoredOrder>, store::RepoError> {
+        Ok(self
+            .lock()?
+            .orders
+            .values()
+            .filter(|o| &o.event == event)
+            .cloned()
+            .collect())
+    }
+
+    async fn owe_refunds(
+        &self,
+        refunds: &[domain::RefundOwed],
+        lease: Duration,
+    ) -> Result<Vec<domain::RefundOwed>, store::RepoError> {
+        let mut books = self.lock()?;
+        let mut open = Vec::new();
+        for r in refunds {
+            let entry = books
+                .refunds
+                .entry(r.payment_ref.clone())
+                .or_insert_with(|| Refund {
+                    owed: r.clone(),
+                    owed_at: Utc::now(),
+                    attempts: 1,
+                    next_at: later(lease),
+                    done: false,
+                });
+            if !entry.done
+                && !open
+                    .iter()
+                    .any(|o: &domain::RefundOwed| o.payment_ref == r.payment_ref)
+            {
+                open.push(r.clone());
+            }
+        }
+        Ok(open)
+    }
+
+    async fn claim_refunds(
+        &self,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<domain::RefundOwed>, store::RepoError> {
+        let mut books = self.lock()?;
+        let now = Utc::now();
+        let mut due: Vec<&mut Refund> = books
+            .refunds
+            .values_mut()
+            .filter(|r| !r.done && r.next_at <= now)
+            .collect();
+        due.sort_by_key(|r| r.next_at);
+        Ok(due
+            .into_iter()
+            .take(limit)
+            .map(|r| {
+                r.next_at = later(store::refund_lease(lease, r.attempts));
+                r.attempts += 1;
+                r.owed.clone()
+            })
+            .collect())
+    }
+
+    async fn refund_done(&self, payment_ref: &str) -> Result<(), store::RepoError> {
+        if let Some(r) = self.lock()?.refunds.get_mut(payment_ref) {
+            r.done = true;
+        }
+        Ok(())
+    }
+
+    async fn refunds_outstanding(&self) -> Result<(i64, Option<DateTime<Utc>>), store::RepoError> {
+        let books = self.lock()?;
+        let open = books.refunds.values().filter(|r| !r.done);
+        Ok((open.clone().count() as i64, open.map(|r| r.owed_at).min()))
     }
 }

@@ -157,5 +157,3 @@ pub async fn serve(app: axum::Router) -> String {
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     format!("http://{addr}")
 }
-
-pub use testkit::router::{Answer, call};

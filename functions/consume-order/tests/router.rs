@@ -1,0 +1,236 @@
+//! The fast tier: consume-order's router driven with `oneshot` over the test kit's in-memory
+//! gate and books (held to the real ones by `shared/gate/tests/contract.rs` and
+//! `shared/store/tests/repo_conformance.rs`). No engine is needed:
+//! `cargo test -p consume-order --test router`. The same deliveries over the real engines are
+//! in `push.rs`.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use base64::Engine;
+use chrono::Utc;
+use consume_order::{AppState, PushAuth};
+use domain::{
+    Email, Event, IdempotencyKey, OrderBatch, OrderMessage, OrderStatus, Quantity, TicketTypeId,
+};
+use gate::{Admission, AdmissionRules, Approval, PayBegin, PaymentFlow, ReadModel, ReserveOutcome};
+use serde_json::json;
+use store::OrderRepository;
+use testkit::memory::{MemoryGate, MemoryRepository};
+use testkit::new_event;
+use testkit::router::call;
+
+const TOKEN: &str = "push-token-for-tests-0123";
+
+struct Consumer {
+    gate: MemoryGate,
+    books: MemoryRepository,
+    state: AppState,
+    ev: Event,
+}
+
+/// consume-order over an in-memory gate and books, both with one event on sale.
+async fn consumer() -> Consumer {
+    let (gate, books) = (MemoryGate::new(), MemoryRepository::default());
+    let ev = new_event(6, -60, 600);
+    gate.seed(&ev);
+    books.seed(&ev).await.unwrap();
+    let state = AppState::new(
+        Arc::new(books.clone()),
+        gate.clone(),
+        PushAuth::Token(TOKEN.into()),
+    );
+    Consumer {
+        gate,
+        books,
+        state,
+        ev,
+    }
+}
+
+impl Consumer {
+    /// Two VIP 3-Day passes held and paid for `email` in the gate: the message buy publishes.
+    async fn paid(&self, email: &str) -> OrderMessage {
+        let ReserveOutcome::Reserved { order_id, .. } = self
+            .gate
+            .reserve(
+                &self.ev.id,
+                &TicketTypeId::parse("vip-3-day").unwrap(),
+                Quantity::parse(2).unwrap(),
+                &Email::parse(email).unwrap(),
+                &IdempotencyKey::parse(&uuid::Uuid::new_v4().to_string()).unwrap(),
+                &AdmissionRules::default(),
+            )
+            .await
+            .unwrap()
+        else {
+            panic!("not held")
+        };
+        let PayBegin::Charge { attempt, .. } = self
+            .gate
+            .pay_begin(&self.ev.id, order_id, "tok_approve", None)
+            .await
+            .unwrap()
+        else {
+            panic!("not charging")
+        };
+        let payment_ref = format!("sim_{order_id}");
+        let Approval::Recorded(a) = self
+            .gate
+            .pay_approved(&self.ev.id, order_id, attempt, &payment_ref, Utc::now())
+            .await
+            .unwrap()
+        else {
+            panic!("not recorded")
+        };
+        OrderMessage {
+            order_id,
+            event: self.ev.id.clone(),
+            ticket_type: a.ticket_type,
+            quantity: a.quantity,
+            email: a.email,
+            amount_cents: a.amount_cents,
+            payment_ref,
+            paid_at: a.paid_at,
+        }
+    }
+
+    /// Delivers `orders` as one push message; the answer's status.
+    async fn push(&self, token: Option<&str>, orders: &[OrderMessage]) -> StatusCode {
+        let data = serde_json::to_vec(&OrderBatch {
+            orders: orders.to_vec(),
+            refunds: vec![],
+        })
+        .unwrap();
+        let envelope = json!({"message": {"data": base64::engine::general_purpose::STANDARD.encode(data),
+            "messageId": "1", "publishTime": "2026-01-01T00:00:00Z"}, "subscription": "projects/p/subscriptions/s"});
+        self.push_body(token, envelope.to_string()).await
+    }
+
+    async fn push_body(&self, token: Option<&str>, body: String) -> StatusCode {
+        let uri = token.map_or_else(
+            || "/pubsub/orders".to_owned(),
+            |t| format!("/pubsub/orders?token={t}"),
+        );
+        let req = Request::post(uri)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body))
+            .unwrap();
+        call(&consume_order::app(self.state.clone()), req)
+            .await
+            .status
+    }
+}
+
+#[tokio::test]
+async fn a_delivery_without_the_push_credential_is_401_and_changes_nothing() {
+    let c = consumer().await;
+    let msg = c.paid("fan@example.at").await;
+    assert_eq!(
+        c.push(None, std::slice::from_ref(&msg)).await,
+        StatusCode::UNAUTHORIZED
+    );
+    let wrong = Some("wrong-token-wrong-token-00");
+    assert_eq!(
+        c.push(wrong, std::slice::from_ref(&msg)).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert!(c.books.order(msg.order_id).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn a_paid_order_is_persisted_once_and_mirrored_in_the_gate() {
+    let c = consumer().await;
+    let msg = c.paid("fan@example.at").await;
+    assert_eq!(
+        c.push(Some(TOKEN), std::slice::from_ref(&msg)).await,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        c.push(Some(TOKEN), std::slice::from_ref(&msg)).await,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(c.state.stats.persisted.load(Ordering::Relaxed), 1);
+    assert_eq!(c.state.stats.duplicates.load(Ordering::Relaxed), 1);
+    let stored = c.books.order(msg.order_id).await.unwrap().unwrap();
+    assert_eq!(stored.status, OrderStatus::Confirmed);
+    assert_eq!(stored.tickets.len(), 2);
+    let view = c.gate.order(&c.ev.id, msg.order_id).await.unwrap().unwrap();
+    assert_eq!(view.status, OrderStatus::Confirmed);
+    assert_eq!(view.tickets, stored.tickets);
+}
+
+#[tokio::test]
+async fn a_database_outage_is_retried_and_the_redelivery_makes_one_order() {
+    let c = consumer().await;
+    let msg = c.paid("fan@example.at").await;
+    c.books.set_down(true);
+    assert_eq!(
+        c.push(Some(TOKEN), std::slice::from_ref(&msg)).await,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(
+        c.gate
+            .order(&c.ev.id, msg.order_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        OrderStatus::Confirming,
+        "nothing mirrored before the books decide"
+    );
+    c.books.set_down(false);
+    assert_eq!(
+        c.push(Some(TOKEN), std::slice::from_ref(&msg)).await,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(c.state.stats.persisted.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test]
+async fn orders_beyond_the_books_stock_are_rejected_and_go_back_on_sale_in_the_gate() {
+    let c = consumer().await;
+    let mut orders = vec![];
+    for who in ["a", "b", "c"] {
+        orders.push(c.paid(&format!("{who}@example.at")).await);
+    }
+    // The books sold two passes elsewhere first (as when the gate was rolled back).
+    let other = OrderMessage {
+        order_id: domain::OrderId::new(),
+        paid_at: Utc::now() - chrono::Duration::minutes(1),
+        payment_ref: "sim_other".into(),
+        ..orders[0].clone()
+    };
+    c.books.persist(&other).await.unwrap();
+    assert_eq!(c.push(Some(TOKEN), &orders).await, StatusCode::NO_CONTENT);
+    let mut statuses = vec![];
+    for o in &orders {
+        statuses.push(c.books.order(o.order_id).await.unwrap().unwrap().status);
+    }
+    assert_eq!(
+        statuses,
+        [
+            OrderStatus::Confirmed,
+            OrderStatus::Confirmed,
+            OrderStatus::Rejected
+        ],
+        "first paid, first served"
+    );
+    let snap = c.gate.refresh(&c.ev.id).await.unwrap().unwrap();
+    let stock = snap.stock["vip-3-day"];
+    assert_eq!((stock.sold, stock.confirming, stock.available), (4, 0, 2));
+}
+
+#[tokio::test]
+async fn an_undecodable_message_is_acked_and_counted() {
+    let c = consumer().await;
+    for body in [
+        "not json at all".to_owned(),
+        json!({"message": {"data": "!!!not-base64!!!", "messageId": "1"}}).to_string(),
+    ] {
+        assert_eq!(c.push_body(Some(TOKEN), body).await, StatusCode::NO_CONTENT);
+    }
+    assert_eq!(c.state.stats.permanent.load(Ordering::Relaxed), 2);
+}
