@@ -100,7 +100,7 @@ async fn redis_down_buy_refuses_fast_the_consumer_still_persists_and_the_gate_ca
     );
     let first = consume_order::handle(&consumer, &published).await;
     assert!(
-        matches!(first, Err(consume_order::HandleError::Retryable(_))),
+        matches!(first, Err(consume_order::HandleError::Gate(_))),
         "{first:?}"
     );
     let stored = env.repo().order(id).await.unwrap().expect("persisted");

@@ -576,10 +576,10 @@ struct Down;
 #[async_trait::async_trait]
 impl OrderPublisher for Down {
     async fn publish(&self, _: &OrderMessage) -> Result<String, pubsub::PublishError> {
-        Err(pubsub::PublishError("down".into()))
+        Err(pubsub::PublishError::Unavailable("down"))
     }
     async fn publish_refund(&self, _: &domain::RefundOwed) -> Result<String, pubsub::PublishError> {
-        Err(pubsub::PublishError("down".into()))
+        Err(pubsub::PublishError::Unavailable("down"))
     }
 }
 
@@ -594,7 +594,7 @@ impl OrderPublisher for Recording {
         Ok("recorded".into())
     }
     async fn publish_refund(&self, _: &domain::RefundOwed) -> Result<String, pubsub::PublishError> {
-        Err(pubsub::PublishError("records orders only".into()))
+        Err(pubsub::PublishError::Unavailable("records orders only"))
     }
 }
 

@@ -16,14 +16,14 @@ use axum::routing::post;
 use base64::Engine;
 use domain::signing::MessageKey;
 use domain::{EventId, OrderBatch, OrderMessage, OrderStatus, RefundOwed};
-use gate::{PaymentFlow, RedisArgs};
+use gate::{GateError, PaymentFlow, RedisArgs};
 use payments::{PaymentProvider, SimulatedPayments};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use store::DatabaseArgs;
 use store::{OrderRepository, Outcome, Persisted, Refused, RepoError};
 use tracing::Instrument;
-use web::HttpArgs;
+use web::{ApiError, HttpArgs};
 
 /// How consume-order authenticates a push request (`PUSH_AUTH`).
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,15 +185,33 @@ impl PushMessage {
     }
 }
 
-/// Why a message was not handled.
+/// Why a message was not handled. Every cause is the error's source; the push handler logs
+/// it once, with the message's span.
 #[derive(Debug, thiserror::Error)]
 pub enum HandleError {
-    /// Try again later (answer non-2xx; Pub/Sub redelivers with backoff).
-    #[error("retryable: {0}")]
-    Retryable(String),
-    /// Will never succeed (ack, log, count).
-    #[error("permanent: {0}")]
-    Permanent(String),
+    /// The books could not decide the orders: retry (Pub/Sub redelivers with backoff).
+    #[error("the books: {0}")]
+    Books(#[from] RepoError),
+    /// The refunds owed could not be recorded: retry, nothing is acked before they are.
+    #[error("recording refunds owed: {0}")]
+    RefundsOwed(#[source] RepoError),
+    /// The books decided and the gate could not mirror it: retry (the redelivery finishes it).
+    #[error("the gate: {0}")]
+    Gate(#[from] GateError),
+    /// The books refuse some orders of the message for good; they are retried, then wait in
+    /// the dead-letter topic (their neighbours are done).
+    #[error("{refused} of {total} orders refused by the books")]
+    Refused { refused: usize, total: usize },
+    /// The message can never be read (acked, logged, counted).
+    #[error("undecodable message: {0:#}")]
+    Undecodable(#[source] anyhow::Error),
+}
+
+impl HandleError {
+    /// Whether a redelivery may succeed (the answer is then non-2xx).
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, Self::Undecodable(_))
+    }
 }
 
 fn counted(outcome: &'static str) {
@@ -216,14 +234,19 @@ pub fn decode(msg: &PushMessage) -> Result<Decoded, HandleError> {
     let data = msg
         .data
         .as_deref()
-        .ok_or_else(|| HandleError::Permanent("no data".into()))?;
+        .ok_or_else(|| HandleError::Undecodable(anyhow::anyhow!("no data")))?;
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(data)
-        .map_err(|e| HandleError::Permanent(format!("data is not base64: {e}")))?;
-    let OrderBatch { orders, refunds } = OrderBatch::decode(&bytes)
-        .map_err(|e| HandleError::Permanent(format!("not an order batch: {e}")))?;
+        .map_err(|e| {
+            HandleError::Undecodable(anyhow::Error::new(e).context("data is not base64"))
+        })?;
+    let OrderBatch { orders, refunds } = OrderBatch::decode(&bytes).map_err(|e| {
+        HandleError::Undecodable(anyhow::Error::new(e).context("not an order batch"))
+    })?;
     if orders.is_empty() && refunds.is_empty() {
-        return Err(HandleError::Permanent("a batch of no orders".into()));
+        return Err(HandleError::Undecodable(anyhow::anyhow!(
+            "a batch of no orders"
+        )));
     }
     let (orders, invalid): (Vec<_>, Vec<_>) = orders
         .into_iter()
@@ -244,7 +267,7 @@ pub async fn handle(state: &AppState, msg: &OrderMessage) -> Result<OrderStatus,
     statuses
         .first()
         .copied()
-        .ok_or_else(|| HandleError::Retryable("no outcome".into()))
+        .ok_or_else(|| HandleError::Books(RepoError::Other(anyhow::anyhow!("no outcome"))))
 }
 
 /// Persists the orders of one message in one transaction, refunds the rejected ones and
@@ -260,9 +283,7 @@ pub async fn handle_batch(
     // A decoded order is a paid order: never drop it. Even a refusal that looks permanent
     // (e.g. its ticket type missing from the database after a partial seed) is answered
     // non-2xx, so after the retries it waits in the dead-letter topic for an operator.
-    let outcomes = persist_isolating(state.repo.as_ref(), orders)
-        .await
-        .map_err(|e| HandleError::Retryable(e.to_string()))?;
+    let outcomes = persist_isolating(state.repo.as_ref(), orders).await?;
     let mut refused = vec![];
     let mut decided: Vec<(&OrderMessage, &Persisted)> = Vec::with_capacity(orders.len());
     for (msg, outcome) in orders.iter().zip(&outcomes) {
@@ -300,18 +321,13 @@ pub async fn handle_batch(
             .filter(|(m, _)| &m.event == event)
             .copied()
             .collect();
-        state
-            .gate
-            .finalize_all(event, &of_event)
-            .await
-            .map_err(|e| HandleError::Retryable(format!("gate: {e}")))?;
+        state.gate.finalize_all(event, &of_event).await?;
     }
     if !refused.is_empty() {
-        return Err(HandleError::Retryable(format!(
-            "{} of {} orders refused by the books",
-            refused.len(),
-            orders.len(),
-        )));
+        return Err(HandleError::Refused {
+            refused: refused.len(),
+            total: orders.len(),
+        });
     }
     Ok(outcomes
         .into_iter()
@@ -330,7 +346,7 @@ pub async fn owe_and_refund(state: &AppState, refunds: &[RefundOwed]) -> Result<
         .repo
         .owe_refunds(refunds, state.refund_lease)
         .await
-        .map_err(|e| HandleError::Retryable(format!("recording refunds owed: {e}")))?;
+        .map_err(HandleError::RefundsOwed)?;
     futures::future::join_all(open.iter().map(|r| refund_one(state, r))).await;
     Ok(())
 }
@@ -535,17 +551,22 @@ pub async fn push(
                 }
                 StatusCode::NO_CONTENT.into_response()
             }
-            Err(HandleError::Permanent(reason)) => {
+            Err(e) if !e.is_retryable() => {
                 state.stats.permanent.fetch_add(1, Ordering::Relaxed);
                 counted("permanent");
-                tracing::error!(reason, "permanently bad message; acked and dropped");
+                tracing::error!(error = %e, "permanently bad message; acked and dropped");
                 StatusCode::NO_CONTENT.into_response()
             }
-            Err(e @ HandleError::Retryable(_)) => {
+            Err(e) => {
                 state.stats.retryable.fetch_add(1, Ordering::Relaxed);
                 counted("retryable");
+                // Logged here once, in the message's span; Pub/Sub reads only the status.
                 tracing::warn!(error = %e, "will be redelivered");
-                web::http::unavailable("order store", &e).into_response()
+                ApiError::Unavailable {
+                    detail: "The order could not be processed yet; it will be redelivered.".into(),
+                    retry_after_secs: 2,
+                }
+                .into_response()
             }
         }
     }

@@ -10,6 +10,7 @@ pub mod deadletters;
 
 pub use config::PubSubArgs;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -21,9 +22,22 @@ use domain::signing::{MessageKey, SIGNATURE_ATTRIBUTE};
 use domain::{OrderBatch, OrderMessage, RefundOwed};
 
 /// Publishing failed or timed out; the order stays in the outbox and is published later.
+/// Cloned to every caller whose order rode in the failed message, so the cause is shared.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("publish failed: {0}")]
-pub struct PublishError(pub String);
+pub enum PublishError {
+    /// Pub/Sub refused or failed the publish; its error is the source (and in the message).
+    #[error("publish failed: {0}")]
+    Broker(#[source] Arc<dyn std::error::Error + Send + Sync>),
+    /// No answer within the publish deadline.
+    #[error("publish failed: no answer within {0:?}")]
+    Timeout(Duration),
+    /// Nothing was sent: the publisher stopped (or a test's broker is down).
+    #[error("publish failed: {0}")]
+    Unavailable(&'static str),
+    /// The message could not be encoded.
+    #[error("publish failed: cannot encode the message: {0}")]
+    Encode(#[source] Arc<serde_json::Error>),
+}
 
 /// Where paid orders go.
 #[async_trait]
@@ -118,7 +132,8 @@ impl PubSubPublisher {
 impl OrderPublisher for PubSubPublisher {
     #[tracing::instrument(level = "debug", skip_all)]
     async fn publish(&self, msg: &OrderMessage) -> Result<String, PublishError> {
-        let json = serde_json::value::to_raw_value(msg).map_err(|e| PublishError(e.to_string()))?;
+        let json =
+            serde_json::value::to_raw_value(msg).map_err(|e| PublishError::Encode(Arc::new(e)))?;
         let (done, answer) = oneshot::channel();
         let pending = Pending {
             json,
@@ -129,13 +144,13 @@ impl OrderPublisher for PubSubPublisher {
             self.queue
                 .send(pending)
                 .await
-                .map_err(|_| PublishError("the publisher stopped".into()))?;
+                .map_err(|_| PublishError::Unavailable("the publisher stopped"))?;
             answer
                 .await
-                .map_err(|_| PublishError("the publisher stopped".into()))?
+                .map_err(|_| PublishError::Unavailable("the publisher stopped"))?
         })
         .await;
-        waited.unwrap_or_else(|_| Err(PublishError(format!("no answer within {:?}", self.timeout))))
+        waited.unwrap_or_else(|_| Err(PublishError::Timeout(self.timeout)))
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
@@ -144,7 +159,7 @@ impl OrderPublisher for PubSubPublisher {
             orders: vec![],
             refunds: vec![refund.clone()],
         })
-        .map_err(|e| PublishError(e.to_string()))?;
+        .map_err(|e| PublishError::Encode(Arc::new(e)))?;
         let attributes = signed(
             vec![("refund_for", refund.order_id.to_string())],
             self.signing.as_ref(),
@@ -164,7 +179,7 @@ async fn coalesce(
     timeout: Duration,
     signing: Option<MessageKey>,
 ) {
-    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(batching.in_flight.max(1)));
+    let slots = Arc::new(tokio::sync::Semaphore::new(batching.in_flight.max(1)));
     // Whether the last message carried more than one order: the sale is busy.
     let mut busy = false;
     while let Some(first) = rx.recv().await {
@@ -231,7 +246,7 @@ async fn publish_batch(
     let data = serde_json::to_vec(&Wire {
         orders: batch.iter().map(|p| p.json.as_ref()).collect(),
     })
-    .map_err(|e| PublishError(e.to_string()))?;
+    .map_err(|e| PublishError::Encode(Arc::new(e)))?;
     let mut attributes = vec![("orders", batch.len().to_string())];
     if let [only] = batch {
         attributes.push(("order_id", only.order_id.to_string()));
@@ -261,7 +276,7 @@ async fn send(
 ) -> Result<String, PublishError> {
     match tokio::time::timeout(timeout, publisher.publish(message)).await {
         Ok(Ok(id)) => Ok(id),
-        Ok(Err(e)) => Err(PublishError(e.to_string())),
-        Err(_) => Err(PublishError(format!("no answer within {timeout:?}"))),
+        Ok(Err(e)) => Err(PublishError::Broker(Arc::new(e))),
+        Err(_) => Err(PublishError::Timeout(timeout)),
     }
 }

@@ -14,15 +14,17 @@ use chrono::{DateTime, Utc};
 
 use domain::{Event, EventId, OrderId, OrderMessage, RefundOwed, TicketTypeId};
 
-/// Why the repository could not do what was asked.
+/// Why the repository could not do what was asked. The database's own error is the source
+/// of `Unavailable` and `Contended`, and is shown in their message too, so a log line of the
+/// error alone keeps the cause (as `GateError::Redis`, ADR 46).
 #[derive(Debug, thiserror::Error)]
 pub enum RepoError {
     /// The database is unreachable or timed out: try again later.
-    #[error("database unavailable: {0}")]
-    Unavailable(String),
+    #[error("database unavailable: {0:#}")]
+    Unavailable(#[source] anyhow::Error),
     /// Lost a race with a concurrent transaction that may still commit or roll back: retry.
-    #[error("contended: {0}")]
-    Contended(String),
+    #[error("contended: {0:#}")]
+    Contended(#[source] anyhow::Error),
     /// The request can never succeed (e.g. an unknown ticket type).
     #[error("refused: {0}")]
     Permanent(String),

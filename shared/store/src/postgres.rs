@@ -36,17 +36,17 @@ fn classify(e: tokio_postgres::Error) -> RepoError {
                 || *c == SqlState::T_R_DEADLOCK_DETECTED
                 || *c == SqlState::UNIQUE_VIOLATION =>
         {
-            RepoError::Contended(e.to_string())
+            RepoError::Contended(e.into())
         }
         Some(_) => RepoError::Other(anyhow::Error::new(e)),
-        None => RepoError::Unavailable(e.to_string()),
+        None => RepoError::Unavailable(e.into()),
     }
 }
 
 fn pool_error(e: deadpool_postgres::PoolError) -> RepoError {
     match e {
         deadpool_postgres::PoolError::Backend(e) => classify(e),
-        other => RepoError::Unavailable(other.to_string()),
+        other => RepoError::Unavailable(other.into()),
     }
 }
 

@@ -119,12 +119,14 @@ pub struct SpannerRepository {
 
 fn status_error(s: &Status) -> RepoError {
     match s.code() {
-        Code::Aborted => RepoError::Contended(s.message().to_owned()),
+        Code::Aborted => RepoError::Contended(anyhow::anyhow!("{}", s.message())),
         Code::Unavailable
         | Code::DeadlineExceeded
         | Code::Cancelled
         | Code::ResourceExhausted
-        | Code::Unknown => RepoError::Unavailable(format!("{:?}: {}", s.code(), s.message())),
+        | Code::Unknown => {
+            RepoError::Unavailable(anyhow::anyhow!("{:?}: {}", s.code(), s.message()))
+        }
         c => RepoError::Other(anyhow::anyhow!("spanner {c:?}: {}", s.message())),
     }
 }
@@ -132,8 +134,12 @@ fn status_error(s: &Status) -> RepoError {
 fn classify(e: SpannerError) -> RepoError {
     match e {
         SpannerError::GRPC(s) => status_error(&s),
-        SpannerError::InvalidSession(s) => RepoError::Unavailable(format!("session: {s}")),
-        SpannerError::Connection(c) => RepoError::Unavailable(format!("connection: {c}")),
+        SpannerError::InvalidSession(s) => {
+            RepoError::Unavailable(anyhow::Error::new(s).context("session"))
+        }
+        SpannerError::Connection(c) => {
+            RepoError::Unavailable(anyhow::Error::new(c).context("connection"))
+        }
         other => RepoError::Other(anyhow::Error::new(other)),
     }
 }
@@ -249,16 +255,15 @@ async fn admin_client(emulator_host: Option<&str>) -> Result<AdminClient, RepoEr
         Some(h) => Environment::Emulator(h.to_owned()),
         None => {
             reject_empty_emulator_env(&config.environment)?;
-            config = config
-                .with_auth()
-                .await
-                .map_err(|e| RepoError::Unavailable(format!("Google credentials: {e}")))?;
+            config = config.with_auth().await.map_err(|e| {
+                RepoError::Unavailable(anyhow::Error::new(e).context("Google credentials"))
+            })?;
             config.environment
         }
     };
     AdminClient::new(config)
         .await
-        .map_err(|e| RepoError::Unavailable(format!("cannot reach Spanner: {e}")))
+        .map_err(|e| RepoError::Unavailable(anyhow::Error::new(e).context("cannot reach Spanner")))
 }
 
 /// Applies the schema to `path`, statement by statement, skipping tables and indexes that
@@ -400,17 +405,16 @@ impl SpannerRepository {
             Some(h) => config.environment = Environment::Emulator(h.clone()),
             None => {
                 reject_empty_emulator_env(&config.environment)?;
-                config = config
-                    .with_auth()
-                    .await
-                    .map_err(|e| RepoError::Unavailable(format!("Google credentials: {e}")))?;
+                config = config.with_auth().await.map_err(|e| {
+                    RepoError::Unavailable(anyhow::Error::new(e).context("Google credentials"))
+                })?;
             }
         }
         let path = &self.path;
         tokio::time::timeout(timeout, Client::new(path.to_string(), config))
             .await
             .map_err(|_| {
-                RepoError::Unavailable(format!(
+                RepoError::Unavailable(anyhow::anyhow!(
                     "Spanner ({}) did not answer within {timeout:?}",
                     self.emulator_host.as_deref().unwrap_or("Google Cloud")
                 ))
@@ -419,10 +423,12 @@ impl SpannerRepository {
                 SpannerError::GRPC(s) if s.code() == Code::NotFound => RepoError::Permanent(
                     format!("Spanner database {path} not found (run ops migrate)"),
                 ),
-                SpannerError::Connection(e) => RepoError::Unavailable(format!(
-                    "cannot connect to Spanner ({}): {e}",
-                    self.emulator_host.as_deref().unwrap_or("Google Cloud")
-                )),
+                SpannerError::Connection(e) => {
+                    RepoError::Unavailable(anyhow::Error::new(e).context(format!(
+                        "cannot connect to Spanner ({})",
+                        self.emulator_host.as_deref().unwrap_or("Google Cloud")
+                    )))
+                }
                 other => classify(other),
             })
     }

@@ -686,7 +686,7 @@ impl MemoryPublisher {
 
     fn up(&self) -> Result<(), PublishError> {
         if self.down.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(PublishError("the in-memory broker is down".into()));
+            return Err(PublishError::Unavailable("the in-memory broker is down"));
         }
         Ok(())
     }
@@ -744,9 +744,9 @@ impl MemoryRepository {
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, Books>, store::RepoError> {
         if self.down.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(store::RepoError::Unavailable(
-                "the in-memory database is down".into(),
-            ));
+            return Err(store::RepoError::Unavailable(anyhow::anyhow!(
+                "the in-memory database is down"
+            )));
         }
         Ok(self.books.lock().expect("books lock"))
     }
