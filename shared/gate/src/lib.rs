@@ -22,7 +22,7 @@ mod wire;
 
 pub use config::{RateLimitArgs, RedisArgs};
 pub use traits::{Admission, Checkout, Finalized, PaymentFlow, ReadModel};
-use wire::{catalog_args, ms_to_time, num, order_view, status_of, text, words};
+use wire::{catalog_args, order_view, text};
 
 use domain::{Email, Event, EventId, IdempotencyKey, OrderId, OrderStatus, Quantity, TicketTypeId};
 
@@ -816,6 +816,9 @@ impl ReadModel for Gate {
         Ok(ids.iter().filter_map(|s| EventId::parse(s).ok()).collect())
     }
 
+    /// An order lives in its event's slot, so each seeded event is asked (one pipelined call:
+    /// a shop sells a handful of events at a time), from a copy of the list at most
+    /// [`EVENTS_TTL`] old; an order not found there is looked for again in events seeded since.
     #[tracing::instrument(level = "debug", skip_all)]
     async fn event_of(&self, order: OrderId) -> Result<Option<EventId>, GateError> {
         let cached = self.cached_events();
@@ -828,6 +831,8 @@ impl ReadModel for Gate {
         self.probe(order, &unseen).await
     }
 
+    /// The order's hash read in each seeded event in one pipelined call with Redis' `TIME` (one
+    /// round trip where `event_of` then `order` take two), as `event_of` looks.
     #[tracing::instrument(level = "debug", skip_all)]
     async fn find_order(
         &self,
@@ -856,39 +861,14 @@ impl ReadModel for Gate {
         let reply = self
             .run("refresh", &self.0.scripts.refresh, event, &[])
             .await?;
-        if matches!(reply, Value::Nil) {
-            return Ok(None);
-        }
-        let w = words(reply)?;
-        let catalog: Event = serde_json::from_str(w.get(1).map(String::as_str).unwrap_or(""))
-            .map_err(|e| GateError::Protocol(format!("catalog: {e}")))?;
-        let mut stock = BTreeMap::new();
-        let mut i = 5;
-        while i + 5 < w.len() {
-            stock.insert(
-                w[i].clone(),
-                Stock {
-                    capacity: num(&w, i + 1)?,
-                    available: num(&w, i + 2)?,
-                    held: num(&w, i + 3)?,
-                    confirming: num(&w, i + 4)?,
-                    sold: num(&w, i + 5)?,
-                },
-            );
-            i += 6;
-        }
-        Ok(Some(EventSnapshot {
-            catalog,
-            version: num(&w, 2)?,
-            read_at: ms_to_time(num(&w, 3)?),
-            stock,
-            paused: w.get(4).is_some_and(|p| p == "1"),
-        }))
+        wire::snapshot(reply)
     }
 }
 
 #[async_trait]
 impl Admission for Gate {
+    /// Decided in a batch with the reservations that arrive at the same time (`batch`); the
+    /// rules are checked inside the same script.
     #[tracing::instrument(level = "debug", skip_all)]
     async fn reserve(
         &self,
@@ -946,21 +926,15 @@ impl Admission for Gate {
         event: &EventId,
         order: OrderId,
     ) -> Result<Option<(OrderStatus, bool)>, GateError> {
-        let w = words(
-            self.run(
+        let reply = self
+            .run(
                 "cancel",
                 &self.0.scripts.cancel,
                 event,
                 &[&order.to_string()],
             )
-            .await?,
-        )?;
-        Ok(match (w.first().map(String::as_str), w.get(1)) {
-            (Some("not_found"), _) => None,
-            (Some("released"), Some(s)) => Some((status_of(s)?, true)),
-            (Some("unchanged"), Some(s)) => Some((status_of(s)?, false)),
-            _ => return Err(GateError::Protocol(format!("cancel: {w:?}"))),
-        })
+            .await?;
+        wire::cancel(reply)
     }
 }
 
@@ -979,31 +953,15 @@ impl PaymentFlow for Gate {
         give_up: Option<Duration>,
     ) -> Result<PayBegin, GateError> {
         let give_up_ms = give_up.map_or(0, |d| d.as_millis()).to_string();
-        let w = words(
-            self.run(
+        let reply = self
+            .run(
                 "pay_begin",
                 &self.0.scripts.pay_begin,
                 event,
                 &[&order.to_string(), token, &give_up_ms],
             )
-            .await?,
-        )?;
-        Ok(match w.first().map(String::as_str) {
-            Some("charge") => PayBegin::Charge {
-                amount_cents: num(&w, 1)?,
-                token: w[2].clone(),
-                attempt: num(&w, 3)?,
-            },
-            Some("stuck") => PayBegin::Stuck {
-                attempt: num(&w, 1)?,
-            },
-            Some("paid") => PayBegin::AlreadyPaid {
-                published: w.get(1).is_some_and(|p| p == "1"),
-            },
-            Some("not_found") => PayBegin::NotFound,
-            Some(s) => PayBegin::State(status_of(s)?),
-            None => return Err(GateError::Protocol("pay_begin: empty".into())),
-        })
+            .await?;
+        wire::pay_begin(reply)
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
@@ -1013,20 +971,15 @@ impl PaymentFlow for Gate {
         order: OrderId,
         attempt: u64,
     ) -> Result<Option<OrderStatus>, GateError> {
-        let w = words(
-            self.run(
+        let reply = self
+            .run(
                 "pay_abort",
                 &self.0.scripts.pay_abort,
                 event,
                 &[&order.to_string(), &attempt.to_string()],
             )
-            .await?,
-        )?;
-        Ok(match w.first().map(String::as_str) {
-            Some("expired") => Some(OrderStatus::Expired),
-            Some("reserved") => Some(OrderStatus::Reserved),
-            _ => None,
-        })
+            .await?;
+        wire::pay_abort(reply)
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
@@ -1038,8 +991,8 @@ impl PaymentFlow for Gate {
         payment_ref: &str,
         paid_at: DateTime<Utc>,
     ) -> Result<Approval, GateError> {
-        let w = words(
-            self.run(
+        let reply = self
+            .run(
                 "pay_approved",
                 &self.0.scripts.pay_approved,
                 event,
@@ -1050,25 +1003,8 @@ impl PaymentFlow for Gate {
                     &paid_at.to_rfc3339(),
                 ],
             )
-            .await?,
-        )?;
-        if w.first().map(String::as_str) != Some("approved") {
-            return Ok(Approval::Stale(
-                w.get(1).and_then(|s| OrderStatus::parse(s)),
-            ));
-        }
-        let paid_at = DateTime::parse_from_rfc3339(&w[2])
-            .map_err(|e| GateError::Protocol(e.to_string()))?
-            .with_timezone(&Utc);
-        Ok(Approval::Recorded(Approved {
-            payment_ref: w[1].clone(),
-            paid_at,
-            ticket_type: TicketTypeId::parse(w.get(3).map_or("", String::as_str))
-                .map_err(|e| GateError::Protocol(e.to_string()))?,
-            quantity: num(&w, 4)?,
-            email: w.get(5).cloned().unwrap_or_default(),
-            amount_cents: num(&w, 6)?,
-        }))
+            .await?;
+        wire::approval(reply)
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
@@ -1088,40 +1024,22 @@ impl PaymentFlow for Gate {
         Ok(())
     }
 
+    /// In one script call. An order the gate lost (Redis restarted empty) gets its read model
+    /// back; if the event has been restored, a first persist (not a redelivery of an order the
+    /// database already held, which the restore counted) is added to the stock, once.
     #[tracing::instrument(level = "debug", skip_all)]
     async fn finalize_all(
         &self,
         event: &EventId,
         orders: &[(&domain::OrderMessage, &domain::books::Persisted)],
     ) -> Result<Vec<bool>, GateError> {
-        let mut args = Vec::with_capacity(orders.len() * 8);
-        for (msg, persisted) in orders {
-            debug_assert_eq!(&msg.event, event);
-            let tickets = serde_json::to_string(&persisted.tickets)
-                .map_err(|e| GateError::Protocol(e.to_string()))?;
-            args.extend([
-                msg.order_id.to_string(),
-                persisted.status.as_str().to_owned(),
-                tickets,
-                msg.ticket_type.to_string(),
-                msg.quantity.to_string(),
-                msg.email.clone(),
-                if persisted.duplicate { "0" } else { "1" }.to_owned(),
-                msg.amount_cents.to_string(),
-            ]);
-        }
+        debug_assert!(orders.iter().all(|(msg, _)| &msg.event == event));
+        let args = wire::finalize_args(orders)?;
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let w = words(
-            self.run("finalize", &self.0.scripts.finalize, event, &args)
-                .await?,
-        )?;
-        if w.len() != orders.len() {
-            return Err(GateError::Protocol(format!(
-                "finalize: {} answers for {} orders",
-                w.len(),
-                orders.len()
-            )));
-        }
+        let reply = self
+            .run("finalize", &self.0.scripts.finalize, event, &args)
+            .await?;
+        let w = wire::finalize_reply(reply, orders.len())?;
         if w.iter().any(|r| r == "behind") {
             metrics::counter!("gate_orders_behind_total")
                 .increment(w.iter().filter(|r| *r == "behind").count() as u64);
@@ -1133,6 +1051,7 @@ impl PaymentFlow for Gate {
         Ok(w.iter().map(|r| r != "already").collect())
     }
 
+    /// Due by Redis' clock, the clock the outbox scores are written with.
     #[tracing::instrument(level = "debug", skip_all)]
     async fn claim_outbox(
         &self,
@@ -1153,9 +1072,6 @@ impl PaymentFlow for Gate {
                 ],
             )
             .await?;
-        Ok(words(reply)?
-            .iter()
-            .filter_map(|s| OrderId::parse(s).ok())
-            .collect())
+        wire::order_ids(reply)
     }
 }

@@ -1,14 +1,18 @@
 //! The gate's wire format on the Rust side: the arguments the scripts read and how their replies
 //! and an order's hash are read back. (The other side is in `lua/`.) Every reply is parsed here.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use redis::Value;
 
-use domain::{Event, EventId, OrderId, OrderStatus, TicketTypeId};
+use domain::books::Persisted;
+use domain::{Event, EventId, OrderId, OrderMessage, OrderStatus, TicketTypeId};
 
-use crate::{GateError, OrderView, ReserveOutcome};
+use crate::{
+    Approval, Approved, EventSnapshot, GateError, OrderView, PayBegin, ReserveOutcome, Stock,
+};
 
 /// A batch of reservations' reply: one line per reservation, in order, or the event's order-id
 /// salt when the batch was sent with another (nothing was written then; see `batch`).
@@ -170,4 +174,144 @@ pub(crate) fn catalog_args(
         args.extend(extra(t));
     }
     Ok(args)
+}
+
+/// `pay_begin.lua`'s reply.
+pub(crate) fn pay_begin(reply: Value) -> Result<PayBegin, GateError> {
+    let w = words(reply)?;
+    Ok(match w.first().map(String::as_str) {
+        Some("charge") => PayBegin::Charge {
+            amount_cents: num(&w, 1)?,
+            token: w.get(2).cloned().unwrap_or_default(),
+            attempt: num(&w, 3)?,
+        },
+        Some("stuck") => PayBegin::Stuck {
+            attempt: num(&w, 1)?,
+        },
+        Some("paid") => PayBegin::AlreadyPaid {
+            published: w.get(1).is_some_and(|p| p == "1"),
+        },
+        Some("not_found") => PayBegin::NotFound,
+        Some(s) => PayBegin::State(status_of(s)?),
+        None => return Err(GateError::Protocol("pay_begin: empty".into())),
+    })
+}
+
+/// `pay_abort.lua`'s reply: the order's status if this attempt's abort changed it.
+pub(crate) fn pay_abort(reply: Value) -> Result<Option<OrderStatus>, GateError> {
+    let w = words(reply)?;
+    Ok(match w.first().map(String::as_str) {
+        Some("expired") => Some(OrderStatus::Expired),
+        Some("reserved") => Some(OrderStatus::Reserved),
+        _ => None,
+    })
+}
+
+/// `pay_approved.lua`'s reply.
+pub(crate) fn approval(reply: Value) -> Result<Approval, GateError> {
+    let w = words(reply)?;
+    if w.first().map(String::as_str) != Some("approved") {
+        return Ok(Approval::Stale(
+            w.get(1).and_then(|s| OrderStatus::parse(s)),
+        ));
+    }
+    let bad = |e: String| GateError::Protocol(format!("pay_approved: {e}"));
+    let paid_at = DateTime::parse_from_rfc3339(w.get(2).map_or("", String::as_str))
+        .map_err(|e| bad(e.to_string()))?
+        .with_timezone(&Utc);
+    Ok(Approval::Recorded(Approved {
+        payment_ref: w.get(1).cloned().unwrap_or_default(),
+        paid_at,
+        ticket_type: TicketTypeId::parse(w.get(3).map_or("", String::as_str))
+            .map_err(|e| bad(e.to_string()))?,
+        quantity: num(&w, 4)?,
+        email: w.get(5).cloned().unwrap_or_default(),
+        amount_cents: num(&w, 6)?,
+    }))
+}
+
+/// `cancel.lua`'s reply: the status afterwards and whether this call released the hold.
+pub(crate) fn cancel(reply: Value) -> Result<Option<(OrderStatus, bool)>, GateError> {
+    let w = words(reply)?;
+    Ok(match (w.first().map(String::as_str), w.get(1)) {
+        (Some("not_found"), _) => None,
+        (Some("released"), Some(s)) => Some((status_of(s)?, true)),
+        (Some("unchanged"), Some(s)) => Some((status_of(s)?, false)),
+        _ => return Err(GateError::Protocol(format!("cancel: {w:?}"))),
+    })
+}
+
+/// `finalize.lua`'s arguments: eight per order.
+pub(crate) fn finalize_args(
+    orders: &[(&OrderMessage, &Persisted)],
+) -> Result<Vec<String>, GateError> {
+    let mut args = Vec::with_capacity(orders.len() * 8);
+    for (msg, persisted) in orders {
+        let tickets = serde_json::to_string(&persisted.tickets)
+            .map_err(|e| GateError::Protocol(e.to_string()))?;
+        args.extend([
+            msg.order_id.to_string(),
+            persisted.status.as_str().to_owned(),
+            tickets,
+            msg.ticket_type.to_string(),
+            msg.quantity.to_string(),
+            msg.email.clone(),
+            if persisted.duplicate { "0" } else { "1" }.to_owned(),
+            msg.amount_cents.to_string(),
+        ]);
+    }
+    Ok(args)
+}
+
+/// `finalize.lua`'s reply: one word per order (`applied`, `missing`, `behind`, `already`).
+pub(crate) fn finalize_reply(reply: Value, n: usize) -> Result<Vec<String>, GateError> {
+    let w = words(reply)?;
+    if w.len() != n {
+        return Err(GateError::Protocol(format!(
+            "finalize: {} answers for {n} orders",
+            w.len()
+        )));
+    }
+    Ok(w)
+}
+
+/// A reply listing order ids (the outbox's).
+pub(crate) fn order_ids(reply: Value) -> Result<Vec<OrderId>, GateError> {
+    Ok(words(reply)?
+        .iter()
+        .filter_map(|s| OrderId::parse(s).ok())
+        .collect())
+}
+
+/// `refresh.lua`'s reply (nil: the event is not in the gate): the catalog, the version, Redis'
+/// clock, the pause flag, then six words per ticket type.
+pub(crate) fn snapshot(reply: Value) -> Result<Option<EventSnapshot>, GateError> {
+    if matches!(reply, Value::Nil) {
+        return Ok(None);
+    }
+    let w = words(reply)?;
+    let catalog: Event = serde_json::from_str(w.get(1).map(String::as_str).unwrap_or(""))
+        .map_err(|e| GateError::Protocol(format!("catalog: {e}")))?;
+    let mut stock = BTreeMap::new();
+    let mut i = 5;
+    while i + 5 < w.len() {
+        stock.insert(
+            w[i].clone(),
+            Stock {
+                capacity: num(&w, i + 1)?,
+                available: num(&w, i + 2)?,
+                held: num(&w, i + 3)?,
+                confirming: num(&w, i + 4)?,
+                sold: num(&w, i + 5)?,
+            },
+        );
+        i += 6;
+    }
+    Ok(Some(EventSnapshot {
+        catalog,
+        version: num(&w, 2)?,
+        read_at: ms_to_time(num(&w, 3)?),
+        stock,
+        paused: w.get(4).is_some_and(|p| p == "1"),
+    }))
 }

@@ -1,10 +1,14 @@
-//! An in-memory gate, rate limit and publisher. The gate: the same transitions as the Redis scripts, kept in a `HashMap` behind a
-//! mutex, for router tests that need no engine. It is held to the Redis gate's behaviour by
-//! one contract suite run against both (`shared/gate/tests/contract.rs`).
+//! In-memory doubles for the fast router tests, which need no engine: the gate, the per-IP
+//! rate limit, the publisher and the books. The gate makes the same transitions as the Redis
+//! scripts, and the books the same decisions as the databases; each is held to the real one by
+//! a suite run against both (`shared/gate/tests/contract.rs`,
+//! `shared/store/tests/repo_conformance.rs`).
 //!
-//! Simplifications, none visible through the traits: order ids are random rather than derived
-//! from the key (ADR 30); the per-e-mail rate limit counts holds within one interval rather
-//! than running GCRA; a hold expires when the next call looks at its event.
+//! Where the gate is simpler than Redis: order ids are random rather than derived from the key
+//! (ADR 30); the per-e-mail rate limit counts holds within a window rather than running GCRA; a
+//! hold expires when the next call looks at it; an outcome for an order it does not hold is
+//! ignored (Redis writes a lost order back; the recovery tests cover that on Redis). Tests that
+//! depend on these belong to the real-engine tier.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
