@@ -16,21 +16,42 @@ use domain::{Event, EventId, OrderId, OrderMessage, RefundOwed, TicketTypeId};
 
 /// Why the repository could not do what was asked. The database's own error is the source
 /// of `Unavailable` and `Contended`, and is shown in their message too, so a log line of the
-/// error alone keeps the cause (as `GateError::Redis`, ADR 46).
+/// error alone keeps the cause (as `GateError::Redis`, ADR 46). A boxed error rather than
+/// `anyhow`: contention is routine under load, and `anyhow` would capture a backtrace for
+/// each one wherever `RUST_BACKTRACE` is set.
 #[derive(Debug, thiserror::Error)]
 pub enum RepoError {
     /// The database is unreachable or timed out: try again later.
-    #[error("database unavailable: {0:#}")]
-    Unavailable(#[source] anyhow::Error),
+    #[error("database unavailable: {}", Chain(&**.0))]
+    Unavailable(#[source] Cause),
     /// Lost a race with a concurrent transaction that may still commit or roll back: retry.
-    #[error("contended: {0:#}")]
-    Contended(#[source] anyhow::Error),
+    #[error("contended: {}", Chain(&**.0))]
+    Contended(#[source] Cause),
     /// The request can never succeed (e.g. an unknown ticket type).
     #[error("refused: {0}")]
     Permanent(String),
     /// Anything else.
     #[error(transparent)]
     Other(#[from] anyhow::Error),
+}
+
+/// The database's error behind a [`RepoError`].
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+
+/// An error with its sources, `a: b: c` (tokio-postgres' "error connecting to server" says why
+/// only in its source).
+struct Chain<'a>(&'a (dyn std::error::Error + Send + Sync + 'static));
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut next = self.0.source();
+        while let Some(e) = next {
+            write!(f, ": {e}")?;
+            next = e.source();
+        }
+        Ok(())
+    }
 }
 
 impl RepoError {
@@ -275,6 +296,21 @@ pub fn ticket_code() -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_unavailable_database_says_why_in_its_message_and_its_source() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("error connecting to server")]
+        struct Connect(#[source] std::io::Error);
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let e = super::RepoError::Unavailable(Box::new(Connect(refused)));
+        assert_eq!(
+            e.to_string(),
+            "database unavailable: error connecting to server: refused"
+        );
+        let source = std::error::Error::source(&e).expect("a source");
+        assert_eq!(source.to_string(), "error connecting to server");
+    }
+
     #[test]
     fn a_refunds_lease_doubles_per_attempt_up_to_ten_minutes() {
         let base = std::time::Duration::from_secs(10);

@@ -119,13 +119,13 @@ pub struct SpannerRepository {
 
 fn status_error(s: &Status) -> RepoError {
     match s.code() {
-        Code::Aborted => RepoError::Contended(anyhow::anyhow!("{}", s.message())),
+        Code::Aborted => RepoError::Contended(s.message().into()),
         Code::Unavailable
         | Code::DeadlineExceeded
         | Code::Cancelled
         | Code::ResourceExhausted
         | Code::Unknown => {
-            RepoError::Unavailable(anyhow::anyhow!("{:?}: {}", s.code(), s.message()))
+            RepoError::Unavailable(format!("{:?}: {}", s.code(), s.message()).into())
         }
         c => RepoError::Other(anyhow::anyhow!("spanner {c:?}: {}", s.message())),
     }
@@ -134,12 +134,8 @@ fn status_error(s: &Status) -> RepoError {
 fn classify(e: SpannerError) -> RepoError {
     match e {
         SpannerError::GRPC(s) => status_error(&s),
-        SpannerError::InvalidSession(s) => {
-            RepoError::Unavailable(anyhow::Error::new(s).context("session"))
-        }
-        SpannerError::Connection(c) => {
-            RepoError::Unavailable(anyhow::Error::new(c).context("connection"))
-        }
+        SpannerError::InvalidSession(s) => RepoError::Unavailable(format!("session: {s}").into()),
+        SpannerError::Connection(c) => RepoError::Unavailable(format!("connection: {c}").into()),
         other => RepoError::Other(anyhow::Error::new(other)),
     }
 }
@@ -255,15 +251,16 @@ async fn admin_client(emulator_host: Option<&str>) -> Result<AdminClient, RepoEr
         Some(h) => Environment::Emulator(h.to_owned()),
         None => {
             reject_empty_emulator_env(&config.environment)?;
-            config = config.with_auth().await.map_err(|e| {
-                RepoError::Unavailable(anyhow::Error::new(e).context("Google credentials"))
-            })?;
+            config = config
+                .with_auth()
+                .await
+                .map_err(|e| RepoError::Unavailable(format!("Google credentials: {e}").into()))?;
             config.environment
         }
     };
     AdminClient::new(config)
         .await
-        .map_err(|e| RepoError::Unavailable(anyhow::Error::new(e).context("cannot reach Spanner")))
+        .map_err(|e| RepoError::Unavailable(format!("cannot reach Spanner: {e}").into()))
 }
 
 /// Applies the schema to `path`, statement by statement, skipping tables and indexes that
@@ -406,7 +403,7 @@ impl SpannerRepository {
             None => {
                 reject_empty_emulator_env(&config.environment)?;
                 config = config.with_auth().await.map_err(|e| {
-                    RepoError::Unavailable(anyhow::Error::new(e).context("Google credentials"))
+                    RepoError::Unavailable(format!("Google credentials: {e}").into())
                 })?;
             }
         }
@@ -414,21 +411,25 @@ impl SpannerRepository {
         tokio::time::timeout(timeout, Client::new(path.to_string(), config))
             .await
             .map_err(|_| {
-                RepoError::Unavailable(anyhow::anyhow!(
-                    "Spanner ({}) did not answer within {timeout:?}",
-                    self.emulator_host.as_deref().unwrap_or("Google Cloud")
-                ))
+                RepoError::Unavailable(
+                    format!(
+                        "Spanner ({}) did not answer within {timeout:?}",
+                        self.emulator_host.as_deref().unwrap_or("Google Cloud")
+                    )
+                    .into(),
+                )
             })?
             .map_err(|e| match e {
                 SpannerError::GRPC(s) if s.code() == Code::NotFound => RepoError::Permanent(
                     format!("Spanner database {path} not found (run ops migrate)"),
                 ),
-                SpannerError::Connection(e) => {
-                    RepoError::Unavailable(anyhow::Error::new(e).context(format!(
-                        "cannot connect to Spanner ({})",
+                SpannerError::Connection(e) => RepoError::Unavailable(
+                    format!(
+                        "cannot connect to Spanner ({}): {e}",
                         self.emulator_host.as_deref().unwrap_or("Google Cloud")
-                    )))
-                }
+                    )
+                    .into(),
+                ),
                 other => classify(other),
             })
     }

@@ -748,9 +748,9 @@ impl MemoryRepository {
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, Books>, store::RepoError> {
         if self.down.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(store::RepoError::Unavailable(anyhow::anyhow!(
-                "the in-memory database is down"
-            )));
+            return Err(store::RepoError::Unavailable(
+                "the in-memory database is down".into(),
+            ));
         }
         Ok(self.books.lock().expect("books lock"))
     }
