@@ -4,7 +4,7 @@
 mod common;
 
 use gate::ReadModel;
-use testkit::router::{Answer, call};
+use testkit::router::{assert_problem, call};
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
@@ -30,14 +30,6 @@ fn reserve_req(ev: &Event, key: &str, body: Value) -> Request<Body> {
 
 fn fresh_key() -> String {
     uuid::Uuid::new_v4().to_string()
-}
-
-fn assert_problem(a: &Answer, status: u16, slug: &str) {
-    assert_eq!(a.status.as_u16(), status, "{:?}", a.body);
-    assert_eq!(a.headers[header::CONTENT_TYPE], "application/problem+json");
-    assert_eq!(a.body["type"], format!("/problems/{slug}"), "{:?}", a.body);
-    assert_eq!(a.body["status"], status);
-    assert!(a.body["detail"].as_str().is_some_and(|d| !d.is_empty()));
 }
 
 async fn setup(capacity: u32, opens_in: i64, hold: u32) -> (TestEnv, Event, axum::Router) {

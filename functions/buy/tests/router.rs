@@ -15,7 +15,7 @@ use gate::{PaymentFlow, ReadModel};
 use serde_json::{Value, json};
 use testkit::memory::{MemoryGate, MemoryPublisher, MemoryRateLimit};
 use testkit::new_event;
-use testkit::router::{Answer, call};
+use testkit::router::{Answer, assert_problem, call};
 
 struct Shop {
     gate: Arc<MemoryGate>,
@@ -57,12 +57,6 @@ fn post(uri: &str, key: Option<&str>, body: &Value) -> Request<Body> {
 
 fn fresh_key() -> String {
     uuid::Uuid::new_v4().to_string()
-}
-
-fn assert_problem(a: &Answer, status: u16, slug: &str) {
-    assert_eq!(a.status.as_u16(), status, "{:?}", a.body);
-    assert_eq!(a.headers[header::CONTENT_TYPE], "application/problem+json");
-    assert_eq!(a.body["type"], format!("/problems/{slug}"), "{:?}", a.body);
 }
 
 impl Shop {
