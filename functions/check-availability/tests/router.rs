@@ -6,8 +6,6 @@
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use check_availability::{AppState, app};
-use domain::{Email, Event, IdempotencyKey, Quantity, TicketTypeId};
-use gate::{Admission, AdmissionRules, ReserveOutcome};
 use testkit::memory::MemoryGate;
 use testkit::new_event;
 use testkit::router::{Answer, call};
@@ -18,19 +16,6 @@ fn get(uri: &str, etag: Option<&str>) -> Request<Body> {
         req = req.header(header::IF_NONE_MATCH, e);
     }
     req.body(Body::empty()).unwrap()
-}
-
-async fn hold(gate: &MemoryGate, ev: &Event, n: i64) -> ReserveOutcome {
-    gate.reserve(
-        &ev.id,
-        &TicketTypeId::parse("vip-3-day").unwrap(),
-        Quantity::parse(n).unwrap(),
-        &Email::parse("fan@example.at").unwrap(),
-        &IdempotencyKey::parse(&uuid::Uuid::new_v4().to_string()).unwrap(),
-        &AdmissionRules::default(),
-    )
-    .await
-    .unwrap()
 }
 
 fn vip(a: &Answer) -> &serde_json::Value {
@@ -61,7 +46,7 @@ async fn availability_is_the_last_snapshot_with_an_etag_that_moves_with_the_stoc
     let same = call(&router, get(&uri, Some(&etag))).await;
     assert_eq!(same.status, StatusCode::NOT_MODIFIED);
 
-    hold(&gate, &ev, 3).await;
+    testkit::hold(&gate, &ev.id, 3, "fan@example.at").await;
     let before = call(&router, get(&uri, None)).await;
     assert_eq!(vip(&before)["available"], 40, "served from the snapshot");
     state.refresh().await.unwrap();
@@ -97,9 +82,7 @@ async fn an_order_reads_back_and_unknown_ones_are_404() {
     let ev = new_event(10, -60, 600);
     gate.seed(&ev);
     let router = app(AppState::new(gate.clone()));
-    let ReserveOutcome::Reserved { order_id, .. } = hold(&gate, &ev, 2).await else {
-        panic!("not held")
-    };
+    let order_id = testkit::hold(&gate, &ev.id, 2, "fan@example.at").await;
     let a = call(&router, get(&format!("/v1/orders/{order_id}"), None)).await;
     assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
     assert_eq!(a.body["status"], "reserved");

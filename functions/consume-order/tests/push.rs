@@ -1,7 +1,7 @@
 //! consume-order's push endpoint with `oneshot`, over the real Postgres and Redis:
 //! authentication, envelope variants, bad messages, duplicate and failed deliveries.
 
-use gate::{Admission, AdmissionRules, PayBegin, PaymentFlow, ReadModel, ReserveOutcome};
+use gate::{PaymentFlow, ReadModel};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -10,10 +10,7 @@ use axum::http::{Request, StatusCode, header};
 use base64::Engine;
 use chrono::Utc;
 use consume_order::{AppState, PushAuth};
-use domain::{
-    Email, Event, IdempotencyKey, OrderBatch, OrderId, OrderMessage, OrderStatus, Quantity,
-    TicketTypeId,
-};
+use domain::{Event, OrderBatch, OrderId, OrderMessage, OrderStatus, TicketTypeId};
 use serde_json::{Value, json};
 use store::OrderRepository;
 use testkit::TestEnv;
@@ -36,60 +33,17 @@ async fn paid_order(env: &TestEnv, ev: &Event) -> OrderMessage {
 
 /// [`paid_order`] of two VIP 3-Day passes for `email`.
 async fn paid_order_by(env: &TestEnv, ev: &Event, email: &str) -> OrderMessage {
-    pay(env, ev, held_by(env, ev, email).await, email).await
+    pay(env, ev, held_by(env, ev, email).await).await
 }
 
 /// Two VIP 3-Day passes held for `email`.
 async fn held_by(env: &TestEnv, ev: &Event, email: &str) -> OrderId {
-    let ReserveOutcome::Reserved { order_id, .. } = env
-        .gate()
-        .await
-        .reserve(
-            &ev.id,
-            &TicketTypeId::parse("vip-3-day").unwrap(),
-            Quantity::parse(2).unwrap(),
-            &Email::parse(email).unwrap(),
-            &IdempotencyKey::parse(&uuid::Uuid::new_v4().to_string()).unwrap(),
-            &AdmissionRules::default(),
-        )
-        .await
-        .unwrap()
-    else {
-        panic!("not reserved")
-    };
-    order_id
+    testkit::hold(&env.gate().await, &ev.id, 2, email).await
 }
 
-/// Pays the hold `order_id` of `email` in the gate; the message buy would publish for it.
-async fn pay(env: &TestEnv, ev: &Event, order_id: OrderId, email: &str) -> OrderMessage {
-    let gate = env.gate().await;
-    let PayBegin::Charge {
-        amount_cents,
-        attempt,
-        ..
-    } = gate
-        .pay_begin(&ev.id, order_id, "tok_approve", None)
-        .await
-        .unwrap()
-    else {
-        panic!("not charging")
-    };
-    let paid_at = Utc::now();
-    let approval = gate
-        .pay_approved(&ev.id, order_id, attempt, "sim_ref", paid_at)
-        .await
-        .unwrap();
-    assert!(matches!(approval, gate::Approval::Recorded(_)));
-    OrderMessage {
-        order_id,
-        event: ev.id.clone(),
-        ticket_type: TicketTypeId::parse("vip-3-day").unwrap(),
-        quantity: 2,
-        email: email.into(),
-        amount_cents,
-        payment_ref: "sim_ref".into(),
-        paid_at,
-    }
+/// Pays the hold `order_id` in the gate; the message buy would publish for it.
+async fn pay(env: &TestEnv, ev: &Event, order_id: OrderId) -> OrderMessage {
+    testkit::pay(&env.gate().await, &ev.id, order_id, "sim_ref").await
 }
 
 fn envelope(msg: &OrderMessage, snake_case: bool) -> Value {
@@ -541,7 +495,7 @@ async fn confirmed_then_rolled_back(
             .unwrap();
         snapshot.push((key, dump));
     }
-    let msg = pay(env, ev, order_id, "rolled@example.at").await;
+    let msg = pay(env, ev, order_id).await;
     let body = batch_envelope(std::slice::from_ref(&msg)).to_string();
     assert_eq!(
         push(st, Some(TOKEN), body.clone()).await,

@@ -12,10 +12,8 @@ use axum::http::{Request, StatusCode, header};
 use base64::Engine;
 use chrono::Utc;
 use consume_order::{AppState, PushAuth};
-use domain::{
-    Email, Event, IdempotencyKey, OrderBatch, OrderMessage, OrderStatus, Quantity, TicketTypeId,
-};
-use gate::{Admission, AdmissionRules, Approval, PayBegin, PaymentFlow, ReadModel, ReserveOutcome};
+use domain::{Event, OrderBatch, OrderMessage, OrderStatus};
+use gate::ReadModel;
 use serde_json::json;
 use store::OrderRepository;
 use testkit::memory::{MemoryGate, MemoryRepository};
@@ -53,48 +51,8 @@ async fn consumer() -> Consumer {
 impl Consumer {
     /// Two VIP 3-Day passes held and paid for `email` in the gate: the message buy publishes.
     async fn paid(&self, email: &str) -> OrderMessage {
-        let ReserveOutcome::Reserved { order_id, .. } = self
-            .gate
-            .reserve(
-                &self.ev.id,
-                &TicketTypeId::parse("vip-3-day").unwrap(),
-                Quantity::parse(2).unwrap(),
-                &Email::parse(email).unwrap(),
-                &IdempotencyKey::parse(&uuid::Uuid::new_v4().to_string()).unwrap(),
-                &AdmissionRules::default(),
-            )
-            .await
-            .unwrap()
-        else {
-            panic!("not held")
-        };
-        let PayBegin::Charge { attempt, .. } = self
-            .gate
-            .pay_begin(&self.ev.id, order_id, "tok_approve", None)
-            .await
-            .unwrap()
-        else {
-            panic!("not charging")
-        };
-        let payment_ref = format!("sim_{order_id}");
-        let Approval::Recorded(a) = self
-            .gate
-            .pay_approved(&self.ev.id, order_id, attempt, &payment_ref, Utc::now())
-            .await
-            .unwrap()
-        else {
-            panic!("not recorded")
-        };
-        OrderMessage {
-            order_id,
-            event: self.ev.id.clone(),
-            ticket_type: a.ticket_type,
-            quantity: a.quantity,
-            email: a.email,
-            amount_cents: a.amount_cents,
-            payment_ref,
-            paid_at: a.paid_at,
-        }
+        let order = testkit::hold(&self.gate, &self.ev.id, 2, email).await;
+        testkit::pay(&self.gate, &self.ev.id, order, &format!("sim_{order}")).await
     }
 
     /// Delivers `orders` as one push message; the answer's status.

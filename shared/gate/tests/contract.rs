@@ -92,32 +92,7 @@ impl Backend {
     /// A hold of `n` tickets, paid and approved: the order and its message.
     async fn paid(&self, ev: &Event, n: i64, who: &str) -> OrderMessage {
         let id = held(self.reserve(ev, "vip-3-day", n, who).await);
-        let PayBegin::Charge { attempt, .. } = self
-            .gate
-            .pay_begin(&ev.id, id, "tok_approve", None)
-            .await
-            .unwrap()
-        else {
-            panic!("no charge")
-        };
-        let Approval::Recorded(a) = self
-            .gate
-            .pay_approved(&ev.id, id, attempt, &format!("pay-{id}"), Utc::now())
-            .await
-            .unwrap()
-        else {
-            panic!("not recorded")
-        };
-        OrderMessage {
-            order_id: id,
-            event: ev.id.clone(),
-            ticket_type: a.ticket_type,
-            quantity: a.quantity,
-            email: a.email,
-            amount_cents: a.amount_cents,
-            payment_ref: a.payment_ref,
-            paid_at: a.paid_at,
-        }
+        testkit::pay(&*self.gate, &ev.id, id, &format!("pay-{id}")).await
     }
 }
 

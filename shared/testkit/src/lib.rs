@@ -6,8 +6,11 @@ pub mod router;
 
 use chrono::{Duration, Utc};
 
-use domain::{Event, EventId, OrderId, OrderMessage, RefundOwed};
-use gate::Gate;
+use domain::{
+    Email, Event, EventId, IdempotencyKey, OrderId, OrderMessage, Quantity, RefundOwed,
+    TicketTypeId,
+};
+use gate::{Admission, AdmissionRules, Approval, Gate, PayBegin, PaymentFlow, ReserveOutcome};
 use store::postgres::PgRepository;
 use store::spanner::{DatabasePath, SpannerRepository};
 use store::{CustomerTotal, Inventory, OrderRepository, Outcome, RepoError, Seeded, StoredOrder};
@@ -118,6 +121,56 @@ pub fn new_event(capacity: u32, opens_in_secs: i64, hold_seconds: u32) -> Event 
         Utc::now() + Duration::seconds(opens_in_secs),
         hold_seconds,
     )
+}
+
+/// Holds `n` VIP 3-Day passes of `event` for `email` in `gate` under a fresh key and no rules;
+/// panics unless they are held.
+pub async fn hold(gate: &dyn Admission, event: &EventId, n: i64, email: &str) -> OrderId {
+    let outcome = gate
+        .reserve(
+            event,
+            &TicketTypeId::parse("vip-3-day").expect("slug"),
+            Quantity::parse(n).expect("a quantity"),
+            &Email::parse(email).expect("an e-mail"),
+            &IdempotencyKey::parse(&uuid::Uuid::new_v4().to_string()).expect("a key"),
+            &AdmissionRules::default(),
+        )
+        .await
+        .expect("the gate answers");
+    match outcome {
+        ReserveOutcome::Reserved { order_id, .. } => order_id,
+        other => panic!("not held: {other:?}"),
+    }
+}
+
+/// Pays the hold `order` in `gate` as buy does when the provider approves it with
+/// `payment_ref`: returns the message buy then publishes. Panics unless the gate records it.
+pub async fn pay(
+    gate: &dyn PaymentFlow,
+    event: &EventId,
+    order: OrderId,
+    payment_ref: &str,
+) -> OrderMessage {
+    let begun = gate.pay_begin(event, order, "tok_approve", None).await;
+    let Ok(PayBegin::Charge { attempt, .. }) = begun else {
+        panic!("not charging: {begun:?}")
+    };
+    let recorded = gate
+        .pay_approved(event, order, attempt, payment_ref, chrono::Utc::now())
+        .await;
+    let Ok(Approval::Recorded(a)) = recorded else {
+        panic!("not recorded: {recorded:?}")
+    };
+    OrderMessage {
+        order_id: order,
+        event: event.clone(),
+        ticket_type: a.ticket_type,
+        quantity: a.quantity,
+        email: a.email,
+        amount_cents: a.amount_cents,
+        payment_ref: a.payment_ref,
+        paid_at: a.paid_at,
+    }
 }
 
 /// The books of one ticket type of an event in `repo`.
