@@ -30,12 +30,27 @@ use gate::{
 };
 use pubsub::{OrderPublisher, PublishError};
 
+/// A double's outage switch, shared by its clones: while on, every call fails as the real
+/// service's outage would.
+#[derive(Clone, Default)]
+struct Outage(Arc<std::sync::atomic::AtomicBool>);
+
+impl Outage {
+    fn set(&self, on: bool) {
+        self.0.store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn is_on(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
 /// The gate in memory. Seed events with [`MemoryGate::seed`]. Clones share one gate.
 #[derive(Clone, Default)]
 pub struct MemoryGate {
     state: Arc<Mutex<State>>,
-    /// Set: every call fails as if Redis were down.
-    down: Arc<std::sync::atomic::AtomicBool>,
+    /// On: every call fails as if Redis were down.
+    down: Outage,
 }
 
 #[derive(Default)]
@@ -118,12 +133,12 @@ impl MemoryGate {
 
     /// Every later call fails as if Redis were down (`false`: back up).
     pub fn set_down(&self, down: bool) {
-        self.down.store(down, std::sync::atomic::Ordering::SeqCst);
+        self.down.set(down);
     }
 
     /// The state, or the error Redis being down would give.
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, State>, GateError> {
-        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+        if self.down.is_on() {
             return Err(GateError::Unavailable("the in-memory gate is down"));
         }
         let mut state = self.state.lock().expect("gate lock");
@@ -639,10 +654,7 @@ pub struct MemoryRateLimit {
 impl RateLimit for MemoryRateLimit {
     async fn check(&self, subject: &str, policy: Policy) -> Option<Decision> {
         if !policy.enabled() {
-            return Some(Decision::Allowed {
-                remaining: u64::MAX,
-                reset: Duration::ZERO,
-            });
+            return Some(Decision::UNLIMITED);
         }
         let now = Utc::now();
         let burst = policy.burst.max(1);
@@ -669,13 +681,13 @@ impl RateLimit for MemoryRateLimit {
 pub struct MemoryPublisher {
     orders: Mutex<Vec<OrderMessage>>,
     refunds: Mutex<Vec<domain::RefundOwed>>,
-    down: std::sync::atomic::AtomicBool,
+    down: Outage,
 }
 
 impl MemoryPublisher {
     /// Every later publish fails (`false`: back up).
     pub fn set_down(&self, down: bool) {
-        self.down.store(down, std::sync::atomic::Ordering::SeqCst);
+        self.down.set(down);
     }
 
     /// The orders published so far.
@@ -689,7 +701,7 @@ impl MemoryPublisher {
     }
 
     fn up(&self) -> Result<(), PublishError> {
-        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+        if self.down.is_on() {
             return Err(PublishError::Unavailable("the in-memory broker is down"));
         }
         Ok(())
@@ -720,7 +732,7 @@ impl OrderPublisher for MemoryPublisher {
 #[derive(Clone, Default)]
 pub struct MemoryRepository {
     books: Arc<Mutex<Books>>,
-    down: Arc<std::sync::atomic::AtomicBool>,
+    down: Outage,
 }
 
 #[derive(Default)]
@@ -743,11 +755,11 @@ struct Refund {
 impl MemoryRepository {
     /// Every later call fails as if the database were down (`false`: back up).
     pub fn set_down(&self, down: bool) {
-        self.down.store(down, std::sync::atomic::Ordering::SeqCst);
+        self.down.set(down);
     }
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, Books>, store::RepoError> {
-        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+        if self.down.is_on() {
             return Err(store::RepoError::Unavailable(
                 "the in-memory database is down".into(),
             ));
