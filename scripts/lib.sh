@@ -130,13 +130,19 @@ start_redis() { # start_redis DIR PORT [extra args]
   PIDS+=("pid:$(cat "$dir/redis.pid")")
 }
 
-make_test_ca() { # make_test_ca DIR: a throw-away CA and a server certificate for 127.0.0.1
-  local d=$1
+make_test_ca() { # make_test_ca DIR [memorystore]: a throw-away CA and a server certificate for 127.0.0.1
+  # memorystore: shaped like Memorystore's (the address in the subject's CN only, no
+  # subjectAltName), which rustls alone refuses and gate::tls accepts from its own CA (ADR 48).
+  local d=$1 shape=${2:-san}
   mkdir -p "$d"
   openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=frequency test CA" \
     -keyout "$d/ca.key" -out "$d/ca.pem" 2>/dev/null
   openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout "$d/server.key" -out "$d/server.csr" 2>/dev/null
-  printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' > "$d/ext"
+  if [ "$shape" = memorystore ]; then
+    printf 'basicConstraints=CA:FALSE\n' > "$d/ext"
+  else
+    printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' > "$d/ext"
+  fi
   openssl x509 -req -days 2 -in "$d/server.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial \
     -extfile "$d/ext" -out "$d/server.pem" 2>/dev/null
 }

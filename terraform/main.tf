@@ -8,8 +8,11 @@ provider "google" {
   default_labels = var.labels
 }
 
-data "google_project" "this" {
-  project_id = var.project_id
+# Only google_project_service_identity (modules/pubsub) uses it.
+provider "google-beta" {
+  project        = var.project_id
+  region         = var.region
+  default_labels = var.labels
 }
 
 locals {
@@ -19,6 +22,7 @@ locals {
     "artifactregistry.googleapis.com",
     "cloudbuild.googleapis.com",
     "cloudresourcemanager.googleapis.com",
+    "cloudscheduler.googleapis.com",
     "compute.googleapis.com",
     "dns.googleapis.com",
     "iam.googleapis.com",
@@ -125,18 +129,28 @@ module "database" {
 
 module "pubsub" {
   source = "./modules/pubsub"
+  providers = {
+    google      = google
+    google-beta = google-beta
+  }
 
-  project_id     = var.project_id
-  project_number = data.google_project.this.number
-  region         = var.region
+  project_id = var.project_id
+  region     = var.region
   push_service = {
     name = module.consume_order.name
     uri  = module.consume_order.uri
   }
+  # buy publishes paid orders; the ops job republishes dead letters (`ops dead-letters --replay`).
   publishers = {
     buy = module.buy.service_account_email
+    ops = google_service_account.ops.email
+  }
+  # ... and pulls them from the dead-letter subscription.
+  dead_letter_readers = {
+    ops = google_service_account.ops.email
   }
 
+  # The service identity and every account in the module wait for the APIs (iam, pubsub).
   depends_on = [google_project_service.apis]
 }
 
@@ -173,9 +187,15 @@ module "monitoring" {
   }
   push_subscription        = module.pubsub.push_subscription_name
   dead_letter_subscription = module.pubsub.dead_letter_subscription_name
-  thresholds               = var.alerts
-  notification_channels    = var.notification_channels
-  alert_email              = var.alert_email
+  max_delivery_attempts    = module.pubsub.max_delivery_attempts
+  database                 = var.database
+  # Cloud SQL's metrics name the instance "project:instance"; Spanner's by its instance id.
+  cloudsql_database_id = var.database == "postgres" ? "${var.project_id}:${module.database.instance_name}" : ""
+  spanner_instance     = var.database == "spanner" ? module.database.spanner_instance : ""
+  url_map              = module.edge.url_map
+  ops_job              = google_cloud_run_v2_job.ops.name
+  thresholds           = var.alerts
+  notifications        = var.alert_notifications
 
   depends_on = [google_project_service.apis]
 }

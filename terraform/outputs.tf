@@ -23,7 +23,7 @@ output "orders_topic" {
 }
 
 output "dead_letter_topic" {
-  description = "Where Pub/Sub moves an order message after 5 failed deliveries."
+  description = "Where Pub/Sub moves an order message after max_delivery_attempts (15) failed deliveries."
   value       = module.pubsub.dead_letter_topic_name
 }
 
@@ -58,8 +58,21 @@ output "url_map" {
 }
 
 output "ops_job" {
-  description = "Cloud Run Job running ops (migrate, seed, audit)."
+  description = "Cloud Run Job running ops (migrate, seed, audit, dead-letters, gate-restore)."
   value       = google_cloud_run_v2_job.ops.name
+}
+
+output "ops_audit_schedule" {
+  description = "Cloud Scheduler job that runs `ops audit` as the ops job, and its cron schedule (UTC)."
+  value       = "${google_cloud_scheduler_job.ops_audit.name}: ${google_cloud_scheduler_job.ops_audit.schedule}"
+}
+
+output "order_signing_key" {
+  description = "Signing key generations in use: what buy signs with and what consume-order accepts (docs/DEPLOY.md, Rotating the signing key)."
+  value = {
+    buy_signs_with       = local.signing_buy_generation
+    consume_order_trusts = compact([tostring(local.signing_generation), local.signing_generation > 1 ? tostring(local.signing_generation - 1) : ""])
+  }
 }
 
 output "build_service_account" {
@@ -85,4 +98,9 @@ output "redis_ca_certs" {
 output "database" {
   description = "The order store: Cloud SQL instance connection name, or the Spanner database path."
   value       = var.database == "postgres" ? module.database.instance_connection_name : module.database.spanner_database
+}
+
+output "database_ca_cert" {
+  description = "Cloud SQL's server CA (DATABASE_CA_CERT): clients verify the server's chain against it; null with Spanner."
+  value       = module.database.server_ca_cert
 }

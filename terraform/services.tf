@@ -3,8 +3,17 @@
 
 # buy signs every message on the orders topic with this secret, consume-order refuses any
 # message without its signature: being allowed to publish to the topic is not enough to confirm
-# tickets or have them refunded (ADR 40).
+# tickets or have them refunded (ADR 40). Every generation of the key is a version of one
+# secret; var.order_signing_key says which one signs (docs/DEPLOY.md, "Rotating the signing key").
+locals {
+  signing_generation = var.order_signing_key.generation
+  # Staged: consume-order already accepts the new key, buy still signs with the one before.
+  signing_buy_generation = var.order_signing_key.staged ? local.signing_generation - 1 : local.signing_generation
+}
+
 resource "random_password" "order_signing_key" {
+  for_each = toset([for g in range(1, local.signing_generation + 1) : tostring(g)])
+
   length  = 64
   special = false
 }
@@ -22,14 +31,40 @@ resource "google_secret_manager_secret" "order_signing_key" {
 }
 
 resource "google_secret_manager_secret_version" "order_signing_key" {
+  for_each = random_password.order_signing_key
+
   secret      = google_secret_manager_secret.order_signing_key.id
-  secret_data = random_password.order_signing_key.result
+  secret_data = each.value.result
+  # Only the current key and the one before it are readable; older ones sign and verify nothing.
+  enabled = tonumber(each.key) >= local.signing_generation - 1
+}
+
+# The key of the first rounds (one unnamed resource) is generation 1.
+moved {
+  from = random_password.order_signing_key
+  to   = random_password.order_signing_key["1"]
+}
+
+moved {
+  from = google_secret_manager_secret_version.order_signing_key
+  to   = google_secret_manager_secret_version.order_signing_key["1"]
 }
 
 locals {
-  redis_secret = { REDIS_URL = module.redis.redis_url_secret_id }
-  # Through the version: whoever reads the secret waits until it has a value.
-  signing_secret = { ORDER_SIGNING_KEY = google_secret_manager_secret_version.order_signing_key.secret }
+  # Secrets by pinned version (modules/cloud_run_service): { secret, version }.
+  redis_secret = { REDIS_URL = module.redis.redis_url_secret }
+  signing_key = {
+    for g, v in google_secret_manager_secret_version.order_signing_key : g => { secret = v.secret, version = v.version }
+  }
+  # buy signs with this one; the ops job republishes dead letters with it too.
+  buy_signing_secret = { ORDER_SIGNING_KEY = local.signing_key[tostring(local.signing_buy_generation)] }
+  # consume-order accepts the current key and the one before it, so a rotation rolls out
+  # without refusing messages in flight (ORDER_SIGNING_KEY_PREVIOUS, ADR 40).
+  consumer_signing_secret = merge(
+    { ORDER_SIGNING_KEY = local.signing_key[tostring(local.signing_generation)] },
+    local.signing_generation > 1 ? { ORDER_SIGNING_KEY_PREVIOUS = local.signing_key[tostring(local.signing_generation - 1)] } : {},
+  )
+
   # With in-transit encryption the gate must trust Memorystore's own CA (a public certificate,
   # so a plain variable).
   redis_env = var.redis.transit_encryption_mode == "SERVER_AUTHENTICATION" ? {
@@ -37,9 +72,12 @@ locals {
   } : {}
 
   # DATABASE_URL carries the password: Secret Manager. Spanner needs no secret, only IAM.
-  database_secret = var.database == "postgres" ? { DATABASE_URL = module.database.database_url_secret_id } : {}
+  database_secret = var.database == "postgres" ? { DATABASE_URL = module.database.database_url_secret } : {}
   database_env = var.database == "postgres" ? {
     DATABASE_POOL_SIZE = tostring(var.database_pool_size)
+    # Cloud SQL requires TLS (ENCRYPTED_ONLY); the client verifies the server's chain against
+    # the instance's own CA (a public certificate, so a plain variable).
+    DATABASE_CA_CERT = module.database.server_ca_cert
     } : {
     SPANNER_DATABASE = module.database.spanner_database
   }
@@ -60,8 +98,12 @@ module "check_availability" {
   scaling             = var.services["check-availability"]
   vpc                 = local.vpc
   deletion_protection = var.deletion_protection
-  # Only the load balancer (and so Cloud Armor) reaches it.
-  ingress = "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER"
+  metrics_sidecar     = var.metrics_sidecar
+  # Only the load balancer (and so Cloud Armor) reaches it, and anyone who does may call it: a
+  # public API has anonymous callers. No allUsers grant (the domain-restricted-sharing policy
+  # refuses those): Cloud Run's invoker check is off instead.
+  ingress              = "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER"
+  invoker_iam_disabled = true
   # The snapshot refresher runs between requests: CPU must stay allocated.
   cpu_idle = false
   env = merge(local.redis_env, {
@@ -75,22 +117,23 @@ module "check_availability" {
 module "buy" {
   source = "./modules/cloud_run_service"
 
-  project_id          = var.project_id
-  region              = var.region
-  name                = "buy"
-  image               = local.images["buy"]
-  scaling             = var.services["buy"]
-  vpc                 = local.vpc
-  deletion_protection = var.deletion_protection
-  ingress             = "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER"
+  project_id           = var.project_id
+  region               = var.region
+  name                 = "buy"
+  image                = local.images["buy"]
+  scaling              = var.services["buy"]
+  vpc                  = local.vpc
+  deletion_protection  = var.deletion_protection
+  metrics_sidecar      = var.metrics_sidecar
+  ingress              = "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER"
+  invoker_iam_disabled = true
   # The outbox relay publishes paid orders between requests: CPU must stay allocated.
   cpu_idle = false
   env = merge(local.redis_env, {
-    GOOGLE_CLOUD_PROJECT = var.project_id
-    ORDERS_TOPIC         = module.pubsub.orders_topic_name
-    PUBLISH_TIMEOUT_MS   = "3000"
-    RELAY_INTERVAL_MS    = "2000"
-    RELAY_GRACE_MS       = "10000"
+    ORDERS_TOPIC       = module.pubsub.orders_topic_name
+    PUBLISH_TIMEOUT_MS = "3000"
+    RELAY_INTERVAL_MS  = "2000"
+    RELAY_GRACE_MS     = "10000"
     # Paid orders coalesced into one message (ADR 34) and relay leases across instances.
     PUBLISH_BATCH_MAX_ORDERS = "500"
     PUBLISH_LINGER_MS        = "20"
@@ -102,7 +145,7 @@ module "buy" {
     # Holds one client IP may take within a hold time, whatever addresses it gives (ADR 38).
     HOLDS_PER_CLIENT = "20"
   })
-  secret_env = merge(local.redis_secret, local.signing_secret)
+  secret_env = merge(local.redis_secret, local.buy_signing_secret)
 
   depends_on = [google_project_service.apis]
 }
@@ -117,33 +160,21 @@ module "consume_order" {
   scaling             = var.services["consume-order"]
   vpc                 = local.vpc
   deletion_protection = var.deletion_protection
+  metrics_sidecar     = var.metrics_sidecar
   # Not public: Pub/Sub push (same project) counts as internal traffic, and only the push
   # service account holds run.invoker (modules/pubsub). Cloud Run verifies its OIDC token.
-  ingress = "INGRESS_TRAFFIC_INTERNAL_ONLY"
-  # The gate watcher runs between pushes: it rebuilds an event Redis lost (the recovery crate),
-  # and must not stall when the queue is quiet (which it is, right after Redis lost the sale).
+  ingress              = "INGRESS_TRAFFIC_INTERNAL_ONLY"
+  invoker_iam_disabled = false
+  # The gate watcher and the refunder run between pushes: the watcher rebuilds an event Redis
+  # lost (the recovery crate) and must not stall when the queue is quiet (which it is, right
+  # after Redis lost the sale); the refunder asks the provider again for refunds owed. So CPU
+  # stays allocated and min_instances stays >= 1 (variables.tf).
   cpu_idle = false
   env = merge(local.redis_env, {
     PUSH_AUTH           = "iam"
     DATABASE_TIMEOUT_MS = "3000"
   }, local.database_env)
-  secret_env = merge(local.redis_secret, local.database_secret, local.signing_secret)
+  secret_env = merge(local.redis_secret, local.database_secret, local.consumer_signing_secret)
 
   depends_on = [google_project_service.apis]
-}
-
-# The fans' two services are invocable without a Google identity, as a public API must be; their
-# ingress setting admits only the load balancer, so every request passes Cloud Armor first.
-resource "google_cloud_run_v2_service_iam_member" "public" {
-  #checkov:skip=CKV_GCP_102:Public API by design; ingress INTERNAL_LOAD_BALANCER keeps the run.app URL closed, so all traffic passes the LB and Cloud Armor.
-  for_each = {
-    check-availability = module.check_availability.name
-    buy                = module.buy.name
-  }
-
-  project  = var.project_id
-  location = var.region
-  name     = each.value
-  role     = "roles/run.invoker"
-  member   = "allUsers"
 }

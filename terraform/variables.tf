@@ -176,6 +176,12 @@ variable "services" {
     condition     = alltrue([for s in values(var.services) : s.concurrency >= 1 && s.concurrency <= 1000 && s.timeout_seconds >= 1 && s.timeout_seconds <= 3600])
     error_message = "concurrency must be 1-1000 and timeout_seconds 1-3600."
   }
+  validation {
+    # consume-order's gate watcher (rebuilds an event Redis lost) and refunder (retries refunds
+    # owed) run only while an instance is up: without one they stop.
+    condition     = var.services["consume-order"].min_instances >= 1
+    error_message = "services[\"consume-order\"].min_instances must be >= 1: its gate watcher and refunder need a running instance."
+  }
 }
 
 variable "event_id" {
@@ -256,41 +262,96 @@ variable "request_log_sampling" {
 }
 
 variable "alerts" {
-  description = "SLO alert thresholds."
+  description = "Alert thresholds (modules/monitoring)."
   type = object({
     buy_5xx_ratio              = optional(number, 0.01)
+    lb_5xx_ratio               = optional(number, 0.01)
     check_availability_p95_ms  = optional(number, 200)
     buy_p95_ms                 = optional(number, 1500)
     oldest_unacked_age_seconds = optional(number, 120)
     redis_memory_ratio         = optional(number, 0.8)
+    # consume-order answers 503 while the database is away; a failover lasts about a minute.
+    consume_503_minutes  = optional(number, 10)
+    database_cpu_ratio   = optional(number, 0.8)
+    database_memory      = optional(number, 0.9)
+    database_disk_ratio  = optional(number, 0.85)
+    spanner_high_cpu     = optional(number, 0.65)
+    snapshot_stale_after = optional(number, 10)
   })
   default = {}
 
   validation {
-    condition     = var.alerts.buy_5xx_ratio > 0 && var.alerts.buy_5xx_ratio < 1 && var.alerts.check_availability_p95_ms > 0 && var.alerts.buy_p95_ms > 0 && var.alerts.oldest_unacked_age_seconds >= 10 && var.alerts.redis_memory_ratio > 0 && var.alerts.redis_memory_ratio < 1
-    error_message = "buy_5xx_ratio and redis_memory_ratio must be in (0, 1), latencies > 0 and oldest_unacked_age_seconds >= 10."
+    condition     = alltrue([for r in [var.alerts.buy_5xx_ratio, var.alerts.lb_5xx_ratio, var.alerts.redis_memory_ratio, var.alerts.database_cpu_ratio, var.alerts.database_memory, var.alerts.database_disk_ratio, var.alerts.spanner_high_cpu] : r > 0 && r < 1])
+    error_message = "The ratio thresholds must be in (0, 1)."
+  }
+  validation {
+    condition     = var.alerts.check_availability_p95_ms > 0 && var.alerts.buy_p95_ms > 0 && var.alerts.oldest_unacked_age_seconds >= 10 && var.alerts.consume_503_minutes >= 3 && var.alerts.snapshot_stale_after >= 1
+    error_message = "Latencies must be > 0, oldest_unacked_age_seconds >= 10, consume_503_minutes >= 3 (a failover must not page) and snapshot_stale_after >= 1."
   }
 }
 
-variable "notification_channels" {
-  description = "Existing Cloud Monitoring notification channel ids (projects/P/notificationChannels/N) the alerts go to."
-  type        = list(string)
-  default     = []
+variable "alert_notifications" {
+  description = "Where alerts go. Required, so no alert is ever silent: an e-mail address (a channel is created for it), existing notification channel ids (projects/P/notificationChannels/N: PagerDuty, Slack, …), or both."
+  type = object({
+    email    = optional(string, "")
+    channels = optional(list(string), [])
+  })
 
   validation {
-    condition     = alltrue([for c in var.notification_channels : can(regex("^projects/[^/]+/notificationChannels/[0-9]+$", c))])
-    error_message = "notification_channels entries must be projects/PROJECT/notificationChannels/ID."
+    condition     = var.alert_notifications.email != "" || length(var.alert_notifications.channels) > 0
+    error_message = "alert_notifications needs an email or at least one channel: alerts nobody receives are no alerts."
+  }
+  validation {
+    condition     = var.alert_notifications.email == "" || can(regex("^[^@\\s]+@[^@\\s]+\\.[^@\\s]+$", var.alert_notifications.email))
+    error_message = "alert_notifications.email must be an e-mail address."
+  }
+  validation {
+    condition     = alltrue([for c in var.alert_notifications.channels : can(regex("^projects/[^/]+/notificationChannels/[0-9]+$", c))])
+    error_message = "alert_notifications.channels entries must be projects/PROJECT/notificationChannels/ID."
   }
 }
 
-variable "alert_email" {
-  description = "Optional e-mail address: creates an e-mail notification channel for the alerts."
+variable "order_signing_key" {
+  description = "Generation of the message signing key (ADR 40) and whether it is only staged. Rotation, between sales: raise generation by one with staged = true and apply (consume-order accepts the new key, buy still signs with the old one); then staged = false and apply (buy signs with the new key). consume-order keeps accepting the one before (ORDER_SIGNING_KEY_PREVIOUS)."
+  type = object({
+    generation = optional(number, 1)
+    staged     = optional(bool, false)
+  })
+  default = {}
+
+  validation {
+    condition     = var.order_signing_key.generation >= 1 && floor(var.order_signing_key.generation) == var.order_signing_key.generation
+    error_message = "order_signing_key.generation must be a whole number >= 1."
+  }
+  validation {
+    condition     = !var.order_signing_key.staged || var.order_signing_key.generation >= 2
+    error_message = "order_signing_key.staged needs a generation before it to sign with (generation >= 2)."
+  }
+}
+
+variable "metrics_sidecar" {
+  description = "The Managed Service for Prometheus collector beside each service (scrapes /metrics on port 8080). Pin the image tag; check newer ones in us-docker.pkg.dev/cloud-ops-agents-artifacts/cloud-run-gmp-sidecar."
+  type = object({
+    image  = optional(string, "us-docker.pkg.dev/cloud-ops-agents-artifacts/cloud-run-gmp-sidecar/cloud-run-gmp-sidecar:1.2.0")
+    cpu    = optional(string, "1")
+    memory = optional(string, "256Mi")
+  })
+  default = {}
+
+  validation {
+    condition     = can(regex("^[a-z0-9.-]+/[^:@]+(:[A-Za-z0-9_.-]+|@sha256:[0-9a-f]{64})$", var.metrics_sidecar.image)) && !endswith(var.metrics_sidecar.image, ":latest")
+    error_message = "metrics_sidecar.image must be a pinned image (a tag other than latest, or a digest)."
+  }
+}
+
+variable "ops_audit_schedule" {
+  description = "When Cloud Scheduler runs `ops audit` (cron, UTC). Every 10 minutes by default; a failed audit alerts."
   type        = string
-  default     = ""
+  default     = "*/10 * * * *"
 
   validation {
-    condition     = var.alert_email == "" || can(regex("^[^@\\s]+@[^@\\s]+\\.[^@\\s]+$", var.alert_email))
-    error_message = "alert_email must be empty or an e-mail address."
+    condition     = length(split(" ", trimspace(var.ops_audit_schedule))) == 5
+    error_message = "ops_audit_schedule must be a five-field cron expression."
   }
 }
 

@@ -7,12 +7,26 @@ terraform {
       source  = "hashicorp/google"
       version = "~> 6.20"
     }
+    # Only for google_project_service_identity (the Pub/Sub service agent), which the GA
+    # provider does not have in 6.x.
+    google-beta = {
+      source  = "hashicorp/google-beta"
+      version = "~> 6.20"
+    }
     random = {
       source  = "hashicorp/random"
       version = "~> 3.6"
     }
+    # time_sleep: a log-based metric takes minutes before an alert policy may name it.
+    time = {
+      source  = "hashicorp/time"
+      version = "~> 0.12"
+    }
   }
 
-  # State stays local by default (one operator, one project). For a team, add a GCS backend:
-  #   backend "gcs" { bucket = "PROJECT-tfstate", prefix = "tickets" }
+  # State lives in a versioned GCS bucket: it holds the database password, the Redis AUTH
+  # string and the signing keys, which must not sit in a file on a laptop. Partial
+  # configuration: scripts/deploy creates the bucket and runs
+  #   terraform init -backend-config=bucket=PROJECT-PREFIX-tfstate -backend-config=prefix=PREFIX
+  backend "gcs" {}
 }

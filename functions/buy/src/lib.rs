@@ -799,6 +799,14 @@ pub fn spawn_relay(
 
 /// Builds everything from the config and serves until SIGTERM.
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    web::http::serve_when_ready(config.http.port, web::http::Peers::Recorded, || {
+        start(&config)
+    })
+    .await
+}
+
+/// Connects Redis and the publisher, starts the outbox relay and returns the router.
+async fn start(config: &Config) -> anyhow::Result<axum::Router> {
     let gate = config.redis.gate().await?;
     let publisher = config.pubsub.publisher().await.map_err(|e| {
         anyhow::anyhow!(
@@ -828,7 +836,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Duration::from_millis(config.relay_grace_ms),
         Duration::from_millis(config.relay_lease_ms),
     );
-    web::http::serve_with_peers(app(state), config.http.port).await
+    Ok(app(state))
 }
 
 #[cfg(test)]

@@ -440,11 +440,13 @@ pub async fn order(
 
 /// Builds everything from the config and serves until SIGTERM.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let gate = config.redis.gate().await?;
-    let state = AppState::new(gate);
-    if let Err(e) = state.refresh().await {
-        tracing::warn!(error = %e, "first snapshot failed; will keep trying");
-    }
-    state.spawn_refresher(Duration::from_millis(config.refresh_ms));
-    web::http::serve(app(state), config.http.port).await
+    web::http::serve_when_ready(config.http.port, web::http::Peers::Ignored, || async {
+        let state = AppState::new(config.redis.gate().await?);
+        if let Err(e) = state.refresh().await {
+            tracing::warn!(error = %e, "first snapshot failed; will keep trying");
+        }
+        state.spawn_refresher(Duration::from_millis(config.refresh_ms));
+        Ok(app(state))
+    })
+    .await
 }

@@ -574,9 +574,11 @@ pub async fn push(
     .await
 }
 
-/// Builds everything from the config and serves until SIGTERM.
+/// Checks the config, then serves (readiness first, see `web::http::serve_when_ready`) until
+/// SIGTERM. A bad config stops the service at once; an unreachable database or Redis is waited
+/// for.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let auth = match (config.push_auth, config.push_token) {
+    let auth = match (config.push_auth, config.push_token.clone()) {
         (PushAuthMode::Iam, _) => PushAuth::CloudRunIam,
         (PushAuthMode::Token, Some(t)) if t.expose_secret().len() >= 16 => PushAuth::Token(t),
         (PushAuthMode::Token, _) => {
@@ -587,11 +589,23 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         anyhow::bail!("ORDER_SIGNING_KEY must be set with PUSH_AUTH=iam (ADR 40)");
     }
     let repo = config.db.repository()?;
+    web::http::serve_when_ready(config.http.port, web::http::Peers::Ignored, || {
+        start(&config, repo.clone(), auth.clone())
+    })
+    .await
+}
+
+/// Connects the database and Redis, starts the gate watcher and the refunder, and returns the
+/// router.
+async fn start(
+    config: &Config,
+    repo: Arc<dyn OrderRepository>,
+    auth: PushAuth,
+) -> anyhow::Result<axum::Router> {
     repo.ping()
         .await
         .map_err(|e| anyhow::anyhow!("cannot reach the database: {e}"))?;
     let gate = config.redis.gate().await?;
-    let repo: Arc<dyn OrderRepository> = Arc::new(repo);
     if config.gate_watch_secs > 0 {
         let secs = std::time::Duration::from_secs;
         let opts = recovery::WatchOptions {
@@ -605,13 +619,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tokio::spawn(recovery::watch(gate.clone(), repo.clone(), opts));
     }
     let state = AppState {
-        signing: config.order_signing_key,
-        signing_previous: config.order_signing_key_previous,
+        signing: config.order_signing_key.clone(),
+        signing_previous: config.order_signing_key_previous.clone(),
         ..AppState::new(repo, gate, auth)
     };
     tokio::spawn(refunder(
         state.clone(),
         Duration::from_secs(config.refund_retry_secs.max(1)),
     ));
-    web::http::serve(app(state), config.http.port).await
+    Ok(app(state))
 }

@@ -17,6 +17,7 @@ mod batch;
 mod config;
 mod finalized;
 pub mod ratelimit;
+pub mod tls;
 mod traits;
 mod wire;
 
@@ -43,12 +44,15 @@ pub enum GateError {
     /// Redis answered something the scripts never return.
     #[error("unexpected gate reply: {0}")]
     Protocol(String),
+    /// The server did not prove it is the instance `REDIS_CA_CERT` names (ADR 48).
+    #[error("redis TLS: {0}")]
+    Tls(#[source] rustls::Error),
 }
 
 impl GateError {
     /// Whether Redis is down or busy (try again later), as opposed to answering nonsense.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, Self::Redis(_) | Self::Unavailable(_))
+        matches!(self, Self::Redis(_) | Self::Unavailable(_) | Self::Tls(_))
     }
 }
 
@@ -323,16 +327,9 @@ impl Gate {
         root_ca_pem: Option<&str>,
     ) -> Result<Self, GateError> {
         let client = match root_ca_pem {
-            Some(pem) => redis::Client::build_with_tls(
-                url,
-                redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(pem.as_bytes().to_vec()),
-                },
-            ),
-            None => redis::Client::open(url),
-        }
-        .map_err(GateError::from)?;
+            Some(pem) => Self::instance_client(url, pem, timeout).await?,
+            None => redis::Client::open(url).map_err(GateError::from)?,
+        };
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout))
@@ -371,6 +368,39 @@ impl Gate {
                 rebuild: script(include_str!("lua/rebuild.lua")),
             },
         })))
+    }
+
+    /// A client for a `rediss://` server whose certificate comes from the instance's own CA
+    /// `pem` (Memorystore): the server is first checked by a handshake under the name rule of
+    /// [`tls`]; the client's connections then verify the chain against `pem` only, with its
+    /// name check off (it would refuse Memorystore's common-name-only certificate).
+    async fn instance_client(
+        url: &str,
+        pem: &str,
+        timeout: Duration,
+    ) -> Result<redis::Client, GateError> {
+        use redis::{ConnectionAddr, IntoConnectionInfo};
+        let client = redis::Client::build_with_tls(
+            url,
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem.as_bytes().to_vec()),
+            },
+        )?;
+        let info = client.get_connection_info().clone();
+        let mut addr = info.addr().clone();
+        let ConnectionAddr::TcpTls { host, port, .. } = &addr else {
+            return Err(GateError::Unavailable(
+                "REDIS_CA_CERT is set but REDIS_URL is not rediss://",
+            ));
+        };
+        tls::check_server(host, *port, pem, timeout * 2)
+            .await
+            .map_err(GateError::Tls)?;
+        addr.set_danger_accept_invalid_hostnames(true);
+        Ok(redis::Client::open(
+            info.set_addr(addr).into_connection_info()?,
+        )?)
     }
 
     /// Awaits one Redis call within the per-command deadline.

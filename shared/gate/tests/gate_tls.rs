@@ -1,5 +1,6 @@
 //! The gate over TLS (`rediss://`), as with Memorystore's in-transit encryption: against a
-//! Redis that scripts/test starts with TLS only and a CA of its own.
+//! Redis that scripts/test starts with TLS only, a CA of its own and a certificate shaped like
+//! Memorystore's (the address in the common name only, no subject alternative name; ADR 48).
 
 use gate::{Gate, ReadModel};
 use std::time::Duration;
@@ -9,7 +10,7 @@ fn var(name: &str) -> String {
 }
 
 #[tokio::test]
-async fn connects_over_tls_trusting_the_given_ca_only() {
+async fn connects_over_tls_to_a_memorystore_shaped_certificate_trusting_the_given_ca_only() {
     let url = var("TEST_REDIS_TLS_URL");
     let ca = std::fs::read_to_string(var("TEST_REDIS_CA")).unwrap();
     let gate = Gate::connect_with_ca(&url, Duration::from_secs(2), Some(&ca))
@@ -35,6 +36,17 @@ async fn connects_over_tls_trusting_the_given_ca_only() {
         Ok(g) => g.ping().await.is_err(),
     };
     assert!(refused, "an untrusted server certificate was accepted");
+    // Nor does another CA's.
+    let other = std::fs::read_to_string(var("TEST_REDIS_OTHER_CA")).unwrap();
+    match Gate::connect_with_ca(&url, Duration::from_secs(2), Some(&other)).await {
+        // Both test CAs have the same name: found by name, then refused by its signature.
+        Err(gate::GateError::Tls(e)) => assert!(
+            matches!(e, rustls::Error::InvalidCertificate(_)),
+            "{e}"
+        ),
+        Err(e) => panic!("refused for another reason than the certificate: {e}"),
+        Ok(_) => panic!("a server certificate from another CA was accepted"),
+    }
     // And plain text to a TLS port gets nowhere.
     let plain = url.replacen("rediss://", "redis://", 1);
     let refused = match Gate::connect(&plain, Duration::from_secs(1)).await {

@@ -2,6 +2,8 @@
 //! `ops gate-restore`.
 //! Run: `cargo run -p shared --bin ops -- seed --capacity 200 --opens-in 0`.
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
 use domain::{Event, EventId};
@@ -14,8 +16,37 @@ use store::OrderRepository;
 #[derive(Parser)]
 #[command(about = "Operate the ticket sale: migrate, seed, audit, dead letters")]
 struct Cli {
+    /// How long to keep retrying Redis and the database before giving up, in seconds: a Cloud
+    /// Run Job can start before its Direct VPC egress connects.
+    #[arg(long, env = "OPS_CONNECT_SECS", default_value_t = 120, global = true)]
+    connect_secs: u64,
     #[command(subcommand)]
     cmd: Cmd,
+}
+
+/// Retries `attempt` with backoff (250 ms doubling to 5 s) until it succeeds or `within` has
+/// passed, logging each failure on stderr; the last error is returned.
+async fn retrying<T, E, F, Fut>(what: &str, within: Duration, mut attempt: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+    E: Into<anyhow::Error>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    let mut delay = Duration::from_millis(250);
+    loop {
+        match attempt().await.map_err(Into::into) {
+            Ok(v) => return Ok(v),
+            Err(e) if tokio::time::Instant::now() + delay < deadline => {
+                eprintln!("{what}: {e:#}; retrying in {} ms", delay.as_millis());
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => {
+                return Err(e.context(format!("{what}: gave up after {} s", within.as_secs())));
+            }
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -114,9 +145,19 @@ enum Cmd {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    match Cli::parse().cmd {
+    let cli = Cli::parse();
+    let within = Duration::from_secs(cli.connect_secs);
+    // Connections, retried while the network comes up; each subcommand's work runs once.
+    let connect_gate =
+        |redis: RedisArgs| async move { retrying("Redis", within, || redis.gate()).await };
+    let connect_books = |db: DatabaseArgs| async move {
+        let repo = db.repository()?;
+        retrying("the database", within, || repo.ping()).await?;
+        anyhow::Ok(repo)
+    };
+    match cli.cmd {
         Cmd::Migrate { db } => {
-            db.migrate().await?;
+            retrying("the database migrations", within, || db.migrate()).await?;
             println!("migrations applied");
         }
         Cmd::Seed {
@@ -133,8 +174,8 @@ async fn main() -> anyhow::Result<()> {
             let opens =
                 opens_at.unwrap_or_else(|| Utc::now() + chrono::Duration::seconds(opens_in));
             let ev = Event::frequency(id.clone(), capacity, opens, hold_seconds);
-            let repo = db.repository()?;
-            let gate = redis.gate().await?;
+            let repo = connect_books(db).await?;
+            let gate = connect_gate(redis).await?;
             if reset {
                 gate.reset(&id).await?;
                 repo.reset(&id).await?;
@@ -172,8 +213,8 @@ async fn main() -> anyhow::Result<()> {
             json,
         } => {
             let id = EventId::parse(&event)?;
-            let repo = db.repository()?;
-            let gate = redis.gate().await?;
+            let repo = connect_books(db).await?;
+            let gate = connect_gate(redis).await?;
             let report = recovery::audit::audit(&gate, &repo, &id).await?;
             if json {
                 println!("{}", report.to_json());
@@ -261,8 +302,8 @@ async fn main() -> anyhow::Result<()> {
             quiet_secs,
             max_wait_secs,
         } => {
-            let repo = db.repository()?;
-            let gate = redis.gate().await?;
+            let repo = connect_books(db).await?;
+            let gate = connect_gate(redis).await?;
             let wanted = event.as_deref().map(EventId::parse).transpose()?;
             let opts = recovery::RestoreOptions {
                 quiet: std::time::Duration::from_secs(quiet_secs),
@@ -288,7 +329,7 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Cmd::GateUpgrade { redis } => {
-            let gate = redis.gate().await?;
+            let gate = connect_gate(redis).await?;
             for event in gate.events().await? {
                 let upgraded = gate.upgrade_orders(&event).await?;
                 println!("event {event}: {upgraded} orders rewritten as `r`");

@@ -109,6 +109,8 @@ pub fn finish(router: Router) -> Router {
     crate::metrics::handle();
     router
         .route("/healthz", get(|| async { "ok" }))
+        // Serving the function's routes means its connections were made (`serve_when_ready`).
+        .route("/readyz", get(|| async { "ok" }))
         .route("/metrics", get(crate::metrics::render))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -227,33 +229,126 @@ pub async fn shutdown_signal() {
     tracing::info!("shutting down: finishing in-flight requests");
 }
 
-/// Serves `app` on `0.0.0.0:port` until SIGTERM, then drains in-flight requests.
-pub async fn serve(app: Router, port: u16) -> anyhow::Result<()> {
+/// Whether the function needs each request's peer address as a `ConnectInfo<SocketAddr>`
+/// extension (axum's `into_make_service_with_connect_info`): what the rate limiter keys on when no trusted proxy is in front. (Only buy needs
+/// it: inserting it costs every request an extension map.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peers {
+    Ignored,
+    Recorded,
+}
+
+/// Backoff between two attempts to start: doubling from 250 ms up to 5 s.
+const RETRY_FIRST: Duration = Duration::from_millis(250);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Listens on `port` at once and answers the probes while `start` connects the function's
+/// dependencies: `/healthz` 200 (alive), `/readyz` and every other route 503 (Cloud Run's
+/// startup probe waits). `start` is retried with backoff until it returns the function's
+/// router, however long Redis or the database take to answer (Direct VPC egress can take a
+/// minute on a fresh instance); only SIGTERM ends the wait. Then the router is served on the
+/// same socket (connections that arrive meanwhile wait in its backlog) until SIGTERM, which
+/// drains in-flight requests.
+pub async fn serve_when_ready<F, Fut>(port: u16, peers: Peers, mut start: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Router>>,
+{
     let listener = listen(port).await?;
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    // While starting: the probes, served from a copy of the socket.
+    let (ready_tx, ready_rx) = tokio::sync::watch::channel(false);
+    let starting = tokio::net::TcpListener::from_std(listener.try_clone()?)?;
+    let waiting = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let until = async move {
+                let mut ready = ready_rx;
+                let _ = ready.wait_for(|r| *r).await;
+            };
+            axum::serve(starting, starting_router())
+                .with_graceful_shutdown(async move {
+                    tokio::select! { () = until => {}, () = stopped(stop) => {} }
+                })
+                .await
+        }
+    });
+
+    let mut delay = RETRY_FIRST;
+    let mut attempt = 1u32;
+    let app = loop {
+        tokio::select! {
+            () = stopped(stop.clone()) => {
+                waiting.await??;
+                tracing::info!("stopped before the function was ready");
+                return Ok(());
+            }
+            started = start() => match started {
+                Ok(app) => break app,
+                Err(e) => {
+                    tracing::warn!(attempt, retry_in_ms = delay.as_millis() as u64, error = format!("{e:#}"), "not ready: cannot start yet");
+                }
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = stopped(stop.clone()) => {}
+        }
+        delay = (delay * 2).min(RETRY_MAX);
+        attempt += 1;
+    };
+    let _ = ready_tx.send(true);
+    waiting.await??;
+    tracing::info!(attempts = attempt, "ready");
+
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    match peers {
+        Peers::Ignored => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stopped(stop))
+                .await?;
+        }
+        Peers::Recorded => {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .with_graceful_shutdown(stopped(stop))
+            .await?;
+        }
+    }
     Ok(())
 }
 
-/// [`serve`], with each request's peer address as a `ConnectInfo<SocketAddr>` extension: what
-/// the rate limiter keys on when no trusted proxy is in front. (Only buy needs it: inserting it
-/// costs every request an extension map.)
-pub async fn serve_with_peers(app: Router, port: u16) -> anyhow::Result<()> {
-    let listener = listen(port).await?;
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await?;
-    Ok(())
+/// What a function answers before it is ready.
+fn starting_router() -> Router {
+    let not_ready = || async {
+        problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "starting",
+            "Starting",
+            "The service is connecting to its dependencies; try again shortly.",
+        )
+    };
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(not_ready))
+        .fallback(not_ready)
 }
 
-async fn listen(port: u16) -> anyhow::Result<tokio::net::TcpListener> {
+async fn listen(port: u16) -> anyhow::Result<std::net::TcpListener> {
     let listener = tokio::net::TcpListener::bind(("0.0.0.0", port))
         .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on port {port}: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("cannot listen on port {port}: {e}"))?
+        .into_std()?;
     tracing::info!(port, "listening");
     crate::metrics::spawn_upkeep();
     Ok(listener)

@@ -1,5 +1,6 @@
 # One function as a Cloud Run service with its own service account. The account starts with no
-# roles: it can read the secrets in secret_env, and the caller grants anything else (publish, DB).
+# roles but writing its metrics: it can read the secrets in secret_env, and the caller grants
+# anything else (publish, DB). A Managed Service for Prometheus sidecar scrapes /metrics.
 
 resource "google_service_account" "this" {
   project      = var.project_id
@@ -8,13 +9,22 @@ resource "google_service_account" "this" {
   description  = "Runtime identity of the ${var.name} function."
 }
 
+# A key's _PREVIOUS twin (ORDER_SIGNING_KEY_PREVIOUS) is another version of the same secret: one
+# grant covers both, and two grants of one binding would fight on destroy.
 resource "google_secret_manager_secret_iam_member" "this" {
-  for_each = var.secret_env
+  for_each = { for k, v in var.secret_env : k => v if !endswith(k, "_PREVIOUS") }
 
   project   = var.project_id
-  secret_id = each.value
+  secret_id = each.value.secret
   role      = "roles/secretmanager.secretAccessor"
   member    = "serviceAccount:${google_service_account.this.email}"
+}
+
+# The metrics sidecar writes to Managed Service for Prometheus as the service's identity.
+resource "google_project_iam_member" "metric_writer" {
+  project = var.project_id
+  role    = "roles/monitoring.metricWriter"
+  member  = "serviceAccount:${google_service_account.this.email}"
 }
 
 resource "google_cloud_run_v2_service" "this" {
@@ -23,6 +33,10 @@ resource "google_cloud_run_v2_service" "this" {
   location            = var.region
   ingress             = var.ingress
   deletion_protection = var.deletion_protection
+  # true: anyone who reaches the service may call it, without IAM (and without an `allUsers`
+  # grant, which the domain-restricted-sharing organisation policy refuses). Only for services
+  # whose ingress admits the load balancer alone; the caller decides.
+  invoker_iam_disabled = var.invoker_iam_disabled
 
   template {
     service_account                  = google_service_account.this.email
@@ -45,7 +59,9 @@ resource "google_cloud_run_v2_service" "this" {
       }
     }
 
+    # The function: the ingress container (the only one with a port).
     containers {
+      name  = "app"
       image = var.image
 
       ports {
@@ -65,6 +81,11 @@ resource "google_cloud_run_v2_service" "this" {
         name  = "RUST_LOG"
         value = "info"
       }
+      # Names the project in the logs' trace field (telemetry) and the Pub/Sub topic's path.
+      env {
+        name  = "GOOGLE_CLOUD_PROJECT"
+        value = var.project_id
+      }
 
       dynamic "env" {
         for_each = var.env
@@ -74,31 +95,38 @@ resource "google_cloud_run_v2_service" "this" {
         }
       }
 
+      # Pinned versions, never `latest`: a new secret version reaches the service only through
+      # an apply, as a new revision (and a rollback brings the old value back with it).
       dynamic "env" {
         for_each = var.secret_env
         content {
           name = env.key
           value_source {
             secret_key_ref {
-              secret  = env.value
-              version = "latest"
+              secret  = env.value.secret
+              version = env.value.version
             }
           }
         }
       }
 
-      # Ready only once Redis (and the database) answered: main() connects before serving.
+      # Readiness: /readyz answers 503 until Redis and the database are connected (the process
+      # retries them in the background forever), then 200. Direct VPC egress can take a minute
+      # or more on a fresh instance, so the budget is Cloud Run's largest: period x threshold
+      # may not exceed 240 s. No request reaches an instance before it passes.
       startup_probe {
         initial_delay_seconds = 0
-        period_seconds        = 2
-        timeout_seconds       = 1
-        failure_threshold     = 15
+        period_seconds        = local.startup_period_seconds
+        timeout_seconds       = 2
+        failure_threshold     = local.startup_failure_threshold
         http_get {
-          path = "/healthz"
+          path = "/readyz"
           port = 8080
         }
       }
 
+      # Liveness: /healthz answers 200 whenever the process serves, whatever its dependencies
+      # do; a Redis or database outage must not restart every instance at once.
       liveness_probe {
         period_seconds    = 15
         timeout_seconds   = 2
@@ -109,13 +137,51 @@ resource "google_cloud_run_v2_service" "this" {
         }
       }
     }
+
+    # Managed Service for Prometheus: the collector scrapes the function's /metrics on port
+    # 8080 every 30 s (its default RunMonitoring configuration) and writes the series with the
+    # label namespace = the service name. It starts once the function is ready.
+    containers {
+      name       = "collector"
+      image      = var.metrics_sidecar.image
+      depends_on = ["app"]
+
+      resources {
+        limits = {
+          cpu    = var.metrics_sidecar.cpu
+          memory = var.metrics_sidecar.memory
+        }
+        cpu_idle = var.cpu_idle
+      }
+
+      liveness_probe {
+        period_seconds  = 30
+        timeout_seconds = 30
+        http_get {
+          path = "/liveness"
+          port = 13133
+        }
+      }
+    }
   }
 
   lifecycle {
     # gcloud stamps these on manual changes; they are not drift.
     ignore_changes = [client, client_version]
+
+    precondition {
+      condition     = !var.invoker_iam_disabled || var.ingress == "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER"
+      error_message = "invoker_iam_disabled only behind the load balancer (ingress INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER): anything else would be open to every caller that reaches it."
+    }
   }
 
-  # A revision whose account cannot read its secrets fails to deploy.
-  depends_on = [google_secret_manager_secret_iam_member.this]
+  # A revision whose account cannot read its secrets fails to deploy; one that cannot write its
+  # metrics loses them.
+  depends_on = [google_secret_manager_secret_iam_member.this, google_project_iam_member.metric_writer]
+}
+
+locals {
+  # 3 s x 80 = 240 s, Cloud Run's largest startup window; a ready instance waits at most 3 s.
+  startup_period_seconds    = 3
+  startup_failure_threshold = 80
 }

@@ -62,9 +62,32 @@ variable "env" {
 }
 
 variable "secret_env" {
-  description = "Environment variables from Secret Manager: NAME => secret (projects/P/secrets/S). The service account gets accessor on exactly these."
-  type        = map(string)
-  default     = {}
+  description = "Environment variables from Secret Manager: NAME => { secret = projects/P/secrets/S, version = a version number (never latest) }. The service account gets accessor on exactly these secrets (a NAME ending in _PREVIOUS shares its current twin's secret and grant)."
+  type = map(object({
+    secret  = string
+    version = string
+  }))
+  default = {}
+
+  validation {
+    condition     = alltrue([for v in values(var.secret_env) : v.version != "latest"])
+    error_message = "secret_env versions must be pinned, not latest."
+  }
+}
+
+variable "invoker_iam_disabled" {
+  description = "Skip Cloud Run's invoker IAM check (a public API behind the load balancer, instead of an allUsers grant the domain-restricted-sharing policy refuses). Only with ingress INTERNAL_LOAD_BALANCER."
+  type        = bool
+  default     = false
+}
+
+variable "metrics_sidecar" {
+  description = "The Managed Service for Prometheus collector running beside the function: image, cpu, memory."
+  type = object({
+    image  = string
+    cpu    = string
+    memory = string
+  })
 }
 
 variable "vpc" {

@@ -12,8 +12,7 @@ resource "random_id" "instance" {
 }
 
 resource "google_sql_database_instance" "postgres" {
-  #checkov:skip=CKV_GCP_6:The Rust client (tokio-postgres with NoTls) has no TLS yet; the address is private to the VPC. Set ssl_mode ENCRYPTED_ONLY once it does.
-  #checkov:skip=CKV2_GCP_20:Same as CKV_GCP_6: no TLS in the client yet, private address only.
+  #checkov:skip=CKV_GCP_6:TLS is required (ssl_mode ENCRYPTED_ONLY, checked by terraform/tests); checkov passes only client certificates, which a password over TLS to a private address does not need.
   count = local.postgres ? 1 : 0
 
   project             = var.project_id
@@ -32,10 +31,14 @@ resource "google_sql_database_instance" "postgres" {
     disk_autoresize             = true
     deletion_protection_enabled = var.deletion_protection
 
+    # TLS only. The instance's own CA signs its server certificate (per-instance CA): clients
+    # get that CA as DATABASE_CA_CERT and verify the chain against it (verify-ca; the
+    # certificate names no private IP, so not verify-full). No client certificates.
     ip_configuration {
       ipv4_enabled    = false
       private_network = var.network_id
-      ssl_mode        = "ALLOW_UNENCRYPTED_AND_ENCRYPTED"
+      ssl_mode        = "ENCRYPTED_ONLY"
+      server_ca_mode  = "GOOGLE_MANAGED_INTERNAL_CA"
     }
 
     backup_configuration {
@@ -100,6 +103,15 @@ resource "google_sql_database_instance" "postgres" {
   }
 }
 
+# Every CA the instance's server certificate may chain to: the current one and, during a CA
+# rotation, the upcoming one, so clients trust both before the switch (DATABASE_CA_CERT).
+data "google_sql_ca_certs" "postgres" {
+  count = local.postgres ? 1 : 0
+
+  project  = var.project_id
+  instance = google_sql_database_instance.postgres[0].name
+}
+
 resource "google_sql_database" "tickets" {
   count = local.postgres ? 1 : 0
 
@@ -141,8 +153,9 @@ resource "google_secret_manager_secret_version" "database_url" {
   count = local.postgres ? 1 : 0
 
   secret = google_secret_manager_secret.database_url[0].id
-  # sslmode defaults to prefer: plain today, TLS as soon as the client brings a TLS connector.
-  secret_data = "postgres://${google_sql_user.tickets[0].name}:${random_password.tickets.result}@${google_sql_database_instance.postgres[0].private_ip_address}:5432/${google_sql_database.tickets[0].name}"
+  # The instance refuses plain connections (ENCRYPTED_ONLY); the client checks the server's chain
+  # against DATABASE_CA_CERT.
+  secret_data = "postgres://${google_sql_user.tickets[0].name}:${random_password.tickets.result}@${google_sql_database_instance.postgres[0].private_ip_address}:5432/${google_sql_database.tickets[0].name}?sslmode=require"
 }
 
 # Private IP with a password needs no Cloud SQL IAM. This role is for the Cloud SQL Auth Proxy /

@@ -26,6 +26,8 @@ resource "google_storage_bucket" "site" {
   public_access_prevention = "inherited"
   force_destroy            = var.force_destroy
 
+  # The load balancer's backend bucket serves index.html for "/" and 404.html (with status 404)
+  # for any missing object: both are uploaded by scripts/deploy from site/dist.
   website {
     main_page_suffix = "index.html"
     not_found_page   = "404.html"
@@ -60,13 +62,15 @@ resource "google_compute_backend_bucket" "site" {
   enable_cdn       = true
   compression_mode = "AUTOMATIC"
 
+  # The upload decides every object's lifetime (scripts/deploy): hashed assets carry
+  # `public, max-age=31536000, immutable`, the HTML pages `no-cache`. USE_ORIGIN_HEADERS honours
+  # exactly that; CACHE_ALL_STATIC's max_ttl/client_ttl would cap the assets (they were 1 h and
+  # 5 min), so every fan's browser fetched the wasm bundle again after five minutes.
   cdn_policy {
-    cache_mode        = "CACHE_ALL_STATIC"
-    default_ttl       = 300
-    client_ttl        = 300
-    max_ttl           = 3600
+    cache_mode        = "USE_ORIGIN_HEADERS"
     serve_while_stale = 86400
-    negative_caching  = true
+    # A missing path's 404 is cached briefly at the edge (Cloud CDN's default negative TTL).
+    negative_caching = true
   }
 }
 

@@ -1,19 +1,22 @@
-# Alerts on the on-sale's SLOs: buy's error ratio, p95 latency of both public services, and
-# Pub/Sub delivery (a growing backlog, or anything at all in the dead-letter queue).
+# Alerts on the on-sale: buy's error ratio, p95 latency of both public services, Pub/Sub
+# delivery (a growing backlog, anything at all in the dead-letter queue), refunds owed, Redis
+# memory (this file); the load balancer, consume-order's 503s, forged messages, the database and
+# failed ops jobs (platform.tf); the local Prometheus rules' twins in PromQL (prometheus.tf).
+# Every policy notifies var.notifications, which may not be empty: no alert is silent.
 
 resource "google_monitoring_notification_channel" "email" {
-  count = var.alert_email == "" ? 0 : 1
+  count = var.notifications.email == "" ? 0 : 1
 
   project      = var.project_id
-  display_name = "Ticket shop on-call (${var.alert_email})"
+  display_name = "Ticket shop on-call (${var.notifications.email})"
   type         = "email"
   labels = {
-    email_address = var.alert_email
+    email_address = var.notifications.email
   }
 }
 
 locals {
-  channels = concat(var.notification_channels, google_monitoring_notification_channel.email[*].id)
+  channels = concat(var.notifications.channels, google_monitoring_notification_channel.email[*].id)
 
   run_filter = "resource.type = \"cloud_run_revision\" AND resource.labels.service_name = "
   latency_slos = {
@@ -112,7 +115,7 @@ resource "google_monitoring_alert_policy" "dead_letters" {
 
   documentation {
     mime_type = "text/markdown"
-    content   = "A paid order failed 5 deliveries to consume-order and was dead-lettered: the fan paid but the order is not confirmed. Pull it from `${var.dead_letter_subscription}`, fix the cause (consume-order logs), and republish it to `orders` (the consumer is idempotent)."
+    content   = "A paid order failed ${var.max_delivery_attempts} deliveries to consume-order (about 12 minutes of retries: a database failover alone never gets here) and was dead-lettered: the fan paid but the order is not confirmed. Fix the cause (consume-order logs), then list and replay it with the ops job: `gcloud run jobs execute ops --args=dead-letters --wait`, then `--args=dead-letters,--replay,all` (docs/DEPLOY.md; the consumer is idempotent)."
   }
 }
 
@@ -156,6 +159,20 @@ resource "google_logging_metric" "refunds_failed" {
   }
 }
 
+# A log-based metric is not usable in an alert policy the moment it is created: for up to ten
+# minutes the Monitoring API answers "Cannot find metric(s) that match type = logging.googleapis.com/user/…"
+# (hashicorp/terraform-provider-google#11102), which failed every first apply. The policies on
+# these metrics wait ten minutes after the metrics are (re)created; on a first apply that runs
+# alongside Cloud SQL's own creation. Later applies do not wait (nothing is replaced).
+resource "time_sleep" "log_metrics" {
+  create_duration = "600s"
+
+  triggers = {
+    refunds_failed = google_logging_metric.refunds_failed.id
+    orders_forged  = google_logging_metric.orders_forged.id
+  }
+}
+
 resource "google_monitoring_alert_policy" "refunds_owed" {
   project               = var.project_id
   display_name          = "Refunds the payment provider keeps refusing"
@@ -182,6 +199,8 @@ resource "google_monitoring_alert_policy" "refunds_owed" {
     mime_type = "text/markdown"
     content   = "Fans are owed refunds the provider keeps refusing. They are recorded in the database (`refunds`, `refunded_at IS NULL`) and retried by consume-order until the provider confirms; check the provider's status and consume-order's log (`refund failed`)."
   }
+
+  depends_on = [time_sleep.log_metrics]
 }
 
 # Redis runs with noeviction: when its memory is full every write fails and the sale stops.

@@ -1,9 +1,20 @@
 # Paid orders travel buy → topic `orders` → push → consume-order. After max_delivery_attempts
 # failed deliveries a message moves to `orders-dead-letter`, kept on a pull subscription.
 
+# Pub/Sub's own service agent forwards dead letters and mints the push OIDC tokens. Google
+# creates it lazily, some time after the API is enabled: on a fresh project a grant to
+# service-NUMBER@gcp-sa-pubsub… fails with "Service account … does not exist". This asks
+# Service Usage to create it now and returns its address once it exists. (Beta-only resource;
+# destroying it is a no-op.)
+resource "google_project_service_identity" "pubsub" {
+  provider = google-beta
+
+  project = var.project_id
+  service = "pubsub.googleapis.com"
+}
+
 locals {
-  # Pub/Sub's own service agent forwards dead letters and mints the push OIDC tokens.
-  pubsub_agent = "serviceAccount:service-${var.project_number}@gcp-sa-pubsub.iam.gserviceaccount.com"
+  pubsub_agent = "serviceAccount:${google_project_service_identity.pubsub.email}"
 }
 
 resource "google_pubsub_topic" "orders" {
@@ -27,7 +38,8 @@ resource "google_pubsub_topic_iam_member" "publishers" {
   member  = "serviceAccount:${each.value}"
 }
 
-# Dead letters wait here for an operator: inspect, fix, republish.
+# Dead letters wait here for an operator: inspect, fix, republish (`ops dead-letters`, run as the
+# ops job: docs/DEPLOY.md).
 resource "google_pubsub_subscription" "dead_letter" {
   project                    = var.project_id
   name                       = "orders-dead-letter-sub"
@@ -90,9 +102,20 @@ resource "google_pubsub_subscription" "push" {
     }
   }
 
-  # A 503 from consume-order (database busy) is retried with backoff.
+  # A 503 from consume-order (database busy or failing over) is retried with backoff, and a
+  # message is dead-lettered only after max_delivery_attempts failed deliveries. Sized so that a
+  # one-minute database failover dead-letters nothing:
+  #   Pub/Sub waits at least minimum_backoff (10 s) before every redelivery of a message and
+  #   grows the wait exponentially up to maximum_backoff. Even if it never grew, the deliveries
+  #   of one message would span at least (attempts - 1) x 10 s = 14 x 10 s = 140 s, more than
+  #   twice a 60 s failover, plus each attempt's own time (consume-order answers 503 after
+  #   DATABASE_TIMEOUT_MS, 3 s). With the growth (10, 20, 40, then 60 s each) a message fails
+  #   for about 10 + 20 + 40 + 11 x 60 = 730 s, some 12 minutes, before it is dead-lettered: a
+  #   dead letter means a lasting fault (an order the database refuses for good), and its alert
+  #   pages only then. maximum_backoff caps how late an order is confirmed once the database is
+  #   back (1 min).
   retry_policy {
-    minimum_backoff = "1s"
+    minimum_backoff = "${var.minimum_backoff_seconds}s"
     maximum_backoff = "60s"
   }
 
@@ -110,6 +133,16 @@ resource "google_pubsub_subscription" "push" {
     google_service_account_iam_member.agent_token_creator,
     google_pubsub_topic_iam_member.agent_dead_letter_publisher,
   ]
+}
+
+# The ops job lists and replays dead letters (pull, acknowledge, modifyAckDeadline).
+resource "google_pubsub_subscription_iam_member" "dead_letter_readers" {
+  for_each = var.dead_letter_readers
+
+  project      = var.project_id
+  subscription = google_pubsub_subscription.dead_letter.name
+  role         = "roles/pubsub.subscriber"
+  member       = "serviceAccount:${each.value}"
 }
 
 # The service agent acks a message on the source subscription when it dead-letters it.

@@ -22,3 +22,13 @@ output "push_service_account_email" {
   description = "Identity of the push requests."
   value       = google_service_account.push.email
 }
+
+output "max_delivery_attempts" {
+  description = "Failed deliveries after which a message is dead-lettered."
+  value       = var.max_delivery_attempts
+}
+
+output "service_agent" {
+  description = "The Pub/Sub service agent (serviceAccount:service-NUMBER@gcp-sa-pubsub…)."
+  value       = local.pubsub_agent
+}

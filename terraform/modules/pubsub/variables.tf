@@ -3,11 +3,6 @@ variable "project_id" {
   type        = string
 }
 
-variable "project_number" {
-  description = "Project number: names the Pub/Sub service agent (service-NUMBER@gcp-sa-pubsub.iam.gserviceaccount.com)."
-  type        = string
-}
-
 variable "region" {
   description = "Region of the push target service."
   type        = string
@@ -26,6 +21,12 @@ variable "publishers" {
   type        = map(string)
 }
 
+variable "dead_letter_readers" {
+  description = "Service accounts (name => email) allowed to pull and acknowledge dead letters (the ops job's replay)."
+  type        = map(string)
+  default     = {}
+}
+
 variable "ack_deadline_seconds" {
   description = "How long Pub/Sub waits for consume-order's answer before it redelivers (above its request timeout)."
   type        = number
@@ -38,12 +39,24 @@ variable "ack_deadline_seconds" {
 }
 
 variable "max_delivery_attempts" {
-  description = "Deliveries before a message moves to the dead-letter topic."
+  description = "Deliveries before a message moves to the dead-letter topic (see the arithmetic at retry_policy in main.tf)."
   type        = number
-  default     = 5
+  default     = 15
 
   validation {
     condition     = var.max_delivery_attempts >= 5 && var.max_delivery_attempts <= 100
     error_message = "max_delivery_attempts must be 5-100 (Pub/Sub's range)."
+  }
+}
+
+variable "minimum_backoff_seconds" {
+  description = "Shortest wait before a failed message is delivered again (Pub/Sub allows 0-600)."
+  type        = number
+  default     = 10
+
+  validation {
+    # (attempts - 1) x minimum_backoff is the least time the deliveries of one message span.
+    condition     = var.minimum_backoff_seconds >= 1 && var.minimum_backoff_seconds <= 60
+    error_message = "minimum_backoff_seconds must be 1-60 (maximum_backoff is 60)."
   }
 }

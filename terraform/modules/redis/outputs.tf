@@ -8,10 +8,13 @@ output "port" {
   value       = google_redis_instance.gate.port
 }
 
-output "redis_url_secret_id" {
-  description = "Secret Manager secret (projects/P/secrets/S) holding REDIS_URL with the AUTH string."
+output "redis_url_secret" {
+  description = "REDIS_URL (with the AUTH string) in Secret Manager: { secret = projects/P/secrets/S, version = the pinned version number }."
   # Through the version: whoever reads the secret waits until it has a value.
-  value = google_secret_manager_secret_version.redis_url.secret
+  value = {
+    secret  = google_secret_manager_secret_version.redis_url.secret
+    version = google_secret_manager_secret_version.redis_url.version
+  }
 }
 
 output "server_ca_certs" {
