@@ -99,6 +99,15 @@ wait_port() { # wait_port PORT SECONDS NAME
   die "$3 did not start on port $1 within $2 s"
 }
 
+wait_ready() { # wait_ready PORT SECONDS NAME: until a function's startup probe (/readyz) says 200
+  local i
+  for ((i = 0; i < $2 * 10; i++)); do
+    curl -fso /dev/null --max-time 1 "http://127.0.0.1:$1/readyz" && return 0
+    sleep 0.1
+  done
+  die "$3 was not ready on port $1 within $2 s"
+}
+
 # Runs a command as the postgres user when we are root (initdb refuses root).
 pg_run() {
   # From /: the caller's folder may be one the postgres user cannot enter (paths are absolute).
@@ -130,15 +139,18 @@ start_redis() { # start_redis DIR PORT [extra args]
   PIDS+=("pid:$(cat "$dir/redis.pid")")
 }
 
-make_test_ca() { # make_test_ca DIR [memorystore]: a throw-away CA and a server certificate for 127.0.0.1
+make_test_ca() { # make_test_ca DIR [san|memorystore|cloudsql]: a throw-away CA and a server certificate for 127.0.0.1
   # memorystore: shaped like Memorystore's (the address in the subject's CN only, no
   # subjectAltName), which rustls alone refuses and gate::tls accepts from its own CA (ADR 48).
+  # cloudsql: names the instance, not the address (CN project:instance, no subjectAltName).
   local d=$1 shape=${2:-san}
   mkdir -p "$d"
   openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=frequency test CA" \
     -keyout "$d/ca.key" -out "$d/ca.pem" 2>/dev/null
-  openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout "$d/server.key" -out "$d/server.csr" 2>/dev/null
-  if [ "$shape" = memorystore ]; then
+  local cn=127.0.0.1
+  [ "$shape" = cloudsql ] && cn="$PROJECT:tickets-db"
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=$cn" -keyout "$d/server.key" -out "$d/server.csr" 2>/dev/null
+  if [ "$shape" != san ]; then
     printf 'basicConstraints=CA:FALSE\n' > "$d/ext"
   else
     printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' > "$d/ext"

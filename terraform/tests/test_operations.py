@@ -12,7 +12,7 @@ import re
 import hcl2
 
 from conftest import REPO, TF, Module, one, rust_env_vars, walk
-from test_structure import PENDING_IN_RUST, resolve_keys, service_calls
+from test_structure import resolve_keys, service_calls
 
 MON = "monitoring"
 
@@ -136,7 +136,7 @@ def test_the_ops_job_can_replay_dead_letters(root, modules):
     # The republished messages must carry a signature consume-order accepts: buy's key.
     assert "ORDER_SIGNING_KEY" in secrets and "local.buy_signing_secret" in root.locals["ops_secrets"]
     assert {"REDIS_URL", "DATABASE_URL"} <= secrets
-    allowed = rust_env_vars() | {"RUST_LOG"} | set(PENDING_IN_RUST)
+    allowed = rust_env_vars() | {"RUST_LOG"}
     assert env | secrets <= allowed, f"the job gets variables the code does not read: {(env | secrets) - allowed}"
     container = ops_container(root)
     assert str(container["dynamic"]).count("local.ops_env") == 1 and str(container["dynamic"]).count("local.ops_secrets") == 1

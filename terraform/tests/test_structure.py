@@ -190,13 +190,6 @@ def test_secrets_are_granted_one_by_one(root, modules):
     }
 
 
-# Variables the Terraform hands over before the Rust reads them: the other half of the same
-# issue (the lead's). Drop an entry once the Rust declares it (`env = "NAME"`).
-PENDING_IN_RUST = {
-    "DATABASE_CA_CERT": "store verifies Cloud SQL's chain against the instance's CA (verify-ca)",
-}
-
-
 def module_env(modules: dict[str, Module]) -> set[str]:
     """Variables the cloud_run_service module sets on every service itself."""
     app = next(
@@ -209,7 +202,7 @@ def module_env(modules: dict[str, Module]) -> set[str]:
 
 def test_environment_matches_the_code(root, modules):
     known = rust_env_vars()
-    allowed = known | {"RUST_LOG"} | set(PENDING_IN_RUST)
+    allowed = known | {"RUST_LOG"}
     calls = service_calls(root)
     env = {
         name: resolve_keys(root, c["env"]) | resolve_keys(root, c["secret_env"]) | module_env(modules)

@@ -19,6 +19,10 @@ pub struct DatabaseArgs {
         conflicts_with = "spanner_database"
     )]
     pub database_url: Option<SecretString>,
+    /// PEM of the CA bundle that signs the PostgreSQL server's certificate (Cloud SQL's server
+    /// CA): connections use TLS verified against it (`verify-ca`); unset, plain text.
+    #[arg(long, env = "DATABASE_CA_CERT")]
+    pub database_ca_cert: Option<String>,
     /// Cloud Spanner database, `projects/P/instances/I/databases/D` (instead of DATABASE_URL).
     #[arg(long, env = "SPANNER_DATABASE")]
     pub spanner_database: Option<String>,
@@ -91,7 +95,12 @@ impl DatabaseArgs {
             .as_ref()
             .ok_or_else(|| crate::RepoError::Permanent("DATABASE_URL is not set".into()))?
             .expose_secret();
-        crate::postgres::PgRepository::connect(url, self.database_pool_size, self.timeout())
+        crate::postgres::PgRepository::connect_with_ca(
+            url,
+            self.database_ca_cert.as_deref(),
+            self.database_pool_size,
+            self.timeout(),
+        )
     }
 
     /// Applies the schema (idempotent): refinery migrations on Postgres, the DDL statements

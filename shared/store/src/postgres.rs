@@ -16,6 +16,106 @@ use super::{
 };
 use domain::{Event, EventId, OrderId, OrderMessage, OrderStatus, RefundOwed, TicketTypeId};
 
+/// TLS to PostgreSQL as Cloud SQL serves it (ADR 48): the chain must verify against the
+/// instance's server CA bundle (`DATABASE_CA_CERT`, a Terraform output) and nothing else; the
+/// name is not checked (libpq's `verify-ca`), because Cloud SQL's per-instance CA issues
+/// certificates for that instance alone and does not put its private IP in them.
+pub mod tls {
+    use std::sync::Arc;
+
+    use rustls::client::WebPkiServerVerifier;
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+    use rustls::{CertificateError, DigitallySignedStruct, Error, RootCertStore, SignatureScheme};
+
+    use crate::RepoError;
+
+    /// The connector for a pool: TLS under [`InstanceCa`].
+    pub fn connector(ca_pem: &str) -> Result<tokio_postgres_rustls::MakeRustlsConnect, RepoError> {
+        let verifier = InstanceCa::new(ca_pem)
+            .map_err(|e| RepoError::Permanent(format!("DATABASE_CA_CERT: {e}")))?;
+        let config = rustls::ClientConfig::builder()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_no_client_auth();
+        Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+    }
+
+    /// Accepts a server whose chain verifies against the configured CA bundle, whatever name
+    /// it carries.
+    #[derive(Debug)]
+    pub struct InstanceCa {
+        inner: Arc<WebPkiServerVerifier>,
+    }
+
+    impl InstanceCa {
+        /// Trusts exactly the certificates in `ca_pem` (one or more: Cloud SQL lists the next CA
+        /// beside the current one before it rotates).
+        pub fn new(ca_pem: &str) -> Result<Self, Error> {
+            let mut roots = RootCertStore::empty();
+            for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+                roots.add(cert.map_err(|e| Error::General(e.to_string()))?)?;
+            }
+            if roots.is_empty() {
+                return Err(Error::General("no certificate".into()));
+            }
+            let inner = WebPkiServerVerifier::builder(Arc::new(roots))
+                .build()
+                .map_err(|e| Error::General(e.to_string()))?;
+            Ok(Self { inner })
+        }
+    }
+
+    impl ServerCertVerifier for InstanceCa {
+        fn verify_server_cert(
+            &self,
+            end_entity: &CertificateDer<'_>,
+            intermediates: &[CertificateDer<'_>],
+            server_name: &ServerName<'_>,
+            ocsp_response: &[u8],
+            now: UnixTime,
+        ) -> Result<ServerCertVerified, Error> {
+            // webpki checks the chain before the name: a name error means the chain held.
+            match self.inner.verify_server_cert(
+                end_entity,
+                intermediates,
+                server_name,
+                ocsp_response,
+                now,
+            ) {
+                Err(Error::InvalidCertificate(
+                    CertificateError::NotValidForName
+                    | CertificateError::NotValidForNameContext { .. },
+                )) => Ok(ServerCertVerified::assertion()),
+                other => other,
+            }
+        }
+
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, Error> {
+            self.inner.verify_tls12_signature(message, cert, dss)
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, Error> {
+            self.inner.verify_tls13_signature(message, cert, dss)
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.inner.supported_verify_schemes()
+        }
+    }
+}
+
 mod embedded {
     refinery::embed_migrations!("migrations/postgres");
 }
@@ -51,20 +151,32 @@ fn pool_error(e: deadpool_postgres::PoolError) -> RepoError {
 }
 
 impl PgRepository {
-    /// Builds a pool for `url` (connections are opened lazily, with timeouts).
+    /// Builds a pool for `url` (connections are opened lazily, with timeouts), in plain text.
     pub fn connect(url: &str, max_size: usize, timeout: Duration) -> Result<Self, RepoError> {
+        Self::connect_with_ca(url, None, max_size, timeout)
+    }
+
+    /// [`PgRepository::connect`]; with `ca_pem`, over TLS whenever the server offers it (the
+    /// URL's `sslmode=require` makes it mandatory), the server's chain verified against
+    /// `ca_pem` only (see [`tls`]).
+    pub fn connect_with_ca(
+        url: &str,
+        ca_pem: Option<&str>,
+        max_size: usize,
+        timeout: Duration,
+    ) -> Result<Self, RepoError> {
         let mut cfg: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| {
             RepoError::Permanent(format!("DATABASE_URL: {e}"))
         })?;
         cfg.connect_timeout(timeout);
         cfg.options("-c statement_timeout=10000 -c idle_in_transaction_session_timeout=30000");
-        let mgr = Manager::from_config(
-            cfg,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let manager = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let mgr = match ca_pem {
+            Some(pem) => Manager::from_config(cfg, tls::connector(pem)?, manager),
+            None => Manager::from_config(cfg, NoTls, manager),
+        };
         let pool = Pool::builder(mgr)
             .max_size(max_size)
             .runtime(Runtime::Tokio1)
