@@ -16,7 +16,7 @@ use axum::{Json, Router};
 use chrono::Utc;
 use domain::{
     Email, EventId, IdempotencyKey, OrderId, OrderMessage, OrderStatus, PaymentToken, Quantity,
-    RefundOwed, TicketTypeId,
+    RefundOwed, TicketTypeId, TraceContext,
 };
 use gate::ratelimit::{Decision, Policy, RateLimit, RateLimiter};
 use gate::{
@@ -469,6 +469,7 @@ async fn publish(state: &AppState, event: &EventId, id: OrderId) -> Result<(), A
         amount_cents: o.amount_cents,
         payment_ref,
         paid_at,
+        trace: None,
     };
     publish_message(state, &msg).await
 }
@@ -524,17 +525,33 @@ fn state_answer(status: OrderStatus) -> Result<OrderStatus, ApiError> {
     }
 }
 
+/// Who takes an order through payment.
+#[derive(Debug, Clone, Copy)]
+pub enum Caller<'a> {
+    /// A fan paying with a token, in a request of this trace (if it carried one).
+    Fan {
+        token: &'a str,
+        trace: Option<&'a TraceContext>,
+    },
+    /// The outbox relay resuming a payment that stopped: it gives up on a charge whose outcome
+    /// stays unknown past [`PAYMENT_GIVE_UP`], and publishes again what was published but not
+    /// persisted in time.
+    Relay,
+}
+
 /// Takes an order through payment, from wherever it stopped. Shared by the handler and the
-/// relay (empty token, `give_up` set); every step is idempotent and bound to one payment
-/// attempt, so a retry or a second caller only finishes the work and never charges twice.
+/// relay; every step is idempotent and bound to one payment attempt, so a retry or a second
+/// caller only finishes the work and never charges twice.
 pub async fn settle(
     state: &AppState,
     event: &EventId,
     id: OrderId,
-    token: &str,
-    give_up: Option<Duration>,
-    republish: bool,
+    caller: Caller<'_>,
 ) -> Result<OrderStatus, ApiError> {
+    let (token, give_up, republish, trace) = match caller {
+        Caller::Fan { token, trace } => (token, None, false, trace),
+        Caller::Relay => ("", Some(PAYMENT_GIVE_UP), true, None),
+    };
     let (amount_cents, token, attempt) = match state
         .gate
         .pay_begin(event, id, token, give_up)
@@ -615,6 +632,7 @@ pub async fn settle(
                         amount_cents: approved.amount_cents,
                         payment_ref: approved.payment_ref,
                         paid_at: approved.paid_at,
+                        trace: trace.cloned(),
                     };
                     publish_message(state, &msg).await?;
                     Ok(OrderStatus::Confirming)
@@ -679,13 +697,20 @@ async fn refund_stale(state: &AppState, owed: &RefundOwed) -> Result<(), ApiErro
 pub async fn pay(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<PayBody>,
 ) -> Result<Response, ApiError> {
     let token = PaymentToken::parse(&body.payment_token)?;
     let (event, id) = event_of(&state, &id).await?;
     // Listening before the order is published: its outcome cannot arrive first.
     let finalized = state.gate.finalized(id);
-    let mut status = settle(&state, &event, id, token.expose(), None, false).await?;
+    let trace = telemetry::trace_context(&headers)
+        .and_then(|(trace_id, span_id)| TraceContext::parse(&trace_id, &span_id).ok());
+    let caller = Caller::Fan {
+        token: token.expose(),
+        trace: trace.as_ref(),
+    };
+    let mut status = settle(&state, &event, id, caller).await?;
     if status == OrderStatus::Confirming {
         status = outcome(&state, &event, id, finalized).await;
     }
@@ -762,7 +787,7 @@ pub async fn relay_once(
     let mut done = 0;
     for event in state.gate.events().await? {
         for id in state.gate.claim_outbox(&event, grace, 100, lease).await? {
-            match settle(state, &event, id, "", Some(PAYMENT_GIVE_UP), true).await {
+            match settle(state, &event, id, Caller::Relay).await {
                 Ok(_) => {
                     metrics::counter!("relay_orders_total").increment(1);
                     done += 1;

@@ -217,6 +217,7 @@ async fn a_message_the_consumer_keeps_failing_ends_in_the_dead_letter_topic() {
         amount_cents: 1,
         payment_ref: "ref".into(),
         paid_at: chrono::Utc::now(),
+        trace: None,
     };
     common::publisher(&env, &topic)
         .await

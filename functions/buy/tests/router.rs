@@ -179,6 +179,69 @@ async fn a_payment_publishes_the_order_and_answers_its_outcome() {
     assert_problem(&s.cancel(&id).await, 409, "conflict");
 }
 
+/// The paid order carries the trace of the fan's payment request, so the consumer can write its
+/// work on that order into the same trace (issue 26: one trace per order).
+#[tokio::test]
+async fn a_paid_order_carries_the_trace_of_the_payment_request() {
+    let s = shop(Duration::ZERO, None);
+    let mut traced = vec![];
+    for (header, value) in [
+        (
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ),
+        (
+            "x-cloud-trace-context",
+            "105445aa7843bc8bf206b12000100000/1234567890;o=1",
+        ),
+    ] {
+        let a = s.reserve(&fresh_key(), 1, "fan@example.at").await;
+        let id = a.body["order_id"].as_str().unwrap().to_owned();
+        let mut req = post(
+            &format!("/v1/orders/{id}/payment"),
+            None,
+            &json!({"payment_token": "tok_approve"}),
+        );
+        req.headers_mut().insert(header, value.parse().unwrap());
+        let paid = call(&s.app, req).await;
+        assert_eq!(paid.status, StatusCode::ACCEPTED, "{:?}", paid.body);
+        traced.push(id);
+    }
+    // And a payment without a trace header publishes none.
+    let a = s.reserve(&fresh_key(), 1, "other@example.at").await;
+    let untraced = a.body["order_id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        s.pay(&untraced, "tok_approve").await.status,
+        StatusCode::ACCEPTED
+    );
+
+    let published = s.publisher.orders();
+    let trace_of = |id: &str| {
+        published
+            .iter()
+            .find(|m| m.order_id.to_string() == id)
+            .expect("published")
+            .trace
+            .clone()
+            .map(|t| (t.trace_id().to_owned(), t.span_id().to_owned()))
+    };
+    assert_eq!(
+        trace_of(&traced[0]),
+        Some((
+            "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+            "00f067aa0ba902b7".into()
+        ))
+    );
+    assert_eq!(
+        trace_of(&traced[1]),
+        Some((
+            "105445aa7843bc8bf206b12000100000".into(),
+            "1234567890".into()
+        ))
+    );
+    assert_eq!(trace_of(&untraced), None);
+}
+
 #[tokio::test]
 async fn a_decline_keeps_the_hold_and_a_cancel_releases_it() {
     let s = shop(Duration::ZERO, None);

@@ -87,6 +87,7 @@ async fn main() -> anyhow::Result<()> {
         amount_cents: 34_900,
         payment_ref: format!("sim_ch_{i}"),
         paid_at: chrono::Utc::now(),
+        trace: None,
     };
     let deadline = Instant::now() + Duration::from_secs(args.max_secs);
     let started = Instant::now();

@@ -428,6 +428,7 @@ async fn a_message_of_the_largest_batch_fits_the_push_body_limit() {
             amount_cents: 34_900,
             payment_ref: format!("sim_ch_{}", uuid::Uuid::new_v4()),
             paid_at: Utc::now(),
+            trace: None,
         })
         .collect();
     let body = batch_envelope(&orders).to_string();
@@ -606,6 +607,7 @@ async fn a_forged_message_is_refused_and_a_signed_one_persisted() {
         amount_cents: 1,
         payment_ref: "made-up".into(),
         paid_at: Utc::now(),
+        trace: None,
     };
     let other =
         domain::signing::MessageKey::parse("another-key-of-at-least-32-characters").unwrap();

@@ -192,3 +192,56 @@ async fn an_undecodable_message_is_acked_and_counted() {
     }
     assert_eq!(c.state.stats.permanent.load(Ordering::Relaxed), 2);
 }
+
+/// Each order's line about its persistence is written in the trace of the fan's payment (the
+/// order carries it), so the fan's trace shows reserve, pay and persistence together; an order
+/// without a trace leaves the line in the push request's (here: none).
+#[tokio::test]
+async fn each_order_is_logged_in_the_trace_of_its_payment() {
+    let c = consumer().await;
+    let mut traced = c.paid("fan@example.at").await;
+    traced.trace = Some(
+        domain::TraceContext::parse("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7")
+            .unwrap(),
+    );
+    let untraced = c.paid("other@example.at").await;
+    let (lines, _guard) = testkit::capture_logs();
+    assert_eq!(
+        c.push(Some(TOKEN), &[traced.clone(), untraced.clone()])
+            .await,
+        StatusCode::NO_CONTENT
+    );
+    let persisted: Vec<serde_json::Value> = lines
+        .take_raw()
+        .iter()
+        .map(|l| {
+            let lifted = telemetry::lift_trace(l, "proj").unwrap_or_else(|| l.clone());
+            serde_json::from_slice(&lifted).unwrap()
+        })
+        .filter(|l: &serde_json::Value| l["message"] == "order persisted")
+        .collect();
+    assert_eq!(persisted.len(), 2, "{persisted:?}");
+    let line_of = |id: domain::OrderId| {
+        persisted
+            .iter()
+            .find(|l| {
+                l["spans"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|s| s["order_id"] == id.to_string())
+            })
+            .expect("a line per order")
+    };
+    let fan = line_of(traced.order_id);
+    assert_eq!(
+        fan["logging.googleapis.com/trace"],
+        "projects/proj/traces/4bf92f3577b34da6a3ce929d0e0e4736"
+    );
+    assert_eq!(fan["logging.googleapis.com/spanId"], "00f067aa0ba902b7");
+    assert!(
+        line_of(untraced.order_id)
+            .get("logging.googleapis.com/trace")
+            .is_none()
+    );
+}

@@ -416,6 +416,80 @@ pub struct OrderMessage {
     pub payment_ref: String,
     /// When the payment was approved.
     pub paid_at: DateTime<Utc>,
+    /// The trace of the fan's payment request, so the consumer's work on this order shows in
+    /// that trace (absent when the relay published it, or the request carried none). A
+    /// malformed one reads as none: it must never cost a paid order its delivery.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_trace"
+    )]
+    pub trace: Option<TraceContext>,
+}
+
+fn lenient_trace<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<TraceContext>, D::Error> {
+    Ok(serde_json::Value::deserialize(d)
+        .ok()
+        .and_then(|v| serde_json::from_value(v).ok()))
+}
+
+/// Where an order's work belongs in Cloud Trace: a trace id (32 hex digits) and the span that
+/// started the work (as the request's trace header gave it: 16 hex digits from `traceparent`,
+/// or Cloud Trace's decimal span id).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "TraceWire", into = "TraceWire")]
+pub struct TraceContext {
+    trace_id: String,
+    span_id: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct TraceWire {
+    trace_id: String,
+    span_id: String,
+}
+
+impl TraceContext {
+    /// Checks both ids' shapes (they end up in log fields).
+    pub fn parse(trace_id: &str, span_id: &str) -> Result<Self, Invalid> {
+        let hex = |s: &str| s.bytes().all(|b| b.is_ascii_hexdigit());
+        if trace_id.len() != 32 || !hex(trace_id) || trace_id.bytes().all(|b| b == b'0') {
+            return Err(Invalid::new("trace_id", "not a 32-digit hex trace id"));
+        }
+        if span_id.is_empty() || span_id.len() > 20 || !hex(span_id) {
+            return Err(Invalid::new("span_id", "not a span id"));
+        }
+        Ok(Self {
+            trace_id: trace_id.to_ascii_lowercase(),
+            span_id: span_id.to_owned(),
+        })
+    }
+
+    /// The trace id.
+    pub fn trace_id(&self) -> &str {
+        &self.trace_id
+    }
+
+    /// The span that started the work.
+    pub fn span_id(&self) -> &str {
+        &self.span_id
+    }
+}
+
+impl TryFrom<TraceWire> for TraceContext {
+    type Error = String;
+    fn try_from(w: TraceWire) -> Result<Self, String> {
+        Self::parse(&w.trace_id, &w.span_id).map_err(|e| e.message)
+    }
+}
+
+impl From<TraceContext> for TraceWire {
+    fn from(t: TraceContext) -> Self {
+        Self {
+            trace_id: t.trace_id,
+            span_id: t.span_id,
+        }
+    }
 }
 
 /// A refund owed to a fan for one charge: an order the books rejected after payment, or an
@@ -460,6 +534,38 @@ impl OrderBatch {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn trace_contexts_are_checked_and_travel_with_the_order_only_when_present() {
+        let t =
+            TraceContext::parse("4BF92F3577B34DA6A3CE929D0E0E4736", "00f067aa0ba902b7").unwrap();
+        assert_eq!(t.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        for (trace, span) in [
+            ("short", "1"),
+            ("00000000000000000000000000000000", "1"),
+            ("4bf92f3577b34da6a3ce929d0e0e473g", "1"),
+            ("4bf92f3577b34da6a3ce929d0e0e4736", ""),
+            ("4bf92f3577b34da6a3ce929d0e0e4736", "{\"x\":1}"),
+        ] {
+            assert!(TraceContext::parse(trace, span).is_err(), "{trace} {span}");
+        }
+        let order = r#"{"order_id":"00000000-0000-4000-8000-000000000001","event":"frequency-2027",
+            "ticket_type":"vip-3-day","quantity":1,"email":"fan@example.at","amount_cents":34900,
+            "payment_ref":"sim_1","paid_at":"2026-12-07T10:00:00Z"}"#;
+        let without: OrderMessage = serde_json::from_str(order).unwrap();
+        assert_eq!(without.trace, None);
+        assert!(!serde_json::to_string(&without).unwrap().contains("trace"));
+        let with = OrderMessage {
+            trace: Some(t),
+            ..without
+        };
+        let back: OrderMessage =
+            serde_json::from_str(&serde_json::to_string(&with).unwrap()).unwrap();
+        assert_eq!(back, with);
+        let forged = order.replace("}", r#","trace":{"trace_id":"not-hex","span_id":"1"}}"#);
+        let read: OrderMessage = serde_json::from_str(&forged).expect("the order still reads");
+        assert_eq!(read.trace, None);
+    }
 
     #[test]
     fn slugs() {

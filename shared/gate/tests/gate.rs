@@ -442,6 +442,7 @@ async fn payment_walks_reserved_confirming_confirmed() {
         amount_cents: 2 * price,
         payment_ref: "ref-1".into(),
         paid_at,
+        trace: None,
     };
     let codes = vec!["FRQ-A".to_string(), "FRQ-B".to_string()];
     assert!(
@@ -495,6 +496,7 @@ async fn a_rejection_by_the_database_returns_stock_and_the_limit() {
         amount_cents: 1,
         payment_ref: "ref".into(),
         paid_at: Utc::now(),
+        trace: None,
     };
     assert!(
         gate.finalize(&msg, &persisted(OrderStatus::Rejected, &[]))
@@ -1060,6 +1062,7 @@ async fn decided(gate: &Gate, ev: &Event, id: OrderId, who: &str, status: OrderS
         amount_cents: 1,
         payment_ref: "ref".into(),
         paid_at: Utc::now(),
+        trace: None,
     };
     let tickets = if status == OrderStatus::Confirmed {
         vec!["FRQ-TEST-0000-0001".to_owned()]

@@ -40,10 +40,9 @@ async fn connects_over_tls_to_a_memorystore_shaped_certificate_trusting_the_give
     let other = std::fs::read_to_string(var("TEST_REDIS_OTHER_CA")).unwrap();
     match Gate::connect_with_ca(&url, Duration::from_secs(2), Some(&other)).await {
         // Both test CAs have the same name: found by name, then refused by its signature.
-        Err(gate::GateError::Tls(e)) => assert!(
-            matches!(e, rustls::Error::InvalidCertificate(_)),
-            "{e}"
-        ),
+        Err(gate::GateError::Tls(e)) => {
+            assert!(matches!(e, rustls::Error::InvalidCertificate(_)), "{e}")
+        }
         Err(e) => panic!("refused for another reason than the certificate: {e}"),
         Ok(_) => panic!("a server certificate from another CA was accepted"),
     }

@@ -74,6 +74,7 @@ async fn pay(gate: &Gate, ev: &Event, id: OrderId, n: i64, who: &str) -> OrderMe
         amount_cents,
         payment_ref: reference,
         paid_at,
+        trace: None,
     }
 }
 
@@ -515,6 +516,7 @@ async fn a_big_sales_restore_reopens_within_the_quiet_time() {
             amount_cents: 34_900,
             payment_ref: format!("sim_{i}"),
             paid_at: Utc::now(),
+            trace: None,
         })
         .collect();
     for batch in orders.chunks(pubsub::Batching::default().max_orders) {

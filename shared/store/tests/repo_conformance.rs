@@ -108,6 +108,7 @@ fn paid(ev: &Event, tt: &str, quantity: u32) -> OrderMessage {
         amount_cents: 34_900 * i64::from(quantity),
         payment_ref: "sim_ch_test".into(),
         paid_at: Utc::now(),
+        trace: None,
     }
 }
 

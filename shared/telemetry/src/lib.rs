@@ -69,7 +69,8 @@ pub fn lift_trace(line: &[u8], project: &str) -> Option<Vec<u8>> {
     let mut entry: serde_json::Map<String, serde_json::Value> =
         serde_json::from_slice(line).ok()?;
     let spans = entry.get("spans")?.as_array()?;
-    let with_trace = spans.iter().find(|s| s.get("trace_id").is_some())?;
+    // The innermost span with a trace: an order's own (the fan's) inside a message's request.
+    let with_trace = spans.iter().rev().find(|s| s.get("trace_id").is_some())?;
     let trace = with_trace
         .get("trace_id")?
         .as_str()
@@ -176,6 +177,20 @@ mod tests {
         assert_eq!(out["logging.googleapis.com/spanId"], "7");
         assert_eq!(out["message"], "reserved");
         assert!(lift_trace(br#"{"message":"no trace here"}"#, "proj").is_none());
+    }
+
+    /// A line about one order of a message goes to the fan's trace (its own span's), not to the
+    /// push request's that holds the message.
+    #[test]
+    fn the_innermost_trace_wins() {
+        let line = br#"{"message":"order persisted","spans":[{"name":"request","trace_id":"push","span_id":"1"},{"name":"message"},{"name":"order","trace_id":"fan","span_id":"2"}]}"#;
+        let out: serde_json::Value =
+            serde_json::from_slice(&lift_trace(line, "proj").unwrap()).unwrap();
+        assert_eq!(
+            out["logging.googleapis.com/trace"],
+            "projects/proj/traces/fan"
+        );
+        assert_eq!(out["logging.googleapis.com/spanId"], "2");
     }
 
     /// A span's fields, of every kind, reach each line written in it as JSON.

@@ -170,6 +170,7 @@ pub async fn pay(
         amount_cents: a.amount_cents,
         payment_ref: a.payment_ref,
         paid_at: a.paid_at,
+        trace: None,
     }
 }
 
@@ -376,7 +377,29 @@ impl std::io::Write for Lines {
     }
 }
 
+/// The JSON lines the services would write (tracing-stackdriver) at info and above, captured
+/// on this thread while the guard lives.
+pub fn capture_logs() -> (Lines, tracing::subscriber::DefaultGuard) {
+    use tracing_subscriber::layer::SubscriberExt;
+    let lines = Lines::default();
+    let writer = lines.clone();
+    let subscriber = tracing_subscriber::registry()
+        .with(tracing_subscriber::EnvFilter::new("info"))
+        .with(tracing_stackdriver::layer().with_writer(move || writer.clone()));
+    (lines, tracing::subscriber::set_default(subscriber))
+}
+
 impl Lines {
+    /// The lines written since the last take, as their raw bytes.
+    pub fn take_raw(&self) -> Vec<Vec<u8>> {
+        let bytes = std::mem::take(&mut *self.0.lock().unwrap());
+        bytes
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(<[u8]>::to_vec)
+            .collect()
+    }
+
     /// The lines written since the last take, each parsed as JSON.
     pub fn take(&self) -> Vec<serde_json::Value> {
         let bytes = std::mem::take(&mut *self.0.lock().unwrap());

@@ -393,9 +393,7 @@ pub type ApiResult<T> = Result<T, ApiError>;
 mod tests {
     use super::*;
     use axum::body::Body;
-    use testkit::Lines;
     use tower::ServiceExt;
-    use tracing_subscriber::layer::SubscriberExt;
 
     async fn call(app: &Router, path: &str) -> StatusCode {
         let req = Request::builder()
@@ -429,19 +427,9 @@ mod tests {
         )
     }
 
-    /// The JSON lines written at info and above while the guard lives.
-    fn capture() -> (Lines, tracing::subscriber::DefaultGuard) {
-        let lines = Lines::default();
-        let writer = lines.clone();
-        let subscriber = tracing_subscriber::registry()
-            .with(tracing_subscriber::EnvFilter::new("info"))
-            .with(tracing_stackdriver::layer().with_writer(move || writer.clone()));
-        (lines, tracing::subscriber::set_default(subscriber))
-    }
-
     #[tokio::test]
     async fn panics_internal_errors_and_handler_lines_are_logged_once_in_the_request_span() {
-        let (lines, _guard) = capture();
+        let (lines, _guard) = testkit::capture_logs();
         let app = app();
 
         assert_eq!(call(&app, "/quiet").await, StatusCode::OK);
