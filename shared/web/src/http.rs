@@ -249,15 +249,28 @@ const RETRY_MAX: Duration = Duration::from_secs(5);
 /// minute on a fresh instance); only SIGTERM ends the wait. Then the router is served on the
 /// same socket (connections that arrive meanwhile wait in its backlog) until SIGTERM, which
 /// drains in-flight requests.
-pub async fn serve_when_ready<F, Fut>(port: u16, peers: Peers, mut start: F) -> anyhow::Result<()>
+pub async fn serve_when_ready<F, Fut>(port: u16, peers: Peers, start: F) -> anyhow::Result<()>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<Router>>,
 {
-    let listener = listen(port).await?;
+    serve_on(listen(port).await?, peers, shutdown_signal(), start).await
+}
+
+/// [`serve_when_ready`] on a bound listener, until `shutdown` resolves.
+pub async fn serve_on<F, Fut>(
+    listener: std::net::TcpListener,
+    peers: Peers,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    mut start: F,
+) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Router>>,
+{
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
-        shutdown_signal().await;
+        shutdown.await;
         let _ = stop_tx.send(true);
     });
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -425,6 +438,72 @@ mod tests {
                 .route("/loud", get(logs))
                 .route("/loud-broken", get(broken)),
         )
+    }
+
+    /// The status line's code of a plain HTTP/1.1 GET (a fresh connection each time).
+    async fn status_of(addr: std::net::SocketAddr, path: &str) -> u16 {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let req = format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+        conn.write_all(req.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        conn.read_to_string(&mut answer).await.unwrap();
+        answer[9..12].parse().unwrap()
+    }
+
+    /// Cloud Run's startup contract: alive at once, not ready (503 everywhere but /healthz)
+    /// while the dependencies do not answer, ready and serving once they do; never an exit.
+    #[tokio::test]
+    async fn probes_are_answered_while_starting_and_the_app_once_started() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (up_tx, up) = tokio::sync::watch::channel(false);
+        let attempts = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let (stop_tx, stop) = tokio::sync::oneshot::channel::<()>();
+        let counted = attempts.clone();
+        let server = tokio::spawn(serve_on(
+            listener,
+            Peers::Ignored,
+            async move {
+                let _ = stop.await;
+            },
+            move || {
+                let (up, counted) = (*up.borrow(), counted.clone());
+                async move {
+                    counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    anyhow::ensure!(up, "redis unavailable: connection refused");
+                    Ok(finish(Router::new().route("/app", get(|| async { "app" }))))
+                }
+            },
+        ));
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        assert_eq!(status_of(addr, "/healthz").await, 200);
+        assert_eq!(status_of(addr, "/readyz").await, 503);
+        assert_eq!(status_of(addr, "/app").await, 503);
+        assert!(
+            attempts.load(std::sync::atomic::Ordering::Relaxed) >= 2,
+            "retried"
+        );
+        assert!(
+            !server.is_finished(),
+            "it exited while its dependencies were down"
+        );
+
+        up_tx.send(true).unwrap();
+        let mut ready = false;
+        for _ in 0..100 {
+            if status_of(addr, "/readyz").await == 200 {
+                ready = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(ready, "never became ready");
+        assert_eq!(status_of(addr, "/app").await, 200);
+        assert_eq!(status_of(addr, "/healthz").await, 200);
+        stop_tx.send(()).unwrap();
+        server.await.unwrap().unwrap();
     }
 
     #[tokio::test]
