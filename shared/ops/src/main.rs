@@ -106,9 +106,10 @@ enum Cmd {
             default_value = "orders-dead-letter-sub"
         )]
         subscription: String,
-        /// `all`, or comma-separated order ids to republish; without it, only list.
-        #[arg(long)]
-        replay: Option<String>,
+        /// `all`, or the order ids to republish (separated by commas or given as separate
+        /// arguments: `gcloud run jobs execute --args` splits on commas); without it, only list.
+        #[arg(long, value_delimiter = ',', num_args = 1..)]
+        replay: Option<Vec<String>>,
         /// At most this many messages in one run.
         #[arg(long, default_value_t = 1000)]
         max: usize,
@@ -234,9 +235,10 @@ async fn main() -> anyhow::Result<()> {
         } => {
             let choice = match replay.as_deref() {
                 None => Choice::None,
-                Some("all") => Choice::All,
+                Some([all]) if all == "all" => Choice::All,
                 Some(list) => Choice::Orders(
-                    list.split(',')
+                    list.iter()
+                        .filter(|s| !s.trim().is_empty())
                         .map(|s| domain::OrderId::parse(s.trim()))
                         .collect::<Result<_, _>>()?,
                 ),
