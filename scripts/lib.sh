@@ -328,6 +328,9 @@ http {
   server {
     listen 127.0.0.1:$port;
     root $dist;
+    # As the bucket behind the load balancer: its not-found page for any unknown path.
+    error_page 404 /404.html;
+    location = /404.html { internal; add_header Cache-Control "no-cache"; }
     location = /index.html { add_header Cache-Control "no-cache"; }
     location = / { add_header Cache-Control "no-cache"; try_files /index.html =404; }
     # File names carry a content hash (trunk): cached for good, like the bucket's objects.

@@ -121,8 +121,15 @@ async function buyOut(tier, quantity) {
     assert.equal(await phone.locator(".badge", { hasText: "Opens soon" }).count(), 3);
     await shot(phone, "mobile-countdown");
 
+    // 7. A wrong link, however deep: the not-found page (the bucket's 404.html), which leads home.
+    const lost = await phone.goto(new URL("/vip/2027/no-such-page", SITE).href);
+    assert.equal(lost.status(), 404, "an unknown path is a 404");
+    await phone.getByRole("heading", { name: "This page does not exist" }).waitFor(WAIT);
+    await phone.getByRole("link", { name: "Go to the VIP shop" }).click();
+    await phone.getByRole("timer").waitFor(WAIT);
+
     assert.deepEqual(errors, [], "no errors in the page");
-    console.log(`e2e: prerendered, hydrated, reserved (one request for a double click), declined, paid, confirmed ${codes.join(" ")}, sold out, countdown`);
+    console.log(`e2e: prerendered, hydrated, reserved (one request for a double click), declined, paid, confirmed ${codes.join(" ")}, sold out, countdown, not found`);
   } finally {
     await browser.close();
   }
