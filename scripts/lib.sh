@@ -336,11 +336,24 @@ http {
     # File names carry a content hash (trunk): cached for good, like the bucket's objects.
     location ~* \.(js|wasm|css)\$ { add_header Cache-Control "public, max-age=31536000, immutable"; }
     location /v1/ {
+      # Every answer under /v1/ is problem+json, also the ones nginx gives itself.
+      error_page 413 = @too_large;
+      error_page 502 503 504 = @unavailable;
+      proxy_intercept_errors off;
       proxy_pass http://\$api;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
       proxy_set_header Host \$host;
       proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+    }
+    location @too_large {
+      default_type application/problem+json;
+      return 413 '{"type":"/problems/payload-too-large","title":"Payload too large","status":413,"detail":"The request body is larger than 16 KiB."}';
+    }
+    location @unavailable {
+      default_type application/problem+json;
+      add_header Retry-After 2 always;
+      return 503 '{"type":"/problems/unavailable","title":"Service unavailable","status":503,"detail":"The shop cannot answer right now; try again in a moment."}';
     }
   }
 }

@@ -1,6 +1,6 @@
 //! Operator commands: `ops migrate`, `ops seed`, `ops audit`, `ops dead-letters`,
 //! `ops gate-restore`.
-//! Run: `cargo run -p shared --bin ops -- seed --capacity 200 --opens-in 0`.
+//! Run: `cargo run -p ops -- seed --capacity 200 --opens-in 0`.
 
 use std::time::Duration;
 
