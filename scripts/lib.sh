@@ -136,6 +136,9 @@ start_redis() { # start_redis DIR PORT [extra args]
   redis-server --port "$port" --bind 127.0.0.1 --dir "$dir" --daemonize yes \
     --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" "$@"
   wait_port "$port" 20 redis
+  # Redis opens its port before it writes its pidfile.
+  local i
+  for ((i = 0; i < 50; i++)); do [ -s "$dir/redis.pid" ] && break; sleep 0.1; done
   PIDS+=("pid:$(cat "$dir/redis.pid")")
 }
 

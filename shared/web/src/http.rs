@@ -238,6 +238,9 @@ pub enum Peers {
     Recorded,
 }
 
+/// How long a function keeps serving after SIGTERM before it drains (see `serve_on`).
+pub const SHUTDOWN_DELAY: Duration = Duration::from_secs(1);
+
 /// Backoff between two attempts to start: doubling from 250 ms up to 5 s.
 const RETRY_FIRST: Duration = Duration::from_millis(250);
 const RETRY_MAX: Duration = Duration::from_secs(5);
@@ -322,11 +325,19 @@ where
     waiting.await??;
     tracing::info!(attempts = attempt, "ready");
 
+    // After SIGTERM, keep accepting for a moment before draining: a request a client sent just
+    // before the signal may still sit unread in the socket's backlog or on an idle keep-alive
+    // connection, and closing those would reset it (seen in scripts/rehearse under load).
+    // Cloud Run routes nothing new to a stopping instance and allows 10 s.
+    let draining = async move {
+        stopped(stop).await;
+        tokio::time::sleep(SHUTDOWN_DELAY).await;
+    };
     let listener = tokio::net::TcpListener::from_std(listener)?;
     match peers {
         Peers::Ignored => {
             axum::serve(listener, app)
-                .with_graceful_shutdown(stopped(stop))
+                .with_graceful_shutdown(draining)
                 .await?;
         }
         Peers::Recorded => {
@@ -334,7 +345,7 @@ where
                 listener,
                 app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
             )
-            .with_graceful_shutdown(stopped(stop))
+            .with_graceful_shutdown(draining)
             .await?;
         }
     }
