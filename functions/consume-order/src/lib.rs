@@ -141,6 +141,8 @@ pub const PUSH_BODY_LIMIT: usize = 4 * 1024 * 1024;
 
 /// The routes.
 pub fn app(state: AppState) -> Router {
+    // One Arc for the state: each request takes a clone of it, not of the keys and clients.
+    let state = Arc::new(state);
     web::http::finish(
         Router::new()
             .route(
@@ -488,7 +490,7 @@ pub fn genuine(key: &MessageKey, msg: &PushMessage) -> bool {
 
 /// `POST /pubsub/orders`
 pub async fn push(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Query(q): Query<AuthQuery>,
     body: axum::body::Bytes,
 ) -> Response {
