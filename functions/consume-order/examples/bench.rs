@@ -10,6 +10,7 @@
 //!   REDIS_URL=… DATABASE_URL=… PUBSUB_EMULATOR_HOST=… cargo run --release -p consume-order --example bench
 //!   REDIS_URL=… SPANNER_DATABASE=… SPANNER_EMULATOR_HOST=… PUBSUB_EMULATOR_HOST=… cargo run … --example bench
 
+use anyhow::Context;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -61,9 +62,7 @@ async fn main() -> anyhow::Result<()> {
     // The process-wide recorder: the Spanner repository counts its retried aborts there.
     let prom = web::metrics::handle();
     let repo = args.db.repository()?;
-    repo.ping()
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot reach the database: {e}"))?;
+    repo.ping().await.context("cannot reach the database")?;
     let gate = args.redis.gate().await?;
     let id = EventId::parse(&format!(
         "bench-{}",

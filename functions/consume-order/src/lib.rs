@@ -4,6 +4,7 @@
 //! 2xx acks; a retryable failure answers 503 so Pub/Sub redelivers; a permanently bad
 //! message is acked, logged and counted (it would never succeed).
 
+use anyhow::Context;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -451,7 +452,7 @@ fn persist_isolating<'a>(
 ) -> futures::future::BoxFuture<'a, Result<Vec<Outcome>, RepoError>> {
     Box::pin(async move {
         match repo.persist_batch(orders).await {
-            Err(e @ (RepoError::Permanent(_) | RepoError::Other(_))) => {
+            Err(e) if !e.is_retryable() => {
                 if let [only] = orders {
                     tracing::warn!(order_id = %only.order_id, error = %e, "the database refuses this order");
                     return Ok(vec![Err(Refused(e.to_string()))]);
@@ -618,9 +619,7 @@ async fn start(
     repo: Arc<dyn OrderRepository>,
     auth: PushAuth,
 ) -> anyhow::Result<axum::Router> {
-    repo.ping()
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot reach the database: {e}"))?;
+    repo.ping().await.context("cannot reach the database")?;
     let gate = config.redis.gate().await?;
     if config.gate_watch_secs > 0 {
         let secs = std::time::Duration::from_secs;

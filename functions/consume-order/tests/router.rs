@@ -245,3 +245,63 @@ async fn each_order_is_logged_in_the_trace_of_its_payment() {
             .is_none()
     );
 }
+
+/// A batch write the database could not do now (a statement timeout, a failover's shutdown)
+/// brings the whole message back; it is never taken for a refusal of its orders, which would
+/// halve the batch down to single orders and log them refused (issue 27, item 4).
+#[tokio::test]
+async fn a_write_the_database_could_not_do_now_is_retried_whole_never_refused() {
+    let c = consumer().await;
+    let (a, b) = (c.paid("a@example.at").await, c.paid("b@example.at").await);
+    c.books.fail_persists_with(Some(|| {
+        store::RepoError::Other(anyhow::anyhow!(
+            "canceling statement due to statement timeout"
+        ))
+    }));
+    let (lines, _guard) = testkit::capture_logs();
+    assert_eq!(
+        c.push(Some(TOKEN), &[a.clone(), b.clone()]).await,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    let refusals: Vec<_> = lines
+        .take()
+        .into_iter()
+        .filter(|l| {
+            let m = l["message"].as_str().unwrap_or_default();
+            m.contains("refuse")
+        })
+        .collect();
+    assert!(refusals.is_empty(), "taken for a refusal: {refusals:?}");
+
+    c.books.fail_persists_with(None);
+    assert_eq!(
+        c.push(Some(TOKEN), &[a.clone(), b.clone()]).await,
+        StatusCode::NO_CONTENT
+    );
+    for o in [a, b] {
+        let stored = c.books.order(o.order_id).await.unwrap().unwrap();
+        assert_eq!(stored.status, OrderStatus::Confirmed);
+    }
+}
+
+/// A value the books refuse for good is isolated: the batch is halved until the order at
+/// fault stands alone, and the message comes back for it.
+#[tokio::test]
+async fn a_refused_write_is_isolated_down_to_single_orders() {
+    let c = consumer().await;
+    let (a, b) = (c.paid("a@example.at").await, c.paid("b@example.at").await);
+    c.books.fail_persists_with(Some(|| {
+        store::RepoError::Permanent("value out of range".into())
+    }));
+    let (lines, _guard) = testkit::capture_logs();
+    assert_eq!(
+        c.push(Some(TOKEN), &[a, b]).await,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    let refused = lines
+        .take()
+        .into_iter()
+        .filter(|l| l["message"] == "the database refuses this order")
+        .count();
+    assert_eq!(refused, 2, "each order tried alone");
+}

@@ -1,6 +1,7 @@
 //! Configuration from the environment (flags work too), validated at start: a missing or bad
 //! variable stops the service with clap's one-line error, before anything is served.
 
+use anyhow::Context;
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
@@ -35,7 +36,7 @@ impl RedisArgs {
             self.redis_ca_cert.as_deref(),
         )
         .await
-        .map_err(|e| anyhow::anyhow!("cannot reach Redis: {e}"))
+        .context("cannot reach Redis")
     }
 }
 

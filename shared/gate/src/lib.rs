@@ -44,6 +44,16 @@ pub enum GateError {
     /// Redis answered something the scripts never return.
     #[error("unexpected gate reply: {0}")]
     Protocol(String),
+    /// A reply that does not decode, or an argument that does not encode: where, and why.
+    #[error("unexpected gate reply: {what}: {source}")]
+    Malformed {
+        what: &'static str,
+        #[source]
+        source: std::sync::Arc<dyn std::error::Error + Send + Sync>,
+    },
+    /// `seed` found the event in Redis with another catalog.
+    #[error("event {0} is already seeded in Redis with a different catalog; re-seed with --reset")]
+    CatalogConflict(domain::EventId),
     /// The server did not prove it is the instance `REDIS_CA_CERT` names (ADR 48).
     #[error("redis TLS: {0}")]
     Tls(#[source] rustls::Error),
@@ -53,6 +63,19 @@ impl GateError {
     /// Whether Redis is down or busy (try again later), as opposed to answering nonsense.
     pub fn is_unavailable(&self) -> bool {
         matches!(self, Self::Redis(_) | Self::Unavailable(_) | Self::Tls(_))
+    }
+}
+
+impl GateError {
+    /// A [`GateError::Malformed`] at `what`, caused by `source`.
+    pub(crate) fn malformed(
+        what: &'static str,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self::Malformed {
+            what,
+            source: std::sync::Arc::new(source),
+        }
     }
 }
 
@@ -446,9 +469,10 @@ impl Gate {
     /// Writes the event and its stock once (re-running is a no-op). `Err` when the event is
     /// already live in Redis with a different catalog.
     #[tracing::instrument(level = "debug", skip_all)]
-    pub async fn seed(&self, event: &Event) -> Result<bool, anyhow::Error> {
+    pub async fn seed(&self, event: &Event) -> Result<bool, GateError> {
         let salt = [uuid::Uuid::new_v4().simple().to_string()];
-        let args = catalog_args(event, &salt, |_| None)?;
+        let args =
+            catalog_args(event, &salt, |_| None).map_err(|e| GateError::malformed("seed", e))?;
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         let reply = self
             .run("seed", &self.0.scripts.seed, &event.id, &refs)
@@ -458,11 +482,8 @@ impl Gate {
         match text(&reply).as_deref() {
             Some("seeded") => Ok(true),
             Some("unchanged") => Ok(false),
-            Some("conflict") => anyhow::bail!(
-                "event {} is already seeded in Redis with a different catalog; re-seed with --reset",
-                event.id
-            ),
-            other => anyhow::bail!("unexpected seed reply {other:?}"),
+            Some("conflict") => Err(GateError::CatalogConflict(event.id.clone())),
+            other => Err(GateError::Protocol(format!("seed: {other:?}"))),
         }
     }
 
@@ -499,7 +520,7 @@ impl Gate {
                     o.quantity.to_string(),
                     o.email.clone(),
                     serde_json::to_string(&o.tickets)
-                        .map_err(|e| GateError::Protocol(e.to_string()))?,
+                        .map_err(|e| GateError::malformed("restore_orders", e))?,
                 ]);
             }
             if self
@@ -647,7 +668,7 @@ impl Gate {
         let args = catalog_args(event, &header, |t| {
             Some(sold.get(t.id.as_str()).copied().unwrap_or(0).to_string())
         })
-        .map_err(|e| GateError::Protocol(e.to_string()))?;
+        .map_err(|e| GateError::malformed("restore", e))?;
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         let reply = self
             .run("restore", &self.0.scripts.restore, &event.id, &refs)
@@ -751,7 +772,7 @@ impl Gate {
         let mut conn = self.0.conn.clone();
         let (time, hashes): ((i64, i64), Vec<std::collections::HashMap<String, String>>) = {
             let replies: Vec<Value> = self.bounded(pipe.query_async(&mut conn)).await?;
-            let bad = |e: redis::ParsingError| GateError::Protocol(e.to_string());
+            let bad = |e: redis::ParsingError| GateError::malformed("orders", e);
             let mut replies = replies.into_iter();
             let time =
                 redis::from_redis_value(replies.next().unwrap_or(Value::Nil)).map_err(bad)?;

@@ -25,7 +25,9 @@ pub(crate) enum BatchReply {
 pub(crate) fn batch_reply(reply: Value, n: usize) -> Result<BatchReply, GateError> {
     let bad = |what: String| GateError::Protocol(format!("reserve: {what}"));
     let text = match reply {
-        Value::BulkString(b) => String::from_utf8(b).map_err(|e| bad(e.to_string()))?,
+        Value::BulkString(b) => {
+            String::from_utf8(b).map_err(|e| GateError::malformed("reserve", e))?
+        }
         other => return Err(bad(format!("{other:?}"))),
     };
     if let Some(theirs) = text.strip_prefix("salt\t") {
@@ -98,7 +100,7 @@ pub(crate) fn order_view(
         event: event.clone(),
         status: status_of(status)?,
         ticket_type: TicketTypeId::parse(tt.unwrap_or_default())
-            .map_err(|e| GateError::Protocol(e.to_string()))?,
+            .map_err(|e| GateError::malformed("order", e))?,
         quantity: qty.and_then(|q| q.parse().ok()).unwrap_or(0),
         email: email.unwrap_or_default().to_owned(),
         amount_cents: amount.parse().unwrap_or(0),
@@ -215,15 +217,14 @@ pub(crate) fn approval(reply: Value) -> Result<Approval, GateError> {
             w.get(1).and_then(|s| OrderStatus::parse(s)),
         ));
     }
-    let bad = |e: String| GateError::Protocol(format!("pay_approved: {e}"));
     let paid_at = DateTime::parse_from_rfc3339(w.get(2).map_or("", String::as_str))
-        .map_err(|e| bad(e.to_string()))?
+        .map_err(|e| GateError::malformed("pay_approved", e))?
         .with_timezone(&Utc);
     Ok(Approval::Recorded(Approved {
         payment_ref: w.get(1).cloned().unwrap_or_default(),
         paid_at,
         ticket_type: TicketTypeId::parse(w.get(3).map_or("", String::as_str))
-            .map_err(|e| bad(e.to_string()))?,
+            .map_err(|e| GateError::malformed("pay_approved", e))?,
         quantity: num(&w, 4)?,
         email: w.get(5).cloned().unwrap_or_default(),
         amount_cents: num(&w, 6)?,
@@ -248,7 +249,7 @@ pub(crate) fn finalize_args(
     let mut args = Vec::with_capacity(orders.len() * 8);
     for (msg, persisted) in orders {
         let tickets = serde_json::to_string(&persisted.tickets)
-            .map_err(|e| GateError::Protocol(e.to_string()))?;
+            .map_err(|e| GateError::malformed("finalize", e))?;
         args.extend([
             msg.order_id.to_string(),
             persisted.status.as_str().to_owned(),

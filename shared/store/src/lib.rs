@@ -55,7 +55,9 @@ impl std::fmt::Display for Chain<'_> {
 }
 
 impl RepoError {
-    /// Whether trying again later may succeed.
+    /// Whether trying again later may succeed: everything but a refusal of the data. The one
+    /// rule for retrying (consume-order answers 503 and the message comes again) and for
+    /// isolating an order at fault (consume-order halves a batch only on a refusal).
     pub fn is_retryable(&self) -> bool {
         !matches!(self, Self::Permanent(_))
     }

@@ -6,7 +6,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tokio_postgres::error::SqlState;
 use tokio_postgres::{IsolationLevel, NoTls};
 use uuid::Uuid;
 
@@ -127,19 +126,44 @@ pub struct PgRepository {
 }
 
 fn classify(e: tokio_postgres::Error) -> RepoError {
-    match e.code() {
-        Some(c) if *c == SqlState::FOREIGN_KEY_VIOLATION || *c == SqlState::CHECK_VIOLATION => {
-            RepoError::Permanent(e.to_string())
+    let Some(code) = e.code() else {
+        return RepoError::Unavailable(e.into());
+    };
+    match Sqlstate::of(code.code()) {
+        Sqlstate::Contended => RepoError::Contended(e.into()),
+        Sqlstate::Permanent => RepoError::Permanent(e.to_string()),
+        Sqlstate::Transient => RepoError::Unavailable(e.into()),
+        Sqlstate::Other => RepoError::Other(anyhow::Error::new(e)),
+    }
+}
+
+/// What a server error's SQLSTATE says about trying again.
+#[derive(Debug, PartialEq, Eq)]
+enum Sqlstate {
+    /// Lost a race (serialization failure, deadlock, a concurrent insert of the same key).
+    Contended,
+    /// This statement can never succeed as it is: a value the database refuses (class 22, data
+    /// exception) or a constraint it breaks (class 23).
+    Permanent,
+    /// The database could not do it now: connection lost (08), out of resources (53), stopped
+    /// or cancelled by the operator or a timeout, as in a failover (57), a system error (58),
+    /// a lock not available (55).
+    Transient,
+    /// Anything else (an undefined table before `ops migrate`, say): retried like a transient
+    /// one, never taken for a refusal of the data.
+    Other,
+}
+
+impl Sqlstate {
+    fn of(code: &str) -> Self {
+        match code {
+            "40001" | "40P01" | "23505" => Self::Contended,
+            _ => match code.get(..2) {
+                Some("22" | "23") => Self::Permanent,
+                Some("08" | "53" | "55" | "57" | "58") => Self::Transient,
+                _ => Self::Other,
+            },
         }
-        Some(c)
-            if *c == SqlState::T_R_SERIALIZATION_FAILURE
-                || *c == SqlState::T_R_DEADLOCK_DETECTED
-                || *c == SqlState::UNIQUE_VIOLATION =>
-        {
-            RepoError::Contended(e.into())
-        }
-        Some(_) => RepoError::Other(anyhow::Error::new(e)),
-        None => RepoError::Unavailable(e.into()),
     }
 }
 
@@ -184,7 +208,7 @@ impl PgRepository {
             .create_timeout(Some(timeout))
             .recycle_timeout(Some(timeout))
             .build()
-            .map_err(|e| RepoError::Other(anyhow::anyhow!("pool: {e}")))?;
+            .map_err(|e| RepoError::Other(anyhow::Error::new(e).context("pool")))?;
         Ok(Self { pool })
     }
 
@@ -195,7 +219,7 @@ impl PgRepository {
         embedded::migrations::runner()
             .run_async(client)
             .await
-            .map_err(|e| RepoError::Other(anyhow::anyhow!("migration failed: {e}")))?;
+            .map_err(|e| RepoError::Other(anyhow::Error::new(e).context("migration failed")))?;
         Ok(())
     }
 
@@ -570,7 +594,7 @@ impl OrderRepository for PgRepository {
         rows.iter()
             .map(|r| {
                 serde_json::from_str(r.get::<_, &str>(0))
-                    .map_err(|e| RepoError::Other(anyhow::anyhow!("stored catalog: {e}")))
+                    .map_err(|e| RepoError::Other(anyhow::Error::new(e).context("stored catalog")))
             })
             .collect()
     }
@@ -730,5 +754,30 @@ impl OrderRepository for PgRepository {
             .await
             .map_err(classify)?;
         Ok((r.get(0), r.get(1)))
+    }
+}
+
+#[cfg(test)]
+mod sqlstate_tests {
+    use super::Sqlstate;
+
+    #[test]
+    fn only_a_refused_value_or_constraint_is_permanent() {
+        for (code, want) in [
+            ("40001", Sqlstate::Contended),
+            ("40P01", Sqlstate::Contended),
+            ("23505", Sqlstate::Contended),
+            ("23503", Sqlstate::Permanent),
+            ("23514", Sqlstate::Permanent),
+            ("22003", Sqlstate::Permanent),
+            // A statement timeout, a failover's admin shutdown, a lost connection, no memory.
+            ("57014", Sqlstate::Transient),
+            ("57P01", Sqlstate::Transient),
+            ("08006", Sqlstate::Transient),
+            ("53200", Sqlstate::Transient),
+            ("42P01", Sqlstate::Other),
+        ] {
+            assert_eq!(Sqlstate::of(code), want, "{code}");
+        }
     }
 }

@@ -901,8 +901,9 @@ impl OrderRepository for SpannerRepository {
         while let Some(r) = rows.next().await.map_err(|s| status_error(&s))? {
             let catalog: String = column(&r, 0).map_err(classify)?;
             out.push(
-                serde_json::from_str(&catalog)
-                    .map_err(|e| RepoError::Other(anyhow::anyhow!("stored catalog: {e}")))?,
+                serde_json::from_str(&catalog).map_err(|e| {
+                    RepoError::Other(anyhow::Error::new(e).context("stored catalog"))
+                })?,
             );
         }
         Ok(out)

@@ -733,7 +733,12 @@ impl OrderPublisher for MemoryPublisher {
 pub struct MemoryRepository {
     books: Arc<Mutex<Books>>,
     down: Outage,
+    /// An error every batch write fails with while set (the rest works).
+    persist_fault: Arc<Mutex<Option<Fault>>>,
 }
+
+/// Makes the error a faulty write fails with.
+pub type Fault = fn() -> store::RepoError;
 
 #[derive(Default)]
 struct Books {
@@ -756,6 +761,12 @@ impl MemoryRepository {
     /// Every later call fails as if the database were down (`false`: back up).
     pub fn set_down(&self, down: bool) {
         self.down.set(down);
+    }
+
+    /// Every later batch write fails with `fault()` (a statement timeout, a refused value, …);
+    /// `None`: writes work again. Not in the conformance suite: a fault, not a behaviour.
+    pub fn fail_persists_with(&self, fault: Option<Fault>) {
+        *self.persist_fault.lock().expect("fault lock") = fault;
     }
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, Books>, store::RepoError> {
@@ -811,6 +822,9 @@ impl store::OrderRepository for MemoryRepository {
         &self,
         orders: &[OrderMessage],
     ) -> Result<Vec<store::Outcome>, store::RepoError> {
+        if let Some(fault) = *self.persist_fault.lock().expect("fault lock") {
+            return Err(fault());
+        }
         let mut books = self.lock()?;
         let (unique, positions) = store::distinct(orders);
         let fresh: Vec<&OrderMessage> = unique

@@ -2,6 +2,7 @@
 //! stock middleware stack (request id set and propagated, a span per request, metrics, header
 //! and body limits, timeout, panics), `/healthz`, and serving with graceful shutdown on SIGTERM.
 
+use anyhow::Context;
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -371,7 +372,7 @@ fn starting_router() -> Router {
 async fn listen(port: u16) -> anyhow::Result<std::net::TcpListener> {
     let listener = tokio::net::TcpListener::bind(("0.0.0.0", port))
         .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on port {port}: {e}"))?
+        .with_context(|| format!("cannot listen on port {port}"))?
         .into_std()?;
     tracing::info!(port, "listening");
     crate::metrics::spawn_upkeep();
