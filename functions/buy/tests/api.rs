@@ -605,7 +605,7 @@ async fn the_openapi_document_is_served_and_committed() {
             ["schema"]["$ref"],
         "#/components/schemas/Problem"
     );
-    web::openapi::assert_committed(&buy::ApiDoc::openapi(), "docs/openapi/buy.json");
+    testkit::assert_openapi_committed(&buy::ApiDoc::openapi(), "docs/openapi/buy.json");
 }
 
 #[tokio::test]

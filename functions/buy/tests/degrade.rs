@@ -98,7 +98,7 @@ async fn redis_down_buy_refuses_fast_the_consumer_still_persists_and_the_gate_ca
         gate.clone(),
         consume_order::PushAuth::Token(common::PUSH_TOKEN.into()),
     );
-    let first = consume_order::handle(&consumer, &published).await;
+    let first = consume_order::handle_batch(&consumer, std::slice::from_ref(&published)).await;
     assert!(
         matches!(first, Err(consume_order::HandleError::Gate(_))),
         "{first:?}"
@@ -111,8 +111,8 @@ async fn redis_down_buy_refuses_fast_the_consumer_still_persists_and_the_gate_ca
     redis.restart().await;
     let start = Instant::now();
     let again = loop {
-        match consume_order::handle(&consumer, &published).await {
-            Ok(status) => break status,
+        match consume_order::handle_batch(&consumer, std::slice::from_ref(&published)).await {
+            Ok(statuses) => break statuses[0],
             Err(e) => {
                 assert!(start.elapsed() < Duration::from_secs(15), "{e}");
                 tokio::time::sleep(Duration::from_millis(200)).await;

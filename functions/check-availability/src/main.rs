@@ -2,9 +2,9 @@
 
 use clap::Parser;
 
-// glibc malloc was a fifth of buy's CPU under load (arena contention between workers).
+// mimalloc: glibc's malloc contends between worker threads under load (ADR 18).
 #[global_allocator]
-static ALLOC: web::Allocator = web::Allocator;
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

@@ -399,7 +399,7 @@ async fn the_openapi_document_is_served_and_committed() {
     for p in ["/v1/events/{event}/availability", "/v1/orders/{id}"] {
         assert!(body["paths"].get(p).is_some(), "{p} missing");
     }
-    web::openapi::assert_committed(
+    testkit::assert_openapi_committed(
         &check_availability::ApiDoc::openapi(),
         "docs/openapi/check-availability.json",
     );

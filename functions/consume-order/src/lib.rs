@@ -264,15 +264,6 @@ pub fn decode(msg: &PushMessage) -> Result<Decoded, HandleError> {
     })
 }
 
-/// Persists one paid order and mirrors the outcome in the gate: a batch of one.
-pub async fn handle(state: &AppState, msg: &OrderMessage) -> Result<OrderStatus, HandleError> {
-    let statuses = handle_batch(state, std::slice::from_ref(msg)).await?;
-    statuses
-        .first()
-        .copied()
-        .ok_or_else(|| HandleError::Books(RepoError::Other(anyhow::anyhow!("no outcome"))))
-}
-
 /// Persists the orders of one message in one transaction, refunds the rejected ones and
 /// mirrors every outcome in the gate in one script call per event. Idempotent per order.
 /// `Ok` (each order's status, in input order) once every order has its outcome: the message

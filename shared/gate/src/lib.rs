@@ -814,20 +814,11 @@ impl Gate {
             .find_map(|(e, f)| f.then(|| e.clone())))
     }
 
-    /// Mirrors the database's decision. Returns true the first time it changes the gate.
-    #[tracing::instrument(level = "debug", skip_all)]
-    pub async fn finalize(
-        &self,
-        msg: &domain::OrderMessage,
-        persisted: &domain::books::Persisted,
-    ) -> Result<bool, GateError> {
-        let changed = self.finalize_all(&msg.event, &[(msg, persisted)]).await?;
-        Ok(changed.first().copied().unwrap_or(false))
-    }
-
     /// Orders due in the outbox more than `older_than` ago by Redis' clock (the clock the
     /// outbox scores are written with): paid but not known to be published, or published long
-    /// enough ago and still not persisted. The outbox relay's work.
+    /// enough ago and still not persisted. What the relay claims (`claim_outbox`), read without
+    /// claiming: for tests (feature `testing`).
+    #[cfg(feature = "testing")]
     #[tracing::instrument(level = "debug", skip_all)]
     pub async fn outbox(
         &self,

@@ -446,13 +446,12 @@ async fn payment_walks_reserved_confirming_confirmed() {
     };
     let codes = vec!["FRQ-A".to_string(), "FRQ-B".to_string()];
     assert!(
-        gate.finalize(&msg, &persisted(OrderStatus::Confirmed, &codes))
+        testkit::finalize(&gate, &msg, &persisted(OrderStatus::Confirmed, &codes))
             .await
             .unwrap()
     );
     assert!(
-        !gate
-            .finalize(&msg, &persisted(OrderStatus::Confirmed, &codes))
+        !testkit::finalize(&gate, &msg, &persisted(OrderStatus::Confirmed, &codes))
             .await
             .unwrap(),
         "second finalize is a no-op"
@@ -499,7 +498,7 @@ async fn a_rejection_by_the_database_returns_stock_and_the_limit() {
         trace: None,
     };
     assert!(
-        gate.finalize(&msg, &persisted(OrderStatus::Rejected, &[]))
+        testkit::finalize(&gate, &msg, &persisted(OrderStatus::Rejected, &[]))
             .await
             .unwrap()
     );
@@ -1069,7 +1068,7 @@ async fn decided(gate: &Gate, ev: &Event, id: OrderId, who: &str, status: OrderS
     } else {
         vec![]
     };
-    gate.finalize(&msg, &persisted(status, &tickets))
+    testkit::finalize(gate, &msg, &persisted(status, &tickets))
         .await
         .unwrap();
 }

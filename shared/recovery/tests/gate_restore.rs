@@ -81,7 +81,7 @@ async fn pay(gate: &Gate, ev: &Event, id: OrderId, n: i64, who: &str) -> OrderMe
 /// What consume-order does with a delivery: persist, then mirror in the gate.
 async fn deliver(repo: &dyn OrderRepository, gate: &Gate, msg: &OrderMessage) -> OrderStatus {
     let p = repo.persist(msg).await.unwrap();
-    gate.finalize(msg, &p).await.unwrap();
+    testkit::finalize(gate, msg, &p).await.unwrap();
     p.status
 }
 

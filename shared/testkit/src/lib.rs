@@ -410,3 +410,41 @@ impl Lines {
             .collect()
     }
 }
+
+/// Fails unless `committed` (a path from the workspace root) holds `doc`;
+/// with `UPDATE_OPENAPI=1` it writes the file instead.
+pub fn assert_openapi_committed(doc: &utoipa::openapi::OpenApi, committed: &str) {
+    // The checkout the test runs in, found at run time: a build cache shared between
+    // checkouts (CI's) may hold a binary compiled in another, since deleted, folder.
+    let start = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::current_dir().ok())
+        .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
+    let root = start
+        .ancestors()
+        .find(|d| d.join("Cargo.lock").is_file())
+        .unwrap_or(&start)
+        .to_path_buf();
+    let path = root.join(committed);
+    let want = format!("{}\n", doc.to_pretty_json().expect("serialises"));
+    if std::env::var_os("UPDATE_OPENAPI").is_some() {
+        std::fs::write(&path, &want).expect("write the document");
+        return;
+    }
+    let have = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        have == want,
+        "{committed} is not the document the code generates; run `UPDATE_OPENAPI=1 cargo nextest run openapi` and commit it"
+    );
+}
+
+/// Mirrors one order's decision in the gate, as consume-order does for a batch of one: `true`
+/// the first time it changes the gate.
+pub async fn finalize(
+    gate: &dyn gate::PaymentFlow,
+    msg: &OrderMessage,
+    persisted: &domain::books::Persisted,
+) -> Result<bool, gate::GateError> {
+    let changed = gate.finalize_all(&msg.event, &[(msg, persisted)]).await?;
+    Ok(changed.first().copied().unwrap_or(false))
+}

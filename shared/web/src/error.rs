@@ -5,7 +5,8 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Map, Value, json};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use domain::Invalid;
 
@@ -135,8 +136,9 @@ impl ApiError {
         }
     }
 
-    fn title_and_detail(&self) -> (&'static str, String, Map<String, Value>) {
-        let mut ext = Map::new();
+    /// The body this error is answered with.
+    pub fn problem(&self) -> Problem {
+        let mut p = Problem::default();
         let (title, detail) = match self {
             Self::BadRequest(d) => ("Bad request", d.clone()),
             Self::Unauthorized => ("Unauthorized", "Missing or wrong credential.".into()),
@@ -147,7 +149,7 @@ impl ApiError {
             Self::NotFound(what) => ("Not found", format!("No such {what}.")),
             Self::SoldOut => ("Sold out", "This ticket type is sold out.".into()),
             Self::NotEnoughLeft { available } => {
-                ext.insert("available".into(), json!(available));
+                p.available = Some(*available);
                 ("Not enough tickets left", format!("Only {available} left; ask for fewer."))
             }
             Self::Conflict(d) => ("Conflict", d.clone()),
@@ -161,12 +163,11 @@ impl ApiError {
                 "Send the body as JSON with Content-Type: application/json.".into(),
             ),
             Self::Invalid(inv) => {
-                ext.insert("field".into(), json!(inv.field));
+                p.field = Some(inv.field.to_owned());
                 ("Invalid input", inv.to_string())
             }
             Self::LimitExceeded { limit, remaining } => {
-                ext.insert("limit".into(), json!(limit));
-                ext.insert("remaining".into(), json!(remaining));
+                (p.limit, p.remaining) = (Some(*limit), Some(*remaining));
                 (
                     "Per-customer limit exceeded",
                     format!("At most {limit} per customer for this ticket type; you may reserve {remaining} more."),
@@ -177,25 +178,31 @@ impl ApiError {
                 "This Idempotency-Key was already used for a different request.".into(),
             ),
             Self::TooEarly { retry_after_secs } => {
-                ext.insert("retry_after".into(), json!(retry_after_secs));
+                p.retry_after = Some(*retry_after_secs);
                 ("Sale not open yet", format!("The sale opens in {retry_after_secs} s."))
             }
             Self::RateLimited {
                 retry_after_secs, ..
             } => {
-                ext.insert("retry_after".into(), json!(retry_after_secs));
+                p.retry_after = Some(*retry_after_secs);
                 (
                     "Too many requests",
                     format!("Too many requests; please retry in {retry_after_secs} s."),
                 )
             }
             Self::Unavailable { detail, retry_after_secs } => {
-                ext.insert("retry_after".into(), json!(retry_after_secs));
+                p.retry_after = Some(*retry_after_secs);
                 ("Service unavailable", detail.clone())
             }
             Self::Internal(_) => ("Internal error", "Something went wrong on our side.".into()),
         };
-        (title, detail, ext)
+        Problem {
+            kind: format!("/problems/{}", self.slug()),
+            title: title.to_owned(),
+            status: self.status().as_u16(),
+            detail,
+            ..p
+        }
     }
 
     fn retry_after(&self) -> Option<u64> {
@@ -214,41 +221,73 @@ impl ApiError {
 
 /// A problem+json body with any status (used by layers that answer before a handler runs).
 pub fn problem(status: StatusCode, slug: &str, title: &str, detail: &str) -> Response {
-    let body = json!({
-        "type": format!("/problems/{slug}"),
-        "title": title,
-        "status": status.as_u16(),
-        "detail": detail,
-    });
-    let mut res = (status, body.to_string()).into_response();
-    res.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/problem+json"),
-    );
-    res
+    Problem {
+        kind: format!("/problems/{slug}"),
+        title: title.to_owned(),
+        status: status.as_u16(),
+        detail: detail.to_owned(),
+        ..Problem::default()
+    }
+    .into_response()
+}
+
+/// An RFC 9457 problem: the body of every refusal and error (`application/problem+json`).
+#[derive(Debug, Default, Serialize, ToSchema)]
+#[schema(example = json!({
+    "type": "/problems/sold-out",
+    "title": "Sold out",
+    "status": 409,
+    "detail": "This ticket type is sold out."
+}))]
+pub struct Problem {
+    /// `/problems/{slug}`: stable and machine-readable (e.g. `/problems/sold-out`).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Short, human-readable summary.
+    pub title: String,
+    /// The HTTP status code.
+    pub status: u16,
+    /// What happened and what to do, safe to show to a fan.
+    pub detail: String,
+    /// Invalid input: which field.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// Not enough left: how many are.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub available: Option<u64>,
+    /// Per-customer limit exceeded: the limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
+    /// Per-customer limit exceeded: how many more this address may reserve.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remaining: Option<u64>,
+    /// 425, 429, 503: seconds to wait (also in the `Retry-After` header).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<u64>,
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = serde_json::to_string(&self).expect("a problem serialises");
+        let mut res = (status, body).into_response();
+        res.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        res
+    }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = self.status();
         // The boundary: an internal error is logged here, once, with its whole chain, inside
         // the request's span; the answer says nothing of it.
         if let Self::Internal(e) = &self {
             tracing::error!(error = format!("{e:?}"), "internal error");
         }
-        let (title, detail, ext) = self.title_and_detail();
-        let mut body = Map::new();
-        body.insert("type".into(), json!(format!("/problems/{}", self.slug())));
-        body.insert("title".into(), json!(title));
-        body.insert("status".into(), json!(status.as_u16()));
-        body.insert("detail".into(), json!(detail));
-        body.extend(ext);
-        let mut res = (status, Value::Object(body).to_string()).into_response();
+        let mut res = self.problem().into_response();
         let headers = res.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
         if let Some(secs) = self.retry_after() {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }

@@ -411,9 +411,6 @@ impl From<gate::GateError> for ApiError {
     }
 }
 
-/// Lets handlers answer `impl IntoResponse` from either side.
-pub type ApiResult<T> = Result<T, ApiError>;
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -437,7 +434,7 @@ mod tests {
             tracing::warn!("a handler's line");
             "ok"
         }
-        async fn broken() -> ApiResult<&'static str> {
+        async fn broken() -> Result<&'static str, ApiError> {
             Err(ApiError::Internal(
                 anyhow::anyhow!("disk on fire").context("saving the order"),
             ))

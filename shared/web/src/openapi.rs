@@ -6,43 +6,8 @@
 use axum::http::{HeaderValue, header};
 use axum::response::IntoResponse;
 use axum::routing::{MethodRouter, get};
-use serde::Serialize;
-use utoipa::ToSchema;
 
-/// An RFC 9457 problem: the body of every refusal and error (`application/problem+json`).
-#[derive(Serialize, ToSchema)]
-#[schema(example = json!({
-    "type": "/problems/sold-out",
-    "title": "Sold out",
-    "status": 409,
-    "detail": "This ticket type is sold out."
-}))]
-pub struct Problem {
-    /// `/problems/{slug}`: stable and machine-readable (e.g. `/problems/sold-out`).
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// Short, human-readable summary.
-    pub title: String,
-    /// The HTTP status code.
-    pub status: u16,
-    /// What happened and what to do, safe to show to a fan.
-    pub detail: String,
-    /// Invalid input: which field.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub field: Option<String>,
-    /// Not enough left: how many are.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub available: Option<u64>,
-    /// Per-customer limit exceeded: the limit.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub limit: Option<u64>,
-    /// Per-customer limit exceeded: how many more this address may reserve.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub remaining: Option<u64>,
-    /// 425, 429, 503: seconds to wait (also in the `Retry-After` header).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub retry_after: Option<u64>,
-}
+pub use crate::error::Problem;
 
 /// `GET /openapi.json`: the document, rendered once.
 pub fn route<S: Clone + Send + Sync + 'static>(doc: &utoipa::openapi::OpenApi) -> MethodRouter<S> {
@@ -60,33 +25,6 @@ pub fn route<S: Clone + Send + Sync + 'static>(doc: &utoipa::openapi::OpenApi) -
                 .into_response()
         }
     })
-}
-
-/// Test helper: fails unless `committed` (a path from the workspace root) holds `doc`;
-/// with `UPDATE_OPENAPI=1` it writes the file instead.
-pub fn assert_committed(doc: &utoipa::openapi::OpenApi, committed: &str) {
-    // The checkout the test runs in, found at run time: a build cache shared between
-    // checkouts (CI's) may hold a binary compiled in another, since deleted, folder.
-    let start = std::env::var_os("CARGO_MANIFEST_DIR")
-        .map(std::path::PathBuf::from)
-        .or_else(|| std::env::current_dir().ok())
-        .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
-    let root = start
-        .ancestors()
-        .find(|d| d.join("Cargo.lock").is_file())
-        .unwrap_or(&start)
-        .to_path_buf();
-    let path = root.join(committed);
-    let want = format!("{}\n", doc.to_pretty_json().expect("serialises"));
-    if std::env::var_os("UPDATE_OPENAPI").is_some() {
-        std::fs::write(&path, &want).expect("write the document");
-        return;
-    }
-    let have = std::fs::read_to_string(&path).unwrap_or_default();
-    assert!(
-        have == want,
-        "{committed} is not the document the code generates; run `UPDATE_OPENAPI=1 cargo nextest run openapi` and commit it"
-    );
 }
 
 /// Refusals every JSON-body route can answer.
