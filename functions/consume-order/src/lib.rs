@@ -233,17 +233,8 @@ pub struct Decoded {
 
 /// Decodes the message payload: a batch of orders, or one bare order as published before
 /// batching (ADR 34).
-pub fn decode(msg: &PushMessage) -> Result<Decoded, HandleError> {
-    let data = msg
-        .data
-        .as_deref()
-        .ok_or_else(|| HandleError::Undecodable(anyhow::anyhow!("no data")))?;
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(data)
-        .map_err(|e| {
-            HandleError::Undecodable(anyhow::Error::new(e).context("data is not base64"))
-        })?;
-    let OrderBatch { orders, refunds } = OrderBatch::decode(&bytes).map_err(|e| {
+pub fn decode(bytes: &[u8]) -> Result<Decoded, HandleError> {
+    let OrderBatch { orders, refunds } = OrderBatch::decode(bytes).map_err(|e| {
         HandleError::Undecodable(anyhow::Error::new(e).context("not an order batch"))
     })?;
     if orders.is_empty() && refunds.is_empty() {
@@ -467,17 +458,23 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Whether a message carries the signature of its data under `key` (ADR 40).
-pub fn genuine(key: &MessageKey, msg: &PushMessage) -> bool {
-    let (Some(data), Some(sig)) = (
-        msg.data.as_deref(),
-        msg.attributes.get(domain::signing::SIGNATURE_ATTRIBUTE),
-    ) else {
-        return false;
-    };
+/// A push message's data, decoded from base64 once: what the signature covers and what the
+/// orders are read from.
+pub fn message_data(msg: &PushMessage) -> Result<Vec<u8>, HandleError> {
+    let data = msg
+        .data
+        .as_deref()
+        .ok_or_else(|| HandleError::Undecodable(anyhow::anyhow!("no data")))?;
     base64::engine::general_purpose::STANDARD
         .decode(data)
-        .is_ok_and(|bytes| key.verify(&bytes, sig))
+        .map_err(|e| HandleError::Undecodable(anyhow::Error::new(e).context("data is not base64")))
+}
+
+/// Whether `data`, a message's decoded data, carries its signature under `key` (ADR 40).
+pub fn genuine(key: &MessageKey, msg: &PushMessage, data: &[u8]) -> bool {
+    msg.attributes
+        .get(domain::signing::SIGNATURE_ATTRIBUTE)
+        .is_some_and(|sig| key.verify(data, sig))
 }
 
 /// `POST /pubsub/orders`
@@ -504,12 +501,15 @@ pub async fn push(
             return StatusCode::NO_CONTENT.into_response();
         }
     };
+    let data = message_data(&envelope.message);
     if let Some(key) = &state.signing
-        && !genuine(key, &envelope.message)
-        && !state
-            .signing_previous
-            .as_ref()
-            .is_some_and(|old| genuine(old, &envelope.message))
+        && !data.as_deref().is_ok_and(|d| {
+            genuine(key, &envelope.message, d)
+                || state
+                    .signing_previous
+                    .as_ref()
+                    .is_some_and(|old| genuine(old, &envelope.message, d))
+        })
     {
         // Not buy's: acked so it never comes back, never persisted, and loud.
         counted("forged");
@@ -524,7 +524,7 @@ pub async fn push(
         order_id = tracing::field::Empty,
     );
     async move {
-        let result = match decode(&envelope.message) {
+        let result = match data.and_then(|d| decode(&d)) {
             Ok(decoded) => {
                 let span = tracing::Span::current();
                 span.record("orders", decoded.orders.len());

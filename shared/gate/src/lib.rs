@@ -28,6 +28,8 @@ use wire::{catalog_args, order_view, text};
 use domain::{Email, Event, EventId, IdempotencyKey, OrderId, OrderStatus, Quantity, TicketTypeId};
 
 const PRELUDE: &str = include_str!("lua/prelude.lua");
+/// GCRA, once for every script that limits a rate (`lua/gcra.lua`).
+pub(crate) const GCRA: &str = include_str!("lua/gcra.lua");
 
 /// A gate operation failed for infrastructure reasons (Redis down, slow or answering nonsense).
 /// Cloned when one Redis call fails a whole batch of reservations, so the cause is shared.
@@ -275,7 +277,7 @@ struct Scripts {
 }
 
 fn script(body: &str) -> Script {
-    Script::new(&format!("{PRELUDE}\n{body}"))
+    Script::new(&format!("{PRELUDE}\n{GCRA}\n{body}"))
 }
 
 /// The gate: a Redis connection (multiplexed, reconnecting), the scripts, and the queue of

@@ -72,7 +72,11 @@ impl RateLimiter {
     pub fn new(conn: ConnectionManager, timeout: Duration) -> Self {
         Self {
             conn,
-            script: std::sync::Arc::new(Script::new(include_str!("ratelimit/gcra.lua"))),
+            script: std::sync::Arc::new(Script::new(&format!(
+                "{}\n{}",
+                crate::GCRA,
+                include_str!("ratelimit/limit.lua")
+            ))),
             timeout,
         }
     }

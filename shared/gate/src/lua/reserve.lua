@@ -130,13 +130,14 @@ local function reserve(tt, qty_s, email, oid, client)
     have = tonumber(redis.call('HGET', ck, tt) or '0')
   end
 
-  -- The per-e-mail limit (GCRA, as ratelimit/gcra.lua): only a hold taken spends budget, so
-  -- neither a replay nor any refusal consumes it.
+  -- The per-e-mail limit (lua/gcra.lua): only a hold taken spends budget, so neither a replay
+  -- nor any refusal consumes it.
   local new_tat
   if interval > 0 then
-    new_tat = (c[2] and math.max(tonumber(c[2]), now) or now) + interval
-    if new_tat - now > interval * burst then
-      return earlier(ok, tt, qty_s, email) or ('rate_limited\t' .. str(new_tat - now - interval * burst))
+    local wait
+    new_tat, wait = gcra(c[2] and tonumber(c[2]), now, interval, burst)
+    if not new_tat then
+      return earlier(ok, tt, qty_s, email) or ('rate_limited\t' .. str(wait))
     end
   end
 
