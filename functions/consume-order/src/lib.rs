@@ -231,8 +231,7 @@ pub struct Decoded {
     pub invalid: Vec<String>,
 }
 
-/// Decodes the message payload: a batch of orders, or one bare order as published before
-/// batching (ADR 34).
+/// Decodes the message's data: a batch of orders and refunds owed (ADR 34).
 pub fn decode(bytes: &[u8]) -> Result<Decoded, HandleError> {
     let OrderBatch { orders, refunds } = OrderBatch::decode(bytes).map_err(|e| {
         HandleError::Undecodable(anyhow::Error::new(e).context("not an order batch"))

@@ -515,18 +515,10 @@ pub struct OrderBatch {
 }
 
 impl OrderBatch {
-    /// Reads a message's data: a batch, or one bare order as buy published it before batching
-    /// (a rolling deploy has both in flight).
+    /// Reads a message's data: a batch (buy has published nothing else since ADR 34; the
+    /// one-order form is read no more, see docs/DEPLOY.md's one-off steps).
     pub fn decode(data: &[u8]) -> Result<OrderBatch, serde_json::Error> {
-        match serde_json::from_slice::<OrderBatch>(data) {
-            Ok(batch) => Ok(batch),
-            Err(batch_error) => serde_json::from_slice::<OrderMessage>(data)
-                .map(|one| OrderBatch {
-                    orders: vec![one],
-                    refunds: vec![],
-                })
-                .map_err(|_| batch_error),
-        }
+        serde_json::from_slice(data)
     }
 }
 

@@ -616,6 +616,24 @@ impl Gate {
         Ok(text(&reply).as_deref() == Some("restoring"))
     }
 
+    /// One-off (with `upgrade_orders`): gives an event seeded before salts existed its order-id
+    /// salt, which reservations then need (until then they answer paused). `true` when it had
+    /// none; safe to re-run.
+    pub async fn upgrade_salt(&self, event: &EventId) -> Result<bool, GateError> {
+        let mut conn = self.0.conn.clone();
+        let salt = uuid::Uuid::new_v4().simple().to_string();
+        let added: bool = self
+            .bounded(
+                redis::cmd("HSETNX")
+                    .arg(format!("{{ev:{}}}:meta", event.as_str()))
+                    .arg("oid_salt")
+                    .arg(salt)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok(added)
+    }
+
     /// Rewrites the event's orders still in a layout from before `r` (ADR 32) as `r`; returns
     /// how many. A one-off for `ops gate-upgrade` (issue 20), run before code that reads only
     /// `r` is deployed; delete it once every environment has run it.

@@ -818,6 +818,33 @@ async fn a_second_instance_learns_the_salt_and_replays_the_first_ones_order() {
     assert_eq!((s.available, s.held), (7, 3));
 }
 
+/// An event seeded before salts existed adopts none: its reservations answer paused until the
+/// one-off `ops gate-upgrade` (`upgrade_salt`) draws its salt, then they are taken.
+#[tokio::test]
+async fn an_event_without_a_salt_is_paused_until_the_upgrade_draws_one() {
+    let env = TestEnv::get();
+    let gate = env.gate().await;
+    let ev = env.seed(10, -1, 600).await;
+    let client = redis::Client::open(env.redis_url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("HDEL")
+        .arg(format!("{{ev:{}}}:meta", ev.id.as_str()))
+        .arg("oid_salt")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let fresh = env.gate().await;
+    assert_eq!(
+        reserve(&fresh, &ev, "vip-3-day", 1, "early@x.at").await,
+        ReserveOutcome::Paused
+    );
+    assert!(gate.upgrade_salt(&ev.id).await.unwrap(), "a salt drawn");
+    assert!(!gate.upgrade_salt(&ev.id).await.unwrap(), "safe to re-run");
+    let id = order_id(&reserve(&fresh, &ev, "vip-3-day", 1, "early@x.at").await);
+    assert!(fresh.order(&ev.id, id).await.unwrap().is_some());
+    assert_eq!(stock(&gate, &ev, "vip-3-day").await.held, 1);
+}
+
 /// After the sell-out, a retry of the reservation that took the last ticket still gets its
 /// order back, also when it is decided in a batch of refusals.
 #[tokio::test]

@@ -135,9 +135,10 @@ enum Cmd {
         #[arg(long, default_value_t = 600)]
         max_wait_secs: u64,
     },
-    /// One-off (issue 20): rewrites every order Redis still holds in a layout from before `r`
-    /// (ADR 32), for code that reads only `r`. Run it once per environment before deploying
-    /// that code (docs/DEPLOY.md); safe to re-run.
+    /// One-off (issue 20, issue 27): rewrites every order Redis still holds in a layout from
+    /// before `r` (ADR 32), and draws the order-id salt of an event seeded before salts (ADR 30),
+    /// for code that reads only `r` and adopts no salt. Run it once per environment before
+    /// deploying that code (docs/DEPLOY.md); safe to re-run.
     GateUpgrade {
         #[command(flatten)]
         redis: RedisArgs,
@@ -334,7 +335,11 @@ async fn main() -> anyhow::Result<()> {
             let gate = connect_gate(redis).await?;
             for event in gate.events().await? {
                 let upgraded = gate.upgrade_orders(&event).await?;
-                println!("event {event}: {upgraded} orders rewritten as `r`");
+                let salted = gate.upgrade_salt(&event).await?;
+                println!(
+                    "event {event}: {upgraded} orders rewritten as `r`{}",
+                    if salted { "; order-id salt drawn" } else { "" }
+                );
             }
         }
     }

@@ -18,12 +18,15 @@ local m = redis.call('HMGET', KEYS[1], 'opens_at', 'paused', 'oid_salt')
 
 -- An order's id is derived from its Idempotency-Key and the event's secret salt (buy computes
 -- it, ADR 30): the key finds its order directly (no separate idempotency record), and nobody
--- without the salt can derive an id from a key. Seeding and restoring draw the salt; an event
--- seeded before that existed keeps the salt its first reservation is sent with. A buy that
--- derived its ids from another salt is told the event's, and nothing is written.
+-- without the salt can derive an id from a key. Seeding and restoring draw the salt (an event
+-- seeded before salts existed gets one from the one-off `ops gate-upgrade`; until then it
+-- answers paused). A buy that derived its ids from another salt is told the event's, and
+-- nothing is written.
 if m[1] then
   if not m[3] then
-    redis.call('HSET', KEYS[1], 'oid_salt', ARGV[3])
+    local paused = {}
+    for _ = 5, #ARGV, 5 do paused[#paused + 1] = 'paused' end
+    return table.concat(paused, '\n')
   elseif m[3] ~= ARGV[3] then
     return 'salt\t' .. m[3]
   end
