@@ -11,7 +11,6 @@ use gate::{ReadModel, RedisArgs};
 use pubsub::PubSubArgs;
 use pubsub::deadletters::{Action, Choice};
 use store::DatabaseArgs;
-use store::OrderRepository;
 
 #[derive(Parser)]
 #[command(about = "Operate the ticket sale: migrate, seed, audit, dead letters")]
@@ -217,7 +216,7 @@ async fn main() -> anyhow::Result<()> {
             let id = EventId::parse(&event)?;
             let repo = connect_books(db).await?;
             let gate = connect_gate(redis).await?;
-            let report = recovery::audit::audit(&gate, &repo, &id).await?;
+            let report = recovery::audit::audit(&gate, repo.as_ref(), &id).await?;
             if json {
                 println!("{}", report.to_json());
             } else {
@@ -327,7 +326,7 @@ async fn main() -> anyhow::Result<()> {
                     "event {}: restoring (paused until the books are quiet for {quiet_secs} s)",
                     ev.id
                 );
-                let report = recovery::restore_event(&gate, &repo, ev, opts).await?;
+                let report = recovery::restore_event(&gate, repo.as_ref(), ev, opts).await?;
                 println!("event {}: {report:?}", ev.id);
             }
         }

@@ -65,7 +65,7 @@ impl DatabaseArgs {
             .filter(|h| !h.trim().is_empty())
     }
 
-    fn spanner_path(&self) -> Result<Option<crate::spanner::DatabasePath>, crate::RepoError> {
+    fn spanner_path(&self) -> Result<Option<crate::spanner::DatabasePath>, crate::ConfigError> {
         self.spanner_database
             .as_deref()
             .map(crate::spanner::DatabasePath::parse)
@@ -76,7 +76,7 @@ impl DatabaseArgs {
     /// when the configuration itself is bad (a malformed URL or database path).
     pub fn repository(
         &self,
-    ) -> Result<std::sync::Arc<dyn crate::OrderRepository>, crate::RepoError> {
+    ) -> Result<std::sync::Arc<dyn crate::OrderRepository>, crate::ConfigError> {
         Ok(match self.spanner_path()? {
             Some(path) => std::sync::Arc::new(crate::spanner::SpannerRepository::new(
                 &path,
@@ -89,11 +89,11 @@ impl DatabaseArgs {
     }
 
     /// The Postgres repository (lazily connecting); an error when Spanner is configured.
-    pub fn postgres(&self) -> Result<crate::postgres::PgRepository, crate::RepoError> {
+    pub fn postgres(&self) -> Result<crate::postgres::PgRepository, crate::ConfigError> {
         let url = self
             .database_url
             .as_ref()
-            .ok_or_else(|| crate::RepoError::Permanent("DATABASE_URL is not set".into()))?
+            .ok_or_else(|| crate::ConfigError("DATABASE_URL is not set".into()))?
             .expose_secret();
         crate::postgres::PgRepository::connect_with_ca(
             url,
@@ -105,10 +105,11 @@ impl DatabaseArgs {
 
     /// Applies the schema (idempotent): refinery migrations on Postgres, the DDL statements
     /// missing on Spanner (creating the emulator's instance and database when needed).
-    pub async fn migrate(&self) -> Result<(), crate::RepoError> {
+    pub async fn migrate(&self) -> anyhow::Result<()> {
         match self.spanner_path()? {
-            Some(path) => crate::spanner::migrate(&path, self.emulator_host()).await,
-            None => self.postgres()?.migrate().await,
+            Some(path) => crate::spanner::migrate(&path, self.emulator_host()).await?,
+            None => self.postgres()?.migrate().await?,
         }
+        Ok(())
     }
 }

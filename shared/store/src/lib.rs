@@ -63,6 +63,12 @@ impl RepoError {
     }
 }
 
+/// The database's configuration is wrong (a malformed URL, path or CA): retrying cannot fix
+/// it, so a function stops at start with this one line, and nothing is asked of the database.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
 /// The books refuse this order for good (its ticket type is not in the database, say): no
 /// retry of the same order can succeed. The rest of its batch is unaffected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -231,58 +237,6 @@ pub fn refund_lease(base: std::time::Duration, attempts: i64) -> std::time::Dura
     let max = std::time::Duration::from_secs(600);
     let factor = 1u32 << attempts.clamp(0, 16);
     base.saturating_mul(factor).min(max)
-}
-
-/// A shared repository is a repository (`DatabaseArgs::repository` hands out an `Arc`).
-#[async_trait]
-impl<T: OrderRepository + ?Sized> OrderRepository for std::sync::Arc<T> {
-    async fn ping(&self) -> Result<(), RepoError> {
-        (**self).ping().await
-    }
-    async fn seed(&self, event: &Event) -> Result<Seeded, RepoError> {
-        (**self).seed(event).await
-    }
-    async fn reset(&self, event: &EventId) -> Result<(), RepoError> {
-        (**self).reset(event).await
-    }
-    async fn persist_batch(&self, orders: &[OrderMessage]) -> Result<Vec<Outcome>, RepoError> {
-        (**self).persist_batch(orders).await
-    }
-    async fn order(&self, id: OrderId) -> Result<Option<StoredOrder>, RepoError> {
-        (**self).order(id).await
-    }
-    async fn inventory(&self, event: &EventId) -> Result<Vec<Inventory>, RepoError> {
-        (**self).inventory(event).await
-    }
-    async fn events(&self) -> Result<Vec<Event>, RepoError> {
-        (**self).events().await
-    }
-    async fn customer_totals(&self, event: &EventId) -> Result<Vec<CustomerTotal>, RepoError> {
-        (**self).customer_totals(event).await
-    }
-    async fn decided_orders(&self, event: &EventId) -> Result<Vec<StoredOrder>, RepoError> {
-        (**self).decided_orders(event).await
-    }
-    async fn owe_refunds(
-        &self,
-        refunds: &[RefundOwed],
-        lease: std::time::Duration,
-    ) -> Result<Vec<RefundOwed>, RepoError> {
-        (**self).owe_refunds(refunds, lease).await
-    }
-    async fn claim_refunds(
-        &self,
-        limit: usize,
-        lease: std::time::Duration,
-    ) -> Result<Vec<RefundOwed>, RepoError> {
-        (**self).claim_refunds(limit, lease).await
-    }
-    async fn refund_done(&self, payment_ref: &str) -> Result<(), RepoError> {
-        (**self).refund_done(payment_ref).await
-    }
-    async fn refunds_outstanding(&self) -> Result<(i64, Option<DateTime<Utc>>), RepoError> {
-        (**self).refunds_outstanding().await
-    }
 }
 
 /// A ticket code fans can read out at the gate: `FRQ-XXXX-XXXX-XXXX` from 60 random bits.

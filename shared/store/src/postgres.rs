@@ -28,12 +28,12 @@ pub mod tls {
     use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
     use rustls::{CertificateError, DigitallySignedStruct, Error, RootCertStore, SignatureScheme};
 
-    use crate::RepoError;
-
     /// The connector for a pool: TLS under [`InstanceCa`].
-    pub fn connector(ca_pem: &str) -> Result<tokio_postgres_rustls::MakeRustlsConnect, RepoError> {
+    pub fn connector(
+        ca_pem: &str,
+    ) -> Result<tokio_postgres_rustls::MakeRustlsConnect, crate::ConfigError> {
         let verifier = InstanceCa::new(ca_pem)
-            .map_err(|e| RepoError::Permanent(format!("DATABASE_CA_CERT: {e}")))?;
+            .map_err(|e| crate::ConfigError(format!("DATABASE_CA_CERT: {e}")))?;
         let config = rustls::ClientConfig::builder()
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(verifier))
@@ -176,7 +176,11 @@ fn pool_error(e: deadpool_postgres::PoolError) -> RepoError {
 
 impl PgRepository {
     /// Builds a pool for `url` (connections are opened lazily, with timeouts), in plain text.
-    pub fn connect(url: &str, max_size: usize, timeout: Duration) -> Result<Self, RepoError> {
+    pub fn connect(
+        url: &str,
+        max_size: usize,
+        timeout: Duration,
+    ) -> Result<Self, crate::ConfigError> {
         Self::connect_with_ca(url, None, max_size, timeout)
     }
 
@@ -188,10 +192,10 @@ impl PgRepository {
         ca_pem: Option<&str>,
         max_size: usize,
         timeout: Duration,
-    ) -> Result<Self, RepoError> {
-        let mut cfg: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| {
-            RepoError::Permanent(format!("DATABASE_URL: {e}"))
-        })?;
+    ) -> Result<Self, crate::ConfigError> {
+        let mut cfg: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e: tokio_postgres::Error| crate::ConfigError(format!("DATABASE_URL: {e}")))?;
         cfg.connect_timeout(timeout);
         cfg.options("-c statement_timeout=10000 -c idle_in_transaction_session_timeout=30000");
         let manager = ManagerConfig {
@@ -208,7 +212,7 @@ impl PgRepository {
             .create_timeout(Some(timeout))
             .recycle_timeout(Some(timeout))
             .build()
-            .map_err(|e| RepoError::Other(anyhow::Error::new(e).context("pool")))?;
+            .map_err(|e| crate::ConfigError(format!("DATABASE_URL: the pool: {e}")))?;
         Ok(Self { pool })
     }
 

@@ -69,9 +69,9 @@ pub struct DatabasePath {
 
 impl DatabasePath {
     /// Parses `projects/P/instances/I/databases/D`.
-    pub fn parse(s: &str) -> Result<Self, RepoError> {
+    pub fn parse(s: &str) -> Result<Self, crate::ConfigError> {
         let bad = || {
-            RepoError::Permanent(format!(
+            crate::ConfigError(format!(
                 "SPANNER_DATABASE must look like projects/P/instances/I/databases/D, not {s:?}"
             ))
         };
