@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use base64::Engine;
 use domain::signing::MessageKey;
-use domain::{EventId, OrderBatch, OrderMessage, OrderStatus, RefundOwed};
+use domain::{EventId, OrderMessage, OrderStatus, RefundOwed};
 use gate::{GateError, PaymentFlow, RedisArgs};
 use payments::{PaymentProvider, SimulatedPayments};
 use secrecy::{ExposeSecret, SecretString};
@@ -227,13 +227,23 @@ pub struct Decoded {
     pub orders: Vec<OrderMessage>,
     /// Refunds buy owes and could not make (ADR 39).
     pub refunds: Vec<RefundOwed>,
-    /// Orders that can never be valid (a quantity out of range): acked, logged and counted.
+    /// Orders that can never be valid (a field that does not decode, a quantity out of range):
+    /// acked, logged with what they were, and counted.
     pub invalid: Vec<String>,
 }
 
-/// Decodes the message's data: a batch of orders and refunds owed (ADR 34).
+/// Decodes the message's data: a batch of orders and refunds owed (ADR 34). Each order is
+/// read on its own: one that cannot be valid (a field that does not decode, a quantity out of
+/// range) is reported in `invalid` and its neighbours go on; only a message that is no batch at
+/// all is undecodable.
 pub fn decode(bytes: &[u8]) -> Result<Decoded, HandleError> {
-    let OrderBatch { orders, refunds } = OrderBatch::decode(bytes).map_err(|e| {
+    #[derive(Deserialize)]
+    struct Wire {
+        orders: Vec<Box<serde_json::value::RawValue>>,
+        #[serde(default)]
+        refunds: Vec<RefundOwed>,
+    }
+    let Wire { orders, refunds } = serde_json::from_slice(bytes).map_err(|e| {
         HandleError::Undecodable(anyhow::Error::new(e).context("not an order batch"))
     })?;
     if orders.is_empty() && refunds.is_empty() {
@@ -241,17 +251,21 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, HandleError> {
             "a batch of no orders"
         )));
     }
-    let (orders, invalid): (Vec<_>, Vec<_>) = orders
-        .into_iter()
-        .partition(|o| (1..=domain::Quantity::MAX).contains(&o.quantity));
-    Ok(Decoded {
-        orders,
+    let mut decoded = Decoded {
         refunds,
-        invalid: invalid
-            .iter()
-            .map(|o| format!("order {}: quantity {}", o.order_id, o.quantity))
-            .collect(),
-    })
+        ..Decoded::default()
+    };
+    for raw in orders {
+        match serde_json::from_str::<OrderMessage>(raw.get()) {
+            Ok(o) if (1..=domain::Quantity::MAX).contains(&o.quantity) => decoded.orders.push(o),
+            Ok(o) => decoded
+                .invalid
+                .push(format!("order {}: quantity {}", o.order_id, o.quantity)),
+            // The order as it came, for whoever reconciles it with the payment provider.
+            Err(e) => decoded.invalid.push(format!("{e}: {}", raw.get())),
+        }
+    }
+    Ok(decoded)
 }
 
 /// Persists the orders of one message in one transaction, refunds the rejected ones and

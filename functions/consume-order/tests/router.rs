@@ -305,3 +305,30 @@ async fn a_refused_write_is_isolated_down_to_single_orders() {
         .count();
     assert_eq!(refused, 2, "each order tried alone");
 }
+
+/// One order of a signed batch that cannot be read does not cost its neighbours their
+/// delivery: they are persisted, the bad one is counted and logged with what it was.
+#[tokio::test]
+async fn an_unreadable_order_does_not_drop_its_batch() {
+    let c = consumer().await;
+    let good = c.paid("fan@example.at").await;
+    let data = json!({"orders": [
+        serde_json::to_value(&good).unwrap(),
+        {"order_id": "not-an-order", "quantity": 2},
+    ]});
+    let envelope = json!({"message": {"data": base64::engine::general_purpose::STANDARD.encode(data.to_string()),
+        "messageId": "7", "publishTime": "2026-01-01T00:00:00Z"}, "subscription": "projects/p/subscriptions/s"});
+    assert_eq!(
+        c.push_body(Some(TOKEN), envelope.to_string()).await,
+        StatusCode::NO_CONTENT
+    );
+    let stored = c
+        .books
+        .order(good.order_id)
+        .await
+        .unwrap()
+        .expect("persisted");
+    assert_eq!(stored.status, OrderStatus::Confirmed);
+    assert_eq!(c.state.stats.persisted.load(Ordering::Relaxed), 1);
+    assert_eq!(c.state.stats.permanent.load(Ordering::Relaxed), 1);
+}
