@@ -21,13 +21,19 @@ impl ClientAddr {
     /// IPv6 clients count per /64, the block one subscriber gets. `None` when neither is known
     /// (a request made in process, as in tests).
     pub fn of(headers: &HeaderMap, extensions: &Extensions, hops: usize) -> Option<Self> {
+        // Read as bytes: the entries a client wrote itself may hold anything (a non-ASCII byte
+        // would fail the whole header as text); only the one our proxies appended must parse.
         let forwarded = (hops > 0)
-            .then(|| headers.get("x-forwarded-for")?.to_str().ok())
+            .then(|| headers.get("x-forwarded-for"))
             .flatten()
             .and_then(|xff| {
-                let parts: Vec<&str> = xff.split(',').map(str::trim).collect();
-                parts.len().checked_sub(hops)?;
-                parts[parts.len() - hops].parse::<IpAddr>().ok()
+                let parts: Vec<&[u8]> = xff.as_bytes().split(|b| *b == b',').collect();
+                let entry = parts.get(parts.len().checked_sub(hops)?)?;
+                std::str::from_utf8(entry)
+                    .ok()?
+                    .trim()
+                    .parse::<IpAddr>()
+                    .ok()
             });
         let ip = forwarded.or_else(|| {
             extensions
@@ -156,6 +162,22 @@ mod tests {
         let xff = (lb.forward)(None, "198.51.100.9");
         assert_eq!(seen(lb.peer, Some(&xff), 0).as_deref(), Some("169.254.1.1"));
         assert_eq!(seen(lb.peer, Some(&xff), 1).as_deref(), Some("34.120.0.1"));
+    }
+
+    /// A byte a client wrote that is no ASCII (HTTP allows it as obs-text) does not make the
+    /// whole header unreadable: the entry the load balancer appended still names the client.
+    #[test]
+    fn a_non_ascii_byte_the_client_sent_does_not_hide_the_client() {
+        let mut r = Request::new(axum::body::Body::empty());
+        r.extensions_mut().insert(ConnectInfo(
+            "169.254.1.1:443".parse::<SocketAddr>().unwrap(),
+        ));
+        r.headers_mut().insert(
+            "x-forwarded-for",
+            axum::http::HeaderValue::from_bytes(b"caf\xe9, 198.51.100.9, 34.120.0.1").unwrap(),
+        );
+        let found = ClientAddr::of(r.headers(), r.extensions(), 2).map(|c| c.0);
+        assert_eq!(found.as_deref(), Some("198.51.100.9"));
     }
 
     #[test]
