@@ -6,19 +6,24 @@
 use clap::Parser;
 use testkit::TestEnv;
 
-async fn start_error(db: &[&str]) -> String {
+/// consume-order's configuration on `port` with the test Redis, a push token and `db`.
+fn config(port: &str, db: &[&str]) -> consume_order::Config {
     let env = TestEnv::get();
     let mut args = vec![
         "consume-order",
         "--port",
-        "0",
+        port,
         "--redis-url",
         &env.redis_url,
         "--push-token",
         "test-push-token-0123456789",
     ];
     args.extend_from_slice(db);
-    let config = consume_order::Config::try_parse_from(args).expect("arguments parse");
+    consume_order::Config::try_parse_from(args).expect("arguments parse")
+}
+
+async fn start_error(db: &[&str]) -> String {
+    let config = config("0", db);
     let started = std::time::Instant::now();
     let err = tokio::time::timeout(
         std::time::Duration::from_secs(30),
@@ -36,24 +41,13 @@ async fn start_error(db: &[&str]) -> String {
 /// Runs consume-order with `db` for a few seconds: it must stay up, answer `/healthz` 200 and
 /// `/readyz` 503 throughout, and log why it is not ready; returns those log lines' errors.
 async fn waits_not_ready(db: &[&str]) -> String {
-    let env = TestEnv::get();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port()
         .to_string();
-    let mut args = vec![
-        "consume-order",
-        "--port",
-        &port,
-        "--redis-url",
-        &env.redis_url,
-        "--push-token",
-        "test-push-token-0123456789",
-    ];
-    args.extend_from_slice(db);
-    let config = consume_order::Config::try_parse_from(args).expect("arguments parse");
+    let config = config(&port, db);
     let (lines, _guard) = testkit::capture_logs();
     let server = tokio::spawn(consume_order::run(config));
     let http = reqwest::Client::new();
