@@ -19,9 +19,9 @@ use web::http::ApiJson;
 use web::openapi::{Always, BodyRefusals, Busy, OrderNotFound, Problem};
 use web::rfc3339;
 
-use crate::AppState;
 use crate::limits::{Client, limited, refused};
 use crate::settle::{Caller, settle};
+use crate::{AppState, gate_error};
 
 /// Body of `POST /v1/events/{event}/orders`.
 #[derive(Deserialize, ToSchema)]
@@ -102,7 +102,8 @@ pub async fn reserve(
     let outcome = state
         .gate
         .reserve(&event, &ticket_type, quantity, &email, &key, &admission)
-        .await?;
+        .await
+        .map_err(gate_error)?;
     count_reservation(&outcome);
     if outcome != ReserveOutcome::UnknownEvent {
         state.seen_events.saw(&event);
@@ -238,7 +239,8 @@ async fn event_of(state: &AppState, id: &str) -> Result<(EventId, OrderId), ApiE
     let ev = state
         .gate
         .event_of(id)
-        .await?
+        .await
+        .map_err(gate_error)?
         .ok_or(ApiError::NotFound("order"))?;
     Ok((ev, id))
 }
@@ -328,7 +330,7 @@ pub async fn cancel(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let (event, id) = event_of(&state, &id).await?;
-    match state.gate.cancel(&event, id).await? {
+    match state.gate.cancel(&event, id).await.map_err(gate_error)? {
         None => Err(ApiError::NotFound("order")),
         Some((s @ (OrderStatus::Cancelled | OrderStatus::Expired), released)) => {
             if released {

@@ -86,6 +86,15 @@ pub struct AppState {
 }
 
 /// See [`AppState::seen_events`].
+/// The gate down or busy is a 503 the fan may retry; anything else it says is ours (500).
+fn gate_error(e: gate::GateError) -> web::ApiError {
+    if e.is_unavailable() {
+        web::http::unavailable("ticket gate", &e)
+    } else {
+        web::ApiError::Internal(e.into())
+    }
+}
+
 #[derive(Clone, Default)]
 pub struct SeenEvents(Arc<std::sync::RwLock<std::collections::HashSet<EventId>>>);
 

@@ -12,7 +12,7 @@ use pubsub::PublishError;
 use web::ApiError;
 use web::http::unavailable;
 
-use crate::AppState;
+use crate::{AppState, gate_error};
 
 /// Why a payment did not end `confirming`.
 #[derive(Debug, thiserror::Error)]
@@ -74,7 +74,7 @@ impl From<SettleError> for ApiError {
                 retry_after_secs: 3,
             },
             SettleError::RefundStuck(e) => unavailable("payment provider", &e),
-            SettleError::Gate(e) => e.into(),
+            SettleError::Gate(e) => gate_error(e),
             e @ SettleError::NoPaymentRecord(_) => ApiError::Internal(e.into()),
         }
     }

@@ -20,6 +20,7 @@ use serde_json::value::RawValue;
 use utoipa::{OpenApi, ToSchema};
 use web::ApiError;
 use web::HttpArgs;
+use web::http::unavailable;
 use web::openapi::{Always, OrderNotFound, Problem};
 use web::rfc3339;
 
@@ -78,12 +79,10 @@ type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState
 
 type Cache = ArcSwap<FastMap<EventId, Arc<Snapshot>>>;
 
-/// Shared state: the gate and the snapshot cache (one `Arc`: axum clones the state per request).
-#[derive(Clone)]
-pub struct AppState(Arc<Inner>);
-
-struct Inner {
-    gate: Arc<dyn ReadModel>,
+/// Shared state: the gate and the snapshot cache, behind one `Arc` (axum clones the state per
+/// request).
+pub struct AppState {
+    gate: Box<dyn ReadModel>,
     cache: Cache,
 }
 
@@ -188,16 +187,16 @@ fn snapshot(snap: &EventSnapshot) -> Snapshot {
 impl AppState {
     /// State over a gate (Redis, or a double in tests); call [`AppState::refresh`] or spawn
     /// the refresher.
-    pub fn new(gate: impl ReadModel + 'static) -> Self {
-        Self(Arc::new(Inner {
-            gate: Arc::new(gate),
+    pub fn new(gate: impl ReadModel + 'static) -> Arc<Self> {
+        Arc::new(Self {
+            gate: Box::new(gate),
             cache: Cache::default(),
-        }))
+        })
     }
 
     /// One refresh of every seeded event. On failure the old snapshots stay, marked stale.
     pub async fn refresh(&self) -> Result<(), gate::GateError> {
-        let (gate, cache) = (&self.0.gate, &self.0.cache);
+        let (gate, cache) = (&self.gate, &self.cache);
         let events = match gate.events().await {
             Ok(events) => events,
             Err(e) => {
@@ -253,8 +252,8 @@ impl AppState {
     }
 
     /// Refreshes forever at `every`; logs a failure once per outage, not per tick.
-    pub fn spawn_refresher(&self, every: Duration) -> tokio::task::JoinHandle<()> {
-        let state = self.clone();
+    pub fn spawn_refresher(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
+        let state = Arc::clone(self);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -311,7 +310,7 @@ fn record_inventory(snap: &EventSnapshot) {
 pub struct ApiDoc;
 
 /// The routes.
-pub fn app(state: AppState) -> Router {
+pub fn app(state: Arc<AppState>) -> Router {
     web::http::finish(
         Router::new()
             .route("/v1/events/{event}/availability", get(availability))
@@ -343,12 +342,12 @@ pub fn app(state: AppState) -> Router {
     )
 )]
 pub async fn availability(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Path(event): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     // Only seeded events are in the cache, so a malformed id is simply not found there.
-    let cache = state.0.cache.load();
+    let cache = state.cache.load();
     let Some(snapshot) = cache.get(event.as_str()) else {
         metrics::counter!("snapshot_requests_total", "result" => "miss").increment(1);
         return Err(ApiError::NotFound("event"));
@@ -405,16 +404,19 @@ struct OrderStatusView {
     )
 )]
 pub async fn order(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = OrderId::parse(&id).map_err(|_| ApiError::NotFound("order"))?;
     // Redis' clock, which the scripts judge holds by (not this instance's).
     let (o, now) = state
-        .0
         .gate
         .find_order(id)
-        .await?
+        .await
+        .map_err(|e| match e {
+            e if e.is_unavailable() => unavailable("ticket gate", &e),
+            e => ApiError::Internal(e.into()),
+        })?
         .ok_or(ApiError::NotFound("order"))?;
     // A hold past its deadline is expired even before a script has returned it to stock.
     let status = match (o.status, o.hold_expires_at) {

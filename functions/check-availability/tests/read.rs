@@ -39,7 +39,7 @@ async fn get(
 #[tokio::test]
 async fn availability_comes_from_the_snapshot_with_an_etag() {
     let env = TestEnv::get();
-    let ev = env.seed(40, -1, 600).await;
+    let ev = env.seed_gate(40, -1, 600).await;
     let state = AppState::new(env.gate().await);
     state.refresh().await.unwrap();
     let router = app(state.clone());
@@ -127,7 +127,7 @@ async fn availability_comes_from_the_snapshot_with_an_etag() {
 #[tokio::test]
 async fn the_availability_route_answers_every_kind_of_request() {
     let env = TestEnv::get();
-    let ev = env.seed(40, -1, 600).await;
+    let ev = env.seed_gate(40, -1, 600).await;
     let state = AppState::new(env.gate().await);
     state.refresh().await.unwrap();
     let router = app(state);
@@ -204,7 +204,7 @@ async fn the_availability_route_answers_every_kind_of_request() {
 #[tokio::test]
 async fn before_the_sale_and_unknown_things() {
     let env = TestEnv::get();
-    let ev = env.seed(10, 3600, 600).await;
+    let ev = env.seed_gate(10, 3600, 600).await;
     let state = AppState::new(env.gate().await);
     state.refresh().await.unwrap();
     let router = app(state);
@@ -230,7 +230,7 @@ struct OwnStack {
     redis: testkit::OwnRedis,
     gate: gate::Gate,
     ev: domain::Event,
-    state: AppState,
+    state: std::sync::Arc<AppState>,
     router: Router,
     uri: String,
 }

@@ -1,7 +1,7 @@
 //! One contract for the gate's traits, written once and run on the Redis gate (the real
-//! server scripts/test started) and on the test kit's in-memory double, so the double the
-//! functions' router tests use behaves as the gate does. Each case runs as `redis::case` and
-//! `memory::case`.
+//! server scripts/test started) and on the test kit's in-memory doubles, so the doubles the
+//! functions' router tests use behave as the gate and the per-IP limiter do. Each case runs as
+//! `redis::case` and `memory::case`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,14 +11,15 @@ use domain::books::Persisted;
 use domain::{
     Email, Event, IdempotencyKey, OrderId, OrderMessage, OrderStatus, Quantity, TicketTypeId,
 };
-use gate::ratelimit::Policy;
+use gate::ratelimit::{Decision, Policy, RateLimit, RateLimiter};
 use gate::{AdmissionRules, Approval, Checkout, Gate, PayBegin, ReserveOutcome, Stock};
-use testkit::memory::MemoryGate;
+use testkit::memory::{MemoryGate, MemoryRateLimit};
 use testkit::{TestEnv, new_event};
 
 /// The gate under test, and how to put an event on sale in it.
 struct Backend {
     gate: Arc<dyn Checkout>,
+    limiter: Arc<dyn RateLimit>,
     redis: Option<Gate>,
     memory: Option<Arc<MemoryGate>>,
 }
@@ -27,6 +28,7 @@ async fn redis() -> Backend {
     let gate = TestEnv::get().gate().await;
     Backend {
         gate: Arc::new(gate.clone()),
+        limiter: Arc::new(RateLimiter::new(gate.connection(), Duration::from_secs(2))),
         redis: Some(gate),
         memory: None,
     }
@@ -36,6 +38,7 @@ async fn memory() -> Backend {
     let gate = Arc::new(MemoryGate::new());
     Backend {
         gate: gate.clone(),
+        limiter: Arc::new(MemoryRateLimit::default()),
         redis: None,
         memory: Some(gate),
     }
@@ -79,6 +82,16 @@ impl Backend {
             )
             .await
             .unwrap()
+    }
+
+    /// Pauses a live event as the recovery does when Redis is behind the books.
+    async fn pause(&self, ev: &Event) {
+        if let Some(g) = &self.redis {
+            assert!(g.rebuild(&ev.id).await.expect("pause in redis"));
+        }
+        if let Some(m) = &self.memory {
+            m.set_paused(&ev.id, true);
+        }
     }
 
     /// The stock of one ticket type, with the invariant checked.
@@ -138,6 +151,8 @@ contract!(
     the_per_email_and_per_client_rules_refuse_without_taking,
     the_outbox_hands_a_paid_order_to_one_relay_per_lease,
     an_expired_hold_cannot_be_paid,
+    a_paused_event_takes_no_holds_and_says_so,
+    the_rate_limit_allows_a_burst_then_refuses_each_subject_on_its_own,
 );
 
 mod cases {
@@ -479,6 +494,66 @@ mod cases {
         );
         let s = b.stock(&ev, "vip-3-day").await;
         assert_eq!((s.available, s.held), (10, 0));
+    }
+
+    pub async fn a_paused_event_takes_no_holds_and_says_so(b: Backend) {
+        let ev = b.seed(5, -60, 600).await;
+        held(b.reserve(&ev, "vip-3-day", 1, "a@x.at").await);
+        b.pause(&ev).await;
+        assert_eq!(
+            b.reserve(&ev, "vip-3-day", 1, "b@x.at").await,
+            ReserveOutcome::Paused
+        );
+        let snap = b.gate.refresh(&ev.id).await.unwrap().unwrap();
+        assert!(snap.paused, "the read model says the sale is paused");
+        let s = snap.stock["vip-3-day"];
+        assert_eq!((s.available, s.held), (4, 1), "a refusal takes nothing");
+    }
+
+    pub async fn the_rate_limit_allows_a_burst_then_refuses_each_subject_on_its_own(b: Backend) {
+        // One every 10 s, three at once: the test ends long before a token comes back.
+        let p = Policy {
+            per_minute: 6,
+            burst: 3,
+        };
+        let (one, other) = (subject(), subject());
+        for left in [2, 1, 0] {
+            let Some(Decision::Allowed { remaining, reset }) = b.limiter.check(&one, p).await
+            else {
+                panic!("the burst is allowed")
+            };
+            assert_eq!(remaining, left);
+            assert!(
+                reset > Duration::ZERO && reset <= Duration::from_secs(30),
+                "{reset:?}"
+            );
+        }
+        let Some(Decision::Limited { retry_after }) = b.limiter.check(&one, p).await else {
+            panic!("the request after the burst is refused")
+        };
+        assert!(
+            retry_after > Duration::from_secs(8) && retry_after <= Duration::from_secs(10),
+            "one interval, less the test's own time: {retry_after:?}"
+        );
+        assert!(
+            matches!(
+                b.limiter.check(&other, p).await,
+                Some(Decision::Allowed { remaining: 2, .. })
+            ),
+            "another subject has its own budget"
+        );
+        let off = Policy {
+            per_minute: 0,
+            burst: 1,
+        };
+        for _ in 0..5 {
+            assert_eq!(b.limiter.check(&one, off).await, Some(Decision::UNLIMITED));
+        }
+    }
+
+    /// A limiter subject of this run's own (the Redis is shared by every test).
+    fn subject() -> String {
+        format!("ip:contract-{}", uuid::Uuid::new_v4())
     }
 
     /// A client address of this run's own (the Redis is shared by every test).

@@ -1,11 +1,18 @@
 //! The durable store behind the sale, as a trait the functions and `ops` use, so Postgres
 //! and Spanner are interchangeable (one conformance suite runs against both). Only portable
 //! types cross it: UUIDs, strings, integers and UTC timestamps.
+//!
+//! The trait, its types and errors are all a caller that only needs the books' shape (a test's
+//! double, `recovery`) compiles; the engines and their configuration are the `engines` feature.
 
+#[cfg(feature = "engines")]
 mod config;
+#[cfg(feature = "engines")]
 pub mod postgres;
+#[cfg(feature = "engines")]
 pub mod spanner;
 
+#[cfg(feature = "engines")]
 pub use config::{Backend, DatabaseArgs};
 pub use domain::books::{CustomerTotal, Persisted, StoredOrder};
 

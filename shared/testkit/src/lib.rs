@@ -1,8 +1,13 @@
 //! Helpers for the integration tests: where the engines started by `scripts/test` are, and
 //! a freshly seeded event per test (its own id, so tests never share state).
 
+#[cfg(feature = "engines")]
+mod engines;
 pub mod memory;
 pub mod router;
+
+#[cfg(feature = "engines")]
+pub use engines::{spanner_repo, spanner_unreachable_repo};
 
 use chrono::{Duration, Utc};
 
@@ -11,8 +16,6 @@ use domain::{
     TicketTypeId,
 };
 use gate::{Admission, AdmissionRules, Approval, Gate, PayBegin, PaymentFlow, ReserveOutcome};
-use store::postgres::PgRepository;
-use store::spanner::{DatabasePath, SpannerRepository};
 use store::{CustomerTotal, Inventory, OrderRepository, Outcome, RepoError, Seeded, StoredOrder};
 
 /// The engines `scripts/test` started.
@@ -24,7 +27,7 @@ pub struct TestEnv {
     pub project: String,
 }
 
-fn var(name: &str) -> String {
+pub(crate) fn var(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
         panic!("{name} is not set: run the tests with scripts/test, which starts the engines")
     })
@@ -49,32 +52,6 @@ impl TestEnv {
             .expect("redis")
     }
 
-    /// A Postgres repository (migrated by `scripts/test`).
-    pub fn repo(&self) -> PgRepository {
-        PgRepository::connect(&self.database_url, 32, std::time::Duration::from_secs(5))
-            .expect("pool")
-    }
-
-    /// A repository whose database is down (nothing listens on port 1).
-    pub fn unreachable_repo(&self) -> PgRepository {
-        PgRepository::connect(
-            "postgres://tickets@127.0.0.1:1/tickets",
-            2,
-            std::time::Duration::from_millis(300),
-        )
-        .expect("pool")
-    }
-
-    /// The database's books for one ticket type of an event.
-    pub async fn books(&self, event: &EventId, ticket_type: &str) -> Inventory {
-        books_in(&self.repo(), event, ticket_type).await
-    }
-
-    /// Runs the audit and fails the test unless the books balance at a quiet point.
-    pub async fn assert_audit_clean(&self, event: &EventId) {
-        self.assert_audit_clean_in(&self.repo(), event).await
-    }
-
     /// The audit against `repo` (e.g. a Spanner repository) and this Redis.
     pub async fn assert_audit_clean_in(&self, repo: &dyn OrderRepository, event: &EventId) {
         let report = recovery::audit::audit(&self.gate().await, repo, event)
@@ -87,10 +64,12 @@ impl TestEnv {
         );
     }
 
-    /// Seeds a new event with a unique id in both stores.
-    pub async fn seed(&self, capacity: u32, opens_in_secs: i64, hold_seconds: u32) -> Event {
-        self.seed_in(&self.repo(), capacity, opens_in_secs, hold_seconds)
-            .await
+    /// Seeds a new event with a unique id in Redis only (for the read side, which reads
+    /// nothing else).
+    pub async fn seed_gate(&self, capacity: u32, opens_in_secs: i64, hold_seconds: u32) -> Event {
+        let event = new_event(capacity, opens_in_secs, hold_seconds);
+        self.gate().await.seed(&event).await.expect("seed redis");
+        event
     }
 
     /// Seeds a new event with a unique id in `repo` and Redis.
@@ -182,34 +161,6 @@ pub async fn books_in(repo: &dyn OrderRepository, event: &EventId, ticket_type: 
         .into_iter()
         .find(|i| i.ticket_type.as_str() == ticket_type)
         .expect("ticket type in the database")
-}
-
-/// A Spanner repository on a fresh database of its own, created and migrated here on the
-/// emulator `scripts/test` started (`TEST_SPANNER_EMULATOR_HOST`).
-pub async fn spanner_repo() -> SpannerRepository {
-    telemetry::init_for_tests();
-    let host = var("TEST_SPANNER_EMULATOR_HOST");
-    let path = DatabasePath::parse(&format!(
-        "projects/{}/instances/tests/databases/t-{}",
-        std::env::var("TEST_PROJECT").unwrap_or_else(|_| "frequency-local".into()),
-        &uuid::Uuid::new_v4().simple().to_string()[..12]
-    ))
-    .expect("database path");
-    store::spanner::migrate(&path, Some(&host))
-        .await
-        .expect("create and migrate the Spanner test database");
-    SpannerRepository::new(&path, Some(&host), 64, std::time::Duration::from_secs(10))
-}
-
-/// A Spanner repository whose emulator is down (nothing listens on port 1).
-pub fn spanner_unreachable_repo() -> SpannerRepository {
-    let path = DatabasePath::parse("projects/p/instances/i/databases/d").expect("path");
-    SpannerRepository::new(
-        &path,
-        Some("127.0.0.1:1"),
-        2,
-        std::time::Duration::from_millis(500),
-    )
 }
 
 /// A Redis of a test's own (the real server binary), so the test can crash and restart it.

@@ -1,8 +1,10 @@
 //! In-memory doubles for the fast router tests, which need no engine: the gate, the per-IP
 //! rate limit, the publisher and the books. The gate makes the same transitions as the Redis
-//! scripts, and the books the same decisions as the databases; each is held to the real one by
-//! a suite run against both (`shared/gate/tests/contract.rs`,
-//! `shared/store/tests/repo_conformance.rs`).
+//! scripts, the rate limit the same answers to a burst as the Redis limiter, and the books the same
+//! decisions as the databases; each is held to the real one by a suite run against both
+//! (`shared/gate/tests/contract.rs`, `shared/store/tests/repo_conformance.rs`). The publisher
+//! is not: it only records what it is given, and Pub/Sub's side (batches, signatures, the
+//! emulator) is tested in `shared/pubsub` and the real-engine tier.
 //!
 //! Where the gate is simpler than Redis: order ids are random rather than derived from the key
 //! (ADR 30); the per-e-mail rate limit counts holds within a window rather than running GCRA; a

@@ -401,16 +401,6 @@ pub fn unavailable(what: &'static str, err: &dyn std::fmt::Display) -> ApiError 
     }
 }
 
-impl From<gate::GateError> for ApiError {
-    fn from(e: gate::GateError) -> Self {
-        if e.is_unavailable() {
-            unavailable("ticket gate", &e)
-        } else {
-            ApiError::Internal(e.into())
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
