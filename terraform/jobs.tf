@@ -15,8 +15,12 @@ resource "google_service_account" "ops" {
 }
 
 locals {
-  # The ops job signs what it republishes with buy's key, which consume-order always accepts.
-  ops_secrets = merge(local.redis_secret, local.database_secret, local.buy_signing_secret)
+  # The ops job signs what it republishes with buy's key, which consume-order always accepts,
+  # and replays only what buy signed: with that key or, across a rotation, the one before it.
+  ops_secrets = merge(
+    local.redis_secret, local.database_secret, local.buy_signing_secret,
+    local.signing_buy_generation > 1 ? { ORDER_SIGNING_KEY_PREVIOUS = local.signing_key[tostring(local.signing_buy_generation - 1)] } : {},
+  )
   ops_env = merge(local.redis_env, local.database_env, {
     EVENT_ID             = var.event_id
     RUST_LOG             = "info"

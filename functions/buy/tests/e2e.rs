@@ -9,6 +9,8 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
+
 use domain::{Event, OrderId, OrderMessage, OrderStatus};
 use pubsub::OrderPublisher;
 use serde_json::{Value, json};
@@ -212,8 +214,8 @@ async fn a_message_the_consumer_keeps_failing_ends_in_the_dead_letter_topic() {
         order_id: OrderId::new(),
         event: ev.id.clone(),
         ticket_type: domain::TicketTypeId::parse("vip-3-day").unwrap(),
-        quantity: 1,
-        email: "poison@example.at".into(),
+        quantity: domain::Quantity::parse(1).unwrap(),
+        email: domain::Email::parse("poison@example.at").unwrap(),
         amount_cents: 1,
         payment_ref: "ref".into(),
         paid_at: chrono::Utc::now(),
@@ -454,13 +456,19 @@ async fn a_dead_letter_replayed_after_the_fix_is_persisted_exactly_once() {
     let dead_path = format!("projects/{}/subscriptions/{dead}", env.project);
     let publisher = common::publisher(&env, &topic).await;
     let host = env.pubsub_host.clone();
+    let key = testkit::signing_key();
+    let accepted = pubsub::deadletters::Accepted {
+        current: &key,
+        previous: None,
+    };
     let run = |choice: Choice| {
-        let (dead_path, host, publisher) = (&dead_path, &host, &publisher);
+        let (dead_path, host, publisher, accepted) = (&dead_path, &host, &publisher, &accepted);
         async move {
             pubsub::deadletters::run(
                 dead_path,
                 Some(host),
                 publisher,
+                Some(accepted),
                 &choice,
                 100,
                 Duration::from_secs(2),
@@ -740,4 +748,120 @@ async fn a_payment_whose_outcome_is_late_answers_confirming_after_the_wait() {
         waited >= Duration::from_millis(300) && waited < Duration::from_secs(3),
         "{waited:?}"
     );
+}
+
+/// A replay re-signs what it republishes, so what it republishes must have been buy's: a
+/// message on the dead-letter topic signed by no accepted key (a forgery, or a key long
+/// retired) is refused, reported and left where it is; one signed by the previous key of a
+/// rotation is replayed.
+#[tokio::test]
+async fn a_dead_letter_no_accepted_key_signed_is_never_replayed() {
+    use pubsub::deadletters::{Accepted, Action, Choice};
+    let env = TestEnv::get();
+    let ev = env.seed(5, -1, 600).await;
+    let dead_topic = common::topic(&env).await;
+    let dead = common::subscription(&env, &dead_topic, json!({"ackDeadlineSeconds": 10})).await;
+    let orders_topic = common::topic(&env).await;
+    let orders = common::subscription(&env, &orders_topic, json!({"ackDeadlineSeconds": 10})).await;
+    let order = |cents: i64| OrderMessage {
+        order_id: domain::OrderId::new(),
+        event: ev.id.clone(),
+        ticket_type: domain::TicketTypeId::parse("vip-3-day").unwrap(),
+        quantity: domain::Quantity::parse(2).unwrap(),
+        email: domain::Email::parse("forger@example.at").unwrap(),
+        amount_cents: cents,
+        payment_ref: "sim_forged".into(),
+        paid_at: chrono::Utc::now(),
+        trace: None,
+    };
+    let signed_by = |key: Option<domain::signing::MessageKey>| {
+        let (env, dead_topic) = (&env, &dead_topic);
+        async move {
+            pubsub::PubSubPublisher::connect(
+                &format!("projects/{}/topics/{dead_topic}", env.project),
+                Some(&env.pubsub_host),
+                Duration::from_secs(5),
+                Default::default(),
+                key,
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let other =
+        domain::signing::MessageKey::parse("a-key-that-is-not-buys-0123456789abcdef").unwrap();
+    let previous =
+        domain::signing::MessageKey::parse("the-previous-key-of-a-rotation-0123456789").unwrap();
+    let (forged, unsigned, rotated) = (order(1), order(1), order(2 * 34_900));
+    signed_by(Some(other)).await.publish(&forged).await.unwrap();
+    signed_by(None).await.publish(&unsigned).await.unwrap();
+    signed_by(Some(previous.clone()))
+        .await
+        .publish(&rotated)
+        .await
+        .unwrap();
+
+    let republisher = common::publisher(&env, &orders_topic).await;
+    let key = testkit::signing_key();
+    let accepted = Accepted {
+        current: &key,
+        previous: Some(&previous),
+    };
+    let dead_path = format!("projects/{}/subscriptions/{dead}", env.project);
+    let seen = pubsub::deadletters::run(
+        &dead_path,
+        Some(&env.pubsub_host),
+        &republisher,
+        Some(&accepted),
+        &Choice::All,
+        100,
+        Duration::from_secs(3),
+        Duration::from_secs(20),
+    )
+    .await
+    .unwrap();
+    let action_of = |o: &OrderMessage| {
+        seen.iter()
+            .find(|d| {
+                d.orders
+                    .as_ref()
+                    .is_ok_and(|os| os[0].order_id == o.order_id)
+            })
+            .map(|d| d.action)
+    };
+    assert_eq!(action_of(&forged), Some(Action::Refused), "{seen:?}");
+    assert_eq!(action_of(&unsigned), Some(Action::Refused), "{seen:?}");
+    assert_eq!(action_of(&rotated), Some(Action::Replayed), "{seen:?}");
+
+    // Only the genuine one reached the orders topic, under buy's current key.
+    let start = Instant::now();
+    let mut republished = vec![];
+    while republished.is_empty() && start.elapsed() < Duration::from_secs(10) {
+        republished = common::pull(&env, &orders).await;
+    }
+    assert_eq!(republished.len(), 1, "{republished:?}");
+    let data = base64::engine::general_purpose::STANDARD
+        .decode(republished[0]["message"]["data"].as_str().unwrap())
+        .unwrap();
+    let batch = domain::OrderBatch::decode(&data).unwrap();
+    assert_eq!(batch.orders[0].order_id, rotated.order_id);
+    let sig = republished[0]["message"]["attributes"]["signature"]
+        .as_str()
+        .unwrap();
+    assert!(key.verify(&data, sig), "re-signed with the current key");
+
+    // The refused ones stay for whoever investigates them.
+    let left = pubsub::deadletters::run(
+        &dead_path,
+        Some(&env.pubsub_host),
+        &republisher,
+        Some(&accepted),
+        &Choice::None,
+        100,
+        Duration::from_secs(3),
+        Duration::from_secs(20),
+    )
+    .await
+    .unwrap();
+    assert_eq!(left.len(), 2, "{left:?}");
 }

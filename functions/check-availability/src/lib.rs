@@ -428,7 +428,7 @@ pub async fn order(
         event: o.event.to_string(),
         status,
         ticket_type: o.ticket_type.to_string(),
-        quantity: o.quantity,
+        quantity: o.quantity.get(),
         amount_cents: o.amount_cents,
         currency: "EUR",
         hold_expires_at: (status == OrderStatus::Reserved)

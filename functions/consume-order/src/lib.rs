@@ -281,10 +281,7 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, HandleError> {
     };
     for raw in orders {
         match serde_json::from_str::<OrderMessage>(raw.get()) {
-            Ok(o) if (1..=domain::Quantity::MAX).contains(&o.quantity) => decoded.orders.push(o),
-            Ok(o) => decoded
-                .invalid
-                .push(format!("order {}: quantity {}", o.order_id, o.quantity)),
+            Ok(o) => decoded.orders.push(o),
             // The order as it came, for whoever reconciles it with the payment provider.
             Err(e) => decoded.invalid.push(format!("{e}: {}", raw.get())),
         }

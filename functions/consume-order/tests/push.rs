@@ -433,8 +433,11 @@ async fn a_message_of_the_largest_batch_fits_the_push_body_limit() {
             order_id: OrderId::new(),
             event: ev.id.clone(),
             ticket_type: TicketTypeId::parse("vip-3-day").unwrap(),
-            quantity: 1,
-            email: format!("a-rather-long-address-of-fan-number-{i}@example.at"),
+            quantity: domain::Quantity::parse(1).unwrap(),
+            email: domain::Email::parse(&format!(
+                "a-rather-long-address-of-fan-number-{i}@example.at"
+            ))
+            .unwrap(),
             amount_cents: 34_900,
             payment_ref: format!("sim_ch_{}", uuid::Uuid::new_v4()),
             paid_at: Utc::now(),
@@ -612,8 +615,8 @@ async fn a_forged_message_is_refused_and_a_signed_one_persisted() {
         order_id: OrderId::new(),
         event: ev.id.clone(),
         ticket_type: TicketTypeId::parse("vip-3-day").unwrap(),
-        quantity: 4,
-        email: "thief@example.at".into(),
+        quantity: domain::Quantity::parse(4).unwrap(),
+        email: domain::Email::parse("thief@example.at").unwrap(),
         amount_cents: 1,
         payment_ref: "made-up".into(),
         paid_at: Utc::now(),

@@ -206,8 +206,8 @@ pub struct Approved {
     /// When it was approved (the first approval, if recorded twice).
     pub paid_at: DateTime<Utc>,
     pub ticket_type: TicketTypeId,
-    pub quantity: u32,
-    pub email: String,
+    pub quantity: Quantity,
+    pub email: Email,
     pub amount_cents: i64,
 }
 
@@ -218,8 +218,8 @@ pub struct OrderView {
     pub event: EventId,
     pub status: OrderStatus,
     pub ticket_type: TicketTypeId,
-    pub quantity: u32,
-    pub email: String,
+    pub quantity: Quantity,
+    pub email: Email,
     pub amount_cents: i64,
     pub hold_expires_at: Option<DateTime<Utc>>,
     pub payment_ref: Option<String>,

@@ -8,7 +8,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use redis::Value;
 
 use domain::books::Persisted;
-use domain::{Event, EventId, OrderId, OrderMessage, OrderStatus, TicketTypeId};
+use domain::{Email, Event, EventId, OrderId, OrderMessage, OrderStatus, Quantity, TicketTypeId};
 
 use crate::{
     Approval, Approved, EventSnapshot, GateError, OrderView, PayBegin, ReserveOutcome, Stock,
@@ -101,8 +101,10 @@ pub(crate) fn order_view(
         status: status_of(status)?,
         ticket_type: TicketTypeId::parse(tt.unwrap_or_default())
             .map_err(|e| GateError::malformed("order", e))?,
-        quantity: qty.and_then(|q| q.parse().ok()).unwrap_or(0),
-        email: email.unwrap_or_default().to_owned(),
+        quantity: Quantity::parse(qty.and_then(|q| q.parse().ok()).unwrap_or(0))
+            .map_err(|e| GateError::malformed("order", e))?,
+        email: Email::parse(email.unwrap_or_default())
+            .map_err(|e| GateError::malformed("order", e))?,
         amount_cents: amount.parse().unwrap_or(0),
         hold_expires_at: hold.parse::<i64>().ok().map(ms_to_time),
         payment_ref: h.get("payment_ref").cloned(),
@@ -225,8 +227,10 @@ pub(crate) fn approval(reply: Value) -> Result<Approval, GateError> {
         paid_at,
         ticket_type: TicketTypeId::parse(w.get(3).map_or("", String::as_str))
             .map_err(|e| GateError::malformed("pay_approved", e))?,
-        quantity: num(&w, 4)?,
-        email: w.get(5).cloned().unwrap_or_default(),
+        quantity: Quantity::parse(num(&w, 4)?)
+            .map_err(|e| GateError::malformed("pay_approved", e))?,
+        email: Email::parse(w.get(5).map_or("", String::as_str))
+            .map_err(|e| GateError::malformed("pay_approved", e))?,
         amount_cents: num(&w, 6)?,
     }))
 }
@@ -255,8 +259,8 @@ pub(crate) fn finalize_args(
             persisted.status.as_str().to_owned(),
             tickets,
             msg.ticket_type.to_string(),
-            msg.quantity.to_string(),
-            msg.email.clone(),
+            msg.quantity.get().to_string(),
+            msg.email.as_str().to_owned(),
             if persisted.duplicate { "0" } else { "1" }.to_owned(),
             msg.amount_cents.to_string(),
         ]);

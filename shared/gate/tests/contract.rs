@@ -183,7 +183,7 @@ mod cases {
         assert_eq!(b.gate.event_of(id).await.unwrap(), Some(ev.id.clone()));
         let view = b.gate.order(&ev.id, id).await.unwrap().unwrap();
         assert_eq!(
-            (view.status, view.quantity, view.amount_cents),
+            (view.status, view.quantity.get(), view.amount_cents),
             (OrderStatus::Reserved, 2, 2 * 34_900)
         );
         let (found, _) = b.gate.find_order(id).await.unwrap().unwrap();

@@ -93,7 +93,7 @@ async fn reserve_moves_stock_to_held_and_records_the_order() {
     assert_eq!((s.available, s.held, s.confirming, s.sold), (7, 3, 0, 0));
     let view = gate.order(&ev.id, id).await.unwrap().unwrap();
     assert_eq!(view.status, OrderStatus::Reserved);
-    assert_eq!(view.quantity, 3);
+    assert_eq!(view.quantity.get(), 3);
     assert_eq!(view.amount_cents, 3 * ev.ticket_types[0].price_cents);
     assert_eq!(gate.event_of(id).await.unwrap(), Some(ev.id.clone()));
 }
@@ -437,8 +437,8 @@ async fn payment_walks_reserved_confirming_confirmed() {
         order_id: id,
         event: ev.id.clone(),
         ticket_type: tt("vip-3-day"),
-        quantity: 2,
-        email: "payer@x.at".into(),
+        quantity: domain::Quantity::parse(2).unwrap(),
+        email: domain::Email::parse("payer@x.at").unwrap(),
         amount_cents: 2 * price,
         payment_ref: "ref-1".into(),
         paid_at,
@@ -490,8 +490,8 @@ async fn a_rejection_by_the_database_returns_stock_and_the_limit() {
         order_id: id,
         event: ev.id.clone(),
         ticket_type: tt("backstage-lounge"),
-        quantity: 2,
-        email: "r@x.at".into(),
+        quantity: domain::Quantity::parse(2).unwrap(),
+        email: domain::Email::parse("r@x.at").unwrap(),
         amount_cents: 1,
         payment_ref: "ref".into(),
         paid_at: Utc::now(),
@@ -811,7 +811,13 @@ async fn a_second_instance_learns_the_salt_and_replays_the_first_ones_order() {
     // The second instance's own reservations are counted once, under the event's salt.
     let other = order_id(&reserve(&second, &ev, "vip-3-day", 2, "three@x.at").await);
     assert_eq!(
-        second.order(&ev.id, other).await.unwrap().unwrap().quantity,
+        second
+            .order(&ev.id, other)
+            .await
+            .unwrap()
+            .unwrap()
+            .quantity
+            .get(),
         2
     );
     let s = stock(&first, &ev, "vip-3-day").await;
@@ -1001,7 +1007,7 @@ async fn a_key_of_an_order_in_the_older_layout_replays_it_once_upgraded() {
     // The upgraded order is read, paid for and released as before.
     let view = gate.order(&ev.id, id).await.unwrap().unwrap();
     assert_eq!(
-        (view.status, view.quantity, view.amount_cents),
+        (view.status, view.quantity.get(), view.amount_cents),
         (OrderStatus::Reserved, 2, 69800)
     );
     gate.cancel(&ev.id, id).await.unwrap();
@@ -1045,7 +1051,7 @@ async fn a_confirmed_order_in_the_oldest_layout_reads_the_same_once_upgraded() {
         (
             view.status,
             view.ticket_type.as_str(),
-            view.quantity,
+            view.quantity.get(),
             view.email.as_str(),
             view.amount_cents,
             view.tickets.len()
@@ -1083,8 +1089,8 @@ async fn decided(gate: &Gate, ev: &Event, id: OrderId, who: &str, status: OrderS
         order_id: id,
         event: ev.id.clone(),
         ticket_type: tt("vip-3-day"),
-        quantity: 1,
-        email: who.into(),
+        quantity: domain::Quantity::parse(1).unwrap(),
+        email: domain::Email::parse(who).unwrap(),
         amount_cents: 1,
         payment_ref: "ref".into(),
         paid_at: Utc::now(),

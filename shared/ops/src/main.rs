@@ -94,10 +94,14 @@ enum Cmd {
         json: bool,
     },
     /// List dead-lettered orders; with --replay, republish them to the orders topic (safe: the
-    /// consumer is idempotent). Fix the cause first.
+    /// consumer is idempotent), each only if buy's key signed it. Fix the cause first.
     DeadLetters {
         #[command(flatten)]
         pubsub: PubSubArgs,
+        /// The key buy signed with before ORDER_SIGNING_KEY, during a rotation: a dead letter
+        /// it signed is replayed too (ADR 40).
+        #[arg(long, env = "ORDER_SIGNING_KEY_PREVIOUS", hide_env_values = true, value_parser = domain::signing::MessageKey::parse)]
+        order_signing_key_previous: Option<domain::signing::MessageKey>,
         /// The dead-letter subscription (id within the project).
         #[arg(
             long,
@@ -228,6 +232,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Cmd::DeadLetters {
             pubsub,
+            order_signing_key_previous,
             subscription,
             replay,
             max,
@@ -250,10 +255,19 @@ async fn main() -> anyhow::Result<()> {
             }
             let publisher = pubsub.publisher().await?;
             let sub = format!("projects/{}/subscriptions/{subscription}", pubsub.project);
+            let accepted =
+                pubsub
+                    .order_signing_key
+                    .as_ref()
+                    .map(|current| pubsub::deadletters::Accepted {
+                        current,
+                        previous: order_signing_key_previous.as_ref(),
+                    });
             let seen = pubsub::deadletters::run(
                 &sub,
                 pubsub.pubsub_emulator_host.as_deref(),
                 &publisher,
+                accepted.as_ref(),
                 &choice,
                 max,
                 std::time::Duration::from_secs(idle_secs),
@@ -269,6 +283,7 @@ async fn main() -> anyhow::Result<()> {
                     Action::Kept => "kept",
                     Action::Replayed => "REPLAYED",
                     Action::ReplayFailed => "replay FAILED (kept)",
+                    Action::Refused => "REFUSED: not signed by buy's key (kept)",
                 };
                 // A line per order; a batch's orders share its message and its action.
                 let rows: Vec<(String, String, String)> = match &d.orders {
@@ -278,7 +293,7 @@ async fn main() -> anyhow::Result<()> {
                             (
                                 o.order_id.to_string(),
                                 o.ticket_type.to_string(),
-                                o.quantity.to_string(),
+                                o.quantity.get().to_string(),
                             )
                         })
                         .collect(),
@@ -293,7 +308,17 @@ async fn main() -> anyhow::Result<()> {
             }
             let replayed = seen.iter().filter(|d| d.action == Action::Replayed).count();
             println!("{} dead letters seen, {replayed} replayed", seen.len());
-            if seen.iter().any(|d| d.action == Action::ReplayFailed) {
+            let refused = seen.iter().filter(|d| d.action == Action::Refused).count();
+            if refused > 0 {
+                // Someone who may publish to the dead-letter topic wrote it: a security matter.
+                eprintln!(
+                    "{refused} dead letters refused: no accepted key signed them; they stay for investigation"
+                );
+            }
+            if seen
+                .iter()
+                .any(|d| matches!(d.action, Action::ReplayFailed | Action::Refused))
+            {
                 std::process::exit(1);
             }
         }

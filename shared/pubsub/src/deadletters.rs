@@ -6,6 +6,11 @@
 //! message is acknowledged only after its republish succeeded; every other one is handed back
 //! at the end of the run (ack deadline 0) and stays dead-lettered. Locally against the
 //! emulator; in the cloud with Application Default Credentials.
+//!
+//! A replay re-signs what it republishes, so it first checks the signature the message arrived
+//! with (ADR 40): anyone allowed to publish to the dead-letter topic must not get an order
+//! confirmed or a charge refunded through an operator's routine replay. A message no accepted
+//! key signed is refused, reported and left where it is.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -17,6 +22,7 @@ use serde_json::{Value, json};
 use futures::future::try_join_all;
 
 use crate::OrderPublisher;
+use domain::signing::{MessageKey, SIGNATURE_ATTRIBUTE};
 use domain::{OrderBatch, OrderId, OrderMessage, RefundOwed};
 
 /// Which dead letters to republish.
@@ -54,6 +60,26 @@ pub enum Action {
     Replayed,
     /// Chosen, but republishing failed: left on the dead-letter subscription.
     ReplayFailed,
+    /// Chosen, but no accepted key signed it: never republished, left on the dead-letter
+    /// subscription for whoever investigates it.
+    Refused,
+}
+
+/// The keys a dead letter's own signature is checked against before it is replayed: buy's
+/// current key and, during a rotation, the previous one (as consume-order accepts them).
+#[derive(Debug, Clone)]
+pub struct Accepted<'a> {
+    pub current: &'a MessageKey,
+    pub previous: Option<&'a MessageKey>,
+}
+
+impl Accepted<'_> {
+    /// Whether `attributes` carry a signature of `data` by an accepted key.
+    fn signed(&self, data: &[u8], attributes: &HashMap<String, String>) -> bool {
+        attributes.get(SIGNATURE_ATTRIBUTE).is_some_and(|sig| {
+            self.current.verify(data, sig) || self.previous.is_some_and(|k| k.verify(data, sig))
+        })
+    }
 }
 
 /// Pub/Sub's REST API, against the emulator (no auth) or Google (ADC).
@@ -100,11 +126,13 @@ impl Rest {
 
 /// Pulls up to `max` dead letters from `subscription` (`projects/P/subscriptions/S`), stopping
 /// after `idle` without a new one and after `budget` in all; republishes the chosen ones
-/// through `publisher`; returns what it saw.
+/// through `publisher` once a key of `accepted` proves they are buy's; returns what it saw.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     subscription: &str,
     emulator_host: Option<&str>,
     publisher: &dyn OrderPublisher,
+    accepted: Option<&Accepted<'_>>,
     choice: &Choice,
     max: usize,
     idle: Duration,
@@ -140,18 +168,22 @@ pub async fn run(
                 continue;
             }
             last_new = Instant::now();
-            let batch = base64::engine::general_purpose::STANDARD
+            let attributes: HashMap<String, String> =
+                serde_json::from_value(m["attributes"].clone()).unwrap_or_default();
+            let data = base64::engine::general_purpose::STANDARD
                 .decode(m["data"].as_str().unwrap_or_default())
-                .map_err(|e| format!("data is not base64: {e}"))
-                .and_then(|bytes| {
-                    OrderBatch::decode(&bytes).map_err(|e| format!("not an order message: {e}"))
-                });
+                .map_err(|e| format!("data is not base64: {e}"));
+            // Without keys nothing can be proven genuine, so nothing is replayed.
+            let genuine = data
+                .as_deref()
+                .is_ok_and(|d| accepted.is_some_and(|a| a.signed(d, &attributes)));
+            let batch = data.and_then(|bytes| {
+                OrderBatch::decode(&bytes).map_err(|e| format!("not an order message: {e}"))
+            });
             let (orders, refunds) = match batch {
                 Ok(b) => (Ok(b.orders), b.refunds),
                 Err(e) => (Err(e), vec![]),
             };
-            let attributes: HashMap<String, String> =
-                serde_json::from_value(m["attributes"].clone()).unwrap_or_default();
             let chosen = match (&orders, choice) {
                 (Ok(_), Choice::All) => true,
                 (Ok(os), Choice::Orders(set)) => {
@@ -161,6 +193,11 @@ pub async fn run(
                 _ => false,
             };
             let action = match &orders {
+                Ok(_) if chosen && !genuine => {
+                    tracing::error!(%message_id, ?attributes, "dead letter without a valid signature refused; it stays");
+                    hand_back.push(ack_id);
+                    Action::Refused
+                }
                 Ok(os) if chosen => {
                     let replay = async {
                         try_join_all(os.iter().map(|o| publisher.publish(o))).await?;

@@ -123,28 +123,46 @@ pub fn spread(unique: Vec<Outcome>, positions: &[usize]) -> Vec<Outcome> {
         .collect()
 }
 
+/// What the books know of a ticket type while they decide a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ForSale {
+    /// Tickets left.
+    pub left: i64,
+    /// The catalog's price of one ticket, EUR cents.
+    pub price_cents: i64,
+}
+
 /// Decides a batch against what is left, first paid first served: each new order in `paid_at`
 /// order is confirmed if its quantity still fits (a smaller later order may fit where a larger
-/// one did not, as when they came one at a time). `left` maps a ticket type to what is left;
-/// an order whose ticket type is missing there is refused. Returns per order (in input order)
-/// whether it is confirmed, or the refusal.
+/// one did not, as when they came one at a time). `types` maps a ticket type to what is left
+/// and its price. Refused: an order whose ticket type is missing there, and one whose amount is
+/// not the catalog's price for its quantity (buy charges exactly that, so only a message buy
+/// did not write, or a bug, differs: the books confirm nothing sold below its price). Returns
+/// per order (in input order) whether it is confirmed, or the refusal.
 pub fn allocate<K: Eq + std::hash::Hash>(
     orders: &[&OrderMessage],
     key: impl Fn(&OrderMessage) -> K,
-    left: &mut std::collections::HashMap<K, i64>,
+    types: &mut std::collections::HashMap<K, ForSale>,
 ) -> Vec<Result<bool, Refused>> {
     let mut by_payment: Vec<usize> = (0..orders.len()).collect();
     by_payment.sort_by_key(|&i| (orders[i].paid_at, orders[i].order_id.0));
     let mut decided = vec![Ok(false); orders.len()];
     for i in by_payment {
         let o = orders[i];
-        decided[i] = match left.get_mut(&key(o)) {
+        let n = i64::from(o.quantity.get());
+        decided[i] = match types.get_mut(&key(o)) {
             None => Err(Refused(format!(
                 "ticket type {} of event {} is not in the database",
                 o.ticket_type, o.event
             ))),
-            Some(n) if *n >= i64::from(o.quantity) => {
-                *n -= i64::from(o.quantity);
+            Some(t) if t.price_cents.checked_mul(n) != Some(o.amount_cents) => {
+                Err(Refused(format!(
+                    "{} cents paid for {n} × {} at {} cents each",
+                    o.amount_cents, o.ticket_type, t.price_cents
+                )))
+            }
+            Some(t) if t.left >= n => {
+                t.left -= n;
                 Ok(true)
             }
             Some(_) => Ok(false),

@@ -10,8 +10,8 @@ use tokio_postgres::{IsolationLevel, NoTls};
 use uuid::Uuid;
 
 use super::{
-    CustomerTotal, Inventory, OrderRepository, Outcome, Persisted, Refused, RepoError, Seeded,
-    StoredOrder, allocate, distinct, spread, ticket_code,
+    CustomerTotal, ForSale, Inventory, OrderRepository, Outcome, Persisted, Refused, RepoError,
+    Seeded, StoredOrder, allocate, distinct, spread, ticket_code,
 };
 use domain::{Event, EventId, OrderId, OrderMessage, OrderStatus, RefundOwed, TicketTypeId};
 
@@ -274,9 +274,9 @@ impl PgRepository {
         types.sort_unstable();
         types.dedup();
         let (events, type_ids): (Vec<&str>, Vec<&str>) = types.into_iter().unzip();
-        let mut left: HashMap<(String, String), i64> = tx
+        let mut types: HashMap<(String, String), ForSale> = tx
             .query(
-                "SELECT tt.event_id, tt.id, tt.capacity - tt.sold FROM ticket_types tt
+                "SELECT tt.event_id, tt.id, tt.capacity - tt.sold, tt.price_cents FROM ticket_types tt
                  JOIN unnest($1::text[], $2::text[]) AS k(event_id, id) USING (event_id, id)
                  ORDER BY tt.event_id, tt.id FOR UPDATE OF tt",
                 &[&events, &type_ids],
@@ -284,7 +284,10 @@ impl PgRepository {
             .await
             .map_err(classify)?
             .iter()
-            .map(|r| ((r.get(0), r.get(1)), i64::from(r.get::<_, i32>(2))))
+            .map(|r| {
+                let left = i64::from(r.get::<_, i32>(2));
+                ((r.get(0), r.get(1)), ForSale { left, price_cents: r.get(3) })
+            })
             .collect();
         // The orders an earlier delivery persisted, with their tickets.
         let ids: Vec<Uuid> = orders.iter().map(|o| o.order_id.0).collect();
@@ -313,7 +316,7 @@ impl PgRepository {
         let decided = allocate(
             &fresh,
             |o| (o.event.to_string(), o.ticket_type.to_string()),
-            &mut left,
+            &mut types,
         );
         let mut rows = NewRows::default();
         let mut outcomes: HashMap<Uuid, Outcome> = HashMap::with_capacity(fresh.len());
@@ -357,12 +360,12 @@ struct NewRows {
 impl NewRows {
     /// Adds an order, confirmed (with fresh ticket codes) or rejected; returns its outcome.
     fn add(&mut self, o: &OrderMessage, confirmed: bool) -> Outcome {
-        let qty = i32::try_from(o.quantity).map_err(|_| Refused("quantity".into()))?;
+        let qty = i32::try_from(o.quantity.get()).map_err(|_| Refused("quantity".into()))?;
         self.order_ids.push(o.order_id.0);
         self.events.push(o.event.to_string());
         self.ticket_types.push(o.ticket_type.to_string());
         self.quantities.push(qty);
-        self.emails.push(o.email.clone());
+        self.emails.push(o.email.as_str().to_owned());
         self.amounts.push(o.amount_cents);
         self.payment_refs.push(o.payment_ref.clone());
         self.paid_at.push(o.paid_at);

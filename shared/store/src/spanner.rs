@@ -31,8 +31,8 @@ use gcloud_spanner::transaction_rw::ReadWriteTransaction;
 use gcloud_spanner::value::CommitTimestamp;
 
 use super::{
-    CustomerTotal, Inventory, MAX_ORDERS_PER_TRANSACTION, OrderRepository, Outcome, Persisted,
-    Refused, RepoError, Seeded, StoredOrder, allocate, distinct, spread, ticket_code,
+    CustomerTotal, ForSale, Inventory, MAX_ORDERS_PER_TRANSACTION, OrderRepository, Outcome,
+    Persisted, Refused, RepoError, Seeded, StoredOrder, allocate, distinct, spread, ticket_code,
 };
 use domain::{Event, EventId, OrderId, OrderMessage, OrderStatus, RefundOwed, TicketTypeId};
 
@@ -197,8 +197,8 @@ fn order_row(
             &oid,
             &o.event.as_str(),
             &o.ticket_type.as_str(),
-            &i64::from(o.quantity),
-            &o.email,
+            &i64::from(o.quantity.get()),
+            &o.email.as_str(),
             &o.amount_cents,
             &o.payment_ref,
             &timestamp(o.paid_at),
@@ -540,7 +540,7 @@ impl SpannerRepository {
             v.dedup();
         }
         let mut stmt = Statement::new(
-            "SELECT tt.EventId, tt.TicketTypeId, s.Shard, s.Remaining FROM TicketTypes tt
+            "SELECT tt.EventId, tt.TicketTypeId, s.Shard, s.Remaining, tt.PriceCents FROM TicketTypes tt
              LEFT JOIN TicketShards s ON s.EventId = tt.EventId
                AND s.TicketTypeId = tt.TicketTypeId AND s.Remaining > 0
              WHERE tt.EventId IN UNNEST(@evs) AND tt.TicketTypeId IN UNNEST(@tts)",
@@ -548,20 +548,29 @@ impl SpannerRepository {
         stmt.add_param("evs", &events);
         stmt.add_param("tts", &types);
         let mut shards: HashMap<(String, String), Vec<(i64, i64)>> = HashMap::new();
+        let mut prices: HashMap<(String, String), i64> = HashMap::new();
         let mut rows = tx.query(stmt).await.map_err(grpc)?;
         while let Some(r) = rows.next().await.map_err(grpc)? {
-            let free = shards.entry((column(&r, 0)?, column(&r, 1)?)).or_default();
+            let k: (String, String) = (column(&r, 0)?, column(&r, 1)?);
+            prices.insert(k.clone(), column(&r, 4)?);
+            let free = shards.entry(k).or_default();
             if let (Some(shard), Some(remaining)) = (column(&r, 2)?, column(&r, 3)?) {
                 free.push((shard, remaining));
             }
         }
         drop(rows);
-        let mut left: HashMap<(String, String), i64> = shards
+        let mut types: HashMap<(String, String), ForSale> = shards
             .iter()
-            .map(|(k, free)| (k.clone(), free.iter().map(|(_, r)| r).sum()))
+            .map(|(k, free)| {
+                let sale = ForSale {
+                    left: free.iter().map(|(_, r)| r).sum(),
+                    price_cents: prices[k],
+                };
+                (k.clone(), sale)
+            })
             .collect();
         let key = |o: &OrderMessage| (o.event.to_string(), o.ticket_type.to_string());
-        let decided = allocate(&fresh, key, &mut left);
+        let decided = allocate(&fresh, key, &mut types);
         let mut mutations = vec![];
         let mut outcomes: HashMap<String, Outcome> = HashMap::with_capacity(fresh.len());
         let mut taken: HashMap<(String, String, i64), i64> = HashMap::new();
@@ -578,7 +587,7 @@ impl SpannerRepository {
                     // Spread over the shards from a random one, so their counts stay even.
                     let start = random_below(free.len() as u64) as usize;
                     free.rotate_left(start);
-                    let mut need = i64::from(o.quantity);
+                    let mut need = i64::from(o.quantity.get());
                     for (shard, remaining) in free.iter_mut().filter(|(_, r)| *r > 0) {
                         let n = need.min(*remaining);
                         *remaining -= n;

@@ -94,6 +94,7 @@ conformance!(
     a_batch_with_duplicates_inside_delivered_twice_makes_each_order_once,
     a_batch_larger_than_the_stock_left_confirms_what_fits_first_paid_first,
     a_batch_with_an_order_the_books_refuse_persists_its_neighbours,
+    an_order_not_paid_at_the_catalog_price_is_refused_and_takes_nothing,
     a_batch_larger_than_one_transaction_is_persisted_whole,
     concurrent_overlapping_batches_never_oversell,
 );
@@ -103,9 +104,15 @@ fn paid(ev: &Event, tt: &str, quantity: u32) -> OrderMessage {
         order_id: OrderId::new(),
         event: ev.id.clone(),
         ticket_type: TicketTypeId::parse(tt).unwrap(),
-        quantity,
-        email: "fan@example.at".into(),
-        amount_cents: 34_900 * i64::from(quantity),
+        quantity: domain::Quantity::parse(i64::from(quantity)).unwrap(),
+        email: domain::Email::parse("fan@example.at").unwrap(),
+        // The catalog's price, as buy charges it.
+        amount_cents: ev
+            .ticket_types
+            .iter()
+            .find(|t| t.id.as_str() == tt)
+            .map_or(34_900, |t| t.price_cents)
+            * i64::from(quantity),
         payment_ref: "sim_ch_test".into(),
         paid_at: Utc::now(),
         trace: None,
@@ -189,7 +196,7 @@ mod cases {
         assert_eq!(stored.status, OrderStatus::Confirmed);
         assert_eq!(stored.tickets, first.tickets);
         assert_eq!(stored.quantity, 3);
-        assert_eq!(stored.email, msg.email);
+        assert_eq!(stored.email, msg.email.as_str());
         assert_eq!(stored.amount_cents, msg.amount_cents);
         assert_eq!(stored.payment_ref, msg.payment_ref);
         let age = Utc::now() - stored.persisted_at;
@@ -282,8 +289,8 @@ mod cases {
             .zip(&results)
             .filter(|(_, p)| p.status == OrderStatus::Confirmed)
             .map(|(m, p)| {
-                assert_eq!(p.tickets.len(), m.quantity as usize);
-                m.quantity
+                assert_eq!(p.tickets.len(), m.quantity.get() as usize);
+                m.quantity.get()
             })
             .sum();
         assert!(sold <= 25, "oversold: {sold}");
@@ -291,7 +298,11 @@ mod cases {
         let left = 25 - sold;
         for (m, p) in msgs.iter().zip(&results) {
             if p.status == OrderStatus::Rejected {
-                assert!(m.quantity > left, "{} refused with {left} left", m.quantity);
+                assert!(
+                    m.quantity.get() > left,
+                    "{} refused with {left} left",
+                    m.quantity.get()
+                );
                 assert!(p.tickets.is_empty());
             }
         }
@@ -373,11 +384,11 @@ mod cases {
         let events = b.repo.events().await.unwrap();
         assert_eq!(events.iter().find(|e| e.id == ev.id), Some(&ev));
         let mut a = paid(&ev, "vip-3-day", 2);
-        a.email = "a@example.at".into();
+        a.email = domain::Email::parse("a@example.at").unwrap();
         let mut a2 = paid(&ev, "vip-3-day", 1);
-        a2.email = "a@example.at".into();
+        a2.email = domain::Email::parse("a@example.at").unwrap();
         let mut refused = paid(&ev, "vip-3-day", 9);
-        refused.email = "b@example.at".into();
+        refused.email = domain::Email::parse("b@example.at").unwrap();
         for m in [&a, &a2, &refused] {
             b.repo.persist(m).await.unwrap();
         }
@@ -555,7 +566,7 @@ mod cases {
         let status: Vec<(u32, OrderStatus)> = orders
             .iter()
             .zip(&out)
-            .map(|(o, p)| (o.quantity, p.status))
+            .map(|(o, p)| (o.quantity.get(), p.status))
             .rev()
             .collect();
         assert_eq!(
@@ -569,7 +580,7 @@ mod cases {
         );
         for (o, p) in orders.iter().zip(&out) {
             let expected = if p.status == OrderStatus::Confirmed {
-                o.quantity as usize
+                o.quantity.get() as usize
             } else {
                 0
             };
@@ -611,6 +622,35 @@ mod cases {
         assert!(again[1].is_err());
         assert_eq!(books_in(&*b.repo, &ev.id, "vip-3-day").await.sold, 1);
         assert_eq!(books_in(&*b.repo, &ev.id, "vip-camping").await.sold, 2);
+    }
+
+    pub async fn an_order_not_paid_at_the_catalog_price_is_refused_and_takes_nothing(b: Backend) {
+        let ev = seeded(&b.repo, 5).await;
+        let good = paid(&ev, "vip-3-day", 2);
+        let cheap = OrderMessage {
+            order_id: OrderId::new(),
+            amount_cents: 1,
+            ..good.clone()
+        };
+        let dear = OrderMessage {
+            order_id: OrderId::new(),
+            amount_cents: good.amount_cents + 1,
+            ..good.clone()
+        };
+        let out = b
+            .repo
+            .persist_batch(&[cheap.clone(), good.clone(), dear.clone()])
+            .await
+            .unwrap();
+        for (i, refused) in [(0, &cheap), (2, &dear)] {
+            let Err(Refused(why)) = &out[i] else {
+                panic!("not refused: {:?}", out[i])
+            };
+            assert!(why.contains("cents"), "{why}");
+            assert!(b.repo.order(refused.order_id).await.unwrap().is_none());
+        }
+        assert_eq!(out[1].as_ref().unwrap().status, OrderStatus::Confirmed);
+        assert_eq!(books_in(&*b.repo, &ev.id, "vip-3-day").await.sold, 2);
     }
 
     pub async fn a_batch_larger_than_one_transaction_is_persisted_whole(b: Backend) {

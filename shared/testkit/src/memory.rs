@@ -193,8 +193,12 @@ impl Sale {
     /// A held or paying order's tickets back on sale; the order ends as `to`.
     fn release(&mut self, id: OrderId, to: OrderStatus) {
         let o = self.orders.get_mut(&id).expect("the order");
-        let (from, tt, qty) = (o.view.status, o.view.ticket_type.clone(), o.view.quantity);
-        let email = o.view.email.clone();
+        let (from, tt, qty) = (
+            o.view.status,
+            o.view.ticket_type.clone(),
+            o.view.quantity.get(),
+        );
+        let email = o.view.email.as_str().to_owned();
         o.view.status = to;
         o.pending = None;
         let stock = self.stock(&tt);
@@ -379,8 +383,8 @@ impl Admission for MemoryGate {
                     event: event.clone(),
                     status: OrderStatus::Reserved,
                     ticket_type: tt.id.clone(),
-                    quantity: qty,
-                    email: email.as_str().to_owned(),
+                    quantity,
+                    email: email.clone(),
                     amount_cents: tt.price_cents * i64::from(qty),
                     hold_expires_at: Some(hold_expires_at),
                     payment_ref: None,
@@ -447,7 +451,7 @@ impl PaymentFlow for MemoryGate {
                     o.pending = Some((token.to_owned(), now));
                     let (tt, qty, amount, attempt) = (
                         o.view.ticket_type.clone(),
-                        i64::from(o.view.quantity),
+                        i64::from(o.view.quantity.get()),
                         o.view.amount_cents,
                         o.attempt,
                     );
@@ -508,7 +512,7 @@ impl PaymentFlow for MemoryGate {
             }
             o.pending = None;
             o.view.status = OrderStatus::Reserved;
-            let (tt, qty) = (o.view.ticket_type.clone(), i64::from(o.view.quantity));
+            let (tt, qty) = (o.view.ticket_type.clone(), i64::from(o.view.quantity.get()));
             let stock = sale.stock(&tt);
             stock.confirming -= qty;
             stock.held += qty;
@@ -623,7 +627,7 @@ impl PaymentFlow for MemoryGate {
                 continue;
             }
             // Only paid orders reach the books; Redis' rolled-back states are the real gate's.
-            let (tt, qty) = (o.view.ticket_type.clone(), i64::from(o.view.quantity));
+            let (tt, qty) = (o.view.ticket_type.clone(), i64::from(o.view.quantity.get()));
             if persisted.status == OrderStatus::Confirmed {
                 o.view.status = OrderStatus::Confirmed;
                 o.view.tickets = persisted.tickets.clone();
@@ -745,8 +749,8 @@ pub type Fault = fn() -> store::RepoError;
 #[derive(Default)]
 struct Books {
     events: BTreeMap<EventId, Event>,
-    /// Tickets left per (event, ticket type).
-    left: HashMap<(EventId, TicketTypeId), i64>,
+    /// Tickets left and the price per (event, ticket type).
+    left: HashMap<(EventId, TicketTypeId), store::ForSale>,
     orders: BTreeMap<OrderId, store::StoredOrder>,
     refunds: HashMap<String, Refund>,
 }
@@ -804,9 +808,11 @@ impl store::OrderRepository for MemoryRepository {
             };
         }
         for t in &event.ticket_types {
-            books
-                .left
-                .insert((event.id.clone(), t.id.clone()), i64::from(t.capacity));
+            let sale = store::ForSale {
+                left: i64::from(t.capacity),
+                price_cents: t.price_cents,
+            };
+            books.left.insert((event.id.clone(), t.id.clone()), sale);
         }
         books.events.insert(event.id.clone(), event.clone());
         Ok(store::Seeded::Created)
@@ -839,8 +845,15 @@ impl store::OrderRepository for MemoryRepository {
             |o| (o.event.clone(), o.ticket_type.clone()),
             &mut books.left,
         );
+        let mut refused = HashMap::new();
         for (o, decision) in fresh.iter().zip(decided) {
-            let Ok(confirmed) = decision else { continue };
+            let confirmed = match decision {
+                Ok(confirmed) => confirmed,
+                Err(why) => {
+                    refused.insert(o.order_id, why);
+                    continue;
+                }
+            };
             let status = if confirmed {
                 OrderStatus::Confirmed
             } else {
@@ -848,7 +861,9 @@ impl store::OrderRepository for MemoryRepository {
             };
             // Read back in code order, as the databases answer.
             let mut tickets: Vec<String> = if confirmed {
-                (0..o.quantity).map(|_| store::ticket_code()).collect()
+                (0..o.quantity.get())
+                    .map(|_| store::ticket_code())
+                    .collect()
             } else {
                 Vec::new()
             };
@@ -857,8 +872,8 @@ impl store::OrderRepository for MemoryRepository {
                 order_id: o.order_id,
                 event: o.event.clone(),
                 ticket_type: o.ticket_type.clone(),
-                quantity: o.quantity,
-                email: o.email.clone(),
+                quantity: o.quantity.get(),
+                email: o.email.as_str().to_owned(),
                 amount_cents: o.amount_cents,
                 status,
                 payment_ref: o.payment_ref.clone(),
@@ -875,10 +890,10 @@ impl store::OrderRepository for MemoryRepository {
                     tickets: s.tickets.clone(),
                     duplicate: !fresh.iter().any(|f| f.order_id == o.order_id),
                 }),
-                None => Err(store::Refused(format!(
-                    "ticket type {} of event {} is not in the database",
-                    o.ticket_type, o.event
-                ))),
+                None => Err(refused
+                    .get(&o.order_id)
+                    .cloned()
+                    .unwrap_or_else(|| store::Refused("no decision".into()))),
             })
             .collect();
         Ok(store::spread(outcomes, &positions))
@@ -906,7 +921,7 @@ impl store::OrderRepository for MemoryRepository {
                 };
                 let confirmed = || of_type().filter(|o| o.status == OrderStatus::Confirmed);
                 let sold: i64 = of_type().map(|o| o.tickets.len() as i64).sum();
-                let left = books.left[&(event.clone(), t.id.clone())];
+                let left = books.left[&(event.clone(), t.id.clone())].left;
                 store::Inventory {
                     ticket_type: t.id.clone(),
                     capacity: i64::from(t.capacity),
