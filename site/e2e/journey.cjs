@@ -86,6 +86,11 @@ async function buyOut(tier, quantity) {
     assert.equal(reserves.length, 1, "one reservation request for a double click");
     assert.match(reserves[0].headers()["idempotency-key"], /^[0-9a-f-]{36}$/);
     await page.getByRole("timer", { name: /Hold time left (01:5\d|02:00)/ }).waitFor(WAIT);
+    // Focus moves to the new step once it is drawn (a frame after the heading shows, on a
+    // busy machine later): wait for it rather than read it at once.
+    await page
+      .waitForFunction(() => document.activeElement && document.activeElement.id === "step-h", null, { timeout: 5_000 })
+      .catch(() => {});
     assert.equal(await page.evaluate(() => document.activeElement && document.activeElement.id), "step-h", "focus moves to the new step");
 
     // 4. A declined card keeps the hold; the approved one confirms.

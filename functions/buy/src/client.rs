@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use axum::extract::ConnectInfo;
 use axum::http::{Extensions, HeaderMap};
 
-/// A client's address: an IPv4 address, or an IPv6 client's /64 (the block one subscriber
+/// A client's address: an IPv4 address, or an IPv6 client's /56 (the block one subscriber
 /// gets), as text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientAddr(String);
@@ -18,7 +18,8 @@ impl ClientAddr {
 
     /// The client's address: the TCP peer, or with `hops` trusted proxies in front, the entry they
     /// appended to `X-Forwarded-For` (entries before it are the client's own say and are ignored).
-    /// IPv6 clients count per /64, the block one subscriber gets. `None` when neither is known
+    /// IPv6 clients count per /56, the block one subscriber gets (RIPE-690: a /56 or a /48 per
+    /// site, so a /64 per client would give one subscriber 256 budgets). `None` when neither is known
     /// (a request made in process, as in tests).
     pub fn of(headers: &HeaderMap, extensions: &Extensions, hops: usize) -> Option<Self> {
         // Read as bytes: the entries a client wrote itself may hold anything (a non-ASCII byte
@@ -45,7 +46,7 @@ impl ClientAddr {
                 Some(v4) => v4.to_string(),
                 None => {
                     let s = v6.segments();
-                    format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+                    format!("{:x}:{:x}:{:x}:{:x}::/56", s[0], s[1], s[2], s[3] & 0xff00)
                 }
             },
             ip => ip.to_string(),
@@ -184,7 +185,16 @@ mod tests {
     fn the_client_counts_per_ipv6_subscriber_and_as_ipv4_when_mapped() {
         assert_eq!(
             seen("[2001:db8:1:2:aaaa::1]:443", None, 0).as_deref(),
-            Some("2001:db8:1:2::/64")
+            Some("2001:db8:1:0::/56")
+        );
+        // Another of the subscriber's /64s is the same client; the next /56 is another.
+        assert_eq!(
+            seen("[2001:db8:1:ff::2]:443", None, 0).as_deref(),
+            Some("2001:db8:1:0::/56")
+        );
+        assert_eq!(
+            seen("[2001:db8:1:1ff::2]:443", None, 0).as_deref(),
+            Some("2001:db8:1:100::/56")
         );
         assert_eq!(
             seen("[::ffff:192.0.2.1]:443", None, 0).as_deref(),

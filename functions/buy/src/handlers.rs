@@ -327,10 +327,12 @@ async fn outcome(
 )]
 pub async fn cancel(
     State(state): State<Arc<AppState>>,
+    Client(client): Client,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let (event, id) = event_of(&state, &id).await?;
-    match state.gate.cancel(&event, id).await.map_err(gate_error)? {
+    let cancelled = state.gate.cancel(&event, id, client.as_deref());
+    match cancelled.await.map_err(gate_error)? {
         None => Err(ApiError::NotFound("order")),
         Some((s @ (OrderStatus::Cancelled | OrderStatus::Expired), released)) => {
             if released {

@@ -194,8 +194,8 @@ pub async fn settle(
         }
         PayBegin::Stuck { attempt } => {
             payment("given_up");
-            tracing::error!(order_id = %id, attempt, "payment outcome unknown for too long; releasing the hold (reconcile with the provider)");
-            return match state.gate.pay_abort(event, id, attempt).await? {
+            tracing::error!(order_id = %id, %attempt, "payment outcome unknown for too long; releasing the hold (reconcile with the provider)");
+            return match state.gate.pay_abort(event, id, &attempt).await? {
                 Some(s) => state_answer(s),
                 None => Ok(OrderStatus::Confirming),
             };
@@ -208,7 +208,7 @@ pub async fn settle(
     };
     let charge = match state
         .payments
-        .charge(id, attempt, amount_cents, &token)
+        .charge(id, &attempt, amount_cents, &token)
         .await
     {
         Ok(c) => c,
@@ -216,15 +216,15 @@ pub async fn settle(
             payment("unknown");
             // The outcome is unknown (the money may be taken): keep the hold frozen and the
             // order in the outbox; a retry or the relay asks the provider again.
-            tracing::warn!(order_id = %id, attempt, error = %e, "payment outcome unknown");
+            tracing::warn!(order_id = %id, %attempt, error = %e, "payment outcome unknown");
             return Err(SettleError::PaymentUnknown(e));
         }
     };
     match charge {
         Charge::Declined { reason } => {
             payment("declined");
-            tracing::info!(order_id = %id, attempt, reason, "payment declined");
-            match state.gate.pay_abort(event, id, attempt).await? {
+            tracing::info!(order_id = %id, %attempt, reason, "payment declined");
+            match state.gate.pay_abort(event, id, &attempt).await? {
                 Some(OrderStatus::Expired) => Err(SettleError::Settled(OrderStatus::Expired)),
                 _ => Err(SettleError::Declined),
             }
@@ -232,7 +232,7 @@ pub async fn settle(
         Charge::Approved { payment_ref } => {
             match state
                 .gate
-                .pay_approved(event, id, attempt, &payment_ref, Utc::now())
+                .pay_approved(event, id, &attempt, &payment_ref, Utc::now())
                 .await?
             {
                 Approval::Recorded(approved) => {
@@ -254,7 +254,7 @@ pub async fn settle(
                 Approval::Stale(status) => {
                     payment("stale_refunded");
                     // Money taken for an attempt that no longer counts: give it back.
-                    tracing::warn!(order_id = %id, attempt, payment_ref, "stale approval; refunding");
+                    tracing::warn!(order_id = %id, %attempt, payment_ref, "stale approval; refunding");
                     let owed = RefundOwed {
                         order_id: id,
                         payment_ref,

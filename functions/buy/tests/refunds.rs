@@ -15,17 +15,18 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use base64::Engine as _;
-use domain::{OrderBatch, OrderId, OrderStatus, RefundOwed};
+use domain::{OrderBatch, OrderId, OrderStatus, PaymentAttempt, RefundOwed};
 use payments::{Charge, PaymentProvider, PaymentUnavailable};
 use serde_json::{Value, json};
 use store::OrderRepository;
 use testkit::TestEnv;
 use tower::ServiceExt;
 
-/// Approves every charge, holding attempt 1's answer back until released; fails the first
-/// `fail_first` refunds of each charge; counts the refunds it made.
+/// Approves every charge, holding the first attempt's answer back until released; fails the
+/// first `fail_first` refunds of each charge; counts the refunds it made.
 struct Provider {
     release: tokio::sync::Notify,
+    first: Mutex<Option<PaymentAttempt>>,
     fail_first: u32,
     asked: Mutex<HashMap<String, u32>>,
     refunded: Mutex<HashMap<String, u32>>,
@@ -36,11 +37,17 @@ impl PaymentProvider for Provider {
     async fn charge(
         &self,
         order: OrderId,
-        attempt: u64,
+        attempt: &PaymentAttempt,
         _: i64,
         _: &str,
     ) -> Result<Charge, PaymentUnavailable> {
-        if attempt == 1 {
+        let first = self
+            .first
+            .lock()
+            .unwrap()
+            .get_or_insert_with(|| attempt.clone())
+            == attempt;
+        if first {
             self.release.notified().await;
         }
         Ok(Charge::Approved {
@@ -84,6 +91,7 @@ async fn a_stale_approval_whose_refund_fails_is_refunded_later_exactly_once() {
     let tap = common::subscription(&env, &topic, json!({"ackDeadlineSeconds": 10})).await;
     let provider = Arc::new(Provider {
         release: tokio::sync::Notify::new(),
+        first: Mutex::default(),
         fail_first: 2,
         asked: Mutex::default(),
         refunded: Mutex::default(),
@@ -109,15 +117,19 @@ async fn a_stale_approval_whose_refund_fails_is_refunded_later_exactly_once() {
     let first = tokio::spawn(call_owned(buy.clone(), pay(id)));
     let gate = env.gate().await;
     let started = Instant::now();
-    while gate.order(&ev.id, id).await.unwrap().unwrap().status != OrderStatus::Confirming {
+    // Charging: the gate holds it confirming and the provider was asked.
+    while gate.order(&ev.id, id).await.unwrap().unwrap().status != OrderStatus::Confirming
+        || provider.first.lock().unwrap().is_none()
+    {
         assert!(
             started.elapsed() < Duration::from_secs(10),
             "attempt 1 never started"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let attempt = provider.first.lock().unwrap().clone().expect("charging");
     assert_eq!(
-        gate.pay_abort(&ev.id, id, 1).await.unwrap(),
+        gate.pay_abort(&ev.id, id, &attempt).await.unwrap(),
         Some(OrderStatus::Reserved)
     );
     assert_eq!(call(&buy, pay(id)).await.status, StatusCode::ACCEPTED);
@@ -125,7 +137,7 @@ async fn a_stale_approval_whose_refund_fails_is_refunded_later_exactly_once() {
     provider.release.notify_one();
     let answer = first.await.unwrap();
     assert_eq!(answer.0, StatusCode::ACCEPTED, "{}", answer.1);
-    let stale_ref = format!("ref-{id}-1");
+    let stale_ref = format!("ref-{id}-{attempt}");
     assert_eq!(provider.asked.lock().unwrap()[&stale_ref], 1);
 
     // The debt travelled in a message of its own.

@@ -158,6 +158,7 @@ async fn a_payment_publishes_the_order_and_answers_its_outcome() {
                     status: OrderStatus::Confirmed,
                     tickets: vec!["T-1".into(), "T-2".into()],
                     duplicate: false,
+                    payment_ref: msg.payment_ref.clone(),
                 };
                 gate.finalize_all(&msg.event, &[(&msg, &done)])
                     .await

@@ -318,10 +318,12 @@ pub async fn handle_batch(
         }
     }
     // Every refund owed is in the books before the gate shows "rejected" (ADR 39); the
-    // provider is asked at once, and the refunder asks again for any it could not make.
+    // provider is asked at once, and the refunder asks again for any it could not make. Owed:
+    // the charge of a rejected order, and a charge the books do not keep for a confirmed one
+    // (a second attempt after Redis went back in time, ADR 52: the first charge paid it).
     let owed: Vec<RefundOwed> = decided
         .iter()
-        .filter(|(_, p)| p.status == OrderStatus::Rejected)
+        .filter(|(msg, p)| p.status == OrderStatus::Rejected || p.payment_ref != msg.payment_ref)
         .map(|(msg, _)| RefundOwed {
             order_id: msg.order_id,
             payment_ref: msg.payment_ref.clone(),

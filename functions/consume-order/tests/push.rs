@@ -209,7 +209,7 @@ impl payments::PaymentProvider for Refunds {
     async fn charge(
         &self,
         _: OrderId,
-        _: u64,
+        _: &domain::PaymentAttempt,
         _: i64,
         _: &str,
     ) -> Result<payments::Charge, payments::PaymentUnavailable> {

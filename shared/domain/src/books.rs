@@ -13,6 +13,10 @@ pub struct Persisted {
     pub tickets: Vec<String>,
     /// True when the order was already persisted by an earlier delivery.
     pub duplicate: bool,
+    /// The charge the books hold for the order: the one that paid it (confirmed) or is
+    /// refunded (rejected). A delivery of the order with another charge (a second attempt
+    /// after Redis went back in time, ADR 52) carries money the books do not keep.
+    pub payment_ref: String,
 }
 
 /// A persisted order.

@@ -269,6 +269,47 @@ fn mailbox(local: &str, domain: &str, gmail: bool) -> Option<String> {
     (!base.is_empty()).then(|| format!("{base}@{domain}"))
 }
 
+/// One try at paying an order: with the order, the payment provider's idempotency key. Drawn at
+/// random, never counted: a Redis that went back in time must not hand out again an attempt a
+/// charge already used, or the provider answers with that charge (perhaps refunded since) and
+/// the order is paid with money the fan got back.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PaymentAttempt(String);
+
+impl PaymentAttempt {
+    /// A fresh attempt.
+    pub fn new() -> Self {
+        Self(Uuid::new_v4().simple().to_string())
+    }
+    /// An attempt as the gate stored it: 1-64 visible ASCII characters.
+    pub fn parse(raw: &str) -> Result<Self, Invalid> {
+        if (1..=64).contains(&raw.len()) && raw.bytes().all(|b| b.is_ascii_graphic()) {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err(Invalid::new(
+                "attempt",
+                "must be 1-64 visible ASCII characters",
+            ))
+        }
+    }
+    /// The attempt as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for PaymentAttempt {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for PaymentAttempt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// The `Idempotency-Key` a client sends with a reservation: 8-128 visible ASCII characters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdempotencyKey(String);

@@ -43,7 +43,7 @@ impl RedisArgs {
 /// Bot protection on buy: GCRA limits per client IP and per e-mail address (0 disables one).
 #[derive(clap::Args, Clone, Debug)]
 pub struct RateLimitArgs {
-    /// Sustained buy requests per minute from one client IP (an IPv6 /64 counts as one).
+    /// Sustained buy requests per minute from one client IP (an IPv6 /56 counts as one).
     /// Generous: festival crowds share addresses behind carrier NAT.
     #[arg(long, env = "RATE_LIMIT_IP_PER_MINUTE", default_value_t = 300)]
     pub ip_per_minute: u32,

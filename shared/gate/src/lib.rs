@@ -25,7 +25,10 @@ pub use config::{RateLimitArgs, RedisArgs};
 pub use traits::{Admission, Checkout, Finalized, PaymentFlow, ReadModel};
 use wire::{catalog_args, order_view, text};
 
-use domain::{Email, Event, EventId, IdempotencyKey, OrderId, OrderStatus, Quantity, TicketTypeId};
+use domain::{
+    Email, Event, EventId, IdempotencyKey, OrderId, OrderStatus, PaymentAttempt, Quantity,
+    TicketTypeId,
+};
 
 const PRELUDE: &str = include_str!("lua/prelude.lua");
 /// GCRA, once for every script that limits a rate (`lua/gcra.lua`).
@@ -176,10 +179,10 @@ pub enum PayBegin {
     Charge {
         amount_cents: i64,
         token: String,
-        attempt: u64,
+        attempt: PaymentAttempt,
     },
     /// A pending attempt older than the give-up age: its outcome is unknown, release it.
-    Stuck { attempt: u64 },
+    Stuck { attempt: PaymentAttempt },
     /// Already paid earlier; `published` says whether its message is known to be in Pub/Sub.
     AlreadyPaid { published: bool },
     /// No such order.
@@ -987,13 +990,14 @@ impl Admission for Gate {
         &self,
         event: &EventId,
         order: OrderId,
+        client: Option<&str>,
     ) -> Result<Option<(OrderStatus, bool)>, GateError> {
         let reply = self
             .run(
                 "cancel",
                 &self.0.scripts.cancel,
                 event,
-                &[&order.to_string()],
+                &[&order.to_string(), client.unwrap_or_default()],
             )
             .await?;
         wire::cancel(reply)
@@ -1015,12 +1019,14 @@ impl PaymentFlow for Gate {
         give_up: Option<Duration>,
     ) -> Result<PayBegin, GateError> {
         let give_up_ms = give_up.map_or(0, |d| d.as_millis()).to_string();
+        // Used only if this call starts an attempt (ADR 52).
+        let attempt = PaymentAttempt::new();
         let reply = self
             .run(
                 "pay_begin",
                 &self.0.scripts.pay_begin,
                 event,
-                &[&order.to_string(), token, &give_up_ms],
+                &[&order.to_string(), token, &give_up_ms, attempt.as_str()],
             )
             .await?;
         wire::pay_begin(reply)
@@ -1031,14 +1037,14 @@ impl PaymentFlow for Gate {
         &self,
         event: &EventId,
         order: OrderId,
-        attempt: u64,
+        attempt: &PaymentAttempt,
     ) -> Result<Option<OrderStatus>, GateError> {
         let reply = self
             .run(
                 "pay_abort",
                 &self.0.scripts.pay_abort,
                 event,
-                &[&order.to_string(), &attempt.to_string()],
+                &[&order.to_string(), attempt.as_str()],
             )
             .await?;
         wire::pay_abort(reply)
@@ -1049,7 +1055,7 @@ impl PaymentFlow for Gate {
         &self,
         event: &EventId,
         order: OrderId,
-        attempt: u64,
+        attempt: &PaymentAttempt,
         payment_ref: &str,
         paid_at: DateTime<Utc>,
     ) -> Result<Approval, GateError> {
@@ -1060,7 +1066,7 @@ impl PaymentFlow for Gate {
                 event,
                 &[
                     &order.to_string(),
-                    &attempt.to_string(),
+                    attempt.as_str(),
                     payment_ref,
                     &paid_at.to_rfc3339(),
                 ],

@@ -10,7 +10,8 @@ use futures::future::BoxFuture;
 
 use domain::books::Persisted;
 use domain::{
-    Email, EventId, IdempotencyKey, OrderId, OrderMessage, OrderStatus, Quantity, TicketTypeId,
+    Email, EventId, IdempotencyKey, OrderId, OrderMessage, OrderStatus, PaymentAttempt, Quantity,
+    TicketTypeId,
 };
 
 use crate::{
@@ -62,11 +63,13 @@ pub trait Admission: Send + Sync {
     ) -> Result<ReserveOutcome, GateError>;
 
     /// Releases a hold. Returns the order's status afterwards and whether this call released
-    /// it (None: unknown order).
+    /// it (None: unknown order). When `client` is the address that took the hold, the hold no
+    /// longer counts against that client's cap.
     async fn cancel(
         &self,
         event: &EventId,
         order: OrderId,
+        client: Option<&str>,
     ) -> Result<Option<(OrderStatus, bool)>, GateError>;
 }
 
@@ -95,7 +98,7 @@ pub trait PaymentFlow: Send + Sync {
         &self,
         event: &EventId,
         order: OrderId,
-        attempt: u64,
+        attempt: &PaymentAttempt,
     ) -> Result<Option<OrderStatus>, GateError>;
 
     /// Records attempt `attempt`'s approved charge (idempotent for the same reference).
@@ -103,7 +106,7 @@ pub trait PaymentFlow: Send + Sync {
         &self,
         event: &EventId,
         order: OrderId,
-        attempt: u64,
+        attempt: &PaymentAttempt,
         payment_ref: &str,
         paid_at: DateTime<Utc>,
     ) -> Result<Approval, GateError>;

@@ -8,7 +8,10 @@ use chrono::{DateTime, TimeZone, Utc};
 use redis::Value;
 
 use domain::books::Persisted;
-use domain::{Email, Event, EventId, OrderId, OrderMessage, OrderStatus, Quantity, TicketTypeId};
+use domain::{
+    Email, Event, EventId, OrderId, OrderMessage, OrderStatus, PaymentAttempt, Quantity,
+    TicketTypeId,
+};
 
 use crate::{
     Approval, Approved, EventSnapshot, GateError, OrderView, PayBegin, ReserveOutcome, Stock,
@@ -148,6 +151,11 @@ pub(crate) fn num<T: std::str::FromStr, S: AsRef<str> + std::fmt::Debug>(
         .ok_or_else(|| GateError::Protocol(format!("field {i} of {w:?}")))
 }
 
+fn attempt(w: &[String], i: usize) -> Result<PaymentAttempt, GateError> {
+    PaymentAttempt::parse(w.get(i).map_or("", String::as_str))
+        .map_err(|e| GateError::malformed("pay_begin", e))
+}
+
 pub(crate) fn status_of(w: &str) -> Result<OrderStatus, GateError> {
     OrderStatus::parse(w).ok_or_else(|| GateError::Protocol(format!("status {w}")))
 }
@@ -187,10 +195,10 @@ pub(crate) fn pay_begin(reply: Value) -> Result<PayBegin, GateError> {
         Some("charge") => PayBegin::Charge {
             amount_cents: num(&w, 1)?,
             token: w.get(2).cloned().unwrap_or_default(),
-            attempt: num(&w, 3)?,
+            attempt: attempt(&w, 3)?,
         },
         Some("stuck") => PayBegin::Stuck {
-            attempt: num(&w, 1)?,
+            attempt: attempt(&w, 1)?,
         },
         Some("paid") => PayBegin::AlreadyPaid {
             published: w.get(1).is_some_and(|p| p == "1"),

@@ -255,6 +255,7 @@ mod cases {
             status: OrderStatus::Confirmed,
             tickets: vec!["T-1".into(), "T-2".into()],
             duplicate: false,
+            payment_ref: msg.payment_ref.clone(),
         };
         let batch = [(&msg, &persisted)];
         let finalize = || b.gate.finalize_all(&ev.id, &batch);
@@ -315,14 +316,14 @@ mod cases {
             PayBegin::Charge {
                 amount_cents: 34_900,
                 token: "tok_decline".into(),
-                attempt
+                attempt: attempt.clone()
             }
         );
         assert_eq!(
-            b.gate.pay_abort(&ev.id, id, attempt).await.unwrap(),
+            b.gate.pay_abort(&ev.id, id, &attempt).await.unwrap(),
             Some(OrderStatus::Reserved)
         );
-        assert_eq!(b.gate.pay_abort(&ev.id, id, attempt).await.unwrap(), None);
+        assert_eq!(b.gate.pay_abort(&ev.id, id, &attempt).await.unwrap(), None);
         assert_eq!(b.stock(&ev, "vip-3-day").await.held, 1);
         let PayBegin::Charge { attempt: next, .. } = b
             .gate
@@ -332,10 +333,10 @@ mod cases {
         else {
             panic!("no second charge")
         };
-        assert!(next > attempt);
+        assert_ne!(next, attempt, "a new attempt, never an old one again");
         assert_eq!(
             b.gate
-                .pay_approved(&ev.id, id, attempt, "pay-late", Utc::now())
+                .pay_approved(&ev.id, id, &attempt, "pay-late", Utc::now())
                 .await
                 .unwrap(),
             Approval::Stale(Some(OrderStatus::Confirming))
@@ -362,21 +363,24 @@ mod cases {
         let ev = b.seed(10, -60, 600).await;
         let id = held(b.reserve(&ev, "vip-3-day", 3, "a@x.at").await);
         assert_eq!(
-            b.gate.cancel(&ev.id, id).await.unwrap(),
+            b.gate.cancel(&ev.id, id, None).await.unwrap(),
             Some((OrderStatus::Cancelled, true))
         );
         assert_eq!(
-            b.gate.cancel(&ev.id, id).await.unwrap(),
+            b.gate.cancel(&ev.id, id, None).await.unwrap(),
             Some((OrderStatus::Cancelled, false))
         );
-        assert_eq!(b.gate.cancel(&ev.id, OrderId::new()).await.unwrap(), None);
+        assert_eq!(
+            b.gate.cancel(&ev.id, OrderId::new(), None).await.unwrap(),
+            None
+        );
         let s = b.stock(&ev, "vip-3-day").await;
         assert_eq!((s.available, s.held), (10, 0));
         // The customer's tickets count no more against the limit.
         held(b.reserve(&ev, "vip-3-day", 4, "a@x.at").await);
         let paying = b.paid(&ev, 1, "b@x.at").await;
         assert_eq!(
-            b.gate.cancel(&ev.id, paying.order_id).await.unwrap(),
+            b.gate.cancel(&ev.id, paying.order_id, None).await.unwrap(),
             Some((OrderStatus::Confirming, false))
         );
     }
@@ -388,6 +392,7 @@ mod cases {
             status: OrderStatus::Rejected,
             tickets: vec![],
             duplicate: false,
+            payment_ref: msg.payment_ref.clone(),
         };
         assert_eq!(
             b.gate
@@ -444,6 +449,42 @@ mod cases {
             ReserveOutcome::ClientHolds { .. }
         ));
         assert_eq!(b.stock(&ev, "vip-3-day").await.held, 2);
+        // A hold its client cancels no longer counts against the cap (fans behind one carrier
+        // NAT who change their minds do not lock each other out); cancelled from another
+        // address, it counts until its deadline.
+        let (nat, elsewhere) = (
+            format!("192.0.2.{}", rand_octet()),
+            format!("203.0.113.{}", rand_octet()),
+        );
+        let rules = AdmissionRules {
+            holds_per_client: 1,
+            client: Some(nat.clone()),
+            ..AdmissionRules::default()
+        };
+        for who in ["f@x.at", "g@x.at", "h@x.at"] {
+            let id = held(
+                b.reserve_with(&ev, "vip-3-day", 1, who, &key(), &rules)
+                    .await,
+            );
+            assert_eq!(
+                b.gate.cancel(&ev.id, id, Some(nat.as_str())).await.unwrap(),
+                Some((OrderStatus::Cancelled, true))
+            );
+        }
+        let id = held(
+            b.reserve_with(&ev, "vip-3-day", 1, "i@x.at", &key(), &rules)
+                .await,
+        );
+        b.gate
+            .cancel(&ev.id, id, Some(elsewhere.as_str()))
+            .await
+            .unwrap();
+        assert!(matches!(
+            b.reserve_with(&ev, "vip-3-day", 1, "j@x.at", &key(), &rules)
+                .await,
+            ReserveOutcome::ClientHolds { .. }
+        ));
+        assert_eq!(b.stock(&ev, "vip-3-day").await.held, 2);
     }
 
     pub async fn the_outbox_hands_a_paid_order_to_one_relay_per_lease(b: Backend) {
@@ -469,6 +510,7 @@ mod cases {
             status: OrderStatus::Confirmed,
             tickets: vec!["T".into()],
             duplicate: false,
+            payment_ref: msg.payment_ref.clone(),
         };
         b.gate.finalize_all(&ev.id, &[(&msg, &done)]).await.unwrap();
         assert!(

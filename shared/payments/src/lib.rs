@@ -8,7 +8,7 @@
 
 use async_trait::async_trait;
 
-use domain::OrderId;
+use domain::{OrderId, PaymentAttempt};
 
 /// What the provider decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,7 +33,7 @@ pub trait PaymentProvider: Send + Sync {
     async fn charge(
         &self,
         order: OrderId,
-        attempt: u64,
+        attempt: &PaymentAttempt,
         amount_cents: i64,
         token: &str,
     ) -> Result<Charge, PaymentUnavailable>;
@@ -55,7 +55,7 @@ impl PaymentProvider for SimulatedPayments {
     async fn charge(
         &self,
         order: OrderId,
-        attempt: u64,
+        attempt: &PaymentAttempt,
         amount_cents: i64,
         token: &str,
     ) -> Result<Charge, PaymentUnavailable> {
@@ -97,17 +97,18 @@ mod tests {
     async fn tokens_decide_and_charges_are_idempotent_per_attempt() {
         let p = SimulatedPayments;
         let o = OrderId::new();
-        let a = p.charge(o, 1, 100, "tok_approve").await.unwrap();
-        assert_eq!(a, p.charge(o, 1, 100, "tok_approve").await.unwrap());
-        assert_ne!(a, p.charge(o, 2, 100, "tok_approve").await.unwrap());
+        let (one, two) = (PaymentAttempt::new(), PaymentAttempt::new());
+        let a = p.charge(o, &one, 100, "tok_approve").await.unwrap();
+        assert_eq!(a, p.charge(o, &one, 100, "tok_approve").await.unwrap());
+        assert_ne!(a, p.charge(o, &two, 100, "tok_approve").await.unwrap());
         assert!(matches!(
-            p.charge(o, 1, 100, "tok_decline").await.unwrap(),
+            p.charge(o, &one, 100, "tok_decline").await.unwrap(),
             Charge::Declined { .. }
         ));
         assert!(matches!(
-            p.charge(o, 1, 100, "4111111111111111").await.unwrap(),
+            p.charge(o, &one, 100, "4111111111111111").await.unwrap(),
             Charge::Declined { .. }
         ));
-        assert!(p.charge(o, 1, 100, "tok_unavailable").await.is_err());
+        assert!(p.charge(o, &one, 100, "tok_unavailable").await.is_err());
     }
 }

@@ -59,7 +59,7 @@ async fn pay(gate: &Gate, ev: &Event, id: OrderId, n: i64, who: &str) -> OrderMe
     let paid_at = Utc::now();
     let reference = format!("ref-{id}");
     let Approval::Recorded(_) = gate
-        .pay_approved(&ev.id, id, attempt, &reference, paid_at)
+        .pay_approved(&ev.id, id, &attempt, &reference, paid_at)
         .await
         .unwrap()
     else {
@@ -378,7 +378,7 @@ async fn the_watcher_rebuilds_an_event_redis_rolled_back() {
     let taken = snapshot(&mut redis, &ev).await;
     let msg = pay(&gate, &ev, a, 2, "a@x.at").await;
     assert_eq!(deliver(&repo, &gate, &msg).await, OrderStatus::Confirmed);
-    gate.cancel(&ev.id, b).await.unwrap();
+    gate.cancel(&ev.id, b, None).await.unwrap();
     let busy = paid(&gate, &calm, 1, "c@x.at").await;
     assert_eq!(deliver(&repo, &gate, &busy).await, OrderStatus::Confirmed);
     roll_back(&mut redis, &gate, &ev, &taken).await;

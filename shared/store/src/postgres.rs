@@ -294,7 +294,8 @@ impl PgRepository {
         let mut known: HashMap<Uuid, Persisted> = HashMap::new();
         for r in tx
             .query(
-                "SELECT o.id, o.status, t.code FROM orders o LEFT JOIN tickets t ON t.order_id = o.id
+                "SELECT o.id, o.status, t.code, o.payment_ref FROM orders o
+                 LEFT JOIN tickets t ON t.order_id = o.id
                  WHERE o.id = ANY($1) ORDER BY o.id, t.code",
                 &[&ids],
             )
@@ -305,6 +306,7 @@ impl PgRepository {
                 status: OrderStatus::parse(r.get(1)).unwrap_or(OrderStatus::Rejected),
                 tickets: vec![],
                 duplicate: true,
+                payment_ref: r.get(3),
             });
             order.tickets.extend(r.get::<_, Option<String>>(2));
         }
@@ -375,6 +377,7 @@ impl NewRows {
                 status: OrderStatus::Rejected,
                 tickets: vec![],
                 duplicate: false,
+                payment_ref: o.payment_ref.clone(),
             });
         }
         self.statuses.push("confirmed");
@@ -391,6 +394,7 @@ impl NewRows {
             status: OrderStatus::Confirmed,
             tickets,
             duplicate: false,
+            payment_ref: o.payment_ref.clone(),
         })
     }
 

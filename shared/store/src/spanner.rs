@@ -507,7 +507,7 @@ impl SpannerRepository {
         // the same keys, so one of the two transactions aborts, retries and finds the other's.
         let ids: Vec<String> = orders.iter().map(|o| o.order_id.to_string()).collect();
         let mut stmt = Statement::new(
-            "SELECT o.OrderId, o.Status, t.Code FROM Orders o
+            "SELECT o.OrderId, o.Status, t.Code, o.PaymentRef FROM Orders o
              LEFT JOIN Tickets t ON t.OrderId = o.OrderId
              WHERE o.OrderId IN UNNEST(@ids) ORDER BY o.OrderId, t.Code",
         );
@@ -518,10 +518,12 @@ impl SpannerRepository {
             let id: String = column(&r, 0)?;
             let status: String = column(&r, 1)?;
             let code: Option<String> = column(&r, 2)?;
+            let payment_ref: String = column(&r, 3)?;
             let order = known.entry(id).or_insert_with(|| Persisted {
                 status: OrderStatus::parse(&status).unwrap_or(OrderStatus::Rejected),
                 tickets: vec![],
                 duplicate: true,
+                payment_ref,
             });
             order.tickets.extend(code);
         }
@@ -632,6 +634,7 @@ impl SpannerRepository {
                     },
                     tickets,
                     duplicate: false,
+                    payment_ref: o.payment_ref.clone(),
                 }
             });
             outcomes.insert(oid, outcome);

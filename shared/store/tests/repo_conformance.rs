@@ -95,13 +95,15 @@ conformance!(
     a_batch_larger_than_the_stock_left_confirms_what_fits_first_paid_first,
     a_batch_with_an_order_the_books_refuse_persists_its_neighbours,
     an_order_not_paid_at_the_catalog_price_is_refused_and_takes_nothing,
+    a_delivery_with_another_charge_reads_back_the_charge_the_books_keep,
     a_batch_larger_than_one_transaction_is_persisted_whole,
     concurrent_overlapping_batches_never_oversell,
 );
 
 fn paid(ev: &Event, tt: &str, quantity: u32) -> OrderMessage {
+    let order_id = OrderId::new();
     OrderMessage {
-        order_id: OrderId::new(),
+        order_id,
         event: ev.id.clone(),
         ticket_type: TicketTypeId::parse(tt).unwrap(),
         quantity: domain::Quantity::parse(i64::from(quantity)).unwrap(),
@@ -113,7 +115,8 @@ fn paid(ev: &Event, tt: &str, quantity: u32) -> OrderMessage {
             .find(|t| t.id.as_str() == tt)
             .map_or(34_900, |t| t.price_cents)
             * i64::from(quantity),
-        payment_ref: "sim_ch_test".into(),
+        // One charge per order, as the provider makes them.
+        payment_ref: format!("sim_ch_{}", order_id.0.simple()),
         paid_at: Utc::now(),
         trace: None,
     }
@@ -622,6 +625,37 @@ mod cases {
         assert!(again[1].is_err());
         assert_eq!(books_in(&*b.repo, &ev.id, "vip-3-day").await.sold, 1);
         assert_eq!(books_in(&*b.repo, &ev.id, "vip-camping").await.sold, 2);
+    }
+
+    pub async fn a_delivery_with_another_charge_reads_back_the_charge_the_books_keep(b: Backend) {
+        let ev = seeded(&b.repo, 1).await;
+        let kept = paid(&ev, "vip-3-day", 1);
+        let late = paid(&ev, "vip-3-day", 1);
+        for msg in [&kept, &late] {
+            let p = persist_until_decided(&b.repo, msg).await;
+            assert!(!p.duplicate);
+            assert_eq!(
+                p.payment_ref, msg.payment_ref,
+                "a first delivery keeps its charge"
+            );
+        }
+        assert_eq!(
+            persist_until_decided(&b.repo, &late).await.status,
+            OrderStatus::Rejected
+        );
+        for first in [&kept, &late] {
+            let again = OrderMessage {
+                payment_ref: format!("{}-second-attempt", first.payment_ref),
+                ..first.clone()
+            };
+            let p = persist_until_decided(&b.repo, &again).await;
+            assert!(p.duplicate);
+            assert_eq!(
+                p.payment_ref, first.payment_ref,
+                "the books keep the first charge"
+            );
+        }
+        assert_eq!(books_in(&*b.repo, &ev.id, "vip-3-day").await.sold, 1);
     }
 
     pub async fn an_order_not_paid_at_the_catalog_price_is_refused_and_takes_nothing(b: Backend) {

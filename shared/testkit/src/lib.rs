@@ -135,7 +135,7 @@ pub async fn pay(
         panic!("not charging: {begun:?}")
     };
     let recorded = gate
-        .pay_approved(event, order, attempt, payment_ref, chrono::Utc::now())
+        .pay_approved(event, order, &attempt, payment_ref, chrono::Utc::now())
         .await;
     let Ok(Approval::Recorded(a)) = recorded else {
         panic!("not recorded: {recorded:?}")

@@ -22,8 +22,8 @@ use tokio::sync::oneshot;
 
 use domain::books::Persisted;
 use domain::{
-    Email, Event, EventId, IdempotencyKey, OrderId, OrderMessage, OrderStatus, Quantity,
-    TicketTypeId,
+    Email, Event, EventId, IdempotencyKey, OrderId, OrderMessage, OrderStatus, PaymentAttempt,
+    Quantity, TicketTypeId,
 };
 use gate::ratelimit::{Decision, Policy, RateLimit};
 use gate::{
@@ -75,13 +75,15 @@ struct Sale {
     /// Holds taken per e-mail and per client: when each was taken.
     taken_by_email: HashMap<String, Vec<DateTime<Utc>>>,
     taken_by_client: HashMap<String, Vec<DateTime<Utc>>>,
+    /// Which client took a hold, and when (its entry in `taken_by_client`).
+    taken_from: HashMap<OrderId, (String, DateTime<Utc>)>,
     /// Paid or paying orders not known to be persisted, and when each is due for the relay.
     outbox: HashMap<OrderId, DateTime<Utc>>,
 }
 
 struct Order {
     view: OrderView,
-    attempt: u64,
+    attempt: PaymentAttempt,
     /// The current attempt's token and start, while its charge is pending.
     pending: Option<(String, DateTime<Utc>)>,
     published: bool,
@@ -121,6 +123,7 @@ impl MemoryGate {
                 customers: HashMap::new(),
                 taken_by_email: HashMap::new(),
                 taken_by_client: HashMap::new(),
+                taken_from: HashMap::new(),
                 outbox: HashMap::new(),
             });
     }
@@ -357,6 +360,7 @@ impl Admission for MemoryGate {
             }
             taken.push(now);
         }
+        let capped = client.filter(|_| rules.holds_per_client > 0);
         if rules.per_email.is_some_and(|p| p.enabled()) {
             sale.taken_by_email
                 .entry(email.as_str().to_owned())
@@ -364,6 +368,9 @@ impl Admission for MemoryGate {
                 .push(now);
         }
         let order_id = OrderId::new();
+        if let Some(c) = capped {
+            sale.taken_from.insert(order_id, (c.to_owned(), now));
+        }
         let hold_expires_at = now + chrono::Duration::from_std(hold).expect("hold");
         let stock = sale.stock(&tt.id);
         stock.available -= i64::from(qty);
@@ -391,7 +398,7 @@ impl Admission for MemoryGate {
                     paid_at: None,
                     tickets: Vec::new(),
                 },
-                attempt: 0,
+                attempt: PaymentAttempt::new(),
                 pending: None,
                 published: false,
             },
@@ -406,10 +413,18 @@ impl Admission for MemoryGate {
         &self,
         event: &EventId,
         order: OrderId,
+        client: Option<&str>,
     ) -> Result<Option<(OrderStatus, bool)>, GateError> {
         self.with_order(event, order, |sale, id| {
             match sale.orders[&id].view.status {
                 OrderStatus::Reserved => {
+                    // The client that took the hold gets its place under the cap back.
+                    if let Some((c, at)) = sale.taken_from.get(&id).cloned()
+                        && client == Some(c.as_str())
+                        && let Some(taken) = sale.taken_by_client.get_mut(&c)
+                    {
+                        taken.retain(|t| *t != at);
+                    }
                     sale.release(id, OrderStatus::Cancelled);
                     (OrderStatus::Cancelled, true)
                 }
@@ -446,14 +461,14 @@ impl PaymentFlow for MemoryGate {
             match o.view.status {
                 // An empty token (the relay) never starts a payment, it only finishes one.
                 OrderStatus::Reserved if !token.is_empty() => {
-                    o.attempt += 1;
+                    o.attempt = PaymentAttempt::new();
                     o.view.status = OrderStatus::Confirming;
                     o.pending = Some((token.to_owned(), now));
                     let (tt, qty, amount, attempt) = (
                         o.view.ticket_type.clone(),
                         i64::from(o.view.quantity.get()),
                         o.view.amount_cents,
-                        o.attempt,
+                        o.attempt.clone(),
                     );
                     let stock = sale.stock(&tt);
                     stock.held -= qty;
@@ -473,12 +488,14 @@ impl PaymentFlow for MemoryGate {
                             !g.is_zero() && (now - *since).to_std().unwrap_or_default() > g
                         }) =>
                     {
-                        PayBegin::Stuck { attempt: o.attempt }
+                        PayBegin::Stuck {
+                            attempt: o.attempt.clone(),
+                        }
                     }
                     Some((stored, _)) => PayBegin::Charge {
                         amount_cents: o.view.amount_cents,
                         token: stored.clone(),
-                        attempt: o.attempt,
+                        attempt: o.attempt.clone(),
                     },
                     None => PayBegin::AlreadyPaid {
                         published: o.published,
@@ -494,14 +511,14 @@ impl PaymentFlow for MemoryGate {
         &self,
         event: &EventId,
         order: OrderId,
-        attempt: u64,
+        attempt: &PaymentAttempt,
     ) -> Result<Option<OrderStatus>, GateError> {
         let now = Utc::now();
         let aborted = self.with_order(event, order, |sale, id| {
             let o = sale.orders.get_mut(&id).expect("the order");
             if o.view.status != OrderStatus::Confirming
                 || o.pending.is_none()
-                || o.attempt != attempt
+                || &o.attempt != attempt
             {
                 return None;
             }
@@ -526,7 +543,7 @@ impl PaymentFlow for MemoryGate {
         &self,
         event: &EventId,
         order: OrderId,
-        attempt: u64,
+        attempt: &PaymentAttempt,
         payment_ref: &str,
         paid_at: DateTime<Utc>,
     ) -> Result<Approval, GateError> {
@@ -534,7 +551,7 @@ impl PaymentFlow for MemoryGate {
             let o = sale.orders.get_mut(&id).expect("the order");
             let current = o.view.status == OrderStatus::Confirming
                 && o.pending.is_some()
-                && o.attempt == attempt;
+                && &o.attempt == attempt;
             let again = o.view.payment_ref.as_deref() == Some(payment_ref);
             if !current && !again {
                 return Approval::Stale(Some(o.view.status));
@@ -889,6 +906,7 @@ impl store::OrderRepository for MemoryRepository {
                     status: s.status,
                     tickets: s.tickets.clone(),
                     duplicate: !fresh.iter().any(|f| f.order_id == o.order_id),
+                    payment_ref: s.payment_ref.clone(),
                 }),
                 None => Err(refused
                     .get(&o.order_id)

@@ -35,9 +35,12 @@ end
 -- Redis' memory is bounded (noeviction: a full Redis refuses every write, ADR 41). What grows
 -- with the sale is bounded by it (confirmed orders and their customers: at most one per ticket;
 -- holds: reaped), and what grows with attempts lives only so long: an order that ended stays
--- readable a day when it expired or was cancelled (its fan reserves again), a week when the
--- books rejected it (its refund is on its way); GET order answers 404 after that.
-local ENDED_TTL_MS = { expired = 86400000, cancelled = 86400000, rejected = 604800000 }
+-- readable a day when it expired (its fan may come back to see why), ten minutes when its fan
+-- cancelled it (a cancel frees the client's cap, so reserve-and-cancel is bounded only by the
+-- per-IP rate: what it leaves must be bounded by that rate over a short life, not pile up per
+-- attempt for a day), a week when the books rejected it (its refund is on its way); GET order
+-- answers 404 after that.
+local ENDED_TTL_MS = { expired = 86400000, cancelled = 600000, rejected = 604800000 }
 
 -- An order's status, with the life its status gives it (a confirmed order keeps no TTL).
 local function set_status(ok, status)
@@ -55,13 +58,16 @@ local function count_customer(email, tt, qty)
 end
 
 -- An order's tickets leave its customer's count. A hash that counts none any more keeps only
--- the per-e-mail rate limit's arrival time, which a day outlives.
+-- the per-e-mail rate limit's arrival time, which means nothing once it has passed (GCRA
+-- treats a past arrival time as none): the hash ends then, so churn leaves no customer behind
+-- for longer than the rate limit remembers it.
 local function uncount_customer(o)
   local ck = p .. 'cust:' .. o.email
   if redis.call('HINCRBY', ck, o.tt, -o.qty) <= 0 then
     redis.call('HDEL', ck, o.tt)
-    if redis.call('HLEN', ck) == 1 and redis.call('HEXISTS', ck, '~tat') == 1 then
-      redis.call('PEXPIRE', ck, 86400000)
+    if redis.call('HLEN', ck) == 1 then
+      local tat = tonumber(redis.call('HGET', ck, '~tat'))
+      if tat then redis.call('PEXPIREAT', ck, math.max(tat, now_ms() + 1)) end
     end
   end
 end
