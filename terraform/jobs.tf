@@ -16,10 +16,12 @@ resource "google_service_account" "ops" {
 
 locals {
   # The ops job signs what it republishes with buy's key, which consume-order always accepts,
-  # and replays only what buy signed: with that key or, across a rotation, the one before it.
+  # and replays only what buy signed: with that key or, once a rotation is no longer staged,
+  # the one before it (while it is staged, buy still signs with the older key, and the one
+  # before that is neither enabled nor accepted by consume-order).
   ops_secrets = merge(
     local.redis_secret, local.database_secret, local.buy_signing_secret,
-    local.signing_buy_generation > 1 ? { ORDER_SIGNING_KEY_PREVIOUS = local.signing_key[tostring(local.signing_buy_generation - 1)] } : {},
+    !var.order_signing_key.staged && local.signing_generation > 1 ? { ORDER_SIGNING_KEY_PREVIOUS = local.signing_key[tostring(local.signing_generation - 1)] } : {},
   )
   ops_env = merge(local.redis_env, local.database_env, {
     EVENT_ID             = var.event_id
@@ -32,7 +34,9 @@ locals {
 }
 
 resource "google_secret_manager_secret_iam_member" "ops" {
-  for_each = local.ops_secrets
+  # A _PREVIOUS key is another version of its twin's secret: one grant for both (as in the
+  # services' module), so removing it never revokes the grant the current key needs.
+  for_each = { for k, v in local.ops_secrets : k => v if !endswith(k, "_PREVIOUS") }
 
   secret_id = each.value.secret
   role      = "roles/secretmanager.secretAccessor"

@@ -146,8 +146,14 @@ def test_the_ops_job_can_replay_dead_letters(root, modules):
     reader = modules["pubsub"].resource("google_pubsub_subscription_iam_member", "dead_letter_readers")
     assert (reader["subscription"], reader["role"]) == ("${google_pubsub_subscription.dead_letter.name}", "roles/pubsub.subscriber")
     grant = root.resource("google_secret_manager_secret_iam_member", "ops")
-    assert grant["for_each"] == "${local.ops_secrets}"
+    # One grant per secret: a _PREVIOUS key is a version of its current twin's secret.
+    assert grant["for_each"] == '${{for k, v in local.ops_secrets : k => v if !endswith(k, "_PREVIOUS")}}'
     assert grant["member"] == "serviceAccount:${google_service_account.ops.email}"
+    # It checks a dead letter's own signature with buy's key and, once a rotation is no longer
+    # staged, the one before it: never a version the rotation has disabled.
+    ops_secrets = str(root.locals["ops_secrets"])
+    assert "ORDER_SIGNING_KEY_PREVIOUS" in ops_secrets and "!var.order_signing_key.staged" in ops_secrets
+    assert "local.signing_generation - 1" in ops_secrets
 
 
 def test_every_workload_names_its_project(root, modules):

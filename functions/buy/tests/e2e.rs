@@ -808,18 +808,25 @@ async fn a_dead_letter_no_accepted_key_signed_is_never_replayed() {
         previous: Some(&previous),
     };
     let dead_path = format!("projects/{}/subscriptions/{dead}", env.project);
-    let seen = pubsub::deadletters::run(
-        &dead_path,
-        Some(&env.pubsub_host),
-        &republisher,
-        Some(&accepted),
-        &Choice::All,
-        100,
-        Duration::from_secs(3),
-        Duration::from_secs(20),
-    )
-    .await
-    .unwrap();
+    let run = |choice: Choice| {
+        let (dead_path, republisher, accepted) = (&dead_path, &republisher, &accepted);
+        let host = env.pubsub_host.clone();
+        async move {
+            pubsub::deadletters::run(
+                dead_path,
+                Some(&host),
+                republisher,
+                Some(accepted),
+                &choice,
+                100,
+                Duration::from_secs(3),
+                Duration::from_secs(20),
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let seen = run(Choice::All).await;
     let action_of = |o: &OrderMessage| {
         seen.iter()
             .find(|d| {
@@ -851,17 +858,6 @@ async fn a_dead_letter_no_accepted_key_signed_is_never_replayed() {
     assert!(key.verify(&data, sig), "re-signed with the current key");
 
     // The refused ones stay for whoever investigates them.
-    let left = pubsub::deadletters::run(
-        &dead_path,
-        Some(&env.pubsub_host),
-        &republisher,
-        Some(&accepted),
-        &Choice::None,
-        100,
-        Duration::from_secs(3),
-        Duration::from_secs(20),
-    )
-    .await
-    .unwrap();
+    let left = run(Choice::None).await;
     assert_eq!(left.len(), 2, "{left:?}");
 }

@@ -200,32 +200,6 @@ async fn undecodable_messages_are_acked_and_counted_but_paid_orders_never_droppe
     assert_eq!(st.stats.persisted.load(Ordering::Relaxed), 0);
 }
 
-/// Refunds recorded instead of made.
-#[derive(Default)]
-struct Refunds(std::sync::Mutex<Vec<OrderId>>);
-
-#[async_trait::async_trait]
-impl payments::PaymentProvider for Refunds {
-    async fn charge(
-        &self,
-        _: OrderId,
-        _: &domain::PaymentAttempt,
-        _: i64,
-        _: &str,
-    ) -> Result<payments::Charge, payments::PaymentUnavailable> {
-        unreachable!("the consumer never charges")
-    }
-    async fn refund(
-        &self,
-        order: OrderId,
-        _: &str,
-        _: i64,
-    ) -> Result<(), payments::PaymentUnavailable> {
-        self.0.lock().unwrap().push(order);
-        Ok(())
-    }
-}
-
 async fn view(env: &TestEnv, msg: &OrderMessage) -> gate::OrderView {
     env.gate()
         .await
@@ -277,7 +251,7 @@ async fn a_batch_larger_than_the_stock_left_confirms_what_fits_and_refunds_the_r
     let mut books_ev = ev.clone();
     books_ev.ticket_types[0].capacity = 4;
     env.repo().seed(&books_ev).await.unwrap();
-    let refunds = Arc::new(Refunds::default());
+    let refunds = Arc::new(testkit::memory::RecordedRefunds::default());
     let st = AppState {
         payments: refunds.clone(),
         ..state(&env).await
@@ -306,7 +280,8 @@ async fn a_batch_larger_than_the_stock_left_confirms_what_fits_and_refunds_the_r
             OrderStatus::Rejected
         ]
     );
-    assert_eq!(*refunds.0.lock().unwrap(), [orders[2].order_id]);
+    let refunded: Vec<OrderId> = refunds.refunds().iter().map(|r| r.order_id).collect();
+    assert_eq!(refunded, [orders[2].order_id]);
     assert_eq!(view(&env, &orders[2]).await.status, OrderStatus::Rejected);
     let vip = env.books(&ev.id, "vip-3-day").await;
     assert_eq!(

@@ -120,39 +120,13 @@ async fn a_paid_order_is_persisted_once_and_mirrored_in_the_gate() {
     assert_eq!(view.tickets, stored.tickets);
 }
 
-/// Refunds recorded instead of made: the charges a provider was asked to give back.
-#[derive(Default)]
-struct Refunded(std::sync::Mutex<Vec<String>>);
-
-#[async_trait::async_trait]
-impl payments::PaymentProvider for Refunded {
-    async fn charge(
-        &self,
-        _: domain::OrderId,
-        _: &domain::PaymentAttempt,
-        _: i64,
-        _: &str,
-    ) -> Result<payments::Charge, payments::PaymentUnavailable> {
-        unreachable!("the consumer never charges")
-    }
-    async fn refund(
-        &self,
-        _: domain::OrderId,
-        payment_ref: &str,
-        _: i64,
-    ) -> Result<(), payments::PaymentUnavailable> {
-        self.0.lock().unwrap().push(payment_ref.to_owned());
-        Ok(())
-    }
-}
-
 /// After Redis went back in time a fan may pay an order again, with a new attempt and so a
 /// new charge (ADR 52). The books keep the charge that paid the order and owe the other one
 /// back; a delivery again of the kept charge owes nothing.
 #[tokio::test]
 async fn a_second_charge_for_a_confirmed_order_is_owed_back() {
     let c = consumer().await;
-    let refunded = Arc::new(Refunded::default());
+    let refunded = Arc::new(testkit::memory::RecordedRefunds::default());
     let state = AppState {
         payments: refunded.clone(),
         ..c.state.clone()
@@ -174,10 +148,12 @@ async fn a_second_charge_for_a_confirmed_order_is_owed_back() {
         (stored.status, stored.payment_ref.as_str()),
         (OrderStatus::Confirmed, first.payment_ref.as_str())
     );
-    assert_eq!(
-        *refunded.0.lock().unwrap(),
-        std::slice::from_ref(&second.payment_ref)
-    );
+    let refunded: Vec<String> = refunded
+        .refunds()
+        .into_iter()
+        .map(|r| r.payment_ref)
+        .collect();
+    assert_eq!(refunded, std::slice::from_ref(&second.payment_ref));
     assert_eq!(c.books.refunds_outstanding().await.unwrap().0, 0);
 }
 

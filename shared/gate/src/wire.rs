@@ -106,7 +106,7 @@ pub(crate) fn order_view(
             .map_err(|e| GateError::malformed("order", e))?,
         quantity: Quantity::parse(qty.and_then(|q| q.parse().ok()).unwrap_or(0))
             .map_err(|e| GateError::malformed("order", e))?,
-        email: Email::parse(email.unwrap_or_default())
+        email: Email::try_from(email.unwrap_or_default().to_owned())
             .map_err(|e| GateError::malformed("order", e))?,
         amount_cents: amount.parse().unwrap_or(0),
         hold_expires_at: hold.parse::<i64>().ok().map(ms_to_time),
@@ -237,7 +237,7 @@ pub(crate) fn approval(reply: Value) -> Result<Approval, GateError> {
             .map_err(|e| GateError::malformed("pay_approved", e))?,
         quantity: Quantity::parse(num(&w, 4)?)
             .map_err(|e| GateError::malformed("pay_approved", e))?,
-        email: Email::parse(w.get(5).map_or("", String::as_str))
+        email: Email::try_from(w.get(5).cloned().unwrap_or_default())
             .map_err(|e| GateError::malformed("pay_approved", e))?,
         amount_cents: num(&w, 6)?,
     }))

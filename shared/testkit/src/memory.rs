@@ -4,7 +4,9 @@
 //! decisions as the databases; each is held to the real one by a suite run against both
 //! (`shared/gate/tests/contract.rs`, `shared/store/tests/repo_conformance.rs`). The publisher
 //! is not: it only records what it is given, and Pub/Sub's side (batches, signatures, the
-//! emulator) is tested in `shared/pubsub` and the real-engine tier.
+//! emulator) is tested in `shared/pubsub` and the real-engine tier. Nor is `RecordedRefunds`,
+//! the simulated payment provider with its refunds written down instead of made (there is no
+//! real provider here to hold it to).
 //!
 //! Where the gate is simpler than Redis: order ids are random rather than derived from the key
 //! (ADR 30); the per-e-mail rate limit counts holds within a window rather than running GCRA; a
@@ -1061,5 +1063,48 @@ impl store::OrderRepository for MemoryRepository {
         let books = self.lock()?;
         let open = books.refunds.values().filter(|r| !r.done);
         Ok((open.clone().count() as i64, open.map(|r| r.owed_at).min()))
+    }
+}
+
+/// The simulated payment provider, with the refunds it is asked for recorded instead of made.
+#[derive(Default)]
+pub struct RecordedRefunds(Mutex<Vec<domain::RefundOwed>>);
+
+impl RecordedRefunds {
+    /// The refunds asked for so far, in order.
+    pub fn refunds(&self) -> Vec<domain::RefundOwed> {
+        self.0.lock().expect("refunds lock").clone()
+    }
+}
+
+#[async_trait]
+impl payments::PaymentProvider for RecordedRefunds {
+    async fn charge(
+        &self,
+        order: OrderId,
+        attempt: &PaymentAttempt,
+        amount_cents: i64,
+        token: &str,
+    ) -> Result<payments::Charge, payments::PaymentUnavailable> {
+        payments::SimulatedPayments
+            .charge(order, attempt, amount_cents, token)
+            .await
+    }
+
+    async fn refund(
+        &self,
+        order_id: OrderId,
+        payment_ref: &str,
+        amount_cents: i64,
+    ) -> Result<(), payments::PaymentUnavailable> {
+        self.0
+            .lock()
+            .expect("refunds lock")
+            .push(domain::RefundOwed {
+                order_id,
+                payment_ref: payment_ref.to_owned(),
+                amount_cents,
+            });
+        Ok(())
     }
 }
