@@ -68,8 +68,8 @@ pub struct Config {
     /// A rebuilt event reopens once the books have not changed for this many seconds.
     #[arg(long, env = "GATE_RESTORE_QUIET_SECS", default_value_t = 30)]
     pub gate_restore_quiet_secs: u64,
-    /// An event whose Redis counts fewer tickets sold than the books did this many seconds
-    /// ago was rolled back, and is rebuilt.
+    /// An event whose Redis counts fewer tickets sold or being paid than the books sold this
+    /// many seconds ago was rolled back, and is rebuilt.
     #[arg(long, env = "GATE_BEHIND_SECS", default_value_t = 90)]
     pub gate_behind_secs: u64,
     /// How often the refunder asks the provider again for refunds still owed, in seconds.

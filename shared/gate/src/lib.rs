@@ -607,6 +607,31 @@ impl Gate {
             .collect())
     }
 
+    /// Tickets per ticket type that Redis holds as sold or being paid (`confirming`: paid, the
+    /// books' outcome not yet mirrored). The watcher compares them with the books' sold: a
+    /// ticket still `confirming` is off sale and its order is finalized by a redelivery or the
+    /// relay's republish, so only a ticket Redis lost (back on sale, its order gone) shows it
+    /// went back in time.
+    #[tracing::instrument(level = "debug", skip_all)]
+    pub async fn sold_or_paying(&self, event: &Event) -> Result<BTreeMap<String, i64>, GateError> {
+        let mut pipe = redis::pipe();
+        for t in &event.ticket_types {
+            pipe.cmd("HMGET")
+                .arg(format!("{{ev:{}}}:tt:{}", event.id, t.id))
+                .arg("sold")
+                .arg("confirming");
+        }
+        let mut conn = self.0.conn.clone();
+        let counts: Vec<(Option<i64>, Option<i64>)> =
+            self.bounded(pipe.query_async(&mut conn)).await?;
+        Ok(event
+            .ticket_types
+            .iter()
+            .zip(counts)
+            .map(|(t, (sold, paying))| (t.id.to_string(), sold.unwrap_or(0) + paying.unwrap_or(0)))
+            .collect())
+    }
+
     /// Pauses a live event whose state in Redis is behind the books (rolled back to an older
     /// snapshot) so that a restore rebuilds it (`recovery::watch`). False when the
     /// event is absent (the restore of a lost event takes it from there).

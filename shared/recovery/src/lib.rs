@@ -152,8 +152,8 @@ fn by_mailbox(totals: Vec<CustomerTotal>) -> Vec<CustomerTotal> {
 pub struct WatchOptions {
     /// Time between checks that every event is in the gate.
     pub every: Duration,
-    /// An event whose Redis counts fewer tickets sold than the books did this long ago is
-    /// behind them (Redis rolled back) and is rebuilt. A sale mirrors the books within
+    /// An event whose Redis counts fewer tickets sold or being paid than the books sold this
+    /// long ago is behind them (Redis rolled back) and is rebuilt. A sale mirrors the books within
     /// milliseconds; a message whose mirroring failed is redelivered within about a minute
     /// (the subscription's backoff), and would heal its own order.
     pub behind_after: Duration,
@@ -265,7 +265,7 @@ pub async fn watch(gate: Gate, repo: Arc<dyn OrderRepository>, opts: WatchOption
                         Ok(true) => {
                             books_seen.forget(&event.id);
                             metrics::counter!("gate_behind_total").increment(1);
-                            tracing::error!(event = %event.id, "gate watch: Redis counts fewer tickets sold than the books did; it was rolled back. Pausing the event to rebuild it from the database");
+                            tracing::error!(event = %event.id, "gate watch: Redis counts fewer tickets sold or being paid than the books sold; it was rolled back. Pausing the event to rebuild it from the database");
                             match gate.rebuild(&event.id).await {
                                 Ok(true) => {
                                     if running.lock().expect("lock").insert(event.id.clone()) {
@@ -325,8 +325,11 @@ async fn behind(
         return Ok(false);
     }
     // Redis first: a sale the books make between the two reads can only make Redis look
-    // behind the reading taken now, which is judged `behind_after` later.
-    let redis = gate.sold(event).await?;
+    // behind the reading taken now, which is judged `behind_after` later. A paid order whose
+    // finalize is late (Redis trouble for consume-order, a dead-lettered message) is still
+    // `confirming` there and counts: a late mirror is not a rollback, and curing it as one
+    // (a new salt, every hold ended, a pause) would hurt a healthy sale.
+    let redis = gate.sold_or_paying(event).await?;
     let books = sold_of(&repo.inventory(&event.id).await?);
     Ok(seen.behind(&event.id, Instant::now(), books, &redis, opts.behind_after))
 }

@@ -454,6 +454,52 @@ async fn the_watcher_rebuilds_an_event_redis_rolled_back() {
     watcher.abort();
 }
 
+/// A paid order whose finalize is late (Redis trouble for consume-order, a dead-lettered
+/// message) is not a rollback: its ticket is off sale in Redis (`confirming`) and a redelivery
+/// or the relay's republish mirrors it. The watcher leaves the event alone: no rebuild, no new
+/// salt, no hold ended, no pause.
+#[tokio::test]
+async fn a_late_finalize_is_not_taken_for_a_rollback() {
+    let env = TestEnv::get();
+    let gate = env.gate().await;
+    let ev = env.seed(10, -1, 600).await;
+    let held = order_id(&reserve(&gate, &ev, 1, "h@x.at").await);
+    let late = paid(&gate, &ev, 2, "late@x.at").await;
+    // The books decided it; the mirror never came.
+    assert_eq!(
+        env.repo().persist(&late).await.unwrap().status,
+        OrderStatus::Confirmed
+    );
+    let watcher = tokio::spawn(recovery::watch(
+        gate.clone(),
+        std::sync::Arc::new(Scoped {
+            repo: env.repo(),
+            events: vec![ev.id.clone()],
+        }),
+        WatchOptions {
+            every: Duration::from_millis(100),
+            behind_after: Duration::from_millis(600),
+            restore: quick(300),
+        },
+    ));
+    // Several judgements `behind_after` apart.
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    watcher.abort();
+    let mut redis = gate.connection();
+    let restored: Option<String> = redis::cmd("HGET")
+        .arg(format!("{{ev:{}}}:meta", ev.id))
+        .arg("restored_at")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(restored, None, "rebuilt as if rolled back");
+    assert_eq!(gate.presence(&ev.id).await.unwrap(), Presence::Live);
+    let hold = gate.order(&ev.id, held).await.unwrap().unwrap();
+    assert_eq!(hold.status, OrderStatus::Reserved, "a live hold kept");
+    let s = stock(&gate, &ev).await;
+    assert_eq!((s.held, s.confirming, s.sold), (1, 2, 0));
+}
+
 /// A key retried across the loss makes a new order, never one with the id of an order the
 /// database already holds: the restore draws a new salt, and an instance that knew the old
 /// one learns it (ADR 30).
