@@ -114,6 +114,24 @@ fn quick(quiet_ms: u64) -> RestoreOptions {
     }
 }
 
+/// The watcher over `gate` and the books of the test's own `events` only (the database is
+/// shared by every test running at once).
+fn watch_only(
+    gate: &Gate,
+    env: &TestEnv,
+    events: &[&Event],
+    opts: WatchOptions,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(recovery::watch(
+        gate.clone(),
+        std::sync::Arc::new(Scoped {
+            repo: env.repo(),
+            events: events.iter().map(|e| e.id.clone()).collect(),
+        }),
+        opts,
+    ))
+}
+
 #[tokio::test]
 async fn an_event_redis_lost_is_rebuilt_from_the_books_and_in_flight_orders() {
     let env = TestEnv::get();
@@ -275,18 +293,16 @@ async fn the_watcher_rebuilds_an_event_when_redis_restarts_empty() {
     let msg = paid(&gate, &ev, 3, "w@x.at").await;
     assert_eq!(deliver(&repo, &gate, &msg).await, OrderStatus::Confirmed);
 
-    let watcher = tokio::spawn(recovery::watch(
-        gate.clone(),
-        std::sync::Arc::new(Scoped {
-            repo: env.repo(),
-            events: vec![ev.id.clone()],
-        }),
+    let watcher = watch_only(
+        &gate,
+        &env,
+        &[&ev],
         WatchOptions {
             every: Duration::from_millis(200),
             restore: quick(300),
             ..Default::default()
         },
-    ));
+    );
     redis.wipe_and_restart().await;
     // Caught on two checks in a row, rebuilt paused, reopened once quiet.
     wait_for(&gate, &ev, Presence::Live, Duration::from_secs(20)).await;
@@ -385,18 +401,16 @@ async fn the_watcher_rebuilds_an_event_redis_rolled_back() {
     assert_eq!(gate.sold(&ev).await.unwrap()[TT], 0, "rolled back");
 
     let started = std::time::Instant::now();
-    let watcher = tokio::spawn(recovery::watch(
-        gate.clone(),
-        std::sync::Arc::new(Scoped {
-            repo: env.repo(),
-            events: vec![ev.id.clone(), calm.id.clone()],
-        }),
+    let watcher = watch_only(
+        &gate,
+        &env,
+        &[&ev, &calm],
         WatchOptions {
             every: Duration::from_millis(100),
             behind_after: Duration::from_millis(600),
             restore: quick(300),
         },
-    ));
+    );
     loop {
         if gate.sold(&ev).await.unwrap()[TT] == 2
             && gate.presence(&ev.id).await.unwrap() == Presence::Live
@@ -470,18 +484,16 @@ async fn a_late_finalize_is_not_taken_for_a_rollback() {
         env.repo().persist(&late).await.unwrap().status,
         OrderStatus::Confirmed
     );
-    let watcher = tokio::spawn(recovery::watch(
-        gate.clone(),
-        std::sync::Arc::new(Scoped {
-            repo: env.repo(),
-            events: vec![ev.id.clone()],
-        }),
+    let watcher = watch_only(
+        &gate,
+        &env,
+        &[&ev],
         WatchOptions {
             every: Duration::from_millis(100),
             behind_after: Duration::from_millis(600),
             restore: quick(300),
         },
-    ));
+    );
     // Several judgements `behind_after` apart.
     tokio::time::sleep(Duration::from_millis(2_000)).await;
     watcher.abort();
