@@ -457,7 +457,7 @@ async fn a_dead_letter_replayed_after_the_fix_is_persisted_exactly_once() {
     let publisher = common::publisher(&env, &topic).await;
     let host = env.pubsub_host.clone();
     let key = testkit::signing_key();
-    let accepted = pubsub::deadletters::Accepted {
+    let accepted = domain::signing::Accepted {
         current: &key,
         previous: None,
     };
@@ -756,7 +756,8 @@ async fn a_payment_whose_outcome_is_late_answers_confirming_after_the_wait() {
 /// rotation is replayed.
 #[tokio::test]
 async fn a_dead_letter_no_accepted_key_signed_is_never_replayed() {
-    use pubsub::deadletters::{Accepted, Action, Choice};
+    use domain::signing::Accepted;
+    use pubsub::deadletters::{Action, Choice};
     let env = TestEnv::get();
     let ev = env.seed(5, -1, 600).await;
     let dead_topic = common::topic(&env).await;

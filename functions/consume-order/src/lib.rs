@@ -16,7 +16,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use base64::Engine;
-use domain::signing::MessageKey;
+use domain::signing::{Accepted, MessageKey};
 use domain::{EventId, OrderMessage, OrderStatus, RefundOwed};
 use gate::{GateError, PaymentFlow, RedisArgs};
 use payments::{PaymentProvider, SimulatedPayments};
@@ -503,13 +503,6 @@ pub fn message_data(msg: &PushMessage) -> Result<Vec<u8>, HandleError> {
         .map_err(|e| HandleError::Undecodable(anyhow::Error::new(e).context("data is not base64")))
 }
 
-/// Whether `data`, a message's decoded data, carries its signature under `key` (ADR 40).
-pub fn genuine(key: &MessageKey, msg: &PushMessage, data: &[u8]) -> bool {
-    msg.attributes
-        .get(domain::signing::SIGNATURE_ATTRIBUTE)
-        .is_some_and(|sig| key.verify(data, sig))
-}
-
 /// `POST /pubsub/orders`
 pub async fn push(
     State(state): State<Arc<AppState>>,
@@ -534,13 +527,18 @@ pub async fn push(
         }
     };
     let data = message_data(&envelope.message);
-    if let Some(key) = &state.signing
+    let signature = envelope
+        .message
+        .attributes
+        .get(domain::signing::SIGNATURE_ATTRIBUTE)
+        .map(String::as_str);
+    if let Some(current) = &state.signing
         && !data.as_deref().is_ok_and(|d| {
-            genuine(key, &envelope.message, d)
-                || state
-                    .signing_previous
-                    .as_ref()
-                    .is_some_and(|old| genuine(old, &envelope.message, d))
+            let accepted = Accepted {
+                current,
+                previous: state.signing_previous.as_ref(),
+            };
+            accepted.signed(d, signature)
         })
     {
         // Not buy's: acked so it never comes back, never persisted, and loud.

@@ -46,6 +46,25 @@ impl MessageKey {
     }
 }
 
+/// The keys a message's signature is checked against: the current one and, while a rotation
+/// rolls out, the one before it (ADR 40). consume-order checks every delivery with them, and a
+/// dead-letter replay checks what it is about to re-sign.
+#[derive(Debug, Clone, Copy)]
+pub struct Accepted<'a> {
+    pub current: &'a MessageKey,
+    pub previous: Option<&'a MessageKey>,
+}
+
+impl Accepted<'_> {
+    /// Whether `signature` (the attribute, if the message has one) signs `data` under an
+    /// accepted key.
+    pub fn signed(&self, data: &[u8], signature: Option<&str>) -> bool {
+        signature.is_some_and(|sig| {
+            self.current.verify(data, sig) || self.previous.is_some_and(|k| k.verify(data, sig))
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -69,9 +69,7 @@ impl GateError {
     pub fn is_unavailable(&self) -> bool {
         matches!(self, Self::Redis(_) | Self::Unavailable(_) | Self::Tls(_))
     }
-}
 
-impl GateError {
     /// A [`GateError::Malformed`] at `what`, caused by `source`.
     pub(crate) fn malformed(
         what: &'static str,
@@ -587,24 +585,6 @@ impl Gate {
             Some("live") => Restore::Live,
             _ => Restore::Restoring,
         })
-    }
-
-    /// Tickets sold per ticket type as Redis counts them (the watcher compares them with the
-    /// books).
-    #[tracing::instrument(level = "debug", skip_all)]
-    pub async fn sold(&self, event: &Event) -> Result<BTreeMap<String, i64>, GateError> {
-        let mut pipe = redis::pipe();
-        for t in &event.ticket_types {
-            pipe.hget(format!("{{ev:{}}}:tt:{}", event.id, t.id), "sold");
-        }
-        let mut conn = self.0.conn.clone();
-        let sold: Vec<Option<i64>> = self.bounded(pipe.query_async(&mut conn)).await?;
-        Ok(event
-            .ticket_types
-            .iter()
-            .zip(sold)
-            .map(|(t, n)| (t.id.to_string(), n.unwrap_or(0)))
-            .collect())
     }
 
     /// Tickets per ticket type that Redis holds as sold or being paid (`confirming`: paid, the

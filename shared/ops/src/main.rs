@@ -259,7 +259,7 @@ async fn main() -> anyhow::Result<()> {
                 pubsub
                     .order_signing_key
                     .as_ref()
-                    .map(|current| pubsub::deadletters::Accepted {
+                    .map(|current| domain::signing::Accepted {
                         current,
                         previous: order_signing_key_previous.as_ref(),
                     });

@@ -22,7 +22,8 @@ use serde_json::{Value, json};
 use futures::future::try_join_all;
 
 use crate::OrderPublisher;
-use domain::signing::{MessageKey, SIGNATURE_ATTRIBUTE};
+use domain::signing::Accepted;
+use domain::signing::SIGNATURE_ATTRIBUTE;
 use domain::{OrderBatch, OrderId, OrderMessage, RefundOwed};
 
 /// Which dead letters to republish.
@@ -63,23 +64,6 @@ pub enum Action {
     /// Chosen, but no accepted key signed it: never republished, left on the dead-letter
     /// subscription for whoever investigates it.
     Refused,
-}
-
-/// The keys a dead letter's own signature is checked against before it is replayed: buy's
-/// current key and, during a rotation, the previous one (as consume-order accepts them).
-#[derive(Debug, Clone)]
-pub struct Accepted<'a> {
-    pub current: &'a MessageKey,
-    pub previous: Option<&'a MessageKey>,
-}
-
-impl Accepted<'_> {
-    /// Whether `attributes` carry a signature of `data` by an accepted key.
-    fn signed(&self, data: &[u8], attributes: &HashMap<String, String>) -> bool {
-        attributes.get(SIGNATURE_ATTRIBUTE).is_some_and(|sig| {
-            self.current.verify(data, sig) || self.previous.is_some_and(|k| k.verify(data, sig))
-        })
-    }
 }
 
 /// Pub/Sub's REST API, against the emulator (no auth) or Google (ADC).
@@ -174,9 +158,11 @@ pub async fn run(
                 .decode(m["data"].as_str().unwrap_or_default())
                 .map_err(|e| format!("data is not base64: {e}"));
             // Without keys nothing can be proven genuine, so nothing is replayed.
-            let genuine = data
-                .as_deref()
-                .is_ok_and(|d| accepted.is_some_and(|a| a.signed(d, &attributes)));
+            let genuine = data.as_deref().is_ok_and(|d| {
+                accepted.is_some_and(|a| {
+                    a.signed(d, attributes.get(SIGNATURE_ATTRIBUTE).map(String::as_str))
+                })
+            });
             let batch = data.and_then(|bytes| {
                 OrderBatch::decode(&bytes).map_err(|e| format!("not an order message: {e}"))
             });

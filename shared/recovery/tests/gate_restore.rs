@@ -348,6 +348,17 @@ async fn snapshot(
 }
 
 /// Puts the event back exactly as in `snapshot`: keys written since are gone.
+/// The tickets of the VIP type Redis counts sold, read as they are stored.
+async fn sold_in(redis: &mut redis::aio::MultiplexedConnection, ev: &Event) -> i64 {
+    let sold: Option<i64> = redis::cmd("HGET")
+        .arg(format!("{{ev:{}}}:tt:{TT}", ev.id))
+        .arg("sold")
+        .query_async(redis)
+        .await
+        .unwrap();
+    sold.unwrap_or(0)
+}
+
 async fn roll_back(
     redis: &mut redis::aio::MultiplexedConnection,
     gate: &Gate,
@@ -398,7 +409,7 @@ async fn the_watcher_rebuilds_an_event_redis_rolled_back() {
     let busy = paid(&gate, &calm, 1, "c@x.at").await;
     assert_eq!(deliver(&repo, &gate, &busy).await, OrderStatus::Confirmed);
     roll_back(&mut redis, &gate, &ev, &taken).await;
-    assert_eq!(gate.sold(&ev).await.unwrap()[TT], 0, "rolled back");
+    assert_eq!(sold_in(&mut redis, &ev).await, 0, "rolled back");
 
     let started = std::time::Instant::now();
     let watcher = watch_only(
@@ -412,7 +423,7 @@ async fn the_watcher_rebuilds_an_event_redis_rolled_back() {
         },
     );
     loop {
-        if gate.sold(&ev).await.unwrap()[TT] == 2
+        if sold_in(&mut redis, &ev).await == 2
             && gate.presence(&ev.id).await.unwrap() == Presence::Live
         {
             break;

@@ -769,7 +769,7 @@ pub type Fault = fn() -> store::RepoError;
 struct Books {
     events: BTreeMap<EventId, Event>,
     /// Tickets left and the price per (event, ticket type).
-    left: HashMap<(EventId, TicketTypeId), store::ForSale>,
+    for_sale: HashMap<(EventId, TicketTypeId), store::ForSale>,
     orders: BTreeMap<OrderId, store::StoredOrder>,
     refunds: HashMap<String, Refund>,
 }
@@ -831,7 +831,9 @@ impl store::OrderRepository for MemoryRepository {
                 left: i64::from(t.capacity),
                 price_cents: t.price_cents,
             };
-            books.left.insert((event.id.clone(), t.id.clone()), sale);
+            books
+                .for_sale
+                .insert((event.id.clone(), t.id.clone()), sale);
         }
         books.events.insert(event.id.clone(), event.clone());
         Ok(store::Seeded::Created)
@@ -840,7 +842,7 @@ impl store::OrderRepository for MemoryRepository {
     async fn reset(&self, event: &EventId) -> Result<(), store::RepoError> {
         let mut books = self.lock()?;
         books.events.remove(event);
-        books.left.retain(|(e, _), _| e != event);
+        books.for_sale.retain(|(e, _), _| e != event);
         books.orders.retain(|_, o| &o.event != event);
         Ok(())
     }
@@ -862,7 +864,7 @@ impl store::OrderRepository for MemoryRepository {
         let decided = store::allocate(
             &fresh,
             |o| (o.event.clone(), o.ticket_type.clone()),
-            &mut books.left,
+            &mut books.for_sale,
         );
         let mut refused = HashMap::new();
         for (o, decision) in fresh.iter().zip(decided) {
@@ -941,7 +943,7 @@ impl store::OrderRepository for MemoryRepository {
                 };
                 let confirmed = || of_type().filter(|o| o.status == OrderStatus::Confirmed);
                 let sold: i64 = of_type().map(|o| o.tickets.len() as i64).sum();
-                let left = books.left[&(event.clone(), t.id.clone())].left;
+                let left = books.for_sale[&(event.clone(), t.id.clone())].left;
                 store::Inventory {
                     ticket_type: t.id.clone(),
                     capacity: i64::from(t.capacity),
