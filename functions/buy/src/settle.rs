@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use domain::{EventId, OrderId, OrderMessage, OrderStatus, RefundOwed, TraceContext};
+use domain::{EventId, OrderCharge, OrderId, OrderMessage, OrderStatus, TraceContext};
 use gate::{Approval, GateError, PayBegin};
 use payments::{Charge, PaymentUnavailable};
 use pubsub::PublishError;
@@ -32,9 +32,9 @@ pub enum SettleError {
     /// Paid, but not published: the order stays in the outbox for the relay.
     #[error(transparent)]
     Publish(#[from] PublishError),
-    /// A stale approval's refund could neither be made nor handed on (logged with the debt).
-    #[error("refund owed for a stale approval: {0}")]
-    RefundStuck(#[source] PaymentUnavailable),
+    /// A stale approval's charge could not be handed to the books (logged with the charge).
+    #[error("a stale approval's charge not handed to the books: {0}")]
+    ChargeNotHanded(#[source] PublishError),
     #[error(transparent)]
     Gate(#[from] GateError),
     #[error("order {0} is confirming without a payment record")]
@@ -73,7 +73,7 @@ impl From<SettleError> for ApiError {
                     .into(),
                 retry_after_secs: 3,
             },
-            SettleError::RefundStuck(e) => unavailable("payment provider", &e),
+            SettleError::ChargeNotHanded(e) => unavailable("message broker", &e),
             SettleError::Gate(e) => gate_error(e),
             e @ SettleError::NoPaymentRecord(_) => ApiError::Internal(e.into()),
         }
@@ -252,15 +252,17 @@ pub async fn settle(
                     Ok(OrderStatus::Confirming)
                 }
                 Approval::Stale(status) => {
-                    payment("stale_refunded");
-                    // Money taken for an attempt that no longer counts: give it back.
-                    tracing::warn!(order_id = %id, %attempt, payment_ref, "stale approval; refunding");
-                    let owed = RefundOwed {
+                    payment("stale");
+                    // Money taken for an attempt Redis no longer knows as live. Redis may have
+                    // gone back in time, and this may be the charge that paid the order: only
+                    // the books can tell, so they decide whether it is refunded (ADR 53).
+                    tracing::warn!(order_id = %id, %attempt, payment_ref, "stale approval; handing the charge to the books");
+                    let charge = OrderCharge {
                         order_id: id,
                         payment_ref,
                         amount_cents,
                     };
-                    refund_stale(state, &owed).await?;
+                    hand_to_books(state, &charge).await?;
                     state_answer(status.ok_or(SettleError::NotFound)?)
                 }
             }
@@ -268,23 +270,13 @@ pub async fn settle(
     }
 }
 
-/// Refunds a stale approval's charge at once, or, when the provider cannot do it now, hands
-/// the debt to consume-order, which records it in the books and retries it until the provider
-/// confirms (ADR 39). Only if both fail is the fan answered 503 (the debt is in the log line).
-async fn refund_stale(state: &AppState, owed: &RefundOwed) -> Result<(), SettleError> {
-    let Err(e) = state
-        .payments
-        .refund(owed.order_id, &owed.payment_ref, owed.amount_cents)
-        .await
-    else {
-        return Ok(());
-    };
-    tracing::warn!(order_id = %owed.order_id, error = %e, "refund failed; handing it to the refunder");
-    match state.publisher.publish_refund(owed).await {
-        Ok(_) => Ok(()),
-        Err(p) => {
-            tracing::error!(order_id = %owed.order_id, payment_ref = owed.payment_ref, amount_cents = owed.amount_cents, error = %p, "refund owed could neither be made nor handed on (reconcile with the provider)");
-            Err(SettleError::RefundStuck(e))
-        }
-    }
+/// Hands a charge to the books through consume-order, which keeps it if it paid its order and
+/// refunds it otherwise (ADR 53). If that fails the fan is answered 503; the charge is in the
+/// log line, and the provider's list of charges shows it to the money audit.
+async fn hand_to_books(state: &AppState, charge: &OrderCharge) -> Result<(), SettleError> {
+    state.publisher.publish_charge(charge).await.map_err(|e| {
+        tracing::error!(order_id = %charge.order_id, payment_ref = charge.payment_ref, amount_cents = charge.amount_cents, error = %e, "a stale approval's charge could not be handed to the books (reconcile with the provider)");
+        SettleError::ChargeNotHanded(e)
+    })?;
+    Ok(())
 }

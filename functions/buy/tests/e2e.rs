@@ -587,7 +587,10 @@ impl OrderPublisher for Down {
     async fn publish(&self, _: &OrderMessage) -> Result<String, pubsub::PublishError> {
         Err(pubsub::PublishError::Unavailable("down"))
     }
-    async fn publish_refund(&self, _: &domain::RefundOwed) -> Result<String, pubsub::PublishError> {
+    async fn publish_charge(
+        &self,
+        _: &domain::OrderCharge,
+    ) -> Result<String, pubsub::PublishError> {
         Err(pubsub::PublishError::Unavailable("down"))
     }
 }
@@ -602,7 +605,10 @@ impl OrderPublisher for Recording {
         self.0.lock().unwrap().push(msg.order_id);
         Ok("recorded".into())
     }
-    async fn publish_refund(&self, _: &domain::RefundOwed) -> Result<String, pubsub::PublishError> {
+    async fn publish_charge(
+        &self,
+        _: &domain::OrderCharge,
+    ) -> Result<String, pubsub::PublishError> {
         Err(pubsub::PublishError::Unavailable("records orders only"))
     }
 }

@@ -1,7 +1,8 @@
-//! Refunds are never forgotten (ADR 39), on the real engines: an approval that arrives for an
-//! attempt that no longer counts is refunded; when the provider fails that refund, buy hands
-//! the debt on through Pub/Sub, consume-order records it in the books, and the refunder asks
-//! again until the provider confirms it, once.
+//! Refunds are never forgotten (ADR 39) and are decided by the books (ADR 53), on the real
+//! engines: buy hands an approval that arrives for an attempt that no longer counts to the books
+//! through Pub/Sub, never refunding it on Redis' word; consume-order settles it there (owed:
+//! the order is paid by another charge), and the refunder asks the provider again until it
+//! confirms the refund, once.
 
 mod common;
 
@@ -15,7 +16,7 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use base64::Engine as _;
-use domain::{OrderBatch, OrderId, OrderStatus, PaymentAttempt, RefundOwed};
+use domain::{OrderBatch, OrderCharge, OrderId, OrderStatus, PaymentAttempt};
 use payments::{Charge, PaymentProvider, PaymentUnavailable};
 use serde_json::{Value, json};
 use store::OrderRepository;
@@ -84,7 +85,7 @@ fn pay(id: OrderId) -> Request<Body> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stale_approval_whose_refund_fails_is_refunded_later_exactly_once() {
+async fn a_stale_approval_goes_to_the_books_and_is_refunded_exactly_once() {
     let env = TestEnv::get();
     let ev = env.seed(10, -1, 600).await;
     let topic = common::topic(&env).await;
@@ -133,14 +134,18 @@ async fn a_stale_approval_whose_refund_fails_is_refunded_later_exactly_once() {
         Some(OrderStatus::Reserved)
     );
     assert_eq!(call(&buy, pay(id)).await.status, StatusCode::ACCEPTED);
-    // Attempt 1's approval arrives now: stale. Its refund fails, and the fan is not told 503.
+    // Attempt 1's approval arrives now: stale. buy does not refund it, and the fan is not told
+    // 503.
     provider.release.notify_one();
     let answer = first.await.unwrap();
     assert_eq!(answer.0, StatusCode::ACCEPTED, "{}", answer.1);
     let stale_ref = format!("ref-{id}-{attempt}");
-    assert_eq!(provider.asked.lock().unwrap()[&stale_ref], 1);
+    assert!(
+        provider.asked.lock().unwrap().is_empty(),
+        "buy refunds nothing itself"
+    );
 
-    // The debt travelled in a message of its own.
+    // The charge travelled to the books in a message of its own.
     let mut refund_message = None;
     let started = Instant::now();
     while refund_message.is_none() {
@@ -148,7 +153,7 @@ async fn a_stale_approval_whose_refund_fails_is_refunded_later_exactly_once() {
             let data = base64::engine::general_purpose::STANDARD
                 .decode(m["message"]["data"].as_str().unwrap())
                 .unwrap();
-            if !OrderBatch::decode(&data).unwrap().refunds.is_empty() {
+            if !OrderBatch::decode(&data).unwrap().charges.is_empty() {
                 refund_message = Some(m);
             }
         }
@@ -162,7 +167,8 @@ async fn a_stale_approval_whose_refund_fails_is_refunded_later_exactly_once() {
         "subscription": "projects/p/subscriptions/s"})
     .to_string();
 
-    // consume-order records it (its own try fails too: the provider is still down) and acks.
+    // consume-order has the books settle it: owed, since the order is paid by attempt 2's
+    // charge. Its own try to refund fails (the provider is down) and it acks.
     let consumer = consume_order::AppState {
         payments: provider.clone(),
         refund_lease: Duration::from_millis(20),
@@ -170,14 +176,14 @@ async fn a_stale_approval_whose_refund_fails_is_refunded_later_exactly_once() {
     };
     let app = consume_order::app(consumer.clone());
     assert_eq!(push(&app, &envelope).await, StatusCode::NO_CONTENT);
-    let owed = RefundOwed {
+    let owed = OrderCharge {
         order_id: id,
         payment_ref: stale_ref.clone(),
         amount_cents: 2 * ev.ticket_types[0].price_cents,
     };
     assert_eq!(
         env.repo()
-            .owe_refunds(std::slice::from_ref(&owed), Duration::ZERO)
+            .settle_charges(std::slice::from_ref(&owed), Duration::ZERO)
             .await
             .unwrap(),
         vec![owed.clone()],
@@ -210,20 +216,15 @@ async fn a_stale_approval_whose_refund_fails_is_refunded_later_exactly_once() {
     );
     assert!(
         env.repo()
-            .owe_refunds(std::slice::from_ref(&owed), Duration::ZERO)
+            .settle_charges(std::slice::from_ref(&owed), Duration::ZERO)
             .await
             .unwrap()
             .is_empty(),
         "recorded as done"
     );
     // The attempt that counts was never refunded.
-    assert!(
-        !provider
-            .asked
-            .lock()
-            .unwrap()
-            .contains_key(&format!("ref-{id}-2"))
-    );
+    let asked: Vec<String> = provider.asked.lock().unwrap().keys().cloned().collect();
+    assert_eq!(asked, vec![stale_ref], "only the stale charge");
 }
 
 async fn call_owned(app: axum::Router, req: Request<Body>) -> (StatusCode, Value) {

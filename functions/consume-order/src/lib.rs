@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use base64::Engine;
 use domain::signing::{Accepted, MessageKey};
-use domain::{EventId, OrderMessage, OrderStatus, RefundOwed};
+use domain::{EventId, OrderCharge, OrderMessage, OrderStatus};
 use gate::{GateError, PaymentFlow, RedisArgs};
 use payments::{PaymentProvider, SimulatedPayments};
 use secrecy::{ExposeSecret, SecretString};
@@ -214,9 +214,9 @@ pub enum HandleError {
     /// The books could not decide the orders: retry (Pub/Sub redelivers with backoff).
     #[error("the books: {0}")]
     Books(#[from] RepoError),
-    /// The refunds owed could not be recorded: retry, nothing is acked before they are.
-    #[error("recording refunds owed: {0}")]
-    RefundsOwed(#[source] RepoError),
+    /// The charges could not be settled: retry, nothing is acked before they are.
+    #[error("settling charges: {0}")]
+    Charges(#[source] RepoError),
     /// The books decided and the gate could not mirror it: retry (the redelivery finishes it).
     #[error("the gate: {0}")]
     Gate(#[from] GateError),
@@ -249,14 +249,14 @@ fn counted(
 #[derive(Debug, Default)]
 pub struct Decoded {
     pub orders: Vec<OrderMessage>,
-    /// Refunds buy owes and could not make (ADR 39).
-    pub refunds: Vec<RefundOwed>,
+    /// Charges buy could not match to a live payment attempt, for the books to settle (ADR 53).
+    pub charges: Vec<OrderCharge>,
     /// Orders that can never be valid (a field that does not decode, a quantity out of range):
     /// acked, logged with what they were, and counted.
     pub invalid: Vec<String>,
 }
 
-/// Decodes the message's data: a batch of orders and refunds owed (ADR 34). Each order is
+/// Decodes the message's data: a batch of orders, or charges to settle (ADR 34, ADR 53). Each order is
 /// read on its own: one that cannot be valid (a field that does not decode, a quantity out of
 /// range) is reported in `invalid` and its neighbours go on; only a message that is no batch at
 /// all is undecodable.
@@ -264,19 +264,19 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, HandleError> {
     #[derive(Deserialize)]
     struct Wire {
         orders: Vec<Box<serde_json::value::RawValue>>,
-        #[serde(default)]
-        refunds: Vec<RefundOwed>,
+        #[serde(default, rename = "refunds")]
+        charges: Vec<OrderCharge>,
     }
-    let Wire { orders, refunds } = serde_json::from_slice(bytes).map_err(|e| {
+    let Wire { orders, charges } = serde_json::from_slice(bytes).map_err(|e| {
         HandleError::Undecodable(anyhow::Error::new(e).context("not an order batch"))
     })?;
-    if orders.is_empty() && refunds.is_empty() {
+    if orders.is_empty() && charges.is_empty() {
         return Err(HandleError::Undecodable(anyhow::anyhow!(
             "a batch of no orders"
         )));
     }
     let mut decoded = Decoded {
-        refunds,
+        charges,
         ..Decoded::default()
     };
     for raw in orders {
@@ -320,17 +320,18 @@ pub async fn handle_batch(
     // Every refund owed is in the books before the gate shows "rejected" (ADR 39); the
     // provider is asked at once, and the refunder asks again for any it could not make. Owed:
     // the charge of a rejected order, and a charge the books do not keep for a confirmed one
-    // (a second attempt after Redis went back in time, ADR 52: the first charge paid it).
-    let owed: Vec<RefundOwed> = decided
+    // (a second attempt after Redis went back in time, ADR 52: the first charge paid it). The
+    // books settle them by their one rule (ADR 53), as they do any charge buy hands over.
+    let owed: Vec<OrderCharge> = decided
         .iter()
         .filter(|(msg, p)| p.status == OrderStatus::Rejected || p.payment_ref != msg.payment_ref)
-        .map(|(msg, _)| RefundOwed {
+        .map(|(msg, _)| OrderCharge {
             order_id: msg.order_id,
             payment_ref: msg.payment_ref.clone(),
             amount_cents: msg.amount_cents,
         })
         .collect();
-    owe_and_refund(state, &owed).await?;
+    settle_and_refund(state, &owed).await?;
     // If Redis fails here the database already holds the orders; the redelivery finds them
     // persisted and finishes this step.
     let mut events: Vec<&EventId> = decided.iter().map(|(m, _)| &m.event).collect();
@@ -356,25 +357,29 @@ pub async fn handle_batch(
         .collect())
 }
 
-/// Records `refunds` as owed in the books (the message is retried if that fails: nothing is
-/// acked before the debt is durable), then asks the provider for each one still open; one it
-/// cannot make now stays owed for the refunder ([`refund_due`]).
-pub async fn owe_and_refund(state: &AppState, refunds: &[RefundOwed]) -> Result<(), HandleError> {
-    if refunds.is_empty() {
+/// Has the books settle `charges` (ADR 53): each is kept if it paid its order, confirmed, and
+/// owed back otherwise (the message is retried if that fails: nothing is acked before the debt
+/// is durable). Then asks the provider for each refund still open; one it cannot make now
+/// stays owed for the refunder ([`refund_due`]).
+pub async fn settle_and_refund(
+    state: &AppState,
+    charges: &[OrderCharge],
+) -> Result<(), HandleError> {
+    if charges.is_empty() {
         return Ok(());
     }
     let open = state
         .repo
-        .owe_refunds(refunds, state.refund_lease)
+        .settle_charges(charges, state.refund_lease)
         .await
-        .map_err(HandleError::RefundsOwed)?;
+        .map_err(HandleError::Charges)?;
     futures::future::join_all(open.iter().map(|r| refund_one(state, r))).await;
     Ok(())
 }
 
 /// Asks the provider for one refund and records it done; logs and counts a failure (the
 /// refund stays owed).
-async fn refund_one(state: &AppState, r: &RefundOwed) -> bool {
+async fn refund_one(state: &AppState, r: &OrderCharge) -> bool {
     match state
         .payments
         .refund(r.order_id, &r.payment_ref, r.amount_cents)
@@ -565,7 +570,7 @@ pub async fn push(
                     counted(&state, "permanent");
                     tracing::error!(reason, "permanently bad order in the message; dropped");
                 }
-                match owe_and_refund(&state, &decoded.refunds).await {
+                match settle_and_refund(&state, &decoded.charges).await {
                     Err(e) => Err(e),
                     Ok(()) if decoded.orders.is_empty() => Ok(vec![]),
                     Ok(()) => handle_batch(&state, &decoded.orders).await,

@@ -41,15 +41,17 @@ async fn held_by(env: &TestEnv, ev: &Event, email: &str) -> OrderId {
     testkit::hold(&env.gate().await, &ev.id, 2, email).await
 }
 
-/// Pays the hold `order_id` in the gate; the message buy would publish for it.
+/// Pays the hold `order_id` in the gate (a charge of its own, as the provider makes them);
+/// the message buy would publish for it.
 async fn pay(env: &TestEnv, ev: &Event, order_id: OrderId) -> OrderMessage {
-    testkit::pay(&env.gate().await, &ev.id, order_id, "sim_ref").await
+    let payment_ref = format!("sim_ref_{}", order_id.0.simple());
+    testkit::pay(&env.gate().await, &ev.id, order_id, &payment_ref).await
 }
 
 fn envelope(msg: &OrderMessage, snake_case: bool) -> Value {
     let batch = OrderBatch {
         orders: vec![msg.clone()],
-        refunds: vec![],
+        charges: vec![],
     };
     let data =
         base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(&batch).unwrap());
@@ -67,7 +69,7 @@ fn envelope(msg: &OrderMessage, snake_case: bool) -> Value {
 fn batch_envelope(orders: &[OrderMessage]) -> Value {
     let data = serde_json::to_vec(&OrderBatch {
         orders: orders.to_vec(),
-        refunds: vec![],
+        charges: vec![],
     })
     .unwrap();
     let data = base64::engine::general_purpose::STANDARD.encode(data);
@@ -554,7 +556,7 @@ async fn a_rolled_back_hold_that_expired_in_redis_is_taken_back_from_sale() {
 fn envelope_signed(orders: &[OrderMessage], signature: Option<String>) -> String {
     let data = serde_json::to_vec(&OrderBatch {
         orders: orders.to_vec(),
-        refunds: vec![],
+        charges: vec![],
     })
     .unwrap();
     let mut attributes = json!({"orders": orders.len().to_string()});
@@ -569,7 +571,7 @@ fn envelope_signed(orders: &[OrderMessage], signature: Option<String>) -> String
 fn data_of(orders: &[OrderMessage]) -> Vec<u8> {
     serde_json::to_vec(&OrderBatch {
         orders: orders.to_vec(),
-        refunds: vec![],
+        charges: vec![],
     })
     .unwrap()
 }

@@ -57,11 +57,15 @@ impl Consumer {
 
     /// Delivers `orders` as one push message; the answer's status.
     async fn push(&self, token: Option<&str>, orders: &[OrderMessage]) -> StatusCode {
-        let data = serde_json::to_vec(&OrderBatch {
+        let batch = OrderBatch {
             orders: orders.to_vec(),
-            refunds: vec![],
-        })
-        .unwrap();
+            charges: vec![],
+        };
+        self.push_batch(token, &batch).await
+    }
+
+    async fn push_batch(&self, token: Option<&str>, batch: &OrderBatch) -> StatusCode {
+        let data = serde_json::to_vec(batch).unwrap();
         let envelope = json!({"message": {"data": base64::engine::general_purpose::STANDARD.encode(data),
             "messageId": "1", "publishTime": "2026-01-01T00:00:00Z"}, "subscription": "projects/p/subscriptions/s"});
         self.push_body(token, envelope.to_string()).await
@@ -155,6 +159,49 @@ async fn a_second_charge_for_a_confirmed_order_is_owed_back() {
         .collect();
     assert_eq!(refunded, std::slice::from_ref(&second.payment_ref));
     assert_eq!(c.books.refunds_outstanding().await.unwrap().0, 0);
+}
+
+/// buy hands the books every approval it cannot match to a live attempt (ADR 53); after Redis
+/// went back in time that may be the very charge that paid the order. The books keep that one
+/// and refund the others.
+#[tokio::test]
+async fn a_charge_handed_over_is_refunded_unless_it_paid_its_order() {
+    let c = consumer().await;
+    let refunded = Arc::new(testkit::memory::RecordedRefunds::default());
+    let state = AppState {
+        payments: refunded.clone(),
+        ..c.state.clone()
+    };
+    let c = Consumer { state, ..c };
+    let msg = c.paid("fan@example.at").await;
+    assert_eq!(
+        c.push(Some(TOKEN), std::slice::from_ref(&msg)).await,
+        StatusCode::NO_CONTENT
+    );
+    let charge = |payment_ref: &str| domain::OrderCharge {
+        order_id: msg.order_id,
+        payment_ref: payment_ref.to_owned(),
+        amount_cents: msg.amount_cents,
+    };
+    let stale = format!("{}-an-attempt-redis-forgot", msg.payment_ref);
+    let batch = OrderBatch {
+        orders: vec![],
+        charges: vec![charge(&msg.payment_ref), charge(&stale)],
+    };
+    for _ in 0..2 {
+        assert_eq!(
+            c.push_batch(Some(TOKEN), &batch).await,
+            StatusCode::NO_CONTENT
+        );
+    }
+    let refunded: Vec<String> = refunded
+        .refunds()
+        .into_iter()
+        .map(|r| r.payment_ref)
+        .collect();
+    assert_eq!(refunded, [stale], "once, and never the kept charge");
+    let stored = c.books.order(msg.order_id).await.unwrap().unwrap();
+    assert_eq!(stored.status, OrderStatus::Confirmed);
 }
 
 #[tokio::test]

@@ -606,10 +606,10 @@ impl From<TraceContext> for TraceWire {
     }
 }
 
-/// A refund owed to a fan for one charge: an order the books rejected after payment, or an
-/// approval that came for an attempt that no longer counted (ADR 39).
+/// One charge of an order at the payment provider. The books settle every charge they learn
+/// of (ADR 53): the one that paid a confirmed order is kept, any other is owed back (ADR 39).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RefundOwed {
+pub struct OrderCharge {
     /// The order the charge was for.
     pub order_id: OrderId,
     /// The payment provider's reference of the charge (a charge is refunded once).
@@ -619,13 +619,14 @@ pub struct RefundOwed {
 }
 
 /// What one Pub/Sub message carries since orders travel in batches (ADR 34): the paid orders
-/// buy coalesced while its previous publish was in flight, and refunds buy owes but could not
-/// make (ADR 39; in a message of their own).
+/// buy coalesced while its previous publish was in flight, or, in a message of their own,
+/// charges buy holds but cannot match to a live payment attempt, for the books to settle (ADR
+/// 53; on the wire as `refunds`, the name they had when buy owed them itself).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct OrderBatch {
     pub orders: Vec<OrderMessage>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub refunds: Vec<RefundOwed>,
+    #[serde(default, rename = "refunds", skip_serializing_if = "Vec::is_empty")]
+    pub charges: Vec<OrderCharge>,
 }
 
 impl OrderBatch {

@@ -194,8 +194,9 @@ pub enum PayBegin {
 pub enum Approval {
     /// Recorded for the current attempt (or recorded before with the same reference).
     Recorded(Approved),
-    /// Not the current attempt, or the order moved on: this charge must be refunded. Carries
-    /// the order's status (None: the gate does not know the order).
+    /// Not the current attempt, or the order moved on: Redis cannot place this charge, and
+    /// the books decide whether it is kept or refunded (ADR 53). Carries the order's status
+    /// (None: the gate does not know the order).
     Stale(Option<OrderStatus>),
 }
 

@@ -422,7 +422,7 @@ async fn payment_walks_reserved_confirming_confirmed() {
             .await
             .unwrap(),
         Approval::Stale(Some(OrderStatus::Confirming)),
-        "a stale approval is refused (the caller refunds it)"
+        "a stale approval is refused (the caller hands it to the books)"
     );
     // The relay (empty token) resumes the pending attempt with the stored token.
     assert_eq!(

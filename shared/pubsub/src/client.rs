@@ -9,7 +9,7 @@ use google_cloud_pubsub::model::Message;
 use tokio::sync::{mpsc, oneshot};
 
 use domain::signing::{MessageKey, SIGNATURE_ATTRIBUTE};
-use domain::{OrderBatch, OrderMessage, RefundOwed};
+use domain::{OrderBatch, OrderCharge, OrderMessage};
 
 use crate::{Batching, OrderPublisher, PublishError};
 
@@ -93,14 +93,14 @@ impl OrderPublisher for PubSubPublisher {
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
-    async fn publish_refund(&self, refund: &RefundOwed) -> Result<String, PublishError> {
+    async fn publish_charge(&self, charge: &OrderCharge) -> Result<String, PublishError> {
         let data = serde_json::to_vec(&OrderBatch {
             orders: vec![],
-            refunds: vec![refund.clone()],
+            charges: vec![charge.clone()],
         })
         .map_err(|e| PublishError::Encode(Arc::new(e)))?;
         let attributes = signed(
-            vec![("refund_for", refund.order_id.to_string())],
+            vec![("refund_for", charge.order_id.to_string())],
             self.signing.as_ref(),
             &data,
         );

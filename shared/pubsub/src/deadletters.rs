@@ -24,7 +24,7 @@ use futures::future::try_join_all;
 use crate::OrderPublisher;
 use domain::signing::Accepted;
 use domain::signing::SIGNATURE_ATTRIBUTE;
-use domain::{OrderBatch, OrderId, OrderMessage, RefundOwed};
+use domain::{OrderBatch, OrderCharge, OrderId, OrderMessage};
 
 /// Which dead letters to republish.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,8 +45,8 @@ pub struct DeadLetter {
     /// Its orders (one, or a batch: ADR 34), or why the payload is not an order message
     /// (such a message cannot be replayed).
     pub orders: Result<Vec<OrderMessage>, String>,
-    /// Refunds it carries (a refund buy could not make, ADR 39): replayed with it.
-    pub refunds: Vec<RefundOwed>,
+    /// Charges it carries for the books to settle (ADR 53): replayed with it.
+    pub charges: Vec<OrderCharge>,
     pub attributes: HashMap<String, String>,
     /// What became of it in this run.
     pub action: Action,
@@ -166,15 +166,15 @@ pub async fn run(
             let batch = data.and_then(|bytes| {
                 OrderBatch::decode(&bytes).map_err(|e| format!("not an order message: {e}"))
             });
-            let (orders, refunds) = match batch {
-                Ok(b) => (Ok(b.orders), b.refunds),
+            let (orders, charges) = match batch {
+                Ok(b) => (Ok(b.orders), b.charges),
                 Err(e) => (Err(e), vec![]),
             };
             let chosen = match (&orders, choice) {
                 (Ok(_), Choice::All) => true,
                 (Ok(os), Choice::Orders(set)) => {
                     os.iter().any(|o| set.contains(&o.order_id))
-                        || refunds.iter().any(|r| set.contains(&r.order_id))
+                        || charges.iter().any(|c| set.contains(&c.order_id))
                 }
                 _ => false,
             };
@@ -187,7 +187,7 @@ pub async fn run(
                 Ok(os) if chosen => {
                     let replay = async {
                         try_join_all(os.iter().map(|o| publisher.publish(o))).await?;
-                        try_join_all(refunds.iter().map(|r| publisher.publish_refund(r))).await
+                        try_join_all(charges.iter().map(|c| publisher.publish_charge(c))).await
                     };
                     match replay.await {
                         Ok(_) => {
@@ -216,7 +216,7 @@ pub async fn run(
             seen.push(DeadLetter {
                 message_id,
                 orders,
-                refunds,
+                charges,
                 attributes,
                 action,
             });

@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use domain::{OrderMessage, RefundOwed};
+use domain::{OrderCharge, OrderMessage};
 
 /// Publishing failed or timed out; the order stays in the outbox and is published later.
 /// Cloned to every caller whose order rode in the failed message, so the cause is shared.
@@ -52,9 +52,10 @@ pub enum PublishError {
 pub trait OrderPublisher: Send + Sync {
     /// Publishes one order (in a message it may share with others); returns the message id.
     async fn publish(&self, msg: &OrderMessage) -> Result<String, PublishError>;
-    /// Publishes a refund buy owes and could not make, in a message of its own, for
-    /// consume-order to record and retry (ADR 39); returns the message id.
-    async fn publish_refund(&self, refund: &RefundOwed) -> Result<String, PublishError>;
+    /// Hands a charge buy cannot match to a live payment attempt to the books, in a message
+    /// of its own: consume-order settles it there, and refunds it unless it is the charge that
+    /// paid the order (ADR 53); returns the message id.
+    async fn publish_charge(&self, charge: &OrderCharge) -> Result<String, PublishError>;
 }
 
 /// How orders are coalesced into messages.

@@ -19,7 +19,7 @@ pub use domain::books::{CustomerTotal, Persisted, StoredOrder};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use domain::{Event, EventId, OrderId, OrderMessage, RefundOwed, TicketTypeId};
+use domain::{Event, EventId, OrderCharge, OrderId, OrderMessage, TicketTypeId};
 
 /// Why the repository could not do what was asked. The database's own error is the source
 /// of `Unavailable` and `Contended`, and is shown in their message too, so a log line of the
@@ -137,19 +137,25 @@ pub struct ForSale {
 /// one did not, as when they came one at a time). `types` maps a ticket type to what is left
 /// and its price. Refused: an order whose ticket type is missing there, and one whose amount is
 /// not the catalog's price for its quantity (buy charges exactly that, so only a message buy
-/// did not write, or a bug, differs: the books confirm nothing sold below its price). Returns
-/// per order (in input order) whether it is confirmed, or the refusal.
+/// did not write, or a bug, differs: the books confirm nothing sold below its price).
+/// Rejected without taking stock: an order paid with a charge the books already hold (in
+/// `ledger`, or used by an order of the batch paid before it): a charge pays one order once,
+/// and one the books already settled may have been refunded (ADR 53). Returns per order (in
+/// input order) whether it is confirmed, or the refusal.
 pub fn allocate<K: Eq + std::hash::Hash>(
     orders: &[&OrderMessage],
     key: impl Fn(&OrderMessage) -> K,
     types: &mut std::collections::HashMap<K, ForSale>,
+    ledger: &std::collections::HashSet<String>,
 ) -> Vec<Result<bool, Refused>> {
     let mut by_payment: Vec<usize> = (0..orders.len()).collect();
     by_payment.sort_by_key(|&i| (orders[i].paid_at, orders[i].order_id.0));
     let mut decided = vec![Ok(false); orders.len()];
+    let mut used = std::collections::HashSet::new();
     for i in by_payment {
         let o = orders[i];
         let n = i64::from(o.quantity.get());
+        let known_charge = ledger.contains(&o.payment_ref);
         decided[i] = match types.get_mut(&key(o)) {
             None => Err(Refused(format!(
                 "ticket type {} of event {} is not in the database",
@@ -161,6 +167,7 @@ pub fn allocate<K: Eq + std::hash::Hash>(
                     o.amount_cents, o.ticket_type, t.price_cents
                 )))
             }
+            Some(_) if known_charge || !used.insert(o.payment_ref.as_str()) => Ok(false),
             Some(t) if t.left >= n => {
                 t.left -= n;
                 Ok(true)
@@ -169,6 +176,42 @@ pub fn allocate<K: Eq + std::hash::Hash>(
         };
     }
     decided
+}
+
+/// The charges a batch writes to the ledger, each once: those of the orders [`allocate`]
+/// decided (confirmed or rejected) that the ledger does not hold yet.
+pub fn new_charges<'a>(
+    orders: &[&'a OrderMessage],
+    decided: &[Result<bool, Refused>],
+    ledger: &std::collections::HashSet<String>,
+) -> Vec<&'a OrderMessage> {
+    let mut seen = std::collections::HashSet::new();
+    orders
+        .iter()
+        .zip(decided)
+        .filter(|(o, d)| {
+            d.is_ok() && !ledger.contains(&o.payment_ref) && seen.insert(o.payment_ref.as_str())
+        })
+        .map(|(o, _)| *o)
+        .collect()
+}
+
+/// One charge in the books' ledger and what they decided for it (ADR 53).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerEntry {
+    pub charge: OrderCharge,
+    pub verdict: Verdict,
+}
+
+/// What the books decided for a charge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// It paid its order, confirmed.
+    Kept,
+    /// It is owed back and the provider has not confirmed the refund yet.
+    Owed,
+    /// It was owed back and the provider confirmed the refund.
+    Refunded,
 }
 
 /// The database's books for one ticket type (for the audit).
@@ -209,8 +252,10 @@ pub trait OrderRepository: Send + Sync {
     /// Persists a batch of paid orders with their tickets in one transaction (Spanner: one per
     /// [`MAX_ORDERS_PER_TRANSACTION`]). Idempotent per order id (a repeated order, in the batch
     /// or from an earlier delivery, reads back as `duplicate`); an order that no longer fits
-    /// is `Rejected`, never sold beyond capacity. One outcome per input order, in order. An
-    /// `Err` means nothing of the batch was decided: try it all again.
+    /// is `Rejected`, never sold beyond capacity. Each new order's charge enters the ledger in
+    /// the same transaction; an order paid with a charge the ledger already holds is
+    /// `Rejected` (see [`allocate`]). One outcome per input order, in order. An `Err` means
+    /// nothing of the batch was decided: try it all again.
     async fn persist_batch(&self, orders: &[OrderMessage]) -> Result<Vec<Outcome>, RepoError>;
     /// [`OrderRepository::persist_batch`] of one order; a refusal is `RepoError::Permanent`.
     async fn persist(&self, msg: &OrderMessage) -> Result<Persisted, RepoError> {
@@ -234,14 +279,24 @@ pub trait OrderRepository: Send + Sync {
     /// Every order of one event the books decided, with its tickets: the fans' read model
     /// a gate rebuild writes back (`recovery`).
     async fn decided_orders(&self, event: &EventId) -> Result<Vec<StoredOrder>, RepoError>;
-    /// Records refunds owed, once per charge (one already recorded stays as it is), a new one
-    /// leased for `lease` as if just claimed (its caller asks the provider now). Returns those
-    /// of `refunds` not yet done, each charge once.
-    async fn owe_refunds(
+    /// Settles charges by the books' one rule (ADR 53): the charge that paid a confirmed order
+    /// (the order the ledger records it for, confirmed with it) is kept; every other charge is
+    /// owed back. Each charge enters the ledger (once); a refund owed is recorded once per
+    /// charge (one already recorded stays as it is), a new one leased for `lease` as if just
+    /// claimed (its caller asks the provider now). Serialised with [`persist_batch`] per
+    /// charge: a charge is never both kept and owed. Returns the charges owed back and not yet
+    /// refunded, each once.
+    ///
+    /// [`persist_batch`]: OrderRepository::persist_batch
+    async fn settle_charges(
         &self,
-        refunds: &[RefundOwed],
+        charges: &[OrderCharge],
         lease: std::time::Duration,
-    ) -> Result<Vec<RefundOwed>, RepoError>;
+    ) -> Result<Vec<OrderCharge>, RepoError>;
+    /// What the books say of each of these charges the ledger holds (those it does not hold
+    /// are left out), in any order: what reconciling with the provider's list of charges
+    /// reads.
+    async fn charges(&self, payment_refs: &[String]) -> Result<Vec<LedgerEntry>, RepoError>;
     /// Takes up to `limit` refunds that are due: each is then not due again for
     /// [`refund_lease`] of its attempts so far, so one refunder at a time asks the provider and
     /// one that fails is asked again later, less often each time.
@@ -249,7 +304,7 @@ pub trait OrderRepository: Send + Sync {
         &self,
         limit: usize,
         lease: std::time::Duration,
-    ) -> Result<Vec<RefundOwed>, RepoError>;
+    ) -> Result<Vec<OrderCharge>, RepoError>;
     /// The provider confirmed the refund of this charge.
     async fn refund_done(&self, payment_ref: &str) -> Result<(), RepoError>;
     /// Refunds owed and not yet done, and the age of the oldest.

@@ -10,10 +10,10 @@ use tokio_postgres::{IsolationLevel, NoTls};
 use uuid::Uuid;
 
 use super::{
-    CustomerTotal, ForSale, Inventory, OrderRepository, Outcome, Persisted, Refused, RepoError,
-    Seeded, StoredOrder, allocate, distinct, spread, ticket_code,
+    CustomerTotal, ForSale, Inventory, LedgerEntry, OrderRepository, Outcome, Persisted, Refused,
+    RepoError, Seeded, StoredOrder, Verdict, allocate, distinct, new_charges, spread, ticket_code,
 };
-use domain::{Event, EventId, OrderId, OrderMessage, OrderStatus, RefundOwed, TicketTypeId};
+use domain::{Event, EventId, OrderCharge, OrderId, OrderMessage, OrderStatus, TicketTypeId};
 
 /// TLS to PostgreSQL as Cloud SQL serves it (ADR 48): the chain must verify against the
 /// instance's server CA bundle (`DATABASE_CA_CERT`, a Terraform output) and nothing else; the
@@ -253,7 +253,8 @@ impl PgRepository {
 
     /// One transaction for a batch of distinct orders, in a constant number of round trips
     /// whatever its size: lock the ticket types it sells, read which orders the books hold
-    /// already, decide the rest, write orders, tickets and counters in one statement.
+    /// already and which of the others' charges the ledger holds, decide the rest, write
+    /// orders, tickets, charges and counters in one statement.
     #[tracing::instrument(level = "debug", skip_all)]
     async fn persist_distinct(&self, orders: &[&OrderMessage]) -> Result<Vec<Outcome>, RepoError> {
         let mut obj = self.pool.get().await.map_err(pool_error)?;
@@ -315,12 +316,31 @@ impl PgRepository {
             .copied()
             .filter(|o| !known.contains_key(&o.order_id.0))
             .collect();
+        // A settlement that records one of these charges after this read makes the write below
+        // fail on the ledger's key, and the batch is decided again (`persist_batch`).
+        let refs: Vec<&str> = fresh.iter().map(|o| o.payment_ref.as_str()).collect();
+        let ledger: std::collections::HashSet<String> = tx
+            .query(
+                "SELECT payment_ref FROM charges WHERE payment_ref = ANY($1)",
+                &[&refs],
+            )
+            .await
+            .map_err(classify)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
         let decided = allocate(
             &fresh,
             |o| (o.event.to_string(), o.ticket_type.to_string()),
             &mut types,
+            &ledger,
         );
         let mut rows = NewRows::default();
+        for o in new_charges(&fresh, &decided, &ledger) {
+            rows.charge_refs.push(o.payment_ref.clone());
+            rows.charge_orders.push(o.order_id.0);
+            rows.charge_amounts.push(o.amount_cents);
+        }
         let mut outcomes: HashMap<Uuid, Outcome> = HashMap::with_capacity(fresh.len());
         for (o, decision) in fresh.iter().zip(decided) {
             let outcome = decision.and_then(|confirmed| rows.add(o, confirmed));
@@ -356,6 +376,9 @@ struct NewRows {
     statuses: Vec<&'static str>,
     codes: Vec<String>,
     code_orders: Vec<Uuid>,
+    charge_refs: Vec<String>,
+    charge_orders: Vec<Uuid>,
+    charge_amounts: Vec<i64>,
     sold: HashMap<(String, String), i32>,
 }
 
@@ -398,8 +421,9 @@ impl NewRows {
         })
     }
 
-    /// Orders, tickets and counters in one statement. The counters' CHECK (sold <= capacity)
-    /// is the database's own refusal to oversell, whatever the code above decided.
+    /// Orders, tickets, charges and counters in one statement. The counters' CHECK (sold <=
+    /// capacity) is the database's own refusal to oversell, whatever the code above decided;
+    /// the ledger's key refuses a charge settled since it was read (23505: decided again).
     #[tracing::instrument(level = "debug", skip_all)]
     async fn write(&self, tx: &tokio_postgres::Transaction<'_>) -> Result<(), RepoError> {
         let (types, counts): (Vec<&(String, String)>, Vec<i32>) = self.sold.iter().unzip();
@@ -411,6 +435,9 @@ impl NewRows {
                SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::text[], $6::bigint[], $7::text[], $8::timestamptz[], $9::text[])
              ), new_tickets AS (
                INSERT INTO tickets (code, order_id) SELECT * FROM unnest($10::text[], $11::uuid[])
+             ), new_charges AS (
+               INSERT INTO charges (payment_ref, order_id, amount_cents)
+               SELECT * FROM unnest($15::text[], $16::uuid[], $17::bigint[])
              )
              UPDATE ticket_types tt SET sold = tt.sold + s.n
              FROM unnest($12::text[], $13::text[], $14::int[]) AS s(event_id, id, n)
@@ -430,6 +457,9 @@ impl NewRows {
                 &sold_events,
                 &sold_types,
                 &counts,
+                &self.charge_refs,
+                &self.charge_orders,
+                &self.charge_amounts,
             ],
         )
         .await
@@ -514,8 +544,9 @@ impl OrderRepository for PgRepository {
     #[tracing::instrument(level = "debug", skip_all)]
     async fn persist_batch(&self, orders: &[OrderMessage]) -> Result<Vec<Outcome>, RepoError> {
         let (unique, positions) = distinct(orders);
-        // A concurrent delivery that inserted one of these orders first, or a ticket code
-        // drawn twice (never in practice), fails the transaction: one more try resolves both.
+        // A concurrent delivery that inserted one of these orders first, a charge settled
+        // between its read and the write, or a ticket code drawn twice (never in practice),
+        // fails the transaction: one more try resolves each.
         let outcomes = match self.persist_distinct(&unique).await {
             Err(RepoError::Contended(_)) | Err(RepoError::Other(_)) => {
                 self.persist_distinct(&unique).await?
@@ -669,19 +700,54 @@ impl OrderRepository for PgRepository {
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
-    async fn owe_refunds(
+    async fn settle_charges(
         &self,
-        refunds: &[RefundOwed],
+        charges: &[OrderCharge],
         lease: Duration,
-    ) -> Result<Vec<RefundOwed>, RepoError> {
-        if refunds.is_empty() {
+    ) -> Result<Vec<OrderCharge>, RepoError> {
+        if charges.is_empty() {
             return Ok(vec![]);
         }
-        let obj = self.pool.get().await.map_err(pool_error)?;
-        let refs: Vec<&str> = refunds.iter().map(|r| r.payment_ref.as_str()).collect();
-        let orders: Vec<Uuid> = refunds.iter().map(|r| r.order_id.0).collect();
-        let amounts: Vec<i64> = refunds.iter().map(|r| r.amount_cents).collect();
-        obj.execute(
+        let mut obj = self.pool.get().await.map_err(pool_error)?;
+        let tx = obj
+            .build_transaction()
+            .isolation_level(IsolationLevel::ReadCommitted)
+            .start()
+            .await
+            .map_err(classify)?;
+        let refs: Vec<&str> = charges.iter().map(|c| c.payment_ref.as_str()).collect();
+        let orders: Vec<Uuid> = charges.iter().map(|c| c.order_id.0).collect();
+        let amounts: Vec<i64> = charges.iter().map(|c| c.amount_cents).collect();
+        // Into the ledger first: a batch deciding one of these charges right now holds its key,
+        // so this waits for that batch, and the verdict below reads what it decided.
+        tx.execute(
+            "INSERT INTO charges (payment_ref, order_id, amount_cents)
+             SELECT * FROM unnest($1::text[], $2::uuid[], $3::bigint[])
+             ON CONFLICT (payment_ref) DO NOTHING",
+            &[&refs, &orders, &amounts],
+        )
+        .await
+        .map_err(classify)?;
+        let kept: std::collections::HashSet<String> = tx
+            .query(
+                "SELECT c.payment_ref FROM charges c
+                 JOIN orders o ON o.id = c.order_id AND o.payment_ref = c.payment_ref
+                 WHERE c.payment_ref = ANY($1) AND o.status = 'confirmed'",
+                &[&refs],
+            )
+            .await
+            .map_err(classify)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let owed: Vec<&OrderCharge> = charges
+            .iter()
+            .filter(|c| !kept.contains(&c.payment_ref))
+            .collect();
+        let refs: Vec<&str> = owed.iter().map(|c| c.payment_ref.as_str()).collect();
+        let orders: Vec<Uuid> = owed.iter().map(|c| c.order_id.0).collect();
+        let amounts: Vec<i64> = owed.iter().map(|c| c.amount_cents).collect();
+        tx.execute(
             "INSERT INTO refunds (payment_ref, order_id, amount_cents, attempts, next_at)
              SELECT r, o, a, 1, now() + make_interval(secs => $4)
              FROM unnest($1::text[], $2::uuid[], $3::bigint[]) AS t(r, o, a)
@@ -690,7 +756,7 @@ impl OrderRepository for PgRepository {
         )
         .await
         .map_err(classify)?;
-        let open: std::collections::HashSet<String> = obj
+        let open: std::collections::HashSet<String> = tx
             .query(
                 "SELECT payment_ref FROM refunds
                  WHERE payment_ref = ANY($1) AND refunded_at IS NULL",
@@ -701,11 +767,44 @@ impl OrderRepository for PgRepository {
             .iter()
             .map(|r| r.get(0))
             .collect();
+        tx.commit().await.map_err(classify)?;
         let mut once = std::collections::HashSet::new();
-        Ok(refunds
-            .iter()
-            .filter(|r| open.contains(&r.payment_ref) && once.insert(&r.payment_ref))
+        Ok(owed
+            .into_iter()
+            .filter(|c| open.contains(&c.payment_ref) && once.insert(&c.payment_ref))
             .cloned()
+            .collect())
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn charges(&self, payment_refs: &[String]) -> Result<Vec<LedgerEntry>, RepoError> {
+        let obj = self.pool.get().await.map_err(pool_error)?;
+        let rows = obj
+            .query(
+                "SELECT c.payment_ref, c.order_id, c.amount_cents,
+                   o.status = 'confirmed' AND o.payment_ref = c.payment_ref, r.refunded_at IS NOT NULL
+                 FROM charges c
+                 LEFT JOIN orders o ON o.id = c.order_id
+                 LEFT JOIN refunds r ON r.payment_ref = c.payment_ref
+                 WHERE c.payment_ref = ANY($1)",
+                &[&payment_refs],
+            )
+            .await
+            .map_err(classify)?;
+        Ok(rows
+            .iter()
+            .map(|r| LedgerEntry {
+                charge: OrderCharge {
+                    payment_ref: r.get(0),
+                    order_id: OrderId(r.get(1)),
+                    amount_cents: r.get(2),
+                },
+                verdict: match (r.get::<_, Option<bool>>(3), r.get::<_, Option<bool>>(4)) {
+                    (Some(true), _) => Verdict::Kept,
+                    (_, Some(true)) => Verdict::Refunded,
+                    _ => Verdict::Owed,
+                },
+            })
             .collect())
     }
 
@@ -714,7 +813,7 @@ impl OrderRepository for PgRepository {
         &self,
         limit: usize,
         lease: std::time::Duration,
-    ) -> Result<Vec<RefundOwed>, RepoError> {
+    ) -> Result<Vec<OrderCharge>, RepoError> {
         let obj = self.pool.get().await.map_err(pool_error)?;
         // SKIP LOCKED: refunders of other instances take other rows meanwhile.
         let rows = obj
@@ -733,7 +832,7 @@ impl OrderRepository for PgRepository {
             .map_err(classify)?;
         Ok(rows
             .iter()
-            .map(|r| RefundOwed {
+            .map(|r| OrderCharge {
                 payment_ref: r.get(0),
                 order_id: OrderId(r.get(1)),
                 amount_cents: r.get(2),

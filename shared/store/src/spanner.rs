@@ -31,10 +31,11 @@ use gcloud_spanner::transaction_rw::ReadWriteTransaction;
 use gcloud_spanner::value::CommitTimestamp;
 
 use super::{
-    CustomerTotal, ForSale, Inventory, MAX_ORDERS_PER_TRANSACTION, OrderRepository, Outcome,
-    Persisted, Refused, RepoError, Seeded, StoredOrder, allocate, distinct, spread, ticket_code,
+    CustomerTotal, ForSale, Inventory, LedgerEntry, MAX_ORDERS_PER_TRANSACTION, OrderRepository,
+    Outcome, Persisted, Refused, RepoError, Seeded, StoredOrder, Verdict, allocate, distinct,
+    new_charges, spread, ticket_code,
 };
-use domain::{Event, EventId, OrderId, OrderMessage, OrderStatus, RefundOwed, TicketTypeId};
+use domain::{Event, EventId, OrderCharge, OrderId, OrderMessage, OrderStatus, TicketTypeId};
 
 /// The schema, in order; each statement creates one table or index.
 const MIGRATIONS: &[(&str, &str)] = &[
@@ -45,6 +46,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
     (
         "V2__refunds_owed",
         include_str!("../migrations/spanner/V2__refunds_owed.sql"),
+    ),
+    (
+        "V3__charge_ledger",
+        include_str!("../migrations/spanner/V3__charge_ledger.sql"),
     ),
 ];
 
@@ -220,6 +225,19 @@ fn statements(ddl: &str) -> Vec<String> {
         .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" "))
         .filter(|s| !s.is_empty())
         .collect()
+}
+
+/// A charge's row in the ledger.
+fn charge_row(
+    payment_ref: &str,
+    order: &str,
+    amount_cents: i64,
+) -> gcloud_googleapis::spanner::v1::Mutation {
+    insert(
+        "Charges",
+        &["PaymentRef", "OrderId", "AmountCents", "RecordedAt"],
+        &[&payment_ref, &order, &amount_cents, &CommitTimestamp::new()],
+    )
 }
 
 /// The table or index a `CREATE …` statement creates.
@@ -571,9 +589,24 @@ impl SpannerRepository {
                 (k.clone(), sale)
             })
             .collect();
+        // The ledger's rows of these charges, read (so locked) like the orders': a settlement
+        // of one of them now aborts one of the two transactions.
+        let refs: Vec<String> = fresh.iter().map(|o| o.payment_ref.clone()).collect();
+        let mut stmt =
+            Statement::new("SELECT PaymentRef FROM Charges WHERE PaymentRef IN UNNEST(@refs)");
+        stmt.add_param("refs", &refs);
+        let mut ledger = HashSet::new();
+        let mut rows = tx.query(stmt).await.map_err(grpc)?;
+        while let Some(r) = rows.next().await.map_err(grpc)? {
+            ledger.insert(column::<String>(&r, 0)?);
+        }
+        drop(rows);
         let key = |o: &OrderMessage| (o.event.to_string(), o.ticket_type.to_string());
-        let decided = allocate(&fresh, key, &mut types);
-        let mut mutations = vec![];
+        let decided = allocate(&fresh, key, &mut types, &ledger);
+        let mut mutations: Vec<_> = new_charges(&fresh, &decided, &ledger)
+            .into_iter()
+            .map(|o| charge_row(&o.payment_ref, &o.order_id.to_string(), o.amount_cents))
+            .collect();
         let mut outcomes: HashMap<String, Outcome> = HashMap::with_capacity(fresh.len());
         let mut taken: HashMap<(String, String, i64), i64> = HashMap::new();
         for (o, decision) in fresh.iter().zip(decided) {
@@ -987,17 +1020,47 @@ impl OrderRepository for SpannerRepository {
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
-    async fn owe_refunds(
+    async fn settle_charges(
         &self,
-        refunds: &[RefundOwed],
+        charges: &[OrderCharge],
         lease: Duration,
-    ) -> Result<Vec<RefundOwed>, RepoError> {
-        if refunds.is_empty() {
+    ) -> Result<Vec<OrderCharge>, RepoError> {
+        if charges.is_empty() {
             return Ok(vec![]);
         }
         self.in_transaction(|mut tx| async move {
             let r = async {
-                let refs: Vec<String> = refunds.iter().map(|r| r.payment_ref.clone()).collect();
+                let refs: Vec<String> = charges.iter().map(|c| c.payment_ref.clone()).collect();
+                // Each charge's order as the ledger records it (the one it was first known for).
+                let mut stmt = Statement::new(
+                    "SELECT PaymentRef, OrderId FROM Charges WHERE PaymentRef IN UNNEST(@refs)",
+                );
+                stmt.add_param("refs", &refs);
+                let mut rows = tx.query(stmt).await.map_err(grpc)?;
+                let mut ledger: HashMap<String, String> = HashMap::new();
+                while let Some(row) = rows.next().await.map_err(grpc)? {
+                    ledger.insert(column(&row, 0)?, column(&row, 1)?);
+                }
+                drop(rows);
+                let order_of = |c: &OrderCharge| {
+                    ledger
+                        .get(&c.payment_ref)
+                        .cloned()
+                        .unwrap_or_else(|| c.order_id.to_string())
+                };
+                let ids: Vec<String> = charges.iter().map(order_of).collect();
+                let mut stmt = Statement::new(
+                    "SELECT OrderId, PaymentRef FROM Orders
+                     WHERE OrderId IN UNNEST(@ids) AND Status = 'confirmed'",
+                );
+                stmt.add_param("ids", &ids);
+                let mut rows = tx.query(stmt).await.map_err(grpc)?;
+                let mut paid_by: HashMap<String, String> = HashMap::new();
+                while let Some(row) = rows.next().await.map_err(grpc)? {
+                    paid_by.insert(column(&row, 0)?, column(&row, 1)?);
+                }
+                drop(rows);
+                let kept = |c: &OrderCharge| paid_by.get(&order_of(c)) == Some(&c.payment_ref);
                 let mut stmt = Statement::new(
                     "SELECT PaymentRef, RefundedAt IS NOT NULL FROM Refunds
                      WHERE PaymentRef IN UNNEST(@refs)",
@@ -1008,16 +1071,28 @@ impl OrderRepository for SpannerRepository {
                 while let Some(row) = rows.next().await.map_err(grpc)? {
                     known.insert(column::<String>(&row, 0)?, column::<bool>(&row, 1)?);
                 }
+                drop(rows);
                 let now = Utc::now();
                 let next = timestamp(now + chrono::Duration::from_std(lease).unwrap_or_default());
                 let now = timestamp(now);
                 let mut ms = vec![];
-                let mut open: Vec<RefundOwed> = vec![];
-                for r in refunds {
-                    if open.iter().any(|o| o.payment_ref == r.payment_ref) {
+                let mut seen = HashSet::new();
+                let mut open: Vec<OrderCharge> = vec![];
+                for c in charges {
+                    if !seen.insert(&c.payment_ref) {
                         continue;
                     }
-                    match known.get(&r.payment_ref) {
+                    if !ledger.contains_key(&c.payment_ref) {
+                        ms.push(charge_row(
+                            &c.payment_ref,
+                            &c.order_id.to_string(),
+                            c.amount_cents,
+                        ));
+                    }
+                    if kept(c) {
+                        continue;
+                    }
+                    match known.get(&c.payment_ref) {
                         Some(true) => continue,
                         Some(false) => {}
                         None => {
@@ -1032,9 +1107,9 @@ impl OrderRepository for SpannerRepository {
                                     "NextAt",
                                 ],
                                 &[
-                                    &r.payment_ref,
-                                    &r.order_id.to_string(),
-                                    &r.amount_cents,
+                                    &c.payment_ref,
+                                    &c.order_id.to_string(),
+                                    &c.amount_cents,
                                     &now,
                                     &1i64,
                                     &next,
@@ -1042,7 +1117,7 @@ impl OrderRepository for SpannerRepository {
                             ));
                         }
                     }
-                    open.push(r.clone());
+                    open.push(c.clone());
                 }
                 if !ms.is_empty() {
                     tx.buffer_write(ms);
@@ -1056,11 +1131,47 @@ impl OrderRepository for SpannerRepository {
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
+    async fn charges(&self, payment_refs: &[String]) -> Result<Vec<LedgerEntry>, RepoError> {
+        let mut tx = self.client().await?.single().await.map_err(classify)?;
+        let mut stmt = Statement::new(
+            "SELECT c.PaymentRef, c.OrderId, c.AmountCents,
+               o.Status = 'confirmed' AND o.PaymentRef = c.PaymentRef, r.RefundedAt IS NOT NULL
+             FROM Charges c
+             LEFT JOIN Orders o ON o.OrderId = c.OrderId
+             LEFT JOIN Refunds r ON r.PaymentRef = c.PaymentRef
+             WHERE c.PaymentRef IN UNNEST(@refs)",
+        );
+        stmt.add_param("refs", &payment_refs);
+        let mut rows = tx.query(stmt).await.map_err(|s| status_error(&s))?;
+        let mut out = vec![];
+        while let Some(r) = rows.next().await.map_err(|s| status_error(&s))? {
+            let order: String = column(&r, 1).map_err(classify)?;
+            let kept: Option<bool> = column(&r, 3).map_err(classify)?;
+            let refunded: Option<bool> = column(&r, 4).map_err(classify)?;
+            out.push(LedgerEntry {
+                charge: OrderCharge {
+                    payment_ref: column(&r, 0).map_err(classify)?,
+                    order_id: OrderId(
+                        uuid::Uuid::parse_str(&order).map_err(|e| RepoError::Other(e.into()))?,
+                    ),
+                    amount_cents: column(&r, 2).map_err(classify)?,
+                },
+                verdict: match (kept, refunded) {
+                    (Some(true), _) => Verdict::Kept,
+                    (_, Some(true)) => Verdict::Refunded,
+                    _ => Verdict::Owed,
+                },
+            });
+        }
+        Ok(out)
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn claim_refunds(
         &self,
         limit: usize,
         lease: std::time::Duration,
-    ) -> Result<Vec<RefundOwed>, RepoError> {
+    ) -> Result<Vec<OrderCharge>, RepoError> {
         self.in_transaction(|mut tx| async move {
             let r = async {
                 let mut stmt = Statement::new(
@@ -1084,8 +1195,8 @@ impl OrderRepository for SpannerRepository {
                         &["PaymentRef", "Attempts", "NextAt"],
                         &[&payment_ref, &(attempts + 1), &timestamp(next)],
                     ));
-                    claimed.push(RefundOwed {
-                        // Written by `owe_refunds` from an order id: only the refund's record.
+                    claimed.push(OrderCharge {
+                        // Written by `settle_charges` from an order id: only the refund's record.
                         order_id: OrderId(uuid::Uuid::parse_str(&order).unwrap_or_default()),
                         payment_ref,
                         amount_cents: column(&row, 2)?,
@@ -1166,7 +1277,8 @@ mod tests {
                 "Tickets",
                 "TicketsByCode",
                 "Refunds",
-                "RefundsDue"
+                "RefundsDue",
+                "Charges"
             ]
         );
         assert!(all.iter().all(|s| !s.contains("--")));

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use domain::{Event, OrderId, OrderMessage, OrderStatus, RefundOwed, TicketTypeId};
+use domain::{Event, OrderCharge, OrderId, OrderMessage, OrderStatus, TicketTypeId};
 use store::{OrderRepository, Outcome, Persisted, Refused, RepoError, Seeded};
 use testkit::{TestEnv, books_in, new_event};
 
@@ -98,7 +98,26 @@ conformance!(
     a_delivery_with_another_charge_reads_back_the_charge_the_books_keep,
     a_batch_larger_than_one_transaction_is_persisted_whole,
     concurrent_overlapping_batches_never_oversell,
+    a_charge_is_kept_when_it_paid_its_confirmed_order_and_owed_back_otherwise,
+    an_order_paid_with_a_charge_the_books_owe_back_is_rejected_and_takes_nothing,
+    a_settlement_racing_its_charges_order_never_keeps_and_owes_it,
 );
+
+/// The charge of `msg`, as buy hands it to the books.
+fn charge_of(msg: &OrderMessage) -> OrderCharge {
+    OrderCharge {
+        order_id: msg.order_id,
+        payment_ref: msg.payment_ref.clone(),
+        amount_cents: msg.amount_cents,
+    }
+}
+
+/// What the books decided for one charge (`None`: not in the ledger).
+async fn verdict(repo: &Repo, payment_ref: &str) -> Option<store::Verdict> {
+    let mut entries = repo.charges(&[payment_ref.to_owned()]).await.unwrap();
+    assert!(entries.len() <= 1, "{entries:?}");
+    entries.pop().map(|e| e.verdict)
+}
 
 fn paid(ev: &Event, tt: &str, quantity: u32) -> OrderMessage {
     let order_id = OrderId::new();
@@ -432,7 +451,7 @@ mod cases {
     }
 
     pub async fn refunds_owed_are_recorded_once_leased_when_claimed_and_done_once(b: Backend) {
-        let owed = |n: i64| RefundOwed {
+        let owed = |n: i64| OrderCharge {
             order_id: OrderId::new(),
             payment_ref: format!("ref-{}", uuid::Uuid::new_v4()),
             amount_cents: n,
@@ -442,13 +461,13 @@ mod cases {
         // Recorded once per charge, and leased to the caller that asks the provider now.
         let open = b
             .repo
-            .owe_refunds(&[a.clone(), a.clone()], lease)
+            .settle_charges(&[a.clone(), a.clone()], lease)
             .await
             .unwrap();
         assert_eq!(open, vec![a.clone()]);
         assert_eq!(
             b.repo
-                .owe_refunds(std::slice::from_ref(&a), lease)
+                .settle_charges(std::slice::from_ref(&a), lease)
                 .await
                 .unwrap(),
             vec![a.clone()]
@@ -457,7 +476,7 @@ mod cases {
         // hold others' too), with what was owed, and leases it.
         assert_eq!(
             b.repo
-                .owe_refunds(std::slice::from_ref(&d), Duration::ZERO)
+                .settle_charges(std::slice::from_ref(&d), Duration::ZERO)
                 .await
                 .unwrap(),
             vec![d.clone()]
@@ -478,7 +497,7 @@ mod cases {
         b.repo.refund_done(&d.payment_ref).await.unwrap();
         assert_eq!(
             b.repo
-                .owe_refunds(&[d.clone(), a.clone()], lease)
+                .settle_charges(&[d.clone(), a.clone()], lease)
                 .await
                 .unwrap(),
             vec![a]
@@ -656,6 +675,156 @@ mod cases {
             );
         }
         assert_eq!(books_in(&*b.repo, &ev.id, "vip-3-day").await.sold, 1);
+    }
+
+    pub async fn a_charge_is_kept_when_it_paid_its_confirmed_order_and_owed_back_otherwise(
+        b: Backend,
+    ) {
+        use store::Verdict::{Kept, Owed, Refunded};
+        let ev = seeded(&b.repo, 1).await;
+        let kept = paid(&ev, "vip-3-day", 1);
+        let rejected = paid(&ev, "vip-3-day", 1);
+        for msg in [&kept, &rejected] {
+            persist_until_decided(&b.repo, msg).await;
+        }
+        // Each decided order's charge is in the ledger with the decision.
+        assert_eq!(verdict(&b.repo, &kept.payment_ref).await, Some(Kept));
+        let second = OrderCharge {
+            payment_ref: format!("{}-second-attempt", kept.payment_ref),
+            ..charge_of(&kept)
+        };
+        let never_seen = OrderCharge {
+            order_id: OrderId::new(),
+            payment_ref: format!("ref-{}", uuid::Uuid::new_v4()),
+            amount_cents: 100,
+        };
+        assert_eq!(verdict(&b.repo, &never_seen.payment_ref).await, None);
+        // Handed over again (a stale approval of the attempt that paid): kept, nothing owed.
+        // Every other charge is owed back: the rejected order's, a second charge of the
+        // confirmed one, one for an order the books never saw.
+        let owed = [charge_of(&rejected), second.clone(), never_seen.clone()];
+        let all: Vec<OrderCharge> = [charge_of(&kept)].into_iter().chain(owed.clone()).collect();
+        let lease = Duration::from_secs(60);
+        assert_eq!(
+            b.repo.settle_charges(&all, lease).await.unwrap(),
+            owed.to_vec()
+        );
+        assert_eq!(
+            b.repo.settle_charges(&all, lease).await.unwrap(),
+            owed.to_vec(),
+            "settling again changes nothing"
+        );
+        for c in &owed {
+            assert_eq!(verdict(&b.repo, &c.payment_ref).await, Some(Owed));
+        }
+        assert_eq!(verdict(&b.repo, &kept.payment_ref).await, Some(Kept));
+        b.repo.refund_done(&second.payment_ref).await.unwrap();
+        assert_eq!(verdict(&b.repo, &second.payment_ref).await, Some(Refunded));
+        let entries = b
+            .repo
+            .charges(std::slice::from_ref(&second.payment_ref))
+            .await
+            .unwrap();
+        assert_eq!(
+            entries[0].charge, second,
+            "the ledger holds what was charged"
+        );
+        let order = b.repo.order(kept.order_id).await.unwrap().unwrap();
+        assert_eq!(
+            (order.status, order.payment_ref),
+            (OrderStatus::Confirmed, kept.payment_ref.clone())
+        );
+    }
+
+    pub async fn an_order_paid_with_a_charge_the_books_owe_back_is_rejected_and_takes_nothing(
+        b: Backend,
+    ) {
+        let ev = seeded(&b.repo, 5).await;
+        let msg = paid(&ev, "vip-3-day", 2);
+        // The charge reaches the books first (buy handed it over as stale, say): owed back.
+        let lease = Duration::from_secs(60);
+        assert_eq!(
+            b.repo
+                .settle_charges(&[charge_of(&msg)], lease)
+                .await
+                .unwrap(),
+            vec![charge_of(&msg)]
+        );
+        // The order it paid arrives later: the charge is owed back (maybe refunded already), so
+        // it pays for nothing.
+        let p = persist_until_decided(&b.repo, &msg).await;
+        assert_eq!((p.status, p.duplicate), (OrderStatus::Rejected, false));
+        assert_eq!(books_in(&*b.repo, &ev.id, "vip-3-day").await.sold, 0);
+        assert_eq!(
+            verdict(&b.repo, &msg.payment_ref).await,
+            Some(store::Verdict::Owed)
+        );
+        // One charge pays one order: a second order paid with the same charge, in one batch,
+        // is rejected too, while the first takes its tickets.
+        let first = paid(&ev, "vip-3-day", 1);
+        let same_charge = OrderMessage {
+            order_id: OrderId::new(),
+            paid_at: first.paid_at + chrono::Duration::milliseconds(1),
+            ..first.clone()
+        };
+        let out = persist_batch_until_decided(&b.repo, &[same_charge.clone(), first.clone()]).await;
+        let statuses: Vec<OrderStatus> = out.iter().map(|o| o.as_ref().unwrap().status).collect();
+        assert_eq!(statuses, [OrderStatus::Rejected, OrderStatus::Confirmed]);
+        assert_eq!(books_in(&*b.repo, &ev.id, "vip-3-day").await.sold, 1);
+    }
+
+    /// A charge handed over while the order it paid is being decided: whichever commits first,
+    /// the books end with the order confirmed and the charge kept, or the order rejected and
+    /// the charge owed, never tickets on a charge that is refunded.
+    pub async fn a_settlement_racing_its_charges_order_never_keeps_and_owes_it(b: Backend) {
+        let ev = seeded(&b.repo, 50).await;
+        let orders: Vec<OrderMessage> = (0..12).map(|_| paid(&ev, "vip-3-day", 1)).collect();
+        let lease = Duration::from_secs(60);
+        let tasks: Vec<_> = orders
+            .iter()
+            .cloned()
+            .flat_map(|msg| {
+                let (repo, charge) = (b.repo.clone(), charge_of(&msg));
+                let settle = tokio::spawn(async move {
+                    let started = Instant::now();
+                    loop {
+                        match repo
+                            .settle_charges(std::slice::from_ref(&charge), lease)
+                            .await
+                        {
+                            Err(e)
+                                if e.is_retryable()
+                                    && started.elapsed() < Duration::from_secs(120) =>
+                            {
+                                tokio::time::sleep(Duration::from_millis(5)).await
+                            }
+                            other => break other.map(|_| ()).unwrap(),
+                        }
+                    }
+                });
+                let repo = b.repo.clone();
+                let persist = tokio::spawn(async move {
+                    persist_until_decided(&repo, &msg).await;
+                });
+                [settle, persist]
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let mut kept = 0;
+        for msg in &orders {
+            let order = b.repo.order(msg.order_id).await.unwrap().unwrap();
+            let v = verdict(&b.repo, &msg.payment_ref).await.unwrap();
+            match order.status {
+                OrderStatus::Confirmed => {
+                    assert_eq!(v, store::Verdict::Kept, "{msg:?}");
+                    kept += 1;
+                }
+                _ => assert_eq!(v, store::Verdict::Owed, "{msg:?}"),
+            }
+        }
+        assert_eq!(books_in(&*b.repo, &ev.id, "vip-3-day").await.sold, kept);
     }
 
     pub async fn an_order_not_paid_at_the_catalog_price_is_refused_and_takes_nothing(b: Backend) {

@@ -12,7 +12,7 @@ pub use engines::{spanner_repo, spanner_unreachable_repo};
 use chrono::{Duration, Utc};
 
 use domain::{
-    Email, Event, EventId, IdempotencyKey, OrderId, OrderMessage, Quantity, RefundOwed,
+    Email, Event, EventId, IdempotencyKey, OrderCharge, OrderId, OrderMessage, Quantity,
     TicketTypeId,
 };
 use gate::{Admission, AdmissionRules, Approval, Gate, PayBegin, PaymentFlow, ReserveOutcome};
@@ -287,18 +287,21 @@ impl<R: OrderRepository> OrderRepository for Scoped<R> {
     async fn decided_orders(&self, event: &EventId) -> Result<Vec<StoredOrder>, RepoError> {
         self.repo.decided_orders(event).await
     }
-    async fn owe_refunds(
+    async fn settle_charges(
         &self,
-        refunds: &[RefundOwed],
+        refunds: &[OrderCharge],
         lease: std::time::Duration,
-    ) -> Result<Vec<RefundOwed>, RepoError> {
-        self.repo.owe_refunds(refunds, lease).await
+    ) -> Result<Vec<OrderCharge>, RepoError> {
+        self.repo.settle_charges(refunds, lease).await
+    }
+    async fn charges(&self, payment_refs: &[String]) -> Result<Vec<store::LedgerEntry>, RepoError> {
+        self.repo.charges(payment_refs).await
     }
     async fn claim_refunds(
         &self,
         limit: usize,
         lease: std::time::Duration,
-    ) -> Result<Vec<RefundOwed>, RepoError> {
+    ) -> Result<Vec<OrderCharge>, RepoError> {
         self.repo.claim_refunds(limit, lease).await
     }
     async fn refund_done(&self, payment_ref: &str) -> Result<(), RepoError> {

@@ -14,7 +14,7 @@
 //! ignored (Redis writes a lost order back; the recovery tests cover that on Redis). Tests that
 //! depend on these belong to the real-engine tier.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -705,7 +705,7 @@ impl RateLimit for MemoryRateLimit {
 #[derive(Default)]
 pub struct MemoryPublisher {
     orders: Mutex<Vec<OrderMessage>>,
-    refunds: Mutex<Vec<domain::RefundOwed>>,
+    charges: Mutex<Vec<domain::OrderCharge>>,
     down: Outage,
 }
 
@@ -720,9 +720,9 @@ impl MemoryPublisher {
         self.orders.lock().expect("publisher lock").clone()
     }
 
-    /// The refunds handed on so far.
-    pub fn refunds(&self) -> Vec<domain::RefundOwed> {
-        self.refunds.lock().expect("publisher lock").clone()
+    /// The charges handed to the books so far.
+    pub fn charges(&self) -> Vec<domain::OrderCharge> {
+        self.charges.lock().expect("publisher lock").clone()
     }
 
     fn up(&self) -> Result<(), PublishError> {
@@ -742,11 +742,11 @@ impl OrderPublisher for MemoryPublisher {
         Ok(format!("m-{}", orders.len()))
     }
 
-    async fn publish_refund(&self, refund: &domain::RefundOwed) -> Result<String, PublishError> {
+    async fn publish_charge(&self, charge: &domain::OrderCharge) -> Result<String, PublishError> {
         self.up()?;
-        let mut refunds = self.refunds.lock().expect("publisher lock");
-        refunds.push(refund.clone());
-        Ok(format!("r-{}", refunds.len()))
+        let mut charges = self.charges.lock().expect("publisher lock");
+        charges.push(charge.clone());
+        Ok(format!("c-{}", charges.len()))
     }
 }
 
@@ -771,11 +771,25 @@ struct Books {
     /// Tickets left and the price per (event, ticket type).
     for_sale: HashMap<(EventId, TicketTypeId), store::ForSale>,
     orders: BTreeMap<OrderId, store::StoredOrder>,
+    /// The charge ledger: every charge the books know of, by the provider's reference.
+    charges: HashMap<String, domain::OrderCharge>,
     refunds: HashMap<String, Refund>,
 }
 
+impl Books {
+    /// The books' rule (ADR 53): a charge is kept when its order, as the ledger records it, is
+    /// confirmed with it.
+    fn kept(&self, payment_ref: &str) -> bool {
+        self.charges.get(payment_ref).is_some_and(|c| {
+            self.orders
+                .get(&c.order_id)
+                .is_some_and(|o| o.status == OrderStatus::Confirmed && o.payment_ref == payment_ref)
+        })
+    }
+}
+
 struct Refund {
-    owed: domain::RefundOwed,
+    owed: domain::OrderCharge,
     owed_at: DateTime<Utc>,
     attempts: i64,
     next_at: DateTime<Utc>,
@@ -861,11 +875,25 @@ impl store::OrderRepository for MemoryRepository {
             .copied()
             .filter(|o| !books.orders.contains_key(&o.order_id))
             .collect();
+        let ledger: HashSet<String> = fresh
+            .iter()
+            .filter(|o| books.charges.contains_key(&o.payment_ref))
+            .map(|o| o.payment_ref.clone())
+            .collect();
         let decided = store::allocate(
             &fresh,
             |o| (o.event.clone(), o.ticket_type.clone()),
             &mut books.for_sale,
+            &ledger,
         );
+        for o in store::new_charges(&fresh, &decided, &ledger) {
+            let charge = domain::OrderCharge {
+                order_id: o.order_id,
+                payment_ref: o.payment_ref.clone(),
+                amount_cents: o.amount_cents,
+            };
+            books.charges.insert(o.payment_ref.clone(), charge);
+        }
         let mut refused = HashMap::new();
         for (o, decision) in fresh.iter().zip(decided) {
             let confirmed = match decision {
@@ -1001,40 +1029,65 @@ impl store::OrderRepository for MemoryRepository {
             .collect())
     }
 
-    async fn owe_refunds(
+    async fn settle_charges(
         &self,
-        refunds: &[domain::RefundOwed],
+        charges: &[domain::OrderCharge],
         lease: Duration,
-    ) -> Result<Vec<domain::RefundOwed>, store::RepoError> {
+    ) -> Result<Vec<domain::OrderCharge>, store::RepoError> {
         let mut books = self.lock()?;
-        let mut open = Vec::new();
-        for r in refunds {
+        let mut open: Vec<domain::OrderCharge> = Vec::new();
+        for c in charges {
+            books
+                .charges
+                .entry(c.payment_ref.clone())
+                .or_insert_with(|| c.clone());
+            if books.kept(&c.payment_ref) {
+                continue;
+            }
             let entry = books
                 .refunds
-                .entry(r.payment_ref.clone())
+                .entry(c.payment_ref.clone())
                 .or_insert_with(|| Refund {
-                    owed: r.clone(),
+                    owed: c.clone(),
                     owed_at: Utc::now(),
                     attempts: 1,
                     next_at: later(lease),
                     done: false,
                 });
-            if !entry.done
-                && !open
-                    .iter()
-                    .any(|o: &domain::RefundOwed| o.payment_ref == r.payment_ref)
-            {
-                open.push(r.clone());
+            if !entry.done && !open.iter().any(|o| o.payment_ref == c.payment_ref) {
+                open.push(c.clone());
             }
         }
         Ok(open)
+    }
+
+    async fn charges(
+        &self,
+        payment_refs: &[String],
+    ) -> Result<Vec<store::LedgerEntry>, store::RepoError> {
+        let books = self.lock()?;
+        let refs: HashSet<&String> = payment_refs.iter().collect();
+        Ok(refs
+            .into_iter()
+            .filter_map(|r| books.charges.get(r))
+            .map(|c| store::LedgerEntry {
+                charge: c.clone(),
+                verdict: if books.kept(&c.payment_ref) {
+                    store::Verdict::Kept
+                } else if books.refunds.get(&c.payment_ref).is_some_and(|r| r.done) {
+                    store::Verdict::Refunded
+                } else {
+                    store::Verdict::Owed
+                },
+            })
+            .collect())
     }
 
     async fn claim_refunds(
         &self,
         limit: usize,
         lease: Duration,
-    ) -> Result<Vec<domain::RefundOwed>, store::RepoError> {
+    ) -> Result<Vec<domain::OrderCharge>, store::RepoError> {
         let mut books = self.lock()?;
         let now = Utc::now();
         let mut due: Vec<&mut Refund> = books
@@ -1070,11 +1123,11 @@ impl store::OrderRepository for MemoryRepository {
 
 /// The simulated payment provider, with the refunds it is asked for recorded instead of made.
 #[derive(Default)]
-pub struct RecordedRefunds(Mutex<Vec<domain::RefundOwed>>);
+pub struct RecordedRefunds(Mutex<Vec<domain::OrderCharge>>);
 
 impl RecordedRefunds {
     /// The refunds asked for so far, in order.
-    pub fn refunds(&self) -> Vec<domain::RefundOwed> {
+    pub fn refunds(&self) -> Vec<domain::OrderCharge> {
         self.0.lock().expect("refunds lock").clone()
     }
 }
@@ -1102,7 +1155,7 @@ impl payments::PaymentProvider for RecordedRefunds {
         self.0
             .lock()
             .expect("refunds lock")
-            .push(domain::RefundOwed {
+            .push(domain::OrderCharge {
                 order_id,
                 payment_ref: payment_ref.to_owned(),
                 amount_cents,

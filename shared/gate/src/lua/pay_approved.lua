@@ -2,7 +2,7 @@
 -- current attempt (again: the same answer); the order stays in the outbox until published.
 -- Answers what its message carries (reference, time, ticket type, quantity, e-mail, amount),
 -- so the caller publishes it without reading the order again. Anything else is a stale
--- approval: the caller refunds it.
+-- approval: the caller hands its charge to the books, which keep or refund it (ADR 53).
 local oid = ARGV[1]
 local ok = p .. 'order:' .. oid
 local o = load(oid)
