@@ -523,20 +523,33 @@ impl SpannerRepository {
     ) -> Result<Vec<Outcome>, SpannerError> {
         // The order rows decide idempotency: a concurrent delivery of the same message reads
         // the same keys, so one of the two transactions aborts, retries and finds the other's.
+        // The ledger's rows of the orders' charges are read (so locked) in the same statement
+        // (one round trip: the emulator runs one transaction at a time): a settlement of one of
+        // them now aborts one of the two transactions. A ledger row comes back without an order.
         let ids: Vec<String> = orders.iter().map(|o| o.order_id.to_string()).collect();
+        let refs: Vec<String> = orders.iter().map(|o| o.payment_ref.clone()).collect();
         let mut stmt = Statement::new(
             "SELECT o.OrderId, o.Status, t.Code, o.PaymentRef FROM Orders o
              LEFT JOIN Tickets t ON t.OrderId = o.OrderId
-             WHERE o.OrderId IN UNNEST(@ids) ORDER BY o.OrderId, t.Code",
+             WHERE o.OrderId IN UNNEST(@ids)
+             UNION ALL
+             SELECT CAST(NULL AS STRING), CAST(NULL AS STRING), CAST(NULL AS STRING), c.PaymentRef
+             FROM Charges c WHERE c.PaymentRef IN UNNEST(@refs)
+             ORDER BY 1, 3",
         );
         stmt.add_param("ids", &ids);
+        stmt.add_param("refs", &refs);
         let mut known: HashMap<String, Persisted> = HashMap::new();
+        let mut ledger = HashSet::new();
         let mut rows = tx.query(stmt).await.map_err(grpc)?;
         while let Some(r) = rows.next().await.map_err(grpc)? {
-            let id: String = column(&r, 0)?;
+            let payment_ref: String = column(&r, 3)?;
+            let Some(id) = column::<Option<String>>(&r, 0)? else {
+                ledger.insert(payment_ref);
+                continue;
+            };
             let status: String = column(&r, 1)?;
             let code: Option<String> = column(&r, 2)?;
-            let payment_ref: String = column(&r, 3)?;
             let order = known.entry(id).or_insert_with(|| Persisted {
                 status: OrderStatus::parse(&status).unwrap_or(OrderStatus::Rejected),
                 tickets: vec![],
@@ -589,18 +602,6 @@ impl SpannerRepository {
                 (k.clone(), sale)
             })
             .collect();
-        // The ledger's rows of these charges, read (so locked) like the orders': a settlement
-        // of one of them now aborts one of the two transactions.
-        let refs: Vec<String> = fresh.iter().map(|o| o.payment_ref.clone()).collect();
-        let mut stmt =
-            Statement::new("SELECT PaymentRef FROM Charges WHERE PaymentRef IN UNNEST(@refs)");
-        stmt.add_param("refs", &refs);
-        let mut ledger = HashSet::new();
-        let mut rows = tx.query(stmt).await.map_err(grpc)?;
-        while let Some(r) = rows.next().await.map_err(grpc)? {
-            ledger.insert(column::<String>(&r, 0)?);
-        }
-        drop(rows);
         let key = |o: &OrderMessage| (o.event.to_string(), o.ticket_type.to_string());
         let decided = allocate(&fresh, key, &mut types, &ledger);
         let mut mutations: Vec<_> = new_charges(&fresh, &decided, &ledger)
