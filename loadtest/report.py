@@ -35,6 +35,20 @@ def metric(name):
     return M.get(name) or {}
 
 
+def money_ok(audit):
+    """The money audit of `ops audit --json` (ADR 53): present and clean."""
+    m = (audit or {}).get("money")
+    return bool(m) and m.get("ok", False) and m["kept_cents"] == m["confirmed_cents"]
+
+def money_line(audit):
+    m = (audit or {}).get("money")
+    if not m:
+        return "money not reconciled: no list of the provider's charges"
+    line = (f"{m['charges']:,} charges at the provider: {m['kept']:,} kept ({m['kept_cents'] / 100:,.2f} EUR) "
+            f"for {m['confirmed_orders']:,} confirmed orders ({m['confirmed_cents'] / 100:,.2f} EUR), "
+            f"{m['refunded']:,} refunded, {m['owed']:,} owed, {m['in_flight']:,} in flight")
+    return line if m.get("ok") else line + "; " + "; ".join(m["violations"][:3])
+
 def count(name):
     return int(metric(name).get("count", 0))
 
@@ -82,6 +96,7 @@ if ran_k6:
     verdicts.append(("No duplicates", bool(audit) and audit.get("ok", False) and count("orders_confirmed") <= paid,
         "tickets sold == quantities of confirmed orders (audit); confirmations seen "
         f"{count('orders_confirmed'):,} ≤ paid {paid:,}"))
+    verdicts.append(("Money exact: every charge kept once or refunded", money_ok(audit), money_line(audit)))
     try:
         replayed_line = open(os.path.join(D, "dead-letters-replayed.txt")).read().strip().splitlines()[-1]
     except (OSError, IndexError):
@@ -97,12 +112,13 @@ if ran_k6:
         "all held" if a.k6_rc == 0 else ("broken: " + "; ".join(broken) if broken else f"k6 exited {a.k6_rc}")))
 if ran_rust:
     ok = bool(audit_driver and audit_driver.get("ok") and drain_driver and drain_driver.get("drained")) and a.driver_rc == 0
+    ok = ok and money_ok(audit_driver)
     if driver and driver.get("confirm"):
         # Every paid order read back confirmed by its fan, none refused, none left waiting.
         ok = ok and driver["rejected"] == 0 and driver["unconfirmed"] == 0
     verdicts.append(("Rust driver run: invariant exact, every paid order persisted", ok,
         f"audit {'clean' if audit_driver and audit_driver.get('ok') else json.dumps(audit_driver)[:300]}; "
-        f"all paid orders persisted: {bool(drain_driver and drain_driver.get('drained'))}"))
+        f"all paid orders persisted: {bool(drain_driver and drain_driver.get('drained'))}; {money_line(audit_driver)}"))
 
 # ---- phases and CPU ---------------------------------------------------------------------------
 samples = watch["samples"]

@@ -26,7 +26,8 @@ use axum::routing::post;
 use domain::{EventId, OrderStatus};
 use gate::ratelimit::RateLimiter;
 use gate::{Checkout, RateLimitArgs, RedisArgs};
-use payments::{PaymentProvider, SimulatedPayments};
+use payments::PaymentProvider;
+use payments::ledger::PaymentArgs;
 use pubsub::OrderPublisher;
 use pubsub::PubSubArgs;
 use utoipa::OpenApi;
@@ -45,6 +46,8 @@ pub struct Config {
     pub redis: RedisArgs,
     #[command(flatten)]
     pub pubsub: PubSubArgs,
+    #[command(flatten)]
+    pub payments: PaymentArgs,
     /// How often the outbox relay looks for paid orders not yet published, in milliseconds.
     #[arg(long, env = "RELAY_INTERVAL_MS", default_value_t = 2000)]
     pub relay_interval_ms: u64,
@@ -179,7 +182,7 @@ async fn start(config: &Config) -> anyhow::Result<axum::Router> {
     let state = AppState {
         gate: Arc::new(gate),
         publisher: Arc::new(publisher),
-        payments: Arc::new(SimulatedPayments),
+        payments: config.payments.provider().await?,
         limits: Some(limits),
         redeliver_after: Duration::from_millis(config.redeliver_after_ms),
         confirm_wait: Duration::from_millis(config.pay_confirm_wait_ms),

@@ -19,6 +19,7 @@ use base64::Engine;
 use domain::signing::{Accepted, MessageKey};
 use domain::{EventId, OrderCharge, OrderMessage, OrderStatus};
 use gate::{GateError, PaymentFlow, RedisArgs};
+use payments::ledger::PaymentArgs;
 use payments::{PaymentProvider, SimulatedPayments};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -45,6 +46,8 @@ pub struct Config {
     pub redis: RedisArgs,
     #[command(flatten)]
     pub db: DatabaseArgs,
+    #[command(flatten)]
+    pub payments: PaymentArgs,
     /// Shared secret the push subscription sends as `?token=` (locally). In the cloud, Cloud
     /// Run IAM verifies Pub/Sub's OIDC token before the request arrives; set `PUSH_AUTH=iam`.
     #[arg(long, env = "PUSH_TOKEN", hide_env_values = true)]
@@ -659,6 +662,7 @@ async fn start(
     let state = AppState {
         signing: config.order_signing_key.clone(),
         signing_previous: config.order_signing_key_previous.clone(),
+        payments: config.payments.provider().await?,
         ..AppState::new(repo, gate, auth)
     };
     tokio::spawn(refunder(

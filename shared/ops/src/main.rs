@@ -80,12 +80,18 @@ enum Cmd {
         #[arg(long)]
         reset: bool,
     },
-    /// Check the invariant in Redis and against the database; exit 1 when broken.
+    /// Check the invariant in Redis and against the database, and, where the provider's list of
+    /// charges is configured, money against the books; exit 1 when broken.
     Audit {
         #[command(flatten)]
         db: DatabaseArgs,
         #[command(flatten)]
         redis: RedisArgs,
+        #[command(flatten)]
+        payments: payments::ledger::PaymentArgs,
+        /// A charge the books do not know yet is in flight this long; older, it is a violation.
+        #[arg(long, default_value_t = 900)]
+        charge_grace_secs: u64,
         /// Event slug.
         #[arg(long, env = "EVENT_ID", default_value = "frequency-2027")]
         event: String,
@@ -214,6 +220,8 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Audit {
             db,
             redis,
+            payments,
+            charge_grace_secs,
             event,
             json,
         } => {
@@ -221,12 +229,34 @@ async fn main() -> anyhow::Result<()> {
             let repo = connect_books(db).await?;
             let gate = connect_gate(redis).await?;
             let report = recovery::audit::audit(&gate, repo.as_ref(), &id).await?;
+            let money = match payments.ledger().await? {
+                Some(provider) => Some(
+                    recovery::money::reconcile(
+                        &provider,
+                        repo.as_ref(),
+                        &id,
+                        Utc::now(),
+                        Duration::from_secs(charge_grace_secs),
+                    )
+                    .await?,
+                ),
+                None => None,
+            };
             if json {
-                println!("{}", report.to_json());
+                let mut out = report.to_json();
+                out["money"] = money.as_ref().map(|m| m.to_json()).into();
+                println!("{out}");
             } else {
                 print!("{}", report.render());
+                match &money {
+                    Some(m) => print!("{}", m.render()),
+                    None => println!(
+                        "money: not reconciled (no list of the provider's charges: PAYMENTS_LEDGER_URL)"
+                    ),
+                }
             }
-            if !report.violations.is_empty() {
+            let money_ok = money.as_ref().is_none_or(|m| m.violations.is_empty());
+            if !report.violations.is_empty() || !money_ok {
                 std::process::exit(1);
             }
         }

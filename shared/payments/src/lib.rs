@@ -1,12 +1,17 @@
 //! Payments behind a trait, so a real provider plugs in later. The simulated provider is
 //! deterministic per token, and idempotent per (order, attempt) like a real provider's
-//! idempotency key.
+//! idempotency key. With the `ledger` feature it also keeps a ledger of its own, as a real
+//! provider does ([`ledger`]), which the money audit reconciles with the books.
 //!
 //! Test tokens (shown on the demo site): `tok_approve` (and any token starting with
 //! `tok_approve`) is approved; `tok_decline` is declined; `tok_unavailable` answers as if the
 //! provider could not be reached. Anything else is declined as an unknown card.
 
+#[cfg(feature = "ledger")]
+pub mod ledger;
+
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 
 use domain::{OrderId, PaymentAttempt};
 
@@ -46,7 +51,32 @@ pub trait PaymentProvider: Send + Sync {
     ) -> Result<(), PaymentUnavailable>;
 }
 
-/// The simulated provider.
+/// One charge as the provider lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderCharge {
+    /// The provider's reference of the charge.
+    pub payment_ref: String,
+    /// The order it was made for (the metadata the shop gave it).
+    pub order_id: OrderId,
+    pub amount_cents: i64,
+    pub created_at: DateTime<Utc>,
+    /// When it was refunded, if it was.
+    pub refunded_at: Option<DateTime<Utc>>,
+}
+
+/// The provider's list of charges: what reconciling money with the books reads. A real
+/// provider pages through its list API by creation time (Stripe: `GET /v1/charges` with
+/// `created[gte]`, each charge's `refunded` flag and its `metadata.order_id`).
+#[async_trait]
+pub trait ChargeList: Send + Sync {
+    /// The charges created at or after `since`, oldest first.
+    async fn charges_since(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<ProviderCharge>, PaymentUnavailable>;
+}
+
+/// The simulated provider, without a ledger: it answers by token and forgets.
 #[derive(Debug, Clone, Default)]
 pub struct SimulatedPayments;
 

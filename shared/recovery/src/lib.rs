@@ -17,6 +17,7 @@
 //! consume-order when an event the database knows goes missing from Redis.
 
 pub mod audit;
+pub mod money;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
