@@ -292,13 +292,41 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, HandleError> {
     Ok(decoded)
 }
 
-/// Persists the orders of one message in one transaction, refunds the rejected ones and
-/// mirrors every outcome in the gate in one script call per event. Idempotent per order.
-/// `Ok` (each order's status, in input order) once every order has its outcome: the message
-/// may be acked. An order the books refuse for good does not hold its neighbours back: they
-/// are persisted and mirrored all the same, and the message is then answered `Retryable` for
-/// that order alone to be tried again (and end in the dead-letter topic, ADR 34).
+/// Persists the orders of one message, refunds the rejected ones and mirrors every outcome in
+/// the gate in one script call per event. Idempotent per order. `Ok` (each order's status, in
+/// input order) once every order has its outcome: the message may be acked. An order the books
+/// refuse for good does not hold its neighbours back: they are persisted and mirrored all the
+/// same, and the message is then answered `Retryable` for that order alone to be tried again
+/// (and end in the dead-letter topic, ADR 34).
+///
+/// The orders go in parts of what the books decide all or nothing (one transaction: the whole
+/// message on PostgreSQL, 250 orders on Spanner), each persisted, owed and mirrored before the
+/// next: an error leaves nothing of its part decided, and every part before it owed and
+/// mirrored, on every engine (the redelivery finds those parts' orders decided).
 pub async fn handle_batch(
+    state: &AppState,
+    orders: &[OrderMessage],
+) -> Result<Vec<OrderStatus>, HandleError> {
+    let mut statuses = Vec::with_capacity(orders.len());
+    let mut refused = 0;
+    for part in orders.chunks(state.repo.atomic_batch().max(1)) {
+        match handle_part(state, part).await {
+            Ok(s) => statuses.extend(s),
+            Err(HandleError::Refused { refused: n, .. }) => refused += n,
+            Err(e) => return Err(e),
+        }
+    }
+    if refused > 0 {
+        return Err(HandleError::Refused {
+            refused,
+            total: orders.len(),
+        });
+    }
+    Ok(statuses)
+}
+
+/// [`handle_batch`] of one part the books decide all or nothing.
+async fn handle_part(
     state: &AppState,
     orders: &[OrderMessage],
 ) -> Result<Vec<OrderStatus>, HandleError> {

@@ -368,6 +368,76 @@ async fn a_write_the_database_could_not_do_now_is_retried_whole_never_refused() 
     }
 }
 
+/// Where the books decide a message in parts (Spanner: 250 orders per transaction), a part
+/// that fails leaves every part before it owed and mirrored before the 503 (issue 28, item 5):
+/// a rejected order's refund is made and the gate shows its outcome, though the message comes
+/// again; the redelivery finishes the rest.
+#[tokio::test]
+async fn a_part_of_a_message_that_fails_leaves_the_parts_before_it_owed_and_mirrored() {
+    let c = consumer().await;
+    let refunded = Arc::new(testkit::memory::RecordedRefunds::default());
+    let state = AppState {
+        payments: refunded.clone(),
+        ..c.state.clone()
+    };
+    let c = Consumer { state, ..c };
+    let (late, next) = (c.paid("a@example.at").await, c.paid("b@example.at").await);
+    // Sold out in the books (6 tickets) by three orders the gate does not know of.
+    for _ in 0..3 {
+        let order_id = domain::OrderId::new();
+        let other = OrderMessage {
+            order_id,
+            payment_ref: format!("sim_{order_id}"),
+            ..late.clone()
+        };
+        c.books.persist(&other).await.unwrap();
+    }
+    c.books.set_atomic_batch(1);
+    c.books.fail_persists_after(1, || {
+        store::RepoError::Unavailable("the second transaction failed".into())
+    });
+    assert_eq!(
+        c.push(Some(TOKEN), &[late.clone(), next.clone()]).await,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    // The first part: rejected, its refund made, and the gate shows it.
+    let view = c
+        .gate
+        .order(&c.ev.id, late.order_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(view.status, OrderStatus::Rejected);
+    let asked: Vec<String> = refunded
+        .refunds()
+        .into_iter()
+        .map(|r| r.payment_ref)
+        .collect();
+    assert_eq!(asked, std::slice::from_ref(&late.payment_ref));
+    // The second: nothing decided.
+    assert!(c.books.order(next.order_id).await.unwrap().is_none());
+    let view = c
+        .gate
+        .order(&c.ev.id, next.order_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(view.status, OrderStatus::Confirming);
+
+    c.books.fail_persists_with(None);
+    assert_eq!(
+        c.push(Some(TOKEN), &[late.clone(), next.clone()]).await,
+        StatusCode::NO_CONTENT
+    );
+    let view = c
+        .gate
+        .order(&c.ev.id, next.order_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(view.status, OrderStatus::Rejected);
+}
+
 /// A value the books refuse for good is isolated: the batch is halved until the order at
 /// fault stands alone, and the message comes back for it.
 #[tokio::test]

@@ -92,6 +92,11 @@ enum Cmd {
         /// A charge the books do not know yet is in flight this long; older, it is a violation.
         #[arg(long, default_value_t = 900)]
         charge_grace_secs: u64,
+        /// Hand every charge the books never heard of (past the grace) to them: they owe it
+        /// back, and consume-order's refunder refunds it (its order, if it ever arrives, is then
+        /// rejected: ADR 53).
+        #[arg(long)]
+        settle_unknown: bool,
         /// Event slug.
         #[arg(long, env = "EVENT_ID", default_value = "frequency-2027")]
         event: String,
@@ -222,6 +227,7 @@ async fn main() -> anyhow::Result<()> {
             redis,
             payments,
             charge_grace_secs,
+            settle_unknown,
             event,
             json,
         } => {
@@ -254,6 +260,17 @@ async fn main() -> anyhow::Result<()> {
                         "money: not reconciled (no list of the provider's charges: PAYMENTS_LEDGER_URL)"
                     ),
                 }
+            }
+            if let Some(m) = money
+                .as_ref()
+                .filter(|m| settle_unknown && !m.unknown.is_empty())
+            {
+                let owed = repo.settle_charges(&m.unknown, Duration::ZERO).await?;
+                eprintln!(
+                    "handed {} unknown charges to the books: {} owed back, due to the refunder now",
+                    m.unknown.len(),
+                    owed.len()
+                );
             }
             let money_ok = money.as_ref().is_none_or(|m| m.violations.is_empty());
             if !report.violations.is_empty() || !money_ok {

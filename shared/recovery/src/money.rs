@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use domain::{EventId, OrderStatus};
+use domain::{EventId, OrderCharge, OrderStatus};
 use payments::ChargeList;
 use store::{OrderRepository, Verdict};
 
@@ -39,6 +39,9 @@ pub struct MoneyReport {
     pub owed: Vec<Owed>,
     /// Younger than the grace and not yet in the books (their orders are on their way).
     pub in_flight: usize,
+    /// Older than the grace and unknown to the books (each also a violation): what
+    /// `ops audit --settle-unknown` hands to the books, which owe them back.
+    pub unknown: Vec<OrderCharge>,
     /// Broken money invariants, in words.
     pub violations: Vec<String>,
 }
@@ -146,10 +149,17 @@ pub async fn reconcile(
         );
         match (entry.map(|e| e.verdict), c.refunded_at) {
             (None, None) if age(c.created_at) < grace => r.in_flight += 1,
-            (None, None) => r.violations.push(format!(
-                "{what}, made {} s ago, is unknown to the books",
-                age(c.created_at).as_secs()
-            )),
+            (None, None) => {
+                r.violations.push(format!(
+                    "{what}, made {} s ago, is unknown to the books",
+                    age(c.created_at).as_secs()
+                ));
+                r.unknown.push(OrderCharge {
+                    order_id: c.order_id,
+                    payment_ref: c.payment_ref,
+                    amount_cents: c.amount_cents,
+                });
+            }
             (None, Some(_)) => r
                 .violations
                 .push(format!("{what} was refunded without the books owing it")),
@@ -173,6 +183,10 @@ pub async fn reconcile(
             (Some(Verdict::Refunded), None) => r.violations.push(format!(
                 "{what}: the books record a refund the provider never made"
             )),
+            (Some(Verdict::Unsettled), _) if age(c.created_at) < grace => r.in_flight += 1,
+            (Some(Verdict::Unsettled), _) => r
+                .violations
+                .push(format!("{what} is not kept and no refund of it is owed")),
         }
     }
     for o in orders

@@ -179,22 +179,32 @@ pub fn allocate<K: Eq + std::hash::Hash>(
 }
 
 /// The charges a batch writes to the ledger, each once: those of the orders [`allocate`]
-/// decided (confirmed or rejected) that the ledger does not hold yet.
+/// decided that the ledger does not hold yet, each with whether its order is confirmed. The
+/// batch owes back, in the same transaction, the charge of each one rejected (ADR 53), so a
+/// decided part of a message is never left without its refund.
 pub fn new_charges<'a>(
     orders: &[&'a OrderMessage],
     decided: &[Result<bool, Refused>],
     ledger: &std::collections::HashSet<String>,
-) -> Vec<&'a OrderMessage> {
+) -> Vec<(&'a OrderMessage, bool)> {
     let mut seen = std::collections::HashSet::new();
     orders
         .iter()
         .zip(decided)
-        .filter(|(o, d)| {
-            d.is_ok() && !ledger.contains(&o.payment_ref) && seen.insert(o.payment_ref.as_str())
+        .filter_map(|(o, d)| match d {
+            Ok(confirmed)
+                if !ledger.contains(&o.payment_ref) && seen.insert(o.payment_ref.as_str()) =>
+            {
+                Some((*o, *confirmed))
+            }
+            _ => None,
         })
-        .map(|(o, _)| *o)
         .collect()
 }
+
+/// When a refund the books owe as they reject an order is first due to the refunder: the
+/// consumer that decided it asks the provider at once, and the refunder only if that failed.
+pub const FIRST_REFUND_DUE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// One charge in the books' ledger and what they decided for it (ADR 53).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -212,6 +222,9 @@ pub enum Verdict {
     Owed,
     /// It was owed back and the provider confirmed the refund.
     Refunded,
+    /// Not kept, and no refund recorded yet: the books still have to owe it (for a moment,
+    /// after an order paid with a charge they already held is rejected).
+    Unsettled,
 }
 
 /// The database's books for one ticket type (for the audit).
@@ -255,8 +268,15 @@ pub trait OrderRepository: Send + Sync {
     /// is `Rejected`, never sold beyond capacity. Each new order's charge enters the ledger in
     /// the same transaction; an order paid with a charge the ledger already holds is
     /// `Rejected` (see [`allocate`]). One outcome per input order, in order. An `Err` means
-    /// nothing of the batch was decided: try it all again.
+    /// nothing of the batch was decided (of a batch larger than
+    /// [`OrderRepository::atomic_batch`]: nothing of one part, the parts before it decided):
+    /// try it all again.
     async fn persist_batch(&self, orders: &[OrderMessage]) -> Result<Vec<Outcome>, RepoError>;
+    /// The most orders one [`OrderRepository::persist_batch`] decides all or nothing (one
+    /// transaction); a larger batch is decided in parts of this size.
+    fn atomic_batch(&self) -> usize {
+        usize::MAX
+    }
     /// [`OrderRepository::persist_batch`] of one order; a refusal is `RepoError::Permanent`.
     async fn persist(&self, msg: &OrderMessage) -> Result<Persisted, RepoError> {
         let outcome = self

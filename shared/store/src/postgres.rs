@@ -336,10 +336,11 @@ impl PgRepository {
             &ledger,
         );
         let mut rows = NewRows::default();
-        for o in new_charges(&fresh, &decided, &ledger) {
+        for (o, confirmed) in new_charges(&fresh, &decided, &ledger) {
             rows.charge_refs.push(o.payment_ref.clone());
             rows.charge_orders.push(o.order_id.0);
             rows.charge_amounts.push(o.amount_cents);
+            rows.charge_kept.push(confirmed);
         }
         let mut outcomes: HashMap<Uuid, Outcome> = HashMap::with_capacity(fresh.len());
         for (o, decision) in fresh.iter().zip(decided) {
@@ -379,6 +380,8 @@ struct NewRows {
     charge_refs: Vec<String>,
     charge_orders: Vec<Uuid>,
     charge_amounts: Vec<i64>,
+    /// Per charge: kept (its order confirmed), or owed back at once.
+    charge_kept: Vec<bool>,
     sold: HashMap<(String, String), i32>,
 }
 
@@ -421,7 +424,7 @@ impl NewRows {
         })
     }
 
-    /// Orders, tickets, charges and counters in one statement. The counters' CHECK (sold <=
+    /// Orders, tickets, charges, the refunds of rejected orders and counters in one statement. The counters' CHECK (sold <=
     /// capacity) is the database's own refusal to oversell, whatever the code above decided;
     /// the ledger's key refuses a charge settled since it was read (23505: decided again).
     #[tracing::instrument(level = "debug", skip_all)]
@@ -438,6 +441,11 @@ impl NewRows {
              ), new_charges AS (
                INSERT INTO charges (payment_ref, order_id, amount_cents)
                SELECT * FROM unnest($15::text[], $16::uuid[], $17::bigint[])
+             ), new_refunds AS (
+               INSERT INTO refunds (payment_ref, order_id, amount_cents, attempts, next_at)
+               SELECT r, o, a, 1, now() + make_interval(secs => $19)
+               FROM unnest($15::text[], $16::uuid[], $17::bigint[], $18::bool[]) AS c(r, o, a, kept)
+               WHERE NOT kept
              )
              UPDATE ticket_types tt SET sold = tt.sold + s.n
              FROM unnest($12::text[], $13::text[], $14::int[]) AS s(event_id, id, n)
@@ -460,6 +468,8 @@ impl NewRows {
                 &self.charge_refs,
                 &self.charge_orders,
                 &self.charge_amounts,
+                &self.charge_kept,
+                &super::FIRST_REFUND_DUE.as_secs_f64(),
             ],
         )
         .await
@@ -802,7 +812,8 @@ impl OrderRepository for PgRepository {
                 verdict: match (r.get::<_, Option<bool>>(3), r.get::<_, Option<bool>>(4)) {
                     (Some(true), _) => Verdict::Kept,
                     (_, Some(true)) => Verdict::Refunded,
-                    _ => Verdict::Owed,
+                    (_, Some(false)) => Verdict::Owed,
+                    (_, None) => Verdict::Unsettled,
                 },
             })
             .collect())

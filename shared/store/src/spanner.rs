@@ -240,6 +240,28 @@ fn charge_row(
     )
 }
 
+/// A refund owed, leased to its first ask until `next_at`.
+fn refund_row(
+    payment_ref: &str,
+    order: &str,
+    amount_cents: i64,
+    owed_at: &prost_types::Timestamp,
+    next_at: &prost_types::Timestamp,
+) -> gcloud_googleapis::spanner::v1::Mutation {
+    insert(
+        "Refunds",
+        &[
+            "PaymentRef",
+            "OrderId",
+            "AmountCents",
+            "OwedAt",
+            "Attempts",
+            "NextAt",
+        ],
+        &[&payment_ref, &order, &amount_cents, owed_at, &1i64, next_at],
+    )
+}
+
 /// The table or index a `CREATE …` statement creates.
 fn created_object(stmt: &str) -> Option<String> {
     let words: Vec<&str> = stmt.split_whitespace().collect();
@@ -604,10 +626,22 @@ impl SpannerRepository {
             .collect();
         let key = |o: &OrderMessage| (o.event.to_string(), o.ticket_type.to_string());
         let decided = allocate(&fresh, key, &mut types, &ledger);
-        let mut mutations: Vec<_> = new_charges(&fresh, &decided, &ledger)
-            .into_iter()
-            .map(|o| charge_row(&o.payment_ref, &o.order_id.to_string(), o.amount_cents))
-            .collect();
+        let mut mutations = vec![];
+        let (now, due) = (Utc::now(), super::FIRST_REFUND_DUE);
+        let due = timestamp(now + chrono::Duration::from_std(due).unwrap_or_default());
+        for (o, confirmed) in new_charges(&fresh, &decided, &ledger) {
+            let oid = o.order_id.to_string();
+            mutations.push(charge_row(&o.payment_ref, &oid, o.amount_cents));
+            if !confirmed {
+                mutations.push(refund_row(
+                    &o.payment_ref,
+                    &oid,
+                    o.amount_cents,
+                    &timestamp(now),
+                    &due,
+                ));
+            }
+        }
         let mut outcomes: HashMap<String, Outcome> = HashMap::with_capacity(fresh.len());
         let mut taken: HashMap<(String, String, i64), i64> = HashMap::new();
         for (o, decision) in fresh.iter().zip(decided) {
@@ -820,6 +854,10 @@ impl OrderRepository for SpannerRepository {
             (tx, r)
         })
         .await
+    }
+
+    fn atomic_batch(&self) -> usize {
+        MAX_ORDERS_PER_TRANSACTION
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
@@ -1096,27 +1134,13 @@ impl OrderRepository for SpannerRepository {
                     match known.get(&c.payment_ref) {
                         Some(true) => continue,
                         Some(false) => {}
-                        None => {
-                            ms.push(insert(
-                                "Refunds",
-                                &[
-                                    "PaymentRef",
-                                    "OrderId",
-                                    "AmountCents",
-                                    "OwedAt",
-                                    "Attempts",
-                                    "NextAt",
-                                ],
-                                &[
-                                    &c.payment_ref,
-                                    &c.order_id.to_string(),
-                                    &c.amount_cents,
-                                    &now,
-                                    &1i64,
-                                    &next,
-                                ],
-                            ));
-                        }
+                        None => ms.push(refund_row(
+                            &c.payment_ref,
+                            &c.order_id.to_string(),
+                            c.amount_cents,
+                            &now,
+                            &next,
+                        )),
                     }
                     open.push(c.clone());
                 }
@@ -1160,7 +1184,8 @@ impl OrderRepository for SpannerRepository {
                 verdict: match (kept, refunded) {
                     (Some(true), _) => Verdict::Kept,
                     (_, Some(true)) => Verdict::Refunded,
-                    _ => Verdict::Owed,
+                    (_, Some(false)) => Verdict::Owed,
+                    (_, None) => Verdict::Unsettled,
                 },
             });
         }

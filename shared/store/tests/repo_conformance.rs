@@ -687,8 +687,10 @@ mod cases {
         for msg in [&kept, &rejected] {
             persist_until_decided(&b.repo, msg).await;
         }
-        // Each decided order's charge is in the ledger with the decision.
+        // Each decided order's charge is in the ledger with the decision, and the rejected
+        // order's refund is owed in the transaction that rejected it.
         assert_eq!(verdict(&b.repo, &kept.payment_ref).await, Some(Kept));
+        assert_eq!(verdict(&b.repo, &rejected.payment_ref).await, Some(Owed));
         let second = OrderCharge {
             payment_ref: format!("{}-second-attempt", kept.payment_ref),
             ..charge_of(&kept)

@@ -267,6 +267,9 @@ impl<R: OrderRepository> OrderRepository for Scoped<R> {
     async fn reset(&self, event: &EventId) -> Result<(), RepoError> {
         self.repo.reset(event).await
     }
+    fn atomic_batch(&self) -> usize {
+        self.repo.atomic_batch()
+    }
     async fn persist_batch(&self, orders: &[OrderMessage]) -> Result<Vec<Outcome>, RepoError> {
         self.repo.persist_batch(orders).await
     }

@@ -758,8 +758,11 @@ impl OrderPublisher for MemoryPublisher {
 pub struct MemoryRepository {
     books: Arc<Mutex<Books>>,
     down: Outage,
-    /// An error every batch write fails with while set (the rest works).
-    persist_fault: Arc<Mutex<Option<Fault>>>,
+    /// An error every batch write fails with while set (the rest works), after the number of
+    /// writes still allowed to succeed.
+    persist_fault: Arc<Mutex<Option<(usize, Fault)>>>,
+    /// What [`store::OrderRepository::atomic_batch`] answers (`None`: no limit).
+    atomic_batch: Arc<Mutex<Option<usize>>>,
 }
 
 /// Makes the error a faulty write fails with.
@@ -805,7 +808,18 @@ impl MemoryRepository {
     /// Every later batch write fails with `fault()` (a statement timeout, a refused value, …);
     /// `None`: writes work again. Not in the conformance suite: a fault, not a behaviour.
     pub fn fail_persists_with(&self, fault: Option<Fault>) {
-        *self.persist_fault.lock().expect("fault lock") = fault;
+        *self.persist_fault.lock().expect("fault lock") = fault.map(|f| (0, f));
+    }
+
+    /// The next `ok` batch writes succeed, every later one fails with `fault()`.
+    pub fn fail_persists_after(&self, ok: usize, fault: Fault) {
+        *self.persist_fault.lock().expect("fault lock") = Some((ok, fault));
+    }
+
+    /// Answers `n` as the most orders one batch write decides all or nothing, as Spanner does
+    /// (these books decide any batch at once, which keeps that promise for every size).
+    pub fn set_atomic_batch(&self, n: usize) {
+        *self.atomic_batch.lock().expect("batch lock") = Some(n);
     }
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, Books>, store::RepoError> {
@@ -861,12 +875,22 @@ impl store::OrderRepository for MemoryRepository {
         Ok(())
     }
 
+    fn atomic_batch(&self) -> usize {
+        self.atomic_batch
+            .lock()
+            .expect("batch lock")
+            .unwrap_or(usize::MAX)
+    }
+
     async fn persist_batch(
         &self,
         orders: &[OrderMessage],
     ) -> Result<Vec<store::Outcome>, store::RepoError> {
-        if let Some(fault) = *self.persist_fault.lock().expect("fault lock") {
-            return Err(fault());
+        if let Some((ok, fault)) = self.persist_fault.lock().expect("fault lock").as_mut() {
+            if *ok == 0 {
+                return Err(fault());
+            }
+            *ok -= 1;
         }
         let mut books = self.lock()?;
         let (unique, positions) = store::distinct(orders);
@@ -886,13 +910,23 @@ impl store::OrderRepository for MemoryRepository {
             &mut books.for_sale,
             &ledger,
         );
-        for o in store::new_charges(&fresh, &decided, &ledger) {
+        for (o, confirmed) in store::new_charges(&fresh, &decided, &ledger) {
             let charge = domain::OrderCharge {
                 order_id: o.order_id,
                 payment_ref: o.payment_ref.clone(),
                 amount_cents: o.amount_cents,
             };
-            books.charges.insert(o.payment_ref.clone(), charge);
+            books.charges.insert(o.payment_ref.clone(), charge.clone());
+            if !confirmed {
+                let refund = Refund {
+                    owed: charge,
+                    owed_at: Utc::now(),
+                    attempts: 1,
+                    next_at: later(store::FIRST_REFUND_DUE),
+                    done: false,
+                };
+                books.refunds.insert(o.payment_ref.clone(), refund);
+            }
         }
         let mut refused = HashMap::new();
         for (o, decision) in fresh.iter().zip(decided) {
@@ -1072,12 +1106,11 @@ impl store::OrderRepository for MemoryRepository {
             .filter_map(|r| books.charges.get(r))
             .map(|c| store::LedgerEntry {
                 charge: c.clone(),
-                verdict: if books.kept(&c.payment_ref) {
-                    store::Verdict::Kept
-                } else if books.refunds.get(&c.payment_ref).is_some_and(|r| r.done) {
-                    store::Verdict::Refunded
-                } else {
-                    store::Verdict::Owed
+                verdict: match books.refunds.get(&c.payment_ref) {
+                    _ if books.kept(&c.payment_ref) => store::Verdict::Kept,
+                    Some(r) if r.done => store::Verdict::Refunded,
+                    Some(_) => store::Verdict::Owed,
+                    None => store::Verdict::Unsettled,
                 },
             })
             .collect())
