@@ -223,6 +223,10 @@ pub enum HandleError {
     /// The books decided and the gate could not mirror it: retry (the redelivery finishes it).
     #[error("the gate: {0}")]
     Gate(#[from] GateError),
+    /// Redis went back in time and the repair from the books failed: retry (the watcher
+    /// repairs meanwhile).
+    #[error("repairing the gate from the books: {0:#}")]
+    Repair(#[source] anyhow::Error),
     /// The books refuse some orders of the message for good; they are retried, then wait in
     /// the dead-letter topic (their neighbours are done).
     #[error("{refused} of {total} orders refused by the books")]
@@ -374,7 +378,7 @@ async fn handle_part(
             .filter(|(m, _)| &m.event == event)
             .copied()
             .collect();
-        state.gate.finalize_all(event, &of_event).await?;
+        mirror(state, event, &of_event).await?;
     }
     if !refused.is_empty() {
         return Err(HandleError::Refused {
@@ -386,6 +390,28 @@ async fn handle_part(
         .into_iter()
         .map(|o| o.map_or(OrderStatus::Rejected, |p| p.status))
         .collect())
+}
+
+/// Mirrors the books' decisions for orders of one event in the gate. A Redis found gone back in
+/// time (ADR 56) is first repaired from the books, every order of the event, live: the fans of
+/// orders it lost read their outcome again, and no ticket the books sold stays on sale there.
+async fn mirror(
+    state: &AppState,
+    event: &EventId,
+    orders: &[(&OrderMessage, &Persisted)],
+) -> Result<(), HandleError> {
+    match state.gate.finalize_all(event, orders).await {
+        Err(GateError::WentBack(_)) => {
+            recovery::repair(state.gate.as_ref(), state.repo.as_ref(), event)
+                .await
+                .map_err(HandleError::Repair)?;
+            state.gate.finalize_all(event, orders).await?;
+        }
+        other => {
+            other?;
+        }
+    }
+    Ok(())
 }
 
 /// Has the books settle `charges` (ADR 53): each is kept if it paid its order, confirmed, and

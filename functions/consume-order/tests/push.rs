@@ -552,6 +552,235 @@ async fn a_rolled_back_hold_that_expired_in_redis_is_taken_back_from_sale() {
     assert_mirrors_the_books(&env, &ev, &msg).await;
 }
 
+/// Every key of an event as Redis holds it now: what a snapshot restore or a lagging replica
+/// brings back.
+async fn snapshot_event(
+    redis: &mut redis::aio::MultiplexedConnection,
+    ev: &Event,
+) -> Vec<(String, Vec<u8>)> {
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{{ev:{}}}:*", ev.id))
+        .query_async(redis)
+        .await
+        .unwrap();
+    let mut snapshot = vec![];
+    for key in keys {
+        let dump: Vec<u8> = redis::cmd("DUMP")
+            .arg(&key)
+            .query_async(redis)
+            .await
+            .unwrap();
+        snapshot.push((key, dump));
+    }
+    snapshot
+}
+
+/// Redis goes back to `snapshot`: the event's keys as they were, those written since gone.
+async fn go_back_to(
+    redis: &mut redis::aio::MultiplexedConnection,
+    ev: &Event,
+    snapshot: &[(String, Vec<u8>)],
+) {
+    let now: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{{ev:{}}}:*", ev.id))
+        .query_async(redis)
+        .await
+        .unwrap();
+    for key in now {
+        let _: () = redis::cmd("DEL")
+            .arg(&key)
+            .query_async(redis)
+            .await
+            .unwrap();
+    }
+    for (key, dump) in snapshot {
+        let _: () = redis::cmd("RESTORE")
+            .arg(key)
+            .arg(0)
+            .arg(dump.as_slice())
+            .query_async(redis)
+            .await
+            .unwrap();
+    }
+}
+
+/// A Redis that went back in time whole (a failover to a replica that lagged, a snapshot
+/// restored) is found by the next finalize, whatever it is for: this process's mark is lower
+/// than it was answered (ADR 56). The event is repaired from the books there and then, live and
+/// order by order: the paid order Redis lost reads confirmed again and its tickets are off sale,
+/// with no pause and no new order-id salt (issue 28, item 3).
+#[tokio::test]
+async fn a_redis_gone_back_in_time_is_found_by_the_next_finalize_and_repaired_live() {
+    let env = TestEnv::get();
+    let ev = env.seed(10, -1, 600).await;
+    let st = state(&env).await;
+    let client = redis::Client::open(env.redis_url.as_str()).unwrap();
+    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+    let lost = held_by(&env, &ev, "lost@example.at").await;
+    let first = paid_order_by(&env, &ev, "first@example.at").await;
+    assert_eq!(
+        push(
+            &st,
+            Some(TOKEN),
+            batch_envelope(std::slice::from_ref(&first)).to_string()
+        )
+        .await,
+        StatusCode::NO_CONTENT
+    );
+    let before = snapshot_event(&mut redis, &ev).await;
+    let salt_before: Option<String> = redis::cmd("HGET")
+        .arg(format!("{{ev:{}}}:meta", ev.id))
+        .arg("oid_salt")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    // `lost` is paid and confirmed; then Redis goes back to before it was paid.
+    let lost = pay(&env, &ev, lost).await;
+    assert_eq!(
+        push(
+            &st,
+            Some(TOKEN),
+            batch_envelope(std::slice::from_ref(&lost)).to_string()
+        )
+        .await,
+        StatusCode::NO_CONTENT
+    );
+    go_back_to(&mut redis, &ev, &before).await;
+    assert_eq!(view(&env, &lost).await.status, OrderStatus::Reserved);
+
+    // Another fan's order is the next finalize.
+    let next = paid_order_by(&env, &ev, "next@example.at").await;
+    assert_eq!(
+        push(
+            &st,
+            Some(TOKEN),
+            batch_envelope(std::slice::from_ref(&next)).to_string()
+        )
+        .await,
+        StatusCode::NO_CONTENT
+    );
+    let stored = env.repo().order(lost.order_id).await.unwrap().unwrap();
+    let v = view(&env, &lost).await;
+    assert_eq!(
+        (v.status, &v.tickets),
+        (OrderStatus::Confirmed, &stored.tickets)
+    );
+    assert_eq!(view(&env, &next).await.status, OrderStatus::Confirmed);
+    let snap = env.gate().await.refresh(&ev.id).await.unwrap().unwrap();
+    let vip = snap.stock["vip-3-day"];
+    assert_eq!(
+        (vip.available, vip.held, vip.confirming, vip.sold),
+        (4, 0, 0, 6),
+        "the books' sales, none back on sale"
+    );
+    assert!(!snap.paused, "repaired live");
+    let salt_after: Option<String> = redis::cmd("HGET")
+        .arg(format!("{{ev:{}}}:meta", ev.id))
+        .arg("oid_salt")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(
+        salt_before, salt_after,
+        "Idempotency-Key replays still work"
+    );
+    env.assert_audit_clean(&ev.id).await;
+}
+
+/// With no finalize coming (a quiet moment of the sale), the watcher asks for the mark itself
+/// and repairs the event the same way.
+#[tokio::test]
+async fn a_redis_gone_back_in_time_in_a_quiet_moment_is_repaired_by_the_watcher() {
+    let env = TestEnv::get();
+    let ev = env.seed(10, -1, 600).await;
+    let gate = env.gate().await;
+    let repo: Arc<dyn OrderRepository> = Arc::new(env.repo());
+    let st = AppState::new(repo.clone(), gate.clone(), PushAuth::Token(TOKEN.into()));
+    let client = redis::Client::open(env.redis_url.as_str()).unwrap();
+    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+    let first = paid_order_by(&env, &ev, "first@example.at").await;
+    assert_eq!(
+        push(
+            &st,
+            Some(TOKEN),
+            batch_envelope(std::slice::from_ref(&first)).to_string()
+        )
+        .await,
+        StatusCode::NO_CONTENT
+    );
+    let before = snapshot_event(&mut redis, &ev).await;
+    let lost = paid_order_by(&env, &ev, "lost@example.at").await;
+    assert_eq!(
+        push(
+            &st,
+            Some(TOKEN),
+            batch_envelope(std::slice::from_ref(&lost)).to_string()
+        )
+        .await,
+        StatusCode::NO_CONTENT
+    );
+    assert!(!gate.went_back_since(&ev.id).await.unwrap());
+    go_back_to(&mut redis, &ev, &before).await;
+    assert!(gate.went_back_since(&ev.id).await.unwrap());
+    assert!(
+        recovery::repair(&gate, repo.as_ref(), &ev.id)
+            .await
+            .unwrap()
+    );
+    assert!(!gate.went_back_since(&ev.id).await.unwrap(), "repaired");
+    assert_eq!(view(&env, &lost).await.status, OrderStatus::Confirmed);
+    let snap = gate.refresh(&ev.id).await.unwrap().unwrap();
+    assert_eq!(snap.stock["vip-3-day"].sold, 4);
+    env.assert_audit_clean(&ev.id).await;
+}
+
+/// Redis went back to before an order's hold, and the redelivery of that order comes to a
+/// process that never wrote to this event (its marks cannot tell): the order, missing from a
+/// live event, is counted sold all the same, not only shown confirmed (issue 28, item 3).
+#[tokio::test]
+async fn a_redelivery_of_an_order_redis_lost_counts_its_sale_whoever_delivers_it() {
+    let env = TestEnv::get();
+    let ev = env.seed(10, -1, 600).await;
+    let client = redis::Client::open(env.redis_url.as_str()).unwrap();
+    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+    let stock_key = format!("{{ev:{}}}:tt:vip-3-day", ev.id);
+    let before: Vec<u8> = redis::cmd("DUMP")
+        .arg(&stock_key)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let msg = paid_order(&env, &ev).await;
+    let body = batch_envelope(std::slice::from_ref(&msg)).to_string();
+    assert_eq!(
+        push(&state(&env).await, Some(TOKEN), body.clone()).await,
+        StatusCode::NO_CONTENT
+    );
+    // Back to before the hold: the order and its customer gone, the stock as it was.
+    for key in [
+        format!("{{ev:{}}}:order:{}", ev.id, msg.order_id),
+        format!("{{ev:{}}}:cust:{}", ev.id, msg.email.as_str()),
+    ] {
+        let _: () = redis::cmd("DEL")
+            .arg(key)
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+    }
+    let _: () = redis::cmd("RESTORE")
+        .arg(&stock_key)
+        .arg(0)
+        .arg(before.as_slice())
+        .arg("REPLACE")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(
+        push(&state(&env).await, Some(TOKEN), body).await,
+        StatusCode::NO_CONTENT
+    );
+    assert_mirrors_the_books(&env, &ev, &msg).await;
+}
+
 /// A push envelope of `orders` whose `signature` attribute is `signature` (or none).
 fn envelope_signed(orders: &[OrderMessage], signature: Option<String>) -> String {
     let data = serde_json::to_vec(&OrderBatch {

@@ -62,6 +62,10 @@ pub enum GateError {
     /// The server did not prove it is the instance `REDIS_CA_CERT` names (ADR 48).
     #[error("redis TLS: {0}")]
     Tls(#[source] rustls::Error),
+    /// Redis went back in time for this event (ADR 56): nothing more is mirrored there until
+    /// [`PaymentFlow::repair`] has brought it up to the books.
+    #[error("redis went back in time for event {0}: repair it from the books first")]
+    WentBack(domain::EventId),
 }
 
 impl GateError {
@@ -297,6 +301,90 @@ struct Inner {
     events: std::sync::Mutex<Option<(std::time::Instant, Vec<EventId>)>>,
     /// Who waits for which order's outcome (see [`PaymentFlow::finalized`]).
     finalized: std::sync::Arc<finalized::Listener>,
+    /// This process's marks in each event's `marks` (ADR 56).
+    marks: Marks,
+}
+
+/// What this process wrote to each event's `marks` hash, the one thing that tells a Redis that
+/// went back in time (ADR 56): its own field (`writer`, random per process) only grows, so a
+/// value below the highest one it was answered means Redis lost its writes since.
+struct Marks {
+    writer: String,
+    known: std::sync::Mutex<std::collections::HashMap<EventId, u64>>,
+    /// Events found gone back in time and not repaired yet.
+    behind: std::sync::Mutex<std::collections::HashSet<EventId>>,
+}
+
+impl Marks {
+    fn new() -> Self {
+        Self {
+            writer: uuid::Uuid::new_v4().simple().to_string(),
+            known: std::sync::Mutex::default(),
+            behind: std::sync::Mutex::default(),
+        }
+    }
+
+    fn known(&self, event: &EventId) -> Option<u64> {
+        self.known.lock().expect("marks").get(event).copied()
+    }
+
+    /// Redis answered `mark`.
+    fn answered(&self, event: &EventId, mark: u64) {
+        let mut known = self.known.lock().expect("marks");
+        let k = known.entry(event.clone()).or_default();
+        *k = (*k).max(mark);
+    }
+
+    /// Redis went back to `mark`: from there on it is what this process knows, and the event
+    /// waits for its repair.
+    fn went_back(&self, event: &EventId, mark: u64) {
+        self.known
+            .lock()
+            .expect("marks")
+            .insert(event.clone(), mark);
+        self.behind.lock().expect("marks").insert(event.clone());
+    }
+
+    fn is_behind(&self, event: &EventId) -> bool {
+        self.behind.lock().expect("marks").contains(event)
+    }
+
+    fn repaired(&self, event: &EventId) {
+        self.behind.lock().expect("marks").remove(event);
+    }
+}
+
+impl Gate {
+    /// Redis went back in time for `event`, to this process's `mark` (ADR 56).
+    fn went_back(&self, event: &EventId, mark: u64) {
+        self.0.marks.went_back(event, mark);
+        metrics::counter!("gate_went_back_total").increment(1);
+        tracing::error!(event = %event, mark, "Redis went back in time (it lost this process's last writes); repairing the event from the books");
+    }
+
+    /// Whether Redis went back in time for `event` since this process last wrote there: its
+    /// mark lower than what this process was answered (the watcher asks when no finalize does).
+    /// True also while an earlier finding waits for its repair.
+    pub async fn went_back_since(&self, event: &EventId) -> Result<bool, GateError> {
+        let marks = &self.0.marks;
+        let Some(known) = marks.known(event) else {
+            return Ok(marks.is_behind(event));
+        };
+        let mut conn = self.0.conn.clone();
+        let mark: Option<u64> = self
+            .bounded(
+                redis::cmd("HGET")
+                    .arg(format!("{{ev:{event}}}:marks"))
+                    .arg(&marks.writer)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        let mark = mark.unwrap_or(0);
+        if mark < known {
+            self.went_back(event, mark);
+        }
+        Ok(marks.is_behind(event))
+    }
 }
 
 /// Customers per `restore_customers.lua` call, orders per `restore_orders.lua` call and holds
@@ -376,6 +464,7 @@ impl Gate {
                 timeout,
             ),
             events: std::sync::Mutex::default(),
+            marks: Marks::new(),
             conn,
             timeout,
             scripts: Scripts {
@@ -1108,12 +1197,31 @@ impl PaymentFlow for Gate {
         orders: &[(&domain::OrderMessage, &domain::books::Persisted)],
     ) -> Result<Vec<bool>, GateError> {
         debug_assert!(orders.iter().all(|(msg, _)| &msg.event == event));
-        let args = wire::finalize_args(orders)?;
+        let marks = &self.0.marks;
+        if marks.is_behind(event) {
+            return Err(GateError::WentBack(event.clone()));
+        }
+        let known = marks
+            .known(event)
+            .map_or_else(String::new, |k| k.to_string());
+        let args = wire::finalize_args(&marks.writer, &known, orders)?;
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let reply = self
             .run("finalize", &self.0.scripts.finalize, event, &args)
             .await?;
-        let w = wire::finalize_reply(reply, orders.len())?;
+        let w = match wire::finalize_reply(reply, orders.len())? {
+            wire::Finalized::Done(w, mark) => {
+                marks.answered(event, mark);
+                w
+            }
+            wire::Finalized::WentBack(mark) => {
+                self.went_back(event, mark);
+                return Err(GateError::WentBack(event.clone()));
+            }
+            wire::Finalized::Restoring => {
+                return Err(GateError::Protocol("finalize: 'restoring' unasked".into()));
+            }
+        };
         if w.iter().any(|r| r == "behind") {
             metrics::counter!("gate_orders_behind_total")
                 .increment(w.iter().filter(|r| *r == "behind").count() as u64);
@@ -1123,6 +1231,42 @@ impl PaymentFlow for Gate {
             );
         }
         Ok(w.iter().map(|r| r != "already").collect())
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn repair(
+        &self,
+        event: &EventId,
+        orders: &[(&domain::OrderMessage, &domain::books::Persisted)],
+    ) -> Result<bool, GateError> {
+        let marks = &self.0.marks;
+        let mut changed = 0;
+        for chunk in orders.chunks(RESTORE_ORDERS_CHUNK) {
+            let args = wire::finalize_args(&marks.writer, "repair", chunk)?;
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let reply = self
+                .run("finalize", &self.0.scripts.finalize, event, &args)
+                .await?;
+            match wire::finalize_reply(reply, chunk.len())? {
+                wire::Finalized::Done(w, mark) => {
+                    marks.answered(event, mark);
+                    changed += w.iter().filter(|r| *r != "already").count();
+                }
+                wire::Finalized::Restoring => {
+                    marks.repaired(event);
+                    return Ok(false);
+                }
+                wire::Finalized::WentBack(_) => {
+                    return Err(GateError::Protocol(
+                        "finalize: 'went_back' in a repair".into(),
+                    ));
+                }
+            }
+        }
+        marks.repaired(event);
+        metrics::counter!("gate_orders_repaired_total").increment(changed as u64);
+        tracing::warn!(event = %event, orders = orders.len(), changed, "repaired the gate from the books after Redis went back in time");
+        Ok(true)
     }
 
     /// Due by Redis' clock, the clock the outbox scores are written with.

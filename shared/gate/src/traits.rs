@@ -132,12 +132,23 @@ pub trait PaymentFlow: Send + Sync {
     ) -> Result<Vec<OrderId>, GateError>;
 
     /// Mirrors the database's decisions for orders of one event; per order, true the first
-    /// time it changes the gate.
+    /// time it changes the gate. `GateError::WentBack` when Redis went back in time for the
+    /// event (ADR 56): nothing is mirrored until [`PaymentFlow::repair`].
     async fn finalize_all(
         &self,
         event: &EventId,
         orders: &[(&OrderMessage, &Persisted)],
     ) -> Result<Vec<bool>, GateError>;
+
+    /// Brings the event up to the books after Redis went back in time (ADR 56): `orders` are
+    /// every order the books decided for it, each mirrored from wherever Redis left it (one
+    /// Redis lost altogether is counted sold, its hold lost with it). False when the event is
+    /// absent or being restored, which mirrors the books itself.
+    async fn repair(
+        &self,
+        event: &EventId,
+        orders: &[(&OrderMessage, &Persisted)],
+    ) -> Result<bool, GateError>;
 }
 
 /// Everything buy asks of the gate.

@@ -254,11 +254,15 @@ pub(crate) fn cancel(reply: Value) -> Result<Option<(OrderStatus, bool)>, GateEr
     })
 }
 
-/// `finalize.lua`'s arguments: eight per order.
+/// `finalize.lua`'s arguments: the writer and the mark it knows (or `repair`), then eight per
+/// order.
 pub(crate) fn finalize_args(
+    writer: &str,
+    known: &str,
     orders: &[(&OrderMessage, &Persisted)],
 ) -> Result<Vec<String>, GateError> {
-    let mut args = Vec::with_capacity(orders.len() * 8);
+    let mut args = Vec::with_capacity(2 + orders.len() * 8);
+    args.extend([writer.to_owned(), known.to_owned()]);
     for (msg, persisted) in orders {
         let tickets = serde_json::to_string(&persisted.tickets)
             .map_err(|e| GateError::malformed("finalize", e))?;
@@ -276,16 +280,34 @@ pub(crate) fn finalize_args(
     Ok(args)
 }
 
-/// `finalize.lua`'s reply: one word per order (`applied`, `missing`, `behind`, `already`).
-pub(crate) fn finalize_reply(reply: Value, n: usize) -> Result<Vec<String>, GateError> {
-    let w = words(reply)?;
-    if w.len() != n {
+/// What `finalize.lua` answered.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Finalized {
+    /// One word per order (`applied`, `missing`, `behind`, `already`), and the writer's mark.
+    Done(Vec<String>, u64),
+    /// The writer's mark is below what it was answered before: Redis went back in time to it.
+    WentBack(u64),
+    /// A repair found the event absent or being restored.
+    Restoring,
+}
+
+/// `finalize.lua`'s reply.
+pub(crate) fn finalize_reply(reply: Value, n: usize) -> Result<Finalized, GateError> {
+    let mut w = words(reply)?;
+    match w.first().map(String::as_str) {
+        Some("went_back") => return Ok(Finalized::WentBack(num(&w, 1)?)),
+        Some("restoring") => return Ok(Finalized::Restoring),
+        _ => {}
+    }
+    if w.len() != n + 1 {
         return Err(GateError::Protocol(format!(
             "finalize: {} answers for {n} orders",
             w.len()
         )));
     }
-    Ok(w)
+    let mark = num(&w, n)?;
+    w.truncate(n);
+    Ok(Finalized::Done(w, mark))
 }
 
 /// A reply listing order ids (the outbox's).

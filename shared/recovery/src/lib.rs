@@ -260,6 +260,14 @@ pub async fn watch(gate: Gate, repo: Arc<dyn OrderRepository>, opts: WatchOption
                 failing = false;
             }
             match presence {
+                // Redis lost this process's writes (ADR 56) while no finalize came to find it:
+                // repaired live, order by order.
+                Ok(Presence::Live) if gate.went_back_since(&event.id).await.unwrap_or(false) => {
+                    books_seen.forget(&event.id);
+                    if let Err(e) = repair(&gate, repo.as_ref(), &event.id).await {
+                        tracing::warn!(event = %event.id, error = %e, "gate watch: cannot repair the event yet; will try again");
+                    }
+                }
                 Ok(Presence::Live) => {
                     match behind(&gate, repo.as_ref(), &event, &mut books_seen, opts).await {
                         Ok(false) => {}
@@ -311,6 +319,41 @@ pub async fn watch(gate: Gate, repo: Arc<dyn OrderRepository>, opts: WatchOption
         }
         missing_before = missing_now;
     }
+}
+
+/// Brings an event's gate up to the books after Redis went back in time (ADR 56): every order
+/// the books decided is mirrored in Redis from wherever Redis left it, live, without a pause.
+/// False when the event is absent or being restored (the restore mirrors the books itself).
+pub async fn repair(
+    gate: &dyn gate::PaymentFlow,
+    repo: &dyn OrderRepository,
+    event: &EventId,
+) -> anyhow::Result<bool> {
+    let decided = repo.decided_orders(event).await?;
+    let mut pairs = Vec::with_capacity(decided.len());
+    for o in decided {
+        let msg = domain::OrderMessage {
+            order_id: o.order_id,
+            event: o.event,
+            ticket_type: o.ticket_type,
+            quantity: domain::Quantity::parse(i64::from(o.quantity))?,
+            email: domain::Email::try_from(o.email)?,
+            amount_cents: o.amount_cents,
+            payment_ref: o.payment_ref.clone(),
+            paid_at: o.persisted_at,
+            trace: None,
+        };
+        // Not a duplicate: an order Redis lost altogether lost its hold with it, and is counted.
+        let persisted = domain::books::Persisted {
+            status: o.status,
+            tickets: o.tickets,
+            duplicate: false,
+            payment_ref: o.payment_ref,
+        };
+        pairs.push((msg, persisted));
+    }
+    let pairs: Vec<_> = pairs.iter().map(|(m, p)| (m, p)).collect();
+    Ok(gate.repair(event, &pairs).await?)
 }
 
 /// Whether a live event's Redis is behind the books (see [`BooksSeen::behind`]).

@@ -78,10 +78,19 @@ async fn pay(gate: &Gate, ev: &Event, id: OrderId, n: i64, who: &str) -> OrderMe
     }
 }
 
-/// What consume-order does with a delivery: persist, then mirror in the gate.
+/// What consume-order does with a delivery: persist, then mirror in the gate (repairing the
+/// event from the books first when Redis went back in time, ADR 56).
 async fn deliver(repo: &dyn OrderRepository, gate: &Gate, msg: &OrderMessage) -> OrderStatus {
     let p = repo.persist(msg).await.unwrap();
-    testkit::finalize(gate, msg, &p).await.unwrap();
+    match testkit::finalize(gate, msg, &p).await {
+        Err(gate::GateError::WentBack(ev)) => {
+            recovery::repair(gate, repo, &ev).await.unwrap();
+            testkit::finalize(gate, msg, &p).await.unwrap();
+        }
+        other => {
+            other.unwrap();
+        }
+    }
     p.status
 }
 
@@ -347,7 +356,6 @@ async fn snapshot(
     out
 }
 
-/// Puts the event back exactly as in `snapshot`: keys written since are gone.
 /// The tickets of the VIP type Redis counts sold, read as they are stored.
 async fn sold_in(redis: &mut redis::aio::MultiplexedConnection, ev: &Event) -> i64 {
     let sold: Option<i64> = redis::cmd("HGET")
@@ -359,6 +367,7 @@ async fn sold_in(redis: &mut redis::aio::MultiplexedConnection, ev: &Event) -> i
     sold.unwrap_or(0)
 }
 
+/// Puts the event back exactly as in `snapshot`: keys written since are gone.
 async fn roll_back(
     redis: &mut redis::aio::MultiplexedConnection,
     gate: &Gate,
@@ -377,10 +386,95 @@ async fn roll_back(
     }
 }
 
+/// Redis rolled back to an older snapshot while the sale is quiet: no finalize comes to find it.
+/// The watcher of the process whose writes Redis lost sees its mark gone back (ADR 56) on its
+/// next check and repairs the event live, order by order: no pause, no new order-id salt, the
+/// paid order reads confirmed again and its tickets are off sale. Holds are not the books':
+/// one Redis brought back (a hold its fan had cancelled) lasts until its deadline.
+#[tokio::test]
+async fn the_watcher_repairs_an_event_gone_back_in_time_live() {
+    let env = TestEnv::get();
+    let own = OwnRedis::start().await;
+    let gate = Gate::connect(&own.url, Duration::from_secs(2))
+        .await
+        .unwrap();
+    let mut redis = redis::Client::open(own.url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let repo = env.repo();
+    let ev = env.seed(10, -1, 600).await;
+    gate.seed(&ev).await.unwrap();
+    let first = paid(&gate, &ev, 1, "f@x.at").await;
+    assert_eq!(deliver(&repo, &gate, &first).await, OrderStatus::Confirmed);
+    let a = order_id(&reserve(&gate, &ev, 2, "a@x.at").await);
+    let b = order_id(&reserve(&gate, &ev, 1, "b@x.at").await);
+    let salt = |redis: &mut redis::aio::MultiplexedConnection| {
+        let mut r = redis.clone();
+        let key = format!("{{ev:{}}}:meta", ev.id);
+        async move {
+            let s: Option<String> = redis::cmd("HGET")
+                .arg(key)
+                .arg("oid_salt")
+                .query_async(&mut r)
+                .await
+                .unwrap();
+            s
+        }
+    };
+    let salt_before = salt(&mut redis).await;
+    let taken = snapshot(&mut redis, &ev).await;
+    let msg = pay(&gate, &ev, a, 2, "a@x.at").await;
+    assert_eq!(deliver(&repo, &gate, &msg).await, OrderStatus::Confirmed);
+    gate.cancel(&ev.id, b, None).await.unwrap();
+    roll_back(&mut redis, &gate, &ev, &taken).await;
+    assert_eq!(sold_in(&mut redis, &ev).await, 1, "rolled back");
+
+    let started = std::time::Instant::now();
+    let watcher = watch_only(
+        &gate,
+        &env,
+        &[&ev],
+        WatchOptions {
+            every: Duration::from_millis(100),
+            ..WatchOptions::default()
+        },
+    );
+    while sold_in(&mut redis, &ev).await != 3 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "never repaired"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    watcher.abort();
+    let s = stock(&gate, &ev).await;
+    assert_eq!(
+        (s.available, s.held, s.confirming, s.sold),
+        (6, 1, 0, 3),
+        "the books' sales; b's hold back until its deadline"
+    );
+    let snap = gate.refresh(&ev.id).await.unwrap().unwrap();
+    assert!(!snap.paused, "repaired live");
+    assert_eq!(
+        salt(&mut redis).await,
+        salt_before,
+        "the same order-id salt"
+    );
+    let stored = repo.order(a).await.unwrap().unwrap();
+    let view = gate.order(&ev.id, a).await.unwrap().unwrap();
+    assert_eq!(
+        (view.status, &view.tickets),
+        (OrderStatus::Confirmed, &stored.tickets)
+    );
+}
+
 /// Redis rolled back to an older snapshot (a failover to a replica that lagged, a restore
 /// from RDB): the event is there, but behind the books, and no message is in flight to heal
-/// it. The watcher finds it and rebuilds it from the books (the fans' orders too); an event
-/// that is only busy is left alone.
+/// it. A watcher that wrote no mark there (its process started since, so the marks cannot tell,
+/// ADR 56) finds it by the books' sales and rebuilds it from the books (the fans' orders too);
+/// an event that is only busy is left alone.
 #[tokio::test]
 async fn the_watcher_rebuilds_an_event_redis_rolled_back() {
     let env = TestEnv::get();
@@ -412,8 +506,11 @@ async fn the_watcher_rebuilds_an_event_redis_rolled_back() {
     assert_eq!(sold_in(&mut redis, &ev).await, 0, "rolled back");
 
     let started = std::time::Instant::now();
+    let fresh = Gate::connect(&own.url, Duration::from_secs(2))
+        .await
+        .unwrap();
     let watcher = watch_only(
-        &gate,
+        &fresh,
         &env,
         &[&ev, &calm],
         WatchOptions {
