@@ -89,7 +89,7 @@ if ran_k6:
     # although its fan was answered an error: the charge went through, the relay finishes the
     # order, the fan sees it confirmed on the status page. There, every order a fan was told was
     # paid must be persisted, and nothing twice (no duplicates: the next verdict and the audit).
-    told_all = db_orders >= paid if a.chaos in ("redis", "redis-empty") else db_orders == paid
+    told_all = db_orders >= paid if a.chaos in ("redis", "redis-empty", "rollback") else db_orders == paid
     verdicts.append(("Every paid order persisted exactly once", told_all and redis_sold == db_sold,
         f"fans were told 'paid' {paid:,} times; the database holds {db_orders:,} orders "
         f"({db_rejected:,} rejected); Redis sold == database sold: {redis_sold == db_sold}"))
@@ -224,6 +224,23 @@ if ran_k6 and k6:
             f"{db_orders / max((end - a.opens_at_ms) / 1000, 0.001):,.0f} orders/s on average from opening to drained.")
     out("")
 
+def repair_after(up_ms):
+    """Seconds from `up_ms` to consume-order's first repair of the gate from the books (ADR 56)."""
+    try:
+        lines = open(os.path.join(D, "consume-order.log")).read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        if "repaired the gate from the books" not in line:
+            continue
+        try:
+            t = dt.datetime.fromisoformat(json.loads(line)["time"].replace("Z", "+00:00")).timestamp() * 1000
+        except (ValueError, KeyError):
+            continue
+        if t >= up_ms:
+            return (t - up_ms) / 1000
+    return None
+
 chaos_times = {}
 try:
     chaos_times = {k: int(v) for k, v in (l.strip().split("=") for l in open(os.path.join(D, "chaos")) if "=" in l)}
@@ -238,7 +255,13 @@ if a.chaos != "none" and chaos_times:
         f"({int(metric('unexpected_errors').get('passes', 0)):,} of {int(metric('unexpected_errors').get('passes', 0) + metric('unexpected_errors').get('fails', 0)):,}).")
     before = [x for x in samples if x["t_ms"] < down and "confirming" in x][-5:]
     after = [x for x in samples if x["t_ms"] >= up]
-    if a.chaos in ("redis", "redis-empty"):
+    if a.chaos == "rollback":
+        lost = (down - chaos_times.get("snapshot_ms", down)) / 1000
+        repaired = repair_after(up)
+        out(f"- Redis came back from a snapshot taken {lost:.1f} s before the crash: every write of those seconds lost. "
+            + (f"consume-order found it gone back in time and repaired the event from the books {repaired:.1f} s after Redis was back."
+               if repaired is not None else "No repair was logged (nothing of this process's was lost?)."))
+    if a.chaos in ("redis", "redis-empty", "rollback"):
         stale = [x for x in samples if down <= x["t_ms"] and x.get("stale")]
         fresh = next((x for x in after if "available" in x and not x.get("stale")), None)
         out(f"- Availability kept answering from the last snapshot, marked stale, for {len(stale)} samples (one a second); "
