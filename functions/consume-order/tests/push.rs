@@ -13,7 +13,7 @@ use consume_order::{AppState, PushAuth};
 use domain::{Event, OrderBatch, OrderId, OrderMessage, OrderStatus, TicketTypeId};
 use serde_json::{Value, json};
 use store::OrderRepository;
-use testkit::TestEnv;
+use testkit::{TestEnv, rollback};
 use tower::ServiceExt;
 
 const TOKEN: &str = "push-token-for-tests-0123";
@@ -75,6 +75,12 @@ fn batch_envelope(orders: &[OrderMessage]) -> Value {
     let data = base64::engine::general_purpose::STANDARD.encode(data);
     json!({"message": {"data": data, "messageId": "43", "publishTime": "2026-01-01T00:00:00Z",
         "attributes": {"orders": orders.len().to_string()}}, "subscription": "projects/p/subscriptions/s"})
+}
+
+/// Delivers `msg` alone in a message, with the push credential.
+async fn deliver(state: &AppState, msg: &OrderMessage) -> StatusCode {
+    let body = batch_envelope(std::slice::from_ref(msg)).to_string();
+    push(state, Some(TOKEN), body).await
 }
 
 async fn push(state: &AppState, token: Option<&str>, body: impl Into<Body>) -> StatusCode {
@@ -385,15 +391,7 @@ async fn a_message_in_the_old_one_order_form_is_undecodable() {
     assert_eq!(st.stats.permanent.load(Ordering::Relaxed), 1);
     assert_eq!(st.stats.persisted.load(Ordering::Relaxed), 0);
     // The same order in a batch is persisted.
-    assert_eq!(
-        push(
-            &st,
-            Some(TOKEN),
-            batch_envelope(std::slice::from_ref(&msg)).to_string()
-        )
-        .await,
-        StatusCode::NO_CONTENT
-    );
+    assert_eq!(deliver(&st, &msg).await, StatusCode::NO_CONTENT);
     assert_eq!(st.stats.persisted.load(Ordering::Relaxed), 1);
     assert_eq!(view(&env, &msg).await.status, OrderStatus::Confirmed);
     env.assert_audit_clean(&ev.id).await;
@@ -441,15 +439,7 @@ async fn a_finalized_order_wakes_whoever_waits_for_it_and_no_one_else() {
     let waits_b = buy_gate.finalized(b.order_id);
     // The subscription starts with the first waiter; give it a moment to be in place.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    assert_eq!(
-        push(
-            &st,
-            Some(TOKEN),
-            batch_envelope(std::slice::from_ref(&a)).to_string()
-        )
-        .await,
-        StatusCode::NO_CONTENT
-    );
+    assert_eq!(deliver(&st, &a).await, StatusCode::NO_CONTENT);
     tokio::time::timeout(std::time::Duration::from_secs(5), waits_a)
         .await
         .expect("a's outcome is heard");
@@ -469,23 +459,16 @@ async fn confirmed_then_rolled_back(
     ev: &Event,
     st: &AppState,
 ) -> (OrderMessage, String) {
-    let client = redis::Client::open(env.redis_url.as_str()).unwrap();
-    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
     let order_id = held_by(env, ev, "rolled@example.at").await;
-    let mut snapshot = vec![];
-    for what in [
+    let keys: Vec<String> = [
         format!("order:{order_id}"),
         "tt:vip-3-day".into(),
         "holds".into(),
-    ] {
-        let key = format!("{{ev:{}}}:{what}", ev.id);
-        let dump: Vec<u8> = redis::cmd("DUMP")
-            .arg(&key)
-            .query_async(&mut redis)
-            .await
-            .unwrap();
-        snapshot.push((key, dump));
-    }
+    ]
+    .iter()
+    .map(|what| format!("{{ev:{}}}:{what}", ev.id))
+    .collect();
+    let snapshot = rollback::snapshot_keys(&env.redis_url, &keys).await;
     let msg = pay(env, ev, order_id).await;
     let body = batch_envelope(std::slice::from_ref(&msg)).to_string();
     assert_eq!(
@@ -493,16 +476,7 @@ async fn confirmed_then_rolled_back(
         StatusCode::NO_CONTENT
     );
     assert_eq!(view(env, &msg).await.status, OrderStatus::Confirmed);
-    for (key, dump) in &snapshot {
-        let _: () = redis::cmd("RESTORE")
-            .arg(key)
-            .arg(0)
-            .arg(dump.as_slice())
-            .arg("REPLACE")
-            .query_async(&mut redis)
-            .await
-            .unwrap();
-    }
+    rollback::restore(&env.redis_url, &snapshot).await;
     (msg, body)
 }
 
@@ -552,56 +526,16 @@ async fn a_rolled_back_hold_that_expired_in_redis_is_taken_back_from_sale() {
     assert_mirrors_the_books(&env, &ev, &msg).await;
 }
 
-/// Every key of an event as Redis holds it now: what a snapshot restore or a lagging replica
-/// brings back.
-async fn snapshot_event(
-    redis: &mut redis::aio::MultiplexedConnection,
-    ev: &Event,
-) -> Vec<(String, Vec<u8>)> {
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{{ev:{}}}:*", ev.id))
-        .query_async(redis)
+/// The event's order-id salt as Redis holds it.
+async fn salt(env: &TestEnv, ev: &Event) -> Option<String> {
+    let client = redis::Client::open(env.redis_url.as_str()).unwrap();
+    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("HGET")
+        .arg(format!("{{ev:{}}}:meta", ev.id))
+        .arg("oid_salt")
+        .query_async(&mut redis)
         .await
-        .unwrap();
-    let mut snapshot = vec![];
-    for key in keys {
-        let dump: Vec<u8> = redis::cmd("DUMP")
-            .arg(&key)
-            .query_async(redis)
-            .await
-            .unwrap();
-        snapshot.push((key, dump));
-    }
-    snapshot
-}
-
-/// Redis goes back to `snapshot`: the event's keys as they were, those written since gone.
-async fn go_back_to(
-    redis: &mut redis::aio::MultiplexedConnection,
-    ev: &Event,
-    snapshot: &[(String, Vec<u8>)],
-) {
-    let now: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{{ev:{}}}:*", ev.id))
-        .query_async(redis)
-        .await
-        .unwrap();
-    for key in now {
-        let _: () = redis::cmd("DEL")
-            .arg(&key)
-            .query_async(redis)
-            .await
-            .unwrap();
-    }
-    for (key, dump) in snapshot {
-        let _: () = redis::cmd("RESTORE")
-            .arg(key)
-            .arg(0)
-            .arg(dump.as_slice())
-            .query_async(redis)
-            .await
-            .unwrap();
-    }
+        .unwrap()
 }
 
 /// A Redis that went back in time whole (a failover to a replica that lagged, a snapshot
@@ -614,51 +548,20 @@ async fn a_redis_gone_back_in_time_is_found_by_the_next_finalize_and_repaired_li
     let env = TestEnv::get();
     let ev = env.seed(10, -1, 600).await;
     let st = state(&env).await;
-    let client = redis::Client::open(env.redis_url.as_str()).unwrap();
-    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
     let lost = held_by(&env, &ev, "lost@example.at").await;
     let first = paid_order_by(&env, &ev, "first@example.at").await;
-    assert_eq!(
-        push(
-            &st,
-            Some(TOKEN),
-            batch_envelope(std::slice::from_ref(&first)).to_string()
-        )
-        .await,
-        StatusCode::NO_CONTENT
-    );
-    let before = snapshot_event(&mut redis, &ev).await;
-    let salt_before: Option<String> = redis::cmd("HGET")
-        .arg(format!("{{ev:{}}}:meta", ev.id))
-        .arg("oid_salt")
-        .query_async(&mut redis)
-        .await
-        .unwrap();
+    assert_eq!(deliver(&st, &first).await, StatusCode::NO_CONTENT);
+    let before = rollback::snapshot(&env.redis_url, &ev.id).await;
+    let salt_before = salt(&env, &ev).await;
     // `lost` is paid and confirmed; then Redis goes back to before it was paid.
     let lost = pay(&env, &ev, lost).await;
-    assert_eq!(
-        push(
-            &st,
-            Some(TOKEN),
-            batch_envelope(std::slice::from_ref(&lost)).to_string()
-        )
-        .await,
-        StatusCode::NO_CONTENT
-    );
-    go_back_to(&mut redis, &ev, &before).await;
+    assert_eq!(deliver(&st, &lost).await, StatusCode::NO_CONTENT);
+    rollback::go_back(&env.redis_url, &ev.id, &before).await;
     assert_eq!(view(&env, &lost).await.status, OrderStatus::Reserved);
 
     // Another fan's order is the next finalize.
     let next = paid_order_by(&env, &ev, "next@example.at").await;
-    assert_eq!(
-        push(
-            &st,
-            Some(TOKEN),
-            batch_envelope(std::slice::from_ref(&next)).to_string()
-        )
-        .await,
-        StatusCode::NO_CONTENT
-    );
+    assert_eq!(deliver(&st, &next).await, StatusCode::NO_CONTENT);
     let stored = env.repo().order(lost.order_id).await.unwrap().unwrap();
     let v = view(&env, &lost).await;
     assert_eq!(
@@ -674,14 +577,9 @@ async fn a_redis_gone_back_in_time_is_found_by_the_next_finalize_and_repaired_li
         "the books' sales, none back on sale"
     );
     assert!(!snap.paused, "repaired live");
-    let salt_after: Option<String> = redis::cmd("HGET")
-        .arg(format!("{{ev:{}}}:meta", ev.id))
-        .arg("oid_salt")
-        .query_async(&mut redis)
-        .await
-        .unwrap();
     assert_eq!(
-        salt_before, salt_after,
+        salt(&env, &ev).await,
+        salt_before,
         "Idempotency-Key replays still work"
     );
     env.assert_audit_clean(&ev.id).await;
@@ -696,31 +594,13 @@ async fn a_redis_gone_back_in_time_in_a_quiet_moment_is_repaired_by_the_watcher(
     let gate = env.gate().await;
     let repo: Arc<dyn OrderRepository> = Arc::new(env.repo());
     let st = AppState::new(repo.clone(), gate.clone(), PushAuth::Token(TOKEN.into()));
-    let client = redis::Client::open(env.redis_url.as_str()).unwrap();
-    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
     let first = paid_order_by(&env, &ev, "first@example.at").await;
-    assert_eq!(
-        push(
-            &st,
-            Some(TOKEN),
-            batch_envelope(std::slice::from_ref(&first)).to_string()
-        )
-        .await,
-        StatusCode::NO_CONTENT
-    );
-    let before = snapshot_event(&mut redis, &ev).await;
+    assert_eq!(deliver(&st, &first).await, StatusCode::NO_CONTENT);
+    let before = rollback::snapshot(&env.redis_url, &ev.id).await;
     let lost = paid_order_by(&env, &ev, "lost@example.at").await;
-    assert_eq!(
-        push(
-            &st,
-            Some(TOKEN),
-            batch_envelope(std::slice::from_ref(&lost)).to_string()
-        )
-        .await,
-        StatusCode::NO_CONTENT
-    );
+    assert_eq!(deliver(&st, &lost).await, StatusCode::NO_CONTENT);
     assert!(!gate.went_back_since(&ev.id).await.unwrap());
-    go_back_to(&mut redis, &ev, &before).await;
+    rollback::go_back(&env.redis_url, &ev.id, &before).await;
     assert!(gate.went_back_since(&ev.id).await.unwrap());
     assert!(
         recovery::repair(&gate, repo.as_ref(), &ev.id)
@@ -741,41 +621,16 @@ async fn a_redis_gone_back_in_time_in_a_quiet_moment_is_repaired_by_the_watcher(
 async fn a_redelivery_of_an_order_redis_lost_counts_its_sale_whoever_delivers_it() {
     let env = TestEnv::get();
     let ev = env.seed(10, -1, 600).await;
-    let client = redis::Client::open(env.redis_url.as_str()).unwrap();
-    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
-    let stock_key = format!("{{ev:{}}}:tt:vip-3-day", ev.id);
-    let before: Vec<u8> = redis::cmd("DUMP")
-        .arg(&stock_key)
-        .query_async(&mut redis)
-        .await
-        .unwrap();
+    let before = rollback::snapshot(&env.redis_url, &ev.id).await;
     let msg = paid_order(&env, &ev).await;
-    let body = batch_envelope(std::slice::from_ref(&msg)).to_string();
     assert_eq!(
-        push(&state(&env).await, Some(TOKEN), body.clone()).await,
+        deliver(&state(&env).await, &msg).await,
         StatusCode::NO_CONTENT
     );
     // Back to before the hold: the order and its customer gone, the stock as it was.
-    for key in [
-        format!("{{ev:{}}}:order:{}", ev.id, msg.order_id),
-        format!("{{ev:{}}}:cust:{}", ev.id, msg.email.as_str()),
-    ] {
-        let _: () = redis::cmd("DEL")
-            .arg(key)
-            .query_async(&mut redis)
-            .await
-            .unwrap();
-    }
-    let _: () = redis::cmd("RESTORE")
-        .arg(&stock_key)
-        .arg(0)
-        .arg(before.as_slice())
-        .arg("REPLACE")
-        .query_async(&mut redis)
-        .await
-        .unwrap();
+    rollback::go_back(&env.redis_url, &ev.id, &before).await;
     assert_eq!(
-        push(&state(&env).await, Some(TOKEN), body).await,
+        deliver(&state(&env).await, &msg).await,
         StatusCode::NO_CONTENT
     );
     assert_mirrors_the_books(&env, &ev, &msg).await;

@@ -41,7 +41,11 @@ impl PaymentArgs {
 
     /// The provider's ledger, when one is configured.
     pub async fn ledger(&self) -> Result<Option<LedgeredPayments>, PaymentUnavailable> {
-        match self.payments_ledger_url.as_deref().filter(|u| !u.is_empty()) {
+        match self
+            .payments_ledger_url
+            .as_deref()
+            .filter(|u| !u.is_empty())
+        {
             Some(url) => Ok(Some(
                 LedgeredPayments::connect(url, &self.payments_account).await?,
             )),

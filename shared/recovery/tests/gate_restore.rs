@@ -13,7 +13,7 @@ use domain::TicketTypeId;
 use domain::{Email, Event, IdempotencyKey, OrderId, OrderMessage, OrderStatus, Quantity};
 use recovery::{RestoreOptions, RestoreReport, WatchOptions, restore_event};
 use store::OrderRepository;
-use testkit::{OwnRedis, Scoped, TestEnv};
+use testkit::{OwnRedis, Scoped, TestEnv, rollback};
 
 const TT: &str = "vip-3-day";
 
@@ -334,28 +334,6 @@ async fn the_watcher_rebuilds_an_event_when_redis_restarts_empty() {
     watcher.abort();
 }
 
-/// Every key of an event as Redis holds it now (DUMP): a snapshot to roll back to.
-async fn snapshot(
-    redis: &mut redis::aio::MultiplexedConnection,
-    ev: &Event,
-) -> Vec<(String, Vec<u8>)> {
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{{ev:{}}}:*", ev.id))
-        .query_async(redis)
-        .await
-        .unwrap();
-    let mut out = vec![];
-    for key in keys {
-        let dump: Vec<u8> = redis::cmd("DUMP")
-            .arg(&key)
-            .query_async(redis)
-            .await
-            .unwrap();
-        out.push((key, dump));
-    }
-    out
-}
-
 /// The tickets of the VIP type Redis counts sold, read as they are stored.
 async fn sold_in(redis: &mut redis::aio::MultiplexedConnection, ev: &Event) -> i64 {
     let sold: Option<i64> = redis::cmd("HGET")
@@ -365,25 +343,6 @@ async fn sold_in(redis: &mut redis::aio::MultiplexedConnection, ev: &Event) -> i
         .await
         .unwrap();
     sold.unwrap_or(0)
-}
-
-/// Puts the event back exactly as in `snapshot`: keys written since are gone.
-async fn roll_back(
-    redis: &mut redis::aio::MultiplexedConnection,
-    gate: &Gate,
-    ev: &Event,
-    snapshot: &[(String, Vec<u8>)],
-) {
-    gate.reset(&ev.id).await.unwrap();
-    for (key, dump) in snapshot {
-        let _: () = redis::cmd("RESTORE")
-            .arg(key)
-            .arg(0)
-            .arg(dump.as_slice())
-            .query_async(redis)
-            .await
-            .unwrap();
-    }
 }
 
 /// Redis rolled back to an older snapshot while the sale is quiet: no finalize comes to find it.
@@ -424,11 +383,11 @@ async fn the_watcher_repairs_an_event_gone_back_in_time_live() {
         }
     };
     let salt_before = salt(&mut redis).await;
-    let taken = snapshot(&mut redis, &ev).await;
+    let taken = rollback::snapshot(&own.url, &ev.id).await;
     let msg = pay(&gate, &ev, a, 2, "a@x.at").await;
     assert_eq!(deliver(&repo, &gate, &msg).await, OrderStatus::Confirmed);
     gate.cancel(&ev.id, b, None).await.unwrap();
-    roll_back(&mut redis, &gate, &ev, &taken).await;
+    rollback::go_back(&own.url, &ev.id, &taken).await;
     assert_eq!(sold_in(&mut redis, &ev).await, 1, "rolled back");
 
     let started = std::time::Instant::now();
@@ -496,13 +455,13 @@ async fn the_watcher_rebuilds_an_event_redis_rolled_back() {
     let a = order_id(&reserve(&gate, &ev, 2, "a@x.at").await);
     let b = order_id(&reserve(&gate, &ev, 1, "b@x.at").await);
     let in_flight = paid(&gate, &ev, 1, "p@x.at").await;
-    let taken = snapshot(&mut redis, &ev).await;
+    let taken = rollback::snapshot(&own.url, &ev.id).await;
     let msg = pay(&gate, &ev, a, 2, "a@x.at").await;
     assert_eq!(deliver(&repo, &gate, &msg).await, OrderStatus::Confirmed);
     gate.cancel(&ev.id, b, None).await.unwrap();
     let busy = paid(&gate, &calm, 1, "c@x.at").await;
     assert_eq!(deliver(&repo, &gate, &busy).await, OrderStatus::Confirmed);
-    roll_back(&mut redis, &gate, &ev, &taken).await;
+    rollback::go_back(&own.url, &ev.id, &taken).await;
     assert_eq!(sold_in(&mut redis, &ev).await, 0, "rolled back");
 
     let started = std::time::Instant::now();

@@ -4,6 +4,7 @@
 #[cfg(feature = "engines")]
 mod engines;
 pub mod memory;
+pub mod rollback;
 pub mod router;
 
 #[cfg(feature = "engines")]
