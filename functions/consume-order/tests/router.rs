@@ -71,6 +71,12 @@ impl Consumer {
         self.push_body(token, envelope.to_string()).await
     }
 
+    /// The order's status as the gate shows it.
+    async fn shown(&self, order: domain::OrderId) -> OrderStatus {
+        let view = self.gate.order(&self.ev.id, order).await.unwrap();
+        view.expect("the gate knows the order").status
+    }
+
     async fn push_body(&self, token: Option<&str>, body: String) -> StatusCode {
         let uri = token.map_or_else(
             || "/pubsub/orders".to_owned(),
@@ -152,11 +158,7 @@ async fn a_second_charge_for_a_confirmed_order_is_owed_back() {
         (stored.status, stored.payment_ref.as_str()),
         (OrderStatus::Confirmed, first.payment_ref.as_str())
     );
-    let refunded: Vec<String> = refunded
-        .refunds()
-        .into_iter()
-        .map(|r| r.payment_ref)
-        .collect();
+    let refunded = refunded.refunded_refs();
     assert_eq!(refunded, std::slice::from_ref(&second.payment_ref));
     assert_eq!(c.books.refunds_outstanding().await.unwrap().0, 0);
 }
@@ -194,11 +196,7 @@ async fn a_charge_handed_over_is_refunded_unless_it_paid_its_order() {
             StatusCode::NO_CONTENT
         );
     }
-    let refunded: Vec<String> = refunded
-        .refunds()
-        .into_iter()
-        .map(|r| r.payment_ref)
-        .collect();
+    let refunded = refunded.refunded_refs();
     assert_eq!(refunded, [stale], "once, and never the kept charge");
     let stored = c.books.order(msg.order_id).await.unwrap().unwrap();
     assert_eq!(stored.status, OrderStatus::Confirmed);
@@ -401,41 +399,19 @@ async fn a_part_of_a_message_that_fails_leaves_the_parts_before_it_owed_and_mirr
         StatusCode::SERVICE_UNAVAILABLE
     );
     // The first part: rejected, its refund made, and the gate shows it.
-    let view = c
-        .gate
-        .order(&c.ev.id, late.order_id)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(view.status, OrderStatus::Rejected);
-    let asked: Vec<String> = refunded
-        .refunds()
-        .into_iter()
-        .map(|r| r.payment_ref)
-        .collect();
+    assert_eq!(c.shown(late.order_id).await, OrderStatus::Rejected);
+    let asked = refunded.refunded_refs();
     assert_eq!(asked, std::slice::from_ref(&late.payment_ref));
     // The second: nothing decided.
     assert!(c.books.order(next.order_id).await.unwrap().is_none());
-    let view = c
-        .gate
-        .order(&c.ev.id, next.order_id)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(view.status, OrderStatus::Confirming);
+    assert_eq!(c.shown(next.order_id).await, OrderStatus::Confirming);
 
     c.books.fail_persists_with(None);
     assert_eq!(
         c.push(Some(TOKEN), &[late.clone(), next.clone()]).await,
         StatusCode::NO_CONTENT
     );
-    let view = c
-        .gate
-        .order(&c.ev.id, next.order_id)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(view.status, OrderStatus::Rejected);
+    assert_eq!(c.shown(next.order_id).await, OrderStatus::Rejected);
 }
 
 /// A value the books refuse for good is isolated: the batch is halved until the order at

@@ -167,6 +167,16 @@ impl Sqlstate {
     }
 }
 
+/// The payment references a query of `refs` answers (its first column).
+async fn payment_refs(
+    client: &impl deadpool_postgres::GenericClient,
+    sql: &str,
+    refs: &[&str],
+) -> Result<std::collections::HashSet<String>, RepoError> {
+    let rows = client.query(sql, &[&refs]).await.map_err(classify)?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
 fn pool_error(e: deadpool_postgres::PoolError) -> RepoError {
     match e {
         deadpool_postgres::PoolError::Backend(e) => classify(e),
@@ -319,16 +329,12 @@ impl PgRepository {
         // A settlement that records one of these charges after this read makes the write below
         // fail on the ledger's key, and the batch is decided again (`persist_batch`).
         let refs: Vec<&str> = fresh.iter().map(|o| o.payment_ref.as_str()).collect();
-        let ledger: std::collections::HashSet<String> = tx
-            .query(
-                "SELECT payment_ref FROM charges WHERE payment_ref = ANY($1)",
-                &[&refs],
-            )
-            .await
-            .map_err(classify)?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+        let ledger = payment_refs(
+            &tx,
+            "SELECT payment_ref FROM charges WHERE payment_ref = ANY($1)",
+            &refs,
+        )
+        .await?;
         let decided = allocate(
             &fresh,
             |o| (o.event.to_string(), o.ticket_type.to_string()),
@@ -738,18 +744,14 @@ impl OrderRepository for PgRepository {
         )
         .await
         .map_err(classify)?;
-        let kept: std::collections::HashSet<String> = tx
-            .query(
-                "SELECT c.payment_ref FROM charges c
-                 JOIN orders o ON o.id = c.order_id AND o.payment_ref = c.payment_ref
-                 WHERE c.payment_ref = ANY($1) AND o.status = 'confirmed'",
-                &[&refs],
-            )
-            .await
-            .map_err(classify)?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+        let kept = payment_refs(
+            &tx,
+            "SELECT c.payment_ref FROM charges c
+             JOIN orders o ON o.id = c.order_id AND o.payment_ref = c.payment_ref
+             WHERE c.payment_ref = ANY($1) AND o.status = 'confirmed'",
+            &refs,
+        )
+        .await?;
         let owed: Vec<&OrderCharge> = charges
             .iter()
             .filter(|c| !kept.contains(&c.payment_ref))
@@ -766,17 +768,12 @@ impl OrderRepository for PgRepository {
         )
         .await
         .map_err(classify)?;
-        let open: std::collections::HashSet<String> = tx
-            .query(
-                "SELECT payment_ref FROM refunds
-                 WHERE payment_ref = ANY($1) AND refunded_at IS NULL",
-                &[&refs],
-            )
-            .await
-            .map_err(classify)?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+        let open = payment_refs(
+            &tx,
+            "SELECT payment_ref FROM refunds WHERE payment_ref = ANY($1) AND refunded_at IS NULL",
+            &refs,
+        )
+        .await?;
         tx.commit().await.map_err(classify)?;
         let mut once = std::collections::HashSet::new();
         Ok(owed

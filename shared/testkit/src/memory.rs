@@ -1173,6 +1173,11 @@ impl RecordedRefunds {
     pub fn refunds(&self) -> Vec<domain::OrderCharge> {
         self.0.lock().expect("refunds lock").clone()
     }
+
+    /// The charges whose refund was asked for so far, in order.
+    pub fn refunded_refs(&self) -> Vec<String> {
+        self.refunds().into_iter().map(|r| r.payment_ref).collect()
+    }
 }
 
 #[async_trait]
