@@ -263,10 +263,10 @@ pub struct Decoded {
     pub invalid: Vec<String>,
 }
 
-/// Decodes the message's data: a batch of orders, or charges to settle (ADR 34, ADR 53). Each order is
-/// read on its own: one that cannot be valid (a field that does not decode, a quantity out of
-/// range) is reported in `invalid` and its neighbours go on; only a message that is no batch at
-/// all is undecodable.
+/// Decodes the message's data: a batch of orders, or charges to settle (ADR 34, ADR 53). Each
+/// order is read on its own: one that cannot be valid (a field that does not decode, a quantity
+/// out of range) is reported in `invalid` and its neighbours go on; only a message that is no
+/// batch at all is undecodable.
 pub fn decode(bytes: &[u8]) -> Result<Decoded, HandleError> {
     #[derive(Deserialize)]
     struct Wire {

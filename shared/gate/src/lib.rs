@@ -306,11 +306,13 @@ struct Inner {
 }
 
 /// What this process wrote to each event's `marks` hash, the one thing that tells a Redis that
-/// went back in time (ADR 56): its own field (`writer`, random per process) only grows, so a
-/// value below the highest one it was answered means Redis lost its writes since.
+/// went back in time (ADR 56): its own field (`writer`, random per process) only grows within
+/// an epoch of the event (its order-id salt), so a value below the highest one it was answered
+/// in that epoch means Redis lost its writes since.
 struct Marks {
     writer: String,
-    known: std::sync::Mutex<std::collections::HashMap<EventId, u64>>,
+    /// Per event: the epoch and the highest mark answered in it.
+    known: std::sync::Mutex<std::collections::HashMap<EventId, (String, u64)>>,
     /// Events found gone back in time and not repaired yet.
     behind: std::sync::Mutex<std::collections::HashSet<EventId>>,
 }
@@ -324,24 +326,27 @@ impl Marks {
         }
     }
 
-    fn known(&self, event: &EventId) -> Option<u64> {
-        self.known.lock().expect("marks").get(event).copied()
+    fn known(&self, event: &EventId) -> Option<(String, u64)> {
+        self.known.lock().expect("marks").get(event).cloned()
     }
 
-    /// Redis answered `mark`.
-    fn answered(&self, event: &EventId, mark: u64) {
+    /// Redis answered `mark` in `epoch` (a new epoch starts the count again).
+    fn answered(&self, event: &EventId, epoch: String, mark: u64) {
         let mut known = self.known.lock().expect("marks");
-        let k = known.entry(event.clone()).or_default();
-        *k = (*k).max(mark);
+        match known.get_mut(event) {
+            Some((e, k)) if *e == epoch => *k = (*k).max(mark),
+            _ => {
+                known.insert(event.clone(), (epoch, mark));
+            }
+        }
     }
 
     /// Redis went back to `mark`: from there on it is what this process knows, and the event
     /// waits for its repair.
     fn went_back(&self, event: &EventId, mark: u64) {
-        self.known
-            .lock()
-            .expect("marks")
-            .insert(event.clone(), mark);
+        if let Some((_, k)) = self.known.lock().expect("marks").get_mut(event) {
+            *k = mark;
+        }
         self.behind.lock().expect("marks").insert(event.clone());
     }
 
@@ -367,20 +372,25 @@ impl Gate {
     /// True also while an earlier finding waits for its repair.
     pub async fn went_back_since(&self, event: &EventId) -> Result<bool, GateError> {
         let marks = &self.0.marks;
-        let Some(known) = marks.known(event) else {
+        let Some((epoch, known)) = marks.known(event) else {
             return Ok(marks.is_behind(event));
         };
         let mut conn = self.0.conn.clone();
-        let mark: Option<u64> = self
+        let (now_epoch, mark): (Option<String>, Option<u64>) = self
             .bounded(
-                redis::cmd("HGET")
+                redis::pipe()
+                    .cmd("HGET")
+                    .arg(meta_key(event))
+                    .arg("oid_salt")
+                    .cmd("HGET")
                     .arg(format!("{{ev:{event}}}:marks"))
                     .arg(&marks.writer)
                     .query_async(&mut conn),
             )
             .await?;
+        // Another epoch (a seed, a restore, a rebuild since) starts the count again.
         let mark = mark.unwrap_or(0);
-        if mark < known {
+        if now_epoch.as_deref() == Some(epoch.as_str()) && mark < known {
             self.went_back(event, mark);
         }
         Ok(marks.is_behind(event))
@@ -1201,17 +1211,20 @@ impl PaymentFlow for Gate {
         if marks.is_behind(event) {
             return Err(GateError::WentBack(event.clone()));
         }
-        let known = marks
-            .known(event)
-            .map_or_else(String::new, |k| k.to_string());
-        let args = wire::finalize_args(&marks.writer, &known, orders)?;
+        let (epoch, known) = marks.known(event).unwrap_or_default();
+        let known = if epoch.is_empty() {
+            String::new()
+        } else {
+            known.to_string()
+        };
+        let args = wire::finalize_args(&marks.writer, &known, &epoch, orders)?;
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let reply = self
             .run("finalize", &self.0.scripts.finalize, event, &args)
             .await?;
         let w = match wire::finalize_reply(reply, orders.len())? {
-            wire::Finalized::Done(w, mark) => {
-                marks.answered(event, mark);
+            wire::Finalized::Done(w, mark, epoch) => {
+                marks.answered(event, epoch, mark);
                 w
             }
             wire::Finalized::WentBack(mark) => {
@@ -1242,14 +1255,14 @@ impl PaymentFlow for Gate {
         let marks = &self.0.marks;
         let mut changed = 0;
         for chunk in orders.chunks(RESTORE_ORDERS_CHUNK) {
-            let args = wire::finalize_args(&marks.writer, "repair", chunk)?;
+            let args = wire::finalize_args(&marks.writer, "repair", "", chunk)?;
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             let reply = self
                 .run("finalize", &self.0.scripts.finalize, event, &args)
                 .await?;
             match wire::finalize_reply(reply, chunk.len())? {
-                wire::Finalized::Done(w, mark) => {
-                    marks.answered(event, mark);
+                wire::Finalized::Done(w, mark, epoch) => {
+                    marks.answered(event, epoch, mark);
                     changed += w.iter().filter(|r| *r != "already").count();
                 }
                 wire::Finalized::Restoring => {

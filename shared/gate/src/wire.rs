@@ -254,15 +254,16 @@ pub(crate) fn cancel(reply: Value) -> Result<Option<(OrderStatus, bool)>, GateEr
     })
 }
 
-/// `finalize.lua`'s arguments: the writer and the mark it knows (or `repair`), then eight per
-/// order.
+/// `finalize.lua`'s arguments: the writer, the mark it knows (or `repair`) and the epoch it
+/// knows it in, then eight per order.
 pub(crate) fn finalize_args(
     writer: &str,
     known: &str,
+    epoch: &str,
     orders: &[(&OrderMessage, &Persisted)],
 ) -> Result<Vec<String>, GateError> {
-    let mut args = Vec::with_capacity(2 + orders.len() * 8);
-    args.extend([writer.to_owned(), known.to_owned()]);
+    let mut args = Vec::with_capacity(3 + orders.len() * 8);
+    args.extend([writer.to_owned(), known.to_owned(), epoch.to_owned()]);
     for (msg, persisted) in orders {
         let tickets = serde_json::to_string(&persisted.tickets)
             .map_err(|e| GateError::malformed("finalize", e))?;
@@ -283,8 +284,9 @@ pub(crate) fn finalize_args(
 /// What `finalize.lua` answered.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Finalized {
-    /// One word per order (`applied`, `missing`, `behind`, `already`), and the writer's mark.
-    Done(Vec<String>, u64),
+    /// One word per order (`applied`, `missing`, `behind`, `already`), the writer's mark and
+    /// the event's epoch.
+    Done(Vec<String>, u64, String),
     /// The writer's mark is below what it was answered before: Redis went back in time to it.
     WentBack(u64),
     /// A repair found the event absent or being restored.
@@ -299,15 +301,16 @@ pub(crate) fn finalize_reply(reply: Value, n: usize) -> Result<Finalized, GateEr
         Some("restoring") => return Ok(Finalized::Restoring),
         _ => {}
     }
-    if w.len() != n + 1 {
+    if w.len() != n + 2 {
         return Err(GateError::Protocol(format!(
             "finalize: {} answers for {n} orders",
             w.len()
         )));
     }
+    let epoch = w.pop().unwrap_or_default();
     let mark = num(&w, n)?;
     w.truncate(n);
-    Ok(Finalized::Done(w, mark))
+    Ok(Finalized::Done(w, mark, epoch))
 }
 
 /// A reply listing order ids (the outbox's).

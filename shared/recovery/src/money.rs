@@ -183,10 +183,16 @@ pub async fn reconcile(
             (Some(Verdict::Refunded), None) => r.violations.push(format!(
                 "{what}: the books record a refund the provider never made"
             )),
-            (Some(Verdict::Unsettled), _) if age(c.created_at) < grace => r.in_flight += 1,
-            (Some(Verdict::Unsettled), _) => r
+            (Some(Verdict::Unsettled), None) if age(c.created_at) < grace => r.in_flight += 1,
+            (Some(Verdict::Unsettled), None) => r
                 .violations
                 .push(format!("{what} is not kept and no refund of it is owed")),
+            (Some(Verdict::Unsettled), Some(_)) => r
+                .violations
+                .push(format!("{what} was refunded without the books owing it")),
+            (Some(Verdict::KeptAndOwed), _) => r.violations.push(format!(
+                "{what} pays a confirmed order and is owed back too"
+            )),
         }
     }
     for o in orders

@@ -145,3 +145,45 @@ async fn every_charge_is_kept_once_or_refunded_and_the_sums_agree() {
     assert!(text.contains("tickets unpaid"), "{text}");
     assert!(text.contains("no kept charge"), "{text}");
 }
+
+/// Each way the provider and the books can disagree is reported, with the charge it concerns.
+#[tokio::test]
+async fn each_disagreement_between_the_provider_and_the_books_is_a_violation() {
+    let env = TestEnv::get();
+    let repo = env.repo();
+    let ev = env.seed(10, -1, 600).await;
+    let p = provider(&env).await;
+    let lease = Duration::from_secs(60);
+    let owed = |payment_ref: &str, order_id| OrderCharge {
+        order_id,
+        payment_ref: payment_ref.to_owned(),
+        amount_cents: 100,
+    };
+    // Refunded at the provider, unknown to the books.
+    let stray = OrderId::new();
+    let refunded_alone = charge(&p, stray, 100).await;
+    p.refund(stray, &refunded_alone, 100).await.unwrap();
+    // The books record a refund the provider never made.
+    let claimed = OrderId::new();
+    let never_refunded = charge(&p, claimed, 100).await;
+    repo.settle_charges(&[owed(&never_refunded, claimed)], lease)
+        .await
+        .unwrap();
+    repo.refund_done(&never_refunded).await.unwrap();
+
+    let m = reconcile(&p, &repo, &ev.id, Utc::now(), Duration::from_secs(3600))
+        .await
+        .unwrap();
+    let text = m.render();
+    assert_eq!(m.violations.len(), 2, "{text}");
+    let refunded_alone_line = m.violations.iter().find(|v| v.contains(&refunded_alone));
+    assert!(
+        refunded_alone_line.is_some_and(|v| v.contains("without the books owing it")),
+        "{text}"
+    );
+    let never_line = m.violations.iter().find(|v| v.contains(&never_refunded));
+    assert!(
+        never_line.is_some_and(|v| v.contains("never made")),
+        "{text}"
+    );
+}

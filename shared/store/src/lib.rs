@@ -181,16 +181,19 @@ pub fn allocate<K: Eq + std::hash::Hash>(
 /// The charges a batch writes to the ledger, each once: those of the orders [`allocate`]
 /// decided that the ledger does not hold yet, each with whether its order is confirmed. The
 /// batch owes back, in the same transaction, the charge of each one rejected (ADR 53), so a
-/// decided part of a message is never left without its refund.
+/// decided part of a message is never left without its refund. A charge two orders of the
+/// batch carry goes to the one paid first, as in [`allocate`] (the other is rejected there).
 pub fn new_charges<'a>(
     orders: &[&'a OrderMessage],
     decided: &[Result<bool, Refused>],
     ledger: &std::collections::HashSet<String>,
 ) -> Vec<(&'a OrderMessage, bool)> {
+    let mut by_payment: Vec<(&&OrderMessage, &Result<bool, Refused>)> =
+        orders.iter().zip(decided).collect();
+    by_payment.sort_by_key(|(o, _)| (o.paid_at, o.order_id.0));
     let mut seen = std::collections::HashSet::new();
-    orders
-        .iter()
-        .zip(decided)
+    by_payment
+        .into_iter()
         .filter_map(|(o, d)| match d {
             Ok(confirmed)
                 if !ledger.contains(&o.payment_ref) && seen.insert(o.payment_ref.as_str()) =>
@@ -222,9 +225,25 @@ pub enum Verdict {
     Owed,
     /// It was owed back and the provider confirmed the refund.
     Refunded,
-    /// Not kept, and no refund recorded yet: the books still have to owe it (for a moment,
-    /// after an order paid with a charge they already held is rejected).
+    /// Not kept, and no refund recorded: nobody owes it back yet (a charge whose order
+    /// `reset` deleted, until the charge is settled again).
     Unsettled,
+    /// Kept, and owed back too: the one state the books must never reach.
+    KeptAndOwed,
+}
+
+impl Verdict {
+    /// The verdict of a charge the books keep or not, with its refund's state (`None`: none
+    /// recorded; `Some(true)`: refunded).
+    pub fn of(kept: bool, refund: Option<bool>) -> Self {
+        match (kept, refund) {
+            (true, None) => Self::Kept,
+            (true, Some(_)) => Self::KeptAndOwed,
+            (false, Some(true)) => Self::Refunded,
+            (false, Some(false)) => Self::Owed,
+            (false, None) => Self::Unsettled,
+        }
+    }
 }
 
 /// The database's books for one ticket type (for the audit).

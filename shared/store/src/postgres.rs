@@ -430,9 +430,10 @@ impl NewRows {
         })
     }
 
-    /// Orders, tickets, charges, the refunds of rejected orders and counters in one statement. The counters' CHECK (sold <=
-    /// capacity) is the database's own refusal to oversell, whatever the code above decided;
-    /// the ledger's key refuses a charge settled since it was read (23505: decided again).
+    /// Orders, tickets, charges, the refunds of rejected orders and counters in one statement.
+    /// The counters' CHECK (sold <= capacity) is the database's own refusal to oversell,
+    /// whatever the code above decided; the ledger's key refuses a charge settled since it was
+    /// read (23505: decided again).
     #[tracing::instrument(level = "debug", skip_all)]
     async fn write(&self, tx: &tokio_postgres::Transaction<'_>) -> Result<(), RepoError> {
         let (types, counts): (Vec<&(String, String)>, Vec<i32>) = self.sold.iter().unzip();
@@ -789,7 +790,8 @@ impl OrderRepository for PgRepository {
         let rows = obj
             .query(
                 "SELECT c.payment_ref, c.order_id, c.amount_cents,
-                   o.status = 'confirmed' AND o.payment_ref = c.payment_ref, r.refunded_at IS NOT NULL
+                   o.status = 'confirmed' AND o.payment_ref = c.payment_ref,
+                   CASE WHEN r.payment_ref IS NOT NULL THEN r.refunded_at IS NOT NULL END
                  FROM charges c
                  LEFT JOIN orders o ON o.id = c.order_id
                  LEFT JOIN refunds r ON r.payment_ref = c.payment_ref
@@ -806,12 +808,10 @@ impl OrderRepository for PgRepository {
                     order_id: OrderId(r.get(1)),
                     amount_cents: r.get(2),
                 },
-                verdict: match (r.get::<_, Option<bool>>(3), r.get::<_, Option<bool>>(4)) {
-                    (Some(true), _) => Verdict::Kept,
-                    (_, Some(true)) => Verdict::Refunded,
-                    (_, Some(false)) => Verdict::Owed,
-                    (_, None) => Verdict::Unsettled,
-                },
+                verdict: Verdict::of(
+                    r.get::<_, Option<bool>>(3) == Some(true),
+                    r.get::<_, Option<bool>>(4),
+                ),
             })
             .collect())
     }

@@ -1160,7 +1160,8 @@ impl OrderRepository for SpannerRepository {
         let mut tx = self.client().await?.single().await.map_err(classify)?;
         let mut stmt = Statement::new(
             "SELECT c.PaymentRef, c.OrderId, c.AmountCents,
-               o.Status = 'confirmed' AND o.PaymentRef = c.PaymentRef, r.RefundedAt IS NOT NULL
+               o.Status = 'confirmed' AND o.PaymentRef = c.PaymentRef,
+               CASE WHEN r.PaymentRef IS NOT NULL THEN r.RefundedAt IS NOT NULL END
              FROM Charges c
              LEFT JOIN Orders o ON o.OrderId = c.OrderId
              LEFT JOIN Refunds r ON r.PaymentRef = c.PaymentRef
@@ -1181,12 +1182,7 @@ impl OrderRepository for SpannerRepository {
                     ),
                     amount_cents: column(&r, 2).map_err(classify)?,
                 },
-                verdict: match (kept, refunded) {
-                    (Some(true), _) => Verdict::Kept,
-                    (_, Some(true)) => Verdict::Refunded,
-                    (_, Some(false)) => Verdict::Owed,
-                    (_, None) => Verdict::Unsettled,
-                },
+                verdict: Verdict::of(kept == Some(true), refunded),
             });
         }
         Ok(out)
@@ -1222,7 +1218,7 @@ impl OrderRepository for SpannerRepository {
                         &[&payment_ref, &(attempts + 1), &timestamp(next)],
                     ));
                     claimed.push(OrderCharge {
-                        // Written by `settle_charges` from an order id: only the refund's record.
+                        // Written by `settle_charges` or a batch's rejection from an order id.
                         order_id: OrderId(uuid::Uuid::parse_str(&order).unwrap_or_default()),
                         payment_ref,
                         amount_cents: column(&row, 2)?,

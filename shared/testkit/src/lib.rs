@@ -293,10 +293,10 @@ impl<R: OrderRepository> OrderRepository for Scoped<R> {
     }
     async fn settle_charges(
         &self,
-        refunds: &[OrderCharge],
+        charges: &[OrderCharge],
         lease: std::time::Duration,
     ) -> Result<Vec<OrderCharge>, RepoError> {
-        self.repo.settle_charges(refunds, lease).await
+        self.repo.settle_charges(charges, lease).await
     }
     async fn charges(&self, payment_refs: &[String]) -> Result<Vec<store::LedgerEntry>, RepoError> {
         self.repo.charges(payment_refs).await

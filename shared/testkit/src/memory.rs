@@ -1116,12 +1116,10 @@ impl store::OrderRepository for MemoryRepository {
             .filter_map(|r| books.charges.get(r))
             .map(|c| store::LedgerEntry {
                 charge: c.clone(),
-                verdict: match books.refunds.get(&c.payment_ref) {
-                    _ if books.kept(&c.payment_ref) => store::Verdict::Kept,
-                    Some(r) if r.done => store::Verdict::Refunded,
-                    Some(_) => store::Verdict::Owed,
-                    None => store::Verdict::Unsettled,
-                },
+                verdict: store::Verdict::of(
+                    books.kept(&c.payment_ref),
+                    books.refunds.get(&c.payment_ref).map(|r| r.done),
+                ),
             })
             .collect())
     }

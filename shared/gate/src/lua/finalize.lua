@@ -1,9 +1,9 @@
--- ARGV: writer, known, then groups of 8, one per order of a batch: order_id, outcome (confirmed
+-- ARGV: writer, known, epoch, then groups of 8, one per order of a batch: order_id, outcome (confirmed
 -- | rejected), tickets (JSON), ticket_type, quantity, email, first (1: the database persisted it
 -- just now, or a repair counts it; 0: a redelivery of an order it already held), amount_cents.
 -- The database decided; mirror it in the gate once per order (redeliveries find it done).
 -- Returns one word per order: applied, missing, behind (Redis had it in an older state) or
--- already; then the writer's mark.
+-- already; then the writer's mark and the event's epoch.
 --
 -- The mark (ADR 56): every call counts up its writer's field in `marks` (a consume-order process;
 -- Redis applies calls in order, so the field only grows). `known` is the highest mark the writer
@@ -11,7 +11,10 @@
 -- snapshot) keeps a prefix of its writes: if it lost any call of this writer, it lost the last
 -- one too, and the field is below `known`. Then, if the event is live, nothing is applied and
 -- the answer is {'went_back', field}: the caller repairs the event from the books first.
--- `known` = 'repair' (the repair's own calls) skips the check.
+-- `known` = 'repair' (the repair's own calls) skips the check. Marks count within one epoch of
+-- the event, its order-id salt (`epoch`: the one the writer last saw): a seed, a restore after
+-- Redis came back empty and a rebuild draw a new one, and the marks start again from nothing
+-- there without anything having gone back in time.
 
 -- Count an order's tickets as sold, taken from `from` (confirming, held or available).
 local function sell(oid, o, from, tickets)
@@ -29,20 +32,18 @@ local function finalize(oid, outcome, tickets, tt, qty, email, first, amount)
   redis.call('ZREM', p .. 'outbox', oid)
   local o = load(oid)
   if not o then
-    -- The gate lost this order: keep the read model answering, and count the database's sale
-    -- in the stock, once (the order hash written here makes a redelivery find it 'already').
-    -- While the event is being restored (Redis restarted empty), an order the database already
-    -- held is in the books the restore counts: only a first persist adds to the stock. A live
-    -- event that lacks an order the books decided went back in time to before its hold (a
-    -- confirmed order's hash never expires): its sale is counted, whoever delivers it.
+    -- The gate lost this order (Redis restarted empty): keep the read model answering, and if
+    -- the event is back (restore.lua) count the database's sale in its stock, once: the order
+    -- hash written here makes a redelivery find it 'already'. An order the database already
+    -- held is in the books the restore counted: only a first persist adds to the stock (and a
+    -- repair, ADR 56, which mirrors every decided order of an event that went back in time).
     -- Its hold is long gone: `r` (see prelude.lua) carries no deadline.
     redis.call('HSET', ok,
       'r', '\t' .. amount .. '\t' .. tt .. '\n' .. qty .. '\n' .. email,
       'tickets', tickets)
     set_status(ok, outcome)
     local tk = p .. 'tt:' .. tt
-    local live = redis.call('HEXISTS', KEYS[1], 'restoring') == 0
-    if outcome == 'confirmed' and (first == '1' or live) and redis.call('EXISTS', tk) == 1 then
+    if outcome == 'confirmed' and first == '1' and redis.call('EXISTS', tk) == 1 then
       local n = tonumber(qty)
       redis.call('HINCRBY', tk, 'available', -n)
       redis.call('HINCRBY', tk, 'sold', n)
@@ -77,26 +78,29 @@ local function finalize(oid, outcome, tickets, tt, qty, email, first, amount)
   return 'behind'
 end
 
-local marks, writer, known = p .. 'marks', ARGV[1], ARGV[2]
+local marks, writer, known, epoch = p .. 'marks', ARGV[1], ARGV[2], ARGV[3]
 local mark = tonumber(redis.call('HGET', marks, writer) or '0')
+local now_epoch = redis.call('HGET', KEYS[1], 'oid_salt') or ''
 if known == 'repair' then
   -- An event Redis lost, or one being rebuilt, is the restore's to mirror (it counts the books'
   -- sales itself): a repair would count them twice.
   if redis.call('HEXISTS', KEYS[1], 'catalog') == 0 or redis.call('HEXISTS', KEYS[1], 'restoring') == 1 then
     return { 'restoring' }
   end
-elseif known ~= '' and mark < tonumber(known) and redis.call('HEXISTS', KEYS[1], 'catalog') == 1
+elseif known ~= '' and epoch == now_epoch and mark < tonumber(known)
+    and redis.call('HEXISTS', KEYS[1], 'catalog') == 1
     and redis.call('HEXISTS', KEYS[1], 'restoring') == 0 then
   -- (A lost or restoring event is the restore's: finalize mirrors what it can, as before.)
   return { 'went_back', tostring(mark) }
 end
 local out, ids = {}, {}
-for i = 3, #ARGV, 8 do
+for i = 4, #ARGV, 8 do
   out[#out + 1] = finalize(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4],
     ARGV[i + 5], ARGV[i + 6], ARGV[i + 7])
   ids[#ids + 1] = ARGV[i]
 end
 out[#out + 1] = tostring(redis.call('HINCRBY', marks, writer, 1))
+out[#out + 1] = now_epoch
 -- Wakes the payments waiting for these outcomes (buy, ADR 35).
 redis.call('PUBLISH', p .. 'finalized', table.concat(ids, ' '))
 return out
