@@ -48,6 +48,17 @@ async fn consumer() -> Consumer {
     }
 }
 
+/// [`consumer`] whose payment provider records the refunds asked of it.
+async fn consumer_recording_refunds() -> (Consumer, Arc<testkit::memory::RecordedRefunds>) {
+    let c = consumer().await;
+    let refunded = Arc::new(testkit::memory::RecordedRefunds::default());
+    let state = AppState {
+        payments: refunded.clone(),
+        ..c.state.clone()
+    };
+    (Consumer { state, ..c }, refunded)
+}
+
 impl Consumer {
     /// Two VIP 3-Day passes held and paid for `email` in the gate: the message buy publishes.
     async fn paid(&self, email: &str) -> OrderMessage {
@@ -135,13 +146,7 @@ async fn a_paid_order_is_persisted_once_and_mirrored_in_the_gate() {
 /// back; a delivery again of the kept charge owes nothing.
 #[tokio::test]
 async fn a_second_charge_for_a_confirmed_order_is_owed_back() {
-    let c = consumer().await;
-    let refunded = Arc::new(testkit::memory::RecordedRefunds::default());
-    let state = AppState {
-        payments: refunded.clone(),
-        ..c.state.clone()
-    };
-    let c = Consumer { state, ..c };
+    let (c, refunded) = consumer_recording_refunds().await;
     let first = c.paid("fan@example.at").await;
     let second = OrderMessage {
         payment_ref: format!("{}-again", first.payment_ref),
@@ -168,13 +173,7 @@ async fn a_second_charge_for_a_confirmed_order_is_owed_back() {
 /// and refund the others.
 #[tokio::test]
 async fn a_charge_handed_over_is_refunded_unless_it_paid_its_order() {
-    let c = consumer().await;
-    let refunded = Arc::new(testkit::memory::RecordedRefunds::default());
-    let state = AppState {
-        payments: refunded.clone(),
-        ..c.state.clone()
-    };
-    let c = Consumer { state, ..c };
+    let (c, refunded) = consumer_recording_refunds().await;
     let msg = c.paid("fan@example.at").await;
     assert_eq!(
         c.push(Some(TOKEN), std::slice::from_ref(&msg)).await,
@@ -372,13 +371,7 @@ async fn a_write_the_database_could_not_do_now_is_retried_whole_never_refused() 
 /// again; the redelivery finishes the rest.
 #[tokio::test]
 async fn a_part_of_a_message_that_fails_leaves_the_parts_before_it_owed_and_mirrored() {
-    let c = consumer().await;
-    let refunded = Arc::new(testkit::memory::RecordedRefunds::default());
-    let state = AppState {
-        payments: refunded.clone(),
-        ..c.state.clone()
-    };
-    let c = Consumer { state, ..c };
+    let (c, refunded) = consumer_recording_refunds().await;
     let (late, next) = (c.paid("a@example.at").await, c.paid("b@example.at").await);
     // Sold out in the books (6 tickets) by three orders the gate does not know of.
     for _ in 0..3 {

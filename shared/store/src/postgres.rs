@@ -167,6 +167,18 @@ impl Sqlstate {
     }
 }
 
+/// A transaction at READ COMMITTED, which the reasoning about locks and racing keys in this
+/// file assumes (whatever the server's default).
+async fn read_committed(
+    obj: &mut deadpool_postgres::Object,
+) -> Result<deadpool_postgres::Transaction<'_>, RepoError> {
+    obj.build_transaction()
+        .isolation_level(IsolationLevel::ReadCommitted)
+        .start()
+        .await
+        .map_err(classify)
+}
+
 /// The payment references a query of `refs` answers (its first column).
 async fn payment_refs(
     client: &impl deadpool_postgres::GenericClient,
@@ -269,12 +281,7 @@ impl PgRepository {
     async fn persist_distinct(&self, orders: &[&OrderMessage]) -> Result<Vec<Outcome>, RepoError> {
         let mut obj = self.pool.get().await.map_err(pool_error)?;
         self.record_pool();
-        let tx = obj
-            .build_transaction()
-            .isolation_level(IsolationLevel::ReadCommitted)
-            .start()
-            .await
-            .map_err(classify)?;
+        let tx = read_committed(&mut obj).await?;
         // Locked in key order, so two batches never wait on each other crosswise. From here on
         // this transaction alone sells these types (another delivery of one of its orders waits
         // here too), so what it reads next is what it decides on.
@@ -726,12 +733,7 @@ impl OrderRepository for PgRepository {
             return Ok(vec![]);
         }
         let mut obj = self.pool.get().await.map_err(pool_error)?;
-        let tx = obj
-            .build_transaction()
-            .isolation_level(IsolationLevel::ReadCommitted)
-            .start()
-            .await
-            .map_err(classify)?;
+        let tx = read_committed(&mut obj).await?;
         let refs: Vec<&str> = charges.iter().map(|c| c.payment_ref.as_str()).collect();
         let orders: Vec<Uuid> = charges.iter().map(|c| c.order_id.0).collect();
         let amounts: Vec<i64> = charges.iter().map(|c| c.amount_cents).collect();
