@@ -526,18 +526,6 @@ async fn a_rolled_back_hold_that_expired_in_redis_is_taken_back_from_sale() {
     assert_mirrors_the_books(&env, &ev, &msg).await;
 }
 
-/// The event's order-id salt as Redis holds it.
-async fn salt(env: &TestEnv, ev: &Event) -> Option<String> {
-    let client = redis::Client::open(env.redis_url.as_str()).unwrap();
-    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
-    redis::cmd("HGET")
-        .arg(format!("{{ev:{}}}:meta", ev.id))
-        .arg("oid_salt")
-        .query_async(&mut redis)
-        .await
-        .unwrap()
-}
-
 /// A Redis that went back in time whole (a failover to a replica that lagged, a snapshot
 /// restored) is found by the next finalize, whatever it is for: this process's mark is lower
 /// than it was answered (ADR 56). The event is repaired from the books there and then, live and
@@ -552,7 +540,7 @@ async fn a_redis_gone_back_in_time_is_found_by_the_next_finalize_and_repaired_li
     let first = paid_order_by(&env, &ev, "first@example.at").await;
     assert_eq!(deliver(&st, &first).await, StatusCode::NO_CONTENT);
     let before = rollback::snapshot(&env.redis_url, &ev.id).await;
-    let salt_before = salt(&env, &ev).await;
+    let salt_before = rollback::order_id_salt(&env.redis_url, &ev.id).await;
     // `lost` is paid and confirmed; then Redis goes back to before it was paid.
     let lost = pay(&env, &ev, lost).await;
     assert_eq!(deliver(&st, &lost).await, StatusCode::NO_CONTENT);
@@ -578,7 +566,7 @@ async fn a_redis_gone_back_in_time_is_found_by_the_next_finalize_and_repaired_li
     );
     assert!(!snap.paused, "repaired live");
     assert_eq!(
-        salt(&env, &ev).await,
+        rollback::order_id_salt(&env.redis_url, &ev.id).await,
         salt_before,
         "Idempotency-Key replays still work"
     );

@@ -367,6 +367,27 @@ impl Gate {
         tracing::error!(event = %event, mark, "Redis went back in time (it lost this process's last writes); repairing the event from the books");
     }
 
+    /// One `finalize.lua` call for `orders`, with the mark this process knows in `epoch` (or
+    /// `repair`); the mark it answers is taken in.
+    async fn finalize_call(
+        &self,
+        event: &EventId,
+        known: &str,
+        epoch: &str,
+        orders: &[(&domain::OrderMessage, &domain::books::Persisted)],
+    ) -> Result<wire::Finalized, GateError> {
+        let args = wire::finalize_args(&self.0.marks.writer, known, epoch, orders)?;
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let reply = self
+            .run("finalize", &self.0.scripts.finalize, event, &args)
+            .await?;
+        let answer = wire::finalize_reply(reply, orders.len())?;
+        if let wire::Finalized::Done(_, mark, epoch) = &answer {
+            self.0.marks.answered(event, epoch.clone(), *mark);
+        }
+        Ok(answer)
+    }
+
     /// Whether Redis went back in time for `event` since this process last wrote there: its
     /// mark lower than what this process was answered (the watcher asks when no finalize does).
     /// True also while an earlier finding waits for its repair.
@@ -1217,16 +1238,8 @@ impl PaymentFlow for Gate {
         } else {
             known.to_string()
         };
-        let args = wire::finalize_args(&marks.writer, &known, &epoch, orders)?;
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let reply = self
-            .run("finalize", &self.0.scripts.finalize, event, &args)
-            .await?;
-        let w = match wire::finalize_reply(reply, orders.len())? {
-            wire::Finalized::Done(w, mark, epoch) => {
-                marks.answered(event, epoch, mark);
-                w
-            }
+        let w = match self.finalize_call(event, &known, &epoch, orders).await? {
+            wire::Finalized::Done(w, ..) => w,
             wire::Finalized::WentBack(mark) => {
                 self.went_back(event, mark);
                 return Err(GateError::WentBack(event.clone()));
@@ -1255,14 +1268,8 @@ impl PaymentFlow for Gate {
         let marks = &self.0.marks;
         let mut changed = 0;
         for chunk in orders.chunks(RESTORE_ORDERS_CHUNK) {
-            let args = wire::finalize_args(&marks.writer, "repair", "", chunk)?;
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            let reply = self
-                .run("finalize", &self.0.scripts.finalize, event, &args)
-                .await?;
-            match wire::finalize_reply(reply, chunk.len())? {
-                wire::Finalized::Done(w, mark, epoch) => {
-                    marks.answered(event, epoch, mark);
+            match self.finalize_call(event, "repair", "", chunk).await? {
+                wire::Finalized::Done(w, ..) => {
                     changed += w.iter().filter(|r| *r != "already").count();
                 }
                 wire::Finalized::Restoring => {

@@ -334,6 +334,21 @@ async fn the_watcher_rebuilds_an_event_when_redis_restarts_empty() {
     watcher.abort();
 }
 
+/// A Redis of the test's own (its rollbacks touch no other test), a gate over it and a plain
+/// connection to read what it holds.
+async fn own_gate() -> (OwnRedis, Gate, redis::aio::MultiplexedConnection) {
+    let own = OwnRedis::start().await;
+    let gate = Gate::connect(&own.url, Duration::from_secs(2))
+        .await
+        .unwrap();
+    let redis = redis::Client::open(own.url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    (own, gate, redis)
+}
+
 /// The tickets of the VIP type Redis counts sold, read as they are stored.
 async fn sold_in(redis: &mut redis::aio::MultiplexedConnection, ev: &Event) -> i64 {
     let sold: Option<i64> = redis::cmd("HGET")
@@ -353,15 +368,7 @@ async fn sold_in(redis: &mut redis::aio::MultiplexedConnection, ev: &Event) -> i
 #[tokio::test]
 async fn the_watcher_repairs_an_event_gone_back_in_time_live() {
     let env = TestEnv::get();
-    let own = OwnRedis::start().await;
-    let gate = Gate::connect(&own.url, Duration::from_secs(2))
-        .await
-        .unwrap();
-    let mut redis = redis::Client::open(own.url.as_str())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let (own, gate, mut redis) = own_gate().await;
     let repo = env.repo();
     let ev = env.seed(10, -1, 600).await;
     gate.seed(&ev).await.unwrap();
@@ -369,20 +376,7 @@ async fn the_watcher_repairs_an_event_gone_back_in_time_live() {
     assert_eq!(deliver(&repo, &gate, &first).await, OrderStatus::Confirmed);
     let a = order_id(&reserve(&gate, &ev, 2, "a@x.at").await);
     let b = order_id(&reserve(&gate, &ev, 1, "b@x.at").await);
-    let salt = |redis: &mut redis::aio::MultiplexedConnection| {
-        let mut r = redis.clone();
-        let key = format!("{{ev:{}}}:meta", ev.id);
-        async move {
-            let s: Option<String> = redis::cmd("HGET")
-                .arg(key)
-                .arg("oid_salt")
-                .query_async(&mut r)
-                .await
-                .unwrap();
-            s
-        }
-    };
-    let salt_before = salt(&mut redis).await;
+    let salt_before = rollback::order_id_salt(&own.url, &ev.id).await;
     let taken = rollback::snapshot(&own.url, &ev.id).await;
     let msg = pay(&gate, &ev, a, 2, "a@x.at").await;
     assert_eq!(deliver(&repo, &gate, &msg).await, OrderStatus::Confirmed);
@@ -417,7 +411,7 @@ async fn the_watcher_repairs_an_event_gone_back_in_time_live() {
     let snap = gate.refresh(&ev.id).await.unwrap().unwrap();
     assert!(!snap.paused, "repaired live");
     assert_eq!(
-        salt(&mut redis).await,
+        rollback::order_id_salt(&own.url, &ev.id).await,
         salt_before,
         "the same order-id salt"
     );
@@ -437,15 +431,7 @@ async fn the_watcher_repairs_an_event_gone_back_in_time_live() {
 #[tokio::test]
 async fn the_watcher_rebuilds_an_event_redis_rolled_back() {
     let env = TestEnv::get();
-    let own = OwnRedis::start().await;
-    let gate = Gate::connect(&own.url, Duration::from_secs(2))
-        .await
-        .unwrap();
-    let mut redis = redis::Client::open(own.url.as_str())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let (own, gate, mut redis) = own_gate().await;
     let repo = env.repo();
     let (ev, calm) = (env.seed(10, -1, 600).await, env.seed(10, -1, 600).await);
     gate.seed(&ev).await.unwrap();

@@ -132,6 +132,11 @@ pub struct ForSale {
     pub price_cents: i64,
 }
 
+/// The order a batch is decided in: first paid first served (the id breaks a tie).
+fn paid_first(o: &OrderMessage) -> (DateTime<Utc>, uuid::Uuid) {
+    (o.paid_at, o.order_id.0)
+}
+
 /// Decides a batch against what is left, first paid first served: each new order in `paid_at`
 /// order is confirmed if its quantity still fits (a smaller later order may fit where a larger
 /// one did not, as when they came one at a time). `types` maps a ticket type to what is left
@@ -149,7 +154,7 @@ pub fn allocate<K: Eq + std::hash::Hash>(
     ledger: &std::collections::HashSet<String>,
 ) -> Vec<Result<bool, Refused>> {
     let mut by_payment: Vec<usize> = (0..orders.len()).collect();
-    by_payment.sort_by_key(|&i| (orders[i].paid_at, orders[i].order_id.0));
+    by_payment.sort_by_key(|&i| paid_first(orders[i]));
     let mut decided = vec![Ok(false); orders.len()];
     let mut used = std::collections::HashSet::new();
     for i in by_payment {
@@ -190,7 +195,7 @@ pub fn new_charges<'a>(
 ) -> Vec<(&'a OrderMessage, bool)> {
     let mut by_payment: Vec<(&&OrderMessage, &Result<bool, Refused>)> =
         orders.iter().zip(decided).collect();
-    by_payment.sort_by_key(|(o, _)| (o.paid_at, o.order_id.0));
+    by_payment.sort_by_key(|(o, _)| paid_first(o));
     let mut seen = std::collections::HashSet::new();
     by_payment
         .into_iter()

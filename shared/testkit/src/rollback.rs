@@ -60,6 +60,17 @@ pub async fn restore(redis_url: &str, snapshot: &Snapshot) {
     }
 }
 
+/// The event's order-id salt as Redis holds it: a repair that went without a pause keeps it.
+pub async fn order_id_salt(redis_url: &str, event: &EventId) -> Option<String> {
+    let mut redis = connect(redis_url).await;
+    redis::cmd("HGET")
+        .arg(format!("{{ev:{event}}}:meta"))
+        .arg("oid_salt")
+        .query_async(&mut redis)
+        .await
+        .expect("HGET")
+}
+
 /// `event` goes back to `snapshot` whole: its keys written since are gone.
 pub async fn go_back(redis_url: &str, event: &EventId, snapshot: &Snapshot) {
     let mut redis = connect(redis_url).await;
