@@ -27,7 +27,7 @@ ensure_pkgs() {
 }
 
 ensure_tools() {
-  ensure_pkgs curl:curl python3:python3 openssl:openssl redis-server:redis-server "${PG_BIN:-/nonexistent}/initdb:postgresql" \
+  ensure_pkgs curl:curl python3:python3 openssl:openssl redis-server:redis-server redis-cli:redis-tools "${PG_BIN:-/nonexistent}/initdb:postgresql" \
     java:default-jre-headless promtool:prometheus npm:npm
   PG_BIN="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1)"
   command -v gcloud >/dev/null || die "gcloud (with the Pub/Sub emulator) is required: apt-get install google-cloud-cli google-cloud-cli-pubsub-emulator"
