@@ -15,6 +15,8 @@
 //   BUYER_SHARE                       share of the requests made by buyers (default 0.2)
 //   REQS_PER_JOURNEY                  requests a buyer journey makes on average (default 5)
 //   ABANDON, DECLINE                  share of buyers who never pay / whose card is declined once
+//   SLOW_PAY, LOST_PAY                share of buyers whose provider approves slowly / takes the
+//                                     money and loses the answer once (the nemesis run; default 0)
 //   OPENS_AT_MS, COOLDOWN_AT_MS       phase boundaries (epoch ms) for the per-phase figures
 //   P95_AVAILABILITY_MS, P95_RESERVE_MS, P95_PAY_MS, P95_STATUS_MS, MAX_ERROR_RATE
 //   PRE_VUS, MAX_VUS                  k6 virtual users held ready / at most
@@ -30,6 +32,8 @@ const BUYER_SHARE = Number(env("BUYER_SHARE", "0.2"));
 const REQS_PER_JOURNEY = Number(env("REQS_PER_JOURNEY", "5"));
 const ABANDON = Number(env("ABANDON", "0.02"));
 const DECLINE = Number(env("DECLINE", "0.02"));
+const SLOW_PAY = Number(env("SLOW_PAY", "0"));
+const LOST_PAY = Number(env("LOST_PAY", "0"));
 const OPENS_AT_MS = Number(env("OPENS_AT_MS", "0"));
 const COOLDOWN_AT_MS = Number(env("COOLDOWN_AT_MS", "0"));
 const MAX_VUS = Number(env("MAX_VUS", "2000"));
@@ -199,7 +203,9 @@ export function buyer() {
     return;
   }
   sleep(Math.random() * 0.5); // the fan types in their card
-  const tokens = Math.random() < DECLINE ? ["tok_decline", "tok_approve"] : ["tok_approve"];
+  const card = Math.random();
+  const approve = card < SLOW_PAY ? "tok_approve_slow" : card < SLOW_PAY + LOST_PAY ? "tok_approve_lost" : "tok_approve";
+  const tokens = Math.random() < DECLINE ? ["tok_decline", approve] : [approve];
   let pay;
   for (const token of tokens) {
     pay = http.post(`${BUY}/v1/orders/${id}/payment`, JSON.stringify({ payment_token: token }), {

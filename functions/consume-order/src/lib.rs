@@ -20,7 +20,7 @@ use domain::signing::{Accepted, MessageKey};
 use domain::{EventId, OrderCharge, OrderMessage, OrderStatus};
 use gate::{GateError, PaymentFlow, RedisArgs};
 use payments::ledger::PaymentArgs;
-use payments::{PaymentProvider, SimulatedPayments};
+use payments::{ChargeList, PaymentProvider, SimulatedPayments};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use store::DatabaseArgs;
@@ -78,6 +78,16 @@ pub struct Config {
     /// How often the refunder asks the provider again for refunds still owed, in seconds.
     #[arg(long, env = "REFUND_RETRY_SECS", default_value_t = 10)]
     pub refund_retry_secs: u64,
+    /// How often the provider's list of charges is swept for charges the books never heard of
+    /// (a payment whose record Redis lost), in seconds; 0 turns the sweep off. Needs the
+    /// provider's list (`PAYMENTS_LEDGER_URL` for the simulated one).
+    #[arg(long, env = "CHARGE_SWEEP_SECS", default_value_t = 60)]
+    pub charge_sweep_secs: u64,
+    /// A charge unknown to the books this long after it was made is owed back: longer than
+    /// any charge takes to reach them on its own (buy gives up on an unknown outcome after 5
+    /// minutes; the money audit's grace is the same).
+    #[arg(long, env = "CHARGE_GRACE_SECS", default_value_t = 900)]
+    pub charge_grace_secs: u64,
 }
 
 /// The outcome counters, for tests to read: production reads `consumer_messages_total`.
@@ -486,6 +496,45 @@ pub async fn refunder(state: AppState, every: Duration) {
     }
 }
 
+/// One pass of the charge sweeper: the provider's charges from `grace` ago that the books never
+/// heard of (Redis went back in time between a charge and its order's publication, and lost
+/// the payment's record) are handed to the books, which owe them back (ADR 53), and refunded.
+/// Returns how many were found. Each charge is looked at in three passes (the window), so a
+/// pass that fails leaves it to the next.
+pub async fn sweep_charges(
+    state: &AppState,
+    list: &dyn ChargeList,
+    grace: Duration,
+    every: Duration,
+) -> anyhow::Result<usize> {
+    let now = chrono::Utc::now();
+    let unknown =
+        recovery::money::unknown_charges(list, state.repo.as_ref(), now, grace, every * 3).await?;
+    for c in &unknown {
+        tracing::warn!(order_id = %c.order_id, payment_ref = c.payment_ref, amount_cents = c.amount_cents, "a charge the books never heard of (Redis lost its payment's record): owing it back");
+    }
+    metrics::counter!("charges_unknown_total").increment(unknown.len() as u64);
+    settle_and_refund(state, &unknown).await?;
+    Ok(unknown.len())
+}
+
+/// Runs the charge sweeper forever ([`sweep_charges`]).
+pub async fn charge_sweeper(
+    state: AppState,
+    list: Arc<dyn ChargeList>,
+    grace: Duration,
+    every: Duration,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = sweep_charges(&state, list.as_ref(), grace, every).await {
+            tracing::warn!(error = %e, "charge sweep failed; the next pass looks again");
+        }
+    }
+}
+
 /// Counts and logs what the books decided for one order. The line is written in a span of the
 /// order's own, in the trace of the fan's payment when the message carries it: Cloud Logging
 /// and Cloud Trace show it beside that fan's reserve and pay, while the message's own lines
@@ -713,15 +762,34 @@ async fn start(
         };
         tokio::spawn(recovery::watch(gate.clone(), repo.clone(), opts));
     }
+    // The simulated provider's ledger is also its list of charges (a real provider has both).
+    let ledger = config.payments.ledger().await?;
+    let payments: Arc<dyn PaymentProvider> = match &ledger {
+        Some(l) => Arc::new(l.clone()),
+        None => Arc::new(SimulatedPayments),
+    };
     let state = AppState {
         signing: config.order_signing_key.clone(),
         signing_previous: config.order_signing_key_previous.clone(),
-        payments: config.payments.provider().await?,
+        payments,
         ..AppState::new(repo, gate, auth)
     };
     tokio::spawn(refunder(
         state.clone(),
         Duration::from_secs(config.refund_retry_secs.max(1)),
     ));
+    match ledger {
+        Some(list) if config.charge_sweep_secs > 0 => {
+            tokio::spawn(charge_sweeper(
+                state.clone(),
+                Arc::new(list),
+                Duration::from_secs(config.charge_grace_secs),
+                Duration::from_secs(config.charge_sweep_secs),
+            ));
+        }
+        _ => tracing::info!(
+            "no sweep of the provider's charges (no list of them, or CHARGE_SWEEP_SECS=0): `ops audit` reports a charge the books never heard of"
+        ),
+    }
     Ok(app(state))
 }

@@ -748,3 +748,78 @@ async fn during_a_rotation_the_previous_keys_signatures_are_accepted() {
     );
     assert!(env.repo().order(later.order_id).await.unwrap().is_none());
 }
+
+/// A charge whose payment Redis forgot (it went back in time between the charge and the
+/// order's publication) reaches the books only through the provider's list: the sweep owes it
+/// back and refunds it, and leaves the charge that paid a confirmed order alone.
+#[tokio::test]
+async fn the_sweep_refunds_a_charge_the_books_never_heard_of_and_nothing_else() {
+    use payments::{ChargeList, PaymentProvider};
+    let env = TestEnv::get();
+    let ev = env.seed(10, -1, 600).await;
+    let account = format!("test-{}", uuid::Uuid::new_v4().simple());
+    let provider = payments::ledger::LedgeredPayments::connect(&env.database_url, &account)
+        .await
+        .unwrap();
+    let state = AppState {
+        payments: Arc::new(provider.clone()),
+        ..state(&env).await
+    };
+    let charge = |order| {
+        let p = provider.clone();
+        async move {
+            match p
+                .charge(order, &domain::PaymentAttempt::new(), 1000, "tok_approve")
+                .await
+                .unwrap()
+            {
+                payments::Charge::Approved { payment_ref } => payment_ref,
+                other => panic!("{other:?}"),
+            }
+        }
+    };
+    // A paid order, confirmed by the books on its charge.
+    let held = held_by(&env, &ev, "kept@example.at").await;
+    let kept = charge(held).await;
+    let msg = testkit::pay(&env.gate().await, &ev.id, held, &kept).await;
+    assert_eq!(deliver(&state, &msg).await, StatusCode::NO_CONTENT);
+    // A charge for an order Redis forgot: nothing of it ever reached the books.
+    let forgotten = OrderId::new();
+    let orphan = charge(forgotten).await;
+
+    let minute = std::time::Duration::from_secs(60);
+    let found = consume_order::sweep_charges(&state, &provider, minute, minute);
+    assert_eq!(
+        found.await.unwrap(),
+        0,
+        "younger than the grace: left alone"
+    );
+    let found = consume_order::sweep_charges(&state, &provider, std::time::Duration::ZERO, minute);
+    assert_eq!(found.await.unwrap(), 1);
+    let listed = provider
+        .charges_created(Utc::now() - chrono::Duration::minutes(5), Utc::now())
+        .await
+        .unwrap();
+    let refunded = |r: &str| {
+        listed
+            .iter()
+            .any(|c| c.payment_ref == r && c.refunded_at.is_some())
+    };
+    assert!(refunded(&orphan), "the forgotten charge is refunded");
+    assert!(!refunded(&kept), "the confirmed order's charge is kept");
+    let ledger = env
+        .repo()
+        .charges(&[orphan.clone(), kept.clone()])
+        .await
+        .unwrap();
+    let verdict = |r: &str| {
+        ledger
+            .iter()
+            .find(|e| e.charge.payment_ref == r)
+            .map(|e| e.verdict)
+    };
+    assert_eq!(verdict(&orphan), Some(store::Verdict::Refunded));
+    assert_eq!(verdict(&kept), Some(store::Verdict::Kept));
+    let again = consume_order::sweep_charges(&state, &provider, std::time::Duration::ZERO, minute);
+    assert_eq!(again.await.unwrap(), 0, "settled once");
+}

@@ -142,13 +142,19 @@ impl PaymentProvider for LedgeredPayments {
                 )
                 .await
                 .map_err(unavailable)?;
-            client
+            let made = client
                 .execute(
                     &insert,
                     &[&self.account, payment_ref, &order.0, &amount_cents],
                 )
                 .await
                 .map_err(unavailable)?;
+            if made == 1 && token == "tok_approve_lost" {
+                // The money is taken; the answer never reaches the shop.
+                return Err(PaymentUnavailable(
+                    "simulated: the answer to a charge was lost".into(),
+                ));
+            }
         }
         Ok(charge)
     }
@@ -181,17 +187,19 @@ impl PaymentProvider for LedgeredPayments {
 
 #[async_trait]
 impl ChargeList for LedgeredPayments {
-    async fn charges_since(
+    async fn charges_created(
         &self,
         since: DateTime<Utc>,
+        until: DateTime<Utc>,
     ) -> Result<Vec<ProviderCharge>, PaymentUnavailable> {
         let client = self.pool.get().await.map_err(unavailable)?;
         let rows = client
             .query(
                 "SELECT payment_ref, order_id, amount_cents, created_at, refunded_at
-                 FROM sim_provider.charges WHERE account = $1 AND created_at >= $2
+                 FROM sim_provider.charges
+                 WHERE account = $1 AND created_at >= $2 AND created_at < $3
                  ORDER BY created_at, payment_ref",
-                &[&self.account, &since],
+                &[&self.account, &since, &until],
             )
             .await
             .map_err(unavailable)?;

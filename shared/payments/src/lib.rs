@@ -6,6 +6,11 @@
 //! Test tokens (shown on the demo site): `tok_approve` (and any token starting with
 //! `tok_approve`) is approved; `tok_decline` is declined; `tok_unavailable` answers as if the
 //! provider could not be reached. Anything else is declined as an unknown card.
+//!
+//! Two approving tokens misbehave as real providers do, for the nemesis run (scripts/chaos):
+//! `tok_approve_slow` is approved after [`SLOW_APPROVAL`]; `tok_approve_lost`, with the ledger,
+//! takes the money and loses the answer the first time (the shop hears "unavailable"; asked
+//! again about the same attempt, the provider answers with the charge it made).
 
 #[cfg(feature = "ledger")]
 pub mod ledger;
@@ -66,15 +71,20 @@ pub struct ProviderCharge {
 
 /// The provider's list of charges: what reconciling money with the books reads. A real
 /// provider pages through its list API by creation time (Stripe: `GET /v1/charges` with
-/// `created[gte]`, each charge's `refunded` flag and its `metadata.order_id`).
+/// `created[gte]` and `created[lt]`, each charge's `refunded` flag and its
+/// `metadata.order_id`).
 #[async_trait]
 pub trait ChargeList: Send + Sync {
-    /// The charges created at or after `since`, oldest first.
-    async fn charges_since(
+    /// The charges created at or after `since` and before `until`, oldest first.
+    async fn charges_created(
         &self,
         since: DateTime<Utc>,
+        until: DateTime<Utc>,
     ) -> Result<Vec<ProviderCharge>, PaymentUnavailable>;
 }
+
+/// How long `tok_approve_slow` keeps the shop waiting for its approval.
+pub const SLOW_APPROVAL: std::time::Duration = std::time::Duration::from_millis(2_500);
 
 /// The simulated provider, without a ledger: it answers by token and forgets.
 #[derive(Debug, Clone, Default)]
@@ -93,6 +103,9 @@ impl PaymentProvider for SimulatedPayments {
             return Ok(Charge::Declined {
                 reason: "invalid amount".into(),
             });
+        }
+        if token == "tok_approve_slow" {
+            tokio::time::sleep(SLOW_APPROVAL).await;
         }
         match token {
             t if t.starts_with("tok_approve") => Ok(Charge::Approved {
@@ -140,5 +153,15 @@ mod tests {
             Charge::Declined { .. }
         ));
         assert!(p.charge(o, &one, 100, "tok_unavailable").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_slow_approval_comes_after_the_shop_would_have_waited_half_as_long() {
+        let (p, o, one) = (SimulatedPayments, OrderId::new(), PaymentAttempt::new());
+        let slow = p.charge(o, &one, 100, "tok_approve_slow");
+        let waited = tokio::time::timeout(SLOW_APPROVAL / 2, slow).await;
+        assert!(waited.is_err(), "not answered yet");
+        let answer = p.charge(o, &one, 100, "tok_approve_slow").await.unwrap();
+        assert!(matches!(answer, Charge::Approved { .. }));
     }
 }

@@ -117,7 +117,7 @@ pub async fn reconcile(
         .ok_or_else(|| anyhow::anyhow!("event {event} is not in the books"))?;
     // Nothing is charged before the sale opens (a skewed clock aside).
     let since = ev.sale_opens_at - chrono::Duration::minutes(5);
-    let listed = provider.charges_since(since).await?;
+    let listed = provider.charges_created(since, now).await?;
     let refs: Vec<String> = listed.iter().map(|c| c.payment_ref.clone()).collect();
     let ledger: HashMap<String, store::LedgerEntry> = repo
         .charges(&refs)
@@ -215,4 +215,38 @@ pub async fn reconcile(
         ));
     }
     Ok(r)
+}
+
+/// The charges the provider made between `grace + window` and `grace` before `now` that the
+/// books never heard of and the provider has not refunded: the money of a payment whose record
+/// Redis lost (it went back in time between the charge and the order's publication). Handed to
+/// the books, they are owed back (ADR 53); an order arriving later with one is rejected.
+/// `grace` must outlast every way a charge reaches the books on its own: a fan's retry, the
+/// outbox relay's resumption of a payment (buy gives up after 5 minutes), a republication.
+pub async fn unknown_charges(
+    provider: &dyn ChargeList,
+    repo: &dyn OrderRepository,
+    now: DateTime<Utc>,
+    grace: Duration,
+    window: Duration,
+) -> anyhow::Result<Vec<OrderCharge>> {
+    let until = now - chrono::TimeDelta::from_std(grace)?;
+    let since = until - chrono::TimeDelta::from_std(window)?;
+    let listed = provider.charges_created(since, until).await?;
+    let refs: Vec<String> = listed.iter().map(|c| c.payment_ref.clone()).collect();
+    let known: HashSet<String> = repo
+        .charges(&refs)
+        .await?
+        .into_iter()
+        .map(|e| e.charge.payment_ref)
+        .collect();
+    Ok(listed
+        .into_iter()
+        .filter(|c| c.refunded_at.is_none() && !known.contains(&c.payment_ref))
+        .map(|c| OrderCharge {
+            order_id: c.order_id,
+            payment_ref: c.payment_ref,
+            amount_cents: c.amount_cents,
+        })
+        .collect())
 }

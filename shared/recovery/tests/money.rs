@@ -47,18 +47,42 @@ async fn the_provider_keeps_each_charge_once_and_refunds_it_once() {
     let Charge::Approved { payment_ref } = first else {
         panic!("approved")
     };
-    let listed = p.charges_since(Utc::now() - chrono::Duration::minutes(1));
+    let listed = p.charges_created(Utc::now() - chrono::Duration::minutes(1), Utc::now());
     let listed = listed.await.unwrap();
     assert_eq!(listed.len(), 1, "one charge, nothing for a decline");
     assert_eq!((listed[0].order_id, listed[0].amount_cents), (order, 500));
     assert!(listed[0].refunded_at.is_none());
     p.refund(order, &payment_ref, 500).await.unwrap();
     p.refund(order, &payment_ref, 500).await.unwrap();
-    let listed = p.charges_since(Utc::now() - chrono::Duration::minutes(1));
+    let listed = p.charges_created(Utc::now() - chrono::Duration::minutes(1), Utc::now());
     assert!(listed.await.unwrap()[0].refunded_at.is_some());
     assert!(
         p.refund(order, "no-such-charge", 500).await.is_err(),
         "a refund of a charge never made is refused"
+    );
+}
+
+#[tokio::test]
+async fn a_lost_answer_leaves_a_charge_that_asking_again_returns() {
+    let env = TestEnv::get();
+    let p = provider(&env).await;
+    let (order, attempt) = (OrderId::new(), PaymentAttempt::new());
+    assert!(
+        p.charge(order, &attempt, 700, "tok_approve_lost")
+            .await
+            .is_err(),
+        "the shop hears nothing the first time"
+    );
+    let listed = p.charges_created(Utc::now() - chrono::Duration::minutes(1), Utc::now());
+    let listed = listed.await.unwrap();
+    assert_eq!(listed.len(), 1, "but the money is taken");
+    let again = p.charge(order, &attempt, 700, "tok_approve_lost").await;
+    assert_eq!(
+        again.unwrap(),
+        Charge::Approved {
+            payment_ref: listed[0].payment_ref.clone()
+        },
+        "asked again about the attempt, the provider answers with the charge it made"
     );
 }
 
@@ -186,4 +210,52 @@ async fn each_disagreement_between_the_provider_and_the_books_is_a_violation() {
         never_line.is_some_and(|v| v.contains("never made")),
         "{text}"
     );
+}
+
+/// The charges a payment left behind when Redis lost its record: past the grace, and only
+/// they, are found for the books to owe back.
+#[tokio::test]
+async fn a_charge_the_books_never_heard_of_is_found_once_past_the_grace() {
+    let env = TestEnv::get();
+    let repo = env.repo();
+    let p = provider(&env).await;
+    let lease = Duration::from_secs(60);
+    let (minute, second) = (Duration::from_secs(60), Duration::from_secs(1));
+    // Known to the books (owed here; kept would do as well), refunded at the provider alone,
+    // and unknown.
+    let known_order = OrderId::new();
+    let known = charge(&p, known_order, 100).await;
+    repo.settle_charges(
+        &[OrderCharge {
+            order_id: known_order,
+            payment_ref: known.clone(),
+            amount_cents: 100,
+        }],
+        lease,
+    )
+    .await
+    .unwrap();
+    let stray = OrderId::new();
+    let refunded = charge(&p, stray, 100).await;
+    p.refund(stray, &refunded, 100).await.unwrap();
+    let lost = OrderId::new();
+    let orphan = charge(&p, lost, 300).await;
+
+    let later = Utc::now() + chrono::Duration::seconds(5);
+    let found = recovery::money::unknown_charges(&p, &repo, later, second, minute)
+        .await
+        .unwrap();
+    assert_eq!(
+        found,
+        [OrderCharge {
+            order_id: lost,
+            payment_ref: orphan,
+            amount_cents: 300
+        }]
+    );
+    // Younger than the grace: it may still reach the books on its own.
+    let young = recovery::money::unknown_charges(&p, &repo, later, minute, minute)
+        .await
+        .unwrap();
+    assert!(young.is_empty(), "{young:?}");
 }
