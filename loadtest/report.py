@@ -95,13 +95,25 @@ if ran_k6:
     # although its fan was answered an error: the charge went through, the relay finishes the
     # order, the fan sees it confirmed on the status page. There, every order a fan was told was
     # paid must be persisted, and nothing twice (no duplicates: the next verdict and the audit).
-    told_all = db_orders >= paid if a.chaos in ("redis", "redis-empty", "rollback") else db_orders == paid
+    told_all = db_orders >= paid if a.chaos in ("redis", "redis-empty", "rollback", "nemesis") else db_orders == paid
     verdicts.append(("Every paid order persisted exactly once", told_all and redis_sold == db_sold,
         f"fans were told 'paid' {paid:,} times; the database holds {db_orders:,} orders "
         f"({db_rejected:,} rejected); Redis sold == database sold: {redis_sold == db_sold}"))
     verdicts.append(("No duplicates", bool(audit) and audit.get("ok", False) and count("orders_confirmed") <= paid,
         "tickets sold == quantities of confirmed orders (audit); confirmations seen "
         f"{count('orders_confirmed'):,} ≤ paid {paid:,}"))
+    try:
+        told = len(open(os.path.join(D, "told-confirmed.txt")).read().split())
+        in_books = int(open(os.path.join(D, "told-confirmed-in-books.txt")).read().strip())
+    except (OSError, ValueError):
+        told, in_books = None, None
+    verdicts.append(("Every fan told 'confirmed' holds a confirmed order in the books",
+        told is not None and told == in_books and told == count("orders_confirmed"),
+        f"{told:,} fans read 'confirmed'; {in_books:,} of their orders are confirmed in the books"
+        if told is not None else "not checked (no list of the fans told)"))
+    compared = (audit or {}).get("orders_compared", 0)
+    verdicts.append(("Every decided order reads its books' outcome in Redis", bool(audit and audit.get("ok")) and compared == db_orders,
+        f"{compared:,} orders compared at the quiet point, {db_orders:,} decided"))
     verdicts.append(("Money exact: every charge kept once or refunded", money_ok(audit), money_line(audit)))
     try:
         replayed_line = open(os.path.join(D, "dead-letters-replayed.txt")).read().strip().splitlines()[-1]
@@ -230,8 +242,9 @@ if ran_k6 and k6:
             f"{db_orders / max((end - a.opens_at_ms) / 1000, 0.001):,.0f} orders/s on average from opening to drained.")
     out("")
 
-def repair_after(up_ms):
-    """Seconds from `up_ms` to consume-order's first repair of the gate from the books (ADR 56)."""
+def repair_after(up_ms, within_s=None):
+    """Seconds from `up_ms` to consume-order's first repair of the gate from the books (ADR 56),
+    if one came (within `within_s`)."""
     try:
         lines = open(os.path.join(D, "consume-order.log")).read().splitlines()
     except OSError:
@@ -244,7 +257,7 @@ def repair_after(up_ms):
         except (ValueError, KeyError):
             continue
         if t >= up_ms:
-            return (t - up_ms) / 1000
+            return (t - up_ms) / 1000 if within_s is None or t - up_ms <= within_s * 1000 else None
     return None
 
 chaos_times = {}
@@ -254,13 +267,40 @@ except OSError:
     pass
 if a.chaos != "none" and chaos_times:
     down, up = chaos_times["down_ms"], chaos_times["up_ms"]
-    out(f"## Chaos: {a.chaos} killed mid-sale\n")
-    out(f"- Killed {(down - a.opens_at_ms) / 1000:.1f} s after the opening, back {(up - down) / 1000:.1f} s later.")
+    if a.chaos == "nemesis":
+        out("## Chaos: the nemesis\n")
+        out(f"- From {(down - a.opens_at_ms) / 1000:.1f} s after the opening to {(up - a.opens_at_ms) / 1000:.1f} s, in the steps below.")
+    else:
+        out(f"## Chaos: {a.chaos} killed mid-sale\n")
+        out(f"- Killed {(down - a.opens_at_ms) / 1000:.1f} s after the opening, back {(up - down) / 1000:.1f} s later.")
     out(f"- What fans saw over the whole run: {count('answers_busy'):,} busy answers (503/429, retried after Retry-After), "
         f"{f(100 * metric('unexpected_errors').get('value', metric('unexpected_errors').get('rate', 0)), 2)} % unexpected answers "
         f"({int(metric('unexpected_errors').get('passes', 0)):,} of {int(metric('unexpected_errors').get('passes', 0) + metric('unexpected_errors').get('fails', 0)):,}).")
     before = [x for x in samples if x["t_ms"] < down and "confirming" in x][-5:]
     after = [x for x in samples if x["t_ms"] >= up]
+    if a.chaos == "nemesis":
+        steps = [json.loads(l) for l in open(os.path.join(D, "nemesis.jsonl")) if l.strip()]
+        plan = next((x for x in steps if x["step"] == "plan"), {})
+        out(f"- The nemesis' plan `{plan.get('plan')}`, seed {plan.get('seed')} (`NEMESIS_SEED` replays it):\n")
+        out("| step | at (s after opening) | writes lost (s) | Redis or consumer back after (s) | repaired from the books after Redis was back (s) |\n|---|---:|---:|---:|---:|")
+        what = {"promote": "lagging replica promoted", "restore": "snapshot restored", "consumer": "consume-order killed"}
+        for x in steps:
+            if x["step"] == "error":
+                out(f"| the plan broke | | | | {x['error']} |")
+            if "down_ms" not in x:
+                continue
+            rolled = x["step"] in ("promote", "restore")
+            repaired = repair_after(x["up_ms"], within_s=15) if rolled else None
+            out(f"| {what[x['step']]} | {(x.get('snapshot_ms', x['down_ms']) - a.opens_at_ms) / 1000:.1f} | "
+                + (f"{x['lost_s']:.1f}" if rolled else "—") + f" | {(x['up_ms'] - x['down_ms']) / 1000:.1f} | "
+                + (f"{repaired:.2f}" if repaired is not None else ("none within 15 s" if rolled else "—")) + " |")
+        out("")
+        sweeps = 0
+        try:
+            sweeps = sum("a charge the books never heard of" in l for l in open(os.path.join(D, "consume-order.log")))
+        except OSError:
+            pass
+        out(f"- Charges whose payment Redis forgot, owed back by consume-order's sweep: {sweeps}.")
     if a.chaos == "rollback":
         lost = (down - chaos_times.get("snapshot_ms", down)) / 1000
         repaired = repair_after(up)

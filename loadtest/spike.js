@@ -244,6 +244,8 @@ export function buyer() {
     const status = st.json("status");
     if (status === "confirmed") {
       outcomes.confirmed.add(1);
+      // scripts/loadtest checks each one against the books after the drain.
+      console.log(`confirmed ${id}`);
       toConfirmed.add(Date.now() - paidAt);
       check(st, { "confirmed order has its ticket codes": (r) => r.json("tickets").length === quantity });
       return;

@@ -89,8 +89,9 @@ enum Cmd {
         redis: RedisArgs,
         #[command(flatten)]
         payments: payments::ledger::PaymentArgs,
-        /// A charge the books do not know yet is in flight this long; older, it is a violation.
-        #[arg(long, default_value_t = 900)]
+        /// A charge the books do not know yet is in flight this long; older, it is a violation
+        /// (consume-order's sweep owes it back past the same grace).
+        #[arg(long, env = "CHARGE_GRACE_SECS", default_value_t = 900)]
         charge_grace_secs: u64,
         /// Hand every charge the books never heard of (past the grace) to them: they owe it
         /// back, and consume-order's refunder refunds it (its order, if it ever arrives, is then

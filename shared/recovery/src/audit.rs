@@ -1,6 +1,7 @@
 //! The invariant check: `available + held + confirming + sold == capacity` per ticket type in
 //! Redis, and the database agreeing (never beyond capacity, sold tickets == confirmed
-//! quantities, Redis' sold == the database's sold at a quiet point).
+//! quantities, Redis' sold == the database's sold at a quiet point, and there every order the
+//! books decided reads the same status in Redis: what its fan is shown).
 
 use std::fmt::Write as _;
 
@@ -24,6 +25,8 @@ pub struct Report {
     pub violations: Vec<String>,
     /// True when no order was in flight (nothing `confirming`), so Redis and DB must agree.
     pub quiet: bool,
+    /// At a quiet point: the orders the books decided, each compared with Redis.
+    pub orders_compared: usize,
 }
 
 impl Report {
@@ -54,6 +57,7 @@ impl Report {
         serde_json::json!({
             "ok": self.violations.is_empty(),
             "quiet": self.quiet,
+            "orders_compared": self.orders_compared,
             "violations": self.violations,
             "ticket_types": lines,
         })
@@ -98,7 +102,7 @@ impl Report {
                 s,
                 "OK: invariant holds{}",
                 if self.quiet {
-                    " (quiet point: Redis and database agree)"
+                    " (quiet point: Redis and database agree, order by order)"
                 } else {
                     " (orders in flight: Redis vs database not compared)"
                 }
@@ -178,9 +182,53 @@ pub async fn audit(
             db,
         });
     }
+    let orders_compared = if quiet {
+        compare_orders(gate, repo, event, &mut violations).await?
+    } else {
+        0
+    };
     Ok(Report {
         lines,
         violations,
         quiet,
+        orders_compared,
     })
+}
+
+/// Compares every order the books decided for `event` with Redis' copy, which its fan's status
+/// page reads; a difference is a violation (a few named). Returns how many were compared.
+async fn compare_orders(
+    gate: &Gate,
+    repo: &dyn OrderRepository,
+    event: &EventId,
+    violations: &mut Vec<String>,
+) -> anyhow::Result<usize> {
+    use futures::StreamExt as _;
+    let decided = repo.decided_orders(event).await?;
+    let views: Vec<_> = futures::stream::iter(&decided)
+        .map(|o| gate.order(event, o.order_id))
+        .buffered(32)
+        .collect()
+        .await;
+    let mut differ = vec![];
+    for (o, view) in decided.iter().zip(views) {
+        let redis = view?.map(|v| v.status);
+        if redis != Some(o.status) {
+            differ.push(format!(
+                "{} ({} in the books, {} in Redis)",
+                o.order_id,
+                o.status.as_str(),
+                redis.map_or("missing", |s| s.as_str())
+            ));
+        }
+    }
+    if !differ.is_empty() {
+        violations.push(format!(
+            "{} of {} orders read otherwise in Redis than in the books: {}",
+            differ.len(),
+            decided.len(),
+            differ[..differ.len().min(5)].join(", ")
+        ));
+    }
+    Ok(decided.len())
 }

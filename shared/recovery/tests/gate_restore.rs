@@ -696,3 +696,32 @@ async fn a_big_sales_restore_reopens_within_the_quiet_time() {
         );
     }
 }
+
+/// At a quiet point the audit compares every order the books decided with what Redis shows
+/// its fan: a confirmed order Redis reads as held is named.
+#[tokio::test]
+async fn the_audit_names_an_order_redis_reads_otherwise_than_the_books() {
+    let env = TestEnv::get();
+    let (gate, repo) = (env.gate().await, env.repo());
+    let ev = env.seed(10, -1, 600).await;
+    let id = order_id(&reserve(&gate, &ev, 2, "held@x.at").await);
+    let held = rollback::snapshot(&env.redis_url, &ev.id).await;
+    let msg = pay(&gate, &ev, id, 2, "held@x.at").await;
+    assert_eq!(deliver(&repo, &gate, &msg).await, OrderStatus::Confirmed);
+    let report = recovery::audit::audit(&gate, &repo, &ev.id).await.unwrap();
+    assert!(report.violations.is_empty(), "{}", report.render());
+    assert_eq!(report.orders_compared, 1);
+
+    // Redis back at the hold: nothing in flight, so the audit compares, and names the order.
+    rollback::restore(&env.redis_url, &held).await;
+    let report = recovery::audit::audit(&gate, &repo, &ev.id).await.unwrap();
+    let named = report
+        .violations
+        .iter()
+        .find(|v| v.contains(&id.to_string()));
+    assert!(
+        named.is_some_and(|v| v.contains("confirmed in the books, reserved in Redis")),
+        "{}",
+        report.render()
+    );
+}

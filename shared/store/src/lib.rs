@@ -214,6 +214,16 @@ pub fn new_charges<'a>(
 /// consumer that decided it asks the provider at once, and the refunder only if that failed.
 pub const FIRST_REFUND_DUE: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// What a consume-order process was last answered by Redis' `marks` for an event (ADR 56): its
+/// field there only grows within the event's epoch (its order-id salt), so a Redis whose field
+/// is below this went back in time and lost the process's writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GateMark {
+    pub writer: String,
+    pub epoch: String,
+    pub mark: i64,
+}
+
 /// One charge in the books' ledger and what they decided for it (ADR 53).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LedgerEntry {
@@ -353,6 +363,11 @@ pub trait OrderRepository: Send + Sync {
     async fn refund_done(&self, payment_ref: &str) -> Result<(), RepoError>;
     /// Refunds owed and not yet done, and the age of the oldest.
     async fn refunds_outstanding(&self) -> Result<(i64, Option<DateTime<Utc>>), RepoError>;
+    /// Keeps a process's mark for `event` (ADR 56): raised, never lowered, within one epoch; a
+    /// mark of another epoch replaces it.
+    async fn save_mark(&self, event: &EventId, mark: &GateMark) -> Result<(), RepoError>;
+    /// Every process's saved mark for `event`.
+    async fn marks(&self, event: &EventId) -> Result<Vec<GateMark>, RepoError>;
 }
 
 /// How long a claimed refund waits before it is due again: `base` doubled per earlier

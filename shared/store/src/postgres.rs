@@ -10,8 +10,9 @@ use tokio_postgres::{IsolationLevel, NoTls};
 use uuid::Uuid;
 
 use super::{
-    CustomerTotal, ForSale, Inventory, LedgerEntry, OrderRepository, Outcome, Persisted, Refused,
-    RepoError, Seeded, StoredOrder, Verdict, allocate, distinct, new_charges, spread, ticket_code,
+    CustomerTotal, ForSale, GateMark, Inventory, LedgerEntry, OrderRepository, Outcome, Persisted,
+    Refused, RepoError, Seeded, StoredOrder, Verdict, allocate, distinct, new_charges, spread,
+    ticket_code,
 };
 use domain::{Event, EventId, OrderCharge, OrderId, OrderMessage, OrderStatus, TicketTypeId};
 
@@ -874,6 +875,42 @@ impl OrderRepository for PgRepository {
             .await
             .map_err(classify)?;
         Ok((r.get(0), r.get(1)))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn save_mark(&self, event: &EventId, mark: &GateMark) -> Result<(), RepoError> {
+        let obj = self.pool.get().await.map_err(pool_error)?;
+        obj.execute(
+            "INSERT INTO gate_marks (event_id, writer, epoch, mark) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (event_id, writer) DO UPDATE SET
+               mark = CASE WHEN gate_marks.epoch = EXCLUDED.epoch
+                           THEN greatest(gate_marks.mark, EXCLUDED.mark) ELSE EXCLUDED.mark END,
+               epoch = EXCLUDED.epoch, saved_at = now()",
+            &[&event.as_str(), &mark.writer, &mark.epoch, &mark.mark],
+        )
+        .await
+        .map_err(classify)?;
+        Ok(())
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn marks(&self, event: &EventId) -> Result<Vec<GateMark>, RepoError> {
+        let obj = self.pool.get().await.map_err(pool_error)?;
+        let rows = obj
+            .query(
+                "SELECT writer, epoch, mark FROM gate_marks WHERE event_id = $1",
+                &[&event.as_str()],
+            )
+            .await
+            .map_err(classify)?;
+        Ok(rows
+            .iter()
+            .map(|r| GateMark {
+                writer: r.get(0),
+                epoch: r.get(1),
+                mark: r.get(2),
+            })
+            .collect())
     }
 }
 

@@ -31,9 +31,9 @@ use gcloud_spanner::transaction_rw::ReadWriteTransaction;
 use gcloud_spanner::value::CommitTimestamp;
 
 use super::{
-    CustomerTotal, ForSale, Inventory, LedgerEntry, MAX_ORDERS_PER_TRANSACTION, OrderRepository,
-    Outcome, Persisted, Refused, RepoError, Seeded, StoredOrder, Verdict, allocate, distinct,
-    new_charges, spread, ticket_code,
+    CustomerTotal, ForSale, GateMark, Inventory, LedgerEntry, MAX_ORDERS_PER_TRANSACTION,
+    OrderRepository, Outcome, Persisted, Refused, RepoError, Seeded, StoredOrder, Verdict,
+    allocate, distinct, new_charges, spread, ticket_code,
 };
 use domain::{Event, EventId, OrderCharge, OrderId, OrderMessage, OrderStatus, TicketTypeId};
 
@@ -50,6 +50,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
     (
         "V3__charge_ledger",
         include_str!("../migrations/spanner/V3__charge_ledger.sql"),
+    ),
+    (
+        "V4__gate_marks",
+        include_str!("../migrations/spanner/V4__gate_marks.sql"),
     ),
 ];
 
@@ -846,8 +850,10 @@ impl OrderRepository for SpannerRepository {
             orders.add_param("ev", id);
             let mut events = Statement::new("DELETE FROM Events WHERE EventId = @ev");
             events.add_param("ev", id);
+            let mut marks = Statement::new("DELETE FROM GateMarks WHERE EventId = @ev");
+            marks.add_param("ev", id);
             let r = tx
-                .batch_update(vec![orders, events])
+                .batch_update(vec![orders, events, marks])
                 .await
                 .map(|_| ())
                 .map_err(grpc);
@@ -1261,6 +1267,57 @@ impl OrderRepository for SpannerRepository {
         let n: i64 = column(&r, 0).map_err(classify)?;
         let oldest: Option<prost_types::Timestamp> = column(&r, 1).map_err(classify)?;
         Ok((n, oldest.map(from_timestamp)))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn save_mark(&self, event: &EventId, mark: &GateMark) -> Result<(), RepoError> {
+        let (ev, m) = (event.as_str().to_owned(), mark);
+        let ev = &ev;
+        self.in_transaction(|mut tx| async move {
+            let r = async {
+                let mut update = Statement::new(
+                    "UPDATE GateMarks SET
+                       Mark = IF(Epoch = @epoch, GREATEST(Mark, @mark), @mark),
+                       Epoch = @epoch, SavedAt = PENDING_COMMIT_TIMESTAMP()
+                     WHERE EventId = @ev AND Writer = @writer",
+                );
+                let mut insert = Statement::new(
+                    "INSERT INTO GateMarks (EventId, Writer, Epoch, Mark, SavedAt)
+                     VALUES (@ev, @writer, @epoch, @mark, PENDING_COMMIT_TIMESTAMP())",
+                );
+                for stmt in [&mut update, &mut insert] {
+                    stmt.add_param("ev", ev);
+                    stmt.add_param("writer", &m.writer);
+                    stmt.add_param("epoch", &m.epoch);
+                    stmt.add_param("mark", &m.mark);
+                }
+                if tx.update(update).await.map_err(grpc)? == 0 {
+                    tx.update(insert).await.map_err(grpc)?;
+                }
+                Ok(())
+            }
+            .await;
+            (tx, r)
+        })
+        .await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn marks(&self, event: &EventId) -> Result<Vec<GateMark>, RepoError> {
+        let mut tx = self.client().await?.single().await.map_err(classify)?;
+        let mut stmt =
+            Statement::new("SELECT Writer, Epoch, Mark FROM GateMarks WHERE EventId = @ev");
+        stmt.add_param("ev", &event.as_str());
+        let mut rows = tx.query(stmt).await.map_err(|s| status_error(&s))?;
+        let mut out = vec![];
+        while let Some(r) = rows.next().await.map_err(|s| status_error(&s))? {
+            out.push(GateMark {
+                writer: column(&r, 0).map_err(classify)?,
+                epoch: column(&r, 1).map_err(classify)?,
+                mark: column(&r, 2).map_err(classify)?,
+            });
+        }
+        Ok(out)
     }
 }
 

@@ -101,6 +101,7 @@ conformance!(
     a_charge_is_kept_when_it_paid_its_confirmed_order_and_owed_back_otherwise,
     an_order_paid_with_a_charge_the_books_owe_back_is_rejected_and_takes_nothing,
     a_settlement_racing_its_charges_order_never_keeps_and_owes_it,
+    a_saved_mark_only_grows_within_its_epoch_and_goes_with_its_event,
 );
 
 /// The charge of `msg`, as buy hands it to the books.
@@ -901,6 +902,32 @@ mod cases {
         assert_eq!(vip.tickets, 30);
         // Every order of the 40 that was delivered is decided exactly once.
         assert_eq!(vip.confirmed_orders + vip.rejected_orders, 40);
+    }
+
+    pub async fn a_saved_mark_only_grows_within_its_epoch_and_goes_with_its_event(b: Backend) {
+        let ev = seeded(&b.repo, 5).await;
+        let mark = |writer: &str, epoch: &str, mark| store::GateMark {
+            writer: writer.into(),
+            epoch: epoch.into(),
+            mark,
+        };
+        let saved = || async {
+            let mut m = b.repo.marks(&ev.id).await.unwrap();
+            m.sort_by(|a, b| a.writer.cmp(&b.writer));
+            m
+        };
+        assert!(saved().await.is_empty());
+        b.repo.save_mark(&ev.id, &mark("a", "e1", 5)).await.unwrap();
+        b.repo.save_mark(&ev.id, &mark("b", "e1", 2)).await.unwrap();
+        // A late save of a lower mark (an older tick) does not lower it.
+        b.repo.save_mark(&ev.id, &mark("a", "e1", 3)).await.unwrap();
+        assert_eq!(saved().await, [mark("a", "e1", 5), mark("b", "e1", 2)]);
+        b.repo.save_mark(&ev.id, &mark("a", "e1", 9)).await.unwrap();
+        // A new epoch (a seed, a restore) starts the count again.
+        b.repo.save_mark(&ev.id, &mark("b", "e2", 1)).await.unwrap();
+        assert_eq!(saved().await, [mark("a", "e1", 9), mark("b", "e2", 1)]);
+        b.repo.reset(&ev.id).await.unwrap();
+        assert!(saved().await.is_empty(), "the marks go with the event");
     }
 }
 

@@ -314,6 +314,12 @@ impl<R: OrderRepository> OrderRepository for Scoped<R> {
     async fn refunds_outstanding(&self) -> Result<(i64, Option<chrono::DateTime<Utc>>), RepoError> {
         self.repo.refunds_outstanding().await
     }
+    async fn save_mark(&self, event: &EventId, mark: &store::GateMark) -> Result<(), RepoError> {
+        self.repo.save_mark(event, mark).await
+    }
+    async fn marks(&self, event: &EventId) -> Result<Vec<store::GateMark>, RepoError> {
+        self.repo.marks(event).await
+    }
 }
 
 /// The key the tests' publishers sign with and their consumers check (ADR 40).

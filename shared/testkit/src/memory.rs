@@ -787,6 +787,8 @@ struct Books {
     /// The charge ledger: every charge the books know of, by the provider's reference.
     charges: HashMap<String, domain::OrderCharge>,
     refunds: HashMap<String, Refund>,
+    /// Each process's saved mark per event (ADR 56).
+    marks: BTreeMap<(EventId, String), store::GateMark>,
 }
 
 impl Books {
@@ -882,6 +884,7 @@ impl store::OrderRepository for MemoryRepository {
         books.events.remove(event);
         books.for_sale.retain(|(e, _), _| e != event);
         books.orders.retain(|_, o| &o.event != event);
+        books.marks.retain(|(e, _), _| e != event);
         Ok(())
     }
 
@@ -1159,6 +1162,30 @@ impl store::OrderRepository for MemoryRepository {
         let books = self.lock()?;
         let open = books.refunds.values().filter(|r| !r.done);
         Ok((open.clone().count() as i64, open.map(|r| r.owed_at).min()))
+    }
+
+    async fn save_mark(
+        &self,
+        event: &EventId,
+        mark: &store::GateMark,
+    ) -> Result<(), store::RepoError> {
+        let mut books = self.lock()?;
+        let saved = books
+            .marks
+            .entry((event.clone(), mark.writer.clone()))
+            .or_insert_with(|| mark.clone());
+        if saved.epoch == mark.epoch {
+            saved.mark = saved.mark.max(mark.mark);
+        } else {
+            *saved = mark.clone();
+        }
+        Ok(())
+    }
+
+    async fn marks(&self, event: &EventId) -> Result<Vec<store::GateMark>, store::RepoError> {
+        let books = self.lock()?;
+        let of_event = books.marks.iter().filter(|((e, _), _)| e == event);
+        Ok(of_event.map(|(_, m)| m.clone()).collect())
     }
 }
 
