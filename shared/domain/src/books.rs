@@ -43,3 +43,13 @@ pub struct CustomerTotal {
     /// Sum of quantities of the customer's confirmed orders.
     pub quantity: i64,
 }
+
+/// What a consume-order process was last answered by Redis' `marks` for an event (ADR 56): its
+/// field there only grows within the event's epoch (its order-id salt), so a Redis whose field
+/// is below this went back in time and lost the process's writes. The books keep each one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GateMark {
+    pub writer: String,
+    pub epoch: String,
+    pub mark: i64,
+}

@@ -280,6 +280,7 @@ struct Scripts {
     restore_orders: Script,
     restore_holds: Script,
     rebuild: Script,
+    raise_marks: Script,
 }
 
 fn script(body: &str) -> Script {
@@ -386,6 +387,79 @@ impl Gate {
             self.0.marks.answered(event, epoch.clone(), *mark);
         }
         Ok(answer)
+    }
+
+    /// This process's marks (ADR 56): per event, the epoch and the highest mark Redis answered
+    /// it there. The watcher saves them in the books, so that a rollback of this process's
+    /// writes is found after it is gone ([`Gate::went_back_below`]).
+    pub fn own_marks(&self) -> Vec<(EventId, domain::books::GateMark)> {
+        let marks = &self.0.marks;
+        let known = marks.known.lock().expect("marks");
+        known
+            .iter()
+            .map(|(event, (epoch, mark))| {
+                let saved = domain::books::GateMark {
+                    writer: marks.writer.clone(),
+                    epoch: epoch.clone(),
+                    mark: i64::try_from(*mark).unwrap_or(i64::MAX),
+                };
+                (event.clone(), saved)
+            })
+            .collect()
+    }
+
+    /// Whether Redis went back in time for `event` below a mark the books saved for any process
+    /// (`saved`, of the event's current epoch): it lost writes of that process, which may be gone.
+    /// The event then waits for its repair, as when this process finds its own mark lower.
+    pub async fn went_back_below(
+        &self,
+        event: &EventId,
+        saved: &[domain::books::GateMark],
+    ) -> Result<bool, GateError> {
+        let mut conn = self.0.conn.clone();
+        let (epoch, fields): (Option<String>, std::collections::HashMap<String, u64>) = self
+            .bounded(
+                redis::pipe()
+                    .cmd("HGET")
+                    .arg(meta_key(event))
+                    .arg("oid_salt")
+                    .cmd("HGETALL")
+                    .arg(format!("{{ev:{event}}}:marks"))
+                    .query_async(&mut conn),
+            )
+            .await?;
+        let field = |writer: &str| fields.get(writer).copied().unwrap_or(0);
+        let lost = saved.iter().find(|m| {
+            Some(m.epoch.as_str()) == epoch.as_deref()
+                && i64::try_from(field(&m.writer)).unwrap_or(i64::MAX) < m.mark
+        });
+        if let Some(m) = lost {
+            tracing::error!(event = %event, writer = m.writer, saved = m.mark, redis = field(&m.writer), "Redis went back in time below a mark the books saved; repairing the event from the books");
+            self.went_back(event, field(&self.0.marks.writer));
+        }
+        Ok(self.0.marks.is_behind(event))
+    }
+
+    /// After a repair from the books: each of `saved` (the marks the books keep for the event)
+    /// raised in Redis, in the event's epoch, so the writes the rollback took and the repair
+    /// mirrored again are not found missing a second time.
+    pub async fn raise_marks(
+        &self,
+        event: &EventId,
+        saved: &[domain::books::GateMark],
+    ) -> Result<(), GateError> {
+        let mut by_epoch: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
+        for m in saved {
+            let args = by_epoch.entry(&m.epoch).or_default();
+            args.extend([m.writer.clone(), m.mark.to_string()]);
+        }
+        for (epoch, pairs) in by_epoch {
+            let mut args = vec![epoch];
+            args.extend(pairs.iter().map(String::as_str));
+            self.run("raise_marks", &self.0.scripts.raise_marks, event, &args)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Whether Redis went back in time for `event` since this process last wrote there: its
@@ -513,6 +587,7 @@ impl Gate {
                 restore_orders: script(include_str!("lua/restore_orders.lua")),
                 restore_holds: script(include_str!("lua/restore_holds.lua")),
                 rebuild: script(include_str!("lua/rebuild.lua")),
+                raise_marks: script(include_str!("lua/raise_marks.lua")),
             },
         })))
     }

@@ -241,8 +241,17 @@ pub async fn watch(gate: Gate, repo: Arc<dyn OrderRepository>, opts: WatchOption
     let mut failing = false;
     let mut tick = tokio::time::interval(opts.every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut save = tokio::time::interval(MARKS_SAVED_EVERY);
+    save.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut saved = HashMap::new();
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = save.tick() => {
+                save_marks(&gate, repo.as_ref(), &mut saved).await;
+                continue;
+            }
+            _ = tick.tick() => {}
+        }
         let events = match repo.events().await {
             Ok(e) => e,
             Err(e) => {
@@ -260,11 +269,11 @@ pub async fn watch(gate: Gate, repo: Arc<dyn OrderRepository>, opts: WatchOption
                 failing = false;
             }
             match presence {
-                // Redis lost this process's writes (ADR 56) while no finalize came to find it:
-                // repaired live, order by order.
-                Ok(Presence::Live) if gate.went_back_since(&event.id).await.unwrap_or(false) => {
+                // Redis lost writes of this process, or of any whose mark the books saved (ADR
+                // 56), while no finalize came to find it: repaired live, order by order.
+                Ok(Presence::Live) if went_back(&gate, repo.as_ref(), &event.id).await => {
                     books_seen.forget(&event.id);
-                    if let Err(e) = repair(&gate, repo.as_ref(), &event.id).await {
+                    if let Err(e) = repair_and_raise(&gate, repo.as_ref(), &event.id).await {
                         tracing::warn!(event = %event.id, error = %e, "gate watch: cannot repair the event yet; will try again");
                     }
                 }
@@ -319,6 +328,60 @@ pub async fn watch(gate: Gate, repo: Arc<dyn OrderRepository>, opts: WatchOption
         }
         missing_before = missing_now;
     }
+}
+
+/// How often a process's marks are saved in the books (ADR 56): a rollback that takes only
+/// writes of a process gone since is found if they were saved, so this is short.
+pub const MARKS_SAVED_EVERY: Duration = Duration::from_secs(1);
+
+/// Saves this process's marks that changed since `saved` (what was saved last) in the books.
+async fn save_marks(
+    gate: &Gate,
+    repo: &dyn OrderRepository,
+    saved: &mut HashMap<EventId, store::GateMark>,
+) {
+    for (event, mark) in gate.own_marks() {
+        if saved.get(&event) == Some(&mark) {
+            continue;
+        }
+        match repo.save_mark(&event, &mark).await {
+            Ok(()) => {
+                saved.insert(event, mark);
+            }
+            Err(e) => {
+                tracing::debug!(event = %event, error = %e, "gate watch: cannot save this process's mark yet");
+            }
+        }
+    }
+}
+
+/// Whether Redis went back in time for a live `event`: below this process's own mark, or below
+/// a mark the books saved for any process. Unknown (Redis or the books unreachable): not yet.
+async fn went_back(gate: &Gate, repo: &dyn OrderRepository, event: &EventId) -> bool {
+    if gate.went_back_since(event).await.unwrap_or(false) {
+        return true;
+    }
+    match repo.marks(event).await {
+        Ok(saved) => gate.went_back_below(event, &saved).await.unwrap_or(false),
+        Err(_) => false,
+    }
+}
+
+/// [`repair`], then the marks the books saved raised in Redis (the writes they count are
+/// mirrored again).
+pub async fn repair_and_raise(
+    gate: &Gate,
+    repo: &dyn OrderRepository,
+    event: &EventId,
+) -> anyhow::Result<bool> {
+    // Read first: a mark saved after the repair's read of the books may count writes it did
+    // not mirror.
+    let saved = repo.marks(event).await?;
+    if !repair(gate, repo, event).await? {
+        return Ok(false);
+    }
+    gate.raise_marks(event, &saved).await?;
+    Ok(true)
 }
 
 /// Brings an event's gate up to the books after Redis went back in time (ADR 56): every order

@@ -725,3 +725,69 @@ async fn the_audit_names_an_order_redis_reads_otherwise_than_the_books() {
         report.render()
     );
 }
+
+/// Redis went back in time and took writes only of a process that is gone (killed after it
+/// mirrored the order): no live process' mark tells. The books kept that process's mark (its
+/// watcher saved it), so another process's watcher finds the field below it and repairs the
+/// event live; the field is raised after the repair, so the same loss is not repaired twice.
+#[tokio::test]
+async fn a_rollback_of_a_gone_process_writes_is_found_by_the_marks_the_books_saved() {
+    let env = TestEnv::get();
+    let own = OwnRedis::start().await;
+    let connect = || Gate::connect(&own.url, Duration::from_secs(2));
+    let (gone, survivor) = (connect().await.unwrap(), connect().await.unwrap());
+    let repo = env.repo();
+    let ev = env.seed(10, -1, 600).await;
+    gone.seed(&ev).await.unwrap();
+    let mut redis = redis::Client::open(own.url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let a = order_id(&reserve(&gone, &ev, 2, "a@x.at").await);
+    let taken = rollback::snapshot(&own.url, &ev.id).await;
+    let msg = pay(&gone, &ev, a, 2, "a@x.at").await;
+    assert_eq!(deliver(&repo, &gone, &msg).await, OrderStatus::Confirmed);
+    // The gone process's watcher saved its mark before it was killed.
+    let gone_watcher = watch_only(&gone, &env, &[&ev], WatchOptions::default());
+    let started = std::time::Instant::now();
+    while repo.marks(&ev.id).await.unwrap().is_empty() {
+        assert!(started.elapsed() < Duration::from_secs(5), "never saved");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    gone_watcher.abort();
+    drop(gone);
+    rollback::go_back(&own.url, &ev.id, &taken).await;
+    assert_eq!(sold_in(&mut redis, &ev).await, 0, "rolled back");
+
+    let watcher = watch_only(
+        &survivor,
+        &env,
+        &[&ev],
+        WatchOptions {
+            every: Duration::from_millis(100),
+            ..WatchOptions::default()
+        },
+    );
+    let started = std::time::Instant::now();
+    while sold_in(&mut redis, &ev).await != 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "never repaired"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let view = survivor.order(&ev.id, a).await.unwrap().unwrap();
+    assert_eq!(view.status, OrderStatus::Confirmed);
+    // The repair raised the gone process's field: nothing is found missing any more.
+    let started = std::time::Instant::now();
+    let saved = repo.marks(&ev.id).await.unwrap();
+    while survivor.went_back_below(&ev.id, &saved).await.unwrap() {
+        assert!(started.elapsed() < Duration::from_secs(5), "found again");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    watcher.abort();
+    let snap = survivor.refresh(&ev.id).await.unwrap().unwrap();
+    assert!(!snap.paused, "repaired live");
+    assert_eq!(stock(&survivor, &ev).await.sold, 2, "counted once");
+}

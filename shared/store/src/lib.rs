@@ -14,7 +14,7 @@ pub mod spanner;
 
 #[cfg(feature = "engines")]
 pub use config::{Backend, DatabaseArgs};
-pub use domain::books::{CustomerTotal, Persisted, StoredOrder};
+pub use domain::books::{CustomerTotal, GateMark, Persisted, StoredOrder};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -213,16 +213,6 @@ pub fn new_charges<'a>(
 /// When a refund the books owe as they reject an order is first due to the refunder: the
 /// consumer that decided it asks the provider at once, and the refunder only if that failed.
 pub const FIRST_REFUND_DUE: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// What a consume-order process was last answered by Redis' `marks` for an event (ADR 56): its
-/// field there only grows within the event's epoch (its order-id salt), so a Redis whose field
-/// is below this went back in time and lost the process's writes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GateMark {
-    pub writer: String,
-    pub epoch: String,
-    pub mark: i64,
-}
 
 /// One charge in the books' ledger and what they decided for it (ADR 53).
 #[derive(Debug, Clone, PartialEq, Eq)]
