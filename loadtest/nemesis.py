@@ -14,6 +14,9 @@ From the opening, at random moments (the seed is in the log):
   restore  a snapshot of the primary (BGSAVE), the sale goes on for a random 1-3 s, the primary
            crashes and comes back from that snapshot, as after a restore from a backup.
   consumer consume-order is killed (SIGKILL) and started again 4 s later.
+  restore-kill  a restore whose lost writes are only those of a consume-order killed just
+           before the crash (started again once Redis is back): no live process's mark tells,
+           only the marks the books saved for the one gone.
 
 Each step is written to --out as one JSON line (what, when it started, what was lost, when the
 shop had its Redis back). Bounded: every wait has a deadline, and the program ends with --until.
@@ -25,7 +28,7 @@ ap.add_argument("--front", type=int, required=True, help="the port the functions
 ap.add_argument("--link", type=int, required=True, help="the replication link's port")
 ap.add_argument("--redis", action="append", required=True, help="PORT:DIR of each Redis (two)")
 ap.add_argument("--opens-at-file", required=True, help="holds the opening (epoch ms) once seeded")
-ap.add_argument("--plan", default="promote,consumer,restore,promote")
+ap.add_argument("--plan", default="promote,restore-kill,restore,promote")
 ap.add_argument("--first-after", type=float, default=3, help="seconds after the opening")
 ap.add_argument("--spacing", type=float, nargs=2, default=(4, 7), help="seconds between steps")
 ap.add_argument("--consumer-pidfile", required=True)
@@ -181,8 +184,10 @@ async def promote():
     await start(redis[old], "--replicaof", "127.0.0.1", str(a.link), "--appendonly", "no", "--save", "")
 
 
-async def restore():
-    """The primary crashes and comes back from a snapshot taken a few seconds before."""
+async def restore(kill=False):
+    """The primary crashes and comes back from a snapshot taken a few seconds before; with
+    `kill`, consume-order is killed just before the crash and started only after Redis is back,
+    so the writes lost are those of a process gone (only the marks the books saved tell)."""
     r = redis[state["primary"]]
     cli(r["port"], "BGSAVE")
     for _ in range(100):
@@ -192,7 +197,10 @@ async def restore():
     snap = os.path.join(os.path.dirname(a.out), f"snapshot-{now_ms()}.rdb")
     shutil.copy(os.path.join(r["dir"], "dump.rdb"), snap)
     taken = now_ms()
-    await asyncio.sleep(rng.uniform(1, 3))
+    await asyncio.sleep(rng.uniform(1.5, 3))
+    if kill:
+        kill_consumer()
+        killed_ms = now_ms()
     down = now_ms()
     await crash(r)
     wipe(r)
@@ -201,19 +209,27 @@ async def restore():
     drop(front_conns)
     drop(link_conns)
     up = now_ms()
-    record(step="restore", snapshot_ms=taken, down_ms=down, up_ms=up, lost_s=(down - taken) / 1000,
-           primary=r["port"])
+    record(step="restore-kill" if kill else "restore", snapshot_ms=taken, down_ms=down, up_ms=up,
+           lost_s=(down - taken) / 1000, primary=r["port"])
+    if kill:
+        await asyncio.sleep(max(0, 4 - (now_ms() - killed_ms) / 1000))
+        await consumer(killed=True)
 
 
-async def consumer():
-    """consume-order is killed and started again 4 s later."""
+def kill_consumer():
     with open(a.consumer_pidfile) as f:
         pid = int(f.read().strip())
-    down = now_ms()
     try:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+
+
+async def consumer(killed=False):
+    """consume-order is killed and started again 4 s later."""
+    down = now_ms()
+    if not killed:
+        kill_consumer()
     await asyncio.sleep(4)
     env = dict(os.environ, PORT=str(a.consumer_port))
     with open(a.consumer_log, "ab") as log:
@@ -234,7 +250,8 @@ async def consumer():
 
 
 async def plan():
-    steps = {"promote": promote, "restore": restore, "consumer": consumer}
+    steps = {"promote": promote, "restore": restore, "consumer": consumer,
+             "restore-kill": lambda: restore(kill=True)}
     while not os.path.exists(a.opens_at_file):
         await asyncio.sleep(0.2)
     await asyncio.sleep(0.2)

@@ -283,13 +283,14 @@ if a.chaos != "none" and chaos_times:
         plan = next((x for x in steps if x["step"] == "plan"), {})
         out(f"- The nemesis' plan `{plan.get('plan')}`, seed {plan.get('seed')} (`NEMESIS_SEED` replays it):\n")
         out("| step | at (s after opening) | writes lost (s) | Redis or consumer back after (s) | repaired from the books after Redis was back (s) |\n|---|---:|---:|---:|---:|")
-        what = {"promote": "lagging replica promoted", "restore": "snapshot restored", "consumer": "consume-order killed"}
+        what = {"promote": "lagging replica promoted", "restore": "snapshot restored", "consumer": "consume-order killed",
+                "restore-kill": "snapshot restored, consume-order killed before"}
         for x in steps:
             if x["step"] == "error":
                 out(f"| the plan broke | | | | {x['error']} |")
             if "down_ms" not in x:
                 continue
-            rolled = x["step"] in ("promote", "restore")
+            rolled = x["step"] in ("promote", "restore", "restore-kill")
             repaired = repair_after(x["up_ms"], within_s=15) if rolled else None
             out(f"| {what[x['step']]} | {(x.get('snapshot_ms', x['down_ms']) - a.opens_at_ms) / 1000:.1f} | "
                 + (f"{x['lost_s']:.1f}" if rolled else "—") + f" | {(x['up_ms'] - x['down_ms']) / 1000:.1f} | "
