@@ -823,3 +823,64 @@ async fn the_sweep_refunds_a_charge_the_books_never_heard_of_and_nothing_else() 
     let again = consume_order::sweep_charges(&state, &provider, std::time::Duration::ZERO, minute);
     assert_eq!(again.await.unwrap(), 0, "settled once");
 }
+
+/// Redis went back to before an order was even held, and a process that never wrote to the
+/// event (so no mark of its own tells) receives the order's message again before any repair:
+/// the order reads confirmed, but whether the stock counts it cannot be told then. It is
+/// marked, and the repair from the books counts it: nothing the books sold stays on sale.
+#[tokio::test]
+async fn a_lost_order_redelivered_before_the_repair_is_counted_by_the_repair() {
+    let env = TestEnv::get();
+    let ev = env.seed(10, -1, 600).await;
+    let before = rollback::snapshot(&env.redis_url, &ev.id).await;
+    let msg = paid_order(&env, &ev).await;
+    let first = state(&env).await;
+    assert_eq!(deliver(&first, &msg).await, StatusCode::NO_CONTENT);
+    rollback::go_back(&env.redis_url, &ev.id, &before).await;
+
+    let other = state(&env).await;
+    assert_eq!(deliver(&other, &msg).await, StatusCode::NO_CONTENT);
+    assert_eq!(view(&env, &msg).await.status, OrderStatus::Confirmed);
+    let repo = env.repo();
+    recovery::repair(other.gate.as_ref(), &repo, &ev.id)
+        .await
+        .unwrap();
+    assert_mirrors_the_books(&env, &ev, &msg).await;
+    // A second repair finds nothing left to count.
+    recovery::repair(other.gate.as_ref(), &repo, &ev.id)
+        .await
+        .unwrap();
+    assert_mirrors_the_books(&env, &ev, &msg).await;
+}
+
+/// An order marked uncounted (see above) that a restore from the books writes again is counted
+/// by the restore itself: a repair after it does not count it a second time.
+#[tokio::test]
+async fn a_restore_counts_an_uncounted_order_once() {
+    let env = TestEnv::get();
+    let ev = env.seed(10, -1, 600).await;
+    let before = rollback::snapshot(&env.redis_url, &ev.id).await;
+    let msg = paid_order(&env, &ev).await;
+    assert_eq!(
+        deliver(&state(&env).await, &msg).await,
+        StatusCode::NO_CONTENT
+    );
+    rollback::go_back(&env.redis_url, &ev.id, &before).await;
+    let other = state(&env).await;
+    assert_eq!(deliver(&other, &msg).await, StatusCode::NO_CONTENT);
+
+    let (gate, repo) = (env.gate().await, env.repo());
+    assert!(gate.rebuild(&ev.id).await.unwrap());
+    let quick = recovery::RestoreOptions {
+        quiet: std::time::Duration::from_millis(100),
+        poll: std::time::Duration::from_millis(50),
+        max_wait: std::time::Duration::from_secs(10),
+    };
+    recovery::restore_event(&gate, &repo, &ev, quick)
+        .await
+        .unwrap();
+    recovery::repair(other.gate.as_ref(), &repo, &ev.id)
+        .await
+        .unwrap();
+    assert_mirrors_the_books(&env, &ev, &msg).await;
+}

@@ -16,6 +16,10 @@
 -- Redis came back empty and a rebuild draw a new one, and the marks start again from nothing
 -- there without anything having gone back in time.
 
+-- Set below, before any order is finalized: whether the event is live (seeded, not being
+-- restored), and the writer's known mark (or 'repair').
+local live, known
+
 -- Count an order's tickets as sold, taken from `from` (confirming, held or available).
 local function sell(oid, o, from, tickets)
   local tk = p .. 'tt:' .. o.tt
@@ -49,8 +53,22 @@ local function finalize(oid, outcome, tickets, tt, qty, email, first, amount)
       redis.call('HINCRBY', tk, 'sold', n)
       count_customer(email, tt, n)
       redis.call('INCR', p .. 'version')
+    elseif outcome == 'confirmed' and live then
+      -- A redelivery of an order a live event lost: whether its stock counts it cannot be told
+      -- here (a rollback took it; a restore would have counted it and written the order). It
+      -- is marked, and a repair from the books counts it (a restore unmarks what it writes).
+      redis.call('HSET', ok, 'uncounted', 1)
     end
     return 'missing'
+  end
+  if o.status == 'confirmed' and outcome == 'confirmed' and known == 'repair'
+      and redis.call('HDEL', ok, 'uncounted') == 1 then
+    local tk = p .. 'tt:' .. o.tt
+    redis.call('HINCRBY', tk, 'available', -o.qty)
+    redis.call('HINCRBY', tk, 'sold', o.qty)
+    count_customer(o.email, o.tt, o.qty)
+    redis.call('INCR', p .. 'version')
+    return 'behind'
   end
   if o.status == 'confirmed' or o.status == 'rejected' then return 'already' end
   if o.status == 'confirming' then
@@ -78,9 +96,11 @@ local function finalize(oid, outcome, tickets, tt, qty, email, first, amount)
   return 'behind'
 end
 
-local marks, writer, known, epoch = p .. 'marks', ARGV[1], ARGV[2], ARGV[3]
+local marks, writer, epoch = p .. 'marks', ARGV[1], ARGV[3]
+known = ARGV[2]
 local mark = tonumber(redis.call('HGET', marks, writer) or '0')
 local now_epoch = redis.call('HGET', KEYS[1], 'oid_salt') or ''
+live = redis.call('HEXISTS', KEYS[1], 'catalog') == 1 and redis.call('HEXISTS', KEYS[1], 'restoring') == 0
 if known == 'repair' then
   -- An event Redis lost, or one being rebuilt, is the restore's to mirror (it counts the books'
   -- sales itself): a repair would count them twice.

@@ -24,6 +24,8 @@ for i = 1, #ARGV, 7 do
   redis.call('HSET', ok,
     'r', '\t' .. ARGV[i + 2] .. '\t' .. ARGV[i + 3] .. '\n' .. ARGV[i + 4] .. '\n' .. ARGV[i + 5],
     'tickets', ARGV[i + 6])
+  -- The restore counts the books' sales itself (restore.lua): nothing is left to count.
+  redis.call('HDEL', ok, 'uncounted')
   set_status(ok, ARGV[i + 1])
   redis.call('ZREM', p .. 'holds', oid)
   redis.call('ZREM', p .. 'outbox', oid)
