@@ -130,7 +130,14 @@ pub struct ForSale {
     pub left: i64,
     /// The catalog's price of one ticket, EUR cents.
     pub price_cents: i64,
+    /// When this sale of the event opened: an order paid before it (less [`CLOCK_SKEW`]) was
+    /// paid in an earlier sale of it, before a reset (ADR 57).
+    pub opens_at: DateTime<Utc>,
 }
+
+/// How far buy's clock (an order's `paid_at`) may be behind the one the sale's opening is
+/// judged by (Redis'): an order paid earlier than this before the opening is of an earlier sale.
+pub const CLOCK_SKEW: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The order a batch is decided in: first paid first served (the id breaks a tie).
 fn paid_first(o: &OrderMessage) -> (DateTime<Utc>, uuid::Uuid) {
@@ -145,8 +152,9 @@ fn paid_first(o: &OrderMessage) -> (DateTime<Utc>, uuid::Uuid) {
 /// did not write, or a bug, differs: the books confirm nothing sold below its price).
 /// Rejected without taking stock: an order paid with a charge the books already hold (in
 /// `ledger`, or used by an order of the batch paid before it): a charge pays one order once,
-/// and one the books already settled may have been refunded (ADR 53). Returns per order (in
-/// input order) whether it is confirmed, or the refusal.
+/// and one the books already settled may have been refunded (ADR 53); and an order paid
+/// before this sale of its event opened (a message of an earlier sale, before a reset: ADR
+/// 57). Returns per order (in input order) whether it is confirmed, or the refusal.
 pub fn allocate<K: Eq + std::hash::Hash>(
     orders: &[&OrderMessage],
     key: impl Fn(&OrderMessage) -> K,
@@ -157,6 +165,7 @@ pub fn allocate<K: Eq + std::hash::Hash>(
     by_payment.sort_by_key(|&i| paid_first(orders[i]));
     let mut decided = vec![Ok(false); orders.len()];
     let mut used = std::collections::HashSet::new();
+    let skew = chrono::TimeDelta::from_std(CLOCK_SKEW).unwrap_or_default();
     for i in by_payment {
         let o = orders[i];
         let n = i64::from(o.quantity.get());
@@ -172,6 +181,7 @@ pub fn allocate<K: Eq + std::hash::Hash>(
                     o.amount_cents, o.ticket_type, t.price_cents
                 )))
             }
+            Some(t) if o.paid_at < t.opens_at - skew => Ok(false),
             Some(_) if known_charge || !used.insert(o.payment_ref.as_str()) => Ok(false),
             Some(t) if t.left >= n => {
                 t.left -= n;

@@ -295,8 +295,10 @@ impl PgRepository {
         let (events, type_ids): (Vec<&str>, Vec<&str>) = types.into_iter().unzip();
         let mut types: HashMap<(String, String), ForSale> = tx
             .query(
-                "SELECT tt.event_id, tt.id, tt.capacity - tt.sold, tt.price_cents FROM ticket_types tt
+                "SELECT tt.event_id, tt.id, tt.capacity - tt.sold, tt.price_cents, e.sale_opens_at
+                 FROM ticket_types tt
                  JOIN unnest($1::text[], $2::text[]) AS k(event_id, id) USING (event_id, id)
+                 JOIN events e ON e.id = tt.event_id
                  ORDER BY tt.event_id, tt.id FOR UPDATE OF tt",
                 &[&events, &type_ids],
             )
@@ -305,7 +307,12 @@ impl PgRepository {
             .iter()
             .map(|r| {
                 let left = i64::from(r.get::<_, i32>(2));
-                ((r.get(0), r.get(1)), ForSale { left, price_cents: r.get(3) })
+                let sale = ForSale {
+                    left,
+                    price_cents: r.get(3),
+                    opens_at: r.get(4),
+                };
+                ((r.get(0), r.get(1)), sale)
             })
             .collect();
         // The orders an earlier delivery persisted, with their tickets.

@@ -599,7 +599,9 @@ impl SpannerRepository {
             v.dedup();
         }
         let mut stmt = Statement::new(
-            "SELECT tt.EventId, tt.TicketTypeId, s.Shard, s.Remaining, tt.PriceCents FROM TicketTypes tt
+            "SELECT tt.EventId, tt.TicketTypeId, s.Shard, s.Remaining, tt.PriceCents, e.SaleOpensAt
+             FROM TicketTypes tt
+             JOIN Events e ON e.EventId = tt.EventId
              LEFT JOIN TicketShards s ON s.EventId = tt.EventId
                AND s.TicketTypeId = tt.TicketTypeId AND s.Remaining > 0
              WHERE tt.EventId IN UNNEST(@evs) AND tt.TicketTypeId IN UNNEST(@tts)",
@@ -607,11 +609,12 @@ impl SpannerRepository {
         stmt.add_param("evs", &events);
         stmt.add_param("tts", &types);
         let mut shards: HashMap<(String, String), Vec<(i64, i64)>> = HashMap::new();
-        let mut prices: HashMap<(String, String), i64> = HashMap::new();
+        let mut prices: HashMap<(String, String), (i64, DateTime<Utc>)> = HashMap::new();
         let mut rows = tx.query(stmt).await.map_err(grpc)?;
         while let Some(r) = rows.next().await.map_err(grpc)? {
             let k: (String, String) = (column(&r, 0)?, column(&r, 1)?);
-            prices.insert(k.clone(), column(&r, 4)?);
+            let opens_at: prost_types::Timestamp = column(&r, 5)?;
+            prices.insert(k.clone(), (column(&r, 4)?, from_timestamp(opens_at)));
             let free = shards.entry(k).or_default();
             if let (Some(shard), Some(remaining)) = (column(&r, 2)?, column(&r, 3)?) {
                 free.push((shard, remaining));
@@ -621,9 +624,11 @@ impl SpannerRepository {
         let mut types: HashMap<(String, String), ForSale> = shards
             .iter()
             .map(|(k, free)| {
+                let (price_cents, opens_at) = prices[k];
                 let sale = ForSale {
                     left: free.iter().map(|(_, r)| r).sum(),
-                    price_cents: prices[k],
+                    price_cents,
+                    opens_at,
                 };
                 (k.clone(), sale)
             })
@@ -1357,7 +1362,8 @@ mod tests {
                 "TicketsByCode",
                 "Refunds",
                 "RefundsDue",
-                "Charges"
+                "Charges",
+                "GateMarks"
             ]
         );
         assert!(all.iter().all(|s| !s.contains("--")));

@@ -102,6 +102,7 @@ conformance!(
     an_order_paid_with_a_charge_the_books_owe_back_is_rejected_and_takes_nothing,
     a_settlement_racing_its_charges_order_never_keeps_and_owes_it,
     a_saved_mark_only_grows_within_its_epoch_and_goes_with_its_event,
+    an_order_paid_before_this_sale_opened_is_rejected_and_its_charge_owed_back,
 );
 
 /// The charge of `msg`, as buy hands it to the books.
@@ -857,6 +858,36 @@ mod cases {
         }
         assert_eq!(out[1].as_ref().unwrap().status, OrderStatus::Confirmed);
         assert_eq!(books_in(&*b.repo, &ev.id, "vip-3-day").await.sold, 2);
+    }
+
+    /// A message of an earlier sale of the event (paid before a reset, never persisted then)
+    /// takes nothing from this one: rejected, its charge owed back (ADR 57). A clock a little
+    /// behind is not an earlier sale.
+    pub async fn an_order_paid_before_this_sale_opened_is_rejected_and_its_charge_owed_back(
+        b: Backend,
+    ) {
+        let ev = seeded(&b.repo, 5).await;
+        let at = |secs: i64| ev.sale_opens_at + chrono::Duration::seconds(secs);
+        let earlier_sale = OrderMessage {
+            paid_at: at(-3600),
+            ..paid(&ev, "vip-3-day", 2)
+        };
+        let clock_behind = OrderMessage {
+            paid_at: at(-20),
+            ..paid(&ev, "vip-3-day", 1)
+        };
+        let out = b
+            .repo
+            .persist_batch(&[earlier_sale.clone(), clock_behind.clone()])
+            .await
+            .unwrap();
+        assert_eq!(out[0].as_ref().unwrap().status, OrderStatus::Rejected);
+        assert_eq!(out[1].as_ref().unwrap().status, OrderStatus::Confirmed);
+        assert_eq!(books_in(&*b.repo, &ev.id, "vip-3-day").await.sold, 1);
+        assert_eq!(
+            verdict(&b.repo, &earlier_sale.payment_ref).await,
+            Some(store::Verdict::Owed)
+        );
     }
 
     pub async fn a_batch_larger_than_one_transaction_is_persisted_whole(b: Backend) {

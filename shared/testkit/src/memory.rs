@@ -870,6 +870,7 @@ impl store::OrderRepository for MemoryRepository {
             let sale = store::ForSale {
                 left: i64::from(t.capacity),
                 price_cents: t.price_cents,
+                opens_at: event.sale_opens_at,
             };
             books
                 .for_sale
