@@ -115,6 +115,15 @@ if ran_k6:
     verdicts.append(("Every decided order reads its books' outcome in Redis", bool(audit and audit.get("ok")) and compared == db_orders,
         f"{compared:,} orders compared at the quiet point, {db_orders:,} decided"))
     verdicts.append(("Money exact: every charge kept once or refunded", money_ok(audit), money_line(audit)))
+    if a.chaos == "nemesis":
+        # Every rollback of the nemesis is to be repaired live: no rebuild, no pause (ADR 56).
+        try:
+            log = open(os.path.join(D, "consume-order.log")).read()
+        except OSError:
+            log = ""
+        pauses = log.count("Pausing the event") + log.count("restoring it from the database")
+        verdicts.append(("No event paused: every rollback repaired live", bool(log) and pauses == 0,
+            f"{log.count('repaired the gate from the books')} repairs, {pauses} pauses to rebuild"))
     try:
         replayed_line = open(os.path.join(D, "dead-letters-replayed.txt")).read().strip().splitlines()[-1]
     except (OSError, IndexError):
