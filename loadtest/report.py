@@ -291,7 +291,17 @@ if a.chaos != "none" and chaos_times:
         steps = [json.loads(l) for l in open(os.path.join(D, "nemesis.jsonl")) if l.strip()]
         plan = next((x for x in steps if x["step"] == "plan"), {})
         out(f"- The nemesis' plan `{plan.get('plan')}`, seed {plan.get('seed')} (`NEMESIS_SEED` replays it):\n")
-        out("| step | at (s after opening) | writes lost (s) | Redis or consumer back after (s) | repaired from the books after Redis was back (s) |\n|---|---:|---:|---:|---:|")
+        persisted_at = []
+        try:
+            for line in open(os.path.join(D, "consume-order.log")):
+                if '"order persisted"' in line or '"orders persisted"' in line:
+                    try:
+                        persisted_at.append(dt.datetime.fromisoformat(json.loads(line)["time"].replace("Z", "+00:00")).timestamp() * 1000)
+                    except (ValueError, KeyError):
+                        pass
+        except OSError:
+            pass
+        out("| step | at (s after opening) | writes lost (s) | persists in them | Redis or consumer back after (s) | repaired from the books after Redis was back (s) |\n|---|---:|---:|---:|---:|---:|")
         what = {"promote": "lagging replica promoted", "restore": "snapshot restored", "consumer": "consume-order killed",
                 "restore-kill": "snapshot restored, consume-order killed before"}
         for x in steps:
@@ -301,9 +311,16 @@ if a.chaos != "none" and chaos_times:
                 continue
             rolled = x["step"] in ("promote", "restore", "restore-kill")
             repaired = repair_after(x["up_ms"], within_s=15) if rolled else None
+            lost = sum(x.get("snapshot_ms", 0) <= t <= x["down_ms"] for t in persisted_at) if rolled else None
+            if repaired is not None:
+                repair_cell = f"{repaired:.2f}"
+            elif rolled and lost == 0:
+                repair_cell = "none needed"
+            else:
+                repair_cell = "none within 15 s" if rolled else "—"
             out(f"| {what[x['step']]} | {(x.get('snapshot_ms', x['down_ms']) - a.opens_at_ms) / 1000:.1f} | "
-                + (f"{x['lost_s']:.1f}" if rolled else "—") + f" | {(x['up_ms'] - x['down_ms']) / 1000:.1f} | "
-                + (f"{repaired:.2f}" if repaired is not None else ("none within 15 s" if rolled else "—")) + " |")
+                + (f"{x['lost_s']:.1f} | {lost}" if rolled else "— | —") + f" | {(x['up_ms'] - x['down_ms']) / 1000:.1f} | "
+                + repair_cell + " |")
         out("")
         sweeps = 0
         try:
