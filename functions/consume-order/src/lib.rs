@@ -412,7 +412,7 @@ async fn mirror(
 ) -> Result<(), HandleError> {
     match state.gate.finalize_all(event, orders).await {
         Err(GateError::WentBack(_)) => {
-            recovery::repair(state.gate.as_ref(), state.repo.as_ref(), event)
+            recovery::repair_and_raise(state.gate.as_ref(), state.repo.as_ref(), event)
                 .await
                 .map_err(HandleError::Repair)?;
             state.gate.finalize_all(event, orders).await?;

@@ -17,11 +17,13 @@ mod batch;
 mod config;
 mod finalized;
 pub mod ratelimit;
+mod room;
 pub mod tls;
 mod traits;
 mod wire;
 
 pub use config::{RateLimitArgs, RedisArgs};
+pub use room::{RoomSettings, RoomStatus, RoomView, WaitingRoom};
 pub use traits::{Admission, Checkout, Finalized, PaymentFlow, ReadModel};
 use wire::{catalog_args, order_view, text};
 
@@ -281,6 +283,7 @@ struct Scripts {
     restore_holds: Script,
     rebuild: Script,
     raise_marks: Script,
+    room: Script,
 }
 
 fn script(body: &str) -> Script {
@@ -365,7 +368,7 @@ impl Gate {
     fn went_back(&self, event: &EventId, mark: u64) {
         self.0.marks.went_back(event, mark);
         metrics::counter!("gate_went_back_total").increment(1);
-        tracing::error!(event = %event, mark, "Redis went back in time (it lost this process's last writes); repairing the event from the books");
+        tracing::error!(event = %event, mark, "Redis went back in time (it lost writes it had answered); repairing the event from the books");
     }
 
     /// One `finalize.lua` call for `orders`, with the mark this process knows in `epoch` (or
@@ -438,28 +441,6 @@ impl Gate {
             self.went_back(event, field(&self.0.marks.writer));
         }
         Ok(self.0.marks.is_behind(event))
-    }
-
-    /// After a repair from the books: each of `saved` (the marks the books keep for the event)
-    /// raised in Redis, in the event's epoch, so the writes the rollback took and the repair
-    /// mirrored again are not found missing a second time.
-    pub async fn raise_marks(
-        &self,
-        event: &EventId,
-        saved: &[domain::books::GateMark],
-    ) -> Result<(), GateError> {
-        let mut by_epoch: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
-        for m in saved {
-            let args = by_epoch.entry(&m.epoch).or_default();
-            args.extend([m.writer.clone(), m.mark.to_string()]);
-        }
-        for (epoch, pairs) in by_epoch {
-            let mut args = vec![epoch];
-            args.extend(pairs.iter().map(String::as_str));
-            self.run("raise_marks", &self.0.scripts.raise_marks, event, &args)
-                .await?;
-        }
-        Ok(())
     }
 
     /// Whether Redis went back in time for `event` since this process last wrote there: its
@@ -588,6 +569,7 @@ impl Gate {
                 restore_holds: script(include_str!("lua/restore_holds.lua")),
                 rebuild: script(include_str!("lua/rebuild.lua")),
                 raise_marks: script(include_str!("lua/raise_marks.lua")),
+                room: script(include_str!("lua/room.lua")),
             },
         })))
     }
@@ -1362,6 +1344,26 @@ impl PaymentFlow for Gate {
         metrics::counter!("gate_orders_repaired_total").increment(changed as u64);
         tracing::warn!(event = %event, orders = orders.len(), changed, "repaired the gate from the books after Redis went back in time");
         Ok(true)
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn raise_marks(
+        &self,
+        event: &EventId,
+        saved: &[domain::books::GateMark],
+    ) -> Result<(), GateError> {
+        let mut by_epoch: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
+        for m in saved {
+            let args = by_epoch.entry(&m.epoch).or_default();
+            args.extend([m.writer.clone(), m.mark.to_string()]);
+        }
+        for (epoch, pairs) in by_epoch {
+            let mut args = vec![epoch];
+            args.extend(pairs.iter().map(String::as_str));
+            self.run("raise_marks", &self.0.scripts.raise_marks, event, &args)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Due by Redis' clock, the clock the outbox scores are written with.

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 
-use domain::books::Persisted;
+use domain::books::{GateMark, Persisted};
 use domain::{
     Email, EventId, IdempotencyKey, OrderId, OrderMessage, OrderStatus, PaymentAttempt, Quantity,
     TicketTypeId,
@@ -149,6 +149,11 @@ pub trait PaymentFlow: Send + Sync {
         event: &EventId,
         orders: &[(&OrderMessage, &Persisted)],
     ) -> Result<bool, GateError>;
+
+    /// After a repair: the marks the books saved for the event (`saved`, read before the
+    /// repair read the books) raised in the gate, so the writes they count, mirrored again, are
+    /// not found missing a second time (ADR 56).
+    async fn raise_marks(&self, event: &EventId, saved: &[GateMark]) -> Result<(), GateError>;
 }
 
 /// Everything buy asks of the gate.

@@ -370,7 +370,7 @@ async fn went_back(gate: &Gate, repo: &dyn OrderRepository, event: &EventId) -> 
 /// [`repair`], then the marks the books saved raised in Redis (the writes they count are
 /// mirrored again).
 pub async fn repair_and_raise(
-    gate: &Gate,
+    gate: &dyn gate::PaymentFlow,
     repo: &dyn OrderRepository,
     event: &EventId,
 ) -> anyhow::Result<bool> {

@@ -676,6 +676,15 @@ impl PaymentFlow for MemoryGate {
     ) -> Result<bool, GateError> {
         self.finalize_all(event, orders).await.map(|_| true)
     }
+
+    /// Nothing to raise: this gate keeps no marks, as it never goes back in time.
+    async fn raise_marks(
+        &self,
+        _event: &EventId,
+        _saved: &[domain::books::GateMark],
+    ) -> Result<(), GateError> {
+        Ok(())
+    }
 }
 
 /// A rate limit in memory: each subject may pass `burst` times per window of `burst`

@@ -1,0 +1,233 @@
+//! The waiting room in front of an event's on-sale (the issue "A fair waiting room"): fans who
+//! join before the opening are shuffled once at the opening, later ones queue in arrival order,
+//! and admission moves forward at a rate, never past a cap of fans shopping at once nor past
+//! the tickets not sold (`lua/room.lua`). Behind [`WaitingRoom`], so that buy and
+//! check-availability are tested without Redis.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::Value;
+
+use domain::EventId;
+
+use crate::{Gate, GateError};
+
+/// How the room admits, set by the operator per event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoomSettings {
+    /// Fans admitted per second.
+    pub rate_per_sec: u32,
+    /// Fans admitted and still shopping (their window not over) at most.
+    pub cap: u32,
+    /// How long an admitted fan may take to start shopping.
+    pub window: Duration,
+}
+
+/// Where a fan stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoomStatus {
+    /// The room is off for the event: the shop is open to all.
+    Off,
+    /// The sale has not opened (a peek, or a queue id not known yet).
+    Before,
+    /// Joined before the opening: the place is drawn at the opening.
+    Pending,
+    /// In the queue, behind `upto`.
+    Waiting,
+    /// Admitted: the fan may shop until its window ends.
+    Admitted,
+    /// Admitted, and the window ended before the fan came.
+    Missed,
+    /// No such queue id (the room lost it, or it never was).
+    Unknown,
+    /// The room as a whole, open (a peek).
+    Open,
+}
+
+/// The room as one fan (or a snapshot) sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomView {
+    pub status: RoomStatus,
+    /// The fan's queue id ("" for a peek).
+    pub queue_id: String,
+    /// The fan's place, from 1 (0: none yet).
+    pub place: u64,
+    /// Every place up to this one has been admitted.
+    pub upto: u64,
+    /// Fans who joined.
+    pub joined: u64,
+    /// Admitted fans whose window is not over.
+    pub shopping: u64,
+    /// Tickets not sold: available and held (a hold may expire).
+    pub unsold: i64,
+    /// Nothing available now.
+    pub sold_out: bool,
+}
+
+impl RoomView {
+    /// Fans ahead of this one.
+    pub fn ahead(&self) -> u64 {
+        self.place.saturating_sub(self.upto + 1)
+    }
+}
+
+/// The waiting room of each event.
+#[async_trait]
+pub trait WaitingRoom: Send + Sync {
+    /// Turns the room on for `event` with `settings` (again: new settings, the queue kept).
+    async fn room_on(&self, event: &EventId, settings: RoomSettings) -> Result<(), GateError>;
+    /// Turns the room off: the shop is open to all.
+    async fn room_off(&self, event: &EventId) -> Result<(), GateError>;
+    /// Stops (or resumes) admitting; the queue keeps its order.
+    async fn room_pause(&self, event: &EventId, paused: bool) -> Result<(), GateError>;
+    /// Joins the queue as `identity` (one place per identity: joining again answers it).
+    async fn room_join(&self, event: &EventId, identity: &str) -> Result<RoomView, GateError>;
+    /// Where the fan with `queue_id` stands.
+    async fn room_status(&self, event: &EventId, queue_id: &str) -> Result<RoomView, GateError>;
+    /// The room as a whole.
+    async fn room_peek(&self, event: &EventId) -> Result<RoomView, GateError>;
+}
+
+fn room_key(event: &EventId) -> String {
+    format!("{{ev:{event}}}:room")
+}
+
+fn status(word: &str) -> Result<RoomStatus, GateError> {
+    Ok(match word {
+        "off" => RoomStatus::Off,
+        "before" => RoomStatus::Before,
+        "pending" => RoomStatus::Pending,
+        "waiting" => RoomStatus::Waiting,
+        "admitted" => RoomStatus::Admitted,
+        "missed" => RoomStatus::Missed,
+        "unknown" => RoomStatus::Unknown,
+        "open" => RoomStatus::Open,
+        other => return Err(GateError::Protocol(format!("room: status {other:?}"))),
+    })
+}
+
+/// `room.lua`'s answer: status, place, upto, joined, shopping, unsold, sold out, queue id.
+fn view(reply: Value) -> Result<RoomView, GateError> {
+    let bad = |what: &str| GateError::Protocol(format!("room: {what}"));
+    let Value::Array(v) = reply else {
+        return Err(bad("not an array"));
+    };
+    let text = |i: usize| match v.get(i) {
+        Some(Value::BulkString(b)) => Ok(String::from_utf8_lossy(b).into_owned()),
+        Some(Value::SimpleString(s)) => Ok(s.clone()),
+        _ => Err(bad("a word expected")),
+    };
+    let int = |i: usize| match v.get(i) {
+        Some(Value::Int(n)) => Ok(*n),
+        _ => Err(bad("a number expected")),
+    };
+    let count = |i: usize| int(i).map(|n| u64::try_from(n).unwrap_or(0));
+    Ok(RoomView {
+        status: status(&text(0)?)?,
+        place: count(1)?,
+        upto: count(2)?,
+        joined: count(3)?,
+        shopping: count(4)?,
+        unsold: int(5)?,
+        sold_out: int(6)? == 1,
+        queue_id: text(7)?,
+    })
+}
+
+impl Gate {
+    async fn room(&self, event: &EventId, args: &[&str]) -> Result<RoomView, GateError> {
+        // Drawn by each call; only the shuffle at the opening uses it (room.lua).
+        let salt = uuid::Uuid::new_v4().simple().to_string();
+        let mut all = vec![args[0], salt.as_str()];
+        all.extend(&args[1..]);
+        view(self.run("room", &self.0.scripts.room, event, &all).await?)
+    }
+}
+
+#[async_trait]
+impl WaitingRoom for Gate {
+    async fn room_on(&self, event: &EventId, s: RoomSettings) -> Result<(), GateError> {
+        let mut conn = self.0.conn.clone();
+        let window_ms = u64::try_from(s.window.as_millis()).unwrap_or(u64::MAX);
+        let _: () = self
+            .bounded(
+                redis::cmd("HSET")
+                    .arg(room_key(event))
+                    .arg("on")
+                    .arg(1)
+                    .arg("rate")
+                    .arg(s.rate_per_sec)
+                    .arg("cap")
+                    .arg(s.cap)
+                    .arg("window_ms")
+                    .arg(window_ms)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn room_off(&self, event: &EventId) -> Result<(), GateError> {
+        let mut conn = self.0.conn.clone();
+        let _: () = self
+            .bounded(
+                redis::cmd("HSET")
+                    .arg(room_key(event))
+                    .arg("on")
+                    .arg(0)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn room_pause(&self, event: &EventId, paused: bool) -> Result<(), GateError> {
+        let mut conn = self.0.conn.clone();
+        let _: () = self
+            .bounded(
+                redis::cmd("HSET")
+                    .arg(room_key(event))
+                    .arg("paused")
+                    .arg(u8::from(paused))
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn room_join(&self, event: &EventId, identity: &str) -> Result<RoomView, GateError> {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        self.room(event, &["join", identity, &id]).await
+    }
+
+    async fn room_status(&self, event: &EventId, queue_id: &str) -> Result<RoomView, GateError> {
+        self.room(event, &["status", queue_id]).await
+    }
+
+    async fn room_peek(&self, event: &EventId) -> Result<RoomView, GateError> {
+        self.room(event, &["peek"]).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ahead_counts_the_places_not_yet_admitted_before_this_one() {
+        let v = |place, upto| RoomView {
+            status: RoomStatus::Waiting,
+            queue_id: String::new(),
+            place,
+            upto,
+            joined: 100,
+            shopping: 0,
+            unsold: 10,
+            sold_out: false,
+        };
+        assert_eq!(v(10, 3).ahead(), 6);
+        assert_eq!(v(4, 3).ahead(), 0);
+        assert_eq!(v(2, 3).ahead(), 0);
+    }
+}
