@@ -30,7 +30,8 @@ use domain::{
 use gate::ratelimit::{Decision, Policy, RateLimit};
 use gate::{
     Admission, AdmissionRules, Approval, Approved, EventSnapshot, Finalized, GateError, OrderView,
-    PayBegin, PaymentFlow, ReadModel, ReserveOutcome, Stock,
+    PayBegin, PaymentFlow, ReadModel, ReserveOutcome, RoomSettings, RoomStatus, RoomView, Stock,
+    WaitingRoom,
 };
 use pubsub::{OrderPublisher, PublishError};
 
@@ -62,6 +63,103 @@ struct State {
     events: BTreeMap<EventId, Sale>,
     /// Payments waiting for an order's outcome (see [`PaymentFlow::finalized`]).
     waiters: HashMap<OrderId, oneshot::Sender<()>>,
+    /// Each event's waiting room (see `room.lua`, which this follows).
+    rooms: HashMap<EventId, Room>,
+}
+
+#[derive(Default)]
+struct Room {
+    on: bool,
+    settings: Option<RoomSettings>,
+    paused: bool,
+    /// Joined before the opening, in arrival order.
+    pre: Vec<String>,
+    shuffled: bool,
+    joined: u64,
+    upto: u64,
+    /// Thousandths of a fan, at most one second's worth.
+    credit: i64,
+    at: Option<DateTime<Utc>>,
+    who: HashMap<String, String>,
+    place: HashMap<String, u64>,
+    /// Admitted places and when their windows end.
+    admitted: BTreeMap<u64, DateTime<Utc>>,
+}
+
+impl Room {
+    /// Brings the room up to `now`; whether the sale is open.
+    fn advance(&mut self, sale: &Sale, now: DateTime<Utc>) -> bool {
+        let Some(s) = self.settings.filter(|_| self.on) else {
+            return false;
+        };
+        let opens = sale.catalog.sale_opens_at;
+        if now < opens {
+            return false;
+        }
+        if !self.shuffled {
+            // A random key per queue id, drawn now: one fair order, decided once.
+            let mut keyed: Vec<(u128, String)> = self
+                .pre
+                .iter()
+                .map(|id| (uuid::Uuid::new_v4().as_u128(), id.clone()))
+                .collect();
+            keyed.sort();
+            for (i, (_, id)) in keyed.into_iter().enumerate() {
+                self.place.insert(id, i as u64 + 1);
+            }
+            self.shuffled = true;
+        }
+        self.admitted.retain(|_, until| *until > now);
+        if self.paused {
+            (self.at, self.credit) = (Some(now), 0);
+            return true;
+        }
+        let rate = i64::from(s.rate_per_sec);
+        let elapsed = (now - self.at.unwrap_or(opens)).num_milliseconds().max(0);
+        self.credit = (self.credit + rate * elapsed).min(rate * 1000);
+        let active = self.admitted.len() as i64;
+        let (free, _) = sale.unsold();
+        let n = (self.credit / 1000)
+            .min(self.joined as i64 - self.upto as i64)
+            .min(i64::from(s.cap) - active)
+            .min(free - active);
+        let window = chrono::Duration::from_std(s.window).unwrap_or_default();
+        for place in self.upto + 1..=self.upto + n.max(0) as u64 {
+            self.admitted.insert(place, now + window);
+        }
+        if n > 0 {
+            self.upto += n as u64;
+            self.credit -= n * 1000;
+        }
+        self.at = Some(now);
+        true
+    }
+
+    fn view(&self, sale: &Sale, status: RoomStatus, place: u64, id: &str) -> RoomView {
+        let (unsold, available) = sale.unsold();
+        RoomView {
+            status,
+            queue_id: id.to_owned(),
+            place,
+            upto: self.upto,
+            joined: self.joined,
+            shopping: self.admitted.len() as u64,
+            unsold,
+            sold_out: available == 0,
+        }
+    }
+
+    fn status_of(&self, sale: &Sale, id: &str, open: bool) -> RoomView {
+        match self.place.get(id).copied() {
+            None if !open => self.view(sale, RoomStatus::Before, 0, id),
+            None => self.view(sale, RoomStatus::Unknown, 0, id),
+            Some(p) if p > self.upto => self.view(sale, RoomStatus::Waiting, p, id),
+            Some(p) if self.admitted.contains_key(&p) => {
+                self.view(sale, RoomStatus::Admitted, p, id)
+            }
+            Some(p) => self.view(sale, RoomStatus::Missed, p, id),
+        }
+    }
 }
 
 struct Sale {
@@ -173,6 +271,13 @@ impl MemoryGate {
 }
 
 impl Sale {
+    /// Tickets not sold (available and held) and available, as the room counts them.
+    fn unsold(&self) -> (i64, i64) {
+        let available: i64 = self.stock.values().map(|s| s.available.max(0)).sum();
+        let held: i64 = self.stock.values().map(|s| s.held.max(0)).sum();
+        (available + held, available)
+    }
+
     fn stock(&mut self, tt: &TicketTypeId) -> &mut Stock {
         self.stock
             .get_mut(tt.as_str())
@@ -684,6 +789,102 @@ impl PaymentFlow for MemoryGate {
         _saved: &[domain::books::GateMark],
     ) -> Result<(), GateError> {
         Ok(())
+    }
+}
+
+#[async_trait]
+impl WaitingRoom for MemoryGate {
+    async fn room_on(&self, event: &EventId, settings: RoomSettings) -> Result<(), GateError> {
+        let mut state = self.lock()?;
+        let room = state.rooms.entry(event.clone()).or_default();
+        (room.on, room.settings) = (true, Some(settings));
+        Ok(())
+    }
+
+    async fn room_off(&self, event: &EventId) -> Result<(), GateError> {
+        self.lock()?.rooms.entry(event.clone()).or_default().on = false;
+        Ok(())
+    }
+
+    async fn room_pause(&self, event: &EventId, paused: bool) -> Result<(), GateError> {
+        self.lock()?.rooms.entry(event.clone()).or_default().paused = paused;
+        Ok(())
+    }
+
+    async fn room_join(&self, event: &EventId, identity: &str) -> Result<RoomView, GateError> {
+        let now = Utc::now();
+        let mut state = self.lock()?;
+        let State { events, rooms, .. } = &mut *state;
+        let (Some(sale), Some(room)) = (events.get(event), rooms.get_mut(event)) else {
+            return Ok(off());
+        };
+        if !room.on {
+            return Ok(off());
+        }
+        let open = room.advance(sale, now);
+        let id = match room.who.get(identity) {
+            Some(id) => id.clone(),
+            None => {
+                let id = uuid::Uuid::new_v4().simple().to_string();
+                room.who.insert(identity.to_owned(), id.clone());
+                room.joined += 1;
+                if open {
+                    room.place.insert(id.clone(), room.joined);
+                } else {
+                    room.pre.push(id.clone());
+                }
+                id
+            }
+        };
+        if !open {
+            return Ok(room.view(sale, RoomStatus::Pending, 0, &id));
+        }
+        Ok(room.status_of(sale, &id, open))
+    }
+
+    async fn room_status(&self, event: &EventId, queue_id: &str) -> Result<RoomView, GateError> {
+        let now = Utc::now();
+        let mut state = self.lock()?;
+        let State { events, rooms, .. } = &mut *state;
+        match (events.get(event), rooms.get_mut(event)) {
+            (Some(sale), Some(room)) if room.on => {
+                let open = room.advance(sale, now);
+                Ok(room.status_of(sale, queue_id, open))
+            }
+            _ => Ok(off()),
+        }
+    }
+
+    async fn room_peek(&self, event: &EventId) -> Result<RoomView, GateError> {
+        let now = Utc::now();
+        let mut state = self.lock()?;
+        let State { events, rooms, .. } = &mut *state;
+        match (events.get(event), rooms.get_mut(event)) {
+            (Some(sale), Some(room)) if room.on => {
+                let open = room.advance(sale, now);
+                let status = if open {
+                    RoomStatus::Open
+                } else {
+                    RoomStatus::Before
+                };
+                Ok(room.view(sale, status, 0, ""))
+            }
+            _ => Ok(off()),
+        }
+    }
+}
+
+/// What an event without a room answers.
+fn off() -> RoomView {
+    RoomView {
+        status: RoomStatus::Off,
+        queue_id: String::new(),
+        place: 0,
+        upto: 0,
+        joined: 0,
+        shopping: 0,
+        unsold: 0,
+        sold_out: false,
     }
 }
 
