@@ -1,6 +1,7 @@
 //! Domain types: validated newtypes (parse, don't validate) and the catalog of the sale.
 
 pub mod books;
+pub mod room;
 pub mod signing;
 
 use chrono::{DateTime, Utc};
