@@ -824,6 +824,22 @@ async fn the_sweep_refunds_a_charge_the_books_never_heard_of_and_nothing_else() 
     assert_eq!(again.await.unwrap(), 0, "settled once");
 }
 
+/// An order confirmed, then lost by a Redis gone back to before its hold, then delivered again
+/// to a consumer that never wrote to the event: the event, the order and that consumer.
+async fn lost_then_redelivered(env: &TestEnv) -> (Event, OrderMessage, AppState) {
+    let ev = env.seed(10, -1, 600).await;
+    let before = rollback::snapshot(&env.redis_url, &ev.id).await;
+    let msg = paid_order(env, &ev).await;
+    assert_eq!(
+        deliver(&state(env).await, &msg).await,
+        StatusCode::NO_CONTENT
+    );
+    rollback::go_back(&env.redis_url, &ev.id, &before).await;
+    let other = state(env).await;
+    assert_eq!(deliver(&other, &msg).await, StatusCode::NO_CONTENT);
+    (ev, msg, other)
+}
+
 /// Redis went back to before an order was even held, and a process that never wrote to the
 /// event (so no mark of its own tells) receives the order's message again before any repair:
 /// the order reads confirmed, but whether the stock counts it cannot be told then. It is
@@ -831,15 +847,7 @@ async fn the_sweep_refunds_a_charge_the_books_never_heard_of_and_nothing_else() 
 #[tokio::test]
 async fn a_lost_order_redelivered_before_the_repair_is_counted_by_the_repair() {
     let env = TestEnv::get();
-    let ev = env.seed(10, -1, 600).await;
-    let before = rollback::snapshot(&env.redis_url, &ev.id).await;
-    let msg = paid_order(&env, &ev).await;
-    let first = state(&env).await;
-    assert_eq!(deliver(&first, &msg).await, StatusCode::NO_CONTENT);
-    rollback::go_back(&env.redis_url, &ev.id, &before).await;
-
-    let other = state(&env).await;
-    assert_eq!(deliver(&other, &msg).await, StatusCode::NO_CONTENT);
+    let (ev, msg, other) = lost_then_redelivered(&env).await;
     assert_eq!(view(&env, &msg).await.status, OrderStatus::Confirmed);
     let repo = env.repo();
     recovery::repair(other.gate.as_ref(), &repo, &ev.id)
@@ -858,16 +866,7 @@ async fn a_lost_order_redelivered_before_the_repair_is_counted_by_the_repair() {
 #[tokio::test]
 async fn a_restore_counts_an_uncounted_order_once() {
     let env = TestEnv::get();
-    let ev = env.seed(10, -1, 600).await;
-    let before = rollback::snapshot(&env.redis_url, &ev.id).await;
-    let msg = paid_order(&env, &ev).await;
-    assert_eq!(
-        deliver(&state(&env).await, &msg).await,
-        StatusCode::NO_CONTENT
-    );
-    rollback::go_back(&env.redis_url, &ev.id, &before).await;
-    let other = state(&env).await;
-    assert_eq!(deliver(&other, &msg).await, StatusCode::NO_CONTENT);
+    let (ev, msg, other) = lost_then_redelivered(&env).await;
 
     let (gate, repo) = (env.gate().await, env.repo());
     assert!(gate.rebuild(&ev.id).await.unwrap());

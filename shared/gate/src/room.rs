@@ -136,6 +136,18 @@ fn view(reply: Value) -> Result<RoomView, GateError> {
 }
 
 impl Gate {
+    /// Sets fields of the room's settings.
+    async fn room_set(&self, event: &EventId, fields: &[(&str, &str)]) -> Result<(), GateError> {
+        let mut cmd = redis::cmd("HSET");
+        cmd.arg(room_key(event));
+        for (field, value) in fields {
+            cmd.arg(*field).arg(*value);
+        }
+        let mut conn = self.0.conn.clone();
+        let _: () = self.bounded(cmd.query_async(&mut conn)).await?;
+        Ok(())
+    }
+
     async fn room(&self, event: &EventId, args: &[&str]) -> Result<RoomView, GateError> {
         // Drawn by each call; only the shuffle at the opening uses it (room.lua).
         let salt = uuid::Uuid::new_v4().simple().to_string();
@@ -148,52 +160,28 @@ impl Gate {
 #[async_trait]
 impl WaitingRoom for Gate {
     async fn room_on(&self, event: &EventId, s: RoomSettings) -> Result<(), GateError> {
-        let mut conn = self.0.conn.clone();
         let window_ms = u64::try_from(s.window.as_millis()).unwrap_or(u64::MAX);
-        let _: () = self
-            .bounded(
-                redis::cmd("HSET")
-                    .arg(room_key(event))
-                    .arg("on")
-                    .arg(1)
-                    .arg("rate")
-                    .arg(s.rate_per_sec)
-                    .arg("cap")
-                    .arg(s.cap)
-                    .arg("window_ms")
-                    .arg(window_ms)
-                    .query_async(&mut conn),
-            )
-            .await?;
-        Ok(())
+        let (rate, cap) = (s.rate_per_sec.to_string(), s.cap.to_string());
+        let window = window_ms.to_string();
+        self.room_set(
+            event,
+            &[
+                ("on", "1"),
+                ("rate", &rate),
+                ("cap", &cap),
+                ("window_ms", &window),
+            ],
+        )
+        .await
     }
 
     async fn room_off(&self, event: &EventId) -> Result<(), GateError> {
-        let mut conn = self.0.conn.clone();
-        let _: () = self
-            .bounded(
-                redis::cmd("HSET")
-                    .arg(room_key(event))
-                    .arg("on")
-                    .arg(0)
-                    .query_async(&mut conn),
-            )
-            .await?;
-        Ok(())
+        self.room_set(event, &[("on", "0")]).await
     }
 
     async fn room_pause(&self, event: &EventId, paused: bool) -> Result<(), GateError> {
-        let mut conn = self.0.conn.clone();
-        let _: () = self
-            .bounded(
-                redis::cmd("HSET")
-                    .arg(room_key(event))
-                    .arg("paused")
-                    .arg(u8::from(paused))
-                    .query_async(&mut conn),
-            )
-            .await?;
-        Ok(())
+        self.room_set(event, &[("paused", if paused { "1" } else { "0" })])
+            .await
     }
 
     async fn room_join(&self, event: &EventId, identity: &str) -> Result<RoomView, GateError> {

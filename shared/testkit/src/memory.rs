@@ -843,34 +843,40 @@ impl WaitingRoom for MemoryGate {
     }
 
     async fn room_status(&self, event: &EventId, queue_id: &str) -> Result<RoomView, GateError> {
-        let now = Utc::now();
-        let mut state = self.lock()?;
-        let State { events, rooms, .. } = &mut *state;
-        match (events.get(event), rooms.get_mut(event)) {
-            (Some(sale), Some(room)) if room.on => {
-                let open = room.advance(sale, now);
-                Ok(room.status_of(sale, queue_id, open))
-            }
-            _ => Ok(off()),
-        }
+        self.in_room(event, |room, sale, open| {
+            room.status_of(sale, queue_id, open)
+        })
     }
 
     async fn room_peek(&self, event: &EventId) -> Result<RoomView, GateError> {
+        self.in_room(event, |room, sale, open| {
+            let status = if open {
+                RoomStatus::Open
+            } else {
+                RoomStatus::Before
+            };
+            room.view(sale, status, 0, "")
+        })
+    }
+}
+
+impl MemoryGate {
+    /// Brings `event`'s room up to now and answers `f` of it (off when there is none).
+    fn in_room(
+        &self,
+        event: &EventId,
+        f: impl FnOnce(&Room, &Sale, bool) -> RoomView,
+    ) -> Result<RoomView, GateError> {
         let now = Utc::now();
         let mut state = self.lock()?;
         let State { events, rooms, .. } = &mut *state;
-        match (events.get(event), rooms.get_mut(event)) {
+        Ok(match (events.get(event), rooms.get_mut(event)) {
             (Some(sale), Some(room)) if room.on => {
                 let open = room.advance(sale, now);
-                let status = if open {
-                    RoomStatus::Open
-                } else {
-                    RoomStatus::Before
-                };
-                Ok(room.view(sale, status, 0, ""))
+                f(room, sale, open)
             }
-            _ => Ok(off()),
-        }
+            _ => off(),
+        })
     }
 }
 
