@@ -190,10 +190,14 @@ async def restore(kill=False):
     so the writes lost are those of a process gone (only the marks the books saved tell)."""
     r = redis[state["primary"]]
     cli(r["port"], "BGSAVE")
-    for _ in range(100):
+    for _ in range(200):
         await asyncio.sleep(0.05)
-        if "rdb_bgsave_in_progress:0" in cli(r["port"], "INFO", "persistence"):
+        info = cli(r["port"], "INFO", "persistence")
+        if "rdb_bgsave_in_progress:0" in info:
             break
+    if "rdb_last_bgsave_status:ok" not in info or "rdb_bgsave_in_progress:0" not in info:
+        record(step="restore", skipped="the snapshot (BGSAVE) did not complete")
+        return
     snap = os.path.join(os.path.dirname(a.out), f"snapshot-{now_ms()}.rdb")
     shutil.copy(os.path.join(r["dir"], "dump.rdb"), snap)
     taken = now_ms()

@@ -81,22 +81,7 @@ pub async fn restore_event(
     let mut passes = 0;
     loop {
         let inventory = repo.inventory(&event.id).await?;
-        // The orders and the per-customer counters once (one key per buyer: a big write);
-        // later passes leave them to `finalize`, which counts each order persisted after this
-        // read.
-        let (orders, customers) = if passes == 0 {
-            (
-                repo.decided_orders(&event.id).await?,
-                by_mailbox(repo.customer_totals(&event.id).await?),
-            )
-        } else {
-            (vec![], vec![])
-        };
-        let books = (passes == 0).then_some(Books {
-            orders: &orders,
-            customers: &customers,
-        });
-        let sold = sold_of(&inventory);
+        let mut sold = sold_of(&inventory);
         let total: i64 = sold.values().sum();
         if last != Some(total) {
             last = Some(total);
@@ -105,6 +90,27 @@ pub async fn restore_event(
         let quiet = settled_since.elapsed() >= opts.quiet;
         let forced = !quiet && started.elapsed() >= opts.max_wait;
         let resume = quiet || forced;
+        // The orders on the first pass and again on the one that reopens, each time with the
+        // stock counted from those very orders: every order the reopened stock counts is then
+        // in Redis (a redelivery of it finds it, ADR 56), and one persisted after this read is
+        // neither written nor counted (its finalize counts it). Passes between only rewrite the
+        // stock. The per-customer counters once (one key per buyer: a big write).
+        let (orders, customers) = if passes == 0 || resume {
+            let orders = repo.decided_orders(&event.id).await?;
+            sold = sold_by(&orders, &sold);
+            let customers = if passes == 0 {
+                by_mailbox(repo.customer_totals(&event.id).await?)
+            } else {
+                vec![]
+            };
+            (orders, customers)
+        } else {
+            (vec![], vec![])
+        };
+        let books = (passes == 0 || resume).then_some(Books {
+            orders: &orders,
+            customers: &customers,
+        });
         passes += 1;
         match gate.restore(event, &sold, books, resume).await? {
             Restore::Live => return Ok(RestoreReport::AlreadyLive),
@@ -127,6 +133,19 @@ pub async fn restore_event(
         }
         tokio::time::sleep(opts.poll).await;
     }
+}
+
+/// Tickets sold per ticket type (those of `types`) as `orders` count them: their confirmed
+/// quantities.
+fn sold_by(orders: &[store::StoredOrder], types: &BTreeMap<String, i64>) -> BTreeMap<String, i64> {
+    let mut sold: BTreeMap<String, i64> = types.keys().map(|t| (t.clone(), 0)).collect();
+    for o in orders
+        .iter()
+        .filter(|o| o.status == domain::OrderStatus::Confirmed)
+    {
+        *sold.entry(o.ticket_type.to_string()).or_default() += i64::from(o.quantity);
+    }
+    sold
 }
 
 /// The books' customer totals counted per mailbox, as the gate keys them (ADR 38): orders

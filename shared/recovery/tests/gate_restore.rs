@@ -791,3 +791,39 @@ async fn a_rollback_of_a_gone_process_writes_is_found_by_the_marks_the_books_sav
     assert!(!snap.paused, "repaired live");
     assert_eq!(stock(&survivor, &ev).await.sold, 2, "counted once");
 }
+
+/// An order the books decide while an event is being restored, whose mirroring never comes
+/// (consume-order killed right after the commit): the restore's reopening pass writes it with
+/// the stock it counts, so its redelivery finds it and a later repair counts nothing twice.
+#[tokio::test]
+async fn an_order_persisted_during_a_restore_without_its_finalize_is_written_when_it_reopens() {
+    let env = TestEnv::get();
+    let ev = env.seed(10, -1, 600).await;
+    let (gate, repo) = (env.gate().await, env.repo());
+    let in_flight = paid(&gate, &ev, 2, "bob@x.at").await;
+    gate.reset(&ev.id).await.unwrap();
+    let restore = {
+        let (gate, repo, ev) = (gate.clone(), env.repo(), ev.clone());
+        tokio::spawn(async move { restore_event(&gate, &repo, &ev, quick(1000)).await })
+    };
+    wait_for(&gate, &ev, Presence::Restoring, Duration::from_secs(10)).await;
+    // Persisted after the first pass read the books; its finalize never runs.
+    let p = repo.persist(&in_flight).await.unwrap();
+    assert_eq!(p.status, OrderStatus::Confirmed);
+    tokio::time::timeout(Duration::from_secs(30), restore)
+        .await
+        .expect("restore finishes once the books are quiet")
+        .unwrap()
+        .unwrap();
+    let view = gate.order(&ev.id, in_flight.order_id).await.unwrap();
+    assert_eq!(view.map(|v| v.status), Some(OrderStatus::Confirmed));
+    // The redelivery, then a repair (as after a later rollback): counted once.
+    let again = domain::books::Persisted {
+        duplicate: true,
+        ..p
+    };
+    testkit::finalize(&gate, &in_flight, &again).await.unwrap();
+    recovery::repair(&gate, &repo, &ev.id).await.unwrap();
+    assert_eq!(stock(&gate, &ev).await.sold, 2);
+    env.assert_audit_clean(&ev.id).await;
+}

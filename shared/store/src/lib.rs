@@ -181,8 +181,10 @@ pub fn allocate<K: Eq + std::hash::Hash>(
                     o.amount_cents, o.ticket_type, t.price_cents
                 )))
             }
-            Some(t) if o.paid_at < t.opens_at - skew => Ok(false),
             Some(_) if known_charge || !used.insert(o.payment_ref.as_str()) => Ok(false),
+            // After the charge is taken as used: an order of the batch paid later with the same
+            // charge must not be confirmed with it (the charge goes to this one, owed back).
+            Some(t) if o.paid_at < t.opens_at - skew => Ok(false),
             Some(t) if t.left >= n => {
                 t.left -= n;
                 Ok(true)

@@ -888,6 +888,28 @@ mod cases {
             verdict(&b.repo, &earlier_sale.payment_ref).await,
             Some(store::Verdict::Owed)
         );
+        // One charge on two orders, the first paid before the opening: neither is confirmed
+        // with it (it goes to the first, owed back).
+        let early = OrderMessage {
+            paid_at: at(-3600),
+            ..paid(&ev, "vip-3-day", 1)
+        };
+        let same_charge = OrderMessage {
+            order_id: OrderId::new(),
+            paid_at: Utc::now(),
+            ..early.clone()
+        };
+        let out = b
+            .repo
+            .persist_batch(&[early.clone(), same_charge])
+            .await
+            .unwrap();
+        let statuses: Vec<_> = out.iter().map(|o| o.as_ref().unwrap().status).collect();
+        assert_eq!(statuses, [OrderStatus::Rejected, OrderStatus::Rejected]);
+        assert_eq!(
+            verdict(&b.repo, &early.payment_ref).await,
+            Some(store::Verdict::Owed)
+        );
     }
 
     pub async fn a_batch_larger_than_one_transaction_is_persisted_whole(b: Backend) {

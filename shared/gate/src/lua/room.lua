@@ -99,7 +99,10 @@ local function status_of(id, open)
 end
 
 local op, salt = ARGV[1], ARGV[2]
-if redis.call('HGET', room, 'on') ~= '1' then return answer('off', 0, '') end
+-- Off, or on for an event not seeded yet (its opening unknown): the shop is open to all.
+if redis.call('HGET', room, 'on') ~= '1' or not redis.call('HGET', KEYS[1], 'opens_at') then
+  return { 'off', 0, 0, 0, 0, 0, 0, '' }
+end
 local open = advance(salt)
 if op == 'peek' then return answer(open and 'open' or 'before', 0, '') end
 if op == 'status' then return status_of(ARGV[3], open) end
