@@ -167,8 +167,9 @@ module "consume_order" {
   invoker_iam_disabled = false
   # The gate watcher and the refunder run between pushes: the watcher rebuilds an event Redis
   # lost (the recovery crate) and must not stall when the queue is quiet (which it is, right
-  # after Redis lost the sale); the refunder asks the provider again for refunds owed. So CPU
-  # stays allocated and min_instances stays >= 1 (variables.tf).
+  # after Redis lost the sale); the refunder asks the provider again for refunds owed; the sweep
+  # looks at each charge three times, a minute apart, 15 minutes after it was made (ADR 54). So
+  # CPU stays allocated and min_instances stays >= 1 (variables.tf).
   cpu_idle = false
   env = merge(local.redis_env, {
     PUSH_AUTH           = "iam"
