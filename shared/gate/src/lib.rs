@@ -368,7 +368,7 @@ impl Gate {
     fn went_back(&self, event: &EventId, mark: u64) {
         self.0.marks.went_back(event, mark);
         metrics::counter!("gate_went_back_total").increment(1);
-        tracing::error!(event = %event, mark, "Redis went back in time (it lost writes it had answered); repairing the event from the books");
+        tracing::error!(event = %event, mark, "Redis went back in time (it lost writes of a process it had answered); repairing the event from the books");
     }
 
     /// One `finalize.lua` call for `orders`, with the mark this process knows in `epoch` (or
@@ -411,14 +411,27 @@ impl Gate {
             .collect()
     }
 
-    /// Whether Redis went back in time for `event` below a mark the books saved for any process
-    /// (`saved`, of the event's current epoch): it lost writes of that process, which may be gone.
-    /// The event then waits for its repair, as when this process finds its own mark lower.
+    /// Whether Redis went back in time for `event`: its field in `marks` below what this process
+    /// was answered there, or below a mark the books saved for any process (`saved`: a process
+    /// may be gone, and its lost writes with it). Marks of another epoch (a seed, a restore, a
+    /// rebuild since) do not count. The event then waits for its repair; true also while an
+    /// earlier finding waits for it. One read of Redis.
     pub async fn went_back_below(
         &self,
         event: &EventId,
         saved: &[domain::books::GateMark],
     ) -> Result<bool, GateError> {
+        let marks = &self.0.marks;
+        let own = marks
+            .known(event)
+            .map(|(epoch, known)| domain::books::GateMark {
+                writer: marks.writer.clone(),
+                epoch,
+                mark: i64::try_from(known).unwrap_or(i64::MAX),
+            });
+        if own.is_none() && saved.is_empty() {
+            return Ok(marks.is_behind(event));
+        }
         let mut conn = self.0.conn.clone();
         let (epoch, fields): (Option<String>, std::collections::HashMap<String, u64>) = self
             .bounded(
@@ -432,44 +445,21 @@ impl Gate {
             )
             .await?;
         let field = |writer: &str| fields.get(writer).copied().unwrap_or(0);
-        let lost = saved.iter().find(|m| {
+        let lost = own.iter().chain(saved).find(|m| {
             Some(m.epoch.as_str()) == epoch.as_deref()
                 && i64::try_from(field(&m.writer)).unwrap_or(i64::MAX) < m.mark
         });
         if let Some(m) = lost {
-            tracing::error!(event = %event, writer = m.writer, saved = m.mark, redis = field(&m.writer), "Redis went back in time below a mark the books saved; repairing the event from the books");
-            self.went_back(event, field(&self.0.marks.writer));
-        }
-        Ok(self.0.marks.is_behind(event))
-    }
-
-    /// Whether Redis went back in time for `event` since this process last wrote there: its
-    /// mark lower than what this process was answered (the watcher asks when no finalize does).
-    /// True also while an earlier finding waits for its repair.
-    pub async fn went_back_since(&self, event: &EventId) -> Result<bool, GateError> {
-        let marks = &self.0.marks;
-        let Some((epoch, known)) = marks.known(event) else {
-            return Ok(marks.is_behind(event));
-        };
-        let mut conn = self.0.conn.clone();
-        let (now_epoch, mark): (Option<String>, Option<u64>) = self
-            .bounded(
-                redis::pipe()
-                    .cmd("HGET")
-                    .arg(meta_key(event))
-                    .arg("oid_salt")
-                    .cmd("HGET")
-                    .arg(format!("{{ev:{event}}}:marks"))
-                    .arg(&marks.writer)
-                    .query_async(&mut conn),
-            )
-            .await?;
-        // Another epoch (a seed, a restore, a rebuild since) starts the count again.
-        let mark = mark.unwrap_or(0);
-        if now_epoch.as_deref() == Some(epoch.as_str()) && mark < known {
-            self.went_back(event, mark);
+            tracing::warn!(event = %event, writer = m.writer, known = m.mark, redis = field(&m.writer), "the mark Redis lost: below what its writer was answered");
+            self.went_back(event, field(&marks.writer));
         }
         Ok(marks.is_behind(event))
+    }
+
+    /// Whether Redis went back in time for `event` since this process last wrote there
+    /// ([`Gate::went_back_below`] with no saved marks).
+    pub async fn went_back_since(&self, event: &EventId) -> Result<bool, GateError> {
+        self.went_back_below(event, &[]).await
     }
 }
 

@@ -377,13 +377,9 @@ async fn save_marks(
 /// Whether Redis went back in time for a live `event`: below this process's own mark, or below
 /// a mark the books saved for any process. Unknown (Redis or the books unreachable): not yet.
 async fn went_back(gate: &Gate, repo: &dyn OrderRepository, event: &EventId) -> bool {
-    if gate.went_back_since(event).await.unwrap_or(false) {
-        return true;
-    }
-    match repo.marks(event).await {
-        Ok(saved) => gate.went_back_below(event, &saved).await.unwrap_or(false),
-        Err(_) => false,
-    }
+    // Without the books' marks, this process's own still count.
+    let saved = repo.marks(event).await.unwrap_or_default();
+    gate.went_back_below(event, &saved).await.unwrap_or(false)
 }
 
 /// [`repair`], then the marks the books saved raised in Redis (the writes they count are
