@@ -762,12 +762,7 @@ async fn start(
         };
         tokio::spawn(recovery::watch(gate.clone(), repo.clone(), opts));
     }
-    // The simulated provider's ledger is also its list of charges (a real provider has both).
-    let ledger = config.payments.ledger().await?;
-    let payments: Arc<dyn PaymentProvider> = match &ledger {
-        Some(l) => Arc::new(l.clone()),
-        None => Arc::new(SimulatedPayments),
-    };
+    let (payments, charges) = config.payments.provider_and_list().await?;
     let state = AppState {
         signing: config.order_signing_key.clone(),
         signing_previous: config.order_signing_key_previous.clone(),
@@ -778,11 +773,11 @@ async fn start(
         state.clone(),
         Duration::from_secs(config.refund_retry_secs.max(1)),
     ));
-    match ledger {
+    match charges {
         Some(list) if config.charge_sweep_secs > 0 => {
             tokio::spawn(charge_sweeper(
                 state.clone(),
-                Arc::new(list),
+                list,
                 Duration::from_secs(config.charge_grace_secs),
                 Duration::from_secs(config.charge_sweep_secs),
             ));

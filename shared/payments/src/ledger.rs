@@ -33,9 +33,17 @@ pub struct PaymentArgs {
 impl PaymentArgs {
     /// The provider: with a ledger when one is configured.
     pub async fn provider(&self) -> Result<Arc<dyn PaymentProvider>, PaymentUnavailable> {
+        Ok(self.provider_and_list().await?.0)
+    }
+
+    /// The provider, and its list of charges when it keeps one (the ledger is both, as a real
+    /// provider has both).
+    pub async fn provider_and_list(
+        &self,
+    ) -> Result<(Arc<dyn PaymentProvider>, Option<Arc<dyn ChargeList>>), PaymentUnavailable> {
         Ok(match self.ledger().await? {
-            Some(l) => Arc::new(l),
-            None => Arc::new(SimulatedPayments),
+            Some(l) => (Arc::new(l.clone()), Some(Arc::new(l))),
+            None => (Arc::new(SimulatedPayments), None),
         })
     }
 
