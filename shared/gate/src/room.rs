@@ -29,9 +29,9 @@ pub struct RoomSettings {
 pub enum RoomStatus {
     /// The room is off for the event: the shop is open to all.
     Off,
-    /// The sale has not opened (a peek, or a queue id not known yet).
+    /// The room as a whole, before the sale opens (a peek).
     Before,
-    /// Joined before the opening: the place is drawn at the opening.
+    /// No place yet: joined before the opening, and the draw has not reached this fan.
     Pending,
     /// In the queue, behind `upto`.
     Waiting,

@@ -162,6 +162,7 @@ contract!(
     the_pre_queue_is_shuffled_once_and_later_joiners_queue_in_arrival_order,
     admission_never_outruns_the_rate_the_cap_or_the_stock,
     sold_out_reaches_every_waiting_fan_and_an_admitted_one_reads_admitted,
+    a_large_pre_queue_is_drawn_over_several_calls,
 );
 
 mod cases {
@@ -641,6 +642,17 @@ mod cases {
         1.0 - 6.0 * d2 / (n * (n * n - 1.0))
     }
 
+    /// A fan's place once the draw has reached it (a few calls at most).
+    async fn drawn_place(gate: &dyn WaitingRoom, ev: &domain::EventId, id: &str) -> u64 {
+        for _ in 0..100 {
+            let v = gate.room_status(ev, id).await.unwrap();
+            if v.status != RoomStatus::Pending {
+                return v.place;
+            }
+        }
+        panic!("{id}: no place after 100 calls");
+    }
+
     pub async fn the_pre_queue_is_shuffled_once_and_later_joiners_queue_in_arrival_order(
         b: Backend,
     ) {
@@ -663,11 +675,13 @@ mod cases {
         }
         let again = gate.room_join(&ev.id, "fan7@x.at").await.unwrap();
         assert_eq!(again.queue_id, ids[7], "one place per identity");
+        let before = gate.room_status(&ev.id, &ids[3]).await.unwrap();
+        assert_eq!(before.status, RoomStatus::Pending);
 
         until_open(&ev).await;
         let mut places = vec![];
         for id in &ids {
-            places.push(gate.room_status(&ev.id, id).await.unwrap().place);
+            places.push(drawn_place(&*gate, &ev.id, id).await);
         }
         let mut sorted = places.clone();
         sorted.sort_unstable();
@@ -695,6 +709,41 @@ mod cases {
         assert_eq!(again.place, 61);
         let unknown = gate.room_status(&ev.id, "no-such-id").await.unwrap();
         assert_eq!(unknown.status, RoomStatus::Unknown);
+    }
+
+    /// A pre-queue larger than one call draws (room.lua draws 500 a call): fans who join
+    /// meanwhile queue behind it, and the drawn order is one permutation.
+    pub async fn a_large_pre_queue_is_drawn_over_several_calls(b: Backend) {
+        let gate = b.room.clone();
+        let ev = b.seed(100, 6, 600).await;
+        gate.room_on(&ev.id, settings(1000, 1000)).await.unwrap();
+        let n = 4_500;
+        let mut ids = vec![];
+        for i in 0..n {
+            ids.push(
+                gate.room_join(&ev.id, &format!("big{i}@x.at"))
+                    .await
+                    .unwrap()
+                    .queue_id,
+            );
+        }
+        until_open(&ev).await;
+        let late = gate.room_join(&ev.id, "late@x.at").await.unwrap();
+        assert_eq!(late.place, n + 1, "{late:?}");
+        let mut seen = vec![false; n as usize];
+        for id in &ids {
+            let place = drawn_place(&*gate, &ev.id, id).await;
+            assert!((1..=n).contains(&place), "{place}");
+            assert!(
+                !std::mem::replace(&mut seen[place as usize - 1], true),
+                "{place} twice"
+            );
+        }
+        let peek = gate.room_peek(&ev.id).await.unwrap();
+        assert!(
+            peek.upto > 0 && peek.upto <= n + 1,
+            "admission moves on: {peek:?}"
+        );
     }
 
     pub async fn admission_never_outruns_the_rate_the_cap_or_the_stock(b: Backend) {

@@ -151,7 +151,7 @@ impl Room {
 
     fn status_of(&self, sale: &Sale, id: &str, open: bool) -> RoomView {
         match self.place.get(id).copied() {
-            None if !open => self.view(sale, RoomStatus::Before, 0, id),
+            None if !open => self.view(sale, RoomStatus::Pending, 0, id),
             None => self.view(sale, RoomStatus::Unknown, 0, id),
             Some(p) if p > self.upto => self.view(sale, RoomStatus::Waiting, p, id),
             Some(p) if self.admitted.contains_key(&p) => {

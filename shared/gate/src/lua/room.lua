@@ -1,26 +1,29 @@
--- The waiting room of an event (issue "A fair waiting room"). One script for its three calls,
--- so that every call first brings the room up to now the same way:
+-- The waiting room of an event (issue "A fair waiting room", ADR 59). One script for its three
+-- calls, so that every call first brings the room up to now the same way:
 --   ARGV[1] = 'join',   ARGV[2] = a fresh random salt, ARGV[3] = identity, ARGV[4] = a new
 --             queue id (kept only if the identity has none);
 --   ARGV[1] = 'status', ARGV[2] = salt, ARGV[3] = queue id;
 --   ARGV[1] = 'peek',   ARGV[2] = salt (the room as a snapshot shows it).
 -- Keys (all under the event's hash tag): `room` (hash: on, rate, cap, window_ms, paused; pre,
--- joined, shuffled, upto, credit, at), `room:who` (identity → queue id), `room:pre` (the queue
--- ids that joined before the opening, in arrival order), `room:place` (queue id → place),
--- `room:admitted` (sorted set: each admitted place, scored by the end of its shopping window).
+-- drawn, salt, shuffled, joined, upto, credit, at), `room:who` (identity → queue id),
+-- `room:pre` (the queue ids that joined before the opening, in arrival order), `room:draw`
+-- (sorted set: the pre-queue in its drawn order), `room:place` (a later joiner's queue id →
+-- place), `room:admitted` (sorted set: each admitted place, scored by the end of its window).
 --
--- Before the opening, a fan who joins gets a queue id and no place yet. The first call at or
--- after the opening shuffles the pre-queue once: places 1..pre in the order of SHA-1(salt ‖ id),
--- the salt drawn by that caller at that moment, so the order is decided after the last
--- pre-queue join and nobody could know it before. A fan who joins later gets the next place.
+-- Before the opening, a fan who joins gets a queue id and no place yet. From the first call at
+-- or after the opening, the pre-queue is drawn: places 1..pre in the order of SHA-1(salt ‖ id),
+-- the salt drawn by that first caller at that moment, so the order is decided after the last
+-- pre-queue join and nobody could know it before; the draw goes a chunk per call (see draw).
+-- A fan who joins later gets the next place.
 -- Admission moves `upto` forward: `rate` places a second (at most one second of credit), never
 -- past the last place, never more fans shopping at once (admitted, window not over) than `cap`,
 -- nor than the tickets not sold (available + held: a hold may expire). An admitted fan counts
--- as shopping until its window ends. Paused, nothing moves.
+-- as shopping until its window ends or it holds tickets (reserve.lua). Paused, nothing moves.
 -- Sold out: nothing available now (holds may still expire and bring tickets back).
 -- Returns {status, place, upto, joined, active, available+held, sold_out, queue id}; status is
--- off | before | pending (joined before the opening, place not drawn yet) | waiting |
--- admitted | missed (admitted, window over) | unknown (no such queue id).
+-- off | before (a peek before the opening) | open (a peek after it) | pending (no place yet:
+-- before the opening or the draw's end) | waiting | admitted | missed (admitted, window over)
+-- | unknown (no such queue id).
 
 local room = p .. 'room'
 local now = now_ms()
@@ -36,23 +39,47 @@ local function stock()
   return free, avail
 end
 
-local function shuffle(salt)
-  local ids = redis.call('LRANGE', room .. ':pre', 0, -1)
-  local keyed = {}
-  for i, id in ipairs(ids) do keyed[i] = { redis.sha1hex(salt .. id), id } end
-  table.sort(keyed, function(a, b) return a[1] < b[1] end)
-  for i, k in ipairs(keyed) do redis.call('HSET', room .. ':place', k[2], i) end
-  redis.call('HSET', room, 'shuffled', 1, 'pre', #ids, 'at', now)
+-- Pre-queue fans drawn per call: the draw of 50,000 in one call blocked Redis for about half a
+-- second at the opening (ADR 59); a chunk costs a few milliseconds.
+local CHUNK = 500
+
+-- The draw: the first call at or after the opening fixes the pre-queue and the salt; each call
+-- then keys the next chunk by SHA-1(salt ‖ id) into `room:draw` (a sorted set: a pre-queue
+-- fan's place is its rank there). Its score is the hash's first 52 bits, exact in a double;
+-- on a tie, the set orders by id. Until the last chunk the order is not known, and nobody is
+-- admitted. Returns whether the draw is done.
+local function draw(salt, r_pre, r_drawn, r_salt)
+  if not r_salt then
+    r_pre, r_drawn, r_salt = redis.call('LLEN', room .. ':pre'), 0, salt
+    redis.call('HSET', room, 'salt', salt, 'pre', r_pre, 'drawn', 0, 'at', now)
+  end
+  local pre, drawn = tonumber(r_pre), tonumber(r_drawn)
+  local ids = redis.call('LRANGE', room .. ':pre', drawn, drawn + CHUNK - 1)
+  if #ids > 0 then
+    local add = { 'ZADD', room .. ':draw' }
+    for _, id in ipairs(ids) do
+      add[#add + 1] = tonumber(string.sub(redis.sha1hex(r_salt .. id), 1, 13), 16)
+      add[#add + 1] = id
+    end
+    redis.call(unpack(add))
+    drawn = drawn + #ids
+  end
+  local done = drawn >= pre
+  redis.call('HSET', room, 'drawn', drawn, 'shuffled', done and 1 or 0)
+  return done
 end
 
 -- Brings the room up to now; returns whether the sale is open.
 local function advance(salt)
   local r = redis.call('HMGET', room, 'on', 'rate', 'cap', 'window_ms', 'paused', 'joined',
-    'shuffled', 'upto', 'credit', 'at')
+    'shuffled', 'upto', 'credit', 'at', 'pre', 'drawn', 'salt')
   if r[1] ~= '1' then return false end
   local opens = tonumber(redis.call('HGET', KEYS[1], 'opens_at') or '0')
   if now < opens then return false end
-  if r[7] ~= '1' then shuffle(salt) end
+  if r[7] ~= '1' and not draw(salt, r[11], r[12], r[13]) then
+    -- Drawing: credit accrues (at most a second's worth), nobody is admitted yet.
+    return true
+  end
   local rate, cap, window = tonumber(r[2] or '0'), tonumber(r[3] or '0'), tonumber(r[4] or '0')
   local joined, upto = tonumber(r[6] or '0'), tonumber(r[8] or '0')
   -- Credit accrues from the opening on the first call after it.
@@ -86,10 +113,26 @@ local function answer(status, place, id)
     redis.call('ZCARD', room .. ':admitted'), free, avail == 0 and 1 or 0, id or '' }
 end
 
+-- A fan's place: the next one on joining after the opening (`room:place`), or its rank in the
+-- draw once the draw is done (a rank among the fans drawn so far is no place); nil before
+-- (or for no such fan).
+local function place_of(id)
+  local place = redis.call('HGET', room .. ':place', id)
+  if place then return tonumber(place) end
+  if redis.call('HGET', room, 'shuffled') ~= '1' then return nil end
+  local rank = redis.call('ZRANK', room .. ':draw', id)
+  return rank and rank + 1
+end
+
 local function status_of(id, open)
-  local place = tonumber(redis.call('HGET', room .. ':place', id) or '0')
-  if place == 0 then
-    if not open then return answer('before', 0, id) end
+  local place = place_of(id)
+  if not place then
+    -- Before the opening or while drawing, a fan of the pre-queue has no place yet (an id
+    -- nobody was given reads the same until the draw is done: telling them apart would need
+    -- a set of the pre-queue's ids, for no fan's good).
+    if not open or redis.call('HGET', room, 'shuffled') ~= '1' then
+      return answer('pending', 0, id)
+    end
     return answer('unknown', 0, id)
   end
   local upto = tonumber(redis.call('HGET', room, 'upto') or '0')
