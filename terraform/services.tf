@@ -58,6 +58,9 @@ locals {
   }
   # buy signs with this one; the ops job republishes dead letters with it too.
   buy_signing_secret = { ORDER_SIGNING_KEY = local.signing_key[tostring(local.signing_buy_generation)] }
+  # buy also checks the waiting room's admission tokens it signed (ADR 59): during a rotation,
+  # a token an instance signed with the key before is still good.
+  buy_room_secret = local.signing_buy_generation > 1 ? { ORDER_SIGNING_KEY_PREVIOUS = local.signing_key[tostring(local.signing_buy_generation - 1)] } : {}
   # consume-order accepts the current key and the one before it, so a rotation rolls out
   # without refusing messages in flight (ORDER_SIGNING_KEY_PREVIOUS, ADR 40).
   consumer_signing_secret = merge(
@@ -145,7 +148,7 @@ module "buy" {
     # Holds one client IP may take within a hold time, whatever addresses it gives (ADR 38).
     HOLDS_PER_CLIENT = "20"
   })
-  secret_env = merge(local.redis_secret, local.buy_signing_secret)
+  secret_env = merge(local.redis_secret, local.buy_signing_secret, local.buy_room_secret)
 
   depends_on = [google_project_service.apis]
 }

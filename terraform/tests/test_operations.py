@@ -252,7 +252,7 @@ def test_secrets_are_read_by_pinned_version(root, modules):
 
 def test_the_signing_key_rotates_without_refusing_messages(root):
     calls = service_calls(root)
-    assert calls["buy"]["secret_env"] == "${merge(local.redis_secret, local.buy_signing_secret)}"
+    assert calls["buy"]["secret_env"] == "${merge(local.redis_secret, local.buy_signing_secret, local.buy_room_secret)}"
     assert "local.consumer_signing_secret" in calls["consume-order"]["secret_env"]
     consumer = root.locals["consumer_signing_secret"]
     assert "ORDER_SIGNING_KEY = local.signing_key[tostring(local.signing_generation)]" in consumer

@@ -180,8 +180,13 @@ def test_secrets_are_granted_one_by_one(root, modules):
                 assert body.get("role") not in ("roles/owner", "roles/editor"), f"broad role: {name}"
     calls = service_calls(root)
     assert resolve_keys(root, calls["check-availability"]["secret_env"]) == {"REDIS_URL"}
-    # The signing key (ADR 40): buy signs, consume-order checks; nobody else reads it.
-    assert resolve_keys(root, calls["buy"]["secret_env"]) == {"REDIS_URL", "ORDER_SIGNING_KEY"}
+    # The signing key (ADR 40): buy signs, consume-order checks; nobody else reads it. buy
+    # also checks its admission tokens, with the key before during a rotation (ADR 59).
+    assert resolve_keys(root, calls["buy"]["secret_env"]) == {
+        "REDIS_URL",
+        "ORDER_SIGNING_KEY",
+        "ORDER_SIGNING_KEY_PREVIOUS",
+    }
     assert resolve_keys(root, calls["consume-order"]["secret_env"]) == {
         "REDIS_URL",
         "DATABASE_URL",

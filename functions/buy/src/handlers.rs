@@ -54,11 +54,13 @@ pub(crate) struct Reserved {
     params(
         ("event" = String, Path, description = "Event slug, e.g. `frequency-2027`"),
         ("Idempotency-Key" = String, Header, pattern = "^[!-~]{8,128}$", description = "A fresh UUID per purchase attempt, sent again unchanged on every retry of that attempt: the same key with the same body answers the first answer again"),
+        ("Admission-Token" = Option<String>, Header, description = "While the event's waiting room is on: the token its join gave this fan once admitted (for reservations to the address it joined with)"),
     ),
     request_body = ReserveBody,
     responses(
         (status = 202, description = "Held", body = Reserved,
             headers(("Location" = String, description = "The order's status URL"))),
+        (status = 403, description = "The event's waiting room is on and the request brought no valid admission token (`/problems/not-admitted`: missing, expired, another event's or another address')", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such event", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Sold out, or fewer left than asked for (`available`)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "An invalid field or ticket type, the per-customer limit (`limit`, `remaining`), or the Idempotency-Key reused with another body", body = Problem, content_type = "application/problem+json"),
@@ -94,10 +96,13 @@ pub async fn reserve(
     // The per-e-mail limit and the per-client cap are checked inside the reservation script
     // (one Redis call).
     let per_email = state.limits.as_ref().map(|l| l.per_email);
+    // The waiting room's admission, checked here; whether the room is on, the script knows.
+    let admitted = crate::room::admitted(&state, &headers, &event, &email);
     let admission = AdmissionRules {
         per_email,
         holds_per_client: state.limits.as_ref().map_or(0, |l| l.holds_per_client),
         client,
+        admitted: admitted.ok(),
     };
     let outcome = state
         .gate
@@ -158,6 +163,9 @@ pub async fn reserve(
             ));
         }
         ReserveOutcome::Paused => return Err(paused()),
+        ReserveOutcome::NotAdmitted => {
+            return Err(crate::room::not_admitted(&event, admitted.err().flatten()));
+        }
     };
     if !replayed {
         // Debug: holds are many and most expire; payments and persistence are logged at info.
@@ -207,6 +215,7 @@ fn count_reservation(o: &ReserveOutcome) {
         ReserveOutcome::Limit { .. } => "limit",
         ReserveOutcome::Paused => "paused",
         ReserveOutcome::RateLimited { .. } | ReserveOutcome::ClientHolds { .. } => "rate_limited",
+        ReserveOutcome::NotAdmitted => "not_admitted",
     };
     metrics::counter!("reservations_total", "outcome" => outcome).increment(1);
 }

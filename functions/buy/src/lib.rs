@@ -10,12 +10,14 @@ mod client;
 mod handlers;
 mod limits;
 mod relay;
+mod room;
 mod settle;
 
 pub use client::ClientAddr;
 pub use handlers::{PayBody, ReserveBody, cancel, pay, reserve};
 pub use limits::Limits;
 pub use relay::{RelayError, relay_once, spawn_relay};
+pub use room::{ADMISSION_HEADER, JoinBody, RoomAnswer, RoomKeys, join};
 pub use settle::{Caller, PAYMENT_GIVE_UP, SettleError, settle};
 
 use std::sync::Arc;
@@ -36,6 +38,7 @@ use web::openapi::Problem;
 // utoipa's path items, named without their module: a module prefix would become the
 // operations' tag in the document.
 use handlers::{__path_cancel, __path_pay, __path_reserve};
+use room::__path_join;
 
 /// Configuration from the environment.
 #[derive(clap::Parser, Debug)]
@@ -69,6 +72,10 @@ pub struct Config {
     pub redeliver_after_ms: u64,
     #[command(flatten)]
     pub limits: RateLimitArgs,
+    /// The key buy signed with before ORDER_SIGNING_KEY, during a rotation: admission tokens
+    /// signed with it are still accepted (ADR 59).
+    #[arg(long, env = "ORDER_SIGNING_KEY_PREVIOUS", hide_env_values = true, value_parser = domain::signing::MessageKey::parse)]
+    pub order_signing_key_previous: Option<domain::signing::MessageKey>,
 }
 
 /// Shared state: the gate, the publisher and the payment provider, as trait objects.
@@ -86,6 +93,9 @@ pub struct AppState {
     /// Events this instance has seen in the gate: one that goes missing from it later is being
     /// rebuilt after Redis lost its data (503, retry), not unknown (404).
     pub seen_events: SeenEvents,
+    /// The waiting room's admission tokens are signed and checked with these (`None`: no
+    /// token is genuine, so while a room is on nobody is admitted to reserve).
+    pub room_keys: Option<RoomKeys>,
 }
 
 /// See [`AppState::seen_events`].
@@ -118,10 +128,12 @@ impl SeenEvents {
     info(
         title = "Frequency Festival VIP tickets: buy",
         version = "1",
-        description = "A fan's writes: reserve (a hold of a few minutes), pay, cancel. Every refusal is RFC 9457 problem+json. Payment tokens of the simulated provider: `tok_approve` approves, `tok_decline` declines, `tok_unavailable` acts as a provider outage."
+        description = "A fan's writes: join the waiting room, reserve (a hold of a few minutes), pay, cancel. Every refusal is RFC 9457 problem+json. Payment tokens of the simulated provider: `tok_approve` approves, `tok_decline` declines, `tok_unavailable` acts as a provider outage."
     ),
-    paths(reserve, pay, cancel),
+    paths(reserve, pay, cancel, join),
     components(schemas(
+        room::JoinBody,
+        room::RoomAnswer,
         handlers::ReserveBody,
         handlers::Reserved,
         handlers::PayBody,
@@ -139,7 +151,8 @@ pub fn app(state: AppState) -> Router {
     let fans = Router::new()
         .route("/v1/events/{event}/orders", post(handlers::reserve))
         .route("/v1/orders/{id}/payment", post(handlers::pay))
-        .route("/v1/orders/{id}/cancel", post(handlers::cancel));
+        .route("/v1/orders/{id}/cancel", post(handlers::cancel))
+        .route("/v1/events/{event}/room", post(room::join));
     // Without a per-IP limit or a hold cap the layer would only pass every request on.
     let fans = if state.limits.as_ref().is_some_and(Limits::needs_client) {
         fans.route_layer(axum::middleware::from_fn_with_state(
@@ -187,6 +200,14 @@ async fn start(config: &Config) -> anyhow::Result<axum::Router> {
         redeliver_after: Duration::from_millis(config.redeliver_after_ms),
         confirm_wait: Duration::from_millis(config.pay_confirm_wait_ms),
         seen_events: SeenEvents::default(),
+        room_keys: config
+            .pubsub
+            .order_signing_key
+            .clone()
+            .map(|current| RoomKeys {
+                current,
+                previous: config.order_signing_key_previous.clone(),
+            }),
     };
     spawn_relay(
         state.clone(),

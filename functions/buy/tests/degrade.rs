@@ -51,6 +51,7 @@ async fn redis_down_buy_refuses_fast_the_consumer_still_persists_and_the_gate_ca
         redeliver_after: std::time::Duration::from_secs(300),
         confirm_wait: std::time::Duration::from_secs(1),
         seen_events: Default::default(),
+        room_keys: None,
     });
 
     // A fan reserves and pays while everything is up.

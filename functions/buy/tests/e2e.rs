@@ -272,6 +272,7 @@ async fn a_failed_publish_after_payment_loses_nothing_and_the_relay_finishes_it(
         redeliver_after: std::time::Duration::from_secs(300),
         confirm_wait: std::time::Duration::from_secs(1),
         seen_events: Default::default(),
+        room_keys: None,
     };
     let buy_down = common::serve(buy::app(broken)).await;
     let http = reqwest::Client::new();
@@ -536,6 +537,7 @@ async fn a_published_order_the_broker_lost_is_published_again_and_persisted_once
     let lossy = buy::AppState {
         redeliver_after: Duration::from_millis(200),
         seen_events: Default::default(),
+        room_keys: None,
         ..common::buy_state(&env, &lost_topic).await
     };
     let buy_lossy = common::serve(buy::app(lossy)).await;
@@ -553,6 +555,7 @@ async fn a_published_order_the_broker_lost_is_published_again_and_persisted_once
     let relay = buy::AppState {
         redeliver_after: Duration::from_millis(200),
         seen_events: Default::default(),
+        room_keys: None,
         ..common::buy_state(&env, &stack.topic).await
     };
     assert_eq!(

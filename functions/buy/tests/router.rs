@@ -38,6 +38,7 @@ fn shop(confirm_wait: Duration, limits: Option<buy::Limits>) -> Shop {
         redeliver_after: Duration::from_secs(300),
         confirm_wait,
         seen_events: Default::default(),
+        room_keys: None,
     };
     Shop {
         app: buy::app(state.clone()),
@@ -283,6 +284,7 @@ async fn a_broker_outage_keeps_the_paid_order_for_the_relay() {
         redeliver_after: Duration::from_secs(300),
         confirm_wait: Duration::ZERO,
         seen_events: Default::default(),
+        room_keys: None,
     };
     let relayed = buy::relay_once(&state, Duration::ZERO, Duration::from_secs(30))
         .await

@@ -43,8 +43,9 @@ pub(super) struct Rules {
 pub(super) struct Pending {
     pub event: EventId,
     pub rules: Rules,
-    /// ticket_type, quantity, email, idempotency_key, client ('': unknown).
-    pub args: [String; 5],
+    /// ticket_type, quantity, email, idempotency_key, client ('': unknown), the place of the
+    /// fan's admission token ('': none).
+    pub args: [String; 6],
     /// When it was queued: one that waited longer than the gate's timeout is answered busy
     /// instead of being sent (its fan has been waiting long enough).
     pub since: std::time::Instant,
@@ -202,7 +203,8 @@ impl Call {
                 .arg(p.args[1].as_str())
                 .arg(p.args[2].as_str())
                 .arg(&*id.0.hyphenated().encode_lower(&mut buf))
-                .arg(p.args[4].as_str());
+                .arg(p.args[4].as_str())
+                .arg(p.args[5].as_str());
         }
         metrics::histogram!("gate_reserve_batch_size").record(batch.len() as f64);
         let reply = timed(
@@ -236,6 +238,7 @@ mod tests {
             },
             args: [
                 n.into(),
+                String::new(),
                 String::new(),
                 String::new(),
                 String::new(),

@@ -131,6 +131,8 @@ pub enum ReserveOutcome {
         retry_after: Duration,
         window: Duration,
     },
+    /// The event's waiting room is on and the fan brought no admission (ADR 59).
+    NotAdmitted,
 }
 
 /// What a reservation is checked against besides stock and the per-customer limit.
@@ -142,6 +144,9 @@ pub struct AdmissionRules {
     pub holds_per_client: u32,
     /// The client's address (`None`: unknown, and not capped).
     pub client: Option<String>,
+    /// The place of the fan's admission token, verified by the caller (`None`: no token).
+    /// Required while the event's waiting room is on (ADR 59).
+    pub admitted: Option<u64>,
 }
 
 /// Whether the gate holds an event.
@@ -1141,6 +1146,7 @@ impl Admission for Gate {
                 email.as_str().to_owned(),
                 key.as_str().to_owned(),
                 client.to_owned(),
+                rules.admitted.map(|p| p.to_string()).unwrap_or_default(),
             ],
             reply,
             since: std::time::Instant::now(),

@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use redis::Value;
 
 use domain::EventId;
@@ -41,7 +42,8 @@ pub enum RoomStatus {
     Missed,
     /// No such queue id (the room lost it, or it never was).
     Unknown,
-    /// The room as a whole, open (a peek).
+    /// The room as a whole, open, its pre-queue drawn (a peek; while drawing a peek reads
+    /// `Pending`).
     Open,
 }
 
@@ -63,6 +65,10 @@ pub struct RoomView {
     pub unsold: i64,
     /// Nothing available now.
     pub sold_out: bool,
+    /// Fans admitted per second (0: the room is off).
+    pub rate_per_sec: u32,
+    /// When an admitted fan's window ends (`None` unless `Admitted`).
+    pub admitted_until: Option<DateTime<Utc>>,
 }
 
 impl RoomView {
@@ -81,7 +87,8 @@ pub trait WaitingRoom: Send + Sync {
     async fn room_off(&self, event: &EventId) -> Result<(), GateError>;
     /// Stops (or resumes) admitting; the queue keeps its order.
     async fn room_pause(&self, event: &EventId, paused: bool) -> Result<(), GateError>;
-    /// Joins the queue as `identity` (one place per identity: joining again answers it).
+    /// Joins the queue as `identity` (one place per identity: joining again answers it, except
+    /// after a window that ended unused: then the fan queues again at the back).
     async fn room_join(&self, event: &EventId, identity: &str) -> Result<RoomView, GateError>;
     /// Where the fan with `queue_id` stands.
     async fn room_status(&self, event: &EventId, queue_id: &str) -> Result<RoomView, GateError>;
@@ -107,7 +114,8 @@ fn status(word: &str) -> Result<RoomStatus, GateError> {
     })
 }
 
-/// `room.lua`'s answer: status, place, upto, joined, shopping, unsold, sold out, queue id.
+/// `room.lua`'s answer: status, place, upto, joined, shopping, unsold, sold out, queue id,
+/// rate, the end of an admitted fan's window.
 fn view(reply: Value) -> Result<RoomView, GateError> {
     let bad = |what: &str| GateError::Protocol(format!("room: {what}"));
     let Value::Array(v) = reply else {
@@ -132,6 +140,10 @@ fn view(reply: Value) -> Result<RoomView, GateError> {
         unsold: int(5)?,
         sold_out: int(6)? == 1,
         queue_id: text(7)?,
+        rate_per_sec: u32::try_from(int(8)?).unwrap_or(0),
+        admitted_until: Some(int(9)?)
+            .filter(|ms| *ms > 0)
+            .and_then(DateTime::from_timestamp_millis),
     })
 }
 
@@ -213,6 +225,8 @@ mod tests {
             shopping: 0,
             unsold: 10,
             sold_out: false,
+            rate_per_sec: 10,
+            admitted_until: None,
         };
         assert_eq!(v(10, 3).ahead(), 6);
         assert_eq!(v(4, 3).ahead(), 0);

@@ -156,7 +156,8 @@ pub trait PaymentFlow: Send + Sync {
     async fn raise_marks(&self, event: &EventId, saved: &[GateMark]) -> Result<(), GateError>;
 }
 
-/// Everything buy asks of the gate.
-pub trait Checkout: ReadModel + Admission + PaymentFlow {}
+/// Everything buy asks of the gate (the waiting room included: buy's join hands out the
+/// admission reserve asks for).
+pub trait Checkout: ReadModel + Admission + PaymentFlow + crate::WaitingRoom {}
 
-impl<T: ReadModel + Admission + PaymentFlow + ?Sized> Checkout for T {}
+impl<T: ReadModel + Admission + PaymentFlow + crate::WaitingRoom + ?Sized> Checkout for T {}

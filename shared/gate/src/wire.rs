@@ -77,6 +77,7 @@ pub(crate) fn reserve_outcome(order_id: OrderId, line: &str) -> Result<ReserveOu
             retry_after: Duration::from_millis(num(&w, 1)?),
             window: Duration::from_millis(num(&w, 2)?),
         },
+        Some("not_admitted") => ReserveOutcome::NotAdmitted,
         _ => return Err(GateError::Protocol(format!("reserve: {w:?}"))),
     })
 }

@@ -163,6 +163,8 @@ contract!(
     admission_never_outruns_the_rate_the_cap_or_the_stock,
     sold_out_reaches_every_waiting_fan_and_an_admitted_one_reads_admitted,
     a_large_pre_queue_is_drawn_over_several_calls,
+    while_the_room_is_on_only_an_admitted_fan_takes_a_hold,
+    a_fan_whose_window_ended_unused_queues_again_at_the_back,
 );
 
 mod cases {
@@ -815,13 +817,18 @@ mod cases {
         let waiting = gate.room_status(&ev.id, &fans[3].queue_id).await.unwrap();
         assert_eq!(waiting.status, RoomStatus::Waiting);
         assert!(!waiting.sold_out);
-        // Every ticket held (vip-3-day 2, vip-camping 2, backstage 1): nothing available.
+        // Every ticket held by admitted fans (vip-3-day 2, vip-camping 2, backstage 1): nothing
+        // available.
+        let rules = AdmissionRules {
+            admitted: Some(admitted.place),
+            ..AdmissionRules::default()
+        };
         for (tt, n, who) in [
             ("vip-3-day", 2, "a@x.at"),
             ("vip-camping", 2, "b@x.at"),
             ("backstage-lounge", 1, "c@x.at"),
         ] {
-            held(b.reserve(&ev, tt, n, who).await);
+            held(b.reserve_with(&ev, tt, n, who, &key(), &rules).await);
         }
         for f in &fans[1..] {
             let v = gate.room_status(&ev.id, &f.queue_id).await.unwrap();
@@ -832,5 +839,63 @@ mod cases {
             peek.sold_out && peek.unsold == 5,
             "held tickets may come back: {peek:?}"
         );
+    }
+
+    pub async fn while_the_room_is_on_only_an_admitted_fan_takes_a_hold(b: Backend) {
+        let gate = b.room.clone();
+        let ev = b.seed(100, -1, 600).await;
+        gate.room_on(&ev.id, settings(1000, 1000)).await.unwrap();
+        let fan = gate.room_join(&ev.id, "in@x.at").await.unwrap();
+        assert_eq!(fan.status, RoomStatus::Admitted, "{fan:?}");
+        let ends = fan.admitted_until.expect("an admitted fan's window");
+        assert!(ends > chrono::Utc::now(), "{ends}");
+        assert_eq!(fan.rate_per_sec, 1000);
+        let before = gate.room_peek(&ev.id).await.unwrap();
+        assert_eq!(before.shopping, 1);
+
+        // No admission: refused, nothing taken.
+        let out = b.reserve(&ev, "vip-3-day", 1, "in@x.at").await;
+        assert_eq!(out, ReserveOutcome::NotAdmitted);
+        assert_eq!(b.stock(&ev, "vip-3-day").await.available, 100);
+
+        // Admitted: held, and no longer counted as shopping (the hold counts in the stock).
+        let rules = AdmissionRules {
+            admitted: Some(fan.place),
+            ..AdmissionRules::default()
+        };
+        held(
+            b.reserve_with(&ev, "vip-3-day", 1, "in@x.at", &key(), &rules)
+                .await,
+        );
+        let after = gate.room_peek(&ev.id).await.unwrap();
+        assert_eq!(
+            (after.shopping, after.unsold),
+            (0, before.unsold),
+            "{after:?}"
+        );
+
+        // The room off: the shop is open to all again.
+        gate.room_off(&ev.id).await.unwrap();
+        held(b.reserve(&ev, "vip-3-day", 1, "out@x.at").await);
+    }
+
+    pub async fn a_fan_whose_window_ended_unused_queues_again_at_the_back(b: Backend) {
+        let gate = b.room.clone();
+        let ev = b.seed(100, -1, 600).await;
+        let short = RoomSettings {
+            window: Duration::from_millis(300),
+            ..settings(1000, 1000)
+        };
+        gate.room_on(&ev.id, short).await.unwrap();
+        let fan = gate.room_join(&ev.id, "late@x.at").await.unwrap();
+        assert_eq!((fan.status, fan.place), (RoomStatus::Admitted, 1));
+        gate.room_join(&ev.id, "other@x.at").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let missed = gate.room_status(&ev.id, &fan.queue_id).await.unwrap();
+        assert_eq!(missed.status, RoomStatus::Missed, "{missed:?}");
+        let again = gate.room_join(&ev.id, "late@x.at").await.unwrap();
+        assert_eq!(again.queue_id, fan.queue_id);
+        assert_eq!(again.place, 3, "behind everyone who joined: {again:?}");
+        assert_eq!(again.status, RoomStatus::Admitted);
     }
 }

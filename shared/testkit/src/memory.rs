@@ -146,6 +146,8 @@ impl Room {
             shopping: self.admitted.len() as u64,
             unsold,
             sold_out: available == 0,
+            rate_per_sec: self.settings.map_or(0, |s| s.rate_per_sec),
+            admitted_until: None,
         }
     }
 
@@ -154,9 +156,10 @@ impl Room {
             None if !open => self.view(sale, RoomStatus::Pending, 0, id),
             None => self.view(sale, RoomStatus::Unknown, 0, id),
             Some(p) if p > self.upto => self.view(sale, RoomStatus::Waiting, p, id),
-            Some(p) if self.admitted.contains_key(&p) => {
-                self.view(sale, RoomStatus::Admitted, p, id)
-            }
+            Some(p) if self.admitted.contains_key(&p) => RoomView {
+                admitted_until: self.admitted.get(&p).copied(),
+                ..self.view(sale, RoomStatus::Admitted, p, id)
+            },
             Some(p) => self.view(sale, RoomStatus::Missed, p, id),
         }
     }
@@ -385,9 +388,12 @@ impl Admission for MemoryGate {
         rules: &AdmissionRules,
     ) -> Result<ReserveOutcome, GateError> {
         let mut state = self.lock()?;
-        let Some(sale) = state.events.get_mut(event) else {
+        let State { events, rooms, .. } = &mut *state;
+        let Some(sale) = events.get_mut(event) else {
             return Ok(ReserveOutcome::UnknownEvent);
         };
+        // While the room is on, only an admitted fan takes a hold (reserve.lua).
+        let room = rooms.get_mut(event).filter(|r| r.on);
         let now = Utc::now();
         let qty = quantity.get();
         // Every refusal first looks for an earlier answer under the key, as the script does.
@@ -412,6 +418,9 @@ impl Admission for MemoryGate {
             return Ok(ReserveOutcome::TooEarly {
                 opens_in_ms: u64::try_from(ms).unwrap_or(0),
             });
+        }
+        if room.is_some() && rules.admitted.is_none() {
+            return Ok(ReserveOutcome::NotAdmitted);
         }
         let Some(tt) = sale
             .catalog
@@ -473,6 +482,10 @@ impl Admission for MemoryGate {
                 .entry(email.as_str().to_owned())
                 .or_default()
                 .push(now);
+        }
+        // Holding tickets, the fan no longer counts as shopping in the room.
+        if let (Some(room), Some(place)) = (room, rules.admitted) {
+            room.admitted.remove(&place);
         }
         let order_id = OrderId::new();
         if let Some(c) = capped {
@@ -830,6 +843,8 @@ impl WaitingRoom for MemoryGate {
                 room.joined += 1;
                 if open {
                     room.place.insert(id.clone(), room.joined);
+                    // Admission may have stopped only for want of fans.
+                    room.advance(sale, now);
                 } else {
                     room.pre.push(id.clone());
                 }
@@ -839,7 +854,15 @@ impl WaitingRoom for MemoryGate {
         if !open {
             return Ok(room.view(sale, RoomStatus::Pending, 0, &id));
         }
-        Ok(room.status_of(sale, &id, open))
+        let now_at = room.status_of(sale, &id, open);
+        if now_at.status == RoomStatus::Missed {
+            // Its window ended unused: it queues again, at the back.
+            room.joined += 1;
+            room.place.insert(id.clone(), room.joined);
+            room.advance(sale, now);
+            return Ok(room.status_of(sale, &id, open));
+        }
+        Ok(now_at)
     }
 
     async fn room_status(&self, event: &EventId, queue_id: &str) -> Result<RoomView, GateError> {
@@ -891,6 +914,8 @@ fn off() -> RoomView {
         shopping: 0,
         unsold: 0,
         sold_out: false,
+        rate_per_sec: 0,
+        admitted_until: None,
     }
 }
 

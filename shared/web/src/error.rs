@@ -19,6 +19,10 @@ pub enum ApiError {
     /// 401: the caller did not present the expected credential.
     #[error("unauthorized")]
     Unauthorized,
+    /// 403: the event's waiting room is on and the request brought no valid admission (the
+    /// detail says why and what to do).
+    #[error("{0}")]
+    NotAdmitted(String),
     /// 402: the payment provider declined the charge.
     #[error("payment declined")]
     PaymentDeclined,
@@ -98,6 +102,7 @@ impl ApiError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::PaymentDeclined => StatusCode::PAYMENT_REQUIRED,
+            Self::NotAdmitted(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::SoldOut | Self::NotEnoughLeft { .. } | Self::Conflict(_) => StatusCode::CONFLICT,
             Self::HoldExpired => StatusCode::GONE,
@@ -119,6 +124,7 @@ impl ApiError {
             Self::BadRequest(_) => "bad-request",
             Self::Unauthorized => "unauthorized",
             Self::PaymentDeclined => "payment-declined",
+            Self::NotAdmitted(_) => "not-admitted",
             Self::NotFound(_) => "not-found",
             Self::SoldOut => "sold-out",
             Self::NotEnoughLeft { .. } => "not-enough-left",
@@ -146,6 +152,7 @@ impl ApiError {
                 "Payment declined",
                 "The payment was declined. Your tickets stay held until the hold expires; try another payment method.".into(),
             ),
+            Self::NotAdmitted(d) => ("Not admitted yet", d.clone()),
             Self::NotFound(what) => ("Not found", format!("No such {what}.")),
             Self::SoldOut => ("Sold out", "This ticket type is sold out.".into()),
             Self::NotEnoughLeft { available } => {

@@ -10,6 +10,7 @@ locals {
     { priority = 10, method = "POST", path = "/v1/orders/{id=*}/payment", backend = "buy" },
     { priority = 11, method = "POST", path = "/v1/orders/{id=*}/cancel", backend = "buy" },
     { priority = 12, method = "POST", path = "/v1/events/{event=*}/orders", backend = "buy" },
+    { priority = 13, method = "POST", path = "/v1/events/{event=*}/room", backend = "buy" },
     { priority = 20, method = "GET", path = "/v1/events/{event=*}/availability", backend = "check-availability" },
     { priority = 21, method = "GET", path = "/v1/orders/{id=*}", backend = "check-availability" },
   ]

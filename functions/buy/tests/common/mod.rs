@@ -133,6 +133,7 @@ pub async fn buy_state(env: &TestEnv, topic: &str) -> buy::AppState {
         redeliver_after: std::time::Duration::from_secs(300),
         confirm_wait: std::time::Duration::from_secs(1),
         seen_events: Default::default(),
+        room_keys: None,
     }
 }
 

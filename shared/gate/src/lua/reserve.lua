@@ -1,6 +1,8 @@
 -- ARGV: the per-e-mail rate limit (interval_ms, burst; interval 0: no limit), the event's salt
 -- as buy knows it (a random one if it knows none yet), the per-client hold cap (0: none), then
--- per reservation: ticket_type, quantity, email, order_id, client (its address; '': unknown). Answers one line per reservation, in order: its words separated
+-- per reservation: ticket_type, quantity, email, order_id, client (its address; '': unknown),
+-- admitted (the place of the fan's admission token, verified by buy; '': none). Answers one
+-- line per reservation, in order: its words separated
 -- by tabs, the lines by newlines (one string is far cheaper to build here and to parse in buy
 -- than nested arrays). Or, when buy's salt is not the event's, the single line `salt<TAB>S`.
 -- The hot path of the on-sale spike. buy sends the reservations that arrive together as one
@@ -25,7 +27,7 @@ local m = redis.call('HMGET', KEYS[1], 'opens_at', 'paused', 'oid_salt')
 if m[1] then
   if not m[3] then
     local paused = {}
-    for _ = 5, #ARGV, 5 do paused[#paused + 1] = 'paused' end
+    for _ = 5, #ARGV, 6 do paused[#paused + 1] = 'paused' end
     return table.concat(paused, '\n')
   elseif m[3] ~= ARGV[3] then
     return 'salt\t' .. m[3]
@@ -93,8 +95,14 @@ end
 -- Strings become numbers once per batch too: Lua's tonumber runs strtod twice per call, and
 -- four calls per reservation were a twelfth of its cost (callgrind).
 local opens = m[1] and tonumber(m[1])
+-- The waiting room (room.lua, ADR 59): while it is on, only an admitted fan takes a hold. Buy
+-- verified the token's signature, expiry, event and mailbox; the place it names is taken out
+-- of the room's shopping count once the fan holds tickets (its hold counts in the stock the
+-- room admits against from then on). Read once per batch.
+local room = p .. 'room'
+local room_on = m[1] and redis.call('HGET', room, 'on') == '1'
 local qtys = {}
-local function reserve(tt, qty_s, email, oid, client)
+local function reserve(tt, qty_s, email, oid, client, admitted)
   if not m[1] then return 'unknown_event' end
   local qty = qtys[qty_s]
   if not qty then
@@ -108,6 +116,7 @@ local function reserve(tt, qty_s, email, oid, client)
   -- Being rebuilt after Redis lost its state (restore.lua): no holds until the books settle.
   if m[2] then return earlier(ok, tt, qty_s, email) or 'paused' end
   if now < opens then return earlier(ok, tt, qty_s, email) or ('too_early\t' .. str(opens - now)) end
+  if room_on and admitted == '' then return earlier(ok, tt, qty_s, email) or 'not_admitted' end
   local t = type_of(tt)
   if not t then return earlier(ok, tt, qty_s, email) or 'unknown_ticket_type' end
   -- Sold out, and this batch already reaped what was due: the storm of refusals after a
@@ -185,6 +194,7 @@ local function reserve(tt, qty_s, email, oid, client)
   -- It may be a hash that had only its '~tat' left, due to end (prelude.lua): it holds a ticket
   -- again.
   redis.call('PERSIST', ck)
+  if room_on then redis.call('ZREM', room .. ':admitted', admitted) end
   holds[#holds + 1] = deadline
   holds[#holds + 1] = oid
   -- Counted only once the writes above went through (see the loop below).
@@ -196,8 +206,8 @@ local out = {}
 -- Redis does not undo a script that fails halfway: one reservation's error (a key of an
 -- unexpected type, say) must not leave the others' orders written and their stock uncounted.
 -- It answers that reservation alone with the error; the rest of the batch goes on.
-for i = 5, #ARGV, 5 do
-  local ok, r = pcall(reserve, ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4])
+for i = 5, #ARGV, 6 do
+  local ok, r = pcall(reserve, ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5])
   if not ok then
     local msg = type(r) == 'table' and tostring(r.err) or tostring(r)
     r = 'error\t' .. string.gsub(msg, '[\t\n]', ' ')

@@ -20,10 +20,11 @@
 -- nor than the tickets not sold (available + held: a hold may expire). An admitted fan counts
 -- as shopping until its window ends or it holds tickets (reserve.lua). Paused, nothing moves.
 -- Sold out: nothing available now (holds may still expire and bring tickets back).
--- Returns {status, place, upto, joined, active, available+held, sold_out, queue id}; status is
--- off | before (a peek before the opening) | open (a peek after it) | pending (no place yet:
--- before the opening or the draw's end) | waiting | admitted | missed (admitted, window over)
--- | unknown (no such queue id).
+-- Returns {status, place, upto, joined, active, available+held, sold_out, queue id, rate,
+-- the end of an admitted fan's window in ms (0: none)}; status is off | before (a peek before
+-- the opening) | open (a peek after the draw) | pending (no place yet: before the opening or
+-- the draw's end; a peek while drawing) | waiting | admitted | missed (admitted, window over;
+-- joining again queues at the back) | unknown (no such queue id).
 
 local room = p .. 'room'
 local now = now_ms()
@@ -106,11 +107,12 @@ local function advance(salt)
   return true
 end
 
-local function answer(status, place, id)
-  local r = redis.call('HMGET', room, 'upto', 'joined')
+local function answer(status, place, id, until_ms)
+  local r = redis.call('HMGET', room, 'upto', 'joined', 'rate')
   local free, avail = stock()
   return { status, place or 0, tonumber(r[1] or '0'), tonumber(r[2] or '0'),
-    redis.call('ZCARD', room .. ':admitted'), free, avail == 0 and 1 or 0, id or '' }
+    redis.call('ZCARD', room .. ':admitted'), free, avail == 0 and 1 or 0, id or '',
+    tonumber(r[3] or '0'), until_ms or 0 }
 end
 
 -- A fan's place: the next one on joining after the opening (`room:place`), or its rank in the
@@ -137,20 +139,26 @@ local function status_of(id, open)
   end
   local upto = tonumber(redis.call('HGET', room, 'upto') or '0')
   if place > upto then return answer('waiting', place, id) end
-  if redis.call('ZSCORE', room .. ':admitted', place) then return answer('admitted', place, id) end
+  local ends = redis.call('ZSCORE', room .. ':admitted', place)
+  if ends then return answer('admitted', place, id, tonumber(ends)) end
   return answer('missed', place, id)
 end
 
 local op, salt = ARGV[1], ARGV[2]
 -- Off, or on for an event not seeded yet (its opening unknown): the shop is open to all.
 if redis.call('HGET', room, 'on') ~= '1' or not redis.call('HGET', KEYS[1], 'opens_at') then
-  return { 'off', 0, 0, 0, 0, 0, 0, '' }
+  return { 'off', 0, 0, 0, 0, 0, 0, '', 0, 0 }
 end
 local open = advance(salt)
-if op == 'peek' then return answer(open and 'open' or 'before', 0, '') end
+if op == 'peek' then
+  if not open then return answer('before', 0, '') end
+  -- Open, and the pre-queue not drawn yet: the room as a whole has no order yet.
+  return answer(redis.call('HGET', room, 'shuffled') == '1' and 'open' or 'pending', 0, '')
+end
 if op == 'status' then return status_of(ARGV[3], open) end
 
--- join: one place per identity; joining again answers the same one.
+-- join: one place per identity; joining again answers the same one, except to a fan whose
+-- window ended unused (`missed`): it queues again, at the back.
 local id = redis.call('HGET', room .. ':who', ARGV[3])
 if not id then
   id = ARGV[4]
@@ -158,9 +166,17 @@ if not id then
   local joined = redis.call('HINCRBY', room, 'joined', 1)
   if open then
     redis.call('HSET', room .. ':place', id, joined)
+    -- Admission may have stopped only for want of fans: this one may go in at once.
+    advance(salt)
   else
     redis.call('RPUSH', room .. ':pre', id)
   end
 end
 if not open then return answer('pending', 0, id) end
-return status_of(id, open)
+local now_at = status_of(id, open)
+if now_at[1] == 'missed' then
+  redis.call('HSET', room .. ':place', id, redis.call('HINCRBY', room, 'joined', 1))
+  advance(salt)
+  return status_of(id, open)
+end
+return now_at
