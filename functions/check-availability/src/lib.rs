@@ -14,7 +14,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use chrono::Utc;
 use domain::{EventId, OrderId, OrderStatus};
-use gate::{EventSnapshot, ReadModel, RedisArgs};
+use gate::{EventSnapshot, ReadModel, RedisArgs, RoomStatus, RoomView, WaitingRoom};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use utoipa::{OpenApi, ToSchema};
@@ -50,8 +50,12 @@ struct Snapshot {
 
 impl Snapshot {
     fn new(view: AvailabilityView, version: u64, stale: bool) -> Self {
+        // The room moves without the stock moving: its line of progress is in the tag too.
+        let room = view.room.as_ref().map_or(String::new(), |r| {
+            format!("-{}-{}-{}", r.status, r.admitted_upto, r.joined)
+        });
         let etag = format!(
-            "W/\"{version}-{}-{}-{}\"",
+            "W/\"{version}-{}-{}-{}{room}\"",
             u8::from(view.sale_open),
             u8::from(view.paused),
             u8::from(stale)
@@ -79,11 +83,53 @@ type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState
 
 type Cache = ArcSwap<FastMap<EventId, Arc<Snapshot>>>;
 
+/// What check-availability reads of the gate: the stock and the waiting rooms.
+pub trait Reads: ReadModel + WaitingRoom {}
+
+impl<T: ReadModel + WaitingRoom + ?Sized> Reads for T {}
+
 /// Shared state: the gate and the snapshot cache, behind one `Arc` (axum clones the state per
 /// request).
 pub struct AppState {
-    gate: Box<dyn ReadModel>,
+    gate: Box<dyn Reads>,
     cache: Cache,
+}
+
+/// The event's waiting room as every fan sees it (ADR 59): a fan compares its own place with
+/// `admitted_upto`, so the position is read from this snapshot, not asked of Redis per fan.
+#[derive(Clone, Serialize, ToSchema)]
+struct RoomPeekView {
+    /// `before` (the sale has not opened: fans who join now are drawn in a fair random order
+    /// at the opening), `pending` (drawing that order), `open`.
+    #[schema(pattern = "^(before|pending|open)$")]
+    status: &'static str,
+    /// Every place up to this one has been admitted.
+    admitted_upto: u64,
+    /// Fans who joined.
+    joined: u64,
+    /// Fans admitted and still within their window.
+    shopping: u64,
+    /// Fans admitted per second.
+    rate_per_sec: u32,
+    /// Nothing available now: fans still waiting are told so at once.
+    sold_out: bool,
+}
+
+fn room_view(v: &RoomView) -> Option<RoomPeekView> {
+    let status = match v.status {
+        RoomStatus::Before => "before",
+        RoomStatus::Pending => "pending",
+        RoomStatus::Open => "open",
+        _ => return None,
+    };
+    Some(RoomPeekView {
+        status,
+        admitted_upto: v.upto,
+        joined: v.joined,
+        shopping: v.shopping,
+        rate_per_sec: v.rate_per_sec,
+        sold_out: v.sold_out,
+    })
 }
 
 /// One ticket type's live numbers.
@@ -121,6 +167,10 @@ struct AvailabilityView {
     paused: bool,
     /// When the numbers were read from the gate (Redis' clock).
     as_of: String,
+    /// The waiting room, while it is on for the event: join it at buy's
+    /// `POST /v1/events/{event}/room` and reserve with the admission token it gives.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    room: Option<RoomPeekView>,
     // Serialised once per refresh: the bulk of the answer, the same for every request until
     // the next refresh.
     #[schema(value_type = Vec<TicketTypeView>)]
@@ -139,7 +189,7 @@ struct Availability<'a> {
     view: &'a AvailabilityView,
 }
 
-fn snapshot(snap: &EventSnapshot) -> Snapshot {
+fn snapshot(snap: &EventSnapshot, room: &RoomView) -> Snapshot {
     let open = snap.read_at >= snap.catalog.sale_opens_at;
     let types: Vec<TicketTypeView> = snap
         .catalog
@@ -178,6 +228,7 @@ fn snapshot(snap: &EventSnapshot) -> Snapshot {
         sale_open: open,
         paused: snap.paused,
         as_of: rfc3339::format(snap.read_at),
+        room: room_view(room),
         ticket_types: serde_json::value::to_raw_value(&types)
             .expect("ticket types serialise to JSON"),
     };
@@ -187,7 +238,7 @@ fn snapshot(snap: &EventSnapshot) -> Snapshot {
 impl AppState {
     /// State over a gate (Redis, or a double in tests); call [`AppState::refresh`] or spawn
     /// the refresher.
-    pub fn new(gate: impl ReadModel + 'static) -> Arc<Self> {
+    pub fn new(gate: impl Reads + 'static) -> Arc<Self> {
         Arc::new(Self {
             gate: Box::new(gate),
             cache: Cache::default(),
@@ -215,12 +266,17 @@ impl AppState {
         let mut next = FastMap::default();
         let mut failure = None;
         for ev in events {
-            match gate.refresh(&ev).await {
-                Ok(Some(snap)) => {
+            // The room is peeked once per refresh (it also moves admission on), never per fan.
+            let read = async {
+                Ok::<_, gate::GateError>((gate.refresh(&ev).await?, gate.room_peek(&ev).await?))
+            };
+            match read.await {
+                Ok((Some(snap), room)) => {
                     record_inventory(&snap);
-                    next.insert(ev, Arc::new(snapshot(&snap)));
+                    record_room(&ev, &room);
+                    next.insert(ev, Arc::new(snapshot(&snap, &room)));
                 }
-                Ok(None) => {}
+                Ok((None, _)) => {}
                 Err(e) => {
                     let old = cache.load().get(&ev).cloned();
                     if let Some(old) = old {
@@ -276,6 +332,24 @@ impl AppState {
     }
 }
 
+/// The waiting room's gauges, while it is on: fans joined, admitted so far and shopping.
+fn record_room(event: &EventId, room: &RoomView) {
+    if room.status == RoomStatus::Off {
+        return;
+    }
+    let event = event.to_string();
+    for (what, n) in [
+        ("joined", room.joined),
+        ("admitted", room.upto),
+        ("shopping", room.shopping),
+    ] {
+        metrics::gauge!("room_fans", "event" => event.clone(), "state" => what).set(n as f64);
+    }
+    metrics::gauge!("room_waiting", "event" => event.clone())
+        .set(room.joined.saturating_sub(room.upto) as f64);
+    metrics::gauge!("room_rate_per_sec", "event" => event).set(f64::from(room.rate_per_sec));
+}
+
 /// Inventory gauges per ticket type, and the invariant's delta (0 when the books balance).
 fn record_inventory(snap: &EventSnapshot) {
     let event = snap.catalog.id.to_string();
@@ -305,7 +379,7 @@ fn record_inventory(snap: &EventSnapshot) {
         description = "The read side: live availability per VIP tier (from a snapshot refreshed every 250 ms, cache-friendly) and the status of an order. Every refusal is RFC 9457 problem+json."
     ),
     paths(availability, order),
-    components(schemas(Availability, OrderStatusView, OrderStatus, Problem))
+    components(schemas(Availability, RoomPeekView, OrderStatusView, OrderStatus, Problem))
 )]
 pub struct ApiDoc;
 
