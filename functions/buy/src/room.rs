@@ -75,6 +75,8 @@ pub struct RoomAnswer {
     sold_out: bool,
     /// Fans admitted per second.
     rate_per_sec: u32,
+    /// The operator paused admission for a moment; the queue keeps its order.
+    paused: bool,
     /// The earliest wait at the admission rate, in seconds (admission can also wait for fans
     /// shopping and for tickets to come back).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -163,6 +165,7 @@ fn answer(v: &RoomView, token: Option<(String, chrono::DateTime<Utc>)>) -> RoomA
         unsold: v.unsold,
         sold_out: v.sold_out,
         rate_per_sec: v.rate_per_sec,
+        paused: v.paused,
         estimate_secs: (waiting && v.rate_per_sec > 0)
             .then(|| (ahead + 1).div_ceil(u64::from(v.rate_per_sec))),
         admitted_until: token.as_ref().map(|(_, until)| rfc3339::format(*until)),

@@ -113,6 +113,8 @@ struct RoomPeekView {
     rate_per_sec: u32,
     /// Nothing available now: fans still waiting are told so at once.
     sold_out: bool,
+    /// The operator paused admission for a moment; the queue keeps its order.
+    paused: bool,
 }
 
 fn room_view(v: &RoomView) -> Option<RoomPeekView> {
@@ -129,6 +131,7 @@ fn room_view(v: &RoomView) -> Option<RoomPeekView> {
         shopping: v.shopping,
         rate_per_sec: v.rate_per_sec,
         sold_out: v.sold_out,
+        paused: v.paused,
     })
 }
 

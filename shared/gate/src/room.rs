@@ -69,6 +69,8 @@ pub struct RoomView {
     pub rate_per_sec: u32,
     /// When an admitted fan's window ends (`None` unless `Admitted`).
     pub admitted_until: Option<DateTime<Utc>>,
+    /// The operator paused admission.
+    pub paused: bool,
 }
 
 impl RoomView {
@@ -115,7 +117,7 @@ fn status(word: &str) -> Result<RoomStatus, GateError> {
 }
 
 /// `room.lua`'s answer: status, place, upto, joined, shopping, unsold, sold out, queue id,
-/// rate, the end of an admitted fan's window.
+/// rate, the end of an admitted fan's window, paused.
 fn view(reply: Value) -> Result<RoomView, GateError> {
     let bad = |what: &str| GateError::Protocol(format!("room: {what}"));
     let Value::Array(v) = reply else {
@@ -144,6 +146,7 @@ fn view(reply: Value) -> Result<RoomView, GateError> {
         admitted_until: Some(int(9)?)
             .filter(|ms| *ms > 0)
             .and_then(DateTime::from_timestamp_millis),
+        paused: int(10)? == 1,
     })
 }
 
@@ -227,6 +230,7 @@ mod tests {
             sold_out: false,
             rate_per_sec: 10,
             admitted_until: None,
+            paused: false,
         };
         assert_eq!(v(10, 3).ahead(), 6);
         assert_eq!(v(4, 3).ahead(), 0);

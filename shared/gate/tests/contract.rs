@@ -798,7 +798,8 @@ mod cases {
             gate.room_join(&ev.id, &format!("p{i}@x.at")).await.unwrap();
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
-        assert_eq!(gate.room_peek(&ev.id).await.unwrap().upto, 0);
+        let paused = gate.room_peek(&ev.id).await.unwrap();
+        assert_eq!((paused.upto, paused.paused), (0, true));
         gate.room_pause(&ev.id, false).await.unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(gate.room_peek(&ev.id).await.unwrap().upto > 0, "resumed");

@@ -1,5 +1,5 @@
 //! Operator commands: `ops migrate`, `ops seed`, `ops audit`, `ops dead-letters`,
-//! `ops gate-restore`.
+//! `ops gate-restore`, `ops room`.
 //! Run: `cargo run -p ops -- seed --capacity 200 --opens-in 0`.
 
 use std::time::Duration;
@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
 use domain::{Event, EventId};
-use gate::{ReadModel, RedisArgs};
+use gate::{ReadModel, RedisArgs, WaitingRoom};
 use pubsub::PubSubArgs;
 use pubsub::deadletters::{Action, Choice};
 use store::DatabaseArgs;
@@ -158,6 +158,41 @@ enum Cmd {
         #[command(flatten)]
         redis: RedisArgs,
     },
+    /// The event's waiting room (ADR 59): turn it on (again: new settings, the queue kept),
+    /// off, pause or resume admission, or show it.
+    Room {
+        #[command(flatten)]
+        redis: RedisArgs,
+        /// Event slug.
+        #[arg(long, default_value = "frequency-2027")]
+        event: String,
+        #[command(subcommand)]
+        action: RoomAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum RoomAction {
+    /// Fans must join the room and be admitted before they reserve.
+    On {
+        /// Fans admitted per second: what the shop behind the room takes with room to spare.
+        #[arg(long, default_value_t = 200)]
+        rate: u32,
+        /// Fans admitted and still shopping (within their window) at most.
+        #[arg(long, default_value_t = 2000)]
+        cap: u32,
+        /// How long an admitted fan has to reserve, in seconds.
+        #[arg(long, default_value_t = 600)]
+        window_secs: u64,
+    },
+    /// The shop is open to all again (the queue is kept, for a later `on`).
+    Off,
+    /// Stop admitting; the queue keeps its order.
+    Pause,
+    /// Admit again after a pause.
+    Resume,
+    /// Queue length, admitted so far, shopping, rate and stock left.
+    Status,
 }
 
 #[tokio::main]
@@ -402,6 +437,49 @@ async fn main() -> anyhow::Result<()> {
                 let report = recovery::restore_event(&gate, repo.as_ref(), ev, opts).await?;
                 println!("event {}: {report:?}", ev.id);
             }
+        }
+        Cmd::Room {
+            redis,
+            event,
+            action,
+        } => {
+            let id = EventId::parse(&event)?;
+            let gate = connect_gate(redis).await?;
+            match action {
+                RoomAction::On {
+                    rate,
+                    cap,
+                    window_secs,
+                } => {
+                    let settings = gate::RoomSettings {
+                        rate_per_sec: rate,
+                        cap,
+                        window: Duration::from_secs(window_secs),
+                    };
+                    gate.room_on(&id, settings).await?;
+                }
+                RoomAction::Off => gate.room_off(&id).await?,
+                RoomAction::Pause => gate.room_pause(&id, true).await?,
+                RoomAction::Resume => gate.room_pause(&id, false).await?,
+                RoomAction::Status => {}
+            }
+            let v = gate.room_peek(&id).await?;
+            println!(
+                "event {id}: room {:?}{}, {} joined, {} admitted, {} waiting, {} shopping, {} a second; {} tickets unsold{}",
+                v.status,
+                if v.paused { " (paused)" } else { "" },
+                v.joined,
+                v.upto,
+                v.joined.saturating_sub(v.upto),
+                v.shopping,
+                v.rate_per_sec,
+                v.unsold,
+                if v.sold_out {
+                    ", nothing available"
+                } else {
+                    ""
+                }
+            );
         }
         Cmd::GateUpgrade { redis } => {
             let gate = connect_gate(redis).await?;

@@ -148,6 +148,7 @@ impl Room {
             sold_out: available == 0,
             rate_per_sec: self.settings.map_or(0, |s| s.rate_per_sec),
             admitted_until: None,
+            paused: self.paused,
         }
     }
 
@@ -916,6 +917,7 @@ fn off() -> RoomView {
         sold_out: false,
         rate_per_sec: 0,
         admitted_until: None,
+        paused: false,
     }
 }
 

@@ -21,7 +21,7 @@
 -- as shopping until its window ends or it holds tickets (reserve.lua). Paused, nothing moves.
 -- Sold out: nothing available now (holds may still expire and bring tickets back).
 -- Returns {status, place, upto, joined, active, available+held, sold_out, queue id, rate,
--- the end of an admitted fan's window in ms (0: none)}; status is off | before (a peek before
+-- the end of an admitted fan's window in ms (0: none), paused}; status is off | before (a peek before
 -- the opening) | open (a peek after the draw) | pending (no place yet: before the opening or
 -- the draw's end; a peek while drawing) | waiting | admitted | missed (admitted, window over;
 -- joining again queues at the back) | unknown (no such queue id).
@@ -108,11 +108,11 @@ local function advance(salt)
 end
 
 local function answer(status, place, id, until_ms)
-  local r = redis.call('HMGET', room, 'upto', 'joined', 'rate')
+  local r = redis.call('HMGET', room, 'upto', 'joined', 'rate', 'paused')
   local free, avail = stock()
   return { status, place or 0, tonumber(r[1] or '0'), tonumber(r[2] or '0'),
     redis.call('ZCARD', room .. ':admitted'), free, avail == 0 and 1 or 0, id or '',
-    tonumber(r[3] or '0'), until_ms or 0 }
+    tonumber(r[3] or '0'), until_ms or 0, r[4] == '1' and 1 or 0 }
 end
 
 -- A fan's place: the next one on joining after the opening (`room:place`), or its rank in the
@@ -147,7 +147,7 @@ end
 local op, salt = ARGV[1], ARGV[2]
 -- Off, or on for an event not seeded yet (its opening unknown): the shop is open to all.
 if redis.call('HGET', room, 'on') ~= '1' or not redis.call('HGET', KEYS[1], 'opens_at') then
-  return { 'off', 0, 0, 0, 0, 0, 0, '', 0, 0 }
+  return { 'off', 0, 0, 0, 0, 0, 0, '', 0, 0, 0 }
 end
 local open = advance(salt)
 if op == 'peek' then
