@@ -28,6 +28,9 @@ k6 = load("k6-summary.json")
 watch = load("watch.json") or {"samples": []}
 drain, audit = load("drain.json"), load("audit.json")
 driver, audit_driver, drain_driver = load("driver.json"), load("audit-driver.json"), load("drain-driver.json")
+room = load("room.json")
+ran_room = a.driver == "room"
+ap_room_rate = int(os.environ.get("ROOM_RATE", "0"))
 ran_k6 = a.driver in ("k6", "both")
 ran_rust = a.driver in ("rust", "both")
 M = (k6 or {}).get("metrics", {})
@@ -147,12 +150,55 @@ if ran_rust:
         f"audit {'clean' if audit_driver and audit_driver.get('ok') else json.dumps(audit_driver)[:300]}; "
         f"all paid orders persisted: {bool(drain_driver and drain_driver.get('drained'))}; {money_line(audit_driver)}"))
 
+if ran_room:
+    # The waiting room's spike (ADR 59; loadtest/driver/src/room.rs).
+    r = room or {}
+    tts = (audit or {}).get("ticket_types", [])
+    capacity = sum(t["capacity"] for t in tts)
+    db_sold = sum((t["db"] or {}).get("sold", 0) for t in tts)
+    verdicts.append(("No oversell", bool(tts) and db_sold <= capacity and all(
+        t["available"] + t["held"] + t["confirming"] + t["sold"] == t["capacity"] for t in tts),
+        f"database sold {db_sold:,} of {capacity:,}; Redis books balance per ticket type"))
+    verdicts.append(("Invariant exact after drain", bool(drain and drain.get("drained")),
+        f"drained in {drain['seconds']} s" if drain and drain.get("drained") else f"not drained: {json.dumps(drain)[:300]}"))
+    verdicts.append(("Money exact: every charge kept once or refunded", money_ok(audit), money_line(audit)))
+    j = r.get("join", {})
+    verdicts.append((f"Join p99 under 50 ms ({r.get('fans', 0):,} fans arriving within {r.get('arrive_secs', 0):g} s)",
+        bool(j) and j.get("p99_ms", 1e9) < 50 and j.get("codes", {}).get("200", 0) == r.get("fans"),
+        f"p50 {f(j.get('p50_ms'), 1)} ms, p99 {f(j.get('p99_ms'), 1)} ms, max {f(j.get('max_ms'), 1)} ms; answers {j.get('codes')}"))
+    per_sec = [c for _, c in r.get("reservations_per_second", [])]
+    # One second's credit may be spent at once (room.lua), so a second can see the credit and
+    # that second's rate: 2 × rate is the bound the room promises.
+    bound = 2 * ap_room_rate
+    verdicts.append(("The shop behind the room within its admission rate at every second",
+        bool(per_sec) and ap_room_rate > 0 and max(per_sec) <= bound,
+        f"fans reserving per second: max {max(per_sec) if per_sec else 0:,}, mean {sum(per_sec) / max(len(per_sec), 1):,.0f} "
+        f"(rate {ap_room_rate:,}/s, at most {bound:,} in a second with the credit)"))
+    told = r.get("told_sold_out", {})
+    verdicts.append(("Every waiting fan told sold out within 2 s of the last ticket held",
+        told.get("count", 0) > 0 and told.get("max_ms", 1e9) <= 2000 and r.get("waiting_without_answer", 1) == 0,
+        f"{told.get('count', 0):,} fans told; after the last hold p50 {f(told.get('p50_ms'))} ms, p99 {f(told.get('p99_ms'))} ms, "
+        f"max {f(told.get('max_ms'))} ms; {r.get('waiting_without_answer', 0):,} left without an answer"))
+    verdicts.append(("Every admitted fan's journey completes",
+        r.get("admitted", 0) > 0 and r.get("stuck", 1) == 0
+        and r.get("admitted") == r.get("held", 0) + r.get("admitted_then_sold_out", 0) and r.get("paid") == r.get("held"),
+        f"{r.get('admitted', 0):,} admitted: {r.get('held', 0):,} held and {r.get('paid', 0):,} paid, "
+        f"{r.get('admitted_then_sold_out', 0):,} found it sold out, {r.get('stuck', 0):,} stuck {r.get('stuck_examples', [])}"))
+    rho = r.get("rank_correlation")
+    verdicts.append(("The pre-queue's order is fair (rank correlation of arrival and place near 0)",
+        rho is not None and abs(rho) < 0.05,
+        f"{r.get('early_fans', 0):,} fans joined before the opening; Spearman's rho {f(rho, 4)}"))
+
 # ---- phases and CPU ---------------------------------------------------------------------------
 samples = watch["samples"]
 phases = [("before_open", a.start_ms, a.opens_at_ms), ("spike", a.opens_at_ms, a.cooldown_at_ms),
           ("cooldown", a.cooldown_at_ms, a.k6_end_ms)] if ran_k6 else []
 if ran_rust:
     phases.append(("rust driver", a.driver_start_ms, a.driver_end_ms))
+if ran_room and room:
+    # Arrivals (joins into the pre-queue), then the sale behind the room until the driver ends.
+    phases += [("joins before opening", room["arrive_at_ms"], a.opens_at_ms),
+               ("sale behind the room", a.opens_at_ms, a.driver_end_ms)]
 
 
 def at(t_ms):
@@ -208,6 +254,34 @@ out("| check | verdict | detail |\n|---|---|---|")
 for name, ok, detail in verdicts:
     out(f"| {name} | {'PASS' if ok else '**FAIL**'} | {detail} |")
 out("")
+
+if ran_room and room:
+    out("## The waiting room\n")
+    out(f"- {room['fans']:,} fans arrived evenly over {room['arrive_secs']:g} s from "
+        f"{(room['arrive_at_ms'] - a.opens_at_ms) / 1000:+.1f} s of the opening; each joined at buy, then watched the "
+        f"availability snapshot (read once per {room['edge_ms']} ms for all fans, as the CDN serves it), claimed its "
+        f"admission token when its place came up, reserved one ticket with it and paid.")
+    cl = room.get("claim", {})
+    out(f"- Joins: p50 {f(room['join']['p50_ms'], 1)} ms, p95 {f(room['join']['p95_ms'], 1)} ms, p99 {f(room['join']['p99_ms'], 1)} ms; "
+        f"claims of the token ({cl.get('count', 0):,}): p50 {f(cl.get('p50_ms'), 1)} ms, p99 {f(cl.get('p99_ms'), 1)} ms.")
+    last = room.get("last_hold_at_ms")
+    if last:
+        out(f"- Last ticket held {(last - a.opens_at_ms) / 1000:.1f} s after the opening.")
+    out("\nThe admission curve (the snapshot as the edge read it; reservations by the second they were sent):\n")
+    out("| s after opening | room | admitted up to | joined | shopping | tickets available | fans reserving that second |")
+    out("|---:|---|---:|---:|---:|---:|---:|")
+    per = {t // 1000: c for t, c in room.get("reservations_per_second", [])}
+    shown = set()
+    for p in room.get("curve", []):
+        sec = p["at_ms"] // 1000
+        if sec in shown or p["at_ms"] < a.opens_at_ms - 5000:
+            continue
+        shown.add(sec)
+        out(f"| {(p['at_ms'] - a.opens_at_ms) / 1000:.1f} | {p['status']} | {p['admitted_upto']:,} | {p['joined'] or 0:,} | "
+            f"{p['shopping'] or 0:,} | {p['available']:,} | {per.get(sec, 0):,} |")
+        if p.get("sold_out") and len(shown) > 3 and per.get(sec, 0) == 0:
+            break
+    out("")
 
 if ran_k6 and k6:
     out("## Per phase (k6)\n")
