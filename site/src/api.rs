@@ -41,6 +41,76 @@ pub struct Availability {
     #[serde(default)]
     pub stale: bool,
     pub ticket_types: Vec<TierAvailability>,
+    /// The waiting room, while it is on for the event.
+    #[serde(default)]
+    pub room: Option<RoomPeek>,
+}
+
+/// The waiting room as every fan sees it, in the availability snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct RoomPeek {
+    /// `before`, `pending` (drawing the order of those who joined before the opening), `open`.
+    pub status: String,
+    pub admitted_upto: u64,
+    #[serde(default)]
+    pub joined: u64,
+    #[serde(default)]
+    pub rate_per_sec: u32,
+    #[serde(default)]
+    pub sold_out: bool,
+    #[serde(default)]
+    pub paused: bool,
+    /// Once the order of the fans who joined before the opening is drawn.
+    #[serde(default)]
+    pub draw: Option<Draw>,
+}
+
+/// The drawn pre-queue: how many, the draw's salt, and the key of the last admitted of them.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Draw {
+    pub drawn: u64,
+    pub salt: String,
+    pub admitted_key: u64,
+}
+
+impl Draw {
+    /// A pre-queue fan's key in the draw: the first 52 bits of SHA-1(salt ‖ queue id), as the
+    /// shop ranks it (`gate::draw_key`).
+    pub fn key(&self, queue_id: &str) -> u64 {
+        use sha1::Digest as _;
+        let d = sha1::Sha1::digest(format!("{}{queue_id}", self.salt).as_bytes());
+        let mut first8 = [0; 8];
+        first8.copy_from_slice(&d[..8]);
+        u64::from_be_bytes(first8) >> 12
+    }
+
+    /// About where the fan with `key` is among the drawn (keys are uniform over 52 bits).
+    pub fn place_about(&self, key: u64) -> u64 {
+        ((key as f64 / (1_u64 << 52) as f64) * self.drawn as f64)
+            .ceil()
+            .max(1.0) as u64
+    }
+}
+
+/// 200 of `POST /v1/events/{event}/room`: where the fan stands.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct RoomAnswer {
+    /// `off`, `pending`, `waiting`, `admitted`, `missed`, `unknown`.
+    pub status: String,
+    #[serde(default)]
+    pub queue_id: String,
+    #[serde(default)]
+    pub place: u64,
+    #[serde(default)]
+    pub ahead: u64,
+    #[serde(default)]
+    pub estimate_secs: Option<u64>,
+    #[serde(default)]
+    pub sold_out: bool,
+    #[serde(default)]
+    pub admission_token: Option<String>,
+    #[serde(default)]
+    pub admitted_until: Option<String>,
 }
 
 /// One ticket type in the availability answer.
@@ -200,6 +270,20 @@ mod tests {
         ] {
             assert_eq!(parse_time_ms(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn a_draw_key_is_the_shops() {
+        // The value the gate's own test checks (`gate::draw_key`, room.lua, Python's hashlib).
+        let d = Draw {
+            drawn: 1000,
+            salt: "5f1c0d2e9a8b47c6b3e2d1f0a9b8c7d6".into(),
+            admitted_key: 0,
+        };
+        let key = d.key("0f9e8d7c6b5a49382716f5e4d3c2b1a0");
+        assert_eq!(key, 3_254_027_648_572_774);
+        assert_eq!(d.place_about(key), 723);
+        assert_eq!(d.place_about(0), 1);
     }
 
     #[test]

@@ -46,7 +46,18 @@ fn new_key() -> String {
 }
 
 async fn fetch(method: &str, url: &str, body: Option<String>, key: Option<&str>) -> Answer {
-    match try_fetch(method, url, body, key).await {
+    fetch_admitted(method, url, body, key, None).await
+}
+
+/// A request that may carry the waiting room's admission token.
+async fn fetch_admitted(
+    method: &str,
+    url: &str,
+    body: Option<String>,
+    key: Option<&str>,
+    admission: Option<&str>,
+) -> Answer {
+    match try_fetch(method, url, body, key, admission).await {
         Ok(a) => a,
         Err(_) => Answer::Network,
     }
@@ -57,6 +68,7 @@ async fn try_fetch(
     url: &str,
     body: Option<String>,
     key: Option<&str>,
+    admission: Option<&str>,
 ) -> Result<Answer, JsValue> {
     let init = RequestInit::new();
     init.set_method(method);
@@ -68,6 +80,9 @@ async fn try_fetch(
     }
     if let Some(k) = key {
         headers.set("idempotency-key", k)?;
+    }
+    if let Some(t) = admission {
+        headers.set("admission-token", t)?;
     }
     init.set_headers(&headers);
     init.set_signal(Some(&web_sys::AbortSignal::timeout_with_u32(
@@ -112,15 +127,30 @@ fn run(journey: Signal<Journey>, cmd: Option<Command>) {
                 } => {
                     sleep(delay_ms).await;
                     let body = serde_json::to_string(&request).unwrap_or_default();
+                    let token = journey.with_untracked(|j| j.admission_token().map(str::to_owned));
                     let sent = now_ms();
-                    let a = fetch(
+                    let a = fetch_admitted(
                         "POST",
                         &format!("/v1/events/{event}/orders"),
                         Some(body),
                         Some(&key),
+                        token.as_deref(),
                     )
                     .await;
                     journey.update(|j| j.on_reserve(&key, &a, sent, now_ms()))
+                }
+                Command::Join { email, delay_ms } => {
+                    sleep(delay_ms).await;
+                    let body = serde_json::json!({ "email": email }).to_string();
+                    let sent = now_ms();
+                    let a = fetch(
+                        "POST",
+                        &format!("/v1/events/{event}/room"),
+                        Some(body),
+                        None,
+                    )
+                    .await;
+                    journey.update(|j| j.on_join(&email, &a, sent, now_ms()))
                 }
                 Command::Pay {
                     order_id,
@@ -247,7 +277,8 @@ fn start_loops(journey: Signal<Journey>, now: Signal<i64>) {
         loop {
             let sent = now_ms();
             let a = fetch("GET", &url, None, None).await;
-            journey.update(|j| j.on_availability(&a, sent, now_ms()));
+            let turn = journey.update(|j| j.on_availability(&a, sent, now_ms()));
+            run(journey, turn);
             // A little jitter, so thousands of open pages do not ask in lockstep.
             let jitter = (js_sys::Math::random() * 400.0) as i64;
             sleep(journey.with_untracked(|j| j.availability_delay(now_ms())) + jitter).await;

@@ -8,7 +8,8 @@
 //! server time even when the fan's clock is wrong.
 
 use crate::api::{
-    Answer, Availability, Catalog, OrderStatus, ReserveRequest, Reserved, parse_time_ms,
+    Answer, Availability, Catalog, OrderStatus, ReserveRequest, Reserved, RoomAnswer, RoomPeek,
+    parse_time_ms,
 };
 
 /// Automatic retries of one request after a transient failure (429, 503, network), on top of
@@ -94,11 +95,38 @@ pub struct Retry {
     pub attempt: u32,
 }
 
+/// The fan's place in the event's waiting room (ADR 59).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Queue {
+    /// The address the fan joined with: the admission is for reservations to it.
+    pub email: String,
+    pub queue_id: String,
+    /// From 1; 0 until the order of those who joined before the opening is drawn.
+    pub place: u64,
+    /// Joined before the opening: about where the draw put the fan (from the snapshot's draw,
+    /// before the shop is asked for the exact place at its turn).
+    pub place_about: Option<u64>,
+    /// Fans ahead still waiting.
+    pub ahead: u64,
+    /// The earliest wait at the admission rate, in seconds.
+    pub estimate_secs: Option<u64>,
+    /// Once admitted: the token reservations carry, and when it ends (server ms).
+    pub token: Option<String>,
+    pub until: Option<i64>,
+    /// A join is on its way (the next snapshot does not send another).
+    pub asking: bool,
+    /// Times the shop refused an admission this page held, and the page joined again.
+    pub rejoins: u32,
+}
+
 /// Where the fan is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Stage {
     /// Choosing tier, quantity and e-mail.
     Choosing,
+    /// In the waiting room (`Journey::queue`); the reservation (`attempt`) goes out by itself
+    /// once the fan is admitted.
+    Queued { retry: Option<Retry> },
     /// The reservation is on its way (`attempt` holds the key).
     Reserving { retry: Option<Retry> },
     /// Tickets are held; the fan pays before `expires_at`.
@@ -135,6 +163,8 @@ pub enum Notice {
     PaymentIncomplete,
     Rejected,
     Cancelled,
+    /// Sold out while the fan waited in the room.
+    SoldOutWhileWaiting,
     /// Retries ran out; `Transient` says why. The next click reuses the attempt.
     GaveUp(Transient),
     Unexpected(String),
@@ -169,6 +199,9 @@ impl Notice {
                 "Sorry, the last passes went to someone else a moment earlier. Your payment has been refunded.".into()
             }
             Self::Cancelled => "Your hold was released.".into(),
+            Self::SoldOutWhileWaiting => {
+                "Sold out: every VIP pass is taken. Thank you for waiting with us.".into()
+            }
             Self::GaveUp(Transient::RateLimited) => {
                 "Too many attempts from your connection. Wait a moment, then try again.".into()
             }
@@ -208,6 +241,11 @@ pub enum Command {
     Cancel {
         order_id: String,
     },
+    /// Join the waiting room (again: where the fan stands, and the token once admitted).
+    Join {
+        email: String,
+        delay_ms: i64,
+    },
 }
 
 /// The whole page state.
@@ -231,6 +269,10 @@ pub struct Journey {
     pub attempt: Option<Attempt>,
     /// Local ms before which the shop asked us not to try again (Retry-After).
     pub blocked_until: Option<i64>,
+    /// The event's waiting room, while it is on (from the availability snapshot).
+    pub room: Option<RoomPeek>,
+    /// The fan's place in it, once joined.
+    pub queue: Option<Queue>,
 }
 
 /// Exponential backoff for the n-th retry (0-based): 1 s, 2 s, 4 s, 8 s.
@@ -306,6 +348,8 @@ impl Journey {
             notice: None,
             attempt: None,
             blocked_until: None,
+            room: None,
+            queue: None,
         }
     }
 
@@ -375,7 +419,8 @@ impl Journey {
     /// availability has answered once: the prerendered page cannot know the sale's state).
     pub fn can_submit(&self, now: i64) -> bool {
         matches!(self.stage, Stage::Choosing)
-            && self.opens_in(now).is_some_and(|ms| ms <= 0)
+            // With a waiting room a fan joins it before the opening too.
+            && self.opens_in(now).is_some_and(|ms| ms <= 0 || self.room.is_some())
             && self.blocked_until.is_none_or(|t| t <= now)
             && self
                 .tier_index(&self.form.tier)
@@ -388,14 +433,24 @@ impl Journey {
         if self.availability_down {
             return 10_000;
         }
+        if matches!(self.stage, Stage::Queued { .. }) {
+            // The room's progress: the edge caches the snapshot for a second.
+            return 2_000;
+        }
         match self.opens_in(now) {
             Some(ms) if ms > 0 => (ms + 200).clamp(1_000, 30_000),
             _ => 5_000,
         }
     }
 
-    /// An availability answer (`sent` / `received`: local ms around the request).
-    pub fn on_availability(&mut self, answer: &Answer, sent: i64, received: i64) {
+    /// An availability answer (`sent` / `received`: local ms around the request); in the
+    /// waiting room it may be the fan's turn: the join that claims the admission.
+    pub fn on_availability(
+        &mut self,
+        answer: &Answer,
+        sent: i64,
+        received: i64,
+    ) -> Option<Command> {
         let parsed = match answer {
             Answer::Http {
                 status: 200, body, ..
@@ -404,7 +459,7 @@ impl Journey {
         };
         let Some(a) = parsed else {
             self.availability_down = true;
-            return;
+            return None;
         };
         self.availability_down = false;
         self.stale = a.stale;
@@ -433,6 +488,182 @@ impl Journey {
         if self.form.quantity > max {
             self.form.quantity = max;
         }
+        self.room = a.room;
+        self.queue_step()
+    }
+
+    /// Whether every tier is sold out (as far as the page knows).
+    fn all_sold_out(&self) -> bool {
+        (0..self.catalog.tiers.len()).all(|i| self.tier_state(i) == TierState::SoldOut)
+    }
+
+    /// In the room, after a new snapshot: the fan's turn (join again to claim the token), the
+    /// order drawn (join again to learn the place), the room switched off (join again: the
+    /// answer says so and the reservation goes out), or sold out (the wait ends).
+    fn queue_step(&mut self) -> Option<Command> {
+        if self.stage != (Stage::Queued { retry: None }) {
+            return None;
+        }
+        let sold_out = self.all_sold_out() && self.room.as_ref().is_none_or(|r| r.sold_out);
+        let room = self.room.clone();
+        let q = self.queue.as_mut()?;
+        if q.asking {
+            return None;
+        }
+        if sold_out {
+            return self.end_wait();
+        }
+        let turn = match &room {
+            None => true,
+            // Joined before the opening: its own draw key against the last admitted one.
+            Some(r) if q.place == 0 => r.draw.as_ref().is_some_and(|d| {
+                let key = d.key(&q.queue_id);
+                let about = d.place_about(key);
+                q.place_about = Some(about);
+                q.ahead = about.saturating_sub(r.admitted_upto + 1);
+                key <= d.admitted_key
+            }),
+            Some(r) => {
+                q.ahead = q.place.saturating_sub(r.admitted_upto + 1);
+                q.place <= r.admitted_upto
+            }
+        };
+        turn.then(|| {
+            q.asking = true;
+            Command::Join {
+                email: q.email.clone(),
+                delay_ms: 0,
+            }
+        })
+    }
+
+    /// Sold out while waiting: the wait ends, and so does the attempt it was for.
+    fn end_wait(&mut self) -> Option<Command> {
+        self.queue = None;
+        self.attempt = None;
+        self.end(Notice::SoldOutWhileWaiting)
+    }
+
+    /// The token a reservation carries, while the fan is admitted (the browser sends it as
+    /// the `Admission-Token` header).
+    pub fn admission_token(&self) -> Option<&str> {
+        self.queue.as_ref()?.token.as_deref()
+    }
+
+    /// An admission for `email` that has not ended by the server's clock.
+    fn admitted(&self, email: &str, now: i64) -> bool {
+        self.queue.as_ref().is_some_and(|q| {
+            q.email == email
+                && q.token.is_some()
+                && q.until.is_some_and(|t| t > self.server_now(now))
+        })
+    }
+
+    /// Into the room with `email` (again, after an admission the shop no longer takes).
+    fn join(&mut self, email: String, rejoins: u32) -> Option<Command> {
+        self.queue = Some(Queue {
+            email: email.clone(),
+            queue_id: String::new(),
+            place: 0,
+            place_about: None,
+            ahead: 0,
+            estimate_secs: None,
+            token: None,
+            until: None,
+            asking: true,
+            rejoins,
+        });
+        self.stage = Stage::Queued { retry: None };
+        Some(Command::Join { email, delay_ms: 0 })
+    }
+
+    /// The reservation the fan asked for, now that it may go out.
+    fn reserve_now(&mut self) -> Option<Command> {
+        let attempt = self.attempt.clone()?;
+        self.stage = Stage::Reserving { retry: None };
+        Some(Command::Reserve {
+            key: attempt.key,
+            request: attempt.request,
+            delay_ms: 0,
+        })
+    }
+
+    /// The answer to a join of the waiting room.
+    pub fn on_join(
+        &mut self,
+        email: &str,
+        answer: &Answer,
+        sent: i64,
+        now: i64,
+    ) -> Option<Command> {
+        let Stage::Queued { retry } = self.stage else {
+            return None;
+        };
+        if self.queue.as_ref().is_none_or(|q| q.email != email) {
+            return None;
+        }
+        let (status, retry_after, body, why) = read(answer);
+        if let Some(why) = why {
+            return match Self::next_retry(retry, why, retry_after, now) {
+                Some((r, delay_ms)) => {
+                    self.stage = Stage::Queued { retry: Some(r) };
+                    Some(Command::Join {
+                        email: email.to_owned(),
+                        delay_ms,
+                    })
+                }
+                None => {
+                    // Joining again later keeps the place (one per address).
+                    self.stage = Stage::Choosing;
+                    self.notice = Some(Notice::GaveUp(why));
+                    None
+                }
+            };
+        }
+        self.stage = Stage::Queued { retry: None };
+        let parsed = (status == 200)
+            .then(|| serde_json::from_str::<RoomAnswer>(body).ok())
+            .flatten();
+        let Some(r) = parsed else {
+            self.queue = None;
+            self.stage = Stage::Choosing;
+            let problem = answer.problem();
+            if problem.as_ref().and_then(|p| p.field.as_deref()) == Some("email") {
+                self.form_error = Some(FormError::Email);
+            }
+            self.notice = Some(Notice::Unexpected(
+                problem
+                    .and_then(|p| p.detail)
+                    .unwrap_or_else(|| format!("the shop answered {status}")),
+            ));
+            return None;
+        };
+        let _ = sent;
+        let server_now = self.server_now(now);
+        let q = self.queue.as_mut()?;
+        q.asking = false;
+        (q.place, q.ahead, q.estimate_secs) = (r.place, r.ahead, r.estimate_secs);
+        if !r.queue_id.is_empty() {
+            q.queue_id = r.queue_id;
+        }
+        match r.status.as_str() {
+            // No room (any more): the shop is open to all.
+            "off" => {
+                self.room = None;
+                self.reserve_now()
+            }
+            "admitted" => {
+                q.token = r.admission_token;
+                q.until = r
+                    .admitted_until
+                    .as_deref()
+                    .and_then(parse_time_ms)
+                    .or(Some(server_now + 60_000));
+                self.reserve_now()
+            }
+            _ if r.sold_out && self.all_sold_out() => self.end_wait(),
+            _ => None,
+        }
     }
 
     /// The fan chose another tier.
@@ -458,7 +689,7 @@ impl Journey {
         if !matches!(self.stage, Stage::Choosing) || self.blocked_until.is_some_and(|t| t > now) {
             return None; // already on its way (double click), or the shop asked us to wait
         }
-        if self.opens_in(now).is_some_and(|ms| ms > 0) {
+        if self.opens_in(now).is_some_and(|ms| ms > 0) && self.room.is_none() {
             self.notice = Some(Notice::TooEarly);
             return None;
         }
@@ -493,14 +724,13 @@ impl Journey {
             },
         };
         self.notice = None;
-        self.stage = Stage::Reserving { retry: None };
-        let cmd = Command::Reserve {
-            key: attempt.key.clone(),
-            request: attempt.request.clone(),
-            delay_ms: 0,
-        };
+        let email = attempt.request.email.clone();
         self.attempt = Some(attempt);
-        Some(cmd)
+        // The room first, unless this fan is admitted already (buying more in its window).
+        if self.room.is_some() && !self.admitted(&email, now) {
+            return self.join(email, 0);
+        }
+        self.reserve_now()
     }
 
     /// Schedules the next try after a transient failure, or gives up (returns `None`).
@@ -586,10 +816,18 @@ impl Journey {
             self.blocked_until = None;
             return None;
         }
+        let problem = answer.problem();
+        // The waiting room is on (or the admission ended): into the room, the same attempt
+        // going out once admitted. A page that keeps being refused stops asking.
+        if status == 403 && problem.as_ref().is_some_and(|p| p.slug() == "not-admitted") {
+            let rejoins = self.queue.as_ref().map_or(0, |q| q.rejoins + 1);
+            if rejoins <= 2 {
+                return self.join(attempt.request.email.clone(), rejoins);
+            }
+        }
         // A definite refusal: the next click is a new attempt with a new key (a replay of this
         // key would only repeat the refusal).
         self.attempt = None;
-        let problem = answer.problem();
         let slug = problem
             .as_ref()
             .map(|p| p.slug().to_owned())
@@ -1493,5 +1731,207 @@ mod tests {
         );
         assert_eq!(poll_delay_ms(0), 500);
         assert_eq!(poll_delay_ms(50), 5_000);
+    }
+
+    /// The availability snapshot with a waiting room (`room` is its JSON, or none).
+    fn with_room(server: &str, opens: &str, left: i64, status: &str, room: &str) -> Answer {
+        let Answer::Http { body, .. } = availability(server, opens, left, status) else {
+            unreachable!()
+        };
+        let mut v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if !room.is_empty() {
+            v["room"] = serde_json::from_str(room).unwrap();
+        }
+        if left == 0 {
+            v["ticket_types"][1]["available"] = 0.into();
+            v["ticket_types"][1]["status"] = "sold_out".into();
+        }
+        Answer::json(200, &v.to_string())
+    }
+
+    /// The room once drawn: 8 fans joined before the opening; admitted up to the key given.
+    fn drawn(upto: u64, admitted_key: u64) -> String {
+        format!(
+            r#"{{"status":"open","admitted_upto":{upto},"joined":9,"shopping":0,"rate_per_sec":2,"sold_out":false,"paused":false,"draw":{{"drawn":8,"salt":"s","admitted_key":{admitted_key}}}}}"#
+        )
+    }
+
+    fn room(status: &str, upto: u64, sold_out: bool) -> String {
+        format!(
+            r#"{{"status":"{status}","admitted_upto":{upto},"joined":9,"shopping":0,"rate_per_sec":2,"sold_out":{sold_out},"paused":false}}"#
+        )
+    }
+
+    fn joined(status: &str, place: u64, extra: &str) -> Answer {
+        Answer::json(
+            200,
+            &format!(
+                r#"{{"status":"{status}","queue_id":"q1","place":{place},"ahead":3,"admitted_upto":1,"joined":9,"unsold":10,"sold_out":false,"rate_per_sec":2{extra}}}"#
+            ),
+        )
+    }
+
+    /// Before the opening, with the room on: the fan joins, learns its place at the opening,
+    /// waits, and the reservation goes out by itself with the token once the snapshot says its
+    /// turn came.
+    #[test]
+    fn a_fan_joins_the_room_before_the_opening_waits_and_reserves_when_admitted() {
+        let mut j = Journey::new(catalog());
+        let before = with_room(
+            "2027-03-01T10:00:00.000Z",
+            "2027-03-01T10:01:00Z",
+            80,
+            "not_on_sale_yet",
+            &room("before", 0, false),
+        );
+        assert_eq!(j.on_availability(&before, T0, T0), None);
+        j.form.email = "fan@example.at".into();
+        assert!(j.can_submit(T0), "a fan joins the room before the opening");
+        let cmd = j.submit(T0, keys()).unwrap();
+        assert_eq!(
+            cmd,
+            Command::Join {
+                email: "fan@example.at".into(),
+                delay_ms: 0
+            }
+        );
+        assert!(matches!(j.stage, Stage::Queued { retry: None }));
+        assert_eq!(
+            j.on_join("fan@example.at", &joined("pending", 0, ""), T0, T0),
+            None
+        );
+        let q = j.queue.as_ref().unwrap();
+        assert_eq!((q.place, q.queue_id.as_str()), (0, "q1"));
+        // Drawing: nothing to ask yet. Drawn: the page knows about where the fan is from its
+        // own draw key, and asks nothing until that key is admitted.
+        let drawing = with_room(
+            "2027-03-01T10:01:00.500Z",
+            "2027-03-01T10:01:00Z",
+            80,
+            "on_sale",
+            &room("pending", 0, false),
+        );
+        assert_eq!(j.on_availability(&drawing, T0, T0), None);
+        let not_yet = with_room(
+            "2027-03-01T10:01:01.000Z",
+            "2027-03-01T10:01:00Z",
+            80,
+            "on_sale",
+            &drawn(1, 0),
+        );
+        assert_eq!(j.on_availability(&not_yet, T0, T0), None);
+        let about = j.queue.as_ref().unwrap().place_about.unwrap();
+        assert!((1..=8).contains(&about), "{about}");
+        let turn = with_room(
+            "2027-03-01T10:01:01.500Z",
+            "2027-03-01T10:01:00Z",
+            80,
+            "on_sale",
+            &drawn(8, 1 << 52),
+        );
+        assert!(matches!(
+            j.on_availability(&turn, T0, T0),
+            Some(Command::Join { .. })
+        ));
+        assert_eq!(
+            j.on_availability(&turn, T0, T0),
+            None,
+            "one join on its way at a time"
+        );
+        // The shop's answer is the truth (here: not yet, place 5).
+        assert_eq!(
+            j.on_join("fan@example.at", &joined("waiting", 5, ""), T0, T0),
+            None
+        );
+        assert_eq!(j.queue.as_ref().unwrap().place, 5);
+        // Not yet (admitted up to 3); then its turn: the join that claims the token.
+        let three = with_room(
+            "2027-03-01T10:01:02.000Z",
+            "2027-03-01T10:01:00Z",
+            80,
+            "on_sale",
+            &room("open", 3, false),
+        );
+        assert_eq!(j.on_availability(&three, T0, T0), None);
+        assert_eq!(j.queue.as_ref().unwrap().ahead, 1);
+        let five = with_room(
+            "2027-03-01T10:01:03.000Z",
+            "2027-03-01T10:01:00Z",
+            80,
+            "on_sale",
+            &room("open", 5, false),
+        );
+        assert!(matches!(
+            j.on_availability(&five, T0, T0),
+            Some(Command::Join { .. })
+        ));
+        let admitted = joined(
+            "admitted",
+            5,
+            r#","admission_token":"tok-5","admitted_until":"2027-03-01T10:05:00Z""#,
+        );
+        let reserve = j.on_join("fan@example.at", &admitted, T0, T0).unwrap();
+        assert!(
+            matches!(&reserve, Command::Reserve { key, .. } if key == "key-1"),
+            "{reserve:?}"
+        );
+        assert_eq!(j.admission_token(), Some("tok-5"));
+        assert!(matches!(j.stage, Stage::Reserving { .. }));
+    }
+
+    #[test]
+    fn sold_out_ends_the_wait() {
+        let mut j = Journey::new(catalog());
+        let open = with_room(
+            "2027-03-01T10:00:00.000Z",
+            "2027-03-01T09:00:00Z",
+            80,
+            "on_sale",
+            &room("open", 1, false),
+        );
+        j.on_availability(&open, T0, T0);
+        j.form.email = "fan@example.at".into();
+        assert!(matches!(j.submit(T0, keys()), Some(Command::Join { .. })));
+        j.on_join("fan@example.at", &joined("waiting", 40, ""), T0, T0);
+        let gone = with_room(
+            "2027-03-01T10:00:05.000Z",
+            "2027-03-01T09:00:00Z",
+            0,
+            "sold_out",
+            &room("open", 12, true),
+        );
+        assert_eq!(j.on_availability(&gone, T0, T0), None);
+        assert_eq!(j.stage, Stage::Choosing);
+        assert_eq!(j.notice, Some(Notice::SoldOutWhileWaiting));
+        assert!(j.queue.is_none() && j.attempt.is_none());
+    }
+
+    #[test]
+    fn a_refused_admission_goes_back_into_the_room_and_a_room_turned_off_lets_the_fan_in() {
+        let mut j = open_journey();
+        // The page did not know of a room: the shop says there is one.
+        let cmd = j.submit(T0, keys()).unwrap();
+        let key = key_of(&cmd);
+        let refused = Answer::json(403, r#"{"type":"/problems/not-admitted","detail":"join"}"#);
+        let join = j.on_reserve(&key, &refused, T0, T0).unwrap();
+        assert_eq!(
+            join,
+            Command::Join {
+                email: "fan@example.at".into(),
+                delay_ms: 0
+            }
+        );
+        // The room answers off (switched off meanwhile): the same reservation goes out.
+        let again = j
+            .on_join("fan@example.at", &joined("off", 0, ""), T0, T0)
+            .unwrap();
+        assert_eq!(key_of(&again), key);
+        // Refused again and again: the page stops asking after a few rejoins.
+        for _ in 0..3 {
+            j.on_reserve(&key, &refused, T0, T0);
+            j.on_join("fan@example.at", &joined("off", 0, ""), T0, T0);
+        }
+        assert_eq!(j.on_reserve(&key, &refused, T0, T0), None);
+        assert!(matches!(j.notice, Some(Notice::Unexpected(_))));
     }
 }

@@ -90,16 +90,24 @@ pub fn badge(state: TierState, available: i64) -> String {
 /// The buy button's label.
 pub fn buy_label(j: &Journey, now: i64) -> String {
     let i = j.tier_index(&j.form.tier);
-    if let Stage::Reserving { retry } = &j.stage {
+    if let Stage::Reserving { retry } | Stage::Queued { retry } = &j.stage {
+        let doing = if matches!(j.stage, Stage::Queued { .. }) {
+            "In the queue…"
+        } else {
+            "Reserving…"
+        };
         return match retry {
             Some(r) => format!("Trying again in {} s…", ((r.at - now).max(0) + 999) / 1_000),
-            None => "Reserving…".into(),
+            None => doing.into(),
         };
     }
     if j.sale_opens_at.is_none() {
         return "Checking availability…".into();
     }
     if let Some(ms) = j.opens_in(now).filter(|ms| *ms > 0) {
+        if j.room.is_some() {
+            return format!("Join the queue · the sale opens in {}", clock(ms));
+        }
         return format!("Sale opens in {}", clock(ms));
     }
     if let Some(t) = j.blocked_until.filter(|t| *t > now) {
@@ -107,6 +115,12 @@ pub fn buy_label(j: &Journey, now: i64) -> String {
     }
     match i {
         Some(i) if j.tier_state(i) == TierState::SoldOut => "Sold out".into(),
+        Some(i) if j.room.is_some() && j.admission_token().is_none() => format!(
+            "Join the queue for {} × {} · {}",
+            j.form.quantity,
+            j.catalog.tiers[i].name,
+            euros(j.price(i) * i64::from(j.form.quantity))
+        ),
         Some(i) => format!(
             "Reserve {} × {} · {}",
             j.form.quantity,
@@ -121,6 +135,7 @@ pub fn buy_label(j: &Journey, now: i64) -> String {
 pub fn retry_line(j: &Journey, now: i64) -> String {
     let (retry, what) = match &j.stage {
         Stage::Reserving { retry } => (retry, "Reserving"),
+        Stage::Queued { retry } => (retry, "Joining the queue"),
         Stage::Paying { retry, .. } => (retry, "Paying"),
         _ => return String::new(),
     };
@@ -138,6 +153,60 @@ pub fn retry_line(j: &Journey, now: i64) -> String {
         r.attempt + 2,
         crate::journey::MAX_RETRIES + 1
     )
+}
+
+/// `about 3 min`, `about 40 s`, `under a minute`.
+pub fn wait(secs: u64) -> String {
+    match secs {
+        0..=59 => "under a minute".into(),
+        60..=5_399 => format!("about {} min", secs.div_ceil(60)),
+        _ => format!("about {} h {} min", secs / 3_600, secs % 3_600 / 60),
+    }
+}
+
+/// What the waiting room tells the fan while it waits (empty outside the room).
+pub fn queue_lines(j: &Journey) -> Vec<String> {
+    let (Stage::Queued { .. }, Some(q)) = (&j.stage, &j.queue) else {
+        return vec![];
+    };
+    let mut lines = vec![];
+    if let (0, Some(about)) = (q.place, q.place_about) {
+        lines.push(format!("You're in the queue, at about place {about}, drawn at random among everyone who joined before the opening."));
+        lines.push(match q.ahead {
+            0 => "You're about next.".to_owned(),
+            n => format!("About {n} fans are ahead of you."),
+        });
+    } else if q.place == 0 {
+        lines.push("You're in the queue. At the opening everyone who joined before it is put in one fair, random order: your place shows here then.".into());
+    } else {
+        lines.push(format!("Your place in the queue: {}.", q.place));
+        let ahead = match q.ahead {
+            0 => "You're next.".to_owned(),
+            1 => "1 fan is ahead of you.".to_owned(),
+            n => format!("{n} fans are ahead of you."),
+        };
+        lines.push(
+            match (q.ahead, j.room.as_ref().map_or(0, |r| r.rate_per_sec)) {
+                (0, _) | (_, 0) => ahead,
+                (n, rate) => format!(
+                    "{ahead} At the current pace that is {}.",
+                    wait((n + 1).div_ceil(u64::from(rate)))
+                ),
+            },
+        );
+    }
+    let left: i64 = j.live.iter().flatten().map(|l| l.available).sum();
+    if j.live.iter().any(Option::is_some) {
+        lines.push(format!("{left} passes left right now."));
+    }
+    if j.room.as_ref().is_some_and(|r| r.paused) {
+        lines.push("Admission is paused for a moment; your place is kept.".into());
+    }
+    lines.push(
+        "Keep this page open: it moves on to your reservation by itself when it is your turn."
+            .into(),
+    );
+    lines
 }
 
 /// The header's sale status line.
@@ -168,7 +237,7 @@ enum Step {
 
 fn step_of(s: &Stage) -> Step {
     match s {
-        Stage::Choosing | Stage::Reserving { .. } => Step::Choose,
+        Stage::Choosing | Stage::Queued { .. } | Stage::Reserving { .. } => Step::Choose,
         Stage::Held(_) | Stage::Paying { .. } => Step::Held,
         Stage::Confirming { .. } => Step::Confirming,
         Stage::Confirmed { .. } => Step::Confirmed,
@@ -361,6 +430,7 @@ fn choose(ctx: Ctx) -> View {
         create_selector(move || journey.with(|j| matches!(j.stage, Stage::Reserving { .. })));
     let label = create_memo(move || journey.with(|j| buy_label(j, now.get())));
     let email0 = journey.with_untracked(|j| j.form.email.clone());
+    let (queue, notes) = (queue_panel(&ctx), notices(&ctx));
     let (dq, de, ds) = (
         ctx.dispatch.clone(),
         ctx.dispatch.clone(),
@@ -407,10 +477,24 @@ fn choose(ctx: Ctx) -> View {
                     }
                 }
             }
-            (notices(&ctx))
+            (queue)
+            (notes)
             button(r#type="submit", class="btn-primary w-full sm:w-auto", disabled=move || !can.get(), aria-busy=move || busy.get().to_string()) {
                 (label.get_clone())
             }
+        }
+    }
+}
+
+/// The waiting room's panel, while the fan waits (a polite live region: place and wait change).
+fn queue_panel(ctx: &Ctx) -> View {
+    let journey = ctx.journey;
+    let lines = create_memo(move || journey.with(queue_lines));
+    view! {
+        div(id="queue", role="status", aria-live="polite", class=move || if lines.with(Vec::is_empty) { "hidden" } else { "space-y-1 rounded-2xl border border-violet/60 bg-violet/15 px-5 py-4 text-white" }) {
+            (move || lines.get_clone().into_iter().enumerate().map(|(i, l)| view! {
+                p(class=if i == 0 { "text-lg font-bold" } else { "text-mist" }) { (l) }
+            }).collect::<Vec<_>>())
         }
     }
 }

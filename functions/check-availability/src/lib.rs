@@ -115,6 +115,21 @@ struct RoomPeekView {
     sold_out: bool,
     /// The operator paused admission for a moment; the queue keeps its order.
     paused: bool,
+    /// Once the order of the fans who joined before the opening is drawn: how many they are
+    /// (places 1 to this), the draw's salt, and the draw key of the last of them admitted. Such
+    /// a fan's key is the first 52 bits of SHA-1(salt ‖ its queue id): at most `admitted_key`,
+    /// its turn has come; key / 2^52 × `drawn` is about its place. So a page learns its turn
+    /// from this snapshot, not by asking for its place.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    draw: Option<DrawView>,
+}
+
+/// See [`RoomPeekView::draw`].
+#[derive(Clone, Serialize, ToSchema)]
+struct DrawView {
+    drawn: u64,
+    salt: String,
+    admitted_key: u64,
 }
 
 fn room_view(v: &RoomView) -> Option<RoomPeekView> {
@@ -132,6 +147,11 @@ fn room_view(v: &RoomView) -> Option<RoomPeekView> {
         rate_per_sec: v.rate_per_sec,
         sold_out: v.sold_out,
         paused: v.paused,
+        draw: (!v.draw_salt.is_empty()).then(|| DrawView {
+            drawn: v.pre,
+            salt: v.draw_salt.clone(),
+            admitted_key: v.admitted_key,
+        }),
     })
 }
 
@@ -382,7 +402,14 @@ fn record_inventory(snap: &EventSnapshot) {
         description = "The read side: live availability per VIP tier (from a snapshot refreshed every 250 ms, cache-friendly) and the status of an order. Every refusal is RFC 9457 problem+json."
     ),
     paths(availability, order),
-    components(schemas(Availability, RoomPeekView, OrderStatusView, OrderStatus, Problem))
+    components(schemas(
+        Availability,
+        RoomPeekView,
+        DrawView,
+        OrderStatusView,
+        OrderStatus,
+        Problem
+    ))
 )]
 pub struct ApiDoc;
 

@@ -95,6 +95,8 @@ struct Edge {
     sold_out: bool,
     /// Ticket types with tickets available.
     open_tiers: Vec<String>,
+    /// Once drawn: the pre-queue's salt and the key of its last admitted place.
+    draw: Option<(String, u64)>,
 }
 
 async fn post(
@@ -144,7 +146,9 @@ async fn fan(
     }
     f.early = now_ms() < s.opens_at_ms.load(Ordering::Relaxed);
     f.place = body["place"].as_u64().unwrap_or(0);
+    let queue_id = body["queue_id"].as_str().unwrap_or_default().to_owned();
     let mut answer = body;
+    let mut backoff = s.args.look_ms;
     loop {
         if now_ms() > until {
             return f;
@@ -157,21 +161,33 @@ async fn fan(
             f.told_sold_out_at = Some(now_ms());
             return f;
         }
-        // Claim when the snapshot says this place is in (or, joined before the opening, once
-        // the order is drawn and the place is known).
-        let claim = (f.place > 0 && f.place <= e.upto) || (f.place == 0 && e.status == "open");
-        if claim {
+        // Claim when the snapshot says this fan's turn came: its place is admitted or, joined
+        // before the opening (no place yet), its draw key is at most the last admitted one.
+        let turn = if f.place > 0 {
+            f.place <= e.upto
+        } else {
+            e.draw
+                .as_ref()
+                .is_some_and(|(salt, key)| gate::draw_key(salt, &queue_id) <= *key)
+        };
+        let mut wait = s.args.look_ms;
+        if turn {
             let (code, body, us) = post(&s.client, &join_url, json!({ "email": email }), &[]).await;
             f.claim_us.push(us);
             if code == 200 {
+                backoff = s.args.look_ms;
                 f.place = body["place"].as_u64().unwrap_or(f.place);
                 answer = body;
                 if answer["status"] == "admitted" {
                     continue;
                 }
+            } else {
+                // As the page does: back off from a shop that is struggling.
+                backoff = (backoff * 2).min(8_000);
+                wait = backoff;
             }
         }
-        tokio::time::sleep(Duration::from_millis(s.args.look_ms)).await;
+        tokio::time::sleep(Duration::from_millis(wait)).await;
     }
     f.admitted = true;
     let token = answer["admission_token"]
@@ -190,25 +206,39 @@ async fn fan(
         let tier = &tiers[(usize::try_from(i).unwrap_or(0) + attempt) % tiers.len()];
         let key = uuid::Uuid::new_v4().to_string();
         f.reserved_at = Some(now_ms());
-        let (code, body, _) = post(
-            &s.client,
-            &reserve_url,
-            json!({"ticket_type": tier, "quantity": 1, "email": email}),
-            &[("idempotency-key", &key), ("admission-token", &token)],
-        )
-        .await;
+        // Transient failures are retried with the same key, as the page does.
+        let (mut code, mut body) = (0, Value::Null);
+        for retry in 0..5_u32 {
+            (code, body, _) = post(
+                &s.client,
+                &reserve_url,
+                json!({"ticket_type": tier, "quantity": 1, "email": email}),
+                &[("idempotency-key", &key), ("admission-token", &token)],
+            )
+            .await;
+            if code != 0 && code != 429 && code < 500 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500 << retry)).await;
+        }
         f.reserve_code = code;
         if code == 202 {
             f.held_at = Some(now_ms());
             let id = body["order_id"].as_str().unwrap_or_default();
-            let (code, _, _) = post(
-                &s.client,
-                &format!("{}/v1/orders/{id}/payment", s.args.buy_url),
-                json!({"payment_token": "tok_approve"}),
-                &[],
-            )
-            .await;
-            f.paid_code = code;
+            // Paying again is safe (one charge per order); transient failures are retried.
+            for retry in 0..5_u32 {
+                (f.paid_code, _, _) = post(
+                    &s.client,
+                    &format!("{}/v1/orders/{id}/payment", s.args.buy_url),
+                    json!({"payment_token": "tok_approve"}),
+                    &[],
+                )
+                .await;
+                if f.paid_code != 0 && f.paid_code != 429 && f.paid_code < 500 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(500 << retry)).await;
+            }
             return f;
         }
         if code == 409 {
@@ -256,6 +286,12 @@ async fn edge_loop(s: Arc<Shared>, tx: watch::Sender<Edge>, until: u64) -> Vec<V
         let e = Edge {
             upto: room["admitted_upto"].as_u64().unwrap_or(0),
             status: room["status"].as_str().unwrap_or("off").to_owned(),
+            draw: room["draw"]["salt"].as_str().map(|salt| {
+                (
+                    salt.to_owned(),
+                    room["draw"]["admitted_key"].as_u64().unwrap_or(0),
+                )
+            }),
             sold_out: room["sold_out"].as_bool().unwrap_or(false),
             open_tiers: tiers
                 .iter()
@@ -381,7 +417,11 @@ async fn main() -> anyhow::Result<()> {
     let mut told: Vec<u32> = fans
         .iter()
         .filter_map(|f| f.told_sold_out_at)
-        .map(|t| u32::try_from(t.saturating_sub(last_hold.unwrap_or(t))).unwrap_or(u32::MAX).saturating_mul(1000))
+        .map(|t| {
+            u32::try_from(t.saturating_sub(last_hold.unwrap_or(t)))
+                .unwrap_or(u32::MAX)
+                .saturating_mul(1000)
+        })
         .collect();
     told.sort_unstable();
     let admitted = fans.iter().filter(|f| f.admitted).count();

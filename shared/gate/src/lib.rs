@@ -23,7 +23,7 @@ mod traits;
 mod wire;
 
 pub use config::{RateLimitArgs, RedisArgs};
-pub use room::{RoomSettings, RoomStatus, RoomView, WaitingRoom};
+pub use room::{RoomSettings, RoomStatus, RoomView, WaitingRoom, draw_key};
 pub use traits::{Admission, Checkout, Finalized, PaymentFlow, ReadModel};
 use wire::{catalog_args, order_view, text};
 

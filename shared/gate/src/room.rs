@@ -71,6 +71,21 @@ pub struct RoomView {
     pub admitted_until: Option<DateTime<Utc>>,
     /// The operator paused admission.
     pub paused: bool,
+    /// Once the pre-queue is drawn: how many joined before the opening (places 1 to `pre`),
+    /// the draw's salt, and the draw key of the last admitted pre-queue place. A pre-queue fan
+    /// whose [`draw_key`] is at most `admitted_key` is admitted (ADR 59).
+    pub pre: u64,
+    pub draw_salt: String,
+    pub admitted_key: u64,
+}
+
+/// A pre-queue fan's key in the draw: the first 52 bits of SHA-1(salt ‖ queue id), the score
+/// `room.lua` ranks it by (exact in a double).
+pub fn draw_key(salt: &str, queue_id: &str) -> u64 {
+    use sha1::Digest as _;
+    let d = sha1::Sha1::digest(format!("{salt}{queue_id}").as_bytes());
+    let first8 = u64::from_be_bytes(d[..8].try_into().expect("a SHA-1 has 20 bytes"));
+    first8 >> 12
 }
 
 impl RoomView {
@@ -117,7 +132,7 @@ fn status(word: &str) -> Result<RoomStatus, GateError> {
 }
 
 /// `room.lua`'s answer: status, place, upto, joined, shopping, unsold, sold out, queue id,
-/// rate, the end of an admitted fan's window, paused.
+/// rate, the end of an admitted fan's window, paused, the pre-queue's size, salt and admitted key.
 fn view(reply: Value) -> Result<RoomView, GateError> {
     let bad = |what: &str| GateError::Protocol(format!("room: {what}"));
     let Value::Array(v) = reply else {
@@ -147,6 +162,9 @@ fn view(reply: Value) -> Result<RoomView, GateError> {
             .filter(|ms| *ms > 0)
             .and_then(DateTime::from_timestamp_millis),
         paused: int(10)? == 1,
+        pre: count(11)?,
+        draw_salt: text(12)?,
+        admitted_key: count(13)?,
     })
 }
 
@@ -218,6 +236,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_draw_key_is_the_first_52_bits_of_sha1_of_salt_and_queue_id() {
+        // As room.lua computes it (and Python's hashlib; the site's page checks the same value).
+        let key = draw_key(
+            "5f1c0d2e9a8b47c6b3e2d1f0a9b8c7d6",
+            "0f9e8d7c6b5a49382716f5e4d3c2b1a0",
+        );
+        assert_eq!(key, 3_254_027_648_572_774);
+    }
+
+    #[test]
     fn ahead_counts_the_places_not_yet_admitted_before_this_one() {
         let v = |place, upto| RoomView {
             status: RoomStatus::Waiting,
@@ -231,6 +259,9 @@ mod tests {
             rate_per_sec: 10,
             admitted_until: None,
             paused: false,
+            pre: 0,
+            draw_salt: String::new(),
+            admitted_key: 0,
         };
         assert_eq!(v(10, 3).ahead(), 6);
         assert_eq!(v(4, 3).ahead(), 0);

@@ -746,6 +746,27 @@ mod cases {
             peek.upto > 0 && peek.upto <= n + 1,
             "admission moves on: {peek:?}"
         );
+        // From the snapshot alone, a pre-queue fan tells its own turn: its draw key against
+        // the last admitted one (ADR 59), and the keys rise with the places.
+        assert_eq!(peek.pre, n);
+        let mut by_place = vec![0_u64; n as usize];
+        for id in &ids {
+            let v = gate.room_status(&ev.id, id).await.unwrap();
+            let key = gate::draw_key(&v.draw_salt, id);
+            by_place[v.place as usize - 1] = key;
+            assert_eq!(
+                key <= v.admitted_key,
+                v.place <= v.upto,
+                "place {} upto {}: key {key} against {}",
+                v.place,
+                v.upto,
+                v.admitted_key
+            );
+        }
+        assert!(
+            by_place.windows(2).all(|w| w[0] <= w[1]),
+            "keys in place order"
+        );
     }
 
     pub async fn admission_never_outruns_the_rate_the_cap_or_the_stock(b: Backend) {

@@ -75,6 +75,9 @@ struct Room {
     /// Joined before the opening, in arrival order.
     pre: Vec<String>,
     shuffled: bool,
+    /// The draw's salt and the pre-queue's keys in drawn order (`room.lua`'s draw).
+    salt: String,
+    keys: Vec<u64>,
     joined: u64,
     upto: u64,
     /// Thousandths of a fan, at most one second's worth.
@@ -97,15 +100,17 @@ impl Room {
             return false;
         }
         if !self.shuffled {
-            // A random key per queue id, drawn now: one fair order, decided once.
-            let mut keyed: Vec<(u128, String)> = self
+            // A salt drawn now: one fair order, decided once, keyed as room.lua keys it.
+            self.salt = uuid::Uuid::new_v4().simple().to_string();
+            let mut keyed: Vec<(u64, String)> = self
                 .pre
                 .iter()
-                .map(|id| (uuid::Uuid::new_v4().as_u128(), id.clone()))
+                .map(|id| (gate::draw_key(&self.salt, id), id.clone()))
                 .collect();
             keyed.sort();
-            for (i, (_, id)) in keyed.into_iter().enumerate() {
+            for (i, (key, id)) in keyed.into_iter().enumerate() {
                 self.place.insert(id, i as u64 + 1);
+                self.keys.push(key);
             }
             self.shuffled = true;
         }
@@ -149,6 +154,15 @@ impl Room {
             rate_per_sec: self.settings.map_or(0, |s| s.rate_per_sec),
             admitted_until: None,
             paused: self.paused,
+            pre: if self.shuffled {
+                self.keys.len() as u64
+            } else {
+                0
+            },
+            draw_salt: self.salt.clone(),
+            admitted_key: (self.upto.min(self.keys.len() as u64))
+                .checked_sub(1)
+                .map_or(0, |i| self.keys[i as usize]),
         }
     }
 
@@ -918,6 +932,9 @@ fn off() -> RoomView {
         rate_per_sec: 0,
         admitted_until: None,
         paused: false,
+        pre: 0,
+        draw_salt: String::new(),
+        admitted_key: 0,
     }
 }
 
