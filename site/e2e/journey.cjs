@@ -18,11 +18,14 @@ async function shot(page, name) {
   if (SHOTS) await page.screenshot({ path: path.join(SHOTS, `site-${name}.png`), fullPage: true });
 }
 
-// Buys every ticket left of a tier through the API (as other fans would), so the page sells out.
-async function buyOut(tier, quantity) {
+// Buys every ticket left of a tier through the API (as other fans would), so the page sells out;
+// with a waiting room, with the admission token the room gave that fan.
+async function buyOut(tier, quantity, admission) {
+  const headers = { "content-type": "application/json", "idempotency-key": crypto.randomUUID() };
+  if (admission) headers["admission-token"] = admission;
   const r = await fetch(new URL("/v1/events/frequency-2027/orders", SITE), {
     method: "POST",
-    headers: { "content-type": "application/json", "idempotency-key": crypto.randomUUID() },
+    headers,
     body: JSON.stringify({ ticket_type: tier, quantity, email: `other-${tier}@example.at` }),
   });
   const text = await r.text();
@@ -133,8 +136,68 @@ async function buyOut(tier, quantity) {
     await phone.getByRole("link", { name: "Go to the VIP shop" }).click();
     await phone.getByRole("timer").waitFor(WAIT);
 
+    // 8. The waiting room (ADR 59): a new sale 8 s away with the room on. A fan joins on the
+    // page before the opening, waits, is admitted and the page reserves by itself; then, while
+    // admission is paused, a fan who joined later is turned away by sold out.
+    const ops = (...args) => execFileSync(process.env.OPS, args, { stdio: "ignore" });
+    ops("seed", "--reset", "--capacity", "2", "--opens-in", "8", "--hold-seconds", "120");
+    ops("room", "--event", "frequency-2027", "on", "--rate", "50", "--cap", "50", "--window-secs", "120");
+    const join = async (email) => {
+      const r = await fetch(new URL("/v1/events/frequency-2027/room", SITE), {
+        method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ email }),
+      });
+      assert.equal(r.status, 200, `join ${email}: ${r.status}`);
+      return r.json();
+    };
+    // Without an admission, reserve is refused with a clear problem.
+    const early = await fetch(new URL("/v1/events/frequency-2027/orders", SITE), {
+      method: "POST", headers: { "content-type": "application/json", "idempotency-key": crypto.randomUUID() },
+      body: JSON.stringify({ ticket_type: "vip-camping", quantity: 1, email: "no-queue@example.at" }),
+    });
+    assert.equal(early.status, 425, "before the opening: too early");
+    await new Promise((r) => setTimeout(r, 1_000));
+    const room = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+    const fan = await room.newPage();
+    fan.on("pageerror", (e) => errors.push(String(e)));
+    await fan.goto(SITE);
+    await fan.getByRole("button", { name: /^Join the queue · the sale opens in/ }).waitFor(WAIT);
+    await fan.getByLabel("Passes").selectOption("2");
+    await fan.getByLabel("E-mail for your tickets").fill("queued@example.at");
+    // Two other fans join before the opening too, through the API.
+    const others = [await join("other-vip-camping@example.at"), await join("other-backstage-lounge@example.at")];
+    await fan.getByRole("button", { name: /^Join the queue/ }).click();
+    await fan.getByText("You're in the queue").waitFor(WAIT);
+    await shot(fan, "queue");
+    // The opening: the draw, the fan's turn, and the page reserves by itself.
+    await fan.getByRole("heading", { name: "Your passes are held" }).waitFor({ timeout: 30_000 });
+    await fan.getByRole("button", { name: /Test card: approved/ }).click();
+    await fan.getByRole("heading", { name: "You're going to Frequency!" }).waitFor({ timeout: 30_000 });
+    // The other two are admitted (their tokens), then the operator pauses admission.
+    const tokens = [];
+    for (const o of others) {
+      let a = await join(o === others[0] ? "other-vip-camping@example.at" : "other-backstage-lounge@example.at");
+      for (let i = 0; i < 20 && a.status !== "admitted"; i++) {
+        await new Promise((r) => setTimeout(r, 250));
+        a = await join(o === others[0] ? "other-vip-camping@example.at" : "other-backstage-lounge@example.at");
+      }
+      assert.equal(a.status, "admitted", `another fan admitted: ${JSON.stringify(a)}`);
+      tokens.push(a.admission_token);
+    }
+    ops("room", "--event", "frequency-2027", "pause");
+    const late = await room.newPage();
+    late.on("pageerror", (e) => errors.push(String(e)));
+    await late.goto(SITE);
+    await late.getByLabel("E-mail for your tickets").fill("late@example.at");
+    await late.getByRole("button", { name: /^Join the queue for/ }).click();
+    await late.getByText("Your place in the queue: 4.").waitFor(WAIT);
+    await late.getByText("Admission is paused for a moment").waitFor(WAIT);
+    await buyOut("vip-camping", 2, tokens[0]);
+    await buyOut("backstage-lounge", 1, tokens[1]);
+    await late.getByRole("alert").getByText("Thank you for waiting with us").waitFor({ timeout: 20_000 });
+    await shot(late, "queue-sold-out");
+
     assert.deepEqual(errors, [], "no errors in the page");
-    console.log(`e2e: prerendered, hydrated, reserved (one request for a double click), declined, paid, confirmed ${codes.join(" ")}, sold out, countdown, not found`);
+    console.log(`e2e: prerendered, hydrated, reserved (one request for a double click), declined, paid, confirmed ${codes.join(" ")}, sold out, countdown, not found, queued and admitted, turned away by sold out while waiting`);
   } finally {
     await browser.close();
   }

@@ -75,6 +75,7 @@ impl Room {
             rate_per_sec,
             cap: 1000,
             window: Duration::from_secs(60),
+            claim: Duration::from_secs(30),
         };
         self.gate.room_on(&self.ev.id, settings).await.unwrap();
     }

@@ -36,6 +36,7 @@ async fn the_snapshot_carries_the_room_and_its_etag_moves_with_admission(
         rate_per_sec: 1,
         cap: 100,
         window: Duration::from_secs(60),
+        claim: Duration::from_secs(30),
     };
     gate.room_on(&ev.id, settings).await.unwrap();
     gate.room_join(&ev.id, "a@x.at").await.unwrap();

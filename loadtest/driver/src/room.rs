@@ -43,8 +43,8 @@ struct Args {
     /// How often the edge reads the availability snapshot for every fan, in ms.
     #[arg(long, default_value_t = 1000)]
     edge_ms: u64,
-    /// How often a fan's page looks at the edge's copy, in ms.
-    #[arg(long, default_value_t = 250)]
+    /// How often a fan's page looks at the edge's copy, in ms (the site reads it every 2 s).
+    #[arg(long, default_value_t = 1000)]
     look_ms: u64,
     /// The whole run ends after this many seconds at most.
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=3600))]
@@ -156,20 +156,25 @@ async fn fan(
         if answer["status"] == "admitted" {
             break;
         }
-        let e = edge.borrow_and_update().clone();
-        if e.sold_out && e.open_tiers.is_empty() && answer["status"] != "admitted" {
+        // Read in place: 50,000 fans look every second.
+        let (sold_out, turn) = {
+            let e = edge.borrow_and_update();
+            // Claim when the snapshot says this fan's turn came: its place is admitted or,
+            // joined before the opening (no place yet), its draw key is at most the last
+            // admitted one.
+            let turn = if f.place > 0 {
+                f.place <= e.upto
+            } else {
+                e.draw
+                    .as_ref()
+                    .is_some_and(|(salt, key)| gate::draw_key(salt, &queue_id) <= *key)
+            };
+            (e.sold_out && e.open_tiers.is_empty(), turn)
+        };
+        if sold_out {
             f.told_sold_out_at = Some(now_ms());
             return f;
         }
-        // Claim when the snapshot says this fan's turn came: its place is admitted or, joined
-        // before the opening (no place yet), its draw key is at most the last admitted one.
-        let turn = if f.place > 0 {
-            f.place <= e.upto
-        } else {
-            e.draw
-                .as_ref()
-                .is_some_and(|(salt, key)| gate::draw_key(salt, &queue_id) <= *key)
-        };
         let mut wait = s.args.look_ms;
         if turn {
             let (code, body, us) = post(&s.client, &join_url, json!({ "email": email }), &[]).await;

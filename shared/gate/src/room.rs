@@ -21,8 +21,11 @@ pub struct RoomSettings {
     pub rate_per_sec: u32,
     /// Fans admitted and still shopping (their window not over) at most.
     pub cap: u32,
-    /// How long an admitted fan may take to start shopping.
+    /// How long an admitted fan may shop, from its claim of the token.
     pub window: Duration,
+    /// How long an admitted fan has to claim its token (at most `window`): a fan who left the
+    /// queue holds a place among the shopping only this long.
+    pub claim: Duration,
 }
 
 /// Where a fan stands.
@@ -193,9 +196,9 @@ impl Gate {
 #[async_trait]
 impl WaitingRoom for Gate {
     async fn room_on(&self, event: &EventId, s: RoomSettings) -> Result<(), GateError> {
-        let window_ms = u64::try_from(s.window.as_millis()).unwrap_or(u64::MAX);
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX).to_string();
         let (rate, cap) = (s.rate_per_sec.to_string(), s.cap.to_string());
-        let window = window_ms.to_string();
+        let (window, claim) = (ms(s.window), ms(s.claim));
         self.room_set(
             event,
             &[
@@ -203,6 +206,7 @@ impl WaitingRoom for Gate {
                 ("rate", &rate),
                 ("cap", &cap),
                 ("window_ms", &window),
+                ("claim_ms", &claim),
             ],
         )
         .await

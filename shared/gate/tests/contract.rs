@@ -165,6 +165,7 @@ contract!(
     a_large_pre_queue_is_drawn_over_several_calls,
     while_the_room_is_on_only_an_admitted_fan_takes_a_hold,
     a_fan_whose_window_ended_unused_queues_again_at_the_back,
+    an_admitted_fan_who_never_comes_for_its_token_frees_its_place_after_the_claim_time,
 );
 
 mod cases {
@@ -622,6 +623,7 @@ mod cases {
             rate_per_sec,
             cap,
             window: Duration::from_secs(60),
+            claim: Duration::from_secs(30),
         }
     }
 
@@ -906,6 +908,7 @@ mod cases {
         let ev = b.seed(100, -1, 600).await;
         let short = RoomSettings {
             window: Duration::from_millis(300),
+            claim: Duration::from_millis(300),
             ..settings(1000, 1000)
         };
         gate.room_on(&ev.id, short).await.unwrap();
@@ -919,5 +922,45 @@ mod cases {
         assert_eq!(again.queue_id, fan.queue_id);
         assert_eq!(again.place, 3, "behind everyone who joined: {again:?}");
         assert_eq!(again.status, RoomStatus::Admitted);
+    }
+
+    pub async fn an_admitted_fan_who_never_comes_for_its_token_frees_its_place_after_the_claim_time(
+        b: Backend,
+    ) {
+        let gate = b.room.clone();
+        let ev = b.seed(100, -1, 600).await;
+        let s = RoomSettings {
+            claim: Duration::from_millis(300),
+            ..settings(1, 1000)
+        };
+        gate.room_on(&ev.id, s).await.unwrap();
+        // The first fan is admitted as it joins: that join is its claim, a whole window.
+        let came = gate.room_join(&ev.id, "came@x.at").await.unwrap();
+        assert_eq!(came.status, RoomStatus::Admitted, "{came:?}");
+        let until = came.admitted_until.unwrap();
+        assert!(
+            until > chrono::Utc::now() + chrono::Duration::seconds(50),
+            "{until}"
+        );
+        // The second is admitted a second later by the rate, and never comes.
+        let gone = gate.room_join(&ev.id, "gone@x.at").await.unwrap();
+        assert_eq!(gone.status, RoomStatus::Waiting);
+        let mut admitted = false;
+        for _ in 0..30 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if gate.room_peek(&ev.id).await.unwrap().upto >= 2 {
+                admitted = true;
+                break;
+            }
+        }
+        assert!(admitted, "the second fan's turn");
+        assert_eq!(gate.room_peek(&ev.id).await.unwrap().shopping, 2);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let peek = gate.room_peek(&ev.id).await.unwrap();
+        assert_eq!(peek.shopping, 1, "only the fan who came: {peek:?}");
+        let late = gate.room_status(&ev.id, &gone.queue_id).await.unwrap();
+        assert_eq!(late.status, RoomStatus::Missed);
+        let still = gate.room_status(&ev.id, &came.queue_id).await.unwrap();
+        assert_eq!(still.status, RoomStatus::Admitted);
     }
 }

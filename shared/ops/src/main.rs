@@ -181,9 +181,13 @@ enum RoomAction {
         /// Fans admitted and still shopping (within their window) at most.
         #[arg(long, default_value_t = 2000)]
         cap: u32,
-        /// How long an admitted fan has to reserve, in seconds.
+        /// How long an admitted fan may shop, from its claim of the token, in seconds.
         #[arg(long, default_value_t = 600)]
         window_secs: u64,
+        /// How long an admitted fan has to come for its token, in seconds: a fan who left the
+        /// queue holds a place among the shopping only this long.
+        #[arg(long, default_value_t = 30)]
+        claim_secs: u64,
     },
     /// The shop is open to all again (the queue is kept, for a later `on`).
     Off,
@@ -450,11 +454,13 @@ async fn main() -> anyhow::Result<()> {
                     rate,
                     cap,
                     window_secs,
+                    claim_secs,
                 } => {
                     let settings = gate::RoomSettings {
                         rate_per_sec: rate,
                         cap,
                         window: Duration::from_secs(window_secs),
+                        claim: Duration::from_secs(claim_secs),
                     };
                     gate.room_on(&id, settings).await?;
                 }

@@ -87,6 +87,8 @@ struct Room {
     place: HashMap<String, u64>,
     /// Admitted places and when their windows end.
     admitted: BTreeMap<u64, DateTime<Utc>>,
+    /// Admitted places whose fan came for its token (its window runs from then).
+    claimed: std::collections::HashSet<u64>,
 }
 
 impl Room {
@@ -128,9 +130,9 @@ impl Room {
             .min(self.joined as i64 - self.upto as i64)
             .min(i64::from(s.cap) - active)
             .min(free - active);
-        let window = chrono::Duration::from_std(s.window).unwrap_or_default();
+        let claim = chrono::Duration::from_std(s.claim.min(s.window)).unwrap_or_default();
         for place in self.upto + 1..=self.upto + n.max(0) as u64 {
-            self.admitted.insert(place, now + window);
+            self.admitted.insert(place, now + claim);
         }
         if n > 0 {
             self.upto += n as u64;
@@ -870,6 +872,15 @@ impl WaitingRoom for MemoryGate {
             return Ok(room.view(sale, RoomStatus::Pending, 0, &id));
         }
         let now_at = room.status_of(sale, &id, open);
+        // The claim: the first join since the admission starts the fan's window.
+        if now_at.status == RoomStatus::Admitted && room.claimed.insert(now_at.place) {
+            let window = room.settings.map_or(Duration::ZERO, |s| s.window);
+            room.admitted.insert(
+                now_at.place,
+                now + chrono::Duration::from_std(window).unwrap_or_default(),
+            );
+            return Ok(room.status_of(sale, &id, open));
+        }
         if now_at.status == RoomStatus::Missed {
             // Its window ended unused: it queues again, at the back.
             room.joined += 1;

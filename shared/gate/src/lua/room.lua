@@ -4,11 +4,12 @@
 --             queue id (kept only if the identity has none);
 --   ARGV[1] = 'status', ARGV[2] = salt, ARGV[3] = queue id;
 --   ARGV[1] = 'peek',   ARGV[2] = salt (the room as a snapshot shows it).
--- Keys (all under the event's hash tag): `room` (hash: on, rate, cap, window_ms, paused; pre,
+-- Keys (all under the event's hash tag): `room` (hash: on, rate, cap, window_ms, claim_ms, paused; pre,
 -- drawn, salt, shuffled, joined, upto, credit, at), `room:who` (identity → queue id),
 -- `room:pre` (the queue ids that joined before the opening, in arrival order), `room:draw`
 -- (sorted set: the pre-queue in its drawn order), `room:place` (a later joiner's queue id →
--- place), `room:admitted` (sorted set: each admitted place, scored by the end of its window).
+-- place), `room:admitted` (sorted set: each admitted place, scored by the end of its window, or
+-- before its claim by the end of the time to claim), `room:claimed` (places whose fan came).
 --
 -- Before the opening, a fan who joins gets a queue id and no place yet. From the first call at
 -- or after the opening, the pre-queue is drawn: places 1..pre in the order of SHA-1(salt ‖ id),
@@ -74,7 +75,7 @@ end
 -- Brings the room up to now; returns whether the sale is open.
 local function advance(salt)
   local r = redis.call('HMGET', room, 'on', 'rate', 'cap', 'window_ms', 'paused', 'joined',
-    'shuffled', 'upto', 'credit', 'at', 'pre', 'drawn', 'salt')
+    'shuffled', 'upto', 'credit', 'at', 'pre', 'drawn', 'salt', 'claim_ms')
   if r[1] ~= '1' then return false end
   local opens = tonumber(redis.call('HGET', KEYS[1], 'opens_at') or '0')
   if now < opens then return false end
@@ -83,6 +84,9 @@ local function advance(salt)
     return true
   end
   local rate, cap, window = tonumber(r[2] or '0'), tonumber(r[3] or '0'), tonumber(r[4] or '0')
+  -- An admitted fan first has `claim_ms` to come for its token (a fan who left the queue must
+  -- not hold a place among the shopping for a whole window); its window starts at the claim.
+  local claim = math.min(tonumber(r[14] or tostring(window)), window)
   local joined, upto = tonumber(r[6] or '0'), tonumber(r[8] or '0')
   -- Credit accrues from the opening on the first call after it.
   local credit, at = tonumber(r[9] or '0'), tonumber(r[10] or tostring(opens))
@@ -99,7 +103,7 @@ local function advance(salt)
   n = math.min(n, joined - upto, cap - active, free - active)
   if n > 0 then
     for place = upto + 1, upto + n do
-      redis.call('ZADD', room .. ':admitted', now + window, place)
+      redis.call('ZADD', room .. ':admitted', now + claim, place)
     end
     upto = upto + n
     credit = credit - n * 1000
@@ -193,6 +197,11 @@ if not id then
 end
 if not open then return answer('pending', 0, id) end
 local now_at = status_of(id, open)
+-- The claim: an admitted fan's first join since its admission starts its window.
+if now_at[1] == 'admitted' and redis.call('HSETNX', room .. ':claimed', now_at[2], 1) == 1 then
+  redis.call('ZADD', room .. ':admitted', now + tonumber(redis.call('HGET', room, 'window_ms') or '0'), now_at[2])
+  return status_of(id, open)
+end
 if now_at[1] == 'missed' then
   redis.call('HSET', room .. ':place', id, redis.call('HINCRBY', room, 'joined', 1))
   advance(salt)
