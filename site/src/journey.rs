@@ -434,8 +434,9 @@ impl Journey {
             return 10_000;
         }
         if matches!(self.stage, Stage::Queued { .. }) {
-            // The room's progress: the edge caches the snapshot for a second.
-            return 2_000;
+            // The room's progress, from the edge's copy (cached a second): a fan learns its
+            // turn, or sold out, within 2 s (refresh 0.25 s + edge 1 s + this).
+            return 750;
         }
         match self.opens_in(now) {
             Some(ms) if ms > 0 => (ms + 200).clamp(1_000, 30_000),

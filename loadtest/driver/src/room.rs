@@ -43,8 +43,9 @@ struct Args {
     /// How often the edge reads the availability snapshot for every fan, in ms.
     #[arg(long, default_value_t = 1000)]
     edge_ms: u64,
-    /// How often a fan's page looks at the edge's copy, in ms (the site reads it every 2 s).
-    #[arg(long, default_value_t = 1000)]
+    /// How often a fan's page looks at the edge's copy, in ms (the site reads it every 750 ms
+    /// while waiting).
+    #[arg(long, default_value_t = 500)]
     look_ms: u64,
     /// The whole run ends after this many seconds at most.
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=3600))]
@@ -69,8 +70,8 @@ struct Fan {
     /// The first join: latency (µs) and status code (0: transport error).
     join_us: u32,
     join_code: u16,
-    /// Joined before the sale opened (its place is drawn at the opening).
-    early: bool,
+    /// Joined before the sale opened (its place is drawn at the opening): its queue id.
+    early: Option<String>,
     place: u64,
     /// Claims of the admission token (joins after the first), and their latencies.
     claim_us: Vec<u32>,
@@ -144,9 +145,11 @@ async fn fan(
     if code != 200 {
         return f;
     }
-    f.early = now_ms() < s.opens_at_ms.load(Ordering::Relaxed);
     f.place = body["place"].as_u64().unwrap_or(0);
     let queue_id = body["queue_id"].as_str().unwrap_or_default().to_owned();
+    if body["status"] == "pending" {
+        f.early = Some(queue_id.clone());
+    }
     let mut answer = body;
     let mut backoff = s.args.look_ms;
     loop {
@@ -308,6 +311,7 @@ async fn edge_loop(s: Arc<Shared>, tx: watch::Sender<Edge>, until: u64) -> Vec<V
             "at_ms": now_ms(), "status": e.status, "admitted_upto": e.upto,
             "joined": room["joined"], "shopping": room["shopping"],
             "available": tiers.iter().map(|(_, n)| n).sum::<i64>(), "sold_out": e.sold_out,
+            "draw_salt": e.draw.as_ref().map(|(salt, _)| salt.clone()),
         }));
         let _ = tx.send(e);
     }
@@ -341,7 +345,8 @@ fn pct(sorted: &[u32], p: f64) -> f64 {
     f64::from(sorted[i]) / 1000.0
 }
 
-/// Spearman's rank correlation of arrival order and place (both already ranks).
+/// Spearman's rank correlation of arrival order and place; `places` in arrival order, each any
+/// value that orders as the place does (a place, or a draw key).
 fn spearman(places: &[u64]) -> Option<f64> {
     let n = places.len() as f64;
     if n < 3.0 {
@@ -416,8 +421,22 @@ async fn main() -> anyhow::Result<()> {
             *per_sec.entry(at / 1000).or_default() += 1;
         }
     }
-    let early: Vec<&Fan> = fans.iter().filter(|f| f.early && f.place > 0).collect();
-    let rho = spearman(&early.iter().map(|f| f.place).collect::<Vec<_>>());
+    // Every pre-queue fan's place, as the room ranks them: by draw key (the salt is public once
+    // drawn), in arrival order of the fans (their index).
+    let salt = curve
+        .iter()
+        .rev()
+        .find_map(|p| p["draw_salt"].as_str().map(str::to_owned));
+    let keys: Vec<u64> = match &salt {
+        Some(salt) => fans
+            .iter()
+            .filter_map(|f| f.early.as_deref())
+            .map(|id| gate::draw_key(salt, id))
+            .collect(),
+        None => vec![],
+    };
+    let early = keys.len();
+    let rho = spearman(&keys);
     let last_hold = fans.iter().filter_map(|f| f.held_at).max();
     let mut told: Vec<u32> = fans
         .iter()
@@ -447,7 +466,7 @@ async fn main() -> anyhow::Result<()> {
         "join": {"count": joins.len(), "codes": join_codes, "p50_ms": pct(&joins, 0.5),
                  "p95_ms": pct(&joins, 0.95), "p99_ms": pct(&joins, 0.99), "max_ms": pct(&joins, 1.0)},
         "claim": {"count": claims.len(), "p50_ms": pct(&claims, 0.5), "p99_ms": pct(&claims, 0.99)},
-        "early_fans": early.len(), "rank_correlation": rho,
+        "early_fans": early, "rank_correlation": rho,
         "admitted": admitted, "held": held, "paid": paid, "admitted_then_sold_out": admitted_sold_out,
         "stuck": stuck.len(), "stuck_examples": stuck.iter().take(5).collect::<Vec<_>>(),
         "waiting_without_answer": never_answered,
@@ -461,7 +480,7 @@ async fn main() -> anyhow::Result<()> {
         pct(&joins, 0.5),
         pct(&joins, 0.99),
         pct(&joins, 1.0),
-        early.len(),
+        early,
         stuck.len(),
         told.len(),
         pct(&told, 0.99),

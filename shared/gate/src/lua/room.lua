@@ -195,7 +195,11 @@ if not id then
     redis.call('RPUSH', room .. ':pre', id)
   end
 end
-if not open then return answer('pending', 0, id) end
+-- Before the opening a join needs only its queue id back: the room's numbers are in the
+-- snapshot, and 50,000 of these may come within seconds.
+if not open then
+  return { 'pending', 0, 0, tonumber(redis.call('HGET', room, 'joined') or '0'), 0, 0, 0, id, 0, 0, 0, 0, '', 0 }
+end
 local now_at = status_of(id, open)
 -- The claim: an admitted fan's first join since its admission starts its window.
 if now_at[1] == 'admitted' and redis.call('HSETNX', room .. ':claimed', now_at[2], 1) == 1 then
