@@ -646,15 +646,16 @@ mod cases {
         1.0 - 6.0 * d2 / (n * (n * n - 1.0))
     }
 
-    /// A fan's place once the draw has reached it (a few calls at most).
+    /// A fan's place once the whole pre-queue is drawn (a chunk at most every 5 ms).
     async fn drawn_place(gate: &dyn WaitingRoom, ev: &domain::EventId, id: &str) -> u64 {
-        for _ in 0..100 {
+        for _ in 0..500 {
             let v = gate.room_status(ev, id).await.unwrap();
             if v.status != RoomStatus::Pending {
                 return v.place;
             }
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        panic!("{id}: no place after 100 calls");
+        panic!("{id}: no place after 500 calls");
     }
 
     pub async fn the_pre_queue_is_shuffled_once_and_later_joiners_queue_in_arrival_order(
@@ -715,7 +716,7 @@ mod cases {
         assert_eq!(unknown.status, RoomStatus::Unknown);
     }
 
-    /// A pre-queue larger than one call draws (room.lua draws 500 a call): fans who join
+    /// A pre-queue larger than one call draws (room.lua draws 250 at most every 5 ms): fans who join
     /// meanwhile queue behind it, and the drawn order is one permutation.
     pub async fn a_large_pre_queue_is_drawn_over_several_calls(b: Backend) {
         let gate = b.room.clone();

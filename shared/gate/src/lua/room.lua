@@ -14,7 +14,7 @@
 -- Before the opening, a fan who joins gets a queue id and no place yet. From the first call at
 -- or after the opening, the pre-queue is drawn: places 1..pre in the order of SHA-1(salt ‖ id),
 -- the salt drawn by that first caller at that moment, so the order is decided after the last
--- pre-queue join and nobody could know it before; the draw goes a chunk per call (see draw).
+-- pre-queue join and nobody could know it before; the draw goes a chunk at a time (see draw).
 -- A fan who joins later gets the next place.
 -- Admission moves `upto` forward: `rate` places a second (at most one second of credit), never
 -- past the last place, never more fans shopping at once (admitted, window not over) than `cap`,
@@ -42,19 +42,25 @@ local function stock()
   return free, avail
 end
 
--- Pre-queue fans drawn per call: the draw of 50,000 in one call blocked Redis for about half a
--- second at the opening (ADR 59); a chunk costs a few milliseconds.
-local CHUNK = 500
+-- Pre-queue fans drawn per call, at most one chunk per DRAW_EVERY_MS: the draw of 50,000 in
+-- one call blocked Redis for about half a second at the opening, and 500 a call drawn by every
+-- call still made the calls of the opening's first 0.2 s wait in line behind each other (the
+-- spike's join p95 was 0.3 s). A chunk of 250 holds Redis about 1 ms, so the draw takes at
+-- most a fifth of Redis while it lasts (40,000 fans: about 0.8 s), and a call waits 1 ms at most.
+local CHUNK = 250
+local DRAW_EVERY_MS = 5
 
 -- The draw: the first call at or after the opening fixes the pre-queue and the salt; each call
 -- then keys the next chunk by SHA-1(salt ‖ id) into `room:draw` (a sorted set: a pre-queue
 -- fan's place is its rank there). Its score is the hash's first 52 bits, exact in a double;
 -- on a tie, the set orders by id. Until the last chunk the order is not known, and nobody is
 -- admitted. Returns whether the draw is done.
-local function draw(salt, r_pre, r_drawn, r_salt)
+local function draw(salt, r_pre, r_drawn, r_salt, r_drawn_at)
   if not r_salt then
     r_pre, r_drawn, r_salt = redis.call('LLEN', room .. ':pre'), 0, salt
     redis.call('HSET', room, 'salt', salt, 'pre', r_pre, 'drawn', 0, 'at', now)
+  elseif now - tonumber(r_drawn_at or '0') < DRAW_EVERY_MS then
+    return false
   end
   local pre, drawn = tonumber(r_pre), tonumber(r_drawn)
   local ids = redis.call('LRANGE', room .. ':pre', drawn, drawn + CHUNK - 1)
@@ -68,18 +74,18 @@ local function draw(salt, r_pre, r_drawn, r_salt)
     drawn = drawn + #ids
   end
   local done = drawn >= pre
-  redis.call('HSET', room, 'drawn', drawn, 'shuffled', done and 1 or 0)
+  redis.call('HSET', room, 'drawn', drawn, 'shuffled', done and 1 or 0, 'drawn_at', now)
   return done
 end
 
 -- Brings the room up to now; returns whether the sale is open.
 local function advance(salt)
   local r = redis.call('HMGET', room, 'on', 'rate', 'cap', 'window_ms', 'paused', 'joined',
-    'shuffled', 'upto', 'credit', 'at', 'pre', 'drawn', 'salt', 'claim_ms')
+    'shuffled', 'upto', 'credit', 'at', 'pre', 'drawn', 'salt', 'claim_ms', 'drawn_at')
   if r[1] ~= '1' then return false end
   local opens = tonumber(redis.call('HGET', KEYS[1], 'opens_at') or '0')
   if now < opens then return false end
-  if r[7] ~= '1' and not draw(salt, r[11], r[12], r[13]) then
+  if r[7] ~= '1' and not draw(salt, r[11], r[12], r[13], r[15]) then
     -- Drawing: credit accrues (at most a second's worth), nobody is admitted yet.
     return true
   end
