@@ -505,6 +505,13 @@ if ran_k6 and k6:
     else:
         out(f"- k6 kept the requested rate (up to {asked:,} req/s) without dropping arrivals, using {gen:.2f} cores; "
             f"everything together used {tot:.2f} of {a.cores} cores.")
+if ran_room and room:
+    c, w = cpu_between(room["arrive_at_ms"], a.opens_at_ms)
+    if w:
+        top = sorted(((v / w, n) for n, v in c.items()), reverse=True)[:3]
+        out(f"- While {room['fans']:,} fans joined, the busiest processes were " + ", ".join(f"{n} {v:.2f} cores" for v, n in top)
+            + f", {sum(c.values()) / w:.2f} of {a.cores} cores in all"
+            + (": the joins did not saturate the machine." if sum(c.values()) / w < 0.8 * a.cores else ": near saturation."))
 if ran_rust and driver:
     c, w = cpu_between(a.driver_start_ms, a.driver_end_ms)
     if w:
