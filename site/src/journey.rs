@@ -650,6 +650,8 @@ impl Journey {
         match r.status.as_str() {
             // No room (any more): the shop is open to all.
             "off" => {
+                // No room: no admission to send (a token that no longer holds is refused).
+                q.token = None;
                 self.room = None;
                 self.reserve_now()
             }

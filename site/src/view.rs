@@ -426,8 +426,10 @@ fn choose(ctx: Ctx) -> View {
     let qty = create_selector(move || journey.with(|j| j.form.quantity));
     let error = create_selector(move || journey.with(|j| j.form_error));
     let can = create_selector(move || journey.with(|j| j.can_submit(now.get())));
-    let busy =
-        create_selector(move || journey.with(|j| matches!(j.stage, Stage::Reserving { .. })));
+    // Queued too: the reservation that goes out at the fan's turn is the one it joined with.
+    let busy = create_selector(move || {
+        journey.with(|j| matches!(j.stage, Stage::Reserving { .. } | Stage::Queued { .. }))
+    });
     let label = create_memo(move || journey.with(|j| buy_label(j, now.get())));
     let email0 = journey.with_untracked(|j| j.form.email.clone());
     let (queue, notes) = (queue_panel(&ctx), notices(&ctx));

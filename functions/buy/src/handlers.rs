@@ -51,10 +51,12 @@ pub(crate) struct Reserved {
     post,
     path = "/v1/events/{event}/orders",
     summary = "Reserve tickets (a hold until hold_expires_at)",
+    // The Admission-Token header is described here rather than as a parameter: a fuzzer's
+    // "invalid" optional header is sent as no header at all, a valid request (scripts/apifuzz).
+    description = "While the event's waiting room is on, send the `Admission-Token` header: the token the room's join (`POST /v1/events/{event}/room`) gave this fan once admitted, for reservations to the address it joined with. Without one, or with one that does not hold (expired, another event's or another address', not ours), the answer is 403 `/problems/not-admitted`; a token that does not hold is refused even when the room is off.",
     params(
         ("event" = String, Path, description = "Event slug, e.g. `frequency-2027`"),
         ("Idempotency-Key" = String, Header, pattern = "^[!-~]{8,128}$", description = "A fresh UUID per purchase attempt, sent again unchanged on every retry of that attempt: the same key with the same body answers the first answer again"),
-        ("Admission-Token" = Option<String>, Header, description = "While the event's waiting room is on: the token its join gave this fan once admitted (for reservations to the address it joined with)"),
     ),
     request_body = ReserveBody,
     responses(
@@ -96,8 +98,12 @@ pub async fn reserve(
     // The per-e-mail limit and the per-client cap are checked inside the reservation script
     // (one Redis call).
     let per_email = state.limits.as_ref().map(|l| l.per_email);
-    // The waiting room's admission, checked here; whether the room is on, the script knows.
+    // The waiting room's admission, checked here; whether the room is on, the script knows. A
+    // token that does not hold is bad input, refused whether or not the room is on.
     let admitted = crate::room::admitted(&state, &headers, &event, &email);
+    if let Err(Some(why)) = admitted {
+        return Err(crate::room::not_admitted(&event, Some(why)));
+    }
     let admission = AdmissionRules {
         per_email,
         holds_per_client: state.limits.as_ref().map_or(0, |l| l.holds_per_client),

@@ -55,8 +55,9 @@ pub struct JoinBody {
 #[derive(Serialize, ToSchema)]
 pub struct RoomAnswer {
     /// `off` (no room: reserve as usual), `pending` (joined before the opening: the order is
-    /// drawn at the opening), `waiting`, `admitted` (reserve with `admission_token` until
-    /// `admitted_until`), `missed` (the window ended unused; join again to queue at the back).
+    /// drawn at the opening; the snapshot's `room.draw` then tells the fan's turn), `waiting`,
+    /// `admitted` (reserve with `admission_token` until `admitted_until`). A fan whose
+    /// admission lapsed unused is queued again at the back by this same call.
     #[schema(example = "waiting")]
     status: &'static str,
     /// The fan's queue id (the same on every join with this address).
@@ -112,7 +113,6 @@ pub(crate) fn status_word(s: RoomStatus) -> &'static str {
     request_body = JoinBody,
     responses(
         (status = 200, description = "Where the fan stands; once admitted, with the admission token", body = RoomAnswer),
-        (status = 404, description = "No such event", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "An invalid e-mail address", body = Problem, content_type = "application/problem+json"),
         BodyRefusals,
         Busy,

@@ -855,10 +855,18 @@ mod cases {
         ] {
             held(b.reserve_with(&ev, tt, n, who, &key(), &rules).await);
         }
+        let upto = gate.room_peek(&ev.id).await.unwrap().upto;
         for f in &fans[1..] {
             let v = gate.room_status(&ev.id, &f.queue_id).await.unwrap();
             assert!(v.sold_out, "{v:?}");
         }
+        // Held tickets admit nobody (they come back, and admission with them, if holds expire).
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        assert_eq!(
+            gate.room_peek(&ev.id).await.unwrap().upto,
+            upto,
+            "no admission while sold out"
+        );
         let peek = gate.room_peek(&ev.id).await.unwrap();
         assert!(
             peek.sold_out && peek.unsold == 5,
@@ -963,5 +971,39 @@ mod cases {
         assert_eq!(late.status, RoomStatus::Missed);
         let still = gate.room_status(&ev.id, &came.queue_id).await.unwrap();
         assert_eq!(still.status, RoomStatus::Admitted);
+
+        // A fan who missed its claim and joins again queues at the back; admitted there at once
+        // (a fast rate), that join is its claim: a whole window, not the claim time.
+        let ev = b.seed(100, -1, 600).await;
+        let s = RoomSettings {
+            claim: Duration::from_millis(300),
+            ..settings(1000, 1000)
+        };
+        gate.room_on(&ev.id, s).await.unwrap();
+        gate.room_join(&ev.id, "first@x.at").await.unwrap();
+        gate.room_pause(&ev.id, true).await.unwrap();
+        let slow = gate.room_join(&ev.id, "slow@x.at").await.unwrap();
+        assert_eq!(slow.status, RoomStatus::Waiting);
+        gate.room_pause(&ev.id, false).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(
+            gate.room_peek(&ev.id).await.unwrap().upto,
+            2,
+            "admitted, not claimed"
+        );
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let missed = gate.room_status(&ev.id, &slow.queue_id).await.unwrap();
+        assert_eq!(missed.status, RoomStatus::Missed);
+        let back = gate.room_join(&ev.id, "slow@x.at").await.unwrap();
+        assert_eq!(
+            (back.status, back.place),
+            (RoomStatus::Admitted, 3),
+            "{back:?}"
+        );
+        let until = back.admitted_until.unwrap();
+        assert!(
+            until > chrono::Utc::now() + chrono::Duration::seconds(50),
+            "a whole window: {until}"
+        );
     }
 }

@@ -125,11 +125,11 @@ impl Room {
         let elapsed = (now - self.at.unwrap_or(opens)).num_milliseconds().max(0);
         self.credit = (self.credit + rate * elapsed).min(rate * 1000);
         let active = self.admitted.len() as i64;
-        let (free, _) = sale.unsold();
+        let (_, available) = sale.unsold();
         let n = (self.credit / 1000)
             .min(self.joined as i64 - self.upto as i64)
             .min(i64::from(s.cap) - active)
-            .min(free - active);
+            .min(available - active);
         let claim = chrono::Duration::from_std(s.claim.min(s.window)).unwrap_or_default();
         for place in self.upto + 1..=self.upto + n.max(0) as u64 {
             self.admitted.insert(place, now + claim);
@@ -869,9 +869,23 @@ impl WaitingRoom for MemoryGate {
             }
         };
         if !open {
-            return Ok(room.view(sale, RoomStatus::Pending, 0, &id));
+            // As room.lua: before the opening a join answers its queue id (the room's numbers
+            // are in the snapshot).
+            return Ok(RoomView {
+                status: RoomStatus::Pending,
+                queue_id: id,
+                joined: room.joined,
+                ..off()
+            });
         }
-        let now_at = room.status_of(sale, &id, open);
+        let mut now_at = room.status_of(sale, &id, open);
+        if now_at.status == RoomStatus::Missed {
+            // Its window ended unused: it queues again, at the back.
+            room.joined += 1;
+            room.place.insert(id.clone(), room.joined);
+            room.advance(sale, now);
+            now_at = room.status_of(sale, &id, open);
+        }
         // The claim: the first join since the admission starts the fan's window.
         if now_at.status == RoomStatus::Admitted && room.claimed.insert(now_at.place) {
             let window = room.settings.map_or(Duration::ZERO, |s| s.window);
@@ -879,13 +893,6 @@ impl WaitingRoom for MemoryGate {
                 now_at.place,
                 now + chrono::Duration::from_std(window).unwrap_or_default(),
             );
-            return Ok(room.status_of(sale, &id, open));
-        }
-        if now_at.status == RoomStatus::Missed {
-            // Its window ended unused: it queues again, at the back.
-            room.joined += 1;
-            room.place.insert(id.clone(), room.joined);
-            room.advance(sale, now);
             return Ok(room.status_of(sale, &id, open));
         }
         Ok(now_at)

@@ -18,7 +18,7 @@
 -- A fan who joins later gets the next place.
 -- Admission moves `upto` forward: `rate` places a second (at most one second of credit), never
 -- past the last place, never more fans shopping at once (admitted, window not over) than `cap`,
--- nor than the tickets not sold (available + held: a hold may expire). An admitted fan counts
+-- nor than the tickets available (a hold that expires makes its tickets available again). An admitted fan counts
 -- as shopping until its window ends or it holds tickets (reserve.lua). Paused, nothing moves.
 -- Sold out: nothing available now (holds may still expire and bring tickets back).
 -- Returns {status, place, upto, joined, active, available+held, sold_out, queue id, rate,
@@ -42,13 +42,16 @@ local function stock()
   return free, avail
 end
 
--- Pre-queue fans drawn per call, at most one chunk per DRAW_EVERY_MS: the draw of 50,000 in
--- one call blocked Redis for about half a second at the opening, and 500 a call drawn by every
--- call still made the calls of the opening's first 0.2 s wait in line behind each other (the
--- spike's join p95 was 0.3 s). A chunk of 250 holds Redis about 1 ms, so the draw takes at
--- most a fifth of Redis while it lasts (40,000 fans: about 0.8 s), and a call waits 1 ms at most.
+-- The draw's pace: a chunk of CHUNK pre-queue fans per DRAW_EVERY_MS since the last chunk, up
+-- to MAX_CHUNKS in one call. The draw of 50,000 in one call blocked Redis for about half a
+-- second at the opening, and 500 drawn by every call still made the opening's calls wait in
+-- line behind each other (the spike's join p95 was 0.3 s). A chunk of 250 holds Redis about
+-- 1 ms: while calls come often, the draw takes a fifth of Redis (40,000 fans: about 0.8 s) and
+-- a call waits 1 ms at most; when they are few (only the snapshots' peeks, 4 a second per
+-- instance), each draws up to 2,000 (8 ms), so a quiet opening is drawn within seconds too.
 local CHUNK = 250
 local DRAW_EVERY_MS = 5
+local MAX_CHUNKS = 8
 
 -- The draw: the first call at or after the opening fixes the pre-queue and the salt; each call
 -- then keys the next chunk by SHA-1(salt ‖ id) into `room:draw` (a sorted set: a pre-queue
@@ -59,11 +62,17 @@ local function draw(salt, r_pre, r_drawn, r_salt, r_drawn_at)
   if not r_salt then
     r_pre, r_drawn, r_salt = redis.call('LLEN', room .. ':pre'), 0, salt
     redis.call('HSET', room, 'salt', salt, 'pre', r_pre, 'drawn', 0, 'at', now)
-  elseif now - tonumber(r_drawn_at or '0') < DRAW_EVERY_MS then
-    return false
+  end
+  local chunks = MAX_CHUNKS
+  if r_drawn_at then
+    chunks = math.min(math.floor((now - tonumber(r_drawn_at)) / DRAW_EVERY_MS), MAX_CHUNKS)
+    if chunks < 1 then return false end
   end
   local pre, drawn = tonumber(r_pre), tonumber(r_drawn)
-  local ids = redis.call('LRANGE', room .. ':pre', drawn, drawn + CHUNK - 1)
+  -- Never past the pre-queue fixed at the opening (a clock that stepped back could let a join
+  -- into the list after it).
+  local last = math.min(drawn + chunks * CHUNK, pre) - 1
+  local ids = last >= drawn and redis.call('LRANGE', room .. ':pre', drawn, last) or {}
   if #ids > 0 then
     local add = { 'ZADD', room .. ':draw' }
     for _, id in ipairs(ids) do
@@ -104,9 +113,12 @@ local function advance(salt)
   -- Credit in thousandths of a fan, at most one second's worth.
   credit = math.min(credit + rate * math.max(now - at, 0), rate * 1000)
   local active = redis.call('ZCARD', room .. ':admitted')
-  local free = stock()
+  -- Against the tickets available: held ones belong to fans who hold them (if their holds
+  -- expire, the tickets are available again and admission resumes), and with none available
+  -- every waiting fan is told sold out.
+  local _, avail = stock()
   local n = math.floor(credit / 1000)
-  n = math.min(n, joined - upto, cap - active, free - active)
+  n = math.min(n, joined - upto, cap - active, avail - active)
   if n > 0 then
     for place = upto + 1, upto + n do
       redis.call('ZADD', room .. ':admitted', now + claim, place)
@@ -207,14 +219,14 @@ if not open then
   return { 'pending', 0, 0, tonumber(redis.call('HGET', room, 'joined') or '0'), 0, 0, 0, id, 0, 0, 0, 0, '', 0 }
 end
 local now_at = status_of(id, open)
--- The claim: an admitted fan's first join since its admission starts its window.
-if now_at[1] == 'admitted' and redis.call('HSETNX', room .. ':claimed', now_at[2], 1) == 1 then
-  redis.call('ZADD', room .. ':admitted', now + tonumber(redis.call('HGET', room, 'window_ms') or '0'), now_at[2])
-  return status_of(id, open)
-end
 if now_at[1] == 'missed' then
   redis.call('HSET', room .. ':place', id, redis.call('HINCRBY', room, 'joined', 1))
   advance(salt)
+  now_at = status_of(id, open)
+end
+-- The claim: an admitted fan's first join since its admission starts its window.
+if now_at[1] == 'admitted' and redis.call('HSETNX', room .. ':claimed', now_at[2], 1) == 1 then
+  redis.call('ZADD', room .. ':admitted', now + tonumber(redis.call('HGET', room, 'window_ms') or '0'), now_at[2])
   return status_of(id, open)
 end
 return now_at
