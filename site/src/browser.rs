@@ -142,7 +142,6 @@ fn run(journey: Signal<Journey>, cmd: Option<Command>) {
                 Command::Join { email, delay_ms } => {
                     sleep(delay_ms).await;
                     let body = serde_json::json!({ "email": email }).to_string();
-                    let sent = now_ms();
                     let a = fetch(
                         "POST",
                         &format!("/v1/events/{event}/room"),
@@ -150,7 +149,7 @@ fn run(journey: Signal<Journey>, cmd: Option<Command>) {
                         None,
                     )
                     .await;
-                    journey.update(|j| j.on_join(&email, &a, sent, now_ms()))
+                    journey.update(|j| j.on_join(&email, &a, now_ms()))
                 }
                 Command::Pay {
                     order_id,

@@ -590,13 +590,7 @@ impl Journey {
     }
 
     /// The answer to a join of the waiting room.
-    pub fn on_join(
-        &mut self,
-        email: &str,
-        answer: &Answer,
-        sent: i64,
-        now: i64,
-    ) -> Option<Command> {
+    pub fn on_join(&mut self, email: &str, answer: &Answer, now: i64) -> Option<Command> {
         let Stage::Queued { retry } = self.stage else {
             return None;
         };
@@ -639,7 +633,6 @@ impl Journey {
             ));
             return None;
         };
-        let _ = sent;
         let server_now = self.server_now(now);
         let q = self.queue.as_mut()?;
         q.asking = false;
@@ -1800,7 +1793,7 @@ mod tests {
         );
         assert!(matches!(j.stage, Stage::Queued { retry: None }));
         assert_eq!(
-            j.on_join("fan@example.at", &joined("pending", 0, ""), T0, T0),
+            j.on_join("fan@example.at", &joined("pending", 0, ""), T0),
             None
         );
         let q = j.queue.as_ref().unwrap();
@@ -1843,7 +1836,7 @@ mod tests {
         );
         // The shop's answer is the truth (here: not yet, place 5).
         assert_eq!(
-            j.on_join("fan@example.at", &joined("waiting", 5, ""), T0, T0),
+            j.on_join("fan@example.at", &joined("waiting", 5, ""), T0),
             None
         );
         assert_eq!(j.queue.as_ref().unwrap().place, 5);
@@ -1873,7 +1866,7 @@ mod tests {
             5,
             r#","admission_token":"tok-5","admitted_until":"2027-03-01T10:05:00Z""#,
         );
-        let reserve = j.on_join("fan@example.at", &admitted, T0, T0).unwrap();
+        let reserve = j.on_join("fan@example.at", &admitted, T0).unwrap();
         assert!(
             matches!(&reserve, Command::Reserve { key, .. } if key == "key-1"),
             "{reserve:?}"
@@ -1895,7 +1888,7 @@ mod tests {
         j.on_availability(&open, T0, T0);
         j.form.email = "fan@example.at".into();
         assert!(matches!(j.submit(T0, keys()), Some(Command::Join { .. })));
-        j.on_join("fan@example.at", &joined("waiting", 40, ""), T0, T0);
+        j.on_join("fan@example.at", &joined("waiting", 40, ""), T0);
         let gone = with_room(
             "2027-03-01T10:00:05.000Z",
             "2027-03-01T09:00:00Z",
@@ -1926,13 +1919,13 @@ mod tests {
         );
         // The room answers off (switched off meanwhile): the same reservation goes out.
         let again = j
-            .on_join("fan@example.at", &joined("off", 0, ""), T0, T0)
+            .on_join("fan@example.at", &joined("off", 0, ""), T0)
             .unwrap();
         assert_eq!(key_of(&again), key);
         // Refused again and again: the page stops asking after a few rejoins.
         for _ in 0..3 {
             j.on_reserve(&key, &refused, T0, T0);
-            j.on_join("fan@example.at", &joined("off", 0, ""), T0, T0);
+            j.on_join("fan@example.at", &joined("off", 0, ""), T0);
         }
         assert_eq!(j.on_reserve(&key, &refused, T0, T0), None);
         assert!(matches!(j.notice, Some(Notice::Unexpected(_))));

@@ -100,15 +100,13 @@ pub async fn reserve(
     let per_email = state.limits.as_ref().map(|l| l.per_email);
     // The waiting room's admission, checked here; whether the room is on, the script knows. A
     // token that does not hold is bad input, refused whether or not the room is on.
-    let admitted = crate::room::admitted(&state, &headers, &event, &email);
-    if let Err(Some(why)) = admitted {
-        return Err(crate::room::not_admitted(&event, Some(why)));
-    }
+    let admitted = crate::room::admitted(&state, &headers, &event, &email)
+        .map_err(|why| crate::room::not_admitted(&event, Some(why)))?;
     let admission = AdmissionRules {
         per_email,
         holds_per_client: state.limits.as_ref().map_or(0, |l| l.holds_per_client),
         client,
-        admitted: admitted.ok(),
+        admitted,
     };
     let outcome = state
         .gate
@@ -170,7 +168,7 @@ pub async fn reserve(
         }
         ReserveOutcome::Paused => return Err(paused()),
         ReserveOutcome::NotAdmitted => {
-            return Err(crate::room::not_admitted(&event, admitted.err().flatten()));
+            return Err(crate::room::not_admitted(&event, None));
         }
     };
     if !replayed {

@@ -90,20 +90,6 @@ pub struct RoomAnswer {
     admitted_until: Option<String>,
 }
 
-/// A room status as the API names it.
-pub(crate) fn status_word(s: RoomStatus) -> &'static str {
-    match s {
-        RoomStatus::Off => "off",
-        RoomStatus::Before => "before",
-        RoomStatus::Pending => "pending",
-        RoomStatus::Waiting => "waiting",
-        RoomStatus::Admitted => "admitted",
-        RoomStatus::Missed => "missed",
-        RoomStatus::Unknown => "unknown",
-        RoomStatus::Open => "open",
-    }
-}
-
 /// `POST /v1/events/{event}/room`
 #[utoipa::path(
     post,
@@ -131,7 +117,7 @@ pub async fn join(
         .room_join(&event, email.as_str())
         .await
         .map_err(gate_error)?;
-    metrics::counter!("room_joins_total", "status" => status_word(view.status)).increment(1);
+    metrics::counter!("room_joins_total", "status" => view.status.as_str()).increment(1);
     let token = match (view.status, view.admitted_until) {
         (RoomStatus::Admitted, Some(until)) => {
             let keys = state.room_keys.as_ref().ok_or_else(|| {
@@ -156,7 +142,7 @@ fn answer(v: &RoomView, token: Option<(String, chrono::DateTime<Utc>)>) -> RoomA
     let ahead = v.ahead();
     let waiting = v.status == RoomStatus::Waiting;
     RoomAnswer {
-        status: status_word(v.status),
+        status: v.status.as_str(),
         queue_id: v.queue_id.clone(),
         place: v.place,
         ahead,
@@ -173,21 +159,21 @@ fn answer(v: &RoomView, token: Option<(String, chrono::DateTime<Utc>)>) -> RoomA
     }
 }
 
-/// The place of the reservation's admission token, if it brought a valid one; otherwise why
-/// not (`None`: no token), told to the fan only if the room turns out to be on.
+/// The place of the reservation's admission token (`None`: it brought none), or why the token
+/// does not hold.
 pub(crate) fn admitted(
     state: &AppState,
     headers: &HeaderMap,
     event: &EventId,
     email: &Email,
-) -> Result<u64, Option<TokenRefused>> {
-    let raw = headers.get(ADMISSION_HEADER).ok_or(None)?;
-    let raw = raw.to_str().map_err(|_| Some(TokenRefused::Malformed))?;
+) -> Result<Option<u64>, TokenRefused> {
+    let Some(raw) = headers.get(ADMISSION_HEADER) else {
+        return Ok(None);
+    };
+    let raw = raw.to_str().map_err(|_| TokenRefused::Malformed)?;
     // No key: no token can be genuine.
-    let keys = state.room_keys.as_ref().ok_or(Some(TokenRefused::Forged))?;
-    AdmissionToken::verify(raw, keys.accepted(), event, email, Utc::now())
-        .map(|t| t.place)
-        .map_err(Some)
+    let keys = state.room_keys.as_ref().ok_or(TokenRefused::Forged)?;
+    AdmissionToken::verify(raw, keys.accepted(), event, email, Utc::now()).map(|t| Some(t.place))
 }
 
 /// The answer to a reservation refused by the room: what was wrong and what to do.

@@ -133,14 +133,12 @@ struct DrawView {
 }
 
 fn room_view(v: &RoomView) -> Option<RoomPeekView> {
-    let status = match v.status {
-        RoomStatus::Before => "before",
-        RoomStatus::Pending => "pending",
-        RoomStatus::Open => "open",
-        _ => return None,
-    };
+    // A peek answers off, before, pending or open; off shows no room.
+    if v.status == RoomStatus::Off {
+        return None;
+    }
     Some(RoomPeekView {
-        status,
+        status: v.status.as_str(),
         admitted_upto: v.upto,
         joined: v.joined,
         shopping: v.shopping,

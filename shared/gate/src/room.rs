@@ -120,18 +120,38 @@ fn room_key(event: &EventId) -> String {
     format!("{{ev:{event}}}:room")
 }
 
+impl RoomStatus {
+    const ALL: [Self; 8] = [
+        Self::Off,
+        Self::Before,
+        Self::Pending,
+        Self::Waiting,
+        Self::Admitted,
+        Self::Missed,
+        Self::Unknown,
+        Self::Open,
+    ];
+
+    /// The word `room.lua` answers, and the API shows.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::Before => "before",
+            Self::Pending => "pending",
+            Self::Waiting => "waiting",
+            Self::Admitted => "admitted",
+            Self::Missed => "missed",
+            Self::Unknown => "unknown",
+            Self::Open => "open",
+        }
+    }
+}
+
 fn status(word: &str) -> Result<RoomStatus, GateError> {
-    Ok(match word {
-        "off" => RoomStatus::Off,
-        "before" => RoomStatus::Before,
-        "pending" => RoomStatus::Pending,
-        "waiting" => RoomStatus::Waiting,
-        "admitted" => RoomStatus::Admitted,
-        "missed" => RoomStatus::Missed,
-        "unknown" => RoomStatus::Unknown,
-        "open" => RoomStatus::Open,
-        other => return Err(GateError::Protocol(format!("room: status {other:?}"))),
-    })
+    RoomStatus::ALL
+        .into_iter()
+        .find(|s| s.as_str() == word)
+        .ok_or_else(|| GateError::Protocol(format!("room: status {word:?}")))
 }
 
 /// `room.lua`'s answer: status, place, upto, joined, shopping, unsold, sold out, queue id,
