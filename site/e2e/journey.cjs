@@ -141,7 +141,9 @@ async function buyOut(tier, quantity, admission) {
     // admission is paused, a fan who joined later is turned away by sold out.
     const ops = (...args) => execFileSync(process.env.OPS, args, { stdio: "ignore" });
     ops("seed", "--reset", "--capacity", "2", "--opens-in", "8", "--hold-seconds", "120");
-    ops("room", "--event", "frequency-2027", "on", "--rate", "50", "--cap", "50", "--window-secs", "120");
+    // The other two fans come for their admissions only after the first fan's purchase: on a
+    // busy machine that may be more than the 30 s an admitted fan has by default.
+    ops("room", "--event", "frequency-2027", "on", "--rate", "50", "--cap", "50", "--window-secs", "120", "--claim-secs", "120");
     const join = async (email) => {
       const r = await fetch(new URL("/v1/events/frequency-2027/room", SITE), {
         method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ email }),
