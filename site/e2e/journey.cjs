@@ -189,9 +189,11 @@ async function buyOut(tier, quantity, admission) {
     const late = await room.newPage();
     late.on("pageerror", (e) => errors.push(String(e)));
     await late.goto(SITE);
-    // VIP 3-Day is sold out (the first fan's two passes), so this fan waits for VIP Camping. The
-    // page's first answer may be the browser's copy from the other tab (stale-while-revalidate),
-    // so its label is not read before the choice.
+    // The page's first answer is the shop's, not the browser's copy of the other tab's (the page
+    // keeps no copy): VIP 3-Day, the first fan's two passes, shows sold out at once.
+    await late.locator(".badge", { hasText: /left|Sold out/ }).first().waitFor(WAIT);
+    assert.equal((await late.locator(".badge").first().textContent()).trim(), "Sold out", "the page's first answer is fresh");
+    // So this fan waits for VIP Camping.
     await late.locator('label[for="tier-vip-camping"]').click();
     await late.getByLabel("E-mail for your tickets").fill("late@example.at");
     await late.getByRole("button", { name: /^Join the queue for 1 × VIP Camping/ }).click();

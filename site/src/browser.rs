@@ -5,7 +5,7 @@
 use sycamore::prelude::*;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::{JsFuture, spawn_local};
-use web_sys::{Headers, Request, RequestInit, Response};
+use web_sys::{Headers, Request, RequestCache, RequestInit, Response};
 
 use crate::api::{Answer, Catalog};
 use crate::journey::{Command, FormError, Journey, plausible_email};
@@ -72,6 +72,11 @@ async fn try_fetch(
 ) -> Result<Answer, JsValue> {
     let init = RequestInit::new();
     init.set_method(method);
+    // The page paces its own reads, so the browser keeps no copy: its copy would be handed out
+    // again after a second (`stale-while-revalidate`, meant for the edge), a waiting fan
+    // learning its turn a poll late; and a copy revalidated by a 304 keeps its old
+    // `server_time`, the clock the countdowns run on. The edge still answers from its cache.
+    init.set_cache(RequestCache::NoStore);
     let headers = Headers::new()?;
     headers.set("accept", "application/json, application/problem+json")?;
     if let Some(b) = body {

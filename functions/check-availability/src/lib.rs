@@ -2,6 +2,7 @@
 //! that a background task refreshes from Redis every `REFRESH_MS`, so a spike of readers
 //! costs no Redis round trip per request; order status is read from the gate's read model.
 
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -43,34 +44,32 @@ struct Snapshot {
     view: AvailabilityView,
     /// The last refresh of this event failed: this is the last good snapshot.
     stale: bool,
-    /// Redis' version of the event's stock: the ETag changes with every stock movement.
-    version: u64,
+    /// The second of the refresh (Redis' clock), a part of the ETag.
+    second: i64,
     etag: HeaderValue,
 }
 
 impl Snapshot {
-    fn new(view: AvailabilityView, version: u64, stale: bool) -> Self {
-        // The room moves without the stock moving: its line of progress is in the tag too.
-        let room = view.room.as_ref().map_or(String::new(), |r| {
-            format!("-{}-{}-{}", r.status, r.admitted_upto, r.joined)
-        });
-        let etag = format!(
-            "W/\"{version}-{}-{}-{}{room}\"",
-            u8::from(view.sale_open),
-            u8::from(view.paused),
-            u8::from(stale)
-        );
+    fn new(view: AvailabilityView, second: i64, stale: bool) -> Self {
+        // The tag is a digest of everything the answer says (the stock, the room's pause and
+        // rate, the catalog after a reseed) and the second it was read in. A 304 keeps the
+        // cached body, `server_time` included, and pages count down by that clock: so a tag
+        // holds for a second at most. Instances that read the same numbers in the same second
+        // give the same tag (`DefaultHasher::new` has fixed keys in every process of a build).
+        let mut digest = DefaultHasher::new();
+        (&view, stale).hash(&mut digest);
+        let etag = format!("W/\"{:016x}-{second}\"", digest.finish());
         Self {
             etag: HeaderValue::try_from(etag).expect("an ASCII ETag"),
             view,
             stale,
-            version,
+            second,
         }
     }
 
     /// The same numbers, marked stale (no Redis needed).
     fn staled(&self) -> Self {
-        Self::new(self.view.clone(), self.version, true)
+        Self::new(self.view.clone(), self.second, true)
     }
 }
 
@@ -97,7 +96,7 @@ pub struct AppState {
 
 /// The event's waiting room as every fan sees it (ADR 59): a fan compares its own place with
 /// `admitted_upto`, so the position is read from this snapshot, not asked of Redis per fan.
-#[derive(Clone, Serialize, ToSchema)]
+#[derive(Clone, Hash, Serialize, ToSchema)]
 struct RoomPeekView {
     /// `before` (the sale has not opened: fans who join now are drawn in a fair random order
     /// at the opening), `pending` (drawing that order), `open`.
@@ -125,7 +124,7 @@ struct RoomPeekView {
 }
 
 /// See [`RoomPeekView::draw`].
-#[derive(Clone, Serialize, ToSchema)]
+#[derive(Clone, Hash, Serialize, ToSchema)]
 struct DrawView {
     drawn: u64,
     salt: String,
@@ -198,6 +197,26 @@ struct AvailabilityView {
     ticket_types: Box<RawValue>,
 }
 
+impl Hash for AvailabilityView {
+    // Every field but `as_of` (the refresh's clock: its second is in the tag); each named, so
+    // that a new field is not left out of the ETag by accident.
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        let Self {
+            event,
+            name,
+            venue,
+            sale_opens_at,
+            sale_open,
+            paused,
+            as_of: _,
+            room,
+            ticket_types,
+        } = self;
+        (event, name, venue, sale_opens_at, sale_open, paused, room).hash(h);
+        ticket_types.get().hash(h);
+    }
+}
+
 /// `GET /v1/events/{event}/availability`: the snapshot with the server's clock.
 #[derive(Serialize, ToSchema)]
 struct Availability<'a> {
@@ -253,7 +272,7 @@ fn snapshot(snap: &EventSnapshot, room: &RoomView) -> Snapshot {
         ticket_types: serde_json::value::to_raw_value(&types)
             .expect("ticket types serialise to JSON"),
     };
-    Snapshot::new(view, snap.version, false)
+    Snapshot::new(view, snap.read_at.timestamp(), false)
 }
 
 impl AppState {
@@ -434,7 +453,7 @@ pub fn app(state: Arc<AppState>) -> Router {
     responses(
         (status = 200, description = "The numbers; `stale: true` when the gate could not be read lately", body = Availability,
             headers(
-                ("ETag" = String, description = "Changes with every stock movement"),
+                ("ETag" = String, description = "Changes whenever the answer does (the stock, the room), and every second: a 304 keeps the cached `server_time`"),
                 ("Cache-Control" = String, description = "Short: public, max-age=1, stale-while-revalidate=2"),
             )),
         (status = 304, description = "Not modified since the ETag sent"),

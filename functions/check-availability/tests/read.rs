@@ -122,6 +122,32 @@ async fn availability_comes_from_the_snapshot_with_an_etag() {
     );
 }
 
+/// An event reset and seeded again with other numbers (`ops seed --reset`) counts its stock's
+/// moves from the start again; its tag still changes, as its answer did.
+#[tokio::test]
+async fn a_reseeded_event_gets_a_new_etag() {
+    let env = TestEnv::get();
+    let ev = env.seed_gate(40, -1, 600).await;
+    let gate = env.gate().await;
+    let state = AppState::new(gate.clone());
+    state.refresh().await.unwrap();
+    let router = app(state.clone());
+    let uri = format!("/v1/events/{}/availability", ev.id);
+    let etag = get(&router, &uri, None).await.1[header::ETAG]
+        .to_str()
+        .unwrap()
+        .to_owned();
+
+    gate.reset(&ev.id).await.unwrap();
+    let mut smaller = ev.clone();
+    smaller.ticket_types[0].capacity = 2;
+    gate.seed(&smaller).await.unwrap();
+    state.refresh().await.unwrap();
+    let (status, _, body) = get(&router, &uri, Some(&etag)).await;
+    assert_eq!(status, StatusCode::OK, "not a 304: the answer changed");
+    assert_eq!(body["ticket_types"][0]["capacity"], 2);
+}
+
 /// Every kind of request on the availability route gets its answer through the router's
 /// stack: a request id, a Content-Length that matches the body, and the status it should.
 #[tokio::test]
