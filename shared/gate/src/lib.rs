@@ -262,8 +262,6 @@ impl Stock {
 pub struct EventSnapshot {
     /// The catalog as seeded.
     pub catalog: Event,
-    /// Changes with every stock movement (the ETag).
-    pub version: u64,
     /// Redis' clock when read.
     pub read_at: DateTime<Utc>,
     /// Stock per ticket type, in catalog order.

@@ -322,7 +322,7 @@ pub(crate) fn order_ids(reply: Value) -> Result<Vec<OrderId>, GateError> {
         .collect())
 }
 
-/// `refresh.lua`'s reply (nil: the event is not in the gate): the catalog, the version, Redis'
+/// `refresh.lua`'s reply (nil: the event is not in the gate): the opening, the catalog, Redis'
 /// clock, the pause flag, then six words per ticket type.
 pub(crate) fn snapshot(reply: Value) -> Result<Option<EventSnapshot>, GateError> {
     if matches!(reply, Value::Nil) {
@@ -332,7 +332,7 @@ pub(crate) fn snapshot(reply: Value) -> Result<Option<EventSnapshot>, GateError>
     let catalog: Event = serde_json::from_str(w.get(1).map(String::as_str).unwrap_or(""))
         .map_err(|e| GateError::Protocol(format!("catalog: {e}")))?;
     let mut stock = BTreeMap::new();
-    let mut i = 5;
+    let mut i = 4;
     while i + 5 < w.len() {
         stock.insert(
             w[i].clone(),
@@ -348,9 +348,8 @@ pub(crate) fn snapshot(reply: Value) -> Result<Option<EventSnapshot>, GateError>
     }
     Ok(Some(EventSnapshot {
         catalog,
-        version: num(&w, 2)?,
-        read_at: ms_to_time(num(&w, 3)?),
+        read_at: ms_to_time(num(&w, 2)?),
         stock,
-        paused: w.get(4).is_some_and(|p| p == "1"),
+        paused: w.get(3).is_some_and(|p| p == "1"),
     }))
 }

@@ -1264,8 +1264,7 @@ async fn ended_holds_and_orders_leave_no_key_behind_for_good() {
             // The event, its stock and its ledgers: bounded by the sale, not by attempts (the
             // marks: a field per consume-order process).
             assert!(
-                ["meta", "version", "holds", "outbox", "marks"].contains(&what)
-                    || what.starts_with("tt:"),
+                ["meta", "holds", "outbox", "marks"].contains(&what) || what.starts_with("tt:"),
                 "{what} (ttl {ttl})"
             );
         }

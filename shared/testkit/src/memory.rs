@@ -185,7 +185,6 @@ impl Room {
 struct Sale {
     catalog: Event,
     stock: BTreeMap<String, Stock>,
-    version: u64,
     paused: bool,
     orders: HashMap<OrderId, Order>,
     /// Idempotency key → the order it made and what it was first used for.
@@ -236,7 +235,6 @@ impl MemoryGate {
                     })
                     .collect(),
                 catalog: event.clone(),
-                version: 1,
                 paused: false,
                 orders: HashMap::new(),
                 keys: HashMap::new(),
@@ -252,7 +250,6 @@ impl MemoryGate {
     pub fn set_paused(&self, event: &EventId, paused: bool) {
         if let Some(sale) = self.state.lock().expect("gate lock").events.get_mut(event) {
             sale.paused = paused;
-            sale.version += 1;
         }
     }
 
@@ -340,7 +337,6 @@ impl Sale {
         if let Some(n) = self.customers.get_mut(&(tt.to_string(), email)) {
             *n = n.saturating_sub(qty);
         }
-        self.version += 1;
     }
 }
 
@@ -360,7 +356,6 @@ impl ReadModel for MemoryGate {
     async fn refresh(&self, event: &EventId) -> Result<Option<EventSnapshot>, GateError> {
         Ok(self.lock()?.events.get(event).map(|s| EventSnapshot {
             catalog: s.catalog.clone(),
-            version: s.version,
             read_at: Utc::now(),
             stock: s.stock.clone(),
             paused: s.paused,
@@ -516,7 +511,6 @@ impl Admission for MemoryGate {
             .customers
             .entry((tt.id.to_string(), email.as_str().to_owned()))
             .or_default() += qty;
-        sale.version += 1;
         sale.keys
             .insert(key.as_str().to_owned(), (order_id, request));
         sale.orders.insert(
@@ -611,7 +605,6 @@ impl PaymentFlow for MemoryGate {
                     stock.held -= qty;
                     stock.confirming += qty;
                     sale.outbox.insert(id, now);
-                    sale.version += 1;
                     PayBegin::Charge {
                         amount_cents: amount,
                         token: token.to_owned(),
@@ -670,7 +663,6 @@ impl PaymentFlow for MemoryGate {
             let stock = sale.stock(&tt);
             stock.confirming -= qty;
             stock.held += qty;
-            sale.version += 1;
             Some(OrderStatus::Reserved)
         })?;
         Ok(aborted.flatten())
@@ -788,7 +780,6 @@ impl PaymentFlow for MemoryGate {
                 let stock = sale.stock(&tt);
                 stock.confirming -= qty;
                 stock.sold += qty;
-                sale.version += 1;
             } else {
                 sale.release(id, OrderStatus::Rejected);
             }

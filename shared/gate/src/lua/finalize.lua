@@ -28,7 +28,6 @@ local function sell(oid, o, from, tickets)
   local ok = p .. 'order:' .. oid
   redis.call('HSET', ok, 'tickets', tickets)
   set_status(ok, 'confirmed')
-  redis.call('INCR', p .. 'version')
 end
 
 local function finalize(oid, outcome, tickets, tt, qty, email, first, amount)
@@ -52,7 +51,6 @@ local function finalize(oid, outcome, tickets, tt, qty, email, first, amount)
       redis.call('HINCRBY', tk, 'available', -n)
       redis.call('HINCRBY', tk, 'sold', n)
       count_customer(email, tt, n)
-      redis.call('INCR', p .. 'version')
     elseif outcome == 'confirmed' and live then
       -- A redelivery of an order a live event lost: whether its stock counts it cannot be told
       -- here (a rollback took it; a restore would have counted it and written the order). It
@@ -67,7 +65,6 @@ local function finalize(oid, outcome, tickets, tt, qty, email, first, amount)
     redis.call('HINCRBY', tk, 'available', -o.qty)
     redis.call('HINCRBY', tk, 'sold', o.qty)
     count_customer(o.email, o.tt, o.qty)
-    redis.call('INCR', p .. 'version')
     return 'behind'
   end
   if o.status == 'confirmed' or o.status == 'rejected' then return 'already' end

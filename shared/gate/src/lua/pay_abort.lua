@@ -20,5 +20,4 @@ redis.call('HINCRBY', tk, 'confirming', -o.qty)
 redis.call('HINCRBY', tk, 'held', o.qty)
 redis.call('HSET', ok, 'status', 'reserved')
 redis.call('ZADD', p .. 'holds', o.deadline, oid)
-redis.call('INCR', p .. 'version')
 return { 'reserved' }

@@ -25,7 +25,6 @@ if o.status == 'reserved' and ARGV[2] ~= '' then
     'pay_started_at', now, 'pay_attempt', attempt)
   -- The outbox lists paid-or-paying orders not yet known to be published: the relay's work list.
   redis.call('ZADD', p .. 'outbox', now, oid)
-  redis.call('INCR', p .. 'version')
   return { 'charge', o.amount, ARGV[2], attempt }
 end
 if o.status == 'confirming' then

@@ -79,7 +79,6 @@ local function release(oid, o, from, status)
   redis.call('HINCRBY', tk, 'available', o.qty)
   uncount_customer(o)
   set_status(p .. 'order:' .. oid, status)
-  redis.call('INCR', p .. 'version')
 end
 
 -- Expire one hold if it is due. Status `reserved` guards against doing it twice.

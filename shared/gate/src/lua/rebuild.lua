@@ -6,6 +6,5 @@
 if redis.call('EXISTS', KEYS[1]) == 0 then return 'absent' end
 if redis.call('HEXISTS', KEYS[1], 'restoring') == 0 then
   redis.call('HSET', KEYS[1], 'paused', 1, 'restoring', 1, 'oid_salt', ARGV[1])
-  redis.call('INCR', p .. 'version')
 end
 return 'restoring'

@@ -4,7 +4,7 @@ reap(now, 500)
 local m = redis.call('HMGET', KEYS[1], 'opens_at', 'catalog', 'tt_ids', 'paused')
 if not m[1] then return nil end
 -- `paused`: being rebuilt after Redis lost its state (restore.lua), reservations refused.
-local out = { m[1], m[2], redis.call('GET', p .. 'version') or '0', tostring(now), m[4] and '1' or '0' }
+local out = { m[1], m[2], tostring(now), m[4] and '1' or '0' }
 for id in string.gmatch(m[3], '[^,]+') do
   local c = redis.call('HMGET', p .. 'tt:' .. id, 'capacity', 'available', 'held', 'confirming', 'sold')
   table.insert(out, id)

@@ -62,7 +62,7 @@ local function flush()
   end
 end
 
-local reaped, moved = false, false
+local reaped = false
 -- The hold ledger's new entries, added with one ZADD at the end (none of them is due before).
 local holds = { 'ZADD', p .. 'holds' }
 
@@ -198,7 +198,7 @@ local function reserve(tt, qty_s, email, oid, client, admitted)
   holds[#holds + 1] = deadline
   holds[#holds + 1] = oid
   -- Counted only once the writes above went through (see the loop below).
-  t.avail, t.held, t.dirty, moved = t.avail - qty, t.held + qty, true, true
+  t.avail, t.held, t.dirty = t.avail - qty, t.held + qty, true
   return t.reply
 end
 
@@ -216,5 +216,4 @@ for i = 5, #ARGV, 6 do
 end
 flush()
 if #holds > 2 then redis.call(unpack(holds)) end
-if moved then redis.call('INCR', p .. 'version') end
 return table.concat(out, '\n')

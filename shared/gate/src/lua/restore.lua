@@ -32,7 +32,6 @@ for _ = 1, n do
     'hold_ms', ARGV[i + 3], 'price', ARGV[i + 4])
   i = i + 6
 end
-redis.call('INCR', p .. 'version')
 if ARGV[4] == '1' then
   redis.call('HDEL', KEYS[1], 'paused', 'restoring')
   redis.call('HSET', KEYS[1], 'restored_at', now_ms())

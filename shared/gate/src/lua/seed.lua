@@ -15,5 +15,4 @@ while ARGV[i] do
     'confirming', 0, 'sold', 0, 'limit', ARGV[i + 2], 'hold_ms', ARGV[i + 3], 'price', ARGV[i + 4])
   i = i + 5
 end
-redis.call('INCR', p .. 'version')
 return 'seeded'
