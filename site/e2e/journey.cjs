@@ -193,8 +193,8 @@ async function buyOut(tier, quantity, admission) {
     // keeps no copy): VIP 3-Day, the first fan's two passes, shows sold out at once.
     await late.locator(".badge", { hasText: /left|Sold out/ }).first().waitFor(WAIT);
     assert.equal((await late.locator(".badge").first().textContent()).trim(), "Sold out", "the page's first answer is fresh");
-    // So this fan waits for VIP Camping.
-    await late.locator('label[for="tier-vip-camping"]').click();
+    // So the page offers the first tier with passes left, VIP Camping, and this fan waits for it.
+    assert.ok(await late.locator("#tier-vip-camping").isChecked(), "the first tier with passes left is offered");
     await late.getByLabel("E-mail for your tickets").fill("late@example.at");
     await late.getByRole("button", { name: /^Join the queue for 1 × VIP Camping/ }).click();
     await late.getByText("Your place in the queue: 4.").waitFor(WAIT);

@@ -466,6 +466,7 @@ impl Journey {
         self.stale = a.stale;
         self.learn_clock(Some(&a.server_time), sent, received);
         self.sale_opens_at = parse_time_ms(&a.sale_opens_at).or(self.sale_opens_at);
+        let first_answer = self.live.iter().all(Option::is_none);
         for t in &a.ticket_types {
             if let Some(i) = self.tier_index(&t.id) {
                 let state = match t.status.as_str() {
@@ -485,12 +486,33 @@ impl Journey {
                 });
             }
         }
+        if first_answer {
+            self.offer_a_tier_with_passes_left();
+        }
         let max = self.max_quantity();
         if self.form.quantity > max {
             self.form.quantity = max;
         }
         self.room = a.room;
         self.queue_step()
+    }
+
+    /// The page preselects the first tier; when the first numbers show it sold out, the first
+    /// tier with passes left is offered instead. Only then: a tier that sells out while the fan
+    /// fills in the form stays chosen (the button says so), never swapped for another price.
+    fn offer_a_tier_with_passes_left(&mut self) {
+        let default = self.catalog.tiers.first().map(|t| t.id.as_str());
+        if self.stage != Stage::Choosing || default != Some(self.form.tier.as_str()) {
+            return;
+        }
+        if self.tier_state(0) != TierState::SoldOut {
+            return;
+        }
+        if let Some(i) =
+            (0..self.catalog.tiers.len()).find(|&i| self.tier_state(i) != TierState::SoldOut)
+        {
+            self.form.tier = self.catalog.tiers[i].id.clone();
+        }
     }
 
     /// Whether every tier is sold out (as far as the page knows).
@@ -1192,6 +1214,39 @@ mod tests {
             Command::Reserve { key, .. } => key.clone(),
             other => panic!("not a reserve: {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_page_opened_after_its_first_tier_sold_out_offers_the_next_one() {
+        let mut j = Journey::new(catalog());
+        assert_eq!(j.form.tier, "vip-3-day");
+        j.on_availability(
+            &availability(
+                "2027-03-01T10:00:00.000Z",
+                "2027-03-01T09:00:00Z",
+                0,
+                "sold_out",
+            ),
+            T0,
+            T0,
+        );
+        assert_eq!(j.form.tier, "backstage-lounge");
+        assert!(j.can_submit(T0));
+
+        // A tier that sells out later stays the fan's choice: no other price under its cursor.
+        let mut j = open_journey();
+        j.on_availability(
+            &availability(
+                "2027-03-01T10:00:10.000Z",
+                "2027-03-01T09:00:00Z",
+                0,
+                "sold_out",
+            ),
+            T0,
+            T0,
+        );
+        assert_eq!(j.form.tier, "vip-3-day");
+        assert!(!j.can_submit(T0));
     }
 
     #[test]
