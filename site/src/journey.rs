@@ -508,9 +508,10 @@ impl Journey {
         if self.tier_state(0) != TierState::SoldOut {
             return;
         }
-        if let Some(i) =
-            (0..self.catalog.tiers.len()).find(|&i| self.tier_state(i) != TierState::SoldOut)
-        {
+        // A tier the answer did not list (Unknown) is not offered either.
+        let left =
+            |i: usize| !matches!(self.tier_state(i), TierState::SoldOut | TierState::Unknown);
+        if let Some(i) = (0..self.catalog.tiers.len()).find(|&i| left(i)) {
             self.form.tier = self.catalog.tiers[i].id.clone();
         }
     }
@@ -1247,6 +1248,42 @@ mod tests {
         );
         assert_eq!(j.form.tier, "vip-3-day");
         assert!(!j.can_submit(T0));
+
+        // Everything sold out: nothing to offer, the default stays.
+        let everything_sold_out = Answer::json(
+            200,
+            r#"{"server_time":"2027-03-01T10:00:00.000Z","stale":false,"event":"frequency-2027","sale_opens_at":"2027-03-01T09:00:00Z","sale_open":true,
+            "ticket_types":[{"id":"vip-3-day","name":"VIP","price_cents":34900,"currency":"EUR","capacity":100,"available":0,"per_customer_limit":4,"status":"sold_out"},
+            {"id":"backstage-lounge","name":"B","price_cents":89900,"currency":"EUR","capacity":50,"available":0,"per_customer_limit":2,"status":"sold_out"}]}"#,
+        );
+        let mut j = Journey::new(catalog());
+        j.on_availability(&everything_sold_out, T0, T0);
+        assert_eq!(j.form.tier, "vip-3-day");
+
+        // A tier the answer does not list is not offered.
+        let only_the_first = Answer::json(
+            200,
+            r#"{"server_time":"2027-03-01T10:00:00.000Z","stale":false,"event":"frequency-2027","sale_opens_at":"2027-03-01T09:00:00Z","sale_open":true,
+            "ticket_types":[{"id":"vip-3-day","name":"VIP","price_cents":34900,"currency":"EUR","capacity":100,"available":0,"per_customer_limit":4,"status":"sold_out"}]}"#,
+        );
+        let mut j = Journey::new(catalog());
+        j.on_availability(&only_the_first, T0, T0);
+        assert_eq!(j.form.tier, "vip-3-day");
+
+        // Not choosing (a page back from the room with its attempt): no swap.
+        let mut j = Journey::new(catalog());
+        j.stage = Stage::Queued { retry: None };
+        j.on_availability(
+            &availability(
+                "2027-03-01T10:00:00.000Z",
+                "2027-03-01T09:00:00Z",
+                0,
+                "sold_out",
+            ),
+            T0,
+            T0,
+        );
+        assert_eq!(j.form.tier, "vip-3-day");
     }
 
     #[test]

@@ -44,15 +44,14 @@ struct Snapshot {
     view: AvailabilityView,
     /// The last refresh of this event failed: this is the last good snapshot.
     stale: bool,
-    /// The second of the refresh (Redis' clock), a part of the ETag.
-    second: i64,
     etag: HeaderValue,
 }
 
 impl Snapshot {
     fn new(view: AvailabilityView, second: i64, stale: bool) -> Self {
         // The tag is a digest of everything the answer says (the stock, the room's pause and
-        // rate, the catalog after a reseed) and the second it was read in. A 304 keeps the
+        // rate, the catalog after a reseed) and the second it was read in (Redis' clock; a
+        // stale snapshot: this instance's). A 304 keeps the
         // cached body, `server_time` included, and pages count down by that clock: so a tag
         // holds for a second at most. Instances that read the same numbers in the same second
         // give the same tag (`DefaultHasher::new` has fixed keys in every process of a build).
@@ -63,13 +62,14 @@ impl Snapshot {
             etag: HeaderValue::try_from(etag).expect("an ASCII ETag"),
             view,
             stale,
-            second,
         }
     }
 
-    /// The same numbers, marked stale (no Redis needed).
+    /// The same numbers, marked stale (no Redis needed). The tag takes this second, not the
+    /// last good read's: through an outage it still moves every second, so a revalidation
+    /// never keeps an old `server_time`.
     fn staled(&self) -> Self {
-        Self::new(self.view.clone(), self.second, true)
+        Self::new(self.view.clone(), Utc::now().timestamp(), true)
     }
 }
 
