@@ -1219,18 +1219,15 @@ mod tests {
 
     #[test]
     fn a_page_opened_after_its_first_tier_sold_out_offers_the_next_one() {
+        let first_sold_out = availability(
+            "2027-03-01T10:00:00.000Z",
+            "2027-03-01T09:00:00Z",
+            0,
+            "sold_out",
+        );
         let mut j = Journey::new(catalog());
         assert_eq!(j.form.tier, "vip-3-day");
-        j.on_availability(
-            &availability(
-                "2027-03-01T10:00:00.000Z",
-                "2027-03-01T09:00:00Z",
-                0,
-                "sold_out",
-            ),
-            T0,
-            T0,
-        );
+        j.on_availability(&first_sold_out, T0, T0);
         assert_eq!(j.form.tier, "backstage-lounge");
         assert!(j.can_submit(T0));
 
@@ -1273,16 +1270,7 @@ mod tests {
         // Not choosing (a page back from the room with its attempt): no swap.
         let mut j = Journey::new(catalog());
         j.stage = Stage::Queued { retry: None };
-        j.on_availability(
-            &availability(
-                "2027-03-01T10:00:00.000Z",
-                "2027-03-01T09:00:00Z",
-                0,
-                "sold_out",
-            ),
-            T0,
-            T0,
-        );
+        j.on_availability(&first_sold_out, T0, T0);
         assert_eq!(j.form.tier, "vip-3-day");
     }
 
