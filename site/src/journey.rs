@@ -664,9 +664,9 @@ impl Journey {
             q.queue_id = r.queue_id;
         }
         match r.status.as_str() {
-            // No room (any more): the shop is open to all.
+            // No room (any more): the shop is open to all, and no admission is sent (a token
+            // that no longer holds is refused).
             "off" => {
-                // No room: no admission to send (a token that no longer holds is refused).
                 q.token = None;
                 self.room = None;
                 self.reserve_now()

@@ -51,10 +51,10 @@ impl Snapshot {
     fn new(view: AvailabilityView, second: i64, stale: bool) -> Self {
         // The tag is a digest of everything the answer says (the stock, the room's pause and
         // rate, the catalog after a reseed) and the second it was read in (Redis' clock; a
-        // stale snapshot: this instance's). A 304 keeps the
-        // cached body, `server_time` included, and pages count down by that clock: so a tag
-        // holds for a second at most. Instances that read the same numbers in the same second
-        // give the same tag (`DefaultHasher::new` has fixed keys in every process of a build).
+        // stale snapshot: this instance's). A 304 keeps the cached body, `server_time`
+        // included, and pages count down by that clock: so a tag holds for a second at most.
+        // Instances that read the same numbers in the same second give the same tag
+        // (`DefaultHasher::new` has fixed keys in every process of a build).
         let mut digest = DefaultHasher::new();
         (&view, stale).hash(&mut digest);
         let etag = format!("W/\"{:016x}-{second}\"", digest.finish());

@@ -134,23 +134,23 @@ end
 -- order is decided, and a pre-queue fan's page can then tell its own turn (and roughly its
 -- place) from the snapshot alone, SHA-1(salt ‖ its queue id) against that key, instead of
 -- 40,000 pages asking buy for their places in the same second.
-local function drawn_so_far(upto)
-  local r = redis.call('HMGET', room, 'shuffled', 'pre', 'salt')
-  if r[1] ~= '1' then return 0, '', 0 end
-  local pre = tonumber(r[2] or '0')
+-- (`shuffled`, `pre`, `salt`: the room hash's fields, as `answer` read them.)
+local function drawn_so_far(upto, shuffled, r_pre, salt)
+  if shuffled ~= '1' then return 0, '', 0 end
+  local pre = tonumber(r_pre or '0')
   local key = 0
   if upto > 0 and pre > 0 then
     local last = redis.call('ZRANGE', room .. ':draw', math.min(upto, pre) - 1, math.min(upto, pre) - 1, 'WITHSCORES')
     key = tonumber(last[2] or '0')
   end
-  return pre, r[3] or '', key
+  return pre, salt or '', key
 end
 
 local function answer(status, place, id, until_ms)
-  local r = redis.call('HMGET', room, 'upto', 'joined', 'rate', 'paused')
+  local r = redis.call('HMGET', room, 'upto', 'joined', 'rate', 'paused', 'shuffled', 'pre', 'salt')
   local free, avail = stock()
   local upto = tonumber(r[1] or '0')
-  local pre, salt, key = drawn_so_far(upto)
+  local pre, salt, key = drawn_so_far(upto, r[5], r[6], r[7])
   return { status, place or 0, upto, tonumber(r[2] or '0'),
     redis.call('ZCARD', room .. ':admitted'), free, avail == 0 and 1 or 0, id or '',
     tonumber(r[3] or '0'), until_ms or 0, r[4] == '1' and 1 or 0, pre, salt, key }
